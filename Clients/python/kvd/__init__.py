@@ -1,0 +1,16 @@
+"""Python client for kvd, the shared-memory KV-cache daemon.
+
+    from kvd import Client
+    with Client("ipc:///tmp/kvd-default.sock") as c:
+        c.hello()
+        seq = c.create_sequence("smollm2-135m")
+        c.append(seq, keys, values)          # [layers, kv_heads, tokens, head_dim]
+        k, v = c.query(seq).stacked()
+"""
+
+from kvd.client import Client
+from kvd.errors import ErrorCode, KvdError
+from kvd.views import HeadData, QueryResult
+
+__all__ = ["Client", "ErrorCode", "KvdError", "HeadData", "QueryResult"]
+__version__ = "0.1.0"

@@ -1,0 +1,351 @@
+"""The kvd client: one ZeroMQ DEALER socket, one request in flight at a time.
+
+A ``Client`` is not thread-safe (ZeroMQ sockets are not); give each thread its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+import time
+from typing import Iterable, Optional, Union
+
+import numpy as np
+import zmq
+from google.protobuf.message import DecodeError
+
+from kvd import dtypes
+from kvd.errors import ErrorCode, KvdError
+from kvd.shm import Arena, reservation_runs
+from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, query_pb2,
+                    sequence_pb2, stats_pb2)
+from kvd.views import HeadData, QueryResult
+
+PROTOCOL_VERSION = 1
+
+_MODES = {
+    "pages": query_pb2.QUERY_MODE_PAGES,
+    "inline": query_pb2.QUERY_MODE_INLINE,
+    "gather": query_pb2.QUERY_MODE_GATHER,
+    "metadata": query_pb2.QUERY_MODE_METADATA,
+}
+_MODE_NAMES = {v: k for k, v in _MODES.items()}
+_MODE_NAMES[query_pb2.QUERY_MODE_UNSPECIFIED] = "pages"  # the server's default
+
+
+def _param(name: str, value) -> common_pb2.Param:
+    """A compaction Param from a Python value; bool is checked before int (bool is an int)."""
+    p = common_pb2.Param(name=name)
+    if isinstance(value, (bool, np.bool_)):
+        p.bool_value = bool(value)
+    elif isinstance(value, numbers.Integral):
+        p.int_value = int(value)
+    elif isinstance(value, numbers.Real):
+        p.float_value = float(value)
+    elif isinstance(value, str):
+        p.string_value = value
+    else:
+        raise TypeError(f"compaction parameter {name}={value!r}: expected int, float, bool or str")
+    return p
+
+
+def _tensor(arr: np.ndarray) -> common_pb2.Tensor:
+    """Encode a K or V array as a Tensor {dtype, shape, data} (little-endian, row-major)."""
+    a = dtypes.wire_array(arr)
+    return common_pb2.Tensor(dtype=dtypes.from_numpy(a.dtype), shape=list(a.shape),
+                             data=a.tobytes())
+
+
+class Client:
+    """Talks to one kvd daemon.
+
+    ``endpoint`` is a ZeroMQ address such as ``"ipc:///tmp/kvd-default.sock"``. Every call waits up
+    to ``timeout_ms`` for its reply and raises :class:`KvdError` (code ``UNAVAILABLE``) when none
+    comes. Shared memory is mapped by :meth:`hello`, which the methods that need it call on demand.
+    """
+
+    def __init__(self, endpoint: str, timeout_ms: int = 5000, *, client_name: str = "kvd-python",
+                 context: Optional[zmq.Context] = None):
+        self.endpoint = endpoint
+        self.timeout_ms = int(timeout_ms)
+        self.client_name = client_name
+        self._ctx = context or zmq.Context.instance()
+        self._sock: Optional[zmq.Socket] = None
+        self._ids = itertools.count(1)  # request ids: non-zero, never reused by this client
+        self._arena: Optional[Arena] = None
+        self._hello: Optional[hello_pb2.HelloResponse] = None
+        self._models = {}      # model name -> ModelLayout, from Hello
+        self._seq_models = {}  # sequence id -> model name, for sequences this client created
+        self._open_socket()
+
+    # ----------------------------------------------------------------------------------------
+    # transport
+
+    def _open_socket(self) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)  # never block close() on undelivered requests
+        sock.connect(self.endpoint)
+        self._sock = sock
+
+    def _reset_socket(self) -> None:
+        # After a timeout the old socket may still receive the late reply; a fresh socket (new
+        # identity) keeps it from being mistaken for the next call's answer and drops queued sends.
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._open_socket()
+
+    def call(self, kind: str, body) -> object:
+        """Send ``Request{<kind>: body}`` and return the matching response body.
+
+        ``kind`` is the oneof field name (``"hello"``, ``"append"``, ...). Raises KvdError with the
+        daemon's code on an error reply, or UNAVAILABLE when no reply comes within the timeout.
+        """
+        if self._sock is None:
+            raise KvdError(ErrorCode.FAILED_PRECONDITION, "kvd: client is closed")
+        rid = next(self._ids)
+        req = envelope_pb2.Request(request_id=rid, protocol_version=PROTOCOL_VERSION)
+        getattr(req, kind).CopyFrom(body)
+        resp = self._roundtrip(req)
+        which = resp.WhichOneof("body")
+        if which == "error":
+            raise KvdError(resp.error.code, resp.error.message, rid)
+        if which != kind:
+            raise KvdError(ErrorCode.INTERNAL,
+                           f"kvd: asked for {kind!r}, the daemon replied with {which!r}", rid)
+        return getattr(resp, kind)
+
+    def _roundtrip(self, req: envelope_pb2.Request) -> envelope_pb2.Response:
+        self._sock.send(req.SerializeToString())
+        deadline = time.monotonic() + self.timeout_ms / 1000.0
+        while True:
+            remaining = int((deadline - time.monotonic()) * 1000)
+            if remaining <= 0 or not self._sock.poll(remaining, zmq.POLLIN):
+                self._reset_socket()
+                raise KvdError(ErrorCode.UNAVAILABLE,
+                               f"kvd: no reply from {self.endpoint} within {self.timeout_ms} ms; "
+                               "is the daemon running?", req.request_id)
+            frames = self._sock.recv_multipart()
+            resp = envelope_pb2.Response()
+            try:
+                resp.ParseFromString(frames[-1])
+            except DecodeError:
+                raise KvdError(ErrorCode.INTERNAL,
+                               f"kvd: undecodable reply ({len(frames[-1])} bytes) from "
+                               f"{self.endpoint}", req.request_id) from None
+            if resp.header.request_id == req.request_id:
+                return resp
+            if resp.header.request_id == 0 and resp.WhichOneof("body") == "error":
+                # The daemon could not read our request (e.g. too large or undecodable) and so
+                # could not echo its id. This socket only ever has this one request in flight
+                # (it is replaced after a timeout), so the error is ours.
+                return resp
+            # Otherwise: the late reply of an earlier call that timed out; drop it and keep waiting.
+
+    # ----------------------------------------------------------------------------------------
+    # session
+
+    def hello(self) -> hello_pb2.HelloResponse:
+        """Negotiate the protocol, learn models/methods/limits and map the shared-memory arena."""
+        resp = self.call("hello", hello_pb2.HelloRequest(protocol_versions=[PROTOCOL_VERSION],
+                                                         client_name=self.client_name))
+        self._hello = resp
+        self._models = {m.name: m for m in resp.models}
+        shm = resp.shm
+        if (self._arena is None or self._arena.info.name != shm.name
+                or self._arena.info.arena_generation != shm.arena_generation):
+            # First Hello, or the daemon restarted and created a new segment: (re)map.
+            if self._arena is not None:
+                self._arena.close()
+                self._arena = None
+            self._arena = Arena(shm)
+        return resp
+
+    @property
+    def arena(self) -> Arena:
+        """The mapped arena (calls :meth:`hello` first if needed)."""
+        if self._arena is None:
+            self.hello()
+        return self._arena
+
+    @property
+    def models(self) -> dict:
+        """Model name -> ``ModelLayout`` as listed by the last Hello."""
+        if self._hello is None:
+            self.hello()
+        return dict(self._models)
+
+    # ----------------------------------------------------------------------------------------
+    # sequences
+
+    def create_sequence(self, model: str, sequence_id: int = 0, tenant: str = "") -> int:
+        """Create an empty sequence of ``model``; returns its id (``sequence_id`` or the server's)."""
+        resp = self.call("create_sequence", sequence_pb2.CreateSequenceRequest(
+            model=model, sequence_id=sequence_id, tenant=tenant))
+        self._seq_models[resp.sequence_id] = model
+        return resp.sequence_id
+
+    def release(self, seq: int) -> sequence_pb2.ReleaseResponse:
+        """Free every page, reservation and staging buffer of ``seq``; the id becomes unknown."""
+        resp = self.call("release", sequence_pb2.ReleaseRequest(sequence_id=seq))
+        self._seq_models.pop(seq, None)
+        return resp
+
+    def stats(self, seq: int = 0) -> stats_pb2.StatsResponse:
+        """Arena-wide statistics, plus ``.sequence`` detail when ``seq`` is non-zero."""
+        return self.call("stats", stats_pb2.StatsRequest(sequence_id=seq))
+
+    # ----------------------------------------------------------------------------------------
+    # appending
+
+    def append(self, seq: int, keys: np.ndarray, values: np.ndarray, zero_copy: bool = False):
+        """Append tokens; ``keys``/``values`` are ``[layers, kv_heads, tokens, head_dim]``.
+
+        dtype float16, ml_dtypes.bfloat16 or float32 (the model's). Inline (default): the bytes
+        travel in the message and the daemon validates everything. ``zero_copy``: Reserve, write
+        every head's tokens straight into the arena, then Commit (aborted if a write fails).
+        Returns the AppendResponse / CommitResponse (``length``, ``first_position``, ``generation``).
+        """
+        if not zero_copy:
+            return self.call("append", append_pb2.AppendRequest(
+                sequence_id=seq, keys=_tensor(keys), values=_tensor(values)))
+
+        k, v = dtypes.wire_array(keys), dtypes.wire_array(values)
+        if k.ndim != 4 or k.shape != v.shape or k.dtype != v.dtype:
+            raise KvdError(ErrorCode.INVALID_ARGUMENT,
+                           f"kvd: zero-copy append needs keys and values of one shape "
+                           f"[layers, kv_heads, tokens, head_dim] and dtype; got {k.shape} "
+                           f"{k.dtype} and {v.shape} {v.dtype}")
+        self._check_layout(seq, k)
+        arena = self.arena
+        res = self.reserve(seq, k.shape[2])
+        try:
+            runs = reservation_runs(res.heads, res.num_tokens, k.shape[0], k.shape[1])
+            arena.write_runs(runs, k, v)
+        except BaseException:
+            try:
+                self.commit(seq, res.reservation_id, abort=True)
+            except KvdError:
+                pass  # the original failure is the one worth reporting
+            raise
+        return self.commit(seq, res.reservation_id, res.num_tokens)
+
+    def _check_layout(self, seq: int, k: np.ndarray) -> None:
+        # The daemon cannot see zero-copy bytes, so check shape/dtype here when the model is known;
+        # a wrong head_dim would otherwise write runs of the wrong length.
+        model = self._models.get(self._seq_models.get(seq, ""))
+        if model is None:
+            return
+        want = (model.layers, model.kv_heads, model.head_dim)
+        got = (k.shape[0], k.shape[1], k.shape[3])
+        if got != want or dtypes.from_numpy(k.dtype) != model.dtype:
+            raise KvdError(ErrorCode.INVALID_ARGUMENT,
+                           f"kvd: model {model.name} needs [{want[0]}, {want[1]}, tokens, "
+                           f"{want[2]}] {dtypes.to_numpy(model.dtype)}; got {list(k.shape)} "
+                           f"{k.dtype}")
+        if k.shape[2] == 0:
+            raise KvdError(ErrorCode.INVALID_ARGUMENT, "kvd: zero tokens to append")
+
+    def reserve(self, seq: int, num_tokens: int) -> append_pb2.ReserveResponse:
+        """Reserve ``num_tokens`` slots in every (layer, head); returns the slot runs."""
+        return self.call("reserve", append_pb2.ReserveRequest(sequence_id=seq,
+                                                              num_tokens=num_tokens))
+
+    def commit(self, seq: int, reservation_id: int, num_tokens: int = 0,
+               abort: bool = False) -> append_pb2.CommitResponse:
+        """Make the first ``num_tokens`` reserved tokens visible (or drop all with ``abort``)."""
+        return self.call("commit", append_pb2.CommitRequest(
+            sequence_id=seq, reservation_id=reservation_id, num_tokens=num_tokens, abort=abort))
+
+    # ----------------------------------------------------------------------------------------
+    # reading
+
+    def query(self, seq: int, layers: Optional[Iterable[int]] = None,
+              mode: Union[str, int] = "pages", copy: bool = False) -> QueryResult:
+        """Read ``seq``; returns a :class:`QueryResult` with one :class:`HeadData` per (layer, head).
+
+        ``mode``: "pages" (zero-copy views of each page run), "inline" (bytes in the reply),
+        "gather" (contiguous copy in the staging area, viewed in place) or "metadata" (no K/V).
+        ``copy=True`` detaches every array from shared memory and the reply.
+        """
+        if isinstance(mode, str):
+            try:
+                mode_value = _MODES[mode]
+            except KeyError:
+                raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}") from None
+        else:
+            mode_value = int(mode)
+        needs_arena = mode_value in (query_pb2.QUERY_MODE_PAGES, query_pb2.QUERY_MODE_GATHER,
+                                     query_pb2.QUERY_MODE_UNSPECIFIED)
+        if needs_arena and self._arena is None:
+            self.hello()
+        resp = self.call("query", query_pb2.QueryRequest(
+            sequence_id=seq, mode=mode_value, layers=list(layers or [])))
+        return self._result(resp, mode_value, copy)
+
+    def _result(self, resp: query_pb2.QueryResponse, mode: int, copy: bool) -> QueryResult:
+        dt = dtypes.to_numpy(resp.dtype)
+        d = resp.head_dim
+        heads = []
+        for hv in resp.heads:
+            n = hv.num_tokens
+            positions = np.frombuffer(hv.positions, dtype="<i4")
+            log_weights = np.frombuffer(hv.log_weights, dtype="<f4")
+            if len(positions) != n or len(log_weights) != n:
+                raise KvdError(ErrorCode.INTERNAL,
+                               f"kvd: head ({hv.layer}, {hv.head}) has {n} tokens but "
+                               f"{len(positions)} positions / {len(log_weights)} log-weights")
+            kp = vp = None
+            if mode == query_pb2.QUERY_MODE_INLINE:
+                kp = [np.frombuffer(hv.keys, dtype=dt).reshape(n, d)]
+                vp = [np.frombuffer(hv.values, dtype=dt).reshape(n, d)]
+            elif mode == query_pb2.QUERY_MODE_GATHER:
+                kp = [self._arena.array(hv.gather_key_offset, n * d, dt, (n, d))]
+                vp = [self._arena.array(hv.gather_value_offset, n * d, dt, (n, d))]
+            elif mode in (query_pb2.QUERY_MODE_PAGES, query_pb2.QUERY_MODE_UNSPECIFIED):
+                kp = [self._arena.array(p.key_offset, p.count * d, dt, (p.count, d))
+                      for p in hv.pages]
+                vp = [self._arena.array(p.value_offset, p.count * d, dt, (p.count, d))
+                      for p in hv.pages]
+                if sum(p.count for p in hv.pages) != n:
+                    raise KvdError(ErrorCode.INTERNAL,
+                                   f"kvd: head ({hv.layer}, {hv.head}) page runs do not add up "
+                                   f"to {n} tokens")
+            h = HeadData(hv.layer, hv.head, n, d, dt, positions, log_weights, kp, vp)
+            heads.append(h.copy() if copy else h)
+        return QueryResult(resp.sequence_id, resp.generation, resp.length, dt, d,
+                           _MODE_NAMES.get(mode, str(mode)), heads)
+
+    # ----------------------------------------------------------------------------------------
+    # compaction
+
+    def compact(self, seq: int, method: str = "", **params) -> compact_pb2.CompactResponse:
+        """Compact ``seq`` with ``method`` (empty: the model's default), e.g.
+        ``compact(seq, "streamingllm", sinks=4, recent=64)``. Python int/float/bool/str become
+        Param int_value/float_value/bool_value/string_value."""
+        return self.call("compact", compact_pb2.CompactRequest(
+            sequence_id=seq, method=method,
+            params=[_param(name, value) for name, value in params.items()]))
+
+    # ----------------------------------------------------------------------------------------
+    # lifetime
+
+    def close(self) -> None:
+        """Close the socket and unmap the arena. Idempotent."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        if self._arena is not None:
+            self._arena.close()
+            self._arena = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

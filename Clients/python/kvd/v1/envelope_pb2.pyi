@@ -1,0 +1,82 @@
+from kvd.v1 import common_pb2 as _common_pb2
+from kvd.v1 import hello_pb2 as _hello_pb2
+from kvd.v1 import sequence_pb2 as _sequence_pb2
+from kvd.v1 import append_pb2 as _append_pb2
+from kvd.v1 import query_pb2 as _query_pb2
+from kvd.v1 import compact_pb2 as _compact_pb2
+from kvd.v1 import stats_pb2 as _stats_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Error(_message.Message):
+    __slots__ = ["code", "message"]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: _common_pb2.ErrorCode
+    message: str
+    def __init__(self, code: _Optional[_Union[_common_pb2.ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Request(_message.Message):
+    __slots__ = ["append", "commit", "compact", "create_sequence", "hello", "protocol_version", "query", "release", "request_id", "reserve", "stats"]
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    append: _append_pb2.AppendRequest
+    commit: _append_pb2.CommitRequest
+    compact: _compact_pb2.CompactRequest
+    create_sequence: _sequence_pb2.CreateSequenceRequest
+    hello: _hello_pb2.HelloRequest
+    protocol_version: int
+    query: _query_pb2.QueryRequest
+    release: _sequence_pb2.ReleaseRequest
+    request_id: int
+    reserve: _append_pb2.ReserveRequest
+    stats: _stats_pb2.StatsRequest
+    def __init__(self, request_id: _Optional[int] = ..., protocol_version: _Optional[int] = ..., hello: _Optional[_Union[_hello_pb2.HelloRequest, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceRequest, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendRequest, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveRequest, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitRequest, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryRequest, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactRequest, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseRequest, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsRequest, _Mapping]] = ...) -> None: ...
+
+class Response(_message.Message):
+    __slots__ = ["append", "commit", "compact", "create_sequence", "error", "header", "hello", "query", "release", "reserve", "stats"]
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    append: _append_pb2.AppendResponse
+    commit: _append_pb2.CommitResponse
+    compact: _compact_pb2.CompactResponse
+    create_sequence: _sequence_pb2.CreateSequenceResponse
+    error: Error
+    header: ResponseHeader
+    hello: _hello_pb2.HelloResponse
+    query: _query_pb2.QueryResponse
+    release: _sequence_pb2.ReleaseResponse
+    reserve: _append_pb2.ReserveResponse
+    stats: _stats_pb2.StatsResponse
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[_hello_pb2.HelloResponse, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceResponse, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendResponse, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitResponse, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactResponse, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseResponse, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsResponse, _Mapping]] = ...) -> None: ...
+
+class ResponseHeader(_message.Message):
+    __slots__ = ["protocol_version", "request_id", "server_version"]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    request_id: int
+    server_version: str
+    def __init__(self, protocol_version: _Optional[int] = ..., server_version: _Optional[str] = ..., request_id: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,91 @@
+from kvd.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class HelloRequest(_message.Message):
+    __slots__ = ["client_name", "protocol_versions"]
+    CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    client_name: str
+    protocol_versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, protocol_versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ...) -> None: ...
+
+class HelloResponse(_message.Message):
+    __slots__ = ["limits", "methods", "models", "protocol_version", "server_version", "shm", "supported_protocol_versions"]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHM_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTED_PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    limits: Limits
+    methods: _containers.RepeatedCompositeFieldContainer[MethodInfo]
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelLayout]
+    protocol_version: int
+    server_version: str
+    shm: SharedMemoryInfo
+    supported_protocol_versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ["max_message_bytes", "max_sequences", "max_tokens_per_append"]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_PER_APPEND_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_sequences: int
+    max_tokens_per_append: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tokens_per_append: _Optional[int] = ..., max_sequences: _Optional[int] = ...) -> None: ...
+
+class MethodInfo(_message.Message):
+    __slots__ = ["description", "name", "params"]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    name: str
+    params: _containers.RepeatedCompositeFieldContainer[ParamInfo]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ...) -> None: ...
+
+class ParamInfo(_message.Message):
+    __slots__ = ["default_value", "description", "max_value", "min_value", "name", "type"]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MIN_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    default_value: str
+    description: str
+    max_value: str
+    min_value: str
+    name: str
+    type: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_value: _Optional[str] = ..., min_value: _Optional[str] = ..., max_value: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class SharedMemoryInfo(_message.Message):
+    __slots__ = ["arena_generation", "layout_version", "name", "page_bytes", "page_count", "pages_offset", "size_bytes", "staging_bytes", "staging_offset"]
+    ARENA_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGES_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STAGING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STAGING_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    arena_generation: int
+    layout_version: int
+    name: str
+    page_bytes: int
+    page_count: int
+    pages_offset: int
+    size_bytes: int
+    staging_bytes: int
+    staging_offset: int
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., page_bytes: _Optional[int] = ..., page_count: _Optional[int] = ..., pages_offset: _Optional[int] = ..., staging_offset: _Optional[int] = ..., staging_bytes: _Optional[int] = ..., layout_version: _Optional[int] = ..., arena_generation: _Optional[int] = ...) -> None: ...

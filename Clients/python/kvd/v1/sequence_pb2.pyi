@@ -1,0 +1,37 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CreateSequenceRequest(_message.Message):
+    __slots__ = ["model", "sequence_id", "tenant"]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    sequence_id: int
+    tenant: str
+    def __init__(self, model: _Optional[str] = ..., sequence_id: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class CreateSequenceResponse(_message.Message):
+    __slots__ = ["generation", "sequence_id"]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    sequence_id: int
+    def __init__(self, sequence_id: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ["sequence_id"]
+    SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    sequence_id: int
+    def __init__(self, sequence_id: _Optional[int] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ["bytes_freed", "pages_freed"]
+    BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FREED_FIELD_NUMBER: _ClassVar[int]
+    bytes_freed: int
+    pages_freed: int
+    def __init__(self, pages_freed: _Optional[int] = ..., bytes_freed: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,72 @@
+// swift-tools-version:6.1
+// kvd — a KV-cache manager daemon for LLM runtimes. Targets are split by role (see docs/ARCHITECTURE.md).
+//
+// Dependencies, and why each is worth its build time:
+// - swift-protobuf: the wire format (generated code is committed; only the runtime library builds).
+// - Yams: YAML config files (`kvd --config Config/kvd.yaml`), with line numbers for errors.
+// - swift-argument-parser: `kvd --help`, `--version`, `--config`, with standard behaviour.
+import PackageDescription
+
+let package = Package(
+    name: "kvd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "kvd", targets: ["kvd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+    ],
+    targets: [
+        // libzmq through pkg-config (Debian: libzmq3-dev).
+        .systemLibrary(
+            name: "CZMQ",
+            path: "Sources/CZMQ",
+            pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+        // Pure model: layouts, ids, page allocator, head caches, plans, packing. No I/O.
+        .target(name: "KVDCore", path: "Sources/KVDCore"),
+        // The POSIX shared-memory arena; the only code that calls libc for shm.
+        .target(name: "KVDShm", dependencies: ["KVDCore"], path: "Sources/KVDShm"),
+        // What a compaction method sees and returns; built-in and external methods implement it.
+        .target(name: "KVDPluginAPI", dependencies: ["KVDCore"], path: "Sources/KVDPluginAPI"),
+        // Built-in compaction methods, one folder each.
+        .target(name: "StreamingLLM", dependencies: ["KVDPluginAPI"], path: "Plugins/streamingllm"),
+        // Generated protobuf code plus the mapping between wire and core types.
+        .target(
+            name: "KVDProtocol",
+            dependencies: ["KVDCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Sources/KVDProtocol"
+        ),
+        // Configuration file model and strict YAML loading.
+        .target(
+            name: "KVDConfig",
+            dependencies: ["KVDCore", .product(name: "Yams", package: "Yams")],
+            path: "Sources/KVDConfig"
+        ),
+        // ZeroMQ server, request handlers, sequence store.
+        .target(
+            name: "KVDServer",
+            dependencies: ["KVDCore", "KVDShm", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "StreamingLLM", "CZMQ"],
+            path: "Sources/KVDServer"
+        ),
+        .executableTarget(
+            name: "kvd",
+            dependencies: [
+                "KVDServer", "KVDConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/kvd"
+        ),
+        .testTarget(name: "KVDCoreTests", dependencies: ["KVDCore"], path: "Tests/KVDCoreTests"),
+        .testTarget(name: "KVDShmTests", dependencies: ["KVDShm"], path: "Tests/KVDShmTests"),
+        .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
+        .testTarget(
+            name: "KVDPluginTests",
+            dependencies: ["KVDPluginAPI", "StreamingLLM"],
+            path: "Tests/KVDPluginTests"
+        ),
+    ]
+)

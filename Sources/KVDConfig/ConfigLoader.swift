@@ -1,0 +1,123 @@
+import Foundation
+import KVDCore
+import Yams
+
+/// Reads a configuration file strictly: unknown keys, wrong types and missing model fields are errors
+/// that name the key and line, never silently defaulted.
+public enum ConfigLoader {
+    public static func load(path: String) throws(ConfigError) -> Configuration {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError("\(path): cannot read the configuration file: \(error.localizedDescription)")
+        }
+        return try parse(text, file: path)
+    }
+
+    public static func parse(_ text: String, file: String = "<config>") throws(ConfigError) -> Configuration {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else { throw ConfigError("\(file): the file is empty") }
+            root = node
+        } catch let e as ConfigError {
+            throw e
+        } catch {
+            throw ConfigError("\(file): not valid YAML: \(error)")
+        }
+        var config = Configuration()
+        let top = try KeyedNode(node: root, path: "", file: file).mapping(known: ["server", "arena", "models", "log"])
+        if let s = top["server"] { try readServer(s, into: &config.server) }
+        if let a = top["arena"] { try readArena(a, into: &config.arena) }
+        guard let models = top["models"] else {
+            throw ConfigError("\(file): models: missing; list at least one model layout")
+        }
+        config.models = try readModels(models)
+        if let log = top["log"] {
+            let l = try log.mapping(known: ["level"])
+            if let level = l["level"] {
+                let name = try level.string()
+                guard let v = Configuration.LogLevel(rawValue: name) else {
+                    throw level.fail("must be one of \(Configuration.LogLevel.allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'")
+                }
+                config.logLevel = v
+            }
+        }
+        try checkArenaFits(config, top["arena"] ?? KeyedNode(node: root, path: "arena", file: file))
+        return config
+    }
+
+    private static func readServer(_ node: KeyedNode, into s: inout Configuration.Server) throws(ConfigError) {
+        let m = try node.mapping(known: ["endpoints", "max_message_bytes", "max_tokens_per_append", "max_sequences"])
+        if let e = m["endpoints"] {
+            var endpoints: [String] = []
+            for item in try e.sequence() {
+                let ep = try item.string()
+                guard ep.hasPrefix("ipc://") || ep.hasPrefix("tcp://") else {
+                    throw item.fail("must start with ipc:// or tcp://, got '\(ep)'")
+                }
+                endpoints.append(ep)
+            }
+            guard !endpoints.isEmpty else { throw e.fail("must list at least one endpoint") }
+            s.endpoints = endpoints
+        }
+        if let v = m["max_message_bytes"] { s.maxMessageBytes = try v.bytes(min: 1024) }
+        if let v = m["max_tokens_per_append"] { s.maxTokensPerAppend = try v.int(min: 1, max: 1 << 24) }
+        if let v = m["max_sequences"] { s.maxSequences = try v.int(min: 1, max: 1 << 24) }
+    }
+
+    private static func readArena(_ node: KeyedNode, into a: inout Configuration.Arena) throws(ConfigError) {
+        let m = try node.mapping(known: ["shm_name", "size_bytes", "staging_bytes"])
+        if let v = m["shm_name"] {
+            let name = try v.string()
+            guard name.hasPrefix("/"), name.count > 1, name.count <= 255, !name.dropFirst().contains("/") else {
+                throw v.fail("must look like /name (one leading slash, no other), got '\(name)'")
+            }
+            a.shmName = name
+        }
+        if let v = m["size_bytes"] { a.sizeBytes = try v.bytes(min: 1) }
+        if let v = m["staging_bytes"] { a.stagingBytes = try v.bytes(min: 0) }
+    }
+
+    private static let modelKeys = ["name", "layers", "kv_heads", "q_heads", "head_dim", "dtype", "page_tokens", "default_method"]
+
+    private static func readModels(_ node: KeyedNode) throws(ConfigError) -> [ModelLayout] {
+        var models: [ModelLayout] = []
+        let items = try node.sequence()
+        guard !items.isEmpty else { throw node.fail("must list at least one model layout") }
+        for item in items {
+            let m = try item.mapping(known: modelKeys)
+            func required(_ key: String) throws(ConfigError) -> KeyedNode {
+                guard let v = m[key] else { throw item.fail("missing required key '\(key)'") }
+                return v
+            }
+            let dtypeNode = try required("dtype")
+            let dtypeName = try dtypeNode.string()
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw dtypeNode.fail("must be one of f16, bf16, f32, got '\(dtypeName)'")
+            }
+            let layout = ModelLayout(
+                name: try required("name").string(),
+                layers: try required("layers").int(min: 1, max: 4096),
+                kvHeads: try required("kv_heads").int(min: 1, max: 4096),
+                qHeads: try required("q_heads").int(min: 1, max: 65536),
+                headDim: try required("head_dim").int(min: 1, max: 16384),
+                dtype: dtype,
+                pageTokens: try required("page_tokens").int(min: 1, max: 65536),
+                defaultMethod: try m["default_method"]?.string() ?? "streamingllm")
+            if let problem = layout.validationProblem() { throw item.fail(problem) }
+            guard !models.contains(where: { $0.name == layout.name }) else {
+                throw item.fail("name '\(layout.name)' is used by two models")
+            }
+            models.append(layout)
+        }
+        return models
+    }
+
+    /// The arena must hold its header, the staging area and at least one page of the largest model.
+    private static func checkArenaFits(_ c: Configuration, _ node: KeyedNode) throws(ConfigError) {
+        do {
+            _ = try ArenaSizing.compute(segmentBytes: c.arena.sizeBytes, stagingBytes: c.arena.stagingBytes, models: c.models)
+        } catch {
+            throw ConfigError("\(node.file): \(error.message.dropFirst(5))")
+        }
+    }
+}

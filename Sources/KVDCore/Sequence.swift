@@ -1,0 +1,217 @@
+import Foundation
+
+/// One sequence's bookkeeping: per (layer, head) page lists, counts, positions and log-weights, plus
+/// an optional open reservation. It moves bytes only inside its own pages.
+///
+/// Not thread-safe by design: the server runs every request for a sequence on that sequence's serial
+/// queue, so one request changes it at a time while other sequences proceed in parallel. The shared
+/// `PageAllocator` has its own lock.
+public final class KVSequence: @unchecked Sendable {
+    public let id: SequenceID
+    public let layout: ModelLayout
+    public let tenant: String
+    /// Tokens ever appended; compaction does not lower it. The next token's original position.
+    public private(set) var length: Int = 0
+    /// Bumped by every change that moves or frees tokens; page references name it.
+    public private(set) var generation: UInt64 = 1
+    public private(set) var heads: [HeadCache]
+    public private(set) var reservation: Reservation?
+    /// Set once released; requests queued behind the release then see NOT_FOUND.
+    public private(set) var isReleased = false
+
+    /// An open zero-copy reservation: new pages per head and where the reserved tokens start.
+    public struct Reservation: Sendable {
+        public let id: ReservationID
+        public let tokens: Int
+        public let newPages: [[PageID]]
+    }
+
+    public init(id: SequenceID, layout: ModelLayout, tenant: String) {
+        self.id = id
+        self.layout = layout
+        self.tenant = tenant
+        self.heads = Array(repeating: HeadCache(), count: layout.headCount)
+    }
+
+    /// Pages held, including an open reservation's.
+    public var pageCount: Int {
+        heads.reduce(0) { $0 + $1.pages.count } + (reservation?.newPages.reduce(0) { $0 + $1.count } ?? 0)
+    }
+
+    public var tokensHeld: Int { heads.reduce(0) { $0 + $1.count } }
+
+    private func requireNoReservation(_ action: String) throws(KVDError) {
+        if let reservation {
+            throw .failedPrecondition(
+                "\(id) has an open \(reservation) of \(reservation.tokens) tokens; commit or abort it before \(action)")
+        }
+    }
+
+    /// Pages each head needs beyond what it holds to take `tokens` more.
+    private func extraPages(_ tokens: Int) -> [Int] {
+        heads.map { HeadCache.pagesNeeded($0.count + tokens, pageTokens: layout.pageTokens) - $0.pages.count }
+    }
+
+    /// Allocates `extraPages` for every head at once, or nothing.
+    private func allocateExtra(_ tokens: Int, _ allocator: PageAllocator) throws(KVDError) -> [[PageID]] {
+        let extra = extraPages(tokens)
+        var pages = try allocator.allocate(extra.reduce(0, +))[...]
+        return extra.map { n in
+            defer { pages = pages.dropFirst(n) }
+            return Array(pages.prefix(n))
+        }
+    }
+
+    private func extend(tokens: Int) {
+        let first = Int32(truncatingIfNeeded: length)
+        for h in heads.indices {
+            heads[h].count += tokens
+            heads[h].positions.append(contentsOf: (0..<Int32(tokens)).map { first + $0 })
+            heads[h].logWeights.append(contentsOf: repeatElement(0, count: tokens))
+        }
+        length += tokens
+    }
+
+    // MARK: inline append
+
+    /// Appends `tokens` tokens whose K and V are `[layers, kv_heads, tokens, head_dim]` blocks in the
+    /// model's dtype. All or nothing: when the arena is short of pages nothing changes.
+    /// Returns the first appended token's position.
+    @discardableResult
+    public func append(
+        keys: UnsafeRawBufferPointer, values: UnsafeRawBufferPointer, tokens: Int,
+        allocator: PageAllocator, memory: PageMemory
+    ) throws(KVDError) -> Int {
+        precondition(tokens > 0)
+        let headBlock = tokens * layout.tokenBytes
+        precondition(keys.count == layout.headCount * headBlock && values.count == keys.count)
+        try requireNoReservation("appending")
+        let newPages = try allocateExtra(tokens, allocator)
+        for h in heads.indices {
+            heads[h].pages.append(contentsOf: newPages[h])
+            let runs = HeadCache.runs(pages: heads[h].pages, start: heads[h].count, count: tokens, pageTokens: layout.pageTokens)
+            var source = h * headBlock
+            for run in runs {
+                let n = run.count * layout.tokenBytes
+                memory.key(run.page, slot: run.slot, layout).copyMemory(from: keys.baseAddress! + source, byteCount: n)
+                memory.value(run.page, slot: run.slot, layout).copyMemory(from: values.baseAddress! + source, byteCount: n)
+                source += n
+            }
+        }
+        let first = length
+        extend(tokens: tokens)
+        return first
+    }
+
+    // MARK: zero-copy reserve and commit
+
+    /// Allocates room for `tokens` more tokens in every head and returns, per head, the runs where
+    /// the client writes them. The tokens stay invisible until `commit`.
+    public func reserve(tokens: Int, id rid: ReservationID, allocator: PageAllocator) throws(KVDError) -> [[TokenRun]] {
+        precondition(tokens > 0)
+        try requireNoReservation("reserving again")
+        let newPages = try allocateExtra(tokens, allocator)
+        reservation = Reservation(id: rid, tokens: tokens, newPages: newPages)
+        return heads.indices.map { h in
+            HeadCache.runs(pages: heads[h].pages + newPages[h], start: heads[h].count, count: tokens, pageTokens: layout.pageTokens)
+        }
+    }
+
+    private func openReservation(_ rid: ReservationID) throws(KVDError) -> Reservation {
+        guard let r = reservation, r.id == rid else {
+            throw .notFound("\(id) has no open \(rid)\(reservation.map { "; the open one is \($0.id)" } ?? ""); reserve first")
+        }
+        return r
+    }
+
+    /// Makes the first `tokens` reserved tokens part of the sequence and frees the unused pages.
+    /// Returns the first committed token's position.
+    @discardableResult
+    public func commit(_ rid: ReservationID, tokens: Int, allocator: PageAllocator) throws(KVDError) -> Int {
+        let r = try openReservation(rid)
+        guard tokens >= 1, tokens <= r.tokens else {
+            if tokens < 1 { throw .invalidArgument("commit: num_tokens must be at least 1 (use abort to drop the reservation)") }
+            throw .failedPrecondition("commit: num_tokens \(tokens) is more than the \(r.tokens) reserved in \(rid)")
+        }
+        for h in heads.indices {
+            let keep = HeadCache.pagesNeeded(heads[h].count + tokens, pageTokens: layout.pageTokens) - heads[h].pages.count
+            heads[h].pages.append(contentsOf: r.newPages[h].prefix(keep))
+            allocator.free(r.newPages[h].dropFirst(keep))
+        }
+        reservation = nil
+        let first = length
+        extend(tokens: tokens)
+        return first
+    }
+
+    /// Drops an open reservation; the sequence is as before `reserve`.
+    public func abort(_ rid: ReservationID, allocator: PageAllocator) throws(KVDError) {
+        let r = try openReservation(rid)
+        for pages in r.newPages { allocator.free(pages) }
+        reservation = nil
+    }
+
+    // MARK: compaction
+
+    /// What a compaction changed.
+    public struct CompactionOutcome: Sendable {
+        public let before: [Int]
+        public let kept: [Int]
+        public let pagesFreed: Int
+    }
+
+    /// Validates `plan`, packs the kept tokens of each head to the front of its pages, frees emptied
+    /// pages, rewrites positions and log-weights, and bumps the generation if anything changed.
+    public func compact(
+        plan: CompactionPlan, method: String, allocator: PageAllocator, memory: PageMemory
+    ) throws(KVDError) -> CompactionOutcome {
+        try requireNoReservation("compacting")
+        let before = heads.map(\.count)
+        try plan.validate(headCounts: before, layout: layout, method: method)
+        var freed = 0
+        var changed = false
+        let tokenBytes = layout.tokenBytes
+        let pageTokens = layout.pageTokens
+        for h in heads.indices {
+            let kept = plan.kept[h]
+            let moves = CompactionPlan.packMoves(kept: kept, pageTokens: pageTokens)
+            let pages = heads[h].pages
+            for m in moves {
+                let (sp, ss) = (pages[m.source / pageTokens], m.source % pageTokens)
+                let (dp, ds) = (pages[m.destination / pageTokens], m.destination % pageTokens)
+                let n = m.count * tokenBytes
+                memory.key(dp, slot: ds, layout).copyMemory(from: memory.key(sp, slot: ss, layout), byteCount: n)
+                memory.value(dp, slot: ds, layout).copyMemory(from: memory.value(sp, slot: ss, layout), byteCount: n)
+            }
+            let keepPages = HeadCache.pagesNeeded(kept.count, pageTokens: pageTokens)
+            if keepPages < pages.count {
+                allocator.free(pages[keepPages...])
+                freed += pages.count - keepPages
+            }
+            let head = heads[h]
+            var next = HeadCache()
+            next.pages = Array(pages.prefix(keepPages))
+            next.count = kept.count
+            next.positions = kept.map { head.positions[Int($0)] }
+            next.logWeights = plan.logWeights?[h] ?? kept.map { head.logWeights[Int($0)] }
+            if next != head { changed = true }
+            heads[h] = next
+        }
+        if changed { generation += 1 }
+        return CompactionOutcome(before: before, kept: heads.map(\.count), pagesFreed: freed)
+    }
+
+    // MARK: release
+
+    /// Frees every page, including an open reservation's. Returns the number of pages freed.
+    public func release(allocator: PageAllocator) -> Int {
+        let n = pageCount
+        for h in heads { allocator.free(h.pages) }
+        if let r = reservation { for pages in r.newPages { allocator.free(pages) } }
+        heads = Array(repeating: HeadCache(), count: layout.headCount)
+        reservation = nil
+        isReleased = true
+        generation += 1
+        return n
+    }
+}

@@ -1,0 +1,93 @@
+import KVDCore
+import SwiftProtobuf
+
+/// Conversions between wire types (`Kvd_V1_*`, generated) and core types. Kept here so neither the
+/// core nor the handlers know how the other side spells things.
+
+/// Protocol versions this build speaks.
+public enum ProtocolVersion {
+    public static let current: UInt32 = 1
+    public static let supported: [UInt32] = [1]
+}
+
+extension Kvd_V1_ErrorCode {
+    public init(_ code: KVDError.Code) {
+        self = Kvd_V1_ErrorCode(rawValue: code.rawValue) ?? .internal
+    }
+}
+
+extension Kvd_V1_Error {
+    public init(_ error: KVDError) {
+        self.init()
+        code = Kvd_V1_ErrorCode(error.code)
+        message = error.message
+    }
+}
+
+extension Kvd_V1_DType {
+    public init(_ dtype: DType) {
+        switch dtype {
+        case .f16: self = .f16
+        case .bf16: self = .bf16
+        case .f32: self = .f32
+        }
+    }
+
+    /// The core dtype, or nil for UNSPECIFIED and unknown numbers.
+    public var core: DType? {
+        switch self {
+        case .f16: .f16
+        case .bf16: .bf16
+        case .f32: .f32
+        default: nil
+        }
+    }
+}
+
+extension Kvd_V1_ModelLayout {
+    public init(_ m: ModelLayout) {
+        self.init()
+        name = m.name
+        layers = UInt32(m.layers)
+        kvHeads = UInt32(m.kvHeads)
+        qHeads = UInt32(m.qHeads)
+        headDim = UInt32(m.headDim)
+        dtype = Kvd_V1_DType(m.dtype)
+        pageTokens = UInt32(m.pageTokens)
+        defaultMethod = m.defaultMethod
+    }
+}
+
+extension Kvd_V1_Request.OneOf_Body {
+    /// Short name of the request kind, for logs and messages.
+    public var kindName: String {
+        switch self {
+        case .hello: "hello"
+        case .createSequence: "create_sequence"
+        case .append: "append"
+        case .reserve: "reserve"
+        case .commit: "commit"
+        case .query: "query"
+        case .compact: "compact"
+        case .release: "release"
+        case .stats: "stats"
+        }
+    }
+}
+
+/// Little-endian bytes of a numeric array (positions, log-weights) without per-element protobuf cost.
+public func littleEndianBytes<T: FixedWidthInteger>(_ values: [T]) -> Data {
+    values.withUnsafeBufferPointer { buf in
+        #if _endian(little)
+        return Data(buffer: buf)
+        #else
+        return Data(buf.flatMap { withUnsafeBytes(of: $0.littleEndian, Array.init) })
+        #endif
+    }
+}
+
+public func littleEndianBytes(_ values: [Float]) -> Data {
+    littleEndianBytes(values.map(\.bitPattern))
+}
+
+import Foundation

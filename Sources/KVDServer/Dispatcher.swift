@@ -1,0 +1,132 @@
+import Foundation
+import KVDCore
+import KVDProtocol
+import SwiftProtobuf
+import Synchronization
+
+/// Turns received frames into replies. Runs on the socket thread: it decodes, checks the envelope,
+/// answers cheap requests at once and hands sequence requests to that sequence's serial queue, whose
+/// reply comes back through the outbox.
+final class Dispatcher: Sendable {
+    let store: Store
+    let outbox: Outbox
+    let logger: Logger
+    /// Requests handed to workers and not yet answered; shutdown waits for this to reach 0.
+    let inFlight = Atomic<Int>(0)
+
+    init(store: Store, outbox: Outbox, logger: Logger) {
+        self.store = store
+        self.outbox = outbox
+        self.logger = logger
+    }
+
+    /// Handles one received message. Returns the reply to send now, or nil when a worker will post it.
+    func dispatch(_ frames: Frames, ids: inout RecentRequestIDs, shuttingDown: Bool) -> [[UInt8]]? {
+        guard let identity = frames.parts.first else { return nil }
+        var route: [[UInt8]] = [identity]
+        var body = frames.parts.dropFirst()
+        // A REQ peer puts an empty delimiter before its message and expects it back.
+        if body.count >= 2, body.first!.isEmpty {
+            route.append([])
+            body = body.dropFirst()
+        }
+        func reply(_ requestID: UInt64, _ result: Result<Kvd_V1_Response.OneOf_Body, KVDError>) -> [[UInt8]] {
+            route + [encode(requestID, result)]
+        }
+        guard body.count == 1, let payload = body.first else {
+            return reply(0, .failure(.invalidArgument("send one frame per request (got \(body.count)); the frame is a serialized kvd.v1.Request")))
+        }
+        guard !payload.isEmpty else {
+            return reply(0, .failure(.invalidArgument("empty frame; send a serialized kvd.v1.Request")))
+        }
+        let limit = store.config.server.maxMessageBytes
+        guard payload.count <= limit else {
+            return reply(0, .failure(.invalidArgument(
+                "request of \(payload.count) bytes is larger than server.max_message_bytes (\(limit)); split it or use Reserve/Commit")))
+        }
+        let request: Kvd_V1_Request
+        do {
+            request = try Kvd_V1_Request(serializedBytes: payload)
+        } catch {
+            return reply(0, .failure(.invalidArgument("undecodable request (\(payload.count) bytes): \(error); send a serialized kvd.v1.Request")))
+        }
+        let rid = request.requestID
+        if shuttingDown { return reply(rid, .failure(.unavailable("shutting down; no new requests are accepted"))) }
+        guard request.protocolVersion == 0 || ProtocolVersion.supported.contains(request.protocolVersion) else {
+            return reply(rid, .failure(.unimplemented(
+                "protocol version \(request.protocolVersion) is not supported; this server speaks \(ProtocolVersion.supported)")))
+        }
+        guard rid != 0 else { return reply(0, .failure(.invalidArgument("request_id must be non-zero"))) }
+        guard ids.record(rid, peer: identity) else {
+            return reply(rid, .failure(.alreadyExists("request_id \(rid) was used recently by this connection; use a fresh id per request")))
+        }
+        guard let kind = request.body else {
+            return reply(rid, .failure(.unimplemented(
+                "request has no body this server knows (protocol \(ProtocolVersion.current)); known kinds: hello, create_sequence, append, reserve, commit, query, compact, release, stats")))
+        }
+        logger.debug("request \(rid): \(kind.kindName)")
+        switch kind {
+        case .hello(let r): return reply(rid, run { () throws(KVDError) in .hello(try HelloHandler.handle(r, store)) })
+        case .createSequence(let r): return reply(rid, run { () throws(KVDError) in .createSequence(try CreateSequenceHandler.handle(r, store)) })
+        case .stats(let r) where r.sequenceID == 0: return reply(rid, run { .stats(StatsHandler.arena(store)) })
+        case .stats(let r): return onSequence(r.sequenceID, rid, route) { e in .stats(StatsHandler.handle(r, e, self.store)) }
+        case .append(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .append(try AppendHandler.handle(r, e, self.store)) }
+        case .reserve(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .reserve(try ReserveHandler.handle(r, e, self.store)) }
+        case .commit(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .commit(try CommitHandler.handle(r, e, self.store)) }
+        case .query(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .query(try QueryHandler.handle(r, e, self.store)) }
+        case .compact(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .compact(try CompactHandler.handle(r, e, self.store)) }
+        case .release(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .release(try ReleaseHandler.handle(r, e, self.store)) }
+        }
+    }
+
+    private func run(_ body: () throws(KVDError) -> Kvd_V1_Response.OneOf_Body) -> Result<Kvd_V1_Response.OneOf_Body, KVDError> {
+        do throws(KVDError) { return .success(try body()) } catch { return .failure(error) }
+    }
+
+    /// Queues `work` behind earlier requests for the same sequence; its reply goes through the outbox.
+    private func onSequence(
+        _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]],
+        _ work: @escaping @Sendable (SequenceEntry) throws(KVDError) -> Kvd_V1_Response.OneOf_Body
+    ) -> [[UInt8]]? {
+        let entry: SequenceEntry
+        do { entry = try store.entry(id) } catch { return route + [encode(rid, .failure(error))] }
+        inFlight.add(1, ordering: .relaxed)
+        entry.queue.async { [self] in
+            let result: Result<Kvd_V1_Response.OneOf_Body, KVDError>
+            if entry.sequence.isReleased {
+                result = .failure(.notFound("sequence \(id) not found; it has been released"))
+            } else {
+                do throws(KVDError) { result = .success(try work(entry)) } catch { result = .failure(error) }
+            }
+            outbox.post(route + [encode(rid, result)])
+            inFlight.subtract(1, ordering: .relaxed)
+        }
+        return nil
+    }
+
+    /// Serializes a response and counts it.
+    func encode(_ requestID: UInt64, _ result: Result<Kvd_V1_Response.OneOf_Body, KVDError>) -> [UInt8] {
+        var response = Kvd_V1_Response()
+        response.header.protocolVersion = ProtocolVersion.current
+        response.header.serverVersion = KVDVersion.string
+        response.header.requestID = requestID
+        store.requests.add(1, ordering: .relaxed)
+        switch result {
+        case .success(let body):
+            response.body = body
+        case .failure(let error):
+            store.errors.add(1, ordering: .relaxed)
+            if error.code == .internal { logger.error("request \(requestID): \(error.message)") }
+            response.body = .error(Kvd_V1_Error(error))
+        }
+        do {
+            return try response.serializedBytes()
+        } catch {
+            logger.error("cannot serialize response to request \(requestID): \(error)")
+            var fallback = Kvd_V1_Response()
+            fallback.header = response.header
+            fallback.body = .error(Kvd_V1_Error(.internalError("response could not be serialized: \(error)")))
+            return (try? fallback.serializedBytes()) ?? []
+        }
+    }
+}

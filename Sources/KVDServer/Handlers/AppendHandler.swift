@@ -1,0 +1,25 @@
+import KVDCore
+import KVDProtocol
+
+/// Append: K and V inline in the message, copied into the sequence's pages (all or nothing).
+enum AppendHandler {
+    static func handle(_ r: Kvd_V1_AppendRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_AppendResponse {
+        let seq = entry.sequence
+        let tokens = try TensorCheck.tokens(
+            keys: r.hasKeys ? r.keys : nil, values: r.hasValues ? r.values : nil, layout: seq.layout,
+            maxTokens: store.config.server.maxTokensPerAppend)
+        // Data's withUnsafeBytes is untyped-rethrows, so the typed error travels out as a Result.
+        let first = try r.keys.data.withUnsafeBytes { k in
+            r.values.data.withUnsafeBytes { v in
+                Result { () throws(KVDError) in
+                    try seq.append(keys: k, values: v, tokens: tokens, allocator: store.pages, memory: store.arena.pageMemory)
+                }
+            }
+        }.get()
+        var out = Kvd_V1_AppendResponse()
+        out.length = UInt64(seq.length)
+        out.firstPosition = UInt64(first)
+        out.generation = seq.generation
+        return out
+    }
+}

@@ -1,0 +1,52 @@
+import KVDCore
+import KVDPluginAPI
+import KVDProtocol
+
+/// Hello: picks the protocol version and tells the client how to map the arena.
+enum HelloHandler {
+    static func handle(_ r: Kvd_V1_HelloRequest, _ store: Store) throws(KVDError) -> Kvd_V1_HelloResponse {
+        let offered = r.protocolVersions.isEmpty ? [1] : r.protocolVersions
+        guard let chosen = offered.filter(ProtocolVersion.supported.contains).max() else {
+            throw .unimplemented(
+                "no common protocol version: client speaks \(offered.map(String.init).joined(separator: ", ")), "
+                    + "server speaks \(ProtocolVersion.supported.map(String.init).joined(separator: ", "))")
+        }
+        var out = Kvd_V1_HelloResponse()
+        out.protocolVersion = chosen
+        out.supportedProtocolVersions = ProtocolVersion.supported
+        out.serverVersion = KVDVersion.string
+        let a = store.arena
+        out.shm.name = a.name
+        out.shm.sizeBytes = UInt64(a.sizing.segmentBytes)
+        out.shm.pageBytes = UInt64(a.sizing.pageBytes)
+        out.shm.pageCount = UInt32(a.sizing.pageCount)
+        out.shm.pagesOffset = UInt64(a.sizing.pagesOffset)
+        out.shm.stagingOffset = UInt64(a.sizing.stagingOffset)
+        out.shm.stagingBytes = UInt64(a.sizing.stagingBytes)
+        out.shm.layoutVersion = 1
+        out.shm.arenaGeneration = a.generation
+        out.models = store.config.models.map(Kvd_V1_ModelLayout.init)
+        out.methods = store.methods.descriptors.map(methodInfo)
+        out.limits.maxMessageBytes = UInt64(store.config.server.maxMessageBytes)
+        out.limits.maxTokensPerAppend = UInt32(store.config.server.maxTokensPerAppend)
+        out.limits.maxSequences = UInt32(store.config.server.maxSequences)
+        return out
+    }
+
+    private static func methodInfo(_ d: MethodDescriptor) -> Kvd_V1_MethodInfo {
+        var m = Kvd_V1_MethodInfo()
+        m.name = d.name
+        m.description_p = d.description
+        m.params = d.params.map { p in
+            var i = Kvd_V1_ParamInfo()
+            i.name = p.name
+            i.type = p.type.rawValue
+            i.defaultValue = p.defaultValue.description
+            i.minValue = p.min.map(format) ?? ""
+            i.maxValue = p.max.map(format) ?? ""
+            i.description_p = p.description
+            return i
+        }
+        return m
+    }
+}

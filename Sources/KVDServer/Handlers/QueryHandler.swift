@@ -1,0 +1,111 @@
+import Foundation
+import KVDCore
+import KVDProtocol
+
+/// Query: per (layer, head) counts, positions, log-weights, and K/V as page references, inline bytes
+/// or a contiguous copy in the staging area.
+enum QueryHandler {
+    static func handle(_ r: Kvd_V1_QueryRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_QueryResponse {
+        let seq = entry.sequence
+        let m = seq.layout
+        let layers = try selectedLayers(r.layers, m)
+        let mode: Kvd_V1_QueryMode = r.mode == .unspecified ? .pages : r.mode
+        guard [.pages, .inline, .gather, .metadata].contains(mode) else {
+            throw .invalidArgument("query: unknown mode \(r.mode.rawValue); use PAGES, INLINE, GATHER or METADATA")
+        }
+        let headIndices = layers.flatMap { l in (0..<m.kvHeads).map { m.headIndex(layer: l, head: $0) } }
+        let mem = store.arena.pageMemory
+        let g = store.arena.geometry
+
+        var gatherCursor = 0
+        var gatherBase = 0
+        if mode == .gather {
+            let needed = headIndices.reduce(0) { $0 + 2 * seq.heads[$1].count * m.tokenBytes }
+            gatherBase = try stagingBuffer(entry, bytes: needed, store).lowerBound
+        }
+
+        var out = Kvd_V1_QueryResponse()
+        out.sequenceID = seq.id.raw
+        out.generation = seq.generation
+        out.length = UInt64(seq.length)
+        out.dtype = Kvd_V1_DType(m.dtype)
+        out.headDim = UInt32(m.headDim)
+        out.heads.reserveCapacity(headIndices.count)
+        for h in headIndices {
+            let head = seq.heads[h]
+            var v = Kvd_V1_HeadView()
+            v.layer = UInt32(h / m.kvHeads)
+            v.head = UInt32(h % m.kvHeads)
+            v.numTokens = UInt32(head.count)
+            v.positions = littleEndianBytes(head.positions)
+            v.logWeights = littleEndianBytes(head.logWeights)
+            let runs = HeadCache.runs(pages: head.pages, start: 0, count: head.count, pageTokens: m.pageTokens)
+            switch mode {
+            case .pages:
+                v.pages = runs.map { run in
+                    var p = Kvd_V1_PageRef()
+                    p.page = run.page.raw
+                    p.keyOffset = UInt64(g.keyOffset(run.page, slot: run.slot, m))
+                    p.valueOffset = UInt64(g.valueOffset(run.page, slot: run.slot, m))
+                    p.count = UInt32(run.count)
+                    return p
+                }
+            case .inline:
+                v.keys = copy(runs, m, mem.key)
+                v.values = copy(runs, m, mem.value)
+            case .gather:
+                let bytes = head.count * m.tokenBytes
+                let keyAt = gatherBase + gatherCursor
+                let valueAt = keyAt + bytes
+                gather(runs, m, mem.key, into: store.arena.staging + keyAt)
+                gather(runs, m, mem.value, into: store.arena.staging + valueAt)
+                v.gatherKeyOffset = UInt64(store.arena.sizing.stagingOffset + keyAt)
+                v.gatherValueOffset = UInt64(store.arena.sizing.stagingOffset + valueAt)
+                gatherCursor += 2 * bytes
+            default:
+                break
+            }
+            out.heads.append(v)
+        }
+        return out
+    }
+
+    private static func selectedLayers(_ asked: [UInt32], _ m: ModelLayout) throws(KVDError) -> [Int] {
+        if asked.isEmpty { return Array(0..<m.layers) }
+        var seen = Set<UInt32>()
+        for l in asked {
+            guard Int(l) < m.layers else { throw .invalidArgument("query: layer \(l) out of range 0..<\(m.layers)") }
+            guard seen.insert(l).inserted else { throw .invalidArgument("query: layer \(l) listed twice") }
+        }
+        return asked.map(Int.init)
+    }
+
+    /// The sequence's gather buffer, grown when it is too small for `bytes`.
+    private static func stagingBuffer(_ entry: SequenceEntry, bytes: Int, _ store: Store) throws(KVDError) -> Range<Int> {
+        if let current = entry.staging, current.count >= bytes { return current }
+        if let current = entry.staging {
+            store.staging.free(current)
+            entry.staging = nil
+        }
+        let r = try store.staging.allocate(max(bytes, 1))
+        entry.staging = r
+        return r
+    }
+
+    private typealias Locate = (PageID, Int, ModelLayout) -> UnsafeMutableRawPointer
+
+    private static func copy(_ runs: [TokenRun], _ m: ModelLayout, _ locate: Locate) -> Data {
+        var data = Data(count: runs.reduce(0) { $0 + $1.count } * m.tokenBytes)
+        data.withUnsafeMutableBytes { gather(runs, m, locate, into: $0.baseAddress) }
+        return data
+    }
+
+    private static func gather(_ runs: [TokenRun], _ m: ModelLayout, _ locate: Locate, into dest: UnsafeMutableRawPointer?) {
+        guard var dest else { return }
+        for run in runs {
+            let n = run.count * m.tokenBytes
+            dest.copyMemory(from: locate(run.page, run.slot, m), byteCount: n)
+            dest += n
+        }
+    }
+}

@@ -1,0 +1,37 @@
+import KVDCore
+import KVDProtocol
+
+/// Reserve: pages for n more tokens per head; the client writes K/V there itself, then commits.
+enum ReserveHandler {
+    static func handle(_ r: Kvd_V1_ReserveRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_ReserveResponse {
+        let seq = entry.sequence
+        let n = Int(r.numTokens)
+        guard n >= 1 else { throw .invalidArgument("reserve: num_tokens must be at least 1") }
+        let limit = store.config.server.maxTokensPerAppend
+        guard n <= limit else {
+            throw .invalidArgument("reserve: \(n) tokens is more than server.max_tokens_per_append (\(limit)); reserve less")
+        }
+        let rid = entry.nextReservationID()
+        let runs = try seq.reserve(tokens: n, id: rid, allocator: store.pages)
+        let m = seq.layout
+        let g = store.arena.geometry
+        var out = Kvd_V1_ReserveResponse()
+        out.reservationID = rid.raw
+        out.numTokens = r.numTokens
+        out.heads = runs.enumerated().map { h, headRuns in
+            var hs = Kvd_V1_HeadSlots()
+            hs.layer = UInt32(h / m.kvHeads)
+            hs.head = UInt32(h % m.kvHeads)
+            hs.slots = headRuns.map { run in
+                var s = Kvd_V1_Slot()
+                s.page = run.page.raw
+                s.keyOffset = UInt64(g.keyOffset(run.page, slot: run.slot, m))
+                s.valueOffset = UInt64(g.valueOffset(run.page, slot: run.slot, m))
+                s.count = UInt32(run.count)
+                return s
+            }
+            return hs
+        }
+        return out
+    }
+}

@@ -1,0 +1,101 @@
+import Dispatch
+import Foundation
+import KVDConfig
+import KVDCore
+import KVDPluginAPI
+import KVDShm
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon: creates the arena, binds the ROUTER socket and serves until SIGTERM or SIGINT.
+/// One thread (the caller of `run`) owns the socket; sequence work runs on Dispatch workers and its
+/// replies come back through the outbox. Shutdown stops accepting, answers what arrives meanwhile with
+/// UNAVAILABLE, waits for in-flight work, sends every reply, then unmaps and unlinks everything.
+public final class Server: Sendable {
+    let config: Configuration
+    let logger: Logger
+    let methods: MethodRegistry
+    private let stopRequested = Atomic<Bool>(false)
+    private let wake: WakeSignal
+
+    /// How long shutdown waits for in-flight requests before closing anyway.
+    static let drainTimeout: Duration = .seconds(30)
+
+    public init(config: Configuration, methods: MethodRegistry, logger: Logger) throws {
+        self.config = config
+        self.methods = methods
+        self.logger = logger
+        wake = try WakeSignal()
+    }
+
+    /// Asks the serving loop to shut down; safe from any thread.
+    public func stop() {
+        stopRequested.store(true, ordering: .sequentiallyConsistent)
+        wake.wake()
+    }
+
+    /// Serves until `stop()`; throws if start-up fails (arena or bind), after cleaning up.
+    public func run() throws {
+        let sizing = try ArenaSizing.compute(
+            segmentBytes: config.arena.sizeBytes, stagingBytes: config.arena.stagingBytes, models: config.models)
+        let arena = try Arena(name: config.arena.shmName, sizing: sizing)
+        defer { arena.close() }
+        if arena.replacedStale { logger.warning("removed a stale shared-memory segment \(arena.name) left by an earlier run") }
+        let store = Store(config: config, arena: arena, methods: methods)
+        let outbox = Outbox(wake: wake)
+        let dispatcher = Dispatcher(store: store, outbox: outbox, logger: logger)
+
+        let hardLimit = min(Int(Int64.max / 4), config.server.maxMessageBytes * 4 + (16 << 20))
+        let socket = try RouterSocket(hardMessageLimit: hardLimit)
+        defer {
+            socket.close()
+            for path in config.ipcPaths { unlink(path) }
+        }
+        for endpoint in config.server.endpoints {
+            // A socket file left by a crashed run would make bind fail with EADDRINUSE.
+            if endpoint.hasPrefix("ipc://") { unlink(String(endpoint.dropFirst(6))) }
+            try socket.bind(endpoint)
+        }
+        logger.info(
+            "kvd \(KVDVersion.string) serving on \(config.server.endpoints.joined(separator: ", ")); "
+                + "shm \(arena.name): \(sizing.pageCount) pages of \(sizing.pageBytes) bytes, \(sizing.stagingBytes) staging bytes")
+
+        var ids = RecentRequestIDs()
+        var shuttingDown = false
+        var drainDeadline = ContinuousClock.now
+        while true {
+            let (readable, woken) = socket.poll(watchSocket: true, fd: wake.fd, timeoutMs: shuttingDown ? 50 : -1)
+            if woken { wake.drain() }
+            for reply in outbox.takeAll() { try? socket.send(reply) }
+            if !shuttingDown, stopRequested.load(ordering: .sequentiallyConsistent) {
+                shuttingDown = true
+                drainDeadline = .now + Self.drainTimeout
+                socket.unbindAll()
+                logger.info("shutting down: finishing \(dispatcher.inFlight.load(ordering: .relaxed)) in-flight requests")
+            }
+            if readable {
+                // Drain what is queued, but bounded, so replies and the stop flag are seen promptly.
+                for _ in 0..<256 {
+                    let frames: Frames?
+                    do { frames = try socket.receive() } catch {
+                        logger.error("receive failed: \(error)")
+                        break
+                    }
+                    guard let frames else { break }
+                    if let reply = dispatcher.dispatch(frames, ids: &ids, shuttingDown: shuttingDown) { try? socket.send(reply) }
+                }
+            }
+            if shuttingDown {
+                let idle = dispatcher.inFlight.load(ordering: .relaxed) == 0 && outbox.isEmpty
+                if idle || ContinuousClock.now >= drainDeadline {
+                    if !idle { logger.warning("shutdown: gave up waiting for in-flight requests") }
+                    break
+                }
+            }
+        }
+        logger.info("stopped; removed \(arena.name) and the ipc socket files")
+    }
+}

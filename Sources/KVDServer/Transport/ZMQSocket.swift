@@ -1,0 +1,115 @@
+import CZMQ
+import Foundation
+
+/// A failed libzmq call, with zmq's own text for errno.
+public struct ZMQError: Error, CustomStringConvertible {
+    public let call: String
+    public let errno: Int32
+    public var description: String { "\(call): \(String(cString: zmq_strerror(errno))) (errno \(errno))" }
+    static func last(_ call: String) -> ZMQError { ZMQError(call: call, errno: zmq_errno()) }
+}
+
+/// One multipart ZeroMQ message: the frames as received (for a ROUTER, the peer identity first).
+struct Frames {
+    var parts: [[UInt8]]
+}
+
+/// The daemon's ROUTER socket. Not thread-safe (libzmq sockets never are): only the server's socket
+/// thread creates, uses and closes it. The context is thread-safe and owned alongside.
+final class RouterSocket {
+    private let context: UnsafeMutableRawPointer
+    private let socket: UnsafeMutableRawPointer
+    private(set) var bound: [String] = []
+
+    init(hardMessageLimit: Int) throws {
+        guard let ctx = zmq_ctx_new() else { throw ZMQError.last("zmq_ctx_new") }
+        guard let s = zmq_socket(ctx, ZMQ_ROUTER) else {
+            zmq_ctx_term(ctx)
+            throw ZMQError.last("zmq_socket(ROUTER)")
+        }
+        context = ctx
+        socket = s
+        // Drop a peer that sends something far beyond the soft limit, instead of buffering it all;
+        // messages between the soft and the hard limit still get a clear error reply.
+        try setInt64(ZMQ_MAXMSGSIZE, Int64(hardMessageLimit))
+        // Replies to a peer that went away are dropped rather than blocking the socket thread.
+        try setInt(ZMQ_SNDHWM, 10_000)
+        try setInt(ZMQ_RCVHWM, 10_000)
+        try setInt(ZMQ_LINGER, 1000)
+    }
+
+    private func setInt(_ option: Int32, _ value: Int32) throws {
+        var v = value
+        if zmq_setsockopt(socket, option, &v, MemoryLayout<Int32>.size) != 0 { throw ZMQError.last("zmq_setsockopt(\(option))") }
+    }
+
+    private func setInt64(_ option: Int32, _ value: Int64) throws {
+        var v = value
+        if zmq_setsockopt(socket, option, &v, MemoryLayout<Int64>.size) != 0 { throw ZMQError.last("zmq_setsockopt(\(option))") }
+    }
+
+    func bind(_ endpoint: String) throws {
+        if zmq_bind(socket, endpoint) != 0 { throw ZMQError.last("zmq_bind(\(endpoint))") }
+        bound.append(endpoint)
+    }
+
+    /// Stops accepting new connections on every endpoint; connected peers still get their replies.
+    func unbindAll() {
+        for e in bound { _ = zmq_unbind(socket, e) }
+        bound.removeAll()
+    }
+
+    /// Waits until the socket is readable or `fd` is readable, for at most `timeoutMs` (-1 = forever).
+    /// Returns (socketReadable, fdReadable).
+    func poll(watchSocket: Bool, fd: Int32, timeoutMs: Int) -> (Bool, Bool) {
+        var items = [
+            zmq_pollitem_t(socket: socket, fd: 0, events: Int16(watchSocket ? ZMQ_POLLIN : 0), revents: 0),
+            zmq_pollitem_t(socket: nil, fd: fd, events: Int16(ZMQ_POLLIN), revents: 0),
+        ]
+        let rc = zmq_poll(&items, 2, timeoutMs)
+        if rc <= 0 { return (false, false) }
+        return (items[0].revents & Int16(ZMQ_POLLIN) != 0, items[1].revents & Int16(ZMQ_POLLIN) != 0)
+    }
+
+    /// Receives one whole multipart message without blocking; nil when none is waiting.
+    func receive() throws -> Frames? {
+        var parts: [[UInt8]] = []
+        while true {
+            var msg = zmq_msg_t()
+            zmq_msg_init(&msg)
+            defer { zmq_msg_close(&msg) }
+            let n = zmq_msg_recv(&msg, socket, parts.isEmpty ? ZMQ_DONTWAIT : 0)
+            if n < 0 {
+                if zmq_errno() == EAGAIN && parts.isEmpty { return nil }
+                if zmq_errno() == EINTR { continue }
+                throw ZMQError.last("zmq_msg_recv")
+            }
+            let size = zmq_msg_size(&msg)
+            if size == 0 {
+                parts.append([])
+            } else {
+                let data = zmq_msg_data(&msg)!
+                parts.append(Array(UnsafeRawBufferPointer(start: data, count: size)))
+            }
+            if zmq_msg_more(&msg) == 0 { return Frames(parts: parts) }
+        }
+    }
+
+    /// Sends a multipart message. A ROUTER drops messages to unknown or gone peers, so this only fails
+    /// on a real socket error.
+    func send(_ frames: [[UInt8]]) throws {
+        for (i, frame) in frames.enumerated() {
+            let flags = i < frames.count - 1 ? ZMQ_SNDMORE : 0
+            let rc = frame.withUnsafeBytes { zmq_send(socket, $0.baseAddress, $0.count, flags) }
+            if rc < 0 {
+                if zmq_errno() == EINTR { continue }
+                throw ZMQError.last("zmq_send")
+            }
+        }
+    }
+
+    func close() {
+        zmq_close(socket)
+        zmq_ctx_term(context)
+    }
+}

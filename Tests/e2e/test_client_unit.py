@@ -1,0 +1,245 @@
+"""Client checks that need no daemon: dtype mapping, params, slot-write math, views, timeouts."""
+
+import threading
+import time
+import types
+
+import ml_dtypes
+import numpy as np
+import pytest
+import zmq
+
+from conftest import assert_bits_equal, make_kv, MODEL_BF16, MODEL_F16, MODEL_F32
+from kvd import Client, ErrorCode, KvdError
+from kvd import dtypes
+from kvd.client import _param, _tensor
+from kvd.shm import ArenaHeader, parse_header, reservation_runs, write_runs, _HEADER
+from kvd.v1 import append_pb2, common_pb2, envelope_pb2, query_pb2
+from kvd.views import HeadData, QueryResult
+
+
+def test_error_code_mirrors_proto():
+    for name, value in common_pb2.ErrorCode.items():
+        assert ErrorCode[name.removeprefix("ERROR_CODE_")] == value
+    assert ErrorCode.INVALID_ARGUMENT == 1 and ErrorCode.UNAVAILABLE == 9
+
+
+def test_kvd_error_str_shows_code_and_message():
+    e = KvdError(2, "kvd: sequence 7 not found")
+    assert e.code is ErrorCode.NOT_FOUND and e.message == "kvd: sequence 7 not found"
+    assert "NOT_FOUND" in str(e) and "sequence 7" in str(e)
+    assert KvdError(99, "x").code is ErrorCode.UNSPECIFIED and KvdError(99, "x").raw_code == 99
+
+
+@pytest.mark.parametrize("np_dtype, code", [
+    (np.float16, common_pb2.DTYPE_F16), (ml_dtypes.bfloat16, common_pb2.DTYPE_BF16),
+    (np.float32, common_pb2.DTYPE_F32), (np.dtype(">f4"), common_pb2.DTYPE_F32)])
+def test_dtype_mapping(np_dtype, code):
+    assert dtypes.from_numpy(np_dtype) == code
+    assert dtypes.to_numpy(code).itemsize == np.dtype(np_dtype).itemsize
+
+
+@pytest.mark.parametrize("bad", [np.float64, np.int16, np.uint8])
+def test_unsupported_dtype_rejected(bad):
+    with pytest.raises(KvdError) as ei:
+        dtypes.from_numpy(bad)
+    assert ei.value.code == ErrorCode.INVALID_ARGUMENT
+    with pytest.raises(KvdError):
+        dtypes.to_numpy(common_pb2.DTYPE_UNSPECIFIED)
+
+
+def test_tensor_encoding_is_little_endian_row_major():
+    a = np.arange(24, dtype=">f4").reshape(1, 2, 3, 4)  # big-endian input gets converted
+    t = _tensor(a)
+    assert t.dtype == common_pb2.DTYPE_F32 and list(t.shape) == [1, 2, 3, 4]
+    assert t.data == np.arange(24, dtype="<f4").tobytes()
+    b = np.ones((1, 1, 2, 2), dtype=ml_dtypes.bfloat16)
+    assert _tensor(b).data == bytes.fromhex("803f") * 4  # bf16(1.0) = 0x3f80, little-endian
+
+
+def test_param_kinds():
+    assert _param("sinks", 4).WhichOneof("value") == "int_value"
+    assert _param("sinks", np.int64(4)).int_value == 4
+    assert _param("flag", True).WhichOneof("value") == "bool_value"  # not int, although bool is
+    assert _param("ratio", 0.5).float_value == 0.5
+    assert _param("name", "x").string_value == "x"
+    with pytest.raises(TypeError):
+        _param("bad", [1])
+
+
+def test_parse_header():
+    raw = _HEADER.pack(b"KVDARENA", 1, 4096, 77, 1 << 20, 4096, 191, 0, 4096, 786432, 262144)
+    h = parse_header(raw + bytes(4096 - len(raw)))
+    assert h == ArenaHeader(b"KVDARENA", 1, 4096, 77, 1 << 20, 4096, 191, 0, 4096, 786432, 262144)
+    assert _HEADER.size == 72
+
+
+def _fake_reservation(L, H, T, P, D, isz, pages_offset, page_bytes, first_slot=0):
+    """Slots as a daemon would hand them out: each head fills page(s) starting at slot
+    ``first_slot`` of its current last page, P tokens per page, pages numbered head by head."""
+    heads, page = [], 0
+    for l in range(L):
+        for h in range(H):
+            hs = append_pb2.HeadSlots(layer=l, head=h)
+            t, slot = 0, first_slot
+            while t < T:
+                n = min(P - slot, T - t)
+                base = pages_offset + page * page_bytes
+                hs.slots.add(page=page, key_offset=base + slot * D * isz,
+                             value_offset=base + (P + slot) * D * isz, count=n)
+                t += n
+                slot = 0
+                page += 1
+            heads.append(hs)
+    return heads, page
+
+
+@pytest.mark.parametrize("model", [MODEL_F16, MODEL_BF16, MODEL_F32])
+def test_write_runs_places_each_token_at_its_slot(model):
+    L, H, T, D, P = 2, 2, 7, 8, 4
+    k, v = make_kv(model, T, seed=3)
+    isz = k.dtype.itemsize
+    page_bytes, pages_offset = 2 * P * D * isz, 128
+    heads, npages = _fake_reservation(L, H, T, P, D, isz, pages_offset, page_bytes, first_slot=1)
+    buf = bytearray(pages_offset + npages * page_bytes)
+    runs = reservation_runs(heads, T, L, H)
+    assert [r.count for r in runs[:3]] == [3, 4, 3]  # slot 1..3, then a full page, then 3 more
+    bounds = lambda p: (pages_offset + p * page_bytes, pages_offset + (p + 1) * page_bytes)
+    write_runs(buf, runs, k, v, page_bounds=bounds)
+    # Read back with the layout rule from PROTOCOL.md: token t (after the 1 pre-filled slot) of a
+    # head lives in that head's page (t+1)//P at slot (t+1)%P; K block first, then V block.
+    page = 0
+    for l in range(L):
+        for h in range(H):
+            for t in range(T):
+                p, s = page + (t + 1) // P, (t + 1) % P
+                base = pages_offset + p * page_bytes
+                kk = np.frombuffer(buf, k.dtype, D, base + s * D * isz)
+                vv = np.frombuffer(buf, k.dtype, D, base + (P + s) * D * isz)
+                assert_bits_equal(kk, k[l, h, t], f"K {l},{h},{t}")
+                assert_bits_equal(vv, v[l, h, t], f"V {l},{h},{t}")
+            page += -(-(T + 1) // P)
+
+
+def test_write_runs_refuses_run_outside_its_page():
+    L, H, T, D, P = 1, 1, 4, 8, 4
+    k, v = make_kv(MODEL_F16, T, seed=1, layers=1, kv_heads=1)
+    heads, _ = _fake_reservation(L, H, T, P, D, 2, 0, 2 * P * D * 2)
+    runs = reservation_runs(heads, T, L, H)
+    big = np.zeros((1, 1, T, 2 * D), np.float16)  # wrong head_dim: runs would overflow the page
+    buf = bytearray(4096)
+    with pytest.raises(KvdError):
+        write_runs(buf, runs, big, big, page_bounds=lambda p: (p * 64, (p + 1) * 64))
+    assert buf == bytearray(4096)
+
+
+def test_reservation_runs_checks_heads_and_counts():
+    heads, _ = _fake_reservation(2, 2, 5, 4, 8, 2, 0, 128)
+    with pytest.raises(KvdError):
+        reservation_runs(heads, 6, 2, 2)           # counts do not add up
+    with pytest.raises(KvdError):
+        reservation_runs(heads[:3], 5, 2, 2)       # a head missing
+    with pytest.raises(KvdError):
+        reservation_runs(heads, 5, 1, 2)           # heads beyond the tensor's layers
+
+
+def _head(layer, head, pages, d=4, dtype=np.float32):
+    n = sum(len(p) for p in pages)
+    return HeadData(layer, head, n, d, np.dtype(dtype), np.arange(n, dtype=np.int32),
+                    np.zeros(n, np.float32), pages, [p * 2 for p in pages])
+
+
+def test_head_views_single_run_is_view_several_runs_concatenate():
+    backing = np.arange(40, dtype=np.float32).reshape(10, 4)
+    one = _head(0, 0, [backing[:3]])
+    assert one.keys.base is not None and np.shares_memory(one.keys, backing) and one.is_view
+    two = _head(0, 1, [backing[:2], backing[5:8]])
+    assert not two.is_view and two.keys.shape == (5, 4)
+    assert np.array_equal(two.keys, np.concatenate([backing[:2], backing[5:8]]))
+    assert not np.shares_memory(two.keys, backing)
+    cp = one.copy()
+    assert not np.shares_memory(cp.keys, backing) and np.array_equal(cp.keys, one.keys)
+    empty = _head(1, 0, [])
+    assert empty.keys.shape == (0, 4)
+
+
+def test_stacked():
+    rng = np.random.default_rng(0)
+    k = rng.standard_normal((2, 2, 3, 4)).astype(np.float32)
+    heads = [_head(l, h, [k[l, h, :1], k[l, h, 1:]]) for l in range(2) for h in range(2)]
+    q = QueryResult(1, 1, 3, np.dtype(np.float32), 4, "pages", heads)
+    K, V = q.stacked()
+    assert np.array_equal(K, k) and np.array_equal(V, k * 2)
+    assert q[1, 0] is heads[2] and q.layers == [0, 1]
+    uneven = QueryResult(1, 1, 3, np.dtype(np.float32), 4, "pages",
+                         [_head(0, 0, [k[0, 0]]), _head(0, 1, [k[0, 1, :2]])])
+    with pytest.raises(ValueError):
+        uneven.stacked()
+
+
+def test_timeout_raises_unavailable_and_recovers(tmp_path):
+    endpoint = f"ipc://{tmp_path}/nobody.sock"
+    with Client(endpoint, timeout_ms=150) as c:
+        for _ in range(2):  # the second call works on the recreated socket the same way
+            t0 = time.monotonic()
+            with pytest.raises(KvdError) as ei:
+                c.stats()
+            assert ei.value.code == ErrorCode.UNAVAILABLE
+            assert "no reply from" in ei.value.message and "150 ms" in ei.value.message
+            assert 0.1 < time.monotonic() - t0 < 2.0
+
+
+def _fake_server(endpoint, script, ready):
+    """A ROUTER that answers requests per ``script(request) -> list of Response``."""
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.ROUTER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.bind(endpoint)
+    ready.set()
+    try:
+        while s.poll(3000):
+            ident, payload = s.recv_multipart()
+            req = envelope_pb2.Request()
+            req.ParseFromString(payload)
+            replies = script(req)
+            if replies is None:
+                break
+            for r in replies:
+                s.send_multipart([ident, r.SerializeToString()])
+    finally:
+        s.close(linger=0)
+
+
+def test_replies_with_other_ids_are_discarded_and_errors_raised(tmp_path):
+    endpoint = f"ipc://{tmp_path}/fake.sock"
+    seen = []
+
+    def script(req):
+        seen.append(req.request_id)
+        if req.WhichOneof("body") == "release":
+            return None
+        stale = envelope_pb2.Response()
+        stale.header.request_id = req.request_id + 1000  # a late reply of some older request
+        stale.error.code = common_pb2.ERROR_CODE_INTERNAL
+        good = envelope_pb2.Response()
+        good.header.request_id = req.request_id
+        if req.WhichOneof("body") == "stats":
+            good.stats.total_pages = 42
+        else:
+            good.error.code = common_pb2.ERROR_CODE_NOT_FOUND
+            good.error.message = "kvd: model nope not found"
+        return [stale, good]
+
+    ready = threading.Event()
+    t = threading.Thread(target=_fake_server, args=(endpoint, script, ready), daemon=True)
+    t.start()
+    ready.wait(5)
+    with Client(endpoint, timeout_ms=700) as c:
+        assert c.stats().total_pages == 42
+        with pytest.raises(KvdError) as ei:
+            c.create_sequence("nope")
+        assert ei.value.code == ErrorCode.NOT_FOUND and "nope" in ei.value.message
+        with pytest.raises(KvdError):
+            c.release(1)  # the fake server stops without answering
+    t.join(5)
+    assert seen[:2] == [1, 2] and all(i > 0 for i in seen) and len(set(seen)) == len(seen)

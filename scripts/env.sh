@@ -1,0 +1,5 @@
+# Shared by the scripts: where the Python virtual environment lives.
+# Outside the work tree, so every clone (and CI's fresh clone) reuses one environment instead of
+# reinstalling packages each time. Override with KVD_VENV.
+KVD_VENV=${KVD_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kvd/venv}
+KVD_PYTHON="$KVD_VENV/bin/python"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what kvd needs and is missing: Debian packages (libzmq, protobuf tools, pkg-config) and a
+# Python virtual environment with the client and its test dependencies. Safe to run again.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/env.sh"
+
+apt_packages=(libzmq3-dev libprotobuf-c-dev protobuf-compiler protobuf-c-compiler pkg-config)
+python3 -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$KVD_PYTHON" ]; then
+  echo "creating the Python environment $KVD_VENV" >&2
+  python3 -m venv --system-site-packages "$KVD_VENV"
+fi
+"$KVD_PYTHON" -m pip install -q --disable-pip-version-check -e "$root/Clients/python[test]"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Second command of the README: every test. Swift unit tests (Swift Testing), then the end-to-end
+# pytest suite against the real kvd binary. Run scripts/install-deps.sh (or setup.sh) once before.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+. scripts/env.sh
+if [ ! -x "$KVD_PYTHON" ]; then
+  echo "no Python environment at $KVD_VENV; run scripts/install-deps.sh first" >&2
+  exit 1
+fi
+
+swift build --product kvd
+swift test
+KVD_BIN="$root/.build/debug/kvd" "$KVD_PYTHON" -m pytest -q Tests/e2e "$@"
