@@ -22,20 +22,18 @@ final class Dispatcher: Sendable {
 
     /// Handles one received message. Returns the reply to send now, or nil when a worker will post it.
     func dispatch(_ frames: Frames, ids: inout RecentRequestIDs, shuttingDown: Bool) -> [[UInt8]]? {
-        guard let identity = frames.parts.first else { return nil }
+        guard let identity = frames.envelope.first else { return nil }
         var route: [[UInt8]] = [identity]
-        var body = frames.parts.dropFirst()
+        let middle = frames.envelope.dropFirst()
         // A REQ peer puts an empty delimiter before its message and expects it back.
-        if body.count >= 2, body.first!.isEmpty {
-            route.append([])
-            body = body.dropFirst()
-        }
+        if middle.count == 1, middle.first!.isEmpty { route.append([]) }
         func reply(_ requestID: UInt64, _ result: Result<Kvd_V1_Response.OneOf_Body, KVDError>) -> [[UInt8]] {
             route + [encode(requestID, result)]
         }
-        guard body.count == 1, let payload = body.first else {
-            return reply(0, .failure(.invalidArgument("send one frame per request (got \(body.count)); the frame is a serialized kvd.v1.Request")))
+        guard middle.count == route.count - 1 else {
+            return reply(0, .failure(.invalidArgument("send one frame per request (got \(middle.count + 1)); the frame is a serialized kvd.v1.Request")))
         }
+        let payload = frames.payload
         guard !payload.isEmpty else {
             return reply(0, .failure(.invalidArgument("empty frame; send a serialized kvd.v1.Request")))
         }
@@ -61,8 +59,13 @@ final class Dispatcher: Sendable {
             return reply(rid, .failure(.alreadyExists("request_id \(rid) was used recently by this connection; use a fresh id per request")))
         }
         guard let kind = request.body else {
+            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats"
+            // Unknown fields mean a body kind from a newer schema; nothing at all is a malformed request.
+            if request.unknownFields.data.isEmpty {
+                return reply(rid, .failure(.invalidArgument("request has no body; set one of: \(known)")))
+            }
             return reply(rid, .failure(.unimplemented(
-                "request has no body this server knows (protocol \(ProtocolVersion.current)); known kinds: hello, create_sequence, append, reserve, commit, query, compact, release, stats")))
+                "request kind not known to this server (protocol \(ProtocolVersion.current)); known kinds: \(known)")))
         }
         logger.debug("request \(rid): \(kind.kindName)")
         switch kind {

@@ -79,13 +79,15 @@ public final class Server: Sendable {
             if readable {
                 // Drain what is queued, but bounded, so replies and the stop flag are seen promptly.
                 for _ in 0..<256 {
-                    let frames: Frames?
-                    do { frames = try socket.receive() } catch {
+                    do {
+                        let got = try socket.receive { frames in
+                            if let reply = dispatcher.dispatch(frames, ids: &ids, shuttingDown: shuttingDown) { try? socket.send(reply) }
+                        }
+                        if !got { break }
+                    } catch {
                         logger.error("receive failed: \(error)")
                         break
                     }
-                    guard let frames else { break }
-                    if let reply = dispatcher.dispatch(frames, ids: &ids, shuttingDown: shuttingDown) { try? socket.send(reply) }
                 }
             }
             if shuttingDown {

@@ -59,7 +59,6 @@ def default_config(shm_name: str, endpoint: str) -> dict:
             "max_message_bytes": "64KiB",
             "max_tokens_per_append": MAX_TOKENS_PER_APPEND,
             "max_sequences": MAX_SEQUENCES,
-            "workers": 2,
         },
         "arena": {"shm_name": shm_name, "size_bytes": "1MiB", "staging_bytes": "256KiB"},
         "models": [
@@ -240,6 +239,8 @@ def make_daemon(kvd_bin, tmp_path):
             d.shm_path.unlink()  # do not leak segments across tests, whatever happened
             if was_running:
                 problems.append(f"{d.shm_path} still exists after SIGTERM")
+        if was_running and d.ipc_path is not None and d.ipc_path.exists():
+            problems.append(f"{d.ipc_path} still exists after SIGTERM")
     for p in owned_dirs:
         shutil.rmtree(p, ignore_errors=True)
     if problems:

@@ -162,8 +162,7 @@ def test_zero_copy_partial_commit_and_abort(client):
     assert total - free_pages(client) == 8, "Reserve allocates every page at once"
     st = client.stats(seq).sequence
     assert (st.reserved_tokens, st.pages, st.length) == (8, 8, 0)
-    from kvd.shm import reservation_runs
-    client.arena.write_runs(reservation_runs(res.heads, 8, 2, 2), k, v)
+    client.arena.write_reservation(res, k, v)
     c = client.commit(seq, res.reservation_id, 3)
     assert (c.length, c.first_position) == (3, 0)
     assert total - free_pages(client) == 4, "the unused reserved page of each head is freed"
@@ -188,17 +187,17 @@ def test_zero_copy_write_failure_aborts_reservation(client):
     class Boom(Exception):
         pass
 
-    real = client.arena.write_runs
+    real = client.arena.write_reservation
 
     def failing(*a, **kw):
         raise Boom()
 
-    client.arena.write_runs = failing
+    client.arena.write_reservation = failing
     try:
         with pytest.raises(Boom):
             client.append(seq, k, v, zero_copy=True)
     finally:
-        client.arena.write_runs = real
+        client.arena.write_reservation = real
     st = client.stats(seq).sequence
     assert (st.reserved_tokens, st.length, st.pages) == (0, 0, 0)
     assert free_pages(client) == total
@@ -219,3 +218,19 @@ def test_copy_true_survives_release(client):
     client.query(other, mode="gather")  # may reuse the same staging/page bytes
     for h in q:
         assert_bits_equal(h.keys, k[h.layer, h.head]) and assert_bits_equal(h.values, v[h.layer, h.head])
+
+
+def test_fresh_client_maps_arena_on_demand(kvd, client):
+    from kvd import Client, ErrorCode, KvdError
+    model = TINY_MODELS[0]
+    seq = client.create_sequence(model)
+    k, v = make_kv(model, 6, seed=31)
+    with Client(kvd.endpoint) as c:  # no explicit hello()
+        c.append(seq, k, v, zero_copy=True)
+        assert_sequence(c, seq, k, v)
+    with Client(kvd.endpoint) as c:
+        other = c.create_sequence(model)
+        with pytest.raises(KvdError) as ei:  # checked locally: zero-copy bytes never reach kvd
+            c.append(other, k[:, :, :, :4], v[:, :, :, :4], zero_copy=True)
+        assert ei.value.code == ErrorCode.INVALID_ARGUMENT
+        assert c.stats(other).sequence.reserved_tokens == 0

@@ -13,7 +13,8 @@ from conftest import assert_bits_equal, make_kv, MODEL_BF16, MODEL_F16, MODEL_F3
 from kvd import Client, ErrorCode, KvdError
 from kvd import dtypes
 from kvd.client import _param, _tensor
-from kvd.shm import ArenaHeader, parse_header, reservation_runs, write_runs, _HEADER
+from kvd import paging
+from kvd.shm import ArenaHeader, parse_header, _HEADER
 from kvd.v1 import append_pb2, common_pb2, envelope_pb2, query_pb2
 from kvd.views import HeadData, QueryResult
 
@@ -74,73 +75,85 @@ def test_parse_header():
     assert _HEADER.size == 72
 
 
-def _fake_reservation(L, H, T, P, D, isz, pages_offset, page_bytes, first_slot=0):
-    """Slots as a daemon would hand them out: each head fills page(s) starting at slot
-    ``first_slot`` of its current last page, P tokens per page, pages numbered head by head."""
+def _fake_reservation(L, H, T, P, first_slot):
+    """HeadSlots as kvd would send them: each head starts at first_slot of its own fresh pages."""
     heads, page = [], 0
     for l in range(L):
         for h in range(H):
-            hs = append_pb2.HeadSlots(layer=l, head=h)
-            t, slot = 0, first_slot
-            while t < T:
-                n = min(P - slot, T - t)
-                base = pages_offset + page * page_bytes
-                hs.slots.add(page=page, key_offset=base + slot * D * isz,
-                             value_offset=base + (P + slot) * D * isz, count=n)
-                t += n
-                slot = 0
-                page += 1
-            heads.append(hs)
+            n = paging.pages_needed(first_slot, T, P)
+            ids = np.arange(page, page + n, dtype="<u4")
+            heads.append(append_pb2.HeadSlots(layer=l, head=h, first_slot=first_slot,
+                                              page_ids=ids.tobytes()))
+            page += n
     return heads, page
 
 
+@pytest.mark.parametrize("first_slot", [0, 1, 3])
 @pytest.mark.parametrize("model", [MODEL_F16, MODEL_BF16, MODEL_F32])
-def test_write_runs_places_each_token_at_its_slot(model):
+def test_write_tokens_places_each_token_at_its_slot(model, first_slot):
     L, H, T, D, P = 2, 2, 7, 8, 4
     k, v = make_kv(model, T, seed=3)
     isz = k.dtype.itemsize
-    page_bytes, pages_offset = 2 * P * D * isz, 128
-    heads, npages = _fake_reservation(L, H, T, P, D, isz, pages_offset, page_bytes, first_slot=1)
+    page_bytes, pages_offset = 2 * P * D * isz + 64, 128   # pages wider than needed, like kvd's
+    heads, npages = _fake_reservation(L, H, T, P, first_slot)
     buf = bytearray(pages_offset + npages * page_bytes)
-    runs = reservation_runs(heads, T, L, H)
-    assert [r.count for r in runs[:3]] == [3, 4, 3]  # slot 1..3, then a full page, then 3 more
-    bounds = lambda p: (pages_offset + p * page_bytes, pages_offset + (p + 1) * page_bytes)
-    write_runs(buf, runs, k, v, page_bounds=bounds)
-    # Read back with the layout rule from PROTOCOL.md: token t (after the 1 pre-filled slot) of a
-    # head lives in that head's page (t+1)//P at slot (t+1)%P; K block first, then V block.
-    page = 0
+    space = paging.PageSpace(buf, pages_offset, page_bytes, npages)
+    ids, slots = paging.reservation_pages(heads, L, H)
+    paging.write_tokens(space, ids, slots, k, v, P)
+    # Read back with the layout rule from PROTOCOL.md, one token at a time: token t of a head is at
+    # slot first_slot + t of its pages (P per page); K block first, then V block.
     for l in range(L):
         for h in range(H):
             for t in range(T):
-                p, s = page + (t + 1) // P, (t + 1) % P
-                base = pages_offset + p * page_bytes
+                p, s = divmod(first_slot + t, P)
+                base = pages_offset + int(ids[l * H + h][p]) * page_bytes
                 kk = np.frombuffer(buf, k.dtype, D, base + s * D * isz)
                 vv = np.frombuffer(buf, k.dtype, D, base + (P + s) * D * isz)
                 assert_bits_equal(kk, k[l, h, t], f"K {l},{h},{t}")
                 assert_bits_equal(vv, v[l, h, t], f"V {l},{h},{t}")
-            page += -(-(T + 1) // P)
+    # Slots before first_slot and the padding after each page's V block stay untouched.
+    for p in range(npages):
+        base = pages_offset + p * page_bytes
+        assert bytes(buf[base + 2 * P * D * isz: base + page_bytes]) == bytes(64)
+    if first_slot:
+        assert bytes(buf[pages_offset:pages_offset + first_slot * D * isz]) == bytes(first_slot * D * isz)
+    # Reading back whole heads (packed from slot 0) gives the same tokens.
+    if first_slot == 0:
+        got = paging.read_tokens(space, np.stack(ids), T, D, k.dtype, P, values=False)
+        assert_bits_equal(got.reshape(k.shape), k, "read_tokens K")
 
 
-def test_write_runs_refuses_run_outside_its_page():
+def test_write_tokens_refuses_wrong_head_dim_and_writes_nothing():
     L, H, T, D, P = 1, 1, 4, 8, 4
-    k, v = make_kv(MODEL_F16, T, seed=1, layers=1, kv_heads=1)
-    heads, _ = _fake_reservation(L, H, T, P, D, 2, 0, 2 * P * D * 2)
-    runs = reservation_runs(heads, T, L, H)
-    big = np.zeros((1, 1, T, 2 * D), np.float16)  # wrong head_dim: runs would overflow the page
+    heads, n = _fake_reservation(L, H, T, P, 0)
+    ids, slots = paging.reservation_pages(heads, L, H)
+    big = np.zeros((1, 1, T, 2 * D), np.float16)  # wrong head_dim: a page cannot hold P of these
     buf = bytearray(4096)
     with pytest.raises(KvdError):
-        write_runs(buf, runs, big, big, page_bounds=lambda p: (p * 64, (p + 1) * 64))
+        paging.write_tokens(paging.PageSpace(buf, 0, 2 * P * D * 2, 2), ids, slots, big, big, P)
     assert buf == bytearray(4096)
 
 
-def test_reservation_runs_checks_heads_and_counts():
-    heads, _ = _fake_reservation(2, 2, 5, 4, 8, 2, 0, 128)
+def test_reservation_pages_checks_heads_and_counts():
+    heads, n = _fake_reservation(2, 2, 5, 4, 0)
+    ids, slots = paging.reservation_pages(heads, 2, 2)
+    k = np.zeros((2, 2, 9, 8), np.float16)
+    with pytest.raises(KvdError):                  # 9 tokens need 3 pages, 5 reserved 2
+        paging.write_tokens(paging.PageSpace(bytearray(8192), 0, 128, 32), ids, slots, k, k, 4)
     with pytest.raises(KvdError):
-        reservation_runs(heads, 6, 2, 2)           # counts do not add up
+        paging.reservation_pages(heads[:3], 2, 2)  # a head missing
     with pytest.raises(KvdError):
-        reservation_runs(heads[:3], 5, 2, 2)       # a head missing
+        paging.reservation_pages(heads, 1, 2)      # heads beyond the tensor's layers
     with pytest.raises(KvdError):
-        reservation_runs(heads, 5, 1, 2)           # heads beyond the tensor's layers
+        paging.reservation_pages(heads + heads[:1], 2, 2)  # a head twice
+
+
+def test_split_counts_lead_whole_tail():
+    assert paging.split(0, 9, 4) == (0, 2, 1)
+    assert paging.split(1, 9, 4) == (3, 1, 2)
+    assert paging.split(3, 1, 4) == (1, 0, 0)
+    assert paging.split(2, 1, 4) == (1, 0, 0)
+    assert paging.pages_needed(3, 1, 4) == 1 and paging.pages_needed(3, 2, 4) == 2
 
 
 def _head(layer, head, pages, d=4, dtype=np.float32):

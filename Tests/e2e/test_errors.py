@@ -12,7 +12,6 @@ from conftest import (MAX_MESSAGE_BYTES, MAX_TOKENS_PER_APPEND, MODEL_F16, MODEL
                       assert_sequence, free_pages, make_kv, parse_response, raw_roundtrip)
 from kvd import ErrorCode, KvdError
 from kvd.client import _tensor
-from kvd.shm import reservation_runs
 from kvd.v1 import append_pb2, common_pb2, envelope_pb2
 
 E = ErrorCode
@@ -237,7 +236,7 @@ def test_commit_more_than_reserved(client, witness, seq):
     s, k, v = seq
     k2, v2 = make_kv(MODEL_F16, 4, seed=5)
     res = client.reserve(s, 4)
-    client.arena.write_runs(reservation_runs(res.heads, 4, 2, 2), k2, v2)
+    client.arena.write_reservation(res, k2, v2)
     expect(E.FAILED_PRECONDITION, client.commit, s, res.reservation_id, 5)
     st = client.stats(s).sequence
     assert (st.length, st.reserved_tokens) == (3, 4), "the failed commit changed nothing"
@@ -361,4 +360,17 @@ def test_full_arena_recovers_after_release(client, witness):
     client.release(filler)
     total = client.stats().total_pages
     assert free_pages(client) == total - 4 * 2  # only the witness's 2 pages per head remain
+    witness.check()
+
+
+def test_gather_when_staging_full(client, witness):
+    # wide-f32: 512 bytes of K+V per token; 600 tokens need ~300 KiB of the 256 KiB staging area
+    from conftest import MODEL_WIDE
+    s = client.create_sequence(MODEL_WIDE)
+    k, v = make_kv(MODEL_WIDE, 600, seed=13)
+    for t in range(0, 600, MAX_TOKENS_PER_APPEND):
+        client.append(s, k[:, :, t:t + MAX_TOKENS_PER_APPEND], v[:, :, t:t + MAX_TOKENS_PER_APPEND])
+    expect(E.RESOURCE_EXHAUSTED, client.query, s, mode="gather")
+    assert client.stats().staging_used_bytes == 0
+    assert_sequence(client, s, k, v, modes=("pages", "inline"))
     witness.check()

@@ -63,10 +63,17 @@ def test_restart_gives_new_arena_generation(make_daemon):
 
 def _run_bad_config(make_daemon, mutate):
     d = make_daemon(mutate=mutate, start=False)
-    p = subprocess.run([str(KVD_BIN), "--config", str(d.config_path)], capture_output=True,
-                       text=True, timeout=20, stdin=subprocess.DEVNULL)
+    try:
+        p = subprocess.run([str(KVD_BIN), "--config", str(d.config_path)], capture_output=True,
+                           text=True, timeout=20, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"kvd kept running on a bad config:\n{d.config_path.read_text()}")
+    finally:
+        leaked = d.shm_path.exists()
+        if leaked:
+            d.shm_path.unlink()  # a killed or misbehaving daemon must not leak the segment
     assert p.returncode != 0, f"kvd accepted a bad config:\n{d.config_path.read_text()}"
-    assert not d.shm_path.exists(), "a refused config must not leave a segment"
+    assert not leaked, "a refused config must not leave a segment"
     return p.stderr
 
 

@@ -102,3 +102,30 @@ def test_eight_concurrent_clients(kvd):
     with Client(kvd.endpoint) as c:
         st = c.stats()
         assert st.sequences == 0 and st.free_pages == st.total_pages
+
+
+def test_pipelined_requests_on_one_sequence_run_in_order(kvd, client):
+    model = TINY_MODELS[2]
+    seq = client.create_sequence(model)
+    k, v = make_kv(model, 6 * 5, seed=3)
+    from kvd.client import _tensor
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(kvd.endpoint)
+    try:
+        for i in range(6):
+            req = envelope_pb2.Request(request_id=500 + i)
+            req.append.sequence_id = seq
+            req.append.keys.CopyFrom(_tensor(k[:, :, 5 * i:5 * i + 5]))
+            req.append.values.CopyFrom(_tensor(v[:, :, 5 * i:5 * i + 5]))
+            s.send(req.SerializeToString())
+        got = {}
+        for _ in range(6):
+            assert s.poll(5000)
+            r = parse_response(s.recv())
+            got[r.header.request_id] = r
+    finally:
+        s.close(linger=0)
+    assert [got[500 + i].append.first_position for i in range(6)] == [0, 5, 10, 15, 20, 25]
+    assert_sequence(client, seq, k, v)

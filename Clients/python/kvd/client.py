@@ -16,10 +16,10 @@ from google.protobuf.message import DecodeError
 
 from kvd import dtypes
 from kvd.errors import ErrorCode, KvdError
-from kvd.shm import Arena, reservation_runs
+from kvd.shm import Arena
 from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, query_pb2,
                     sequence_pb2, stats_pb2)
-from kvd.views import HeadData, QueryResult
+from kvd.views import PagedHead, HeadData, QueryResult
 
 PROTOCOL_VERSION = 1
 
@@ -49,11 +49,19 @@ def _param(name: str, value) -> common_pb2.Param:
     return p
 
 
-def _tensor(arr: np.ndarray) -> common_pb2.Tensor:
-    """Encode a K or V array as a Tensor {dtype, shape, data} (little-endian, row-major)."""
+def _fill_tensor(t: common_pb2.Tensor, arr: np.ndarray) -> None:
+    """Encode a K or V array into Tensor ``t`` {dtype, shape, data} (little-endian, row-major)."""
     a = dtypes.wire_array(arr)
-    return common_pb2.Tensor(dtype=dtypes.from_numpy(a.dtype), shape=list(a.shape),
-                             data=a.tobytes())
+    t.dtype = dtypes.from_numpy(a.dtype)
+    t.shape.extend(a.shape)
+    t.data = a.tobytes()
+
+
+def _tensor(arr: np.ndarray) -> common_pb2.Tensor:
+    """A standalone Tensor for ``arr`` (for hand-built requests)."""
+    t = common_pb2.Tensor()
+    _fill_tensor(t, arr)
+    return t
 
 
 class Client:
@@ -100,11 +108,19 @@ class Client:
         ``kind`` is the oneof field name (``"hello"``, ``"append"``, ...). Raises KvdError with the
         daemon's code on an error reply, or UNAVAILABLE when no reply comes within the timeout.
         """
+        req = self._new_request()
+        getattr(req, kind).CopyFrom(body)
+        return self._send(kind, req)
+
+    def _new_request(self) -> envelope_pb2.Request:
         if self._sock is None:
             raise KvdError(ErrorCode.FAILED_PRECONDITION, "kvd: client is closed")
-        rid = next(self._ids)
-        req = envelope_pb2.Request(request_id=rid, protocol_version=PROTOCOL_VERSION)
-        getattr(req, kind).CopyFrom(body)
+        return envelope_pb2.Request(request_id=next(self._ids), protocol_version=PROTOCOL_VERSION)
+
+    def _send(self, kind: str, req: envelope_pb2.Request) -> object:
+        """Round trip of a request whose body ``kind`` is already set (large bodies are built in
+        place, since ``CopyFrom`` would copy every K/V byte once more)."""
+        rid = req.request_id
         resp = self._roundtrip(req)
         which = resp.WhichOneof("body")
         if which == "error":
@@ -206,8 +222,11 @@ class Client:
         Returns the AppendResponse / CommitResponse (``length``, ``first_position``, ``generation``).
         """
         if not zero_copy:
-            return self.call("append", append_pb2.AppendRequest(
-                sequence_id=seq, keys=_tensor(keys), values=_tensor(values)))
+            req = self._new_request()
+            req.append.sequence_id = seq
+            _fill_tensor(req.append.keys, keys)
+            _fill_tensor(req.append.values, values)
+            return self._send("append", req)
 
         k, v = dtypes.wire_array(keys), dtypes.wire_array(values)
         if k.ndim != 4 or k.shape != v.shape or k.dtype != v.dtype:
@@ -215,12 +234,11 @@ class Client:
                            f"kvd: zero-copy append needs keys and values of one shape "
                            f"[layers, kv_heads, tokens, head_dim] and dtype; got {k.shape} "
                            f"{k.dtype} and {v.shape} {v.dtype}")
+        arena = self.arena  # maps the segment (Hello) first, which also loads the model layouts
         self._check_layout(seq, k)
-        arena = self.arena
         res = self.reserve(seq, k.shape[2])
         try:
-            runs = reservation_runs(res.heads, res.num_tokens, k.shape[0], k.shape[1])
-            arena.write_runs(runs, k, v)
+            arena.write_reservation(res, k, v)
         except BaseException:
             try:
                 self.commit(seq, res.reservation_id, abort=True)
@@ -302,14 +320,10 @@ class Client:
                 kp = [self._arena.array(hv.gather_key_offset, n * d, dt, (n, d))]
                 vp = [self._arena.array(hv.gather_value_offset, n * d, dt, (n, d))]
             elif mode in (query_pb2.QUERY_MODE_PAGES, query_pb2.QUERY_MODE_UNSPECIFIED):
-                kp = [self._arena.array(p.key_offset, p.count * d, dt, (p.count, d))
-                      for p in hv.pages]
-                vp = [self._arena.array(p.value_offset, p.count * d, dt, (p.count, d))
-                      for p in hv.pages]
-                if sum(p.count for p in hv.pages) != n:
-                    raise KvdError(ErrorCode.INTERNAL,
-                                   f"kvd: head ({hv.layer}, {hv.head}) page runs do not add up "
-                                   f"to {n} tokens")
+                # Views are built lazily from the page ids: most callers want whole heads, which
+                # one batched copy gives far faster than thousands of small views.
+                kp = vp = PagedHead(self._arena, np.frombuffer(hv.page_ids, "<u4").astype(np.int64),
+                                    n, d, dt, resp.page_tokens)
             h = HeadData(hv.layer, hv.head, n, d, dt, positions, log_weights, kp, vp)
             heads.append(h.copy() if copy else h)
         return QueryResult(resp.sequence_id, resp.generation, resp.length, dt, d,

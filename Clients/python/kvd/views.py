@@ -12,6 +12,52 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from kvd import paging
+from kvd.errors import ErrorCode, KvdError
+
+
+class PagedHead:
+    """The pages of one (layer, KV head) as a PAGES-mode query returned them: tokens packed from
+    slot 0 of the first page, ``page_tokens`` per page, so page ids and the count say where every
+    token is. ``joined`` reads the head with one batched copy; ``views`` gives one zero-copy view
+    per page."""
+
+    __slots__ = ("arena", "page_ids", "num_tokens", "head_dim", "dtype", "page_tokens")
+
+    def __init__(self, arena, page_ids: np.ndarray, num_tokens: int, head_dim: int,
+                 dtype: np.dtype, page_tokens: int):
+        if len(page_ids) != paging.pages_needed(0, num_tokens, max(page_tokens, 1)):
+            raise KvdError(ErrorCode.INTERNAL,
+                           f"kvd: {len(page_ids)} pages for {num_tokens} tokens of {page_tokens} "
+                           "per page")
+        self.arena = arena
+        self.page_ids = page_ids
+        self.num_tokens = num_tokens
+        self.head_dim = head_dim
+        self.dtype = np.dtype(dtype)
+        self.page_tokens = page_tokens
+
+    def views(self, values: bool) -> List[np.ndarray]:
+        """One read-only ``[count, head_dim]`` view per page, in token order."""
+        info = self.arena.info
+        block = self.page_tokens * self.head_dim * self.dtype.itemsize if values else 0
+        out = []
+        left = self.num_tokens
+        for p in self.page_ids:
+            c = min(left, self.page_tokens)
+            out.append(self.arena.array(info.pages_offset + int(p) * info.page_bytes + block,
+                                        c * self.head_dim, self.dtype, (c, self.head_dim)))
+            left -= c
+        return out
+
+    def joined(self, values: bool) -> np.ndarray:
+        """``[num_tokens, head_dim]``: a view when the head fits one page, else one copy."""
+        if len(self.page_ids) <= 1:
+            pages = self.views(values)
+            return pages[0] if pages else np.empty((0, self.head_dim), dtype=self.dtype)
+        return paging.read_tokens(self.arena.pages, self.page_ids[None, :], self.num_tokens,
+                                  self.head_dim, self.dtype, self.page_tokens, values)[0]
+
 
 class HeadData:
     """What one (layer, KV head) of a sequence holds.
@@ -22,11 +68,12 @@ class HeadData:
     """
 
     __slots__ = ("layer", "head", "num_tokens", "head_dim", "dtype", "positions", "log_weights",
-                 "key_pages", "value_pages", "_keys", "_values")
+                 "_kp", "_vp", "_keys", "_values")
 
     def __init__(self, layer: int, head: int, num_tokens: int, head_dim: int, dtype: np.dtype,
                  positions: np.ndarray, log_weights: np.ndarray,
-                 key_pages: Optional[List[np.ndarray]], value_pages: Optional[List[np.ndarray]]):
+                 key_pages, value_pages):
+        # key_pages / value_pages: a list of arrays, a PagedHead (PAGES mode), or None (METADATA).
         self.layer = layer
         self.head = head
         self.num_tokens = num_tokens
@@ -34,40 +81,58 @@ class HeadData:
         self.dtype = dtype
         self.positions = positions
         self.log_weights = log_weights
-        self.key_pages = key_pages
-        self.value_pages = value_pages
+        self._kp = key_pages
+        self._vp = value_pages
         self._keys = None
         self._values = None
 
-    def _joined(self, pages: Optional[List[np.ndarray]]) -> Optional[np.ndarray]:
+    @staticmethod
+    def _pages(source, values: bool) -> Optional[List[np.ndarray]]:
+        return source.views(values) if isinstance(source, PagedHead) else source
+
+    @property
+    def key_pages(self) -> Optional[List[np.ndarray]]:
+        """Per-page-run ``[count, head_dim]`` keys (zero-copy views in PAGES mode)."""
+        return self._pages(self._kp, False)
+
+    @property
+    def value_pages(self) -> Optional[List[np.ndarray]]:
+        """Per-page-run ``[count, head_dim]`` values (zero-copy views in PAGES mode)."""
+        return self._pages(self._vp, True)
+
+    def _joined(self, source, values: bool) -> Optional[np.ndarray]:
         # One run (or none) can be returned as it is, so a head inside one page stays a true view;
         # several page runs are not contiguous in the arena and must be concatenated (a copy).
-        if pages is None:
+        if source is None:
             return None
-        if not pages:
+        if isinstance(source, PagedHead):
+            return source.joined(values)
+        if not source:
             return np.empty((0, self.head_dim), dtype=self.dtype)
-        if len(pages) == 1:
-            return pages[0]
-        return np.concatenate(pages, axis=0)
+        if len(source) == 1:
+            return source[0]
+        return np.concatenate(source, axis=0)
 
     @property
     def keys(self) -> Optional[np.ndarray]:
         """``[num_tokens, head_dim]`` keys (a view when they are contiguous, else a copy)."""
         if self._keys is None:
-            self._keys = self._joined(self.key_pages)
+            self._keys = self._joined(self._kp, False)
         return self._keys
 
     @property
     def values(self) -> Optional[np.ndarray]:
         """``[num_tokens, head_dim]`` values (a view when they are contiguous, else a copy)."""
         if self._values is None:
-            self._values = self._joined(self.value_pages)
+            self._values = self._joined(self._vp, True)
         return self._values
 
     @property
     def is_view(self) -> bool:
         """True when ``keys``/``values`` are views (no copy was needed)."""
-        return self.key_pages is not None and len(self.key_pages) <= 1
+        if isinstance(self._kp, PagedHead):
+            return len(self._kp.page_ids) <= 1
+        return self._kp is not None and len(self._kp) <= 1
 
     def copy(self) -> "HeadData":
         """A detached copy: every array owns its memory (safe after the generation changes)."""
@@ -78,7 +143,7 @@ class HeadData:
                         None if keys is None else [keys], None if values is None else [values])
 
     def __repr__(self) -> str:
-        runs = "-" if self.key_pages is None else len(self.key_pages)
+        runs = "-" if self._kp is None else len(self.key_pages)
         return (f"HeadData(layer={self.layer}, head={self.head}, num_tokens={self.num_tokens}, "
                 f"runs={runs})")
 
@@ -119,7 +184,7 @@ class QueryResult:
 
         Layers are those returned (ascending); requires every head to hold the same token count.
         """
-        if any(h.key_pages is None for h in self.heads):
+        if any(h._kp is None for h in self.heads):
             raise ValueError("stacked() needs K/V; this query was METADATA mode")
         counts = {h.num_tokens for h in self.heads}
         if len(counts) > 1:
@@ -130,6 +195,17 @@ class QueryResult:
             raise ValueError("stacked() needs every head of every returned layer")
         tokens = counts.pop() if counts else 0
         shape = (len(layers), len(kv_heads), tokens, self.head_dim)
+        paged = [h._kp for h in self.heads]
+        if paged and all(isinstance(p, PagedHead) for p in paged) and tokens:
+            # Every head is a page list of the same length: one batched copy for all of K, one for V.
+            ids = np.stack([p.page_ids for p in paged])
+            first = paged[0]
+            order = np.argsort([layers.index(h.layer) * len(kv_heads) + kv_heads.index(h.head)
+                                for h in self.heads], kind="stable")
+            ids = ids[order]
+            read = lambda values: paging.read_tokens(first.arena.pages, ids, tokens, self.head_dim,
+                                                     self.dtype, first.page_tokens, values)
+            return read(False).reshape(shape), read(True).reshape(shape)
         k = np.empty(shape, dtype=self.dtype)
         v = np.empty(shape, dtype=self.dtype)
         for h in self.heads:

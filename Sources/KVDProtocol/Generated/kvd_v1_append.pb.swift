@@ -10,6 +10,11 @@
 
 /// Adding tokens to a sequence: inline (bytes in the message) or zero-copy (Reserve, write, Commit).
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -137,6 +142,13 @@ public nonisolated struct Kvd_V1_HeadSlots: Sendable {
   /// Runs; their counts add up to the reserved token count.
   public var slots: [Kvd_V1_Slot] = []
 
+  /// The same place in compact form: the first reserved token goes to slot first_slot of the first
+  /// page in page_ids, and the following tokens fill that page and then each next page from slot 0.
+  public var firstSlot: UInt32 = 0
+
+  /// Page indices, uint32 little-endian, in token order.
+  public var pageIds: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -155,6 +167,9 @@ public nonisolated struct Kvd_V1_ReserveResponse: Sendable {
 
   /// One entry per (layer, head), layer-major.
   public var heads: [Kvd_V1_HeadSlots] = []
+
+  /// Tokens per page (P) of the sequence's model.
+  public var pageTokens: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -373,7 +388,7 @@ nonisolated extension Kvd_V1_Slot: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension Kvd_V1_HeadSlots: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeadSlots"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{1}slots\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{1}slots\0\u{3}first_slot\0\u{3}page_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -384,6 +399,8 @@ nonisolated extension Kvd_V1_HeadSlots: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.layer) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.head) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.slots) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.firstSlot) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.pageIds) }()
       default: break
       }
     }
@@ -399,6 +416,12 @@ nonisolated extension Kvd_V1_HeadSlots: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.slots.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.slots, fieldNumber: 3)
     }
+    if self.firstSlot != 0 {
+      try visitor.visitSingularUInt32Field(value: self.firstSlot, fieldNumber: 4)
+    }
+    if !self.pageIds.isEmpty {
+      try visitor.visitSingularBytesField(value: self.pageIds, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -406,6 +429,8 @@ nonisolated extension Kvd_V1_HeadSlots: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.layer != rhs.layer {return false}
     if lhs.head != rhs.head {return false}
     if lhs.slots != rhs.slots {return false}
+    if lhs.firstSlot != rhs.firstSlot {return false}
+    if lhs.pageIds != rhs.pageIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -413,7 +438,7 @@ nonisolated extension Kvd_V1_HeadSlots: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Kvd_V1_ReserveResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReserveResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}reservation_id\0\u{3}num_tokens\0\u{1}heads\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}reservation_id\0\u{3}num_tokens\0\u{1}heads\0\u{3}page_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -424,6 +449,7 @@ nonisolated extension Kvd_V1_ReserveResponse: SwiftProtobuf.Message, SwiftProtob
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.reservationID) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.numTokens) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.heads) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageTokens) }()
       default: break
       }
     }
@@ -439,6 +465,9 @@ nonisolated extension Kvd_V1_ReserveResponse: SwiftProtobuf.Message, SwiftProtob
     if !self.heads.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.heads, fieldNumber: 3)
     }
+    if self.pageTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageTokens, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -446,6 +475,7 @@ nonisolated extension Kvd_V1_ReserveResponse: SwiftProtobuf.Message, SwiftProtob
     if lhs.reservationID != rhs.reservationID {return false}
     if lhs.numTokens != rhs.numTokens {return false}
     if lhs.heads != rhs.heads {return false}
+    if lhs.pageTokens != rhs.pageTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -160,6 +160,10 @@ public nonisolated struct Kvd_V1_HeadView: Sendable {
   /// QUERY_MODE_GATHER: byte offset from the segment start of the contiguous values.
   public var gatherValueOffset: UInt64 = 0
 
+  /// QUERY_MODE_PAGES, compact form: the head's pages, uint32 little-endian, in token order. Tokens
+  /// are packed from slot 0 of the first page, so token t is in page_ids[t / P] at slot t % P.
+  public var pageIds: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -187,6 +191,9 @@ public nonisolated struct Kvd_V1_QueryResponse: Sendable {
 
   /// One entry per (layer, head) of the requested layers, layer-major.
   public var heads: [Kvd_V1_HeadView] = []
+
+  /// Tokens per page (P) of the sequence's model.
+  public var pageTokens: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -288,7 +295,7 @@ nonisolated extension Kvd_V1_PageRef: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeadView"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{3}num_tokens\0\u{1}positions\0\u{3}log_weights\0\u{1}pages\0\u{1}keys\0\u{1}values\0\u{3}gather_key_offset\0\u{3}gather_value_offset\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{3}num_tokens\0\u{1}positions\0\u{3}log_weights\0\u{1}pages\0\u{1}keys\0\u{1}values\0\u{3}gather_key_offset\0\u{3}gather_value_offset\0\u{3}page_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -306,6 +313,7 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 8: try { try decoder.decodeSingularBytesField(value: &self.values) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.gatherKeyOffset) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.gatherValueOffset) }()
+      case 11: try { try decoder.decodeSingularBytesField(value: &self.pageIds) }()
       default: break
       }
     }
@@ -342,6 +350,9 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.gatherValueOffset != 0 {
       try visitor.visitSingularUInt64Field(value: self.gatherValueOffset, fieldNumber: 10)
     }
+    if !self.pageIds.isEmpty {
+      try visitor.visitSingularBytesField(value: self.pageIds, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -356,6 +367,7 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.values != rhs.values {return false}
     if lhs.gatherKeyOffset != rhs.gatherKeyOffset {return false}
     if lhs.gatherValueOffset != rhs.gatherValueOffset {return false}
+    if lhs.pageIds != rhs.pageIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -363,7 +375,7 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Kvd_V1_QueryResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueryResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}generation\0\u{1}length\0\u{1}dtype\0\u{3}head_dim\0\u{1}heads\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}generation\0\u{1}length\0\u{1}dtype\0\u{3}head_dim\0\u{1}heads\0\u{3}page_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -377,6 +389,7 @@ nonisolated extension Kvd_V1_QueryResponse: SwiftProtobuf.Message, SwiftProtobuf
       case 4: try { try decoder.decodeSingularEnumField(value: &self.dtype) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.headDim) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.heads) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.pageTokens) }()
       default: break
       }
     }
@@ -401,6 +414,9 @@ nonisolated extension Kvd_V1_QueryResponse: SwiftProtobuf.Message, SwiftProtobuf
     if !self.heads.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.heads, fieldNumber: 6)
     }
+    if self.pageTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageTokens, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -411,6 +427,7 @@ nonisolated extension Kvd_V1_QueryResponse: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.dtype != rhs.dtype {return false}
     if lhs.headDim != rhs.headDim {return false}
     if lhs.heads != rhs.heads {return false}
+    if lhs.pageTokens != rhs.pageTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

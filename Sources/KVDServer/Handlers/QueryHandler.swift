@@ -30,6 +30,7 @@ enum QueryHandler {
         out.length = UInt64(seq.length)
         out.dtype = Kvd_V1_DType(m.dtype)
         out.headDim = UInt32(m.headDim)
+        out.pageTokens = UInt32(m.pageTokens)
         out.heads.reserveCapacity(headIndices.count)
         for h in headIndices {
             let head = seq.heads[h]
@@ -50,6 +51,7 @@ enum QueryHandler {
                     p.count = UInt32(run.count)
                     return p
                 }
+                v.pageIds = littleEndianBytes(runs.map(\.page.raw))
             case .inline:
                 v.keys = copy(runs, m, mem.key)
                 v.values = copy(runs, m, mem.value)

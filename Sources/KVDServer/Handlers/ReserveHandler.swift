@@ -18,6 +18,7 @@ enum ReserveHandler {
         var out = Kvd_V1_ReserveResponse()
         out.reservationID = rid.raw
         out.numTokens = r.numTokens
+        out.pageTokens = UInt32(m.pageTokens)
         out.heads = runs.enumerated().map { h, headRuns in
             var hs = Kvd_V1_HeadSlots()
             hs.layer = UInt32(h / m.kvHeads)
@@ -30,6 +31,8 @@ enum ReserveHandler {
                 s.count = UInt32(run.count)
                 return s
             }
+            hs.firstSlot = UInt32(headRuns.first?.slot ?? 0)
+            hs.pageIds = littleEndianBytes(headRuns.map(\.page.raw))
             return hs
         }
         return out

@@ -9,9 +9,13 @@ public struct ZMQError: Error, CustomStringConvertible {
     static func last(_ call: String) -> ZMQError { ZMQError(call: call, errno: zmq_errno()) }
 }
 
-/// One multipart ZeroMQ message: the frames as received (for a ROUTER, the peer identity first).
+/// One received multipart message: every frame but the last copied (identity, REQ delimiter — a
+/// few bytes), the last one (the request) borrowed from libzmq without a copy.
 struct Frames {
-    var parts: [[UInt8]]
+    /// Identity first, then any frames before the last.
+    var envelope: [[UInt8]]
+    /// The last frame. Valid only inside the `receive` callback: it points into libzmq's buffer.
+    var payload: Data
 }
 
 /// The daemon's ROUTER socket. Not thread-safe (libzmq sockets never are): only the server's socket
@@ -71,27 +75,29 @@ final class RouterSocket {
         return (items[0].revents & Int16(ZMQ_POLLIN) != 0, items[1].revents & Int16(ZMQ_POLLIN) != 0)
     }
 
-    /// Receives one whole multipart message without blocking; nil when none is waiting.
-    func receive() throws -> Frames? {
-        var parts: [[UInt8]] = []
+    /// Receives one whole multipart message without blocking and hands it to `body`; returns false
+    /// when none was waiting. The payload is decoded in place, saving a copy of every K/V byte.
+    func receive(_ body: (Frames) -> Void) throws -> Bool {
+        var envelope: [[UInt8]] = []
+        var msg = zmq_msg_t()
+        zmq_msg_init(&msg)
+        defer { zmq_msg_close(&msg) }
         while true {
-            var msg = zmq_msg_t()
-            zmq_msg_init(&msg)
-            defer { zmq_msg_close(&msg) }
-            let n = zmq_msg_recv(&msg, socket, parts.isEmpty ? ZMQ_DONTWAIT : 0)
+            let n = zmq_msg_recv(&msg, socket, envelope.isEmpty ? ZMQ_DONTWAIT : 0)
             if n < 0 {
-                if zmq_errno() == EAGAIN && parts.isEmpty { return nil }
+                if zmq_errno() == EAGAIN && envelope.isEmpty { return false }
                 if zmq_errno() == EINTR { continue }
                 throw ZMQError.last("zmq_msg_recv")
             }
             let size = zmq_msg_size(&msg)
-            if size == 0 {
-                parts.append([])
-            } else {
-                let data = zmq_msg_data(&msg)!
-                parts.append(Array(UnsafeRawBufferPointer(start: data, count: size)))
+            let data = zmq_msg_data(&msg)
+            if zmq_msg_more(&msg) == 0 {
+                let payload = size == 0 || data == nil
+                    ? Data() : Data(bytesNoCopy: data!, count: size, deallocator: .none)
+                body(Frames(envelope: envelope, payload: payload))
+                return true
             }
-            if zmq_msg_more(&msg) == 0 { return Frames(parts: parts) }
+            envelope.append(size == 0 ? [] : Array(UnsafeRawBufferPointer(start: data, count: size)))
         }
     }
 

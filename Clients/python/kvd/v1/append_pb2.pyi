@@ -49,14 +49,18 @@ class CommitResponse(_message.Message):
     def __init__(self, length: _Optional[int] = ..., first_position: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class HeadSlots(_message.Message):
-    __slots__ = ["head", "layer", "slots"]
+    __slots__ = ["first_slot", "head", "layer", "page_ids", "slots"]
+    FIRST_SLOT_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
+    first_slot: int
     head: int
     layer: int
+    page_ids: bytes
     slots: _containers.RepeatedCompositeFieldContainer[Slot]
-    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., slots: _Optional[_Iterable[_Union[Slot, _Mapping]]] = ...) -> None: ...
+    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., slots: _Optional[_Iterable[_Union[Slot, _Mapping]]] = ..., first_slot: _Optional[int] = ..., page_ids: _Optional[bytes] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ["num_tokens", "sequence_id"]
@@ -67,14 +71,16 @@ class ReserveRequest(_message.Message):
     def __init__(self, sequence_id: _Optional[int] = ..., num_tokens: _Optional[int] = ...) -> None: ...
 
 class ReserveResponse(_message.Message):
-    __slots__ = ["heads", "num_tokens", "reservation_id"]
+    __slots__ = ["heads", "num_tokens", "page_tokens", "reservation_id"]
     HEADS_FIELD_NUMBER: _ClassVar[int]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     heads: _containers.RepeatedCompositeFieldContainer[HeadSlots]
     num_tokens: int
+    page_tokens: int
     reservation_id: int
-    def __init__(self, reservation_id: _Optional[int] = ..., num_tokens: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[HeadSlots, _Mapping]]] = ...) -> None: ...
+    def __init__(self, reservation_id: _Optional[int] = ..., num_tokens: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[HeadSlots, _Mapping]]] = ..., page_tokens: _Optional[int] = ...) -> None: ...
 
 class Slot(_message.Message):
     __slots__ = ["count", "key_offset", "page", "value_offset"]

@@ -13,7 +13,7 @@ QUERY_MODE_PAGES: QueryMode
 QUERY_MODE_UNSPECIFIED: QueryMode
 
 class HeadView(_message.Message):
-    __slots__ = ["gather_key_offset", "gather_value_offset", "head", "keys", "layer", "log_weights", "num_tokens", "pages", "positions", "values"]
+    __slots__ = ["gather_key_offset", "gather_value_offset", "head", "keys", "layer", "log_weights", "num_tokens", "page_ids", "pages", "positions", "values"]
     GATHER_KEY_OFFSET_FIELD_NUMBER: _ClassVar[int]
     GATHER_VALUE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class HeadView(_message.Message):
     LOG_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PAGES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     gather_key_offset: int
@@ -31,10 +32,11 @@ class HeadView(_message.Message):
     layer: int
     log_weights: bytes
     num_tokens: int
+    page_ids: bytes
     pages: _containers.RepeatedCompositeFieldContainer[PageRef]
     positions: bytes
     values: bytes
-    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., num_tokens: _Optional[int] = ..., positions: _Optional[bytes] = ..., log_weights: _Optional[bytes] = ..., pages: _Optional[_Iterable[_Union[PageRef, _Mapping]]] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., gather_key_offset: _Optional[int] = ..., gather_value_offset: _Optional[int] = ...) -> None: ...
+    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., num_tokens: _Optional[int] = ..., positions: _Optional[bytes] = ..., log_weights: _Optional[bytes] = ..., pages: _Optional[_Iterable[_Union[PageRef, _Mapping]]] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., gather_key_offset: _Optional[int] = ..., gather_value_offset: _Optional[int] = ..., page_ids: _Optional[bytes] = ...) -> None: ...
 
 class PageRef(_message.Message):
     __slots__ = ["count", "key_offset", "page", "value_offset"]
@@ -59,20 +61,22 @@ class QueryRequest(_message.Message):
     def __init__(self, sequence_id: _Optional[int] = ..., mode: _Optional[_Union[QueryMode, str]] = ..., layers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ["dtype", "generation", "head_dim", "heads", "length", "sequence_id"]
+    __slots__ = ["dtype", "generation", "head_dim", "heads", "length", "page_tokens", "sequence_id"]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     HEADS_FIELD_NUMBER: _ClassVar[int]
     HEAD_DIM_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
     dtype: _common_pb2.DType
     generation: int
     head_dim: int
     heads: _containers.RepeatedCompositeFieldContainer[HeadView]
     length: int
+    page_tokens: int
     sequence_id: int
-    def __init__(self, sequence_id: _Optional[int] = ..., generation: _Optional[int] = ..., length: _Optional[int] = ..., dtype: _Optional[_Union[_common_pb2.DType, str]] = ..., head_dim: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[HeadView, _Mapping]]] = ...) -> None: ...
+    def __init__(self, sequence_id: _Optional[int] = ..., generation: _Optional[int] = ..., length: _Optional[int] = ..., dtype: _Optional[_Union[_common_pb2.DType, str]] = ..., head_dim: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[HeadView, _Mapping]]] = ..., page_tokens: _Optional[int] = ...) -> None: ...
 
 class QueryMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

@@ -623,7 +623,7 @@ const ProtobufCMessageDescriptor kvd__v1__slot__descriptor =
   (ProtobufCMessageInit) kvd__v1__slot__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__head_slots__field_descriptors[3] =
+static const ProtobufCFieldDescriptor kvd__v1__head_slots__field_descriptors[5] =
 {
   {
     "layer",
@@ -661,16 +661,42 @@ static const ProtobufCFieldDescriptor kvd__v1__head_slots__field_descriptors[3] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "first_slot",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HeadSlots, first_slot),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_ids",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HeadSlots, page_ids),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__head_slots__field_indices_by_name[] = {
+  3,   /* field[3] = first_slot */
   1,   /* field[1] = head */
   0,   /* field[0] = layer */
+  4,   /* field[4] = page_ids */
   2,   /* field[2] = slots */
 };
 static const ProtobufCIntRange kvd__v1__head_slots__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor kvd__v1__head_slots__descriptor =
 {
@@ -680,14 +706,14 @@ const ProtobufCMessageDescriptor kvd__v1__head_slots__descriptor =
   "Kvd__V1__HeadSlots",
   "kvd.v1",
   sizeof(Kvd__V1__HeadSlots),
-  3,
+  5,
   kvd__v1__head_slots__field_descriptors,
   kvd__v1__head_slots__field_indices_by_name,
   1,  kvd__v1__head_slots__number_ranges,
   (ProtobufCMessageInit) kvd__v1__head_slots__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__reserve_response__field_descriptors[3] =
+static const ProtobufCFieldDescriptor kvd__v1__reserve_response__field_descriptors[4] =
 {
   {
     "reservation_id",
@@ -725,16 +751,29 @@ static const ProtobufCFieldDescriptor kvd__v1__reserve_response__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_tokens",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__ReserveResponse, page_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__reserve_response__field_indices_by_name[] = {
   2,   /* field[2] = heads */
   1,   /* field[1] = num_tokens */
+  3,   /* field[3] = page_tokens */
   0,   /* field[0] = reservation_id */
 };
 static const ProtobufCIntRange kvd__v1__reserve_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor kvd__v1__reserve_response__descriptor =
 {
@@ -744,7 +783,7 @@ const ProtobufCMessageDescriptor kvd__v1__reserve_response__descriptor =
   "Kvd__V1__ReserveResponse",
   "kvd.v1",
   sizeof(Kvd__V1__ReserveResponse),
-  3,
+  4,
   kvd__v1__reserve_response__field_descriptors,
   kvd__v1__reserve_response__field_indices_by_name,
   1,  kvd__v1__reserve_response__number_ranges,

@@ -147,10 +147,19 @@ struct  Kvd__V1__HeadSlots
    */
   size_t n_slots;
   Kvd__V1__Slot **slots;
+  /*
+   * The same place in compact form: the first reserved token goes to slot first_slot of the first
+   * page in page_ids, and the following tokens fill that page and then each next page from slot 0.
+   */
+  uint32_t first_slot;
+  /*
+   * Page indices, uint32 little-endian, in token order.
+   */
+  ProtobufCBinaryData page_ids;
 };
 #define KVD__V1__HEAD_SLOTS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__head_slots__descriptor) \
-    , 0, 0, 0,NULL }
+    , 0, 0, 0,NULL, 0, {0,NULL} }
 
 
 struct  Kvd__V1__ReserveResponse
@@ -169,10 +178,14 @@ struct  Kvd__V1__ReserveResponse
    */
   size_t n_heads;
   Kvd__V1__HeadSlots **heads;
+  /*
+   * Tokens per page (P) of the sequence's model.
+   */
+  uint32_t page_tokens;
 };
 #define KVD__V1__RESERVE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__reserve_response__descriptor) \
-    , 0, 0, 0,NULL }
+    , 0, 0, 0,NULL, 0 }
 
 
 /*

@@ -328,7 +328,7 @@ const ProtobufCMessageDescriptor kvd__v1__page_ref__descriptor =
   (ProtobufCMessageInit) kvd__v1__page_ref__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__head_view__field_descriptors[10] =
+static const ProtobufCFieldDescriptor kvd__v1__head_view__field_descriptors[11] =
 {
   {
     "layer",
@@ -450,6 +450,18 @@ static const ProtobufCFieldDescriptor kvd__v1__head_view__field_descriptors[10] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_ids",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HeadView, page_ids),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__head_view__field_indices_by_name[] = {
   8,   /* field[8] = gather_key_offset */
@@ -459,6 +471,7 @@ static const unsigned kvd__v1__head_view__field_indices_by_name[] = {
   0,   /* field[0] = layer */
   4,   /* field[4] = log_weights */
   2,   /* field[2] = num_tokens */
+  10,   /* field[10] = page_ids */
   5,   /* field[5] = pages */
   3,   /* field[3] = positions */
   7,   /* field[7] = values */
@@ -466,7 +479,7 @@ static const unsigned kvd__v1__head_view__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__head_view__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor kvd__v1__head_view__descriptor =
 {
@@ -476,14 +489,14 @@ const ProtobufCMessageDescriptor kvd__v1__head_view__descriptor =
   "Kvd__V1__HeadView",
   "kvd.v1",
   sizeof(Kvd__V1__HeadView),
-  10,
+  11,
   kvd__v1__head_view__field_descriptors,
   kvd__v1__head_view__field_indices_by_name,
   1,  kvd__v1__head_view__number_ranges,
   (ProtobufCMessageInit) kvd__v1__head_view__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__query_response__field_descriptors[6] =
+static const ProtobufCFieldDescriptor kvd__v1__query_response__field_descriptors[7] =
 {
   {
     "sequence_id",
@@ -557,6 +570,18 @@ static const ProtobufCFieldDescriptor kvd__v1__query_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_tokens",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__QueryResponse, page_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__query_response__field_indices_by_name[] = {
   3,   /* field[3] = dtype */
@@ -564,12 +589,13 @@ static const unsigned kvd__v1__query_response__field_indices_by_name[] = {
   4,   /* field[4] = head_dim */
   5,   /* field[5] = heads */
   2,   /* field[2] = length */
+  6,   /* field[6] = page_tokens */
   0,   /* field[0] = sequence_id */
 };
 static const ProtobufCIntRange kvd__v1__query_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor kvd__v1__query_response__descriptor =
 {
@@ -579,7 +605,7 @@ const ProtobufCMessageDescriptor kvd__v1__query_response__descriptor =
   "Kvd__V1__QueryResponse",
   "kvd.v1",
   sizeof(Kvd__V1__QueryResponse),
-  6,
+  7,
   kvd__v1__query_response__field_descriptors,
   kvd__v1__query_response__field_indices_by_name,
   1,  kvd__v1__query_response__number_ranges,

@@ -147,10 +147,15 @@ struct  Kvd__V1__HeadView
    * QUERY_MODE_GATHER: byte offset from the segment start of the contiguous values.
    */
   uint64_t gather_value_offset;
+  /*
+   * QUERY_MODE_PAGES, compact form: the head's pages, uint32 little-endian, in token order. Tokens
+   * are packed from slot 0 of the first page, so token t is in page_ids[t / P] at slot t % P.
+   */
+  ProtobufCBinaryData page_ids;
 };
 #define KVD__V1__HEAD_VIEW__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__head_view__descriptor) \
-    , 0, 0, 0, {0,NULL}, {0,NULL}, 0,NULL, {0,NULL}, {0,NULL}, 0, 0 }
+    , 0, 0, 0, {0,NULL}, {0,NULL}, 0,NULL, {0,NULL}, {0,NULL}, 0, 0, {0,NULL} }
 
 
 struct  Kvd__V1__QueryResponse
@@ -181,10 +186,14 @@ struct  Kvd__V1__QueryResponse
    */
   size_t n_heads;
   Kvd__V1__HeadView **heads;
+  /*
+   * Tokens per page (P) of the sequence's model.
+   */
+  uint32_t page_tokens;
 };
 #define KVD__V1__QUERY_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__query_response__descriptor) \
-    , 0, 0, 0, KVD__V1__DTYPE__DTYPE_UNSPECIFIED, 0, 0,NULL }
+    , 0, 0, 0, KVD__V1__DTYPE__DTYPE_UNSPECIFIED, 0, 0,NULL, 0 }
 
 
 /* Kvd__V1__QueryRequest methods */
