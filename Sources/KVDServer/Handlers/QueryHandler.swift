@@ -43,14 +43,7 @@ enum QueryHandler {
             let runs = HeadCache.runs(pages: head.pages, start: 0, count: head.count, pageTokens: m.pageTokens)
             switch mode {
             case .pages:
-                v.pages = runs.map { run in
-                    var p = Kvd_V1_PageRef()
-                    p.page = run.page.raw
-                    p.keyOffset = UInt64(g.keyOffset(run.page, slot: run.slot, m))
-                    p.valueOffset = UInt64(g.valueOffset(run.page, slot: run.slot, m))
-                    p.count = UInt32(run.count)
-                    return p
-                }
+                v.pages = encodeRuns(runs, g, m)
                 v.pageIds = littleEndianBytes(runs.map(\.page.raw))
             case .inline:
                 v.keys = copy(runs, m, mem.key)

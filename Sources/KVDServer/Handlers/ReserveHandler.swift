@@ -23,14 +23,7 @@ enum ReserveHandler {
             var hs = Kvd_V1_HeadSlots()
             hs.layer = UInt32(h / m.kvHeads)
             hs.head = UInt32(h % m.kvHeads)
-            hs.slots = headRuns.map { run in
-                var s = Kvd_V1_Slot()
-                s.page = run.page.raw
-                s.keyOffset = UInt64(g.keyOffset(run.page, slot: run.slot, m))
-                s.valueOffset = UInt64(g.valueOffset(run.page, slot: run.slot, m))
-                s.count = UInt32(run.count)
-                return s
-            }
+            hs.slots = encodeRuns(headRuns, g, m)
             hs.firstSlot = UInt32(headRuns.first?.slot ?? 0)
             hs.pageIds = littleEndianBytes(headRuns.map(\.page.raw))
             return hs
