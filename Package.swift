@@ -5,6 +5,7 @@
 // - swift-protobuf: the wire format (generated code is committed; only the runtime library builds).
 // - Yams: YAML config files (`kvd --config Config/kvd.yaml`), with line numbers for errors.
 // - swift-argument-parser: `kvd --help`, `--version`, `--config`, with standard behaviour.
+// System libraries: libzmq (transport) and OpenBLAS (sgemm for window attention).
 import PackageDescription
 
 let package = Package(
@@ -26,14 +27,44 @@ let package = Package(
             pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]
         ),
+        // OpenBLAS through pkg-config (Debian: libopenblas-dev): sgemm for window attention.
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // f16/bf16 → f32 conversion with F16C chosen at run time.
+        .target(name: "CKVDKernels", path: "Sources/CKVDKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // The C ABI third-party plugins are built against (header only).
+        .target(name: "CKVDPluginABI", path: "Sources/CKVDPluginABI"),
         // Pure model: layouts, ids, page allocator, head caches, plans, packing. No I/O.
         .target(name: "KVDCore", path: "Sources/KVDCore"),
         // The POSIX shared-memory arena; the only code that calls libc for shm.
         .target(name: "KVDShm", dependencies: ["KVDCore"], path: "Sources/KVDShm"),
-        // What a compaction method sees and returns; built-in and external methods implement it.
-        .target(name: "KVDPluginAPI", dependencies: ["KVDCore"], path: "Sources/KVDPluginAPI"),
-        // Built-in compaction methods, one folder each.
+        // What a compaction method sees and returns: views, stages (scorer, allocator, selector),
+        // parameters, top-k and budget arithmetic. Built-in and external methods implement it.
+        .target(name: "KVDPluginAPI", dependencies: ["KVDCore", "CKVDKernels"], path: "Sources/KVDPluginAPI"),
+        // Window attention (BLAS), shared by the query-based methods.
+        .target(name: "KVDAttention", dependencies: ["KVDPluginAPI", "COpenBLAS"], path: "Sources/KVDAttention"),
+        // Built-in compaction methods, one folder each (regular targets, not SwiftPM plugins).
         .target(name: "StreamingLLM", dependencies: ["KVDPluginAPI"], path: "Plugins/streamingllm"),
+        .target(name: "KeyNorm", dependencies: ["KVDPluginAPI"], path: "Plugins/knorm"),
+        .target(name: "SnapKV", dependencies: ["KVDAttention"], path: "Plugins/snapkv"),
+        .target(name: "H2O", dependencies: ["KVDAttention"], path: "Plugins/h2o"),
+        .target(name: "PyramidKV", dependencies: ["KVDAttention"], path: "Plugins/pyramidkv"),
+        .target(name: "AdaKV", dependencies: ["KVDAttention"], path: "Plugins/adakv"),
+        .target(name: "HeadKV", dependencies: ["KVDAttention"], path: "Plugins/headkv"),
+        // Everything that turns config and requests into a method to run: built-in catalog,
+        // policies and rules, plan checks, and the C-ABI plugin loader.
+        .target(
+            name: "KVDPluginHost",
+            dependencies: [
+                "KVDPluginAPI", "KVDConfig", "CKVDPluginABI", "StreamingLLM", "KeyNorm", "SnapKV", "H2O",
+                "PyramidKV", "AdaKV", "HeadKV",
+            ],
+            path: "Sources/KVDPluginHost"
+        ),
         // Generated protobuf code plus the mapping between wire and core types.
         .target(
             name: "KVDProtocol",
@@ -49,13 +80,13 @@ let package = Package(
         // ZeroMQ server, request handlers, sequence store.
         .target(
             name: "KVDServer",
-            dependencies: ["KVDCore", "KVDShm", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "StreamingLLM", "CZMQ"],
+            dependencies: ["KVDCore", "KVDShm", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "KVDPluginHost", "CZMQ"],
             path: "Sources/KVDServer"
         ),
         .executableTarget(
             name: "kvd",
             dependencies: [
-                "KVDServer", "KVDConfig",
+                "KVDServer", "KVDConfig", "KVDPluginHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/kvd"
@@ -65,7 +96,7 @@ let package = Package(
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
         .testTarget(
             name: "KVDPluginTests",
-            dependencies: ["KVDPluginAPI", "StreamingLLM"],
+            dependencies: ["KVDPluginAPI", "KVDPluginHost", "StreamingLLM", "KeyNorm", "SnapKV", "H2O", "PyramidKV", "AdaKV", "HeadKV", "KVDAttention"],
             path: "Tests/KVDPluginTests"
         ),
     ]

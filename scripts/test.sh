@@ -12,4 +12,4 @@ fi
 
 swift build --product kvd
 swift test
-KVD_BIN="$root/.build/debug/kvd" "$KVD_PYTHON" -m pytest -q Tests/e2e "$@"
+PYTHONPATH="$root/Clients/python${PYTHONPATH:+:$PYTHONPATH}" KVD_BIN="$root/.build/debug/kvd" "$KVD_PYTHON" -m pytest -q Tests/e2e "$@"

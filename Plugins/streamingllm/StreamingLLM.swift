@@ -15,18 +15,18 @@ public struct StreamingLLM: CompactionMethod {
             ParamSpec("recent", .int, default: .int(64), min: 0, max: 16_777_216, "tokens kept at the end of each head"),
         ])
 
-    public func check(_ params: ResolvedParams) throws(KVDError) {
+    public func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError) {
         if params.int("sinks") + params.int("recent") <= 0 {
             throw .invalidArgument("streamingllm: sinks + recent must be > 0 (got sinks=\(params.int("sinks")), recent=\(params.int("recent")))")
         }
     }
 
-    public func plan(_ view: SequenceView, _ params: ResolvedParams) throws(KVDError) -> CompactionPlan {
-        let sinks = params.int("sinks")
-        let recent = params.int("recent")
-        return CompactionPlan(kept: view.headCounts.map { n in
-            if n <= sinks + recent { return (0..<Int32(n)).map { $0 } }
-            return (0..<Int32(sinks)).map { $0 } + (Int32(n - recent)..<Int32(n)).map { $0 }
-        })
+    public func plan(_ context: CompactionContext) throws(KVDError) -> MethodPlan {
+        let sinks = context.params.int("sinks")
+        let recent = context.params.int("recent")
+        let kept = context.view.headCounts.map { n in
+            n <= sinks + recent ? (0..<Int32(n)).map { $0 } : (0..<Int32(sinks)).map { $0 } + (Int32(n - recent)..<Int32(n)).map { $0 }
+        }
+        return MethodPlan(plan: CompactionPlan(kept: kept), sinks: sinks, window: recent, budgets: kept.map { _ in 0 })
     }
 }

@@ -10,7 +10,9 @@ public enum ConfigLoader {
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw ConfigError("\(path): cannot read the configuration file: \(error.localizedDescription)")
         }
-        return try parse(text, file: path)
+        var config = try parse(text, file: path)
+        config.baseDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        return config
     }
 
     public static func parse(_ text: String, file: String = "<config>") throws(ConfigError) -> Configuration {
@@ -24,7 +26,8 @@ public enum ConfigLoader {
             throw ConfigError("\(file): not valid YAML: \(error)")
         }
         var config = Configuration()
-        let top = try KeyedNode(node: root, path: "", file: file).mapping(known: ["server", "arena", "models", "log"])
+        let top = try KeyedNode(node: root, path: "", file: file).mapping(
+            known: ["server", "arena", "models", "policies", "rules", "plugins", "log"])
         if let s = top["server"] { try readServer(s, into: &config.server) }
         if let a = top["arena"] { try readArena(a, into: &config.arena) }
         guard let models = top["models"] else {
@@ -41,6 +44,19 @@ public enum ConfigLoader {
                 config.logLevel = v
             }
         }
+        if let p = top["policies"] { config.policies = try PolicyLoader.policies(p) }
+        if let r = top["rules"] { config.rules = try PolicyLoader.rules(r) }
+        if let p = top["plugins"] {
+            let m = try p.mapping(known: ["directories"])
+            if let dirs = m["directories"] {
+                for item in try dirs.sequence() {
+                    let dir = try item.string()
+                    guard dir.hasPrefix("/") else { throw item.fail("plugin directories must be absolute paths, got '\(dir)'") }
+                    config.pluginDirectories.append(dir)
+                }
+            }
+        }
+        try PolicyLoader.checkReferences(config, file: file)
         try checkArenaFits(config, top["arena"] ?? KeyedNode(node: root, path: "arena", file: file))
         return config
     }
@@ -77,7 +93,9 @@ public enum ConfigLoader {
         if let v = m["staging_bytes"] { a.stagingBytes = try v.bytes(min: 0) }
     }
 
-    private static let modelKeys = ["name", "layers", "kv_heads", "q_heads", "head_dim", "dtype", "page_tokens", "default_method"]
+    private static let modelKeys = [
+        "name", "layers", "kv_heads", "q_heads", "head_dim", "dtype", "page_tokens", "default_method", "default_policy",
+    ]
 
     private static func readModels(_ node: KeyedNode) throws(ConfigError) -> [ModelLayout] {
         var models: [ModelLayout] = []
@@ -102,7 +120,8 @@ public enum ConfigLoader {
                 headDim: try required("head_dim").int(min: 1, max: 16384),
                 dtype: dtype,
                 pageTokens: try required("page_tokens").int(min: 1, max: 65536),
-                defaultMethod: try m["default_method"]?.string() ?? "streamingllm")
+                defaultMethod: try m["default_method"]?.string() ?? "streamingllm",
+                defaultPolicy: try m["default_policy"]?.string() ?? "")
             if let problem = layout.validationProblem() { throw item.fail(problem) }
             guard !models.contains(where: { $0.name == layout.name }) else {
                 throw item.fail("name '\(layout.name)' is used by two models")

@@ -8,12 +8,14 @@ public struct ModelLayout: Sendable, Equatable {
     public let dtype: DType
     /// Tokens per page (P).
     public let pageTokens: Int
-    /// Method `Compact` runs when the request names none.
+    /// Method `Compact` runs when the request names none and no policy applies.
     public let defaultMethod: String
+    /// Policy `Compact` runs when the request names none and no rule matches ("" = none).
+    public let defaultPolicy: String
 
     public init(
         name: String, layers: Int, kvHeads: Int, qHeads: Int, headDim: Int, dtype: DType,
-        pageTokens: Int, defaultMethod: String
+        pageTokens: Int, defaultMethod: String, defaultPolicy: String = ""
     ) {
         self.name = name
         self.layers = layers
@@ -23,6 +25,7 @@ public struct ModelLayout: Sendable, Equatable {
         self.dtype = dtype
         self.pageTokens = pageTokens
         self.defaultMethod = defaultMethod
+        self.defaultPolicy = defaultPolicy
     }
 
     /// Number of (layer, KV head) pairs; each has its own page list.

@@ -1,35 +1,5 @@
 import KVDCore
 
-/// A parameter value as it arrives in a request or config.
-public enum ParamValue: Sendable, Equatable, CustomStringConvertible {
-    case int(Int64)
-    case float(Double)
-    case string(String)
-    case bool(Bool)
-
-    public var description: String {
-        switch self {
-        case .int(let v): "\(v)"
-        case .float(let v): "\(v)"
-        case .string(let v): v
-        case .bool(let v): "\(v)"
-        }
-    }
-
-    var kind: ParamType {
-        switch self {
-        case .int: .int
-        case .float: .float
-        case .string: .string
-        case .bool: .bool
-        }
-    }
-}
-
-public enum ParamType: String, Sendable {
-    case int, float, string, bool
-}
-
 /// One parameter a method declares: its type, default and accepted range. The host checks requests
 /// against it, so a method never sees a value outside its range.
 public struct ParamSpec: Sendable {
@@ -50,13 +20,32 @@ public struct ParamSpec: Sendable {
     }
 }
 
+extension ParamSpec {
+    /// The same parameter with another default (a preset such as headkv's max-pool kernel 7).
+    public func withDefault(_ value: ParamValue) -> ParamSpec {
+        ParamSpec(name, type, default: value, min: min, max: max, description)
+    }
+}
+
 /// Parameters after defaults and overrides, every value checked against its spec.
 public struct ResolvedParams: Sendable, Equatable {
     public let values: [String: ParamValue]
 
+    public init(values: [String: ParamValue]) { self.values = values }
+
     public func int(_ name: String) -> Int {
         guard case .int(let v) = values[name] else { preconditionFailure("no int parameter \(name)") }
         return Int(v)
+    }
+
+    public func string(_ name: String) -> String {
+        guard case .string(let v) = values[name] else { preconditionFailure("no string parameter \(name)") }
+        return v
+    }
+
+    public func bool(_ name: String) -> Bool {
+        guard case .bool(let v) = values[name] else { preconditionFailure("no bool parameter \(name)") }
+        return v
     }
 
     public func float(_ name: String) -> Double {

@@ -71,6 +71,7 @@ extension Kvd_V1_Request.OneOf_Body {
         case .compact: "compact"
         case .release: "release"
         case .stats: "stats"
+        case .stage: "stage"
         }
     }
 }

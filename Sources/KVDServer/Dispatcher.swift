@@ -59,7 +59,7 @@ final class Dispatcher: Sendable {
             return reply(rid, .failure(.alreadyExists("request_id \(rid) was used recently by this connection; use a fresh id per request")))
         }
         guard let kind = request.body else {
-            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats"
+            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage"
             // Unknown fields mean a body kind from a newer schema; nothing at all is a malformed request.
             if request.unknownFields.data.isEmpty {
                 return reply(rid, .failure(.invalidArgument("request has no body; set one of: \(known)")))
@@ -79,6 +79,7 @@ final class Dispatcher: Sendable {
         case .query(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .query(try QueryHandler.handle(r, e, self.store)) }
         case .compact(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .compact(try CompactHandler.handle(r, e, self.store)) }
         case .release(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .release(try ReleaseHandler.handle(r, e, self.store)) }
+        case .stage(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .stage(try StageHandler.handle(r, e, self.store)) }
         }
     }
 

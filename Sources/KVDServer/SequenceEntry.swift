@@ -15,6 +15,18 @@ final class SequenceEntry: @unchecked Sendable {
         self.queue = DispatchQueue(label: "kvd.sequence.\(sequence.id.raw)", target: target)
     }
 
+    /// This sequence's staging buffer, grown (reallocated) when smaller than `bytes`.
+    func stagingBuffer(bytes: Int, _ allocator: RangeAllocator) throws(KVDError) -> Range<Int> {
+        if let current = staging, current.count >= bytes { return current }
+        if let current = staging {
+            allocator.free(current)
+            staging = nil
+        }
+        let r = try allocator.allocate(max(bytes, 1))
+        staging = r
+        return r
+    }
+
     func nextReservationID() -> ReservationID {
         lastReservation += 1
         return ReservationID(lastReservation)

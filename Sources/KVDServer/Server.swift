@@ -3,6 +3,7 @@ import Foundation
 import KVDConfig
 import KVDCore
 import KVDPluginAPI
+import KVDPluginHost
 import KVDShm
 import Synchronization
 
@@ -17,16 +18,22 @@ import Glibc
 public final class Server: Sendable {
     let config: Configuration
     let logger: Logger
-    let methods: MethodRegistry
+    let policies: PolicyBook
+    /// Builds a new policy book from the config file (SIGHUP); throws to keep the current one.
+    let reloadPolicies: @Sendable () throws -> PolicyBook
     private let stopRequested = Atomic<Bool>(false)
+    private let reloadRequested = Atomic<Bool>(false)
     private let wake: WakeSignal
 
     /// How long shutdown waits for in-flight requests before closing anyway.
     static let drainTimeout: Duration = .seconds(30)
 
-    public init(config: Configuration, methods: MethodRegistry, logger: Logger) throws {
+    public init(
+        config: Configuration, policies: PolicyBook, logger: Logger, reloadPolicies: @escaping @Sendable () throws -> PolicyBook
+    ) throws {
         self.config = config
-        self.methods = methods
+        self.policies = policies
+        self.reloadPolicies = reloadPolicies
         self.logger = logger
         wake = try WakeSignal()
     }
@@ -37,6 +44,12 @@ public final class Server: Sendable {
         wake.wake()
     }
 
+    /// Asks the serving loop to reload policies and rules (SIGHUP); safe from any thread.
+    public func reload() {
+        reloadRequested.store(true, ordering: .sequentiallyConsistent)
+        wake.wake()
+    }
+
     /// Serves until `stop()`; throws if start-up fails (arena or bind), after cleaning up.
     public func run() throws {
         let sizing = try ArenaSizing.compute(
@@ -44,7 +57,7 @@ public final class Server: Sendable {
         let arena = try Arena(name: config.arena.shmName, sizing: sizing)
         defer { arena.close() }
         if arena.replacedStale { logger.warning("removed a stale shared-memory segment \(arena.name) left by an earlier run") }
-        let store = Store(config: config, arena: arena, methods: methods)
+        let store = Store(config: config, arena: arena, policies: policies)
         let outbox = Outbox(wake: wake)
         let dispatcher = Dispatcher(store: store, outbox: outbox, logger: logger)
 
@@ -70,6 +83,15 @@ public final class Server: Sendable {
             let (readable, woken) = socket.poll(watchSocket: true, fd: wake.fd, timeoutMs: shuttingDown ? 50 : -1)
             if woken { wake.drain() }
             for reply in outbox.takeAll() { try? socket.send(reply) }
+            if reloadRequested.exchange(false, ordering: .sequentiallyConsistent) {
+                do {
+                    let book = try reloadPolicies()
+                    store.replacePolicies(book)
+                    logger.info("reloaded policies: \(book.summaries.map(\.name).joined(separator: ", "))")
+                } catch {
+                    logger.error("reload refused, keeping the current policies: \(error)")
+                }
+            }
             if !shuttingDown, stopRequested.load(ordering: .sequentiallyConsistent) {
                 shuttingDown = true
                 drainDeadline = .now + Self.drainTimeout

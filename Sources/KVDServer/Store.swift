@@ -2,6 +2,7 @@ import Dispatch
 import KVDConfig
 import KVDCore
 import KVDPluginAPI
+import KVDPluginHost
 import KVDShm
 import Synchronization
 
@@ -12,7 +13,8 @@ final class Store: Sendable {
     let arena: Arena
     let pages: PageAllocator
     let staging: RangeAllocator
-    let methods: MethodRegistry
+    /// Policies and methods; replaced whole on SIGHUP.
+    private let book: Mutex<PolicyBook>
     let models: [String: ModelLayout]
     let workers = DispatchQueue(label: "kvd.workers", attributes: .concurrent)
 
@@ -25,14 +27,22 @@ final class Store: Sendable {
     let requests = Atomic<UInt64>(0)
     let errors = Atomic<UInt64>(0)
 
-    init(config: Configuration, arena: Arena, methods: MethodRegistry) {
+    init(config: Configuration, arena: Arena, policies: PolicyBook) {
         self.config = config
         self.arena = arena
-        self.methods = methods
+        book = Mutex(policies)
         pages = PageAllocator(pageCount: arena.sizing.pageCount)
         staging = RangeAllocator(capacity: arena.sizing.stagingBytes)
         models = Dictionary(uniqueKeysWithValues: config.models.map { ($0.name, $0) })
     }
+
+    var policies: PolicyBook { book.withLock { $0 } }
+
+    /// Swaps in a newly compiled policy book (SIGHUP); sequences are untouched.
+    func replacePolicies(_ new: PolicyBook) { book.withLock { $0 = new } }
+
+    /// Fraction of arena pages in use, for rules.
+    var arenaUsed: Double { pages.pageCount == 0 ? 0 : Double(pages.usedCount) / Double(pages.pageCount) }
 
     var sequenceCount: Int { table.withLock { $0.entries.count } }
 

@@ -2,9 +2,10 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import KVDConfig
+import KVDCore
 import KVDPluginAPI
+import KVDPluginHost
 import KVDServer
-import StreamingLLM
 
 #if canImport(Glibc)
 import Glibc
@@ -15,30 +16,40 @@ struct KVDCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kvd",
         abstract: "KV-cache manager for LLM runtimes: KV pages in shared memory, protobuf over ZeroMQ.",
-        discussion: "Stops cleanly on SIGTERM or SIGINT, removing its shared-memory segment and ipc socket files.",
+        discussion: """
+            Stops cleanly on SIGTERM or SIGINT, removing its shared-memory segment and ipc socket files.
+            SIGHUP reloads policies and rules from the config file without dropping sequences.
+            """,
         version: KVDVersion.string)
 
     @Option(name: .long, help: "YAML configuration file (see Config/kvd.yaml for every key).")
     var config: String
 
     func run() throws {
-        let configuration: Configuration
+        let (configuration, logger, book): (Configuration, Logger, PolicyBook)
         do {
-            configuration = try ConfigLoader.load(path: config)
+            (configuration, logger, book) = try Self.load(config)
         } catch {
-            FileHandle.standardError.write(Data("kvd: configuration error: \(error.message)\n".utf8))
+            FileHandle.standardError.write(Data("kvd: configuration error: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        let logger = Logger(level: configuration.logLevel)
-        let methods = MethodRegistry([StreamingLLM()])
-        let server = try Server(config: configuration, methods: methods, logger: logger)
+        let path = config
+        let server = try Server(config: configuration, policies: book, logger: logger) {
+            // Reload: policies and rules only; models and the arena need a restart.
+            let fresh = try ConfigLoader.load(path: path)
+            let shape = { (m: ModelLayout) in [m.name, "\(m.layers)", "\(m.kvHeads)", "\(m.qHeads)", "\(m.headDim)", m.dtype.rawValue, "\(m.pageTokens)"] }
+            guard fresh.models.map(shape) == configuration.models.map(shape) else {
+                throw ConfigError("\(path): models changed; restart kvd to change model layouts")
+            }
+            return try PolicyBook(config: fresh, registry: book.registry, file: path)
+        }
 
         // Signals become a flag plus a wake-up of the socket thread; nothing else runs in the handler.
         var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
+        for (sig, action) in [(SIGTERM, server.stop), (SIGINT, server.stop), (SIGHUP, server.reload)] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { server.stop() }
+            source.setEventHandler { action() }
             source.resume()
             sources.append(source)
         }
@@ -49,6 +60,31 @@ struct KVDCommand: ParsableCommand {
             throw ExitCode(1)
         }
         withExtendedLifetime(sources) {}
+    }
+
+    /// The config, its logger and its compiled policies; any problem is a ConfigError.
+    static func load(_ path: String) throws -> (Configuration, Logger, PolicyBook) {
+        let configuration = try ConfigLoader.load(path: path)
+        let logger = Logger(level: configuration.logLevel)
+        let registry = try registry(configuration, logger)
+        return (configuration, logger, try PolicyBook(config: configuration, registry: registry, file: path))
+    }
+
+    /// Built-in methods plus the C-ABI plugins found in the configured directories.
+    static func registry(_ c: Configuration, _ logger: Logger) throws(ConfigError) -> MethodRegistry {
+        var registry = MethodRegistry(Catalog.builtinMethods)
+        do {
+            let plugins = try CPluginLoader.loadAll(directories: c.pluginDirectories) { level, message in
+                logger.log(level == 0 ? .error : level == 1 ? .warning : level == 2 ? .info : .debug, "plugin: \(message)")
+            }
+            for p in plugins {
+                try registry.add(p.method, origin: p.origin)
+                logger.info("loaded plugin method '\(p.method.descriptor.name)' from \(p.origin)")
+            }
+        } catch {
+            throw ConfigError("plugins.directories: \(error.message.dropFirst(5))")
+        }
+        return registry
     }
 }
 

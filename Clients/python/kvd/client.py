@@ -332,13 +332,42 @@ class Client:
     # ----------------------------------------------------------------------------------------
     # compaction
 
-    def compact(self, seq: int, method: str = "", **params) -> compact_pb2.CompactResponse:
-        """Compact ``seq`` with ``method`` (empty: the model's default), e.g.
-        ``compact(seq, "streamingllm", sinks=4, recent=64)``. Python int/float/bool/str become
-        Param int_value/float_value/bool_value/string_value."""
-        return self.call("compact", compact_pb2.CompactRequest(
-            sequence_id=seq, method=method,
-            params=[_param(name, value) for name, value in params.items()]))
+    def compact(self, seq: int, method: str = "", *, policy: str = "",
+                queries: Optional[np.ndarray] = None, queries_in_shm: bool = False,
+                **params) -> compact_pb2.CompactResponse:
+        """Compact ``seq``, e.g. ``compact(seq, "snapkv", queries=q, budget=64)``.
+
+        ``method`` names a method (Hello lists them); else ``policy`` names a configured policy;
+        with neither, kvd's rules or the model's default decide. ``queries``: the last w query
+        vectors of every query head, ``[layers, q_heads, w, head_dim]`` (the model's dtype or
+        float32) — needed by window-attention methods (snapkv, h2o, pyramidkv, adakv, headkv).
+        ``queries_in_shm``: place them in the sequence's staging buffer (Stage) instead of the
+        message. Remaining keyword arguments are method parameters (int/float/bool/str).
+        """
+        req = self._new_request()
+        c = req.compact
+        c.sequence_id = seq
+        c.method = method
+        c.policy = policy
+        c.params.extend(_param(name, value) for name, value in params.items())
+        if queries is not None:
+            q = dtypes.wire_array(queries)
+            if queries_in_shm:
+                staged = self.stage(seq, q.nbytes)
+                dst = self.arena.array(staged.offset, q.size, q.dtype, writable=True)
+                dst[:] = q.reshape(-1)
+                del dst
+                c.queries_shm.dtype = dtypes.from_numpy(q.dtype)
+                c.queries_shm.shape.extend(q.shape)
+                c.queries_shm.offset = staged.offset
+            else:
+                _fill_tensor(c.queries, q)
+        return self._send("compact", req)
+
+    def stage(self, seq: int, nbytes: int) -> compact_pb2.StageResponse:
+        """The sequence's staging buffer, at least ``nbytes`` (``.offset`` in the arena, ``.bytes``).
+        Query GATHER reuses the same buffer, so a gather overwrites what was staged."""
+        return self.call("stage", compact_pb2.StageRequest(sequence_id=seq, bytes=nbytes))
 
     # ----------------------------------------------------------------------------------------
     # lifetime

@@ -22,6 +22,27 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Observation queries placed in shared memory: a tensor inside the sequence's staging buffer
+/// (obtained with Stage), so large observations need not travel in the message.
+public nonisolated struct Kvd_V1_SharedTensor: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Element type (f16, bf16 or f32).
+  public var dtype: Kvd_V1_DType = .unspecified
+
+  /// Extent of each dimension, outermost first.
+  public var shape: [UInt32] = []
+
+  /// Byte offset from the segment start; the whole tensor must lie inside the sequence's staging buffer.
+  public var offset: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Kvd_V1_CompactRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -30,13 +51,51 @@ public nonisolated struct Kvd_V1_CompactRequest: Sendable {
   /// Sequence to compact.
   public var sequenceID: UInt64 = 0
 
-  /// Method name as listed by Hello; empty means the model's default method.
+  /// Method name as listed by Hello (e.g. "snapkv"). Empty: use `policy`, else the rules, else the
+  /// model's default policy.
   public var method: String = String()
 
-  /// Parameter overrides; unnamed parameters take their defaults.
+  /// Parameter overrides for the method or policy; unnamed parameters take their defaults.
   public var params: [Kvd_V1_Param] = []
 
+  /// Policy name from the configuration (Hello lists them). Ignored when `method` is set.
+  public var policy: String = String()
+
+  /// The last w query vectors of every query head, [layers, q_heads, w, head_dim], the model's
+  /// dtype or f32. Needed by methods that score with window attention (snapkv, h2o, pyramidkv,
+  /// adakv, headkv); others ignore them.
+  public var observation: Kvd_V1_CompactRequest.OneOf_Observation? = nil
+
+  /// Inline in the message.
+  public var queries: Kvd_V1_Tensor {
+    get {
+      if case .queries(let v)? = observation {return v}
+      return Kvd_V1_Tensor()
+    }
+    set {observation = .queries(newValue)}
+  }
+
+  /// In the sequence's staging buffer.
+  public var queriesShm: Kvd_V1_SharedTensor {
+    get {
+      if case .queriesShm(let v)? = observation {return v}
+      return Kvd_V1_SharedTensor()
+    }
+    set {observation = .queriesShm(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  /// The last w query vectors of every query head, [layers, q_heads, w, head_dim], the model's
+  /// dtype or f32. Needed by methods that score with window attention (snapkv, h2o, pyramidkv,
+  /// adakv, headkv); others ignore them.
+  public nonisolated enum OneOf_Observation: Equatable, Sendable {
+    /// Inline in the message.
+    case queries(Kvd_V1_Tensor)
+    /// In the sequence's staging buffer.
+    case queriesShm(Kvd_V1_SharedTensor)
+
+  }
 
   public init() {}
 }
@@ -90,6 +149,50 @@ public nonisolated struct Kvd_V1_CompactResponse: Sendable {
   /// Wall time of planning, validation and packing, in nanoseconds.
   public var elapsedNs: UInt64 = 0
 
+  /// Policy that was applied ("" when the request named a method directly).
+  public var policy: String = String()
+
+  /// Why that policy: "request", "rule <n>: <condition>", or "model default".
+  public var chosenBy: String = String()
+
+  /// Token budget of each (layer, head) outside the always-kept window, layer-major, as the allocator
+  /// set it (empty for methods without budgets, e.g. streamingllm).
+  public var budgets: [UInt32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Ask for (or grow) the sequence's staging buffer, e.g. to place observation queries in shared
+/// memory for Compact. The buffer is the one Query GATHER uses; it lives until Release.
+public nonisolated struct Kvd_V1_StageRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Sequence the buffer belongs to.
+  public var sequenceID: UInt64 = 0
+
+  /// Bytes needed.
+  public var bytes: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Kvd_V1_StageResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Byte offset from the segment start of the buffer.
+  public var offset: UInt64 = 0
+
+  /// Its size (at least the bytes asked for).
+  public var bytes: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -99,9 +202,49 @@ public nonisolated struct Kvd_V1_CompactResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
+nonisolated extension Kvd_V1_SharedTensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SharedTensor"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{1}shape\0\u{1}offset\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.dtype) }()
+      case 2: try { try decoder.decodeRepeatedUInt32Field(value: &self.shape) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.dtype != .unspecified {
+      try visitor.visitSingularEnumField(value: self.dtype, fieldNumber: 1)
+    }
+    if !self.shape.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.shape, fieldNumber: 2)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Kvd_V1_SharedTensor, rhs: Kvd_V1_SharedTensor) -> Bool {
+    if lhs.dtype != rhs.dtype {return false}
+    if lhs.shape != rhs.shape {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Kvd_V1_CompactRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CompactRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}method\0\u{1}params\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}method\0\u{1}params\0\u{1}policy\0\u{1}queries\0\u{3}queries_shm\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -112,12 +255,43 @@ nonisolated extension Kvd_V1_CompactRequest: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequenceID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.method) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.params) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.policy) }()
+      case 5: try {
+        var v: Kvd_V1_Tensor?
+        var hadOneofValue = false
+        if let current = self.observation {
+          hadOneofValue = true
+          if case .queries(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.observation = .queries(v)
+        }
+      }()
+      case 6: try {
+        var v: Kvd_V1_SharedTensor?
+        var hadOneofValue = false
+        if let current = self.observation {
+          hadOneofValue = true
+          if case .queriesShm(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.observation = .queriesShm(v)
+        }
+      }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.sequenceID != 0 {
       try visitor.visitSingularUInt64Field(value: self.sequenceID, fieldNumber: 1)
     }
@@ -127,6 +301,20 @@ nonisolated extension Kvd_V1_CompactRequest: SwiftProtobuf.Message, SwiftProtobu
     if !self.params.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.params, fieldNumber: 3)
     }
+    if !self.policy.isEmpty {
+      try visitor.visitSingularStringField(value: self.policy, fieldNumber: 4)
+    }
+    switch self.observation {
+    case .queries?: try {
+      guard case .queries(let v)? = self.observation else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .queriesShm?: try {
+      guard case .queriesShm(let v)? = self.observation else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case nil: break
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -134,6 +322,8 @@ nonisolated extension Kvd_V1_CompactRequest: SwiftProtobuf.Message, SwiftProtobu
     if lhs.sequenceID != rhs.sequenceID {return false}
     if lhs.method != rhs.method {return false}
     if lhs.params != rhs.params {return false}
+    if lhs.policy != rhs.policy {return false}
+    if lhs.observation != rhs.observation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -186,7 +376,7 @@ nonisolated extension Kvd_V1_HeadCount: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Kvd_V1_CompactResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CompactResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}generation\0\u{1}method\0\u{1}heads\0\u{3}pages_freed\0\u{3}bytes_freed\0\u{3}elapsed_ns\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}generation\0\u{1}method\0\u{1}heads\0\u{3}pages_freed\0\u{3}bytes_freed\0\u{3}elapsed_ns\0\u{1}policy\0\u{3}chosen_by\0\u{1}budgets\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -201,6 +391,9 @@ nonisolated extension Kvd_V1_CompactResponse: SwiftProtobuf.Message, SwiftProtob
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.pagesFreed) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.bytesFreed) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.elapsedNs) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.policy) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.chosenBy) }()
+      case 10: try { try decoder.decodeRepeatedUInt32Field(value: &self.budgets) }()
       default: break
       }
     }
@@ -228,6 +421,15 @@ nonisolated extension Kvd_V1_CompactResponse: SwiftProtobuf.Message, SwiftProtob
     if self.elapsedNs != 0 {
       try visitor.visitSingularUInt64Field(value: self.elapsedNs, fieldNumber: 7)
     }
+    if !self.policy.isEmpty {
+      try visitor.visitSingularStringField(value: self.policy, fieldNumber: 8)
+    }
+    if !self.chosenBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.chosenBy, fieldNumber: 9)
+    }
+    if !self.budgets.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.budgets, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -239,6 +441,79 @@ nonisolated extension Kvd_V1_CompactResponse: SwiftProtobuf.Message, SwiftProtob
     if lhs.pagesFreed != rhs.pagesFreed {return false}
     if lhs.bytesFreed != rhs.bytesFreed {return false}
     if lhs.elapsedNs != rhs.elapsedNs {return false}
+    if lhs.policy != rhs.policy {return false}
+    if lhs.chosenBy != rhs.chosenBy {return false}
+    if lhs.budgets != rhs.budgets {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Kvd_V1_StageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StageRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequenceID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sequenceID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequenceID, fieldNumber: 1)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Kvd_V1_StageRequest, rhs: Kvd_V1_StageRequest) -> Bool {
+    if lhs.sequenceID != rhs.sequenceID {return false}
+    if lhs.bytes != rhs.bytes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Kvd_V1_StageResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StageResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offset\0\u{1}bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 1)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Kvd_V1_StageResponse, rhs: Kvd_V1_StageResponse) -> Bool {
+    if lhs.offset != rhs.offset {return false}
+    if lhs.bytes != rhs.bytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -109,6 +109,14 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     set {body = .stats(newValue)}
   }
 
+  public var stage: Kvd_V1_StageRequest {
+    get {
+      if case .stage(let v)? = body {return v}
+      return Kvd_V1_StageRequest()
+    }
+    set {body = .stage(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one body.
@@ -122,6 +130,7 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     case compact(Kvd_V1_CompactRequest)
     case release(Kvd_V1_ReleaseRequest)
     case stats(Kvd_V1_StatsRequest)
+    case stage(Kvd_V1_StageRequest)
 
   }
 
@@ -263,6 +272,14 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     set {body = .stats(newValue)}
   }
 
+  public var stage: Kvd_V1_StageResponse {
+    get {
+      if case .stage(let v)? = body {return v}
+      return Kvd_V1_StageResponse()
+    }
+    set {body = .stage(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one: an error or the body matching the request's.
@@ -277,6 +294,7 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     case compact(Kvd_V1_CompactResponse)
     case release(Kvd_V1_ReleaseResponse)
     case stats(Kvd_V1_StatsResponse)
+    case stage(Kvd_V1_StageResponse)
 
   }
 
@@ -291,7 +309,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -418,6 +436,19 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
           self.body = .stats(v)
         }
       }()
+      case 19: try {
+        var v: Kvd_V1_StageRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .stage(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .stage(v)
+        }
+      }()
       default: break
       }
     }
@@ -470,6 +501,10 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
     case .stats?: try {
       guard case .stats(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+    }()
+    case .stage?: try {
+      guard case .stage(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
     }()
     case nil: break
     }
@@ -562,7 +597,7 @@ nonisolated extension Kvd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -701,6 +736,19 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.body = .stats(v)
         }
       }()
+      case 19: try {
+        var v: Kvd_V1_StageResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .stage(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .stage(v)
+        }
+      }()
       default: break
       }
     }
@@ -754,6 +802,10 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
     case .stats?: try {
       guard case .stats(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+    }()
+    case .stage?: try {
+      guard case .stage(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
     }()
     case nil: break
     }

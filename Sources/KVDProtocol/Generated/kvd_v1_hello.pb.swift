@@ -121,6 +121,12 @@ public nonisolated struct Kvd_V1_MethodInfo: Sendable {
   /// Its parameters.
   public var params: [Kvd_V1_ParamInfo] = []
 
+  /// Whether it needs CompactRequest observation queries.
+  public var needsQueries: Bool = false
+
+  /// "builtin", or the path of the C plugin it was loaded from.
+  public var origin: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -201,11 +207,37 @@ public nonisolated struct Kvd_V1_HelloResponse: @unchecked Sendable {
   /// Clears the value of `limits`. Subsequent reads from it will return its default value.
   public mutating func clearLimits() {_uniqueStorage()._limits = nil}
 
+  /// Named policies from the configuration.
+  public var policies: [Kvd_V1_PolicyInfo] {
+    get {_storage._policies}
+    set {_uniqueStorage()._policies = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A configured policy: a method (or a composition of stages) with parameters.
+public nonisolated struct Kvd_V1_PolicyInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Name used in CompactRequest.policy.
+  public var name: String = String()
+
+  /// The method or stage composition it runs, e.g. "headkv" or "allocator=pyramidkv scorer=knorm".
+  public var method: String = String()
+
+  /// Parameters it sets, "name=value".
+  public var params: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -374,7 +406,7 @@ nonisolated extension Kvd_V1_ParamInfo: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Kvd_V1_MethodInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MethodInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}description\0\u{1}params\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}description\0\u{1}params\0\u{3}needs_queries\0\u{1}origin\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -385,6 +417,8 @@ nonisolated extension Kvd_V1_MethodInfo: SwiftProtobuf.Message, SwiftProtobuf._M
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.params) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.needsQueries) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.origin) }()
       default: break
       }
     }
@@ -400,6 +434,12 @@ nonisolated extension Kvd_V1_MethodInfo: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.params.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.params, fieldNumber: 3)
     }
+    if self.needsQueries != false {
+      try visitor.visitSingularBoolField(value: self.needsQueries, fieldNumber: 4)
+    }
+    if !self.origin.isEmpty {
+      try visitor.visitSingularStringField(value: self.origin, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -407,6 +447,8 @@ nonisolated extension Kvd_V1_MethodInfo: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.name != rhs.name {return false}
     if lhs.description_p != rhs.description_p {return false}
     if lhs.params != rhs.params {return false}
+    if lhs.needsQueries != rhs.needsQueries {return false}
+    if lhs.origin != rhs.origin {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -454,7 +496,7 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HelloResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0")
 
   fileprivate class _StorageClass {
     var _protocolVersion: UInt32 = 0
@@ -464,6 +506,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
     var _models: [Kvd_V1_ModelLayout] = []
     var _methods: [Kvd_V1_MethodInfo] = []
     var _limits: Kvd_V1_Limits? = nil
+    var _policies: [Kvd_V1_PolicyInfo] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -481,6 +524,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       _models = source._models
       _methods = source._methods
       _limits = source._limits
+      _policies = source._policies
     }
   }
 
@@ -506,6 +550,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._models) }()
         case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._methods) }()
         case 7: try { try decoder.decodeSingularMessageField(value: &_storage._limits) }()
+        case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._policies) }()
         default: break
         }
       }
@@ -539,6 +584,9 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._limits {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
       } }()
+      if !_storage._policies.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._policies, fieldNumber: 8)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -555,10 +603,51 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._models != rhs_storage._models {return false}
         if _storage._methods != rhs_storage._methods {return false}
         if _storage._limits != rhs_storage._limits {return false}
+        if _storage._policies != rhs_storage._policies {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Kvd_V1_PolicyInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PolicyInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}method\0\u{1}params\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.method) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.params) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.method.isEmpty {
+      try visitor.visitSingularStringField(value: self.method, fieldNumber: 2)
+    }
+    if !self.params.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.params, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Kvd_V1_PolicyInfo, rhs: Kvd_V1_PolicyInfo) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.method != rhs.method {return false}
+    if lhs.params != rhs.params {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

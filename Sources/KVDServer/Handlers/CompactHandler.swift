@@ -1,26 +1,36 @@
 import Foundation
 import KVDCore
 import KVDPluginAPI
+import KVDPluginHost
 import KVDProtocol
 
-/// Compact: the method plans, the sequence validates and packs, freed pages go back to the arena.
+/// Compact: choose the method (request, policy, rule or model default), let it plan, check the plan,
+/// then pack kept tokens and free emptied pages. A failing method leaves the sequence untouched.
 enum CompactHandler {
     static func handle(_ r: Kvd_V1_CompactRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_CompactResponse {
         let seq = entry.sequence
-        let name = r.method.isEmpty ? seq.layout.defaultMethod : r.method
-        let method = try store.methods.method(named: name)
-        let params = try method.descriptor.resolve(try overrides(r.params))
-        try method.check(params)
+        let book = store.policies
+        let choice = try book.choose(
+            method: r.method, policy: r.policy, overrides: try overrides(r.params),
+            state: RuleState(model: seq.layout, length: seq.length, arenaUsed: store.arenaUsed))
+        let name = choice.method.descriptor.name
+        let observation = try ObservationParser.parse(r, entry, store)
         let start = DispatchTime.now().uptimeNanoseconds
-        let view = SequenceView(layout: seq.layout, headCounts: seq.heads.map(\.count), positions: seq.heads.map(\.positions))
-        let plan = try method.plan(view, params)
-        let outcome = try seq.compact(plan: plan, method: name, allocator: store.pages, memory: store.arena.pageMemory)
+        let view = SequenceView(layout: seq.layout, heads: seq.heads, memory: store.arena.pageMemory)
+        let context = CompactionContext(
+            view: view, observation: observation, params: choice.params, method: name, baseDirectory: book.baseDirectory)
+        let planned = try choice.method.plan(context)
+        try PlanChecker.check(planned, counts: view.headCounts, layout: seq.layout, method: name)
+        let outcome = try seq.compact(plan: planned.plan, method: name, allocator: store.pages, memory: store.arena.pageMemory)
         let elapsed = DispatchTime.now().uptimeNanoseconds - start
 
         var out = Kvd_V1_CompactResponse()
         out.sequenceID = seq.id.raw
         out.generation = seq.generation
         out.method = name
+        out.policy = choice.policy
+        out.chosenBy = choice.chosenBy
+        out.budgets = planned.budgets?.map { UInt32(clamping: $0) } ?? []
         let m = seq.layout
         out.heads = outcome.before.indices.map { h in
             var c = Kvd_V1_HeadCount()

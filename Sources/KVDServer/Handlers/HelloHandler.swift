@@ -26,7 +26,20 @@ enum HelloHandler {
         out.shm.layoutVersion = 1
         out.shm.arenaGeneration = a.generation
         out.models = store.config.models.map(Kvd_V1_ModelLayout.init)
-        out.methods = store.methods.descriptors.map(methodInfo)
+        let book = store.policies
+        out.methods = book.registry.descriptors.map { d in
+            var info = methodInfo(d)
+            info.needsQueries = (try? book.registry.method(named: d.name).needsQueries) ?? false
+            info.origin = book.registry.origins[d.name] ?? "builtin"
+            return info
+        }
+        out.policies = book.summaries.map { s in
+            var p = Kvd_V1_PolicyInfo()
+            p.name = s.name
+            p.method = s.method
+            p.params = s.params
+            return p
+        }
         out.limits.maxMessageBytes = UInt64(store.config.server.maxMessageBytes)
         out.limits.maxTokensPerAppend = UInt32(store.config.server.maxTokensPerAppend)
         out.limits.maxSequences = UInt32(store.config.server.maxSequences)

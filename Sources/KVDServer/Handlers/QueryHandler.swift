@@ -21,7 +21,7 @@ enum QueryHandler {
         var gatherBase = 0
         if mode == .gather {
             let needed = headIndices.reduce(0) { $0 + 2 * seq.heads[$1].count * m.tokenBytes }
-            gatherBase = try stagingBuffer(entry, bytes: needed, store).lowerBound
+            gatherBase = try entry.stagingBuffer(bytes: needed, store.staging).lowerBound
         }
 
         var out = Kvd_V1_QueryResponse()
@@ -73,18 +73,6 @@ enum QueryHandler {
             guard seen.insert(l).inserted else { throw .invalidArgument("query: layer \(l) listed twice") }
         }
         return asked.map(Int.init)
-    }
-
-    /// The sequence's gather buffer, grown when it is too small for `bytes`.
-    private static func stagingBuffer(_ entry: SequenceEntry, bytes: Int, _ store: Store) throws(KVDError) -> Range<Int> {
-        if let current = entry.staging, current.count >= bytes { return current }
-        if let current = entry.staging {
-            store.staging.free(current)
-            entry.staging = nil
-        }
-        let r = try store.staging.allocate(max(bytes, 1))
-        entry.staging = r
-        return r
     }
 
     private typealias Locate = (PageID, Int, ModelLayout) -> UnsafeMutableRawPointer

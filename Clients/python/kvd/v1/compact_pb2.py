@@ -14,17 +14,23 @@ _sym_db = _symbol_database.Default()
 from kvd.v1 import common_pb2 as kvd_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14kvd/v1/compact.proto\x12\x06kvd.v1\x1a\x13kvd/v1/common.proto\"T\n\x0e\x43ompactRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x1d\n\x06params\x18\x03 \x03(\x0b\x32\r.kvd.v1.Param\"F\n\tHeadCount\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x0c\n\x04head\x18\x02 \x01(\r\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\r\x12\x0c\n\x04kept\x18\x04 \x01(\r\"\xaa\x01\n\x0f\x43ompactResponse\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06method\x18\x03 \x01(\t\x12 \n\x05heads\x18\x04 \x03(\x0b\x32\x11.kvd.v1.HeadCount\x12\x13\n\x0bpages_freed\x18\x05 \x01(\r\x12\x13\n\x0b\x62ytes_freed\x18\x06 \x01(\x04\x12\x12\n\nelapsed_ns\x18\x07 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14kvd/v1/compact.proto\x12\x06kvd.v1\x1a\x13kvd/v1/common.proto\"K\n\x0cSharedTensor\x12\x1c\n\x05\x64type\x18\x01 \x01(\x0e\x32\r.kvd.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"\xc3\x01\n\x0e\x43ompactRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x1d\n\x06params\x18\x03 \x03(\x0b\x32\r.kvd.v1.Param\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12!\n\x07queries\x18\x05 \x01(\x0b\x32\x0e.kvd.v1.TensorH\x00\x12+\n\x0bqueries_shm\x18\x06 \x01(\x0b\x32\x14.kvd.v1.SharedTensorH\x00\x42\r\n\x0bobservation\"F\n\tHeadCount\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x0c\n\x04head\x18\x02 \x01(\r\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\r\x12\x0c\n\x04kept\x18\x04 \x01(\r\"\xde\x01\n\x0f\x43ompactResponse\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0e\n\x06method\x18\x03 \x01(\t\x12 \n\x05heads\x18\x04 \x03(\x0b\x32\x11.kvd.v1.HeadCount\x12\x13\n\x0bpages_freed\x18\x05 \x01(\r\x12\x13\n\x0b\x62ytes_freed\x18\x06 \x01(\x04\x12\x12\n\nelapsed_ns\x18\x07 \x01(\x04\x12\x0e\n\x06policy\x18\x08 \x01(\t\x12\x11\n\tchosen_by\x18\t \x01(\t\x12\x0f\n\x07\x62udgets\x18\n \x03(\r\"2\n\x0cStageRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\".\n\rStageResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvd.v1.compact_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _COMPACTREQUEST._serialized_start=53
-  _COMPACTREQUEST._serialized_end=137
-  _HEADCOUNT._serialized_start=139
-  _HEADCOUNT._serialized_end=209
-  _COMPACTRESPONSE._serialized_start=212
-  _COMPACTRESPONSE._serialized_end=382
+  _SHAREDTENSOR._serialized_start=53
+  _SHAREDTENSOR._serialized_end=128
+  _COMPACTREQUEST._serialized_start=131
+  _COMPACTREQUEST._serialized_end=326
+  _HEADCOUNT._serialized_start=328
+  _HEADCOUNT._serialized_end=398
+  _COMPACTRESPONSE._serialized_start=401
+  _COMPACTRESPONSE._serialized_end=623
+  _STAGEREQUEST._serialized_start=625
+  _STAGEREQUEST._serialized_end=675
+  _STAGERESPONSE._serialized_start=677
+  _STAGERESPONSE._serialized_end=723
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[_common_pb2.ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Request(_message.Message):
-    __slots__ = ["append", "commit", "compact", "create_sequence", "hello", "protocol_version", "query", "release", "request_id", "reserve", "stats"]
+    __slots__ = ["append", "commit", "compact", "create_sequence", "hello", "protocol_version", "query", "release", "request_id", "reserve", "stage", "stats"]
     APPEND_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     COMPACT_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Request(_message.Message):
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESERVE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     append: _append_pb2.AppendRequest
     commit: _append_pb2.CommitRequest
@@ -42,11 +43,12 @@ class Request(_message.Message):
     release: _sequence_pb2.ReleaseRequest
     request_id: int
     reserve: _append_pb2.ReserveRequest
+    stage: _compact_pb2.StageRequest
     stats: _stats_pb2.StatsRequest
-    def __init__(self, request_id: _Optional[int] = ..., protocol_version: _Optional[int] = ..., hello: _Optional[_Union[_hello_pb2.HelloRequest, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceRequest, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendRequest, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveRequest, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitRequest, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryRequest, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactRequest, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseRequest, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., protocol_version: _Optional[int] = ..., hello: _Optional[_Union[_hello_pb2.HelloRequest, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceRequest, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendRequest, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveRequest, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitRequest, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryRequest, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactRequest, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseRequest, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsRequest, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageRequest, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ["append", "commit", "compact", "create_sequence", "error", "header", "hello", "query", "release", "reserve", "stats"]
+    __slots__ = ["append", "commit", "compact", "create_sequence", "error", "header", "hello", "query", "release", "reserve", "stage", "stats"]
     APPEND_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     COMPACT_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +59,7 @@ class Response(_message.Message):
     QUERY_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     RESERVE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     append: _append_pb2.AppendResponse
     commit: _append_pb2.CommitResponse
@@ -68,8 +71,9 @@ class Response(_message.Message):
     query: _query_pb2.QueryResponse
     release: _sequence_pb2.ReleaseResponse
     reserve: _append_pb2.ReserveResponse
+    stage: _compact_pb2.StageResponse
     stats: _stats_pb2.StatsResponse
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[_hello_pb2.HelloResponse, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceResponse, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendResponse, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitResponse, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactResponse, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseResponse, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsResponse, _Mapping]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[_hello_pb2.HelloResponse, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceResponse, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendResponse, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitResponse, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactResponse, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseResponse, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsResponse, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageResponse, _Mapping]] = ...) -> None: ...
 
 class ResponseHeader(_message.Message):
     __slots__ = ["protocol_version", "request_id", "server_version"]

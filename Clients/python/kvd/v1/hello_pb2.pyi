@@ -15,10 +15,11 @@ class HelloRequest(_message.Message):
     def __init__(self, protocol_versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ["limits", "methods", "models", "protocol_version", "server_version", "shm", "supported_protocol_versions"]
+    __slots__ = ["limits", "methods", "models", "policies", "protocol_version", "server_version", "shm", "supported_protocol_versions"]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHM_FIELD_NUMBER: _ClassVar[int]
@@ -26,11 +27,12 @@ class HelloResponse(_message.Message):
     limits: Limits
     methods: _containers.RepeatedCompositeFieldContainer[MethodInfo]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelLayout]
+    policies: _containers.RepeatedCompositeFieldContainer[PolicyInfo]
     protocol_version: int
     server_version: str
     shm: SharedMemoryInfo
     supported_protocol_versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ["max_message_bytes", "max_sequences", "max_tokens_per_append"]
@@ -43,14 +45,18 @@ class Limits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_tokens_per_append: _Optional[int] = ..., max_sequences: _Optional[int] = ...) -> None: ...
 
 class MethodInfo(_message.Message):
-    __slots__ = ["description", "name", "params"]
+    __slots__ = ["description", "name", "needs_queries", "origin", "params"]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     description: str
     name: str
+    needs_queries: bool
+    origin: str
     params: _containers.RepeatedCompositeFieldContainer[ParamInfo]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., needs_queries: bool = ..., origin: _Optional[str] = ...) -> None: ...
 
 class ParamInfo(_message.Message):
     __slots__ = ["default_value", "description", "max_value", "min_value", "name", "type"]
@@ -67,6 +73,16 @@ class ParamInfo(_message.Message):
     name: str
     type: str
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_value: _Optional[str] = ..., min_value: _Optional[str] = ..., max_value: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class PolicyInfo(_message.Message):
+    __slots__ = ["method", "name", "params"]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    name: str
+    params: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., method: _Optional[str] = ..., params: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SharedMemoryInfo(_message.Message):
     __slots__ = ["arena_generation", "layout_version", "name", "page_bytes", "page_count", "pages_offset", "size_bytes", "staging_bytes", "staging_offset"]

@@ -7,6 +7,51 @@
 #endif
 
 #include "kvd/v1/compact.pb-c.h"
+void   kvd__v1__shared_tensor__init
+                     (Kvd__V1__SharedTensor         *message)
+{
+  static const Kvd__V1__SharedTensor init_value = KVD__V1__SHARED_TENSOR__INIT;
+  *message = init_value;
+}
+size_t kvd__v1__shared_tensor__get_packed_size
+                     (const Kvd__V1__SharedTensor *message)
+{
+  assert(message->base.descriptor == &kvd__v1__shared_tensor__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t kvd__v1__shared_tensor__pack
+                     (const Kvd__V1__SharedTensor *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &kvd__v1__shared_tensor__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t kvd__v1__shared_tensor__pack_to_buffer
+                     (const Kvd__V1__SharedTensor *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &kvd__v1__shared_tensor__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Kvd__V1__SharedTensor *
+       kvd__v1__shared_tensor__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Kvd__V1__SharedTensor *)
+     protobuf_c_message_unpack (&kvd__v1__shared_tensor__descriptor,
+                                allocator, len, data);
+}
+void   kvd__v1__shared_tensor__free_unpacked
+                     (Kvd__V1__SharedTensor *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &kvd__v1__shared_tensor__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   kvd__v1__compact_request__init
                      (Kvd__V1__CompactRequest         *message)
 {
@@ -142,7 +187,161 @@ void   kvd__v1__compact_response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__compact_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__compact_request__field_descriptors[3] =
+void   kvd__v1__stage_request__init
+                     (Kvd__V1__StageRequest         *message)
+{
+  static const Kvd__V1__StageRequest init_value = KVD__V1__STAGE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t kvd__v1__stage_request__get_packed_size
+                     (const Kvd__V1__StageRequest *message)
+{
+  assert(message->base.descriptor == &kvd__v1__stage_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t kvd__v1__stage_request__pack
+                     (const Kvd__V1__StageRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &kvd__v1__stage_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t kvd__v1__stage_request__pack_to_buffer
+                     (const Kvd__V1__StageRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &kvd__v1__stage_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Kvd__V1__StageRequest *
+       kvd__v1__stage_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Kvd__V1__StageRequest *)
+     protobuf_c_message_unpack (&kvd__v1__stage_request__descriptor,
+                                allocator, len, data);
+}
+void   kvd__v1__stage_request__free_unpacked
+                     (Kvd__V1__StageRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &kvd__v1__stage_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   kvd__v1__stage_response__init
+                     (Kvd__V1__StageResponse         *message)
+{
+  static const Kvd__V1__StageResponse init_value = KVD__V1__STAGE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t kvd__v1__stage_response__get_packed_size
+                     (const Kvd__V1__StageResponse *message)
+{
+  assert(message->base.descriptor == &kvd__v1__stage_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t kvd__v1__stage_response__pack
+                     (const Kvd__V1__StageResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &kvd__v1__stage_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t kvd__v1__stage_response__pack_to_buffer
+                     (const Kvd__V1__StageResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &kvd__v1__stage_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Kvd__V1__StageResponse *
+       kvd__v1__stage_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Kvd__V1__StageResponse *)
+     protobuf_c_message_unpack (&kvd__v1__stage_response__descriptor,
+                                allocator, len, data);
+}
+void   kvd__v1__stage_response__free_unpacked
+                     (Kvd__V1__StageResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &kvd__v1__stage_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor kvd__v1__shared_tensor__field_descriptors[3] =
+{
+  {
+    "dtype",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SharedTensor, dtype),
+    &kvd__v1__dtype__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shape",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Kvd__V1__SharedTensor, n_shape),
+    offsetof(Kvd__V1__SharedTensor, shape),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "offset",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SharedTensor, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned kvd__v1__shared_tensor__field_indices_by_name[] = {
+  0,   /* field[0] = dtype */
+  2,   /* field[2] = offset */
+  1,   /* field[1] = shape */
+};
+static const ProtobufCIntRange kvd__v1__shared_tensor__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor kvd__v1__shared_tensor__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "kvd.v1.SharedTensor",
+  "SharedTensor",
+  "Kvd__V1__SharedTensor",
+  "kvd.v1",
+  sizeof(Kvd__V1__SharedTensor),
+  3,
+  kvd__v1__shared_tensor__field_descriptors,
+  kvd__v1__shared_tensor__field_indices_by_name,
+  1,  kvd__v1__shared_tensor__number_ranges,
+  (ProtobufCMessageInit) kvd__v1__shared_tensor__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor kvd__v1__compact_request__field_descriptors[6] =
 {
   {
     "sequence_id",
@@ -180,16 +379,55 @@ static const ProtobufCFieldDescriptor kvd__v1__compact_request__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__CompactRequest, policy),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "queries",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__CompactRequest, observation_case),
+    offsetof(Kvd__V1__CompactRequest, queries),
+    &kvd__v1__tensor__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "queries_shm",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__CompactRequest, observation_case),
+    offsetof(Kvd__V1__CompactRequest, queries_shm),
+    &kvd__v1__shared_tensor__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__compact_request__field_indices_by_name[] = {
   1,   /* field[1] = method */
   2,   /* field[2] = params */
+  3,   /* field[3] = policy */
+  4,   /* field[4] = queries */
+  5,   /* field[5] = queries_shm */
   0,   /* field[0] = sequence_id */
 };
 static const ProtobufCIntRange kvd__v1__compact_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor kvd__v1__compact_request__descriptor =
 {
@@ -199,7 +437,7 @@ const ProtobufCMessageDescriptor kvd__v1__compact_request__descriptor =
   "Kvd__V1__CompactRequest",
   "kvd.v1",
   sizeof(Kvd__V1__CompactRequest),
-  3,
+  6,
   kvd__v1__compact_request__field_descriptors,
   kvd__v1__compact_request__field_indices_by_name,
   1,  kvd__v1__compact_request__number_ranges,
@@ -283,7 +521,7 @@ const ProtobufCMessageDescriptor kvd__v1__head_count__descriptor =
   (ProtobufCMessageInit) kvd__v1__head_count__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__compact_response__field_descriptors[7] =
+static const ProtobufCFieldDescriptor kvd__v1__compact_response__field_descriptors[10] =
 {
   {
     "sequence_id",
@@ -369,20 +607,59 @@ static const ProtobufCFieldDescriptor kvd__v1__compact_response__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__CompactResponse, policy),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chosen_by",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__CompactResponse, chosen_by),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "budgets",
+    10,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Kvd__V1__CompactResponse, n_budgets),
+    offsetof(Kvd__V1__CompactResponse, budgets),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__compact_response__field_indices_by_name[] = {
+  9,   /* field[9] = budgets */
   5,   /* field[5] = bytes_freed */
+  8,   /* field[8] = chosen_by */
   6,   /* field[6] = elapsed_ns */
   1,   /* field[1] = generation */
   3,   /* field[3] = heads */
   2,   /* field[2] = method */
   4,   /* field[4] = pages_freed */
+  7,   /* field[7] = policy */
   0,   /* field[0] = sequence_id */
 };
 static const ProtobufCIntRange kvd__v1__compact_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor kvd__v1__compact_response__descriptor =
 {
@@ -392,10 +669,112 @@ const ProtobufCMessageDescriptor kvd__v1__compact_response__descriptor =
   "Kvd__V1__CompactResponse",
   "kvd.v1",
   sizeof(Kvd__V1__CompactResponse),
-  7,
+  10,
   kvd__v1__compact_response__field_descriptors,
   kvd__v1__compact_response__field_indices_by_name,
   1,  kvd__v1__compact_response__number_ranges,
   (ProtobufCMessageInit) kvd__v1__compact_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor kvd__v1__stage_request__field_descriptors[2] =
+{
+  {
+    "sequence_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__StageRequest, sequence_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__StageRequest, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned kvd__v1__stage_request__field_indices_by_name[] = {
+  1,   /* field[1] = bytes */
+  0,   /* field[0] = sequence_id */
+};
+static const ProtobufCIntRange kvd__v1__stage_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor kvd__v1__stage_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "kvd.v1.StageRequest",
+  "StageRequest",
+  "Kvd__V1__StageRequest",
+  "kvd.v1",
+  sizeof(Kvd__V1__StageRequest),
+  2,
+  kvd__v1__stage_request__field_descriptors,
+  kvd__v1__stage_request__field_indices_by_name,
+  1,  kvd__v1__stage_request__number_ranges,
+  (ProtobufCMessageInit) kvd__v1__stage_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor kvd__v1__stage_response__field_descriptors[2] =
+{
+  {
+    "offset",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__StageResponse, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__StageResponse, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned kvd__v1__stage_response__field_indices_by_name[] = {
+  1,   /* field[1] = bytes */
+  0,   /* field[0] = offset */
+};
+static const ProtobufCIntRange kvd__v1__stage_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor kvd__v1__stage_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "kvd.v1.StageResponse",
+  "StageResponse",
+  "Kvd__V1__StageResponse",
+  "kvd.v1",
+  sizeof(Kvd__V1__StageResponse),
+  2,
+  kvd__v1__stage_response__field_descriptors,
+  kvd__v1__stage_response__field_indices_by_name,
+  1,  kvd__v1__stage_response__number_ranges,
+  (ProtobufCMessageInit) kvd__v1__stage_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

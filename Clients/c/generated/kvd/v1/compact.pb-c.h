@@ -16,15 +16,51 @@ PROTOBUF_C__BEGIN_DECLS
 
 #include "kvd/v1/common.pb-c.h"
 
+typedef struct Kvd__V1__SharedTensor Kvd__V1__SharedTensor;
 typedef struct Kvd__V1__CompactRequest Kvd__V1__CompactRequest;
 typedef struct Kvd__V1__HeadCount Kvd__V1__HeadCount;
 typedef struct Kvd__V1__CompactResponse Kvd__V1__CompactResponse;
+typedef struct Kvd__V1__StageRequest Kvd__V1__StageRequest;
+typedef struct Kvd__V1__StageResponse Kvd__V1__StageResponse;
 
 
 /* --- enums --- */
 
 
 /* --- messages --- */
+
+/*
+ * Observation queries placed in shared memory: a tensor inside the sequence's staging buffer
+ * (obtained with Stage), so large observations need not travel in the message.
+ */
+struct  Kvd__V1__SharedTensor
+{
+  ProtobufCMessage base;
+  /*
+   * Element type (f16, bf16 or f32).
+   */
+  Kvd__V1__DType dtype;
+  /*
+   * Extent of each dimension, outermost first.
+   */
+  size_t n_shape;
+  uint32_t *shape;
+  /*
+   * Byte offset from the segment start; the whole tensor must lie inside the sequence's staging buffer.
+   */
+  uint64_t offset;
+};
+#define KVD__V1__SHARED_TENSOR__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__shared_tensor__descriptor) \
+    , KVD__V1__DTYPE__DTYPE_UNSPECIFIED, 0,NULL, 0 }
+
+
+typedef enum {
+  KVD__V1__COMPACT_REQUEST__OBSERVATION__NOT_SET = 0,
+  KVD__V1__COMPACT_REQUEST__OBSERVATION_QUERIES = 5,
+  KVD__V1__COMPACT_REQUEST__OBSERVATION_QUERIES_SHM = 6
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__COMPACT_REQUEST__OBSERVATION__CASE)
+} Kvd__V1__CompactRequest__ObservationCase;
 
 struct  Kvd__V1__CompactRequest
 {
@@ -34,18 +70,34 @@ struct  Kvd__V1__CompactRequest
    */
   uint64_t sequence_id;
   /*
-   * Method name as listed by Hello; empty means the model's default method.
+   * Method name as listed by Hello (e.g. "snapkv"). Empty: use `policy`, else the rules, else the
+   * model's default policy.
    */
   char *method;
   /*
-   * Parameter overrides; unnamed parameters take their defaults.
+   * Parameter overrides for the method or policy; unnamed parameters take their defaults.
    */
   size_t n_params;
   Kvd__V1__Param **params;
+  /*
+   * Policy name from the configuration (Hello lists them). Ignored when `method` is set.
+   */
+  char *policy;
+  Kvd__V1__CompactRequest__ObservationCase observation_case;
+  union {
+    /*
+     * Inline in the message.
+     */
+    Kvd__V1__Tensor *queries;
+    /*
+     * In the sequence's staging buffer.
+     */
+    Kvd__V1__SharedTensor *queries_shm;
+  };
 };
 #define KVD__V1__COMPACT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__compact_request__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0,NULL }
+    , 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, KVD__V1__COMPACT_REQUEST__OBSERVATION__NOT_SET, {0} }
 
 
 /*
@@ -108,12 +160,83 @@ struct  Kvd__V1__CompactResponse
    * Wall time of planning, validation and packing, in nanoseconds.
    */
   uint64_t elapsed_ns;
+  /*
+   * Policy that was applied ("" when the request named a method directly).
+   */
+  char *policy;
+  /*
+   * Why that policy: "request", "rule <n>: <condition>", or "model default".
+   */
+  char *chosen_by;
+  /*
+   * Token budget of each (layer, head) outside the always-kept window, layer-major, as the allocator
+   * set it (empty for methods without budgets, e.g. streamingllm).
+   */
+  size_t n_budgets;
+  uint32_t *budgets;
 };
 #define KVD__V1__COMPACT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__compact_response__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0 }
+    , 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
+/*
+ * Ask for (or grow) the sequence's staging buffer, e.g. to place observation queries in shared
+ * memory for Compact. The buffer is the one Query GATHER uses; it lives until Release.
+ */
+struct  Kvd__V1__StageRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Sequence the buffer belongs to.
+   */
+  uint64_t sequence_id;
+  /*
+   * Bytes needed.
+   */
+  uint64_t bytes;
+};
+#define KVD__V1__STAGE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__stage_request__descriptor) \
+    , 0, 0 }
+
+
+struct  Kvd__V1__StageResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Byte offset from the segment start of the buffer.
+   */
+  uint64_t offset;
+  /*
+   * Its size (at least the bytes asked for).
+   */
+  uint64_t bytes;
+};
+#define KVD__V1__STAGE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__stage_response__descriptor) \
+    , 0, 0 }
+
+
+/* Kvd__V1__SharedTensor methods */
+void   kvd__v1__shared_tensor__init
+                     (Kvd__V1__SharedTensor         *message);
+size_t kvd__v1__shared_tensor__get_packed_size
+                     (const Kvd__V1__SharedTensor   *message);
+size_t kvd__v1__shared_tensor__pack
+                     (const Kvd__V1__SharedTensor   *message,
+                      uint8_t             *out);
+size_t kvd__v1__shared_tensor__pack_to_buffer
+                     (const Kvd__V1__SharedTensor   *message,
+                      ProtobufCBuffer     *buffer);
+Kvd__V1__SharedTensor *
+       kvd__v1__shared_tensor__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   kvd__v1__shared_tensor__free_unpacked
+                     (Kvd__V1__SharedTensor *message,
+                      ProtobufCAllocator *allocator);
 /* Kvd__V1__CompactRequest methods */
 void   kvd__v1__compact_request__init
                      (Kvd__V1__CompactRequest         *message);
@@ -171,8 +294,49 @@ Kvd__V1__CompactResponse *
 void   kvd__v1__compact_response__free_unpacked
                      (Kvd__V1__CompactResponse *message,
                       ProtobufCAllocator *allocator);
+/* Kvd__V1__StageRequest methods */
+void   kvd__v1__stage_request__init
+                     (Kvd__V1__StageRequest         *message);
+size_t kvd__v1__stage_request__get_packed_size
+                     (const Kvd__V1__StageRequest   *message);
+size_t kvd__v1__stage_request__pack
+                     (const Kvd__V1__StageRequest   *message,
+                      uint8_t             *out);
+size_t kvd__v1__stage_request__pack_to_buffer
+                     (const Kvd__V1__StageRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Kvd__V1__StageRequest *
+       kvd__v1__stage_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   kvd__v1__stage_request__free_unpacked
+                     (Kvd__V1__StageRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Kvd__V1__StageResponse methods */
+void   kvd__v1__stage_response__init
+                     (Kvd__V1__StageResponse         *message);
+size_t kvd__v1__stage_response__get_packed_size
+                     (const Kvd__V1__StageResponse   *message);
+size_t kvd__v1__stage_response__pack
+                     (const Kvd__V1__StageResponse   *message,
+                      uint8_t             *out);
+size_t kvd__v1__stage_response__pack_to_buffer
+                     (const Kvd__V1__StageResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Kvd__V1__StageResponse *
+       kvd__v1__stage_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   kvd__v1__stage_response__free_unpacked
+                     (Kvd__V1__StageResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
+typedef void (*Kvd__V1__SharedTensor_Closure)
+                 (const Kvd__V1__SharedTensor *message,
+                  void *closure_data);
 typedef void (*Kvd__V1__CompactRequest_Closure)
                  (const Kvd__V1__CompactRequest *message,
                   void *closure_data);
@@ -182,15 +346,24 @@ typedef void (*Kvd__V1__HeadCount_Closure)
 typedef void (*Kvd__V1__CompactResponse_Closure)
                  (const Kvd__V1__CompactResponse *message,
                   void *closure_data);
+typedef void (*Kvd__V1__StageRequest_Closure)
+                 (const Kvd__V1__StageRequest *message,
+                  void *closure_data);
+typedef void (*Kvd__V1__StageResponse_Closure)
+                 (const Kvd__V1__StageResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
 
 /* --- descriptors --- */
 
+extern const ProtobufCMessageDescriptor kvd__v1__shared_tensor__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__compact_request__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__head_count__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__compact_response__descriptor;
+extern const ProtobufCMessageDescriptor kvd__v1__stage_request__descriptor;
+extern const ProtobufCMessageDescriptor kvd__v1__stage_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 

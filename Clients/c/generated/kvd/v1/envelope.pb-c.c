@@ -187,7 +187,7 @@ void   kvd__v1__response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[11] =
+static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[12] =
 {
   {
     "request_id",
@@ -321,6 +321,18 @@ static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[11] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "stage",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, stage),
+    &kvd__v1__stage_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__request__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -333,13 +345,14 @@ static const unsigned kvd__v1__request__field_indices_by_name[] = {
   9,   /* field[9] = release */
   0,   /* field[0] = request_id */
   5,   /* field[5] = reserve */
+  11,   /* field[11] = stage */
   10,   /* field[10] = stats */
 };
 static const ProtobufCIntRange kvd__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
 {
@@ -349,7 +362,7 @@ const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
   "Kvd__V1__Request",
   "kvd.v1",
   sizeof(Kvd__V1__Request),
-  11,
+  12,
   kvd__v1__request__field_descriptors,
   kvd__v1__request__field_indices_by_name,
   2,  kvd__v1__request__number_ranges,
@@ -471,7 +484,7 @@ const ProtobufCMessageDescriptor kvd__v1__error__descriptor =
   (ProtobufCMessageInit) kvd__v1__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[11] =
+static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[12] =
 {
   {
     "header",
@@ -605,6 +618,18 @@ static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[11] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "stage",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, stage),
+    &kvd__v1__stage_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__response__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -617,13 +642,14 @@ static const unsigned kvd__v1__response__field_indices_by_name[] = {
   7,   /* field[7] = query */
   9,   /* field[9] = release */
   5,   /* field[5] = reserve */
+  11,   /* field[11] = stage */
   10,   /* field[10] = stats */
 };
 static const ProtobufCIntRange kvd__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
 {
@@ -633,7 +659,7 @@ const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
   "Kvd__V1__Response",
   "kvd.v1",
   sizeof(Kvd__V1__Response),
-  11,
+  12,
   kvd__v1__response__field_descriptors,
   kvd__v1__response__field_indices_by_name,
   2,  kvd__v1__response__number_ranges,

@@ -43,7 +43,8 @@ typedef enum {
   KVD__V1__REQUEST__BODY_QUERY = 15,
   KVD__V1__REQUEST__BODY_COMPACT = 16,
   KVD__V1__REQUEST__BODY_RELEASE = 17,
-  KVD__V1__REQUEST__BODY_STATS = 18
+  KVD__V1__REQUEST__BODY_STATS = 18,
+  KVD__V1__REQUEST__BODY_STAGE = 19
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__REQUEST__BODY__CASE)
 } Kvd__V1__Request__BodyCase;
 
@@ -72,6 +73,7 @@ struct  Kvd__V1__Request
     Kvd__V1__CompactRequest *compact;
     Kvd__V1__ReleaseRequest *release;
     Kvd__V1__StatsRequest *stats;
+    Kvd__V1__StageRequest *stage;
   };
 };
 #define KVD__V1__REQUEST__INIT \
@@ -134,7 +136,8 @@ typedef enum {
   KVD__V1__RESPONSE__BODY_QUERY = 15,
   KVD__V1__RESPONSE__BODY_COMPACT = 16,
   KVD__V1__RESPONSE__BODY_RELEASE = 17,
-  KVD__V1__RESPONSE__BODY_STATS = 18
+  KVD__V1__RESPONSE__BODY_STATS = 18,
+  KVD__V1__RESPONSE__BODY_STAGE = 19
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__RESPONSE__BODY__CASE)
 } Kvd__V1__Response__BodyCase;
 
@@ -157,6 +160,7 @@ struct  Kvd__V1__Response
     Kvd__V1__CompactResponse *compact;
     Kvd__V1__ReleaseResponse *release;
     Kvd__V1__StatsResponse *stats;
+    Kvd__V1__StageResponse *stage;
   };
 };
 #define KVD__V1__RESPONSE__INIT \

@@ -277,6 +277,51 @@ void   kvd__v1__hello_response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__hello_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   kvd__v1__policy_info__init
+                     (Kvd__V1__PolicyInfo         *message)
+{
+  static const Kvd__V1__PolicyInfo init_value = KVD__V1__POLICY_INFO__INIT;
+  *message = init_value;
+}
+size_t kvd__v1__policy_info__get_packed_size
+                     (const Kvd__V1__PolicyInfo *message)
+{
+  assert(message->base.descriptor == &kvd__v1__policy_info__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t kvd__v1__policy_info__pack
+                     (const Kvd__V1__PolicyInfo *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &kvd__v1__policy_info__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t kvd__v1__policy_info__pack_to_buffer
+                     (const Kvd__V1__PolicyInfo *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &kvd__v1__policy_info__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Kvd__V1__PolicyInfo *
+       kvd__v1__policy_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Kvd__V1__PolicyInfo *)
+     protobuf_c_message_unpack (&kvd__v1__policy_info__descriptor,
+                                allocator, len, data);
+}
+void   kvd__v1__policy_info__free_unpacked
+                     (Kvd__V1__PolicyInfo *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &kvd__v1__policy_info__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor kvd__v1__hello_request__field_descriptors[2] =
 {
   {
@@ -573,7 +618,7 @@ const ProtobufCMessageDescriptor kvd__v1__param_info__descriptor =
   (ProtobufCMessageInit) kvd__v1__param_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__method_info__field_descriptors[3] =
+static const ProtobufCFieldDescriptor kvd__v1__method_info__field_descriptors[5] =
 {
   {
     "name",
@@ -611,16 +656,42 @@ static const ProtobufCFieldDescriptor kvd__v1__method_info__field_descriptors[3]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "needs_queries",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MethodInfo, needs_queries),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "origin",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MethodInfo, origin),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__method_info__field_indices_by_name[] = {
   1,   /* field[1] = description */
   0,   /* field[0] = name */
+  3,   /* field[3] = needs_queries */
+  4,   /* field[4] = origin */
   2,   /* field[2] = params */
 };
 static const ProtobufCIntRange kvd__v1__method_info__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor kvd__v1__method_info__descriptor =
 {
@@ -630,7 +701,7 @@ const ProtobufCMessageDescriptor kvd__v1__method_info__descriptor =
   "Kvd__V1__MethodInfo",
   "kvd.v1",
   sizeof(Kvd__V1__MethodInfo),
-  3,
+  5,
   kvd__v1__method_info__field_descriptors,
   kvd__v1__method_info__field_indices_by_name,
   1,  kvd__v1__method_info__number_ranges,
@@ -701,7 +772,7 @@ const ProtobufCMessageDescriptor kvd__v1__limits__descriptor =
   (ProtobufCMessageInit) kvd__v1__limits__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[7] =
+static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[8] =
 {
   {
     "protocol_version",
@@ -787,11 +858,24 @@ static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policies",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__HelloResponse, n_policies),
+    offsetof(Kvd__V1__HelloResponse, policies),
+    &kvd__v1__policy_info__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
   6,   /* field[6] = limits */
   5,   /* field[5] = methods */
   4,   /* field[4] = models */
+  7,   /* field[7] = policies */
   0,   /* field[0] = protocol_version */
   2,   /* field[2] = server_version */
   3,   /* field[3] = shm */
@@ -800,7 +884,7 @@ static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__hello_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
 {
@@ -810,10 +894,74 @@ const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
   "Kvd__V1__HelloResponse",
   "kvd.v1",
   sizeof(Kvd__V1__HelloResponse),
-  7,
+  8,
   kvd__v1__hello_response__field_descriptors,
   kvd__v1__hello_response__field_indices_by_name,
   1,  kvd__v1__hello_response__number_ranges,
   (ProtobufCMessageInit) kvd__v1__hello_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor kvd__v1__policy_info__field_descriptors[3] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__PolicyInfo, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "method",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__PolicyInfo, method),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "params",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Kvd__V1__PolicyInfo, n_params),
+    offsetof(Kvd__V1__PolicyInfo, params),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned kvd__v1__policy_info__field_indices_by_name[] = {
+  1,   /* field[1] = method */
+  0,   /* field[0] = name */
+  2,   /* field[2] = params */
+};
+static const ProtobufCIntRange kvd__v1__policy_info__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor kvd__v1__policy_info__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "kvd.v1.PolicyInfo",
+  "PolicyInfo",
+  "Kvd__V1__PolicyInfo",
+  "kvd.v1",
+  sizeof(Kvd__V1__PolicyInfo),
+  3,
+  kvd__v1__policy_info__field_descriptors,
+  kvd__v1__policy_info__field_indices_by_name,
+  1,  kvd__v1__policy_info__number_ranges,
+  (ProtobufCMessageInit) kvd__v1__policy_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

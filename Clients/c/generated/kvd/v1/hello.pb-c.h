@@ -22,6 +22,7 @@ typedef struct Kvd__V1__ParamInfo Kvd__V1__ParamInfo;
 typedef struct Kvd__V1__MethodInfo Kvd__V1__MethodInfo;
 typedef struct Kvd__V1__Limits Kvd__V1__Limits;
 typedef struct Kvd__V1__HelloResponse Kvd__V1__HelloResponse;
+typedef struct Kvd__V1__PolicyInfo Kvd__V1__PolicyInfo;
 
 
 /* --- enums --- */
@@ -153,10 +154,18 @@ struct  Kvd__V1__MethodInfo
    */
   size_t n_params;
   Kvd__V1__ParamInfo **params;
+  /*
+   * Whether it needs CompactRequest observation queries.
+   */
+  protobuf_c_boolean needs_queries;
+  /*
+   * "builtin", or the path of the C plugin it was loaded from.
+   */
+  char *origin;
 };
 #define KVD__V1__METHOD_INFO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__method_info__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -217,10 +226,40 @@ struct  Kvd__V1__HelloResponse
    * Request limits.
    */
   Kvd__V1__Limits *limits;
+  /*
+   * Named policies from the configuration.
+   */
+  size_t n_policies;
+  Kvd__V1__PolicyInfo **policies;
 };
 #define KVD__V1__HELLO_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__hello_response__descriptor) \
-    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL }
+    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL }
+
+
+/*
+ * A configured policy: a method (or a composition of stages) with parameters.
+ */
+struct  Kvd__V1__PolicyInfo
+{
+  ProtobufCMessage base;
+  /*
+   * Name used in CompactRequest.policy.
+   */
+  char *name;
+  /*
+   * The method or stage composition it runs, e.g. "headkv" or "allocator=pyramidkv scorer=knorm".
+   */
+  char *method;
+  /*
+   * Parameters it sets, "name=value".
+   */
+  size_t n_params;
+  char **params;
+};
+#define KVD__V1__POLICY_INFO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__policy_info__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 /* Kvd__V1__HelloRequest methods */
@@ -337,6 +376,25 @@ Kvd__V1__HelloResponse *
 void   kvd__v1__hello_response__free_unpacked
                      (Kvd__V1__HelloResponse *message,
                       ProtobufCAllocator *allocator);
+/* Kvd__V1__PolicyInfo methods */
+void   kvd__v1__policy_info__init
+                     (Kvd__V1__PolicyInfo         *message);
+size_t kvd__v1__policy_info__get_packed_size
+                     (const Kvd__V1__PolicyInfo   *message);
+size_t kvd__v1__policy_info__pack
+                     (const Kvd__V1__PolicyInfo   *message,
+                      uint8_t             *out);
+size_t kvd__v1__policy_info__pack_to_buffer
+                     (const Kvd__V1__PolicyInfo   *message,
+                      ProtobufCBuffer     *buffer);
+Kvd__V1__PolicyInfo *
+       kvd__v1__policy_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   kvd__v1__policy_info__free_unpacked
+                     (Kvd__V1__PolicyInfo *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Kvd__V1__HelloRequest_Closure)
@@ -357,6 +415,9 @@ typedef void (*Kvd__V1__Limits_Closure)
 typedef void (*Kvd__V1__HelloResponse_Closure)
                  (const Kvd__V1__HelloResponse *message,
                   void *closure_data);
+typedef void (*Kvd__V1__PolicyInfo_Closure)
+                 (const Kvd__V1__PolicyInfo *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -369,6 +430,7 @@ extern const ProtobufCMessageDescriptor kvd__v1__param_info__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__method_info__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__limits__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor;
+extern const ProtobufCMessageDescriptor kvd__v1__policy_info__descriptor;
 
 PROTOBUF_C__END_DECLS
 

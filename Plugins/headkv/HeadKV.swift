@@ -1,0 +1,57 @@
+import Foundation
+import KVDAttention
+import KVDCore
+import KVDPluginAPI
+
+/// HeadKV — Fu et al., "Not All Heads Matter: A Head-Level KV Cache Compression Method with
+/// Integrated Retrieval and Reasoning" (ICLR 2025). Per-head budgets from head importance:
+/// p = imp^temp / Σ imp^temp, pool = ⌊B/β⌋·L·H, min = B − ⌊B/β⌋, b = p·pool + min with the pool
+/// split by largest remainder so Σ b = L·H·B exactly. Inside a head: window attention, max-pool 7.
+public struct HeadKVAllocator: BudgetAllocator {
+    public init() {}
+    public let name = "headkv"
+    public var params: [ParamSpec] {
+        BudgetParams.specs + [
+            ParamSpec("scores", .string, default: .string(""), "head-score JSON file {\"layer-head\": [scores]} (relative to the config file)"),
+            ParamSpec("beta", .float, default: .float(1.01), min: 1, max: 1_000_000, "share kept by every head: min = B − ⌊B/β⌋; must be > 1"),
+            ParamSpec("temperature", .float, default: .float(1), min: 0.001, max: 1000, "p ∝ importance^temperature"),
+            ParamSpec("aggregate", .string, default: .string("mean"), "query-head scores → KV head: mean or max"),
+        ]
+    }
+
+    public func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError) {
+        guard params.float("beta") > 1 else { throw .invalidArgument("headkv: beta must be > 1, got \(params.float("beta"))") }
+        let aggregate = params.string("aggregate")
+        guard aggregate == "mean" || aggregate == "max" else {
+            throw .invalidArgument("headkv: aggregate must be mean or max, got '\(aggregate)'")
+        }
+        let path = params.string("scores")
+        guard !path.isEmpty else { throw .invalidArgument("headkv: parameter 'scores' must name a head-score JSON file") }
+        let resolved = path.hasPrefix("/") ? path : context.baseDirectory + "/" + path
+        if let m = context.layout {
+            _ = try HeadScores.load(resolved, layers: m.layers, kvHeads: m.kvHeads, qHeads: m.qHeads)
+        } else {
+            _ = try HeadScores.load(resolved)
+        }
+    }
+
+    public func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int] {
+        let m = context.layout
+        let p = context.params
+        let file = try HeadScores.load(context.resolve(path: p.string("scores")), layers: m.layers, kvHeads: m.kvHeads, qHeads: m.qHeads)
+        let importance = file.kvImportance(kvHeads: m.kvHeads, aggregate: p.string("aggregate"))
+        let b = BudgetParams.average(p, prefix: prefix)
+        let shared = Int((Double(b) / p.float("beta")).rounded(.down))
+        let floor = b - shared
+        let temp = p.float("temperature")
+        let weights = importance.map { Foundation.pow($0, temp) }
+        let pool = largestRemainder(weights, total: shared * m.headCount)
+        return pool.map { $0 + floor }
+    }
+}
+
+public enum HeadKV {
+    public static let method = ComposedMethod(
+        name: "headkv", description: "HeadKV (Fu et al. 2025): per-head budgets from head importance scores, window attention max-pooled",
+        scorer: WindowAttentionScorer(pooling: .max, kernel: 7), allocator: HeadKVAllocator())
+}

@@ -1,0 +1,83 @@
+import COpenBLAS
+import Dispatch
+import Foundation
+import KVDCore
+import KVDPluginAPI
+
+/// Window attention, the score SnapKV, H2O, PyramidKV, AdaKV and HeadKV rank tokens by:
+/// A = softmax(Q_win · Kᵀ / √d + log-weights) per query head, causal inside the window; a token's
+/// score is the mean of A over the window queries and the G query heads sharing its KV head (GQA),
+/// for the tokens before the window. One sgemm per KV head ([G·w, d] × [d, n]); heads run in
+/// parallel on all cores.
+public enum WindowAttention {
+    /// OpenBLAS threads would fight the per-head parallelism; one thread each is fastest here.
+    private static let singleThreadedBLAS: Void = { openblas_set_num_threads(1) }()
+
+    /// Scores per (layer, KV head), layer-major: `counts[h] - window` values each.
+    public static func scores(_ context: CompactionContext, window: Int) throws(KVDError) -> [[Float]] {
+        _ = singleThreadedBLAS
+        let obs = try context.requireObservation()
+        let view = context.view
+        let m = view.layout
+        let group = m.qHeads / m.kvHeads
+        var out = [[Float]](repeating: [], count: m.headCount)
+        out.withUnsafeMutableBufferPointer { results in
+            let results = UnsafeSendable(results)
+            DispatchQueue.concurrentPerform(iterations: m.headCount) { h in
+                results.value[h] = headScores(view, obs, h: h, group: group, window: window)
+            }
+        }
+        return out
+    }
+
+    static func headScores(_ view: SequenceView, _ obs: Observation, h: Int, group: Int, window w: Int) -> [Float] {
+        let m = view.layout
+        let n = view.headCounts[h]
+        let d = m.headDim
+        let prefix = n - w
+        guard prefix > 0 else { return [] }
+        let keys = view.keys(h)
+        let logWeights = view.logWeights[h]
+        let rows = group * w
+        let layer = h / m.kvHeads
+        let firstQ = obs.offset(layer: layer, qHead: (h % m.kvHeads) * group)
+        var logits = [Float](repeating: 0, count: rows * n)
+        obs.queries.withUnsafeBufferPointer { q in
+            keys.withUnsafeBufferPointer { k in
+                logits.withUnsafeMutableBufferPointer { c in
+                    cblas_sgemm(
+                        CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(d),
+                        1 / Float(d).squareRoot(), q.baseAddress! + firstQ, Int32(d), k.baseAddress!, Int32(d),
+                        0, c.baseAddress!, Int32(n))
+                }
+            }
+        }
+        var scores = [Float](repeating: 0, count: prefix)
+        let hasWeights = logWeights.contains { $0 != 0 }
+        logits.withUnsafeMutableBufferPointer { c in
+            for r in 0..<rows {
+                // Query i of the window sits at position n - w + i and sees tokens up to itself.
+                let visible = n - w + (r % w) + 1
+                let row = c.baseAddress! + r * n
+                if hasWeights { for j in 0..<visible { row[j] += logWeights[j] } }
+                var top = -Float.infinity
+                for j in 0..<visible where row[j] > top { top = row[j] }
+                var sum: Float = 0
+                for j in 0..<visible {
+                    let e = expf(row[j] - top)
+                    row[j] = e
+                    sum += e
+                }
+                let scale = 1 / (sum * Float(rows))
+                for j in 0..<prefix { scores[j] += row[j] * scale }
+            }
+        }
+        return scores
+    }
+}
+
+/// Lets concurrentPerform's iterations write disjoint elements of one buffer.
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

@@ -1,0 +1,46 @@
+import KVDCore
+
+/// A method made of stages: a scorer, a budget allocator and a selector (top-k by default).
+/// SnapKV, H2O, knorm, PyramidKV, AdaKV and HeadKV are presets of this; a policy in the config can
+/// combine stages freely (e.g. the PyramidKV allocator with the knorm scorer).
+public struct ComposedMethod: CompactionMethod {
+    public let descriptor: MethodDescriptor
+    public let scorer: any TokenScorer
+    public let allocator: any BudgetAllocator
+    public let selector: any TokenSelector
+
+    /// `defaults` replaces stage defaults by name (e.g. headkv pools with max, kernel 7).
+    public init(
+        name: String, description: String, scorer: any TokenScorer,
+        allocator: any BudgetAllocator = UniformAllocator(), selector: any TokenSelector = TopKSelector(),
+        defaults: [String: ParamValue] = [:]
+    ) {
+        var seen = Set<String>()
+        var params: [ParamSpec] = []
+        for p in allocator.params + scorer.params + selector.params where seen.insert(p.name).inserted {
+            params.append(defaults[p.name].map(p.withDefault) ?? p)
+        }
+        descriptor = MethodDescriptor(name: name, description: description, params: params)
+        self.scorer = scorer
+        self.allocator = allocator
+        self.selector = selector
+    }
+
+    public var needsQueries: Bool { scorer.needsQueries }
+
+    public func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError) {
+        try scorer.check(params, context)
+        try allocator.check(params, context)
+    }
+
+    public func plan(_ context: CompactionContext) throws(KVDError) -> MethodPlan {
+        let window = try context.window()
+        let scores = try scorer.scores(context, window: window)
+        let prefix = context.view.headCounts.map { $0 - window }
+        let budgets = try allocator.budgets(context, prefix: prefix, scores: allocator.needsScores ? scores : nil)
+        guard budgets.count == prefix.count, budgets.allSatisfy({ $0 >= 0 }) else {
+            throw .internalError("allocator '\(allocator.name)' of '\(descriptor.name)' returned \(budgets.count) budgets (need \(prefix.count), none negative)")
+        }
+        return try selector.select(context, scores: scores, budgets: budgets, window: window)
+    }
+}

@@ -1,0 +1,73 @@
+import CKVDKernels
+import KVDCore
+
+/// What a method may read about a sequence while planning: counts, positions, log-weights, and K/V
+/// as f32 (converted from f16/bf16 storage on the way out). Read-only; the pages it reads do not
+/// change while the plan is made (the sequence's queue runs one request at a time).
+public struct SequenceView: Sendable {
+    public let layout: ModelLayout
+    /// Tokens held per (layer, head), layer-major.
+    public let headCounts: [Int]
+    /// Original positions per (layer, head), layer-major.
+    public let positions: [[Int32]]
+    /// Log-weights per (layer, head), layer-major.
+    public let logWeights: [[Float]]
+
+    private enum Storage: @unchecked Sendable {
+        case pages(PageMemory, [[PageID]])
+        case arrays(keys: [[Float]], values: [[Float]])
+    }
+    private let storage: Storage
+
+    /// A view over a sequence's pages.
+    public init(layout: ModelLayout, heads: [HeadCache], memory: PageMemory) {
+        self.layout = layout
+        headCounts = heads.map(\.count)
+        positions = heads.map(\.positions)
+        logWeights = heads.map(\.logWeights)
+        storage = .pages(memory, heads.map(\.pages))
+    }
+
+    /// A view over f32 arrays, `[count * head_dim]` per head (tests, tools).
+    public init(layout: ModelLayout, keys: [[Float]], values: [[Float]], positions: [[Int32]]? = nil) {
+        self.layout = layout
+        headCounts = keys.map { $0.count / layout.headDim }
+        self.positions = positions ?? headCounts.map { (0..<Int32($0)).map { $0 } }
+        logWeights = headCounts.map { Array(repeating: 0, count: $0) }
+        storage = .arrays(keys: keys, values: values)
+    }
+
+    /// Keys of head `h` (layer-major index) as f32, `[count, head_dim]` row-major.
+    public func keys(_ h: Int) -> [Float] { read(h, values: false) }
+    /// Values of head `h` as f32, `[count, head_dim]` row-major.
+    public func values(_ h: Int) -> [Float] { read(h, values: true) }
+
+    private func read(_ h: Int, values: Bool) -> [Float] {
+        switch storage {
+        case .arrays(let k, let v):
+            return values ? v[h] : k[h]
+        case .pages(let memory, let pages):
+            let n = headCounts[h]
+            let d = layout.headDim
+            return [Float](unsafeUninitializedCapacity: n * d) { out, initialized in
+                var t = 0
+                for page in pages[h] where t < n {
+                    let count = min(layout.pageTokens, n - t)
+                    let src = values ? memory.value(page, slot: 0, layout) : memory.key(page, slot: 0, layout)
+                    convertToF32(src, layout.dtype, out.baseAddress! + t * d, count * d)
+                    t += count
+                }
+                initialized = n * d
+            }
+        }
+    }
+}
+
+/// Converts `count` elements of `dtype` at `src` to f32 at `dst`.
+public func convertToF32(_ src: UnsafeRawPointer, _ dtype: DType, _ dst: UnsafeMutablePointer<Float>, _ count: Int) {
+    switch dtype {
+    case .f32: dst.update(from: src.assumingMemoryBound(to: Float.self), count: count)
+    case .f16: kvd_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), dst, count)
+    case .bf16: kvd_bf16_to_f32(src.assumingMemoryBound(to: UInt16.self), dst, count)
+    }
+}

@@ -1,0 +1,63 @@
+import KVDCore
+
+/// Scores the tokens of every head before the window: higher means keep. The host turns scores and
+/// budgets into kept sets; a scorer never chooses.
+public protocol TokenScorer: Sendable {
+    var name: String { get }
+    var params: [ParamSpec] { get }
+    var needsQueries: Bool { get }
+    func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError)
+    /// Per (layer, head), layer-major: `headCounts[h] - window` scores.
+    func scores(_ context: CompactionContext, window: Int) throws(KVDError) -> [[Float]]
+}
+
+extension TokenScorer {
+    public var needsQueries: Bool { false }
+    public func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError) {}
+}
+
+/// Decides how many tokens each head keeps outside the window.
+public protocol BudgetAllocator: Sendable {
+    var name: String { get }
+    var params: [ParamSpec] { get }
+    /// True when `budgets` needs the scores (AdaKV spends a layer's budget where scores are high).
+    var needsScores: Bool { get }
+    func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError)
+    /// Per (layer, head): budget outside the window. `prefix[h]` tokens are eligible.
+    func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int]
+}
+
+extension BudgetAllocator {
+    public var needsScores: Bool { false }
+    public func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError) {}
+}
+
+/// The parameters every budgeted method shares.
+public enum BudgetParams {
+    public static let specs: [ParamSpec] = [
+        ParamSpec("budget", .int, default: .int(128), min: 0, max: 16_777_216, "average tokens kept per head outside the window"),
+        ParamSpec("fraction", .float, default: .float(0), min: 0, max: 1, "if > 0: budget = fraction × tokens before the window (overrides budget)"),
+        ParamSpec("window", .int, default: .int(0), min: 0, max: 16_777_216, "tokens at the end always kept when no observation queries are sent (with queries: their count)"),
+    ]
+
+    /// The average per-head budget: `fraction` of the mean eligible prefix when set, else `budget`.
+    public static func average(_ params: ResolvedParams, prefix: [Int]) -> Int {
+        let fraction = params.float("fraction")
+        if fraction > 0, !prefix.isEmpty {
+            let mean = Double(prefix.reduce(0, +)) / Double(prefix.count)
+            return Int((fraction * mean).rounded())
+        }
+        return params.int("budget")
+    }
+}
+
+/// Every head gets the same budget.
+public struct UniformAllocator: BudgetAllocator {
+    public init() {}
+    public let name = "uniform"
+    public var params: [ParamSpec] { BudgetParams.specs }
+    public func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int] {
+        let b = BudgetParams.average(context.params, prefix: prefix)
+        return prefix.map { _ in b }
+    }
+}
