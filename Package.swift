@@ -46,15 +46,17 @@ let package = Package(
         // parameters, top-k and budget arithmetic. Built-in and external methods implement it.
         .target(name: "KVDPluginAPI", dependencies: ["KVDCore", "CKVDKernels"], path: "Sources/KVDPluginAPI"),
         // Window attention (BLAS), shared by the query-based methods.
-        .target(name: "KVDAttention", dependencies: ["KVDPluginAPI", "COpenBLAS"], path: "Sources/KVDAttention"),
+        .target(name: "KVDAttention", dependencies: ["KVDPluginAPI", "COpenBLAS", "CKVDKernels"], path: "Sources/KVDAttention"),
         // Built-in compaction methods, one folder each (regular targets, not SwiftPM plugins).
         .target(name: "StreamingLLM", dependencies: ["KVDPluginAPI"], path: "Plugins/streamingllm"),
-        .target(name: "KeyNorm", dependencies: ["KVDPluginAPI"], path: "Plugins/knorm"),
+        .target(name: "KeyNorm", dependencies: ["KVDPluginAPI", "CKVDKernels"], path: "Plugins/knorm"),
         .target(name: "SnapKV", dependencies: ["KVDAttention"], path: "Plugins/snapkv"),
         .target(name: "H2O", dependencies: ["KVDAttention"], path: "Plugins/h2o"),
         .target(name: "PyramidKV", dependencies: ["KVDAttention"], path: "Plugins/pyramidkv"),
         .target(name: "AdaKV", dependencies: ["KVDAttention"], path: "Plugins/adakv"),
         .target(name: "HeadKV", dependencies: ["KVDAttention"], path: "Plugins/headkv"),
+        // Copy-me template (compiled and tested, not registered).
+        .target(name: "PluginTemplate", dependencies: ["KVDPluginAPI"], path: "Plugins/template"),
         // Everything that turns config and requests into a method to run: built-in catalog,
         // policies and rules, plan checks, and the C-ABI plugin loader.
         .target(
@@ -91,12 +93,18 @@ let package = Package(
             ],
             path: "Sources/kvd"
         ),
+        // Compaction benchmark (swift run -c release kvd-bench): methods against their roofline.
+        .executableTarget(
+            name: "kvd-bench",
+            dependencies: ["KVDCore", "KVDPluginAPI", "KVDPluginHost", "COpenBLAS"],
+            path: "Benchmarks/compaction"
+        ),
         .testTarget(name: "KVDCoreTests", dependencies: ["KVDCore"], path: "Tests/KVDCoreTests"),
         .testTarget(name: "KVDShmTests", dependencies: ["KVDShm"], path: "Tests/KVDShmTests"),
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
         .testTarget(
             name: "KVDPluginTests",
-            dependencies: ["KVDPluginAPI", "KVDPluginHost", "StreamingLLM", "KeyNorm", "SnapKV", "H2O", "PyramidKV", "AdaKV", "HeadKV", "KVDAttention"],
+            dependencies: ["KVDPluginAPI", "KVDPluginHost", "StreamingLLM", "KeyNorm", "SnapKV", "H2O", "PyramidKV", "AdaKV", "HeadKV", "KVDAttention", "PluginTemplate"],
             path: "Tests/KVDPluginTests"
         ),
     ]

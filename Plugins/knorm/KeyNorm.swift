@@ -1,3 +1,5 @@
+import CKVDKernels
+import Dispatch
 import KVDCore
 import KVDPluginAPI
 
@@ -12,15 +14,25 @@ public struct KeyNormScorer: TokenScorer {
     public func scores(_ context: CompactionContext, window: Int) throws(KVDError) -> [[Float]] {
         let view = context.view
         let d = view.layout.headDim
-        return view.headCounts.indices.map { h in
-            let keys = view.keys(h)
-            return (0..<(view.headCounts[h] - window)).map { t in
-                var sum: Float = 0
-                for i in 0..<d { sum += keys[t * d + i] * keys[t * d + i] }
-                return -sum.squareRoot()
+        var out = [[Float]](repeating: [], count: view.headCounts.count)
+        out.withUnsafeMutableBufferPointer { results in
+            let results = SendableBuffer(results)
+            // Heads are independent: spread them over the cores.
+            DispatchQueue.concurrentPerform(iterations: view.headCounts.count) { h in
+                let keys = view.keys(h)
+                results.buffer[h] = keys.withUnsafeBufferPointer { k in
+                    (0..<(view.headCounts[h] - window)).map { t in -kvd_sum_squares(k.baseAddress! + t * d, d).squareRoot() }
+                }
             }
         }
+        return out
     }
+}
+
+/// Lets concurrentPerform's iterations write disjoint elements of one buffer.
+struct SendableBuffer<T>: @unchecked Sendable {
+    let buffer: UnsafeMutableBufferPointer<T>
+    init(_ buffer: UnsafeMutableBufferPointer<T>) { self.buffer = buffer }
 }
 
 public enum KeyNorm {

@@ -1,3 +1,4 @@
+import CKVDKernels
 import COpenBLAS
 import Dispatch
 import Foundation
@@ -55,21 +56,10 @@ public enum WindowAttention {
         var scores = [Float](repeating: 0, count: prefix)
         let hasWeights = logWeights.contains { $0 != 0 }
         logits.withUnsafeMutableBufferPointer { c in
-            for r in 0..<rows {
-                // Query i of the window sits at position n - w + i and sees tokens up to itself.
-                let visible = n - w + (r % w) + 1
-                let row = c.baseAddress! + r * n
-                if hasWeights { for j in 0..<visible { row[j] += logWeights[j] } }
-                var top = -Float.infinity
-                for j in 0..<visible where row[j] > top { top = row[j] }
-                var sum: Float = 0
-                for j in 0..<visible {
-                    let e = expf(row[j] - top)
-                    row[j] = e
-                    sum += e
+            scores.withUnsafeMutableBufferPointer { s in
+                logWeights.withUnsafeBufferPointer { bias in
+                    kvd_window_softmax_scores(c.baseAddress!, rows, n, w, hasWeights ? bias.baseAddress : nil, prefix, s.baseAddress!)
                 }
-                let scale = 1 / (sum * Float(rows))
-                for j in 0..<prefix { scores[j] += row[j] * scale }
             }
         }
         return scores

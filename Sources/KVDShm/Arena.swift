@@ -26,9 +26,15 @@ public final class Arena: @unchecked Sendable {
         }
         self.name = name
         self.sizing = sizing
+        // A segment another live kvd serves must not be replaced: that would cut its clients off.
+        if ShmSyscalls.isLockedByLiveProcess(name) {
+            throw .failedPrecondition(
+                "shared memory \(name) is in use by another running kvd; stop it or choose another arena.shm_name")
+        }
         do {
             replacedStale = try ShmSyscalls.unlink(name)
             fd = try ShmSyscalls.createExclusive(name)
+            try ShmSyscalls.lock(fd, name)
         } catch {
             throw .internalError("cannot create shared memory \(name): \(error)")
         }

@@ -20,6 +20,21 @@ enum ShmSyscalls {
         return fd
     }
 
+    /// Whether a segment `name` exists and a live process holds its lock (`shm_open` + `flock(LOCK_EX |
+    /// LOCK_NB)`). A segment nobody locks was left by a crashed run.
+    static func isLockedByLiveProcess(_ name: String) -> Bool {
+        let fd = shm_open(name, O_RDWR, 0)
+        guard fd >= 0 else { return false }
+        defer { Glibc.close(fd) }
+        return flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK
+    }
+
+    /// `flock(fd, LOCK_EX | LOCK_NB)`: marks the segment as served while this process lives (the
+    /// kernel drops the lock when it exits, however it exits).
+    static func lock(_ fd: Int32, _ name: String) throws {
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 { throw Failure(call: "flock(\(name))", errno: errno) }
+    }
+
     /// `shm_unlink(name)`; returns false when there was no such segment.
     @discardableResult
     static func unlink(_ name: String) throws -> Bool {

@@ -61,3 +61,21 @@ import Testing
         }
     }
 }
+
+@Suite struct ArenaLockTests {
+    @Test func aSegmentServedByALiveArenaIsNotReplaced() throws {
+        let name = "/kvd-unit-lock-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let sizing = try ArenaSizing.compute(segmentBytes: 1 << 16, stagingBytes: 0, models: [ArenaTests.model])
+        let first = try Arena(name: name, sizing: sizing)
+        defer { first.close() }
+        do {
+            _ = try Arena(name: name, sizing: sizing)
+            Issue.record("a second arena replaced a live one")
+        } catch {
+            #expect(error.code == .failedPrecondition)
+            #expect(error.message.contains("in use by another running kvd"))
+        }
+        // The first arena's segment is still there and intact.
+        #expect(ArenaHeader.read(from: first.base) == first.header)
+    }
+}

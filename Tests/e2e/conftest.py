@@ -362,3 +362,52 @@ class Witness:
 @pytest.fixture
 def witness(client) -> Witness:
     return Witness(client)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compaction-method tests: a GQA model (G = 2) per dtype, a roomier arena, one daemon per module.
+
+GQA = dict(layers=3, kv_heads=2, q_heads=4, head_dim=16, page_tokens=4)
+MODEL_GQA_F32, MODEL_GQA_F16 = "gqa-f32", "gqa-f16"
+GQA_MODELS = {MODEL_GQA_F32: np.dtype(np.float32), MODEL_GQA_F16: np.dtype(np.float16)}
+
+
+def add_gqa_models(cfg: dict) -> None:
+    """``make_daemon`` mutator: add the two GQA models and room for several 50-token sequences."""
+    cfg["models"].append(model_entry(MODEL_GQA_F32, "f32", **GQA))
+    cfg["models"].append(model_entry(MODEL_GQA_F16, "f16", **GQA))
+    cfg["arena"]["size_bytes"] = "16MiB"
+    cfg["arena"]["staging_bytes"] = "1MiB"
+    cfg["server"]["max_message_bytes"] = "1MiB"
+
+
+def fill_sequence(c: Client, model: str, keys: np.ndarray, values: np.ndarray,
+                  chunk: int = 16) -> int:
+    """A new sequence of ``model`` holding ``keys``/``values`` [L, H, T, D], appended in chunks."""
+    seq = c.create_sequence(model)
+    for s in range(0, keys.shape[2], chunk):
+        c.append(seq, keys[:, :, s:s + chunk], values[:, :, s:s + chunk])
+    return seq
+
+
+@pytest.fixture(scope="module")
+def gqa_daemon(kvd_bin, tmp_path_factory):
+    """One daemon for a whole module, on the default test config plus the GQA models."""
+    workdir = Path(tempfile.mkdtemp(prefix="kvd-gqa-", dir="/tmp"))
+    cfg = default_config(f"/kvd-test-{uuid.uuid4().hex}", f"ipc://{workdir}/kvd.sock")
+    add_gqa_models(cfg)
+    d = Daemon(workdir, cfg)
+    d.start()
+    yield d
+    rc = d.stop()
+    if d.shm_path.exists():
+        d.shm_path.unlink()
+    shutil.rmtree(workdir, ignore_errors=True)
+    assert rc == 0, f"kvd exited with {rc} on SIGTERM:\n{d.stderr()[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def gqa_client(gqa_daemon):
+    c = gqa_daemon.client()
+    yield c
+    c.close()

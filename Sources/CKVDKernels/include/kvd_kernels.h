@@ -23,3 +23,22 @@ int kvd_have_f16c(void);
 }
 #endif
 #endif
+
+#ifndef KVD_KERNELS_SOFTMAX_H
+#define KVD_KERNELS_SOFTMAX_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+/// Window-attention scores from logits, in place. `logits` is [rows][n] row-major, rows = G·w;
+/// row r is window query r % w, which sees tokens 0 .. n - w + (r % w) (causal). For each row:
+/// add `bias` (per-token log-weights, may be NULL), softmax over the visible tokens, then add
+/// row[j] / rows to scores[j] for j < prefix. exp is a vectorised polynomial (≤ 2 ulp on the
+/// range softmax uses).
+void kvd_window_softmax_scores(float *logits, size_t rows, size_t n, size_t window, const float *bias,
+                               size_t prefix, float *scores);
+/// Σ_i x[i]², n elements, vectorised.
+float kvd_sum_squares(const float *x, size_t n);
+#ifdef __cplusplus
+}
+#endif
+#endif

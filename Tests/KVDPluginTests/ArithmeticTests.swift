@@ -1,0 +1,34 @@
+import KVDPluginAPI
+import Testing
+
+/// Budget arithmetic, pooling and top-k against hand-worked expectations.
+@Suite struct ArithmeticTests {
+    @Test func largestRemainderSumsExactlyAndFavoursLargestFractions() {
+        // exact shares 3.5, 2.25, 4.25 of 10 → floors 3, 2, 4 (9); the 1 missing goes to 3.5.
+        #expect(largestRemainder([3.5, 2.25, 4.25], total: 10) == [4, 2, 4])
+        // Equal fractions: lower index first.
+        #expect(largestRemainder([1, 1, 1], total: 2) == [1, 1, 0])
+        #expect(largestRemainder([0, 0], total: 5) == [3, 2])
+        for total in [0, 1, 7, 1000] {
+            #expect(largestRemainder([0.3, 5, 2, 0.01], total: total).reduce(0, +) == total)
+        }
+    }
+
+    @Test func avgPoolCountsZeroPadding() {
+        // kernel 3 over [3, 6, 9]: (0+3+6)/3, (3+6+9)/3, (6+9+0)/3
+        #expect(pool([3, 6, 9], kind: .avg, kernel: 3) == [3, 6, 5])
+        #expect(pool([1, 2], kind: .none, kernel: 5) == [1, 2])
+    }
+
+    @Test func maxPoolIgnoresPadding() {
+        #expect(pool([-3, -1, -2, -5], kind: .max, kernel: 3) == [-1, -1, -1, -2])
+    }
+
+    @Test func topKKeepsBestThenWindowWithLowerPositionOnTies() {
+        // scores for tokens 0..4; window keeps 5, 6.
+        #expect(topK(scores: [1, 5, 5, 0, 5], budget: 2, window: 2, count: 7) == [1, 2, 5, 6])
+        #expect(topK(scores: [1, 5, 5, 0, 5], budget: 9, window: 2, count: 7) == [0, 1, 2, 3, 4, 5, 6])
+        #expect(topK(scores: [1, 5, 5, 0, 5], budget: 0, window: 2, count: 7) == [5, 6])
+        #expect(topK(scores: [9, 9, 1, 2, 0], budget: 1, sinks: 2, window: 0, count: 5) == [0, 1, 3])
+    }
+}

@@ -1,0 +1,44 @@
+import Foundation
+import KVDCore
+import KVDPluginAPI
+
+/// Deterministic random data for plugin tests.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    mutating func float() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
+}
+
+/// A GQA model: 3 layers, 2 KV heads, 4 query heads, head dim 8.
+let testLayout = ModelLayout(name: "t", layers: 3, kvHeads: 2, qHeads: 4, headDim: 8, dtype: .f32, pageTokens: 4, defaultMethod: "snapkv")
+
+/// Random keys/values per head (`count` tokens each) and `window` random queries per query head.
+func randomInputs(count: Int, window: Int, seed: UInt64, layout m: ModelLayout = testLayout) -> (SequenceView, Observation) {
+    var rng = SplitMix(seed: seed)
+    let keys = (0..<m.headCount).map { _ in (0..<(count * m.headDim)).map { _ in rng.float() } }
+    let values = (0..<m.headCount).map { _ in (0..<(count * m.headDim)).map { _ in rng.float() } }
+    let queries = (0..<(m.layers * m.qHeads * window * m.headDim)).map { _ in rng.float() * 2 }
+    return (
+        SequenceView(layout: m, keys: keys, values: values),
+        Observation(layers: m.layers, qHeads: m.qHeads, window: window, headDim: m.headDim, queries: queries)
+    )
+}
+
+/// A head-score file for `testLayout` in the reference format, written to a temporary path.
+func writeHeadScores(_ importance: [[Double]], perQueryHead: Bool = false) throws -> String {
+    var table: [String: [Double]] = [:]
+    for (l, row) in importance.enumerated() {
+        for (h, v) in row.enumerated() { table["\(l)-\(h)"] = [v * 0.5, v * 1.5] }  // mean = v
+    }
+    let path = NSTemporaryDirectory() + "kvd-headscores-\(UUID().uuidString).json"
+    try JSONSerialization.data(withJSONObject: table).write(to: URL(fileURLWithPath: path))
+    return path
+}
