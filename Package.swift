@@ -5,7 +5,7 @@
 // - swift-protobuf: the wire format (generated code is committed; only the runtime library builds).
 // - Yams: YAML config files (`kvd --config Config/kvd.yaml`), with line numbers for errors.
 // - swift-argument-parser: `kvd --help`, `--version`, `--config`, with standard behaviour.
-// System libraries: libzmq (transport) and OpenBLAS (sgemm for window attention).
+// System libraries: libzmq (transport), linked; OpenBLAS (sgemm for window attention), opened at run time.
 import PackageDescription
 
 let package = Package(
@@ -27,14 +27,8 @@ let package = Package(
             pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]
         ),
-        // OpenBLAS through pkg-config (Debian: libopenblas-dev): sgemm for window attention.
-        .systemLibrary(
-            name: "COpenBLAS",
-            path: "Sources/COpenBLAS",
-            pkgConfig: "openblas",
-            providers: [.apt(["libopenblas-dev"])]
-        ),
-        // f16/bf16 → f32 conversion with F16C chosen at run time.
+        // C kernels with run-time CPU dispatch: f16/bf16 → f32 (F16C), window softmax, and OpenBLAS
+        // opened at first use (see blas.c for why it is not linked).
         .target(name: "CKVDKernels", path: "Sources/CKVDKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // The C ABI third-party plugins are built against (header only).
         .target(name: "CKVDPluginABI", path: "Sources/CKVDPluginABI"),
@@ -46,7 +40,7 @@ let package = Package(
         // parameters, top-k and budget arithmetic. Built-in and external methods implement it.
         .target(name: "KVDPluginAPI", dependencies: ["KVDCore", "CKVDKernels"], path: "Sources/KVDPluginAPI"),
         // Window attention (BLAS), shared by the query-based methods.
-        .target(name: "KVDAttention", dependencies: ["KVDPluginAPI", "COpenBLAS", "CKVDKernels"], path: "Sources/KVDAttention"),
+        .target(name: "KVDAttention", dependencies: ["KVDPluginAPI", "CKVDKernels"], path: "Sources/KVDAttention"),
         // Built-in compaction methods, one folder each (regular targets, not SwiftPM plugins).
         .target(name: "StreamingLLM", dependencies: ["KVDPluginAPI"], path: "Plugins/streamingllm"),
         .target(name: "KeyNorm", dependencies: ["KVDPluginAPI", "CKVDKernels"], path: "Plugins/knorm"),
@@ -96,7 +90,7 @@ let package = Package(
         // Compaction benchmark (swift run -c release kvd-bench): methods against their roofline.
         .executableTarget(
             name: "kvd-bench",
-            dependencies: ["KVDCore", "KVDPluginAPI", "KVDPluginHost", "COpenBLAS"],
+            dependencies: ["KVDCore", "KVDPluginAPI", "KVDPluginHost", "CKVDKernels"],
             path: "Benchmarks/compaction"
         ),
         .testTarget(name: "KVDCoreTests", dependencies: ["KVDCore"], path: "Tests/KVDCoreTests"),

@@ -39,7 +39,7 @@ static const kvd_param_spec vnorm_params[] = {
  * fallback only guards against a host that does not. */
 static double param_float(const kvd_head_call *call, const char *name, double fallback) {
     for (uint32_t i = 0; i < call->num_params; i++) {
-        const kvd_param_value *p = &call->params[i];
+        const kvd_param_value *p = kvd_param_at(call, i);
         if (p->type == KVD_PARAM_FLOAT && strcmp(p->name, name) == 0) return p->float_value;
     }
     return fallback;
@@ -74,6 +74,7 @@ static const kvd_plugin_v1 vnorm_table = {
     .description = "Value norm: keep the tokens whose value vectors have the largest Lp norm",
     .params = vnorm_params,
     .num_params = sizeof vnorm_params / sizeof vnorm_params[0],
+    .param_spec_size = sizeof(kvd_param_spec),
     .needs_queries = 0,
     .state = NULL,
     .score_head = vnorm_score_head,
@@ -84,6 +85,6 @@ static const kvd_plugin_v1 vnorm_table = {
 const kvd_plugin_v1 *kvd_plugin_entry(const kvd_host_v1 *host) {
     /* Tables only grow, so any host of this major has at least the members used here. */
     if (host->abi_major != KVD_PLUGIN_ABI_MAJOR) return NULL;
-    host->log(KVD_LOG_DEBUG, "vnorm: ready");
+    host->log(host, KVD_LOG_DEBUG, "vnorm: ready");
     return &vnorm_table;
 }

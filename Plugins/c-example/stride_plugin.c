@@ -28,7 +28,7 @@ static const kvd_param_spec stride_params[] = {
 
 static int64_t param_int(const kvd_head_call *call, const char *name, int64_t fallback) {
     for (uint32_t i = 0; i < call->num_params; i++) {
-        const kvd_param_value *p = &call->params[i];
+        const kvd_param_value *p = kvd_param_at(call, i);
         if (p->type == KVD_PARAM_INT && strcmp(p->name, name) == 0) return p->int_value;
     }
     return fallback;
@@ -56,6 +56,7 @@ static const kvd_plugin_v1 stride_table = {
     .description = "Strided sampling: keep every k-th token before the window, up to the budget",
     .params = stride_params,
     .num_params = sizeof stride_params / sizeof stride_params[0],
+    .param_spec_size = sizeof(kvd_param_spec),
     .needs_queries = 0,
     .state = NULL,
     .score_head = NULL,

@@ -1,5 +1,4 @@
 import CKVDKernels
-import COpenBLAS
 import Dispatch
 import Foundation
 import KVDCore
@@ -11,13 +10,12 @@ import KVDPluginAPI
 /// for the tokens before the window. One sgemm per KV head ([G·w, d] × [d, n]); heads run in
 /// parallel on all cores.
 public enum WindowAttention {
-    /// OpenBLAS threads would fight the per-head parallelism; one thread each is fastest here.
-    private static let singleThreadedBLAS: Void = { openblas_set_num_threads(1) }()
-
     /// Scores per (layer, KV head), layer-major: `counts[h] - window` values each.
     public static func scores(_ context: CompactionContext, window: Int) throws(KVDError) -> [[Float]] {
-        _ = singleThreadedBLAS
         let obs = try context.requireObservation()
+        guard kvd_blas_available() != 0 else {
+            throw .internalError("window attention needs OpenBLAS (libopenblas.so.0), which could not be loaded; install libopenblas0")
+        }
         let view = context.view
         let m = view.layout
         let group = m.qHeads / m.kvHeads
@@ -46,10 +44,7 @@ public enum WindowAttention {
         obs.queries.withUnsafeBufferPointer { q in
             keys.withUnsafeBufferPointer { k in
                 logits.withUnsafeMutableBufferPointer { c in
-                    cblas_sgemm(
-                        CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(d),
-                        1 / Float(d).squareRoot(), q.baseAddress! + firstQ, Int32(d), k.baseAddress!, Int32(d),
-                        0, c.baseAddress!, Int32(n))
+                    kvd_sgemm_abt(Int32(rows), Int32(n), Int32(d), 1 / Float(d).squareRoot(), q.baseAddress! + firstQ, k.baseAddress!, c.baseAddress!)
                 }
             }
         }

@@ -29,6 +29,7 @@ import Testing
         t.initialize(to: kvd_plugin_v1(
             struct_size: UInt32(size), abi_major: major, abi_minor: 0, name: UnsafePointer(strdup(name)), version: nil,
             description: UnsafePointer(strdup("a test table")), params: UnsafePointer(specs), num_params: UInt32(params.count),
+            param_spec_size: UInt32(MemoryLayout<kvd_param_spec>.stride),
             needs_queries: needsQueries ? 1 : 0, state: nil, score_head: score, select_head: select, destroy: nil))
         return UnsafePointer(t)
     }

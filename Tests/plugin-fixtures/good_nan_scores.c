@@ -20,7 +20,7 @@ static const kvd_host_v1 *host_table;
 
 static void destroy(void *state) {
     (void)state;
-    host_table->log(KVD_LOG_INFO, "nan_scores: destroy called");
+    host_table->log(host_table, KVD_LOG_INFO, "nan_scores: destroy called");
 }
 
 static const kvd_plugin_v1 table = {

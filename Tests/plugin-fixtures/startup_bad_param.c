@@ -14,7 +14,7 @@ static const kvd_param_spec params[] = {
 static const kvd_plugin_v1 table = {
     .struct_size = sizeof(kvd_plugin_v1), .abi_major = KVD_PLUGIN_ABI_MAJOR,
     .name = "bad_param", .description = "fixture: parameter of unknown type",
-    .params = params, .num_params = 1, .score_head = score,
+    .params = params, .num_params = 1, .param_spec_size = sizeof(kvd_param_spec), .score_head = score,
 };
 
 const kvd_plugin_v1 *kvd_plugin_entry(const kvd_host_v1 *host) { (void)host; return &table; }

@@ -42,3 +42,21 @@ float kvd_sum_squares(const float *x, size_t n);
 }
 #endif
 #endif
+
+#ifndef KVD_KERNELS_BLAS_H
+#define KVD_KERNELS_BLAS_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+/// 1 when OpenBLAS (libopenblas.so.0) could be opened; loads it on first call (see blas.c).
+int kvd_blas_available(void);
+/// OpenBLAS's name for the kernel it uses (e.g. "Haswell"), or "none".
+const char *kvd_blas_core(void);
+/// OpenBLAS threads (kvd uses 1 and parallelises over heads).
+void kvd_blas_set_threads(int n);
+/// Row-major C[m][n] = alpha · A[m][k] · B[n][k]ᵀ. Call only when kvd_blas_available().
+void kvd_sgemm_abt(int m, int n, int k, float alpha, const float *a, const float *b, float *c);
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -14,8 +14,10 @@
  *   - select tokens (select_head): the plugin writes the kept indices itself.
  *
  * Compatibility rules:
- *   - Structures only ever grow at the end; every structure starts with struct_size so either side
- *     can tell which members the other knows. Never reorder or remove members.
+ *   - Structures only ever grow at the end; every structure passed by pointer starts with
+ *     struct_size so either side can tell which members the other knows, and every array of
+ *     structures travels with its element size (param_spec_size, param_value_size), so elements can
+ *     grow too. Never reorder or remove members.
  *   - abi_major changes only when an existing member changes meaning; kvd refuses another major.
  *     abi_minor counts members added at the end; kvd accepts any minor.
  *
@@ -28,6 +30,14 @@
  * message and leaves the sequence unchanged. Nothing is ever freed across the boundary.
  * Threads: kvd may call score_head/select_head for different heads concurrently from several
  * threads; callbacks must be thread-safe (pure functions of their arguments are).
+ *
+ * What kvd does with the answers:
+ *   - score_head: NaN scores rank lowest (like -infinity; equal scores keep the lower position).
+ *     kvd keeps the top `budget` before the window, plus the window. There are no sink tokens for
+ *     scoring plugins; a select_head plugin may keep the first tokens itself.
+ *   - select_head: call->budget is already min(budget, num_tokens - window).
+ *   - Neither callback is called for a head with no tokens before the window (nothing to decide).
+ *   - destroy runs once, when kvd exits; never for a table kvd refused.
  */
 #ifndef KVD_PLUGIN_H
 #define KVD_PLUGIN_H
@@ -55,7 +65,7 @@ enum {
 enum { KVD_LOG_ERROR = 0, KVD_LOG_WARNING = 1, KVD_LOG_INFO = 2, KVD_LOG_DEBUG = 3 };
 
 /* One parameter the plugin accepts (besides the budget parameters kvd adds itself:
- * budget, fraction, window). */
+ * budget, fraction, window). Passed as an array with kvd_plugin_v1.param_spec_size. */
 typedef struct kvd_param_spec {
     const char *name;           /* PLUGIN */
     int32_t type;               /* KVD_PARAM_* */
@@ -66,7 +76,8 @@ typedef struct kvd_param_spec {
     const char *description;    /* PLUGIN; one line */
 } kvd_param_spec;
 
-/* A parameter value as resolved by kvd (defaults applied, type and range checked). */
+/* A parameter value as resolved by kvd (defaults applied, type and range checked). Passed as an
+ * array with kvd_head_call.param_value_size; read element i with kvd_param_at(call, i). */
 typedef struct kvd_param_value {
     const char *name;           /* BORROWED */
     int32_t type;               /* KVD_PARAM_* */
@@ -117,17 +128,20 @@ typedef struct kvd_head_call {
     const kvd_observation *observation; /* BORROWED; NULL when the request sent no queries */
     const kvd_param_value *params;      /* BORROWED; [num_params], every declared parameter */
     uint32_t num_params;
+    uint32_t param_value_size;          /* bytes from one params element to the next */
     uint32_t window;    /* the last `window` tokens are always kept; decide about [0, num_tokens - window) */
     uint32_t budget;    /* select_head: keep at most this many tokens before the window */
 } kvd_head_call;
 
-/* What kvd offers the plugin. */
+/* What kvd offers the plugin. Each plugin gets its own table, so kvd knows who is logging. */
 typedef struct kvd_host_v1 {
     uint32_t struct_size;
     uint16_t abi_major;
     uint16_t abi_minor;
-    /* Writes one line to kvd's log. message: BORROWED by kvd for the call. May be called any time. */
-    void (*log)(int32_t level, const char *message);
+    /* Writes one line to kvd's log, attributed to this plugin. host: the table this function came
+     * in; message: BORROWED by kvd for the call. May be called any time, from any thread. */
+    void (*log)(const struct kvd_host_v1 *host, int32_t level, const char *message);
+    void *host_context;         /* kvd's own; do not touch */
 } kvd_host_v1;
 
 /* The plugin's table, returned by kvd_plugin_entry. PLUGIN-owned; must stay valid until destroy. */
@@ -140,6 +154,7 @@ typedef struct kvd_plugin_v1 {
     const char *description;    /* PLUGIN; one line, paper or idea */
     const kvd_param_spec *params; /* PLUGIN; [num_params] */
     uint32_t num_params;
+    uint32_t param_spec_size;   /* sizeof(kvd_param_spec) as the plugin was compiled */
     uint32_t needs_queries;     /* 1: refuse requests without observation queries */
     void *state;                /* PLUGIN; passed back to every callback */
 
@@ -158,6 +173,11 @@ typedef struct kvd_plugin_v1 {
     void (*destroy)(void *state);
     /* New members go here, at the end only. */
 } kvd_plugin_v1;
+
+/* Element i of call->params, stepping by the host's element size. */
+static inline const kvd_param_value *kvd_param_at(const kvd_head_call *call, uint32_t i) {
+    return (const kvd_param_value *)((const char *)call->params + (size_t)i * call->param_value_size);
+}
 
 /* The entry point every plugin exports. host: BORROWED for the call, but the kvd_host_v1 it points
  * to stays valid until destroy. Returns NULL to refuse loading (log why through host->log). */

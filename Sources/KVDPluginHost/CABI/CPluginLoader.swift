@@ -72,7 +72,7 @@ public enum CPluginLoader {
         let entry = unsafeBitCast(symbol, to: kvd_plugin_entry_fn.self)
         // A refused library stays open: its entry has run and may have started something that
         // dlclose would pull the code out from under; start-up is failing anyway.
-        guard let table = entry(HostTable.pointer) else {
+        guard let table = entry(HostTable.table(for: path)) else {
             throw .invalidArgument("\(path): \(KVD_PLUGIN_ENTRY_SYMBOL) returned NULL, the plugin refused to load (its log lines above say why); fix what it reports or remove the file")
         }
         let plugin = try TableValidator.validate(table, path: path)

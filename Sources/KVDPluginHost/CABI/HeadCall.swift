@@ -44,6 +44,7 @@ struct HeadCall {
                                 var call = kvd_head_call(
                                     struct_size: UInt32(MemoryLayout<kvd_head_call>.size), model: model, head: headView,
                                     observation: obs, params: params.baseAddress, num_params: UInt32(params.count),
+                                    param_value_size: UInt32(MemoryLayout<kvd_param_value>.stride),
                                     window: UInt32(window), budget: UInt32(clamping: min(budget, prefix)))
                                 return withUnsafePointer(to: &call) { decide($0, count: count, prefix: prefix) }
                             }

@@ -57,10 +57,15 @@ enum TableValidator {
         guard count == 0 || t.params != nil else {
             throw refuse("plugin '\(plugin)' declares \(count) parameters but params is NULL")
         }
+        // Elements are read with the plugin's stride; one shorter than ours lacks members we read.
+        let stride = Int(t.param_spec_size)
+        guard count == 0 || stride >= MemoryLayout<kvd_param_spec>.size else {
+            throw refuse("plugin '\(plugin)': param_spec_size is \(stride), this kvd reads \(MemoryLayout<kvd_param_spec>.size); set it to sizeof(kvd_param_spec)")
+        }
         var seen = Set<String>()
         var out: [ParamSpec] = []
         for i in 0..<count {
-            let p = t.params![i]
+            let p = UnsafeRawPointer(t.params!).advanced(by: i * stride).loadUnaligned(as: kvd_param_spec.self)
             let at = "plugin '\(plugin)' parameter \(i)"
             guard let cName = p.name else { throw refuse("\(at): name is NULL; give every kvd_param_spec a name") }
             let name = String(cString: cName)

@@ -30,7 +30,9 @@ enum CompactHandler {
         out.method = name
         out.policy = choice.policy
         out.chosenBy = choice.chosenBy
-        out.budgets = planned.budgets?.map { UInt32(clamping: $0) } ?? []
+        // Only methods with a token budget report one; streamingllm's zeros would read as "budget 0".
+        let budgeted = choice.method.descriptor.params.contains { $0.name == "budget" }
+        out.budgets = budgeted ? planned.budgets?.map { UInt32(clamping: $0) } ?? [] : []
         let m = seq.layout
         out.heads = outcome.before.indices.map { h in
             var c = Kvd_V1_HeadCount()
