@@ -15,6 +15,19 @@ let repeats = args.count > 2 ? Int(args[2]) ?? 3 : 3
 let layout = ModelLayout(name: "llama3-8b-slice", layers: 8, kvHeads: 8, qHeads: 32, headDim: 128, dtype: .f16, pageTokens: 16, defaultMethod: "snapkv")
 let window = 32
 
+/// Cheap deterministic generator: SystemRandomNumberGenerator would make a syscall per number.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let t = DispatchTime.now().uptimeNanoseconds
     try body()
@@ -36,7 +49,7 @@ let memory = PageMemory(base: buffer, geometry: geometry)
 let allocator = PageAllocator(pageCount: pageCount)
 let sequence = KVSequence(id: SequenceID(1), layout: layout, tenant: "bench")
 do {
-    var rng = SystemRandomNumberGenerator()
+    var rng = SplitMix(seed: 42)
     let elements = layout.headCount * tokens * layout.headDim
     let k = (0..<elements).map { _ in Float16(Float.random(in: -1...1, using: &rng)) }
     let v = (0..<elements).map { _ in Float16(Float.random(in: -1...1, using: &rng)) }
@@ -46,7 +59,8 @@ do {
         }
     }
 }
-let queries = (0..<(layout.layers * layout.qHeads * window * layout.headDim)).map { _ in Float.random(in: -1...1) }
+var queryRNG = SplitMix(seed: 7)
+let queries = (0..<(layout.layers * layout.qHeads * window * layout.headDim)).map { _ in Float.random(in: -1...1, using: &queryRNG) }
 let observation = Observation(layers: layout.layers, qHeads: layout.qHeads, window: window, headDim: layout.headDim, queries: queries)
 let view = SequenceView(layout: layout, heads: sequence.heads, memory: memory)
 
@@ -85,7 +99,8 @@ let scores = NSTemporaryDirectory() + "kvd-bench-scores.json"
 var table: [String: [Double]] = [:]
 for l in 0..<layout.layers { for h in 0..<layout.kvHeads { table["\(l)-\(h)"] = [Double(l * layout.kvHeads + h + 1)] } }
 try JSONSerialization.data(withJSONObject: table).write(to: URL(fileURLWithPath: scores))
-for method in Catalog.builtinMethods {
+let only = ProcessInfo.processInfo.environment["KVD_BENCH_METHOD"]
+for method in Catalog.builtinMethods where only == nil || only == method.descriptor.name {
     var overrides: [(name: String, value: ParamValue)] = []
     let names = Set(method.descriptor.params.map(\.name))
     if names.contains("budget") { overrides.append(("budget", .int(1024))) }

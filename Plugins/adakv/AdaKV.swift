@@ -22,19 +22,32 @@ public struct AdaKVAllocator: BudgetAllocator {
         var out = [Int](repeating: 0, count: m.headCount)
         for l in 0..<m.layers {
             let heads = Array((l * m.kvHeads)..<((l + 1) * m.kvHeads))
-            // (score, head, position) of every eligible token; highest first, ties to lower head, then position.
-            var all: [(Float, Int, Int)] = []
-            for h in heads { for (t, s) in scores[h].enumerated() { all.append((s, h, t)) } }
-            let take = min(m.kvHeads * b, all.count)
-            all.sort { a, c in a.0 != c.0 ? a.0 > c.0 : (a.1 != c.1 ? a.1 < c.1 : a.2 < c.2) }
-            var hits = [Int: Int]()
-            for (_, h, _) in all.prefix(take) { hits[h, default: 0] += 1 }
-            let weights = heads.map { Double(hits[$0] ?? 0) * (1 - f) + f * Double(b) }
+            let hits = layerHits(scores, heads: heads, take: m.kvHeads * b)
+            let weights = hits.map { Double($0) * (1 - f) + f * Double(b) }
             let shares = largestRemainder(weights, total: m.kvHeads * b)
             for (i, h) in heads.enumerated() { out[h] = min(shares[i], prefix[h]) }
         }
         return out
     }
+}
+
+/// How many of the layer's top-`take` scores fall in each head, ranking by score (higher first),
+/// then lower head, then lower position: every score above the take-th largest counts, and ties at
+/// it are given out in (head, position) order. O(n) by quickselect instead of sorting the layer.
+func layerHits(_ scores: [[Float]], heads: [Int], take: Int) -> [Int] {
+    let all = heads.flatMap { scores[$0] }
+    guard take > 0, !all.isEmpty else { return heads.map { _ in 0 } }
+    guard take < all.count else { return heads.map { scores[$0].count } }
+    let cut = kthLargest(all, take)
+    var above = heads.map { h in scores[h].reduce(0) { $1 > cut ? $0 + 1 : $0 } }
+    var ties = take - above.reduce(0, +)
+    for (i, h) in heads.enumerated() where ties > 0 {
+        let equal = scores[h].reduce(0) { $1 == cut ? $0 + 1 : $0 }
+        let given = min(equal, ties)
+        above[i] += given
+        ties -= given
+    }
+    return above
 }
 
 public enum AdaKV {

@@ -1,5 +1,6 @@
 import CKVDKernels
 import Dispatch
+import Foundation
 import KVDCore
 import KVDPluginAPI
 
@@ -15,24 +16,23 @@ public struct KeyNormScorer: TokenScorer {
         let view = context.view
         let d = view.layout.headDim
         var out = [[Float]](repeating: [], count: view.headCounts.count)
+        let heads = view.headCounts.count
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, heads))
+        let longest = view.headCounts.max() ?? 0
         out.withUnsafeMutableBufferPointer { results in
             let results = SendableBuffer(results)
-            // Heads are independent: spread them over the cores.
-            DispatchQueue.concurrentPerform(iterations: view.headCounts.count) { h in
-                let keys = view.keys(h)
-                results.buffer[h] = keys.withUnsafeBufferPointer { k in
-                    (0..<(view.headCounts[h] - window)).map { t in -kvd_sum_squares(k.baseAddress! + t * d, d).squareRoot() }
+            // One worker per core with a key buffer reused across its heads (no page faults per head).
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                let keys = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest * d))
+                defer { keys.deallocate() }
+                for h in stride(from: worker, to: heads, by: workers) {
+                    view.read(h, values: false, into: keys)
+                    results.buffer[h] = (0..<(view.headCounts[h] - window)).map { t in -kvd_sum_squares(keys + t * d, d).squareRoot() }
                 }
             }
         }
         return out
     }
-}
-
-/// Lets concurrentPerform's iterations write disjoint elements of one buffer.
-struct SendableBuffer<T>: @unchecked Sendable {
-    let buffer: UnsafeMutableBufferPointer<T>
-    init(_ buffer: UnsafeMutableBufferPointer<T>) { self.buffer = buffer }
 }
 
 public enum KeyNorm {

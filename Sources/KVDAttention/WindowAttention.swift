@@ -20,49 +20,53 @@ public enum WindowAttention {
         let m = view.layout
         let group = m.qHeads / m.kvHeads
         var out = [[Float]](repeating: [], count: m.headCount)
+        // One worker per core, each with its own key and logit buffers reused across its heads:
+        // fresh multi-megabyte buffers per head would cost a page fault per 4 KiB every time.
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, m.headCount))
+        let longest = view.headCounts.max() ?? 0
         out.withUnsafeMutableBufferPointer { results in
-            let results = UnsafeSendable(results)
-            DispatchQueue.concurrentPerform(iterations: m.headCount) { h in
-                results.value[h] = headScores(view, obs, h: h, group: group, window: window)
+            let results = SendableBuffer(results)
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                let keys = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest * m.headDim))
+                let logits = UnsafeMutablePointer<Float>.allocate(capacity: max(1, group * window * longest))
+                defer {
+                    keys.deallocate()
+                    logits.deallocate()
+                }
+                for h in stride(from: worker, to: m.headCount, by: workers) {
+                    results.buffer[h] = headScores(view, obs, h: h, group: group, window: window, keys: keys, logits: logits)
+                }
             }
         }
         return out
     }
 
-    static func headScores(_ view: SequenceView, _ obs: Observation, h: Int, group: Int, window w: Int) -> [Float] {
+    /// Scores of head `h`; `keys` and `logits` are scratch buffers large enough for the longest head.
+    static func headScores(
+        _ view: SequenceView, _ obs: Observation, h: Int, group: Int, window w: Int,
+        keys: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>
+    ) -> [Float] {
         let m = view.layout
         let n = view.headCounts[h]
         let d = m.headDim
         let prefix = n - w
         guard prefix > 0 else { return [] }
-        let keys = view.keys(h)
+        view.read(h, values: false, into: keys)
         let logWeights = view.logWeights[h]
         let rows = group * w
         let layer = h / m.kvHeads
         let firstQ = obs.offset(layer: layer, qHead: (h % m.kvHeads) * group)
-        var logits = [Float](repeating: 0, count: rows * n)
         obs.queries.withUnsafeBufferPointer { q in
-            keys.withUnsafeBufferPointer { k in
-                logits.withUnsafeMutableBufferPointer { c in
-                    kvd_sgemm_abt(Int32(rows), Int32(n), Int32(d), 1 / Float(d).squareRoot(), q.baseAddress! + firstQ, k.baseAddress!, c.baseAddress!)
-                }
-            }
+            kvd_sgemm_abt(Int32(rows), Int32(n), Int32(d), 1 / Float(d).squareRoot(), q.baseAddress! + firstQ, keys, logits)
         }
         var scores = [Float](repeating: 0, count: prefix)
         let hasWeights = logWeights.contains { $0 != 0 }
-        logits.withUnsafeMutableBufferPointer { c in
-            scores.withUnsafeMutableBufferPointer { s in
-                logWeights.withUnsafeBufferPointer { bias in
-                    kvd_window_softmax_scores(c.baseAddress!, rows, n, w, hasWeights ? bias.baseAddress : nil, prefix, s.baseAddress!)
-                }
+        scores.withUnsafeMutableBufferPointer { s in
+            logWeights.withUnsafeBufferPointer { bias in
+                kvd_window_softmax_scores(logits, rows, n, w, hasWeights ? bias.baseAddress : nil, prefix, s.baseAddress!)
             }
         }
         return scores
     }
 }
 
-/// Lets concurrentPerform's iterations write disjoint elements of one buffer.
-struct UnsafeSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}

@@ -1,3 +1,4 @@
+import Dispatch
 import KVDCore
 
 /// The host's top-k for one head of `count` tokens: the first `sinks`, the `budget` highest-scoring
@@ -7,12 +8,56 @@ public func topK(scores: [Float], budget: Int, sinks: Int = 0, window: Int, coun
     let prefixEnd = count - window
     precondition(scores.count == prefixEnd, "scores must cover the \(prefixEnd) tokens before the window")
     let sinkEnd = min(sinks, prefixEnd)
-    var chosen = Array(sinkEnd..<prefixEnd)
-    if budget < chosen.count {
-        chosen.sort { a, b in scores[a] != scores[b] ? scores[a] > scores[b] : a < b }
-        chosen = Array(chosen.prefix(max(budget, 0))).sorted()
+    let candidates = prefixEnd - sinkEnd
+    var out: [Int32] = (0..<sinkEnd).map(Int32.init)
+    out.reserveCapacity(sinkEnd + min(max(budget, 0), candidates) + window)
+    if budget >= candidates {
+        out += (sinkEnd..<prefixEnd).map(Int32.init)
+    } else if budget > 0 {
+        // The budget-th largest score is the cut: every score above it is kept, and of the scores
+        // equal to it the lowest positions fill what is left. Same set as sorting by (score desc,
+        // position asc) and taking the first `budget`, in O(n) instead of O(n log n).
+        let cut = kthLargest(Array(scores[sinkEnd..<prefixEnd]), budget)
+        var above = 0
+        for i in sinkEnd..<prefixEnd where scores[i] > cut { above += 1 }
+        var ties = budget - above
+        for i in sinkEnd..<prefixEnd {
+            let s = scores[i]
+            if s > cut {
+                out.append(Int32(i))
+            } else if s == cut, ties > 0 {
+                out.append(Int32(i))
+                ties -= 1
+            }
+        }
     }
-    return (0..<sinkEnd).map(Int32.init) + chosen.map(Int32.init) + (prefixEnd..<count).map(Int32.init)
+    out += (prefixEnd..<count).map(Int32.init)
+    return out
+}
+
+/// The k-th largest value (k ≥ 1) by quickselect with median-of-three pivots.
+public func kthLargest(_ values: [Float], _ k: Int) -> Float {
+    var a = values
+    var lo = 0, hi = a.count - 1
+    let target = k - 1  // index in descending order
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2
+        // Median of three as pivot keeps sorted and reversed inputs linear.
+        let x = a[lo], y = a[mid], z = a[hi]
+        let pivot = max(min(x, y), min(max(x, y), z))
+        var i = lo, j = hi
+        while i <= j {
+            while a[i] > pivot { i += 1 }
+            while a[j] < pivot { j -= 1 }
+            if i <= j {
+                a.swapAt(i, j)
+                i += 1
+                j -= 1
+            }
+        }
+        if target <= j { hi = j } else if target >= i { lo = i } else { return a[target] }
+    }
+    return a[target]
 }
 
 /// Turns scores and budgets into a plan: top-k per head plus sinks and window.
@@ -29,7 +74,19 @@ public struct TopKSelector: TokenSelector {
     public let params: [ParamSpec] = []
     public func select(_ context: CompactionContext, scores: [[Float]], budgets: [Int], window: Int) throws(KVDError) -> MethodPlan {
         let counts = context.view.headCounts
-        let kept = counts.indices.map { h in topK(scores: scores[h], budget: budgets[h], window: window, count: counts[h]) }
+        var kept = [[Int32]](repeating: [], count: counts.count)
+        kept.withUnsafeMutableBufferPointer { out in
+            let out = SendableBuffer(out)
+            DispatchQueue.concurrentPerform(iterations: counts.count) { h in
+                out.buffer[h] = topK(scores: scores[h], budget: budgets[h], window: window, count: counts[h])
+            }
+        }
         return MethodPlan(plan: CompactionPlan(kept: kept), window: window, budgets: budgets)
     }
+}
+
+/// Lets concurrentPerform's iterations write disjoint elements of one buffer.
+public struct SendableBuffer<T>: @unchecked Sendable {
+    public let buffer: UnsafeMutableBufferPointer<T>
+    public init(_ buffer: UnsafeMutableBufferPointer<T>) { self.buffer = buffer }
 }

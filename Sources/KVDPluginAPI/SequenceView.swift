@@ -43,21 +43,29 @@ public struct SequenceView: Sendable {
     public func values(_ h: Int) -> [Float] { read(h, values: true) }
 
     private func read(_ h: Int, values: Bool) -> [Float] {
+        if case .arrays(let k, let v) = storage { return values ? v[h] : k[h] }
+        let n = headCounts[h] * layout.headDim
+        return [Float](unsafeUninitializedCapacity: n) { out, initialized in
+            read(h, values: values, into: out.baseAddress!)
+            initialized = n
+        }
+    }
+
+    /// Writes head `h`'s keys (or values) as f32 `[count, head_dim]` into `out`, which must hold
+    /// `headCounts[h] * head_dim` floats: lets hot loops reuse one buffer across heads.
+    public func read(_ h: Int, values: Bool, into out: UnsafeMutablePointer<Float>) {
+        let n = headCounts[h]
+        let d = layout.headDim
         switch storage {
         case .arrays(let k, let v):
-            return values ? v[h] : k[h]
+            (values ? v[h] : k[h]).withUnsafeBufferPointer { out.update(from: $0.baseAddress!, count: n * d) }
         case .pages(let memory, let pages):
-            let n = headCounts[h]
-            let d = layout.headDim
-            return [Float](unsafeUninitializedCapacity: n * d) { out, initialized in
-                var t = 0
-                for page in pages[h] where t < n {
-                    let count = min(layout.pageTokens, n - t)
-                    let src = values ? memory.value(page, slot: 0, layout) : memory.key(page, slot: 0, layout)
-                    convertToF32(src, layout.dtype, out.baseAddress! + t * d, count * d)
-                    t += count
-                }
-                initialized = n * d
+            var t = 0
+            for page in pages[h] where t < n {
+                let count = min(layout.pageTokens, n - t)
+                let src = values ? memory.value(page, slot: 0, layout) : memory.key(page, slot: 0, layout)
+                convertToF32(src, layout.dtype, out + t * d, count * d)
+                t += count
             }
         }
     }

@@ -31,4 +31,21 @@ import Testing
         #expect(topK(scores: [1, 5, 5, 0, 5], budget: 0, window: 2, count: 7) == [5, 6])
         #expect(topK(scores: [9, 9, 1, 2, 0], budget: 1, sinks: 2, window: 0, count: 5) == [0, 1, 3])
     }
+
+    @Test func topKEqualsTheSortDefinitionOnRandomTies() {
+        var rng = SplitMix(seed: 99)
+        for trial in 0..<300 {
+            let n = Int(rng.next() % 60) + 1
+            let window = Int(rng.next() % UInt64(n))
+            let prefix = n - window
+            // Few distinct values, so ties at the cut are common.
+            let scores = (0..<prefix).map { _ in Float(rng.next() % 5) }
+            let budget = Int(rng.next() % UInt64(prefix + 2))
+            let sinks = trial % 3 == 0 ? Int(rng.next() % 4) : 0
+            let sinkEnd = min(sinks, prefix)
+            let ranked = (sinkEnd..<prefix).sorted { a, b in scores[a] != scores[b] ? scores[a] > scores[b] : a < b }
+            let want = (0..<sinkEnd).map(Int32.init) + ranked.prefix(budget).sorted().map(Int32.init) + (prefix..<n).map(Int32.init)
+            #expect(topK(scores: scores, budget: budget, sinks: sinks, window: window, count: n) == want, "trial \(trial)")
+        }
+    }
 }
