@@ -15,19 +15,6 @@ let repeats = args.count > 2 ? Int(args[2]) ?? 3 : 3
 let layout = ModelLayout(name: "llama3-8b-slice", layers: 8, kvHeads: 8, qHeads: 32, headDim: 128, dtype: .f16, pageTokens: 16, defaultMethod: "snapkv")
 let window = 32
 
-/// Cheap deterministic generator: SystemRandomNumberGenerator would make a syscall per number.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let t = DispatchTime.now().uptimeNanoseconds
     try body()
@@ -49,7 +36,7 @@ let memory = PageMemory(base: buffer, geometry: geometry)
 let allocator = PageAllocator(pageCount: pageCount)
 let sequence = KVSequence(id: SequenceID(1), layout: layout, tenant: "bench")
 do {
-    var rng = SplitMix(seed: 42)
+    var rng = SplitMix64(seed: 42)
     let elements = layout.headCount * tokens * layout.headDim
     let k = (0..<elements).map { _ in Float16(Float.random(in: -1...1, using: &rng)) }
     let v = (0..<elements).map { _ in Float16(Float.random(in: -1...1, using: &rng)) }
@@ -59,7 +46,7 @@ do {
         }
     }
 }
-var queryRNG = SplitMix(seed: 7)
+var queryRNG = SplitMix64(seed: 7)
 let queries = (0..<(layout.layers * layout.qHeads * window * layout.headDim)).map { _ in Float.random(in: -1...1, using: &queryRNG) }
 let observation = Observation(layers: layout.layers, qHeads: layout.qHeads, window: window, headDim: layout.headDim, queries: queries)
 let view = SequenceView(layout: layout, heads: sequence.heads, memory: memory)

@@ -10,7 +10,7 @@ import Testing
 
     @Test(arguments: [1, 3, 4, 16])
     func movesRealiseThePlan(pageTokens: Int) {
-        var rng = SplitMix(seed: UInt64(pageTokens))
+        var rng = SplitMix64(seed: UInt64(pageTokens))
         for n in [0, 1, 5, 17, 64] {
             for _ in 0..<20 {
                 let kept = (0..<n).filter { _ in rng.next() % 3 != 0 }.map(Int32.init)
@@ -34,18 +34,5 @@ import Testing
             PackMove(source: 5, destination: 2, count: 2),  // dst page 0 ends at 4
             PackMove(source: 7, destination: 4, count: 1),
         ])
-    }
-}
-
-/// Deterministic generator for test data.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -2,19 +2,11 @@ import Foundation
 import KVDCore
 import KVDPluginAPI
 
-/// Deterministic random data for plugin tests.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+typealias SplitMix = SplitMix64
+
+extension SplitMix64 {
     /// Uniform in [-1, 1).
-    mutating func float() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
+    mutating func float() -> Float { nextSignedUnit() }
 }
 
 /// A GQA model: 3 layers, 2 KV heads, 4 query heads, head dim 8.
