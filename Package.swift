@@ -49,6 +49,9 @@ let package = Package(
         .target(name: "PyramidKV", dependencies: ["KVDAttention"], path: "Plugins/pyramidkv"),
         .target(name: "AdaKV", dependencies: ["KVDAttention"], path: "Plugins/adakv"),
         .target(name: "HeadKV", dependencies: ["KVDAttention"], path: "Plugins/headkv"),
+        .target(name: "DBudgetKV", dependencies: ["KVDAttention"], path: "Plugins/dbudgetkv"),
+        .target(name: "KVSharer", dependencies: ["KVDPluginAPI"], path: "Plugins/kvsharer"),
+        .target(name: "BalanceKV", dependencies: ["KVDPluginAPI", "CKVDKernels"], path: "Plugins/balancekv"),
         // Copy-me template (compiled and tested, not registered).
         .target(name: "PluginTemplate", dependencies: ["KVDPluginAPI"], path: "Plugins/template"),
         // Everything that turns config and requests into a method to run: built-in catalog,
@@ -57,7 +60,7 @@ let package = Package(
             name: "KVDPluginHost",
             dependencies: [
                 "KVDPluginAPI", "KVDConfig", "CKVDPluginABI", "StreamingLLM", "KeyNorm", "SnapKV", "H2O",
-                "PyramidKV", "AdaKV", "HeadKV",
+                "PyramidKV", "AdaKV", "HeadKV", "BalanceKV", "DBudgetKV", "KVSharer",
             ],
             path: "Sources/KVDPluginHost"
         ),
@@ -76,7 +79,7 @@ let package = Package(
         // ZeroMQ server, request handlers, sequence store.
         .target(
             name: "KVDServer",
-            dependencies: ["KVDCore", "KVDShm", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "KVDPluginHost", "CZMQ"],
+            dependencies: ["KVDCore", "KVDShm", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "KVDPluginHost", "KVSharer", "CZMQ"],
             path: "Sources/KVDServer"
         ),
         .executableTarget(
@@ -98,7 +101,7 @@ let package = Package(
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
         .testTarget(
             name: "KVDPluginTests",
-            dependencies: ["KVDPluginAPI", "KVDPluginHost", "StreamingLLM", "KeyNorm", "SnapKV", "H2O", "PyramidKV", "AdaKV", "HeadKV", "KVDAttention", "PluginTemplate"],
+            dependencies: ["KVDPluginAPI", "KVDPluginHost", "StreamingLLM", "KeyNorm", "SnapKV", "H2O", "PyramidKV", "AdaKV", "HeadKV", "KVDAttention", "PluginTemplate", "BalanceKV", "DBudgetKV", "KVSharer"],
             path: "Tests/KVDPluginTests"
         ),
     ]

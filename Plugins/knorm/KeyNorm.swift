@@ -27,7 +27,7 @@ public struct KeyNormScorer: TokenScorer {
                 defer { keys.deallocate() }
                 for h in stride(from: worker, to: heads, by: workers) {
                     view.read(h, values: false, into: keys)
-                    results.buffer[h] = (0..<(view.headCounts[h] - window)).map { t in -kvd_sum_squares(keys + t * d, d).squareRoot() }
+                    results.buffer[h] = (0..<max(0, view.headCounts[h] - window)).map { t in -kvd_sum_squares(keys + t * d, d).squareRoot() }
                 }
             }
         }

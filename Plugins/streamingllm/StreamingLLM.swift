@@ -27,6 +27,6 @@ public struct StreamingLLM: CompactionMethod {
         let kept = context.view.headCounts.map { n in
             n <= sinks + recent ? (0..<Int32(n)).map { $0 } : (0..<Int32(sinks)).map { $0 } + (Int32(n - recent)..<Int32(n)).map { $0 }
         }
-        return MethodPlan(plan: CompactionPlan(kept: kept), sinks: sinks, window: recent, budgets: kept.map { _ in 0 })
+        return MethodPlan(plan: CompactionPlan(kept: kept), sinks: sinks, window: recent, budgets: kept.map { _ in 0 }, reportBudgets: false)
     }
 }

@@ -24,7 +24,7 @@ public struct RecencyScorer: TokenScorer {
         let view = context.view
         // One array per (layer, KV head), layer-major, covering the tokens before the window.
         return view.headCounts.indices.map { h in
-            view.positions[h].prefix(view.headCounts[h] - window).map { Float($0) }
+            view.positions[h].prefix(max(0, view.headCounts[h] - window)).map { Float($0) }
         }
     }
 }

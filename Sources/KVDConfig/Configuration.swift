@@ -32,6 +32,10 @@ public struct Configuration: Sendable, Equatable {
         /// Stage names when composed (e.g. scorer "knorm" with allocator "pyramidkv").
         public var scorer: String?
         public var allocator: String?
+        /// A stop on top of the method's or scorer's ranking (e.g. "dbudgetkv").
+        public var stopper: String?
+        /// A layer sharer applied after compaction (e.g. "kvsharer").
+        public var sharer: String?
         public var params: [NamedParam] = []
         /// Line in the config file, for error messages.
         public var line: Int = 0

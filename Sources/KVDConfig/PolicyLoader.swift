@@ -12,17 +12,20 @@ enum PolicyLoader {
         for (k, v) in mapping {
             guard let name = k.scalar?.string, !name.isEmpty else { throw node.fail("policy names must be strings") }
             let item = KeyedNode(node: v, path: "\(node.path).\(name)", file: node.file)
-            let m = try item.mapping(known: ["method", "scorer", "allocator", "params"])
+            let m = try item.mapping(known: ["method", "scorer", "allocator", "stopper", "sharer", "params"])
             var p = Configuration.Policy(name: name)
             p.line = v.mark?.line ?? 0
             p.method = try m["method"]?.string()
             p.scorer = try m["scorer"]?.string()
             p.allocator = try m["allocator"]?.string()
+            p.stopper = try m["stopper"]?.string()
+            p.sharer = try m["sharer"]?.string()
             if p.method != nil, p.scorer != nil || p.allocator != nil {
                 throw item.fail("give either method or scorer/allocator, not both")
             }
             if p.method == nil, p.scorer == nil {
-                throw item.fail("needs method (e.g. snapkv) or scorer (with an optional allocator)")
+                if p.stopper != nil { throw item.fail("stopper '\(p.stopper!)' needs a ranking to stop on: give a method or a scorer") }
+                if p.sharer == nil { throw item.fail("needs method (e.g. snapkv) or scorer (with an optional allocator)") }
             }
             if let params = m["params"] { p.params = try self.params(params) }
             out.append(p)

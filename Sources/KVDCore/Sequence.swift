@@ -18,6 +18,9 @@ public final class KVSequence: @unchecked Sendable {
     public private(set) var reservation: Reservation?
     /// Set once released; requests queued behind the release then see NOT_FOUND.
     public private(set) var isReleased = false
+    /// Per layer: the layer whose cache it reads (KVSharer), or nil when it owns its own. Always an
+    /// earlier layer that owns its cache (chains are resolved when applied).
+    public private(set) var aliases: [Int?]
 
     /// An open zero-copy reservation: new pages per head and where the reserved tokens start.
     public struct Reservation: Sendable {
@@ -31,7 +34,14 @@ public final class KVSequence: @unchecked Sendable {
         self.layout = layout
         self.tenant = tenant
         self.heads = Array(repeating: HeadCache(), count: layout.headCount)
+        self.aliases = Array(repeating: nil, count: layout.layers)
     }
+
+    /// Whether head index `h` (layer-major) belongs to an aliased layer, which stores nothing.
+    @inline(__always) public func isAliased(head h: Int) -> Bool { aliases[h / layout.kvHeads] != nil }
+
+    /// The layer whose cache `layer` reads.
+    public func owner(of layer: Int) -> Int { aliases[layer] ?? layer }
 
     /// Pages held, including an open reservation's.
     public var pageCount: Int {
@@ -49,7 +59,9 @@ public final class KVSequence: @unchecked Sendable {
 
     /// Pages each head needs beyond what it holds to take `tokens` more.
     private func extraPages(_ tokens: Int) -> [Int] {
-        heads.map { HeadCache.pagesNeeded($0.count + tokens, pageTokens: layout.pageTokens) - $0.pages.count }
+        heads.indices.map { h in
+            isAliased(head: h) ? 0 : HeadCache.pagesNeeded(heads[h].count + tokens, pageTokens: layout.pageTokens) - heads[h].pages.count
+        }
     }
 
     /// Allocates `extraPages` for every head at once, or nothing.
@@ -64,7 +76,7 @@ public final class KVSequence: @unchecked Sendable {
 
     private func extend(tokens: Int) {
         let first = Int32(truncatingIfNeeded: length)
-        for h in heads.indices {
+        for h in heads.indices where !isAliased(head: h) {
             heads[h].count += tokens
             heads[h].positions.append(contentsOf: (0..<Int32(tokens)).map { first + $0 })
             heads[h].logWeights.append(contentsOf: repeatElement(0, count: tokens))
@@ -87,7 +99,8 @@ public final class KVSequence: @unchecked Sendable {
         precondition(keys.count == layout.headCount * headBlock && values.count == keys.count)
         try requireNoReservation("appending")
         let newPages = try allocateExtra(tokens, allocator)
-        for h in heads.indices {
+        // Aliased layers store nothing: their part of the tensors is ignored.
+        for h in heads.indices where !isAliased(head: h) {
             heads[h].pages.append(contentsOf: newPages[h])
             let runs = HeadCache.runs(pages: heads[h].pages, start: heads[h].count, count: tokens, pageTokens: layout.pageTokens)
             var source = h * headBlock
@@ -113,7 +126,7 @@ public final class KVSequence: @unchecked Sendable {
         let newPages = try allocateExtra(tokens, allocator)
         reservation = Reservation(id: rid, tokens: tokens, newPages: newPages)
         return heads.indices.map { h in
-            HeadCache.runs(pages: heads[h].pages + newPages[h], start: heads[h].count, count: tokens, pageTokens: layout.pageTokens)
+            isAliased(head: h) ? [] : HeadCache.runs(pages: heads[h].pages + newPages[h], start: heads[h].count, count: tokens, pageTokens: layout.pageTokens)
         }
     }
 
@@ -133,7 +146,7 @@ public final class KVSequence: @unchecked Sendable {
             if tokens < 1 { throw .invalidArgument("commit: num_tokens must be at least 1 (use abort to drop the reservation)") }
             throw .failedPrecondition("commit: num_tokens \(tokens) is more than the \(r.tokens) reserved in \(rid)")
         }
-        for h in heads.indices {
+        for h in heads.indices where !isAliased(head: h) {
             let keep = HeadCache.pagesNeeded(heads[h].count + tokens, pageTokens: layout.pageTokens) - heads[h].pages.count
             heads[h].pages.append(contentsOf: r.newPages[h].prefix(keep))
             allocator.free(r.newPages[h].dropFirst(keep))
@@ -158,6 +171,11 @@ public final class KVSequence: @unchecked Sendable {
         public let before: [Int]
         public let kept: [Int]
         public let pagesFreed: Int
+        public init(before: [Int], kept: [Int], pagesFreed: Int) {
+            self.before = before
+            self.kept = kept
+            self.pagesFreed = pagesFreed
+        }
     }
 
     /// Validates `plan`, packs the kept tokens of each head to the front of its pages, frees emptied
@@ -199,6 +217,49 @@ public final class KVSequence: @unchecked Sendable {
         }
         if changed { generation += 1 }
         return CompactionOutcome(before: before, kept: heads.map(\.count), pagesFreed: freed)
+    }
+
+    // MARK: layer aliases (KVSharer)
+
+    /// Makes each `layer` of `map` read `owner`'s cache and frees its pages. Rules: layers in range,
+    /// no self-alias, the owner is an earlier layer (a runtime computes layers in order, so a later
+    /// layer's cache does not exist yet when an earlier one attends), and chains are resolved
+    /// (i → j → k becomes i → k). All or nothing. Returns the pages freed.
+    public func applyAliases(_ map: [Int: Int], allocator: PageAllocator) throws(KVDError) -> Int {
+        let resolved = try resolveAliases(map)
+        var freed = 0
+        for l in resolved.indices where resolved[l] != nil && aliases[l] == nil {
+            for h in (l * layout.kvHeads)..<((l + 1) * layout.kvHeads) {
+                freed += heads[h].pages.count
+                allocator.free(heads[h].pages)
+                heads[h] = HeadCache()
+            }
+        }
+        if resolved != aliases { generation += 1 }
+        aliases = resolved
+        return freed
+    }
+
+    /// The per-layer owners after applying `map`, or the error `applyAliases` would throw; changes nothing.
+    public func resolveAliases(_ map: [Int: Int]) throws(KVDError) -> [Int?] {
+        try requireNoReservation("aliasing layers")
+        var resolved = aliases
+        for (layer, owner) in map.sorted(by: { $0.key < $1.key }) {
+            guard (0..<layout.layers).contains(layer), (0..<layout.layers).contains(owner) else {
+                throw .invalidArgument("alias \(layer) → \(owner) is outside layers 0..<\(layout.layers) of model '\(layout.name)'")
+            }
+            guard layer != owner else { throw .invalidArgument("alias \(layer) → \(owner): a layer cannot alias itself") }
+            guard owner < layer else {
+                throw .invalidArgument("alias \(layer) → \(owner): a layer may only alias an earlier layer (layers are computed in order)")
+            }
+            guard resolved[layer] == nil || resolved[layer] == (resolved[owner] ?? owner) else {
+                throw .invalidArgument("alias \(layer) → \(owner): layer \(layer) already aliases \(resolved[layer]!)")
+            }
+            resolved[layer] = resolved[owner] ?? owner
+        }
+        // Layers aliased to a layer that became aliased itself follow it to its owner.
+        for l in resolved.indices { if let o = resolved[l], let oo = resolved[o] { resolved[l] = oo } }
+        return resolved
     }
 
     // MARK: release

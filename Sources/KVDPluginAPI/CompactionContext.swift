@@ -40,7 +40,8 @@ public struct CompactionContext: Sendable {
     /// parameter (0 when the method has none). Larger than a head's cache is INVALID_ARGUMENT.
     public func window() throws(KVDError) -> Int {
         let w = observation?.window ?? (params.values["window"].map { _ in params.int("window") } ?? 0)
-        if let smallest = view.headCounts.min(), w > smallest {
+        // Heads of aliased layers hold nothing and are not compacted; they do not bound the window.
+        if let smallest = view.headCounts.filter({ $0 > 0 }).min(), w > smallest {
             throw .invalidArgument("window of \(w) tokens is larger than the cache (a head holds \(smallest)); send fewer observation queries or a smaller window")
         }
         return w

@@ -10,12 +10,18 @@ public struct MethodPlan: Sendable {
     public var window: Int
     /// Per (layer, head): most tokens kept outside sinks and window; nil when the method has no budgets.
     public var budgets: [Int]?
+    /// Whether the reply lists `budgets` (false when they only bound the check, e.g. streamingllm's
+    /// zeros, which a client would read as "budget 0").
+    public var reportBudgets: Bool
+    /// Layer aliases to apply after packing (KVSharer): layer → the earlier layer it reads.
+    public var aliases: [Int: Int] = [:]
 
-    public init(plan: CompactionPlan, sinks: Int = 0, window: Int = 0, budgets: [Int]? = nil) {
+    public init(plan: CompactionPlan, sinks: Int = 0, window: Int = 0, budgets: [Int]? = nil, reportBudgets: Bool = true) {
         self.plan = plan
         self.sinks = sinks
         self.window = window
         self.budgets = budgets
+        self.reportBudgets = reportBudgets
     }
 }
 

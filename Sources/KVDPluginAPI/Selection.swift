@@ -78,7 +78,7 @@ public struct TopKSelector: TokenSelector {
         kept.withUnsafeMutableBufferPointer { out in
             let out = SendableBuffer(out)
             DispatchQueue.concurrentPerform(iterations: counts.count) { h in
-                out.buffer[h] = topK(scores: scores[h], budget: budgets[h], window: window, count: counts[h])
+                out.buffer[h] = topK(scores: scores[h], budget: budgets[h], window: min(window, counts[h]), count: counts[h])
             }
         }
         return MethodPlan(plan: CompactionPlan(kept: kept), window: window, budgets: budgets)

@@ -61,3 +61,24 @@ public struct UniformAllocator: BudgetAllocator {
         return prefix.map { _ in b }
     }
 }
+
+/// Sets how far pruning may go: per (layer, head), the fewest tokens outside the window that must
+/// stay, given the ranking the scorer produced. Combined with an allocator, each head keeps
+/// max(budget, floor): prune in the scorer's order until the budget or the stop, whichever comes first.
+public protocol PruneStopper: Sendable {
+    var name: String { get }
+    var params: [ParamSpec] { get }
+    var needsQueries: Bool { get }
+    func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError)
+    func floors(_ context: CompactionContext, window: Int, scores: [[Float]]) throws(KVDError) -> [Int]
+}
+
+/// No budget of its own (0 per head): with a stopper, the stop alone decides how much stays.
+public struct NoBudgetAllocator: BudgetAllocator {
+    public init() {}
+    public let name = "none"
+    public var params: [ParamSpec] { [BudgetParams.specs[2]] }  // window only
+    public func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int] {
+        prefix.map { _ in 0 }
+    }
+}

@@ -59,13 +59,30 @@ public struct PolicyBook: Sendable {
             let method: any CompactionMethod
             let summary: String
             do {
+                var m: any CompactionMethod
+                var parts: [String]
                 if let name = p.method {
-                    method = try registry.method(named: name)
-                    summary = name
+                    m = try registry.method(named: name)
+                    parts = [name]
+                } else if let scorer = p.scorer {
+                    m = try Catalog.compose(scorer: scorer, allocator: p.allocator)
+                    parts = ["scorer=\(scorer)", "allocator=\(p.allocator ?? "uniform")"]
                 } else {
-                    method = try Catalog.compose(scorer: p.scorer ?? "", allocator: p.allocator)
-                    summary = "scorer=\(p.scorer ?? "") allocator=\(p.allocator ?? "uniform")"
+                    m = try Catalog.sharerOnly(p.sharer ?? "")
+                    parts = []
                 }
+                if let stopper = p.stopper {
+                    m = try Catalog.stop(m, with: stopper)
+                    parts.append("stopper=\(stopper)")
+                }
+                if let sharer = p.sharer, p.method != nil || p.scorer != nil {
+                    m = try Catalog.share(m, with: sharer)
+                    parts.append("sharer=\(sharer)")
+                } else if let sharer = p.sharer {
+                    parts.append("sharer=\(sharer)")
+                }
+                method = m
+                summary = parts.joined(separator: " ")
                 let params = p.params.map { (name: $0.name, value: $0.value) }
                 let resolved = try method.descriptor.resolve(params)
                 // Check against each model that uses this policy by default, else generically.

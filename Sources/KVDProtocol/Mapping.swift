@@ -72,6 +72,7 @@ extension Kvd_V1_Request.OneOf_Body {
         case .release: "release"
         case .stats: "stats"
         case .stage: "stage"
+        case .rankLayers: "rank_layers"
         }
     }
 }

@@ -79,6 +79,7 @@ final class Dispatcher: Sendable {
         case .query(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .query(try QueryHandler.handle(r, e, self.store)) }
         case .compact(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .compact(try CompactHandler.handle(r, e, self.store)) }
         case .release(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .release(try ReleaseHandler.handle(r, e, self.store)) }
+        case .rankLayers(let r): return rankLayers(r, rid, route)
         case .stage(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .stage(try StageHandler.handle(r, e, self.store)) }
         }
     }
@@ -102,6 +103,32 @@ final class Dispatcher: Sendable {
             } else {
                 do throws(KVDError) { result = .success(try work(entry)) } catch { result = .failure(error) }
             }
+            outbox.post(route + [encode(rid, result)])
+            inFlight.subtract(1, ordering: .relaxed)
+        }
+        return nil
+    }
+
+    /// RankLayers reads several sequences: it runs on a worker, visiting each sequence on its own
+    /// queue (so no request changes it meanwhile), and replies through the outbox.
+    private func rankLayers(_ r: Kvd_V1_RankLayersRequest, _ rid: UInt64, _ route: [[UInt8]]) -> [[UInt8]]? {
+        let entries: [SequenceEntry]
+        do {
+            guard !r.sequenceIds.isEmpty else { throw KVDError.invalidArgument("rank_layers: give at least one sequence_id") }
+            var seen = Set<UInt64>()
+            entries = try r.sequenceIds.map { id throws(KVDError) in
+                guard seen.insert(id).inserted else { throw .invalidArgument("rank_layers: sequence \(id) listed twice") }
+                return try store.entry(id)
+            }
+        } catch let error as KVDError {
+            return route + [encode(rid, .failure(error))]
+        } catch {
+            return route + [encode(rid, .failure(.internalError("\(error)")))]
+        }
+        inFlight.add(1, ordering: .relaxed)
+        store.workers.async { [self] in
+            let result: Result<Kvd_V1_Response.OneOf_Body, KVDError>
+            do throws(KVDError) { result = .success(.rankLayers(try RankLayersHandler.handle(entries, store))) } catch { result = .failure(error) }
             outbox.post(route + [encode(rid, result)])
             inFlight.subtract(1, ordering: .relaxed)
         }

@@ -27,7 +27,13 @@ import Testing
         let names = Set(m.descriptor.params.map(\.name))
         if names.contains("budget") { overrides.append(("budget", .int(Int64(budget)))) }
         if names.contains("scores") { overrides.append(("scores", .string(Self.scoresFile))) }
-        if names.contains("recent") { overrides.append(("recent", .int(Int64(budget)))) }
+        if names.contains("alias_map") { overrides.append(("alias_map", .string("2:0"))) }
+        if names.contains("itrs") {
+            // BalanceKV: a middle large enough to halve once.
+            overrides += [("sinks", .int(2)), ("recent", .int(4)), ("itrs", .int(1)), ("block", .int(8))]
+        } else if names.contains("recent") {
+            overrides.append(("recent", .int(Int64(budget))))
+        }
         let p = try m.descriptor.resolve(overrides)
         try m.check(p, CheckContext(layout: testLayout, baseDirectory: ""))
         return p

@@ -8,9 +8,10 @@
         k, v = c.query(seq).stacked()
 """
 
+from kvd.attention import attention, attention_arrays
 from kvd.client import Client
 from kvd.errors import ErrorCode, KvdError
 from kvd.views import HeadData, QueryResult
 
-__all__ = ["Client", "ErrorCode", "KvdError", "HeadData", "QueryResult"]
+__all__ = ["Client", "ErrorCode", "KvdError", "HeadData", "QueryResult", "attention", "attention_arrays"]
 __version__ = "0.1.0"

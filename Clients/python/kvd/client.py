@@ -364,6 +364,12 @@ class Client:
                 _fill_tensor(c.queries, q)
         return self._send("compact", req)
 
+    def rank_layers(self, seqs) -> list:
+        """Layer pairs ``(layer, other, distance)`` by the distance of their caches averaged over
+        ``seqs`` (a calibration set: same model, same length), most dissimilar first (KVSharer)."""
+        resp = self.call("rank_layers", compact_pb2.RankLayersRequest(sequence_ids=list(seqs)))
+        return [(p.layer, p.other, p.distance) for p in resp.pairs]
+
     def stage(self, seq: int, nbytes: int) -> compact_pb2.StageResponse:
         """The sequence's staging buffer, at least ``nbytes`` (``.offset`` in the arena, ``.bytes``).
         Query GATHER reuses the same buffer, so a gather overwrites what was staged."""

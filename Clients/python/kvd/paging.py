@@ -87,6 +87,8 @@ def write_tokens(space: PageSpace, page_ids: Sequence[np.ndarray], first_slots: 
                        f"{space.page_bytes}-byte page; does head_dim match the model?")
     groups: Dict[int, List[int]] = {}
     for h, (slot, ids) in enumerate(zip(first_slots, page_ids)):
+        if ids is None:
+            continue  # an aliased layer (KVSharer) stores nothing
         if not 0 <= slot < page_tokens or len(ids) != pages_needed(slot, n, page_tokens):
             raise KvdError(ErrorCode.INTERNAL,
                            f"kvd: head {divmod(h, kv_heads)} has {len(ids)} pages from slot {slot}; "
@@ -140,6 +142,7 @@ def reservation_pages(heads, layers: int, kv_heads: int) -> Tuple[List[np.ndarra
     """
     ids: List = [None] * (layers * kv_heads)
     slots = [0] * (layers * kv_heads)
+    aliased = set()
     for hs in heads:
         if not (0 <= hs.layer < layers and 0 <= hs.head < kv_heads):
             raise KvdError(ErrorCode.INVALID_ARGUMENT,
@@ -150,9 +153,12 @@ def reservation_pages(heads, layers: int, kv_heads: int) -> Tuple[List[np.ndarra
             raise KvdError(ErrorCode.INTERNAL, f"kvd: reservation names head ({hs.layer}, {hs.head}) twice")
         ids[i] = np.frombuffer(hs.page_ids, dtype="<u4").astype(np.int64)
         slots[i] = hs.first_slot
+        if hs.aliased:
+            aliased.add(i)
     missing = sum(x is None for x in ids)
     if missing:
         raise KvdError(ErrorCode.INVALID_ARGUMENT,
                        f"kvd: reservation covers {len(ids) - missing} heads but the tensors have "
                        f"{layers} layers x {kv_heads} heads")
-    return ids, slots
+    # Aliased layers' heads come back as None: write_tokens skips them.
+    return [None if i in aliased else x for i, x in enumerate(ids)], slots

@@ -24,7 +24,7 @@ struct CPluginMethod: CompactionMethod {
         }
         let window = try context.window()
         let view = context.view
-        let prefix = view.headCounts.map { $0 - window }
+        let prefix = view.headCounts.map { max(0, $0 - window) }
         let budgets = try UniformAllocator().budgets(context, prefix: prefix, scores: nil)
         let params = CParamBlock(plugin.params, context.params)
         let outcomes = withExtendedLifetime(params) {

@@ -25,7 +25,8 @@ struct HeadCall {
 
     func run() -> Result<[Int32], KVDError> {
         let count = view.headCounts[head]
-        let prefix = count - window
+        // Heads of aliased layers hold nothing: the window cannot exceed what the head holds.
+        let prefix = max(0, count - window)
         let windowIndices = (prefix..<count).map(Int32.init)
         // Nothing before the window: nothing to decide, and no zero-length buffers to hand out.
         guard prefix > 0 else { return .success(windowIndices) }

@@ -149,6 +149,9 @@ public nonisolated struct Kvd_V1_HeadSlots: Sendable {
   /// Page indices, uint32 little-endian, in token order.
   public var pageIds: Data = Data()
 
+  /// The layer aliases another (KVSharer): it stores nothing; skip it when writing.
+  public var aliased: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -388,7 +391,7 @@ nonisolated extension Kvd_V1_Slot: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension Kvd_V1_HeadSlots: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeadSlots"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{1}slots\0\u{3}first_slot\0\u{3}page_ids\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{1}slots\0\u{3}first_slot\0\u{3}page_ids\0\u{1}aliased\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -401,6 +404,7 @@ nonisolated extension Kvd_V1_HeadSlots: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.slots) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.firstSlot) }()
       case 5: try { try decoder.decodeSingularBytesField(value: &self.pageIds) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.aliased) }()
       default: break
       }
     }
@@ -422,6 +426,9 @@ nonisolated extension Kvd_V1_HeadSlots: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.pageIds.isEmpty {
       try visitor.visitSingularBytesField(value: self.pageIds, fieldNumber: 5)
     }
+    if self.aliased != false {
+      try visitor.visitSingularBoolField(value: self.aliased, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -431,6 +438,7 @@ nonisolated extension Kvd_V1_HeadSlots: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.slots != rhs.slots {return false}
     if lhs.firstSlot != rhs.firstSlot {return false}
     if lhs.pageIds != rhs.pageIds {return false}
+    if lhs.aliased != rhs.aliased {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

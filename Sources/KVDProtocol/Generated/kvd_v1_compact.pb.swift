@@ -159,6 +159,72 @@ public nonisolated struct Kvd_V1_CompactResponse: Sendable {
   /// set it (empty for methods without budgets, e.g. streamingllm).
   public var budgets: [UInt32] = []
 
+  /// Layer aliases in force after this compaction (KVSharer), layer → owner.
+  public var aliases: [Kvd_V1_LayerAlias] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Layer `layer` reads layer `owner`'s keys and values and stores none.
+public nonisolated struct Kvd_V1_LayerAlias: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var layer: UInt32 = 0
+
+  public var owner: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Rank layer pairs by how different their caches are (KVSharer calibration). K̄ and V̄ per layer are
+/// averaged over the given sequences (same model, same length, no aliased layers); the distance of
+/// layers i > j is ½·(mean over heads and tokens of ‖K̄_i − K̄_j‖₂ + the same for V̄).
+public nonisolated struct Kvd_V1_RankLayersRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Sequences to average over (a calibration set); at least one.
+  public var sequenceIds: [UInt64] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One pair and its distance.
+public nonisolated struct Kvd_V1_LayerPair: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The later layer (the one that would alias).
+  public var layer: UInt32 = 0
+
+  /// The earlier layer (the one it would read).
+  public var other: UInt32 = 0
+
+  public var distance: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Kvd_V1_RankLayersResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Every pair i > j, most dissimilar first (KVSharer's order); ties by (layer, other) ascending.
+  public var pairs: [Kvd_V1_LayerPair] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -376,7 +442,7 @@ nonisolated extension Kvd_V1_HeadCount: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Kvd_V1_CompactResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CompactResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}generation\0\u{1}method\0\u{1}heads\0\u{3}pages_freed\0\u{3}bytes_freed\0\u{3}elapsed_ns\0\u{1}policy\0\u{3}chosen_by\0\u{1}budgets\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}generation\0\u{1}method\0\u{1}heads\0\u{3}pages_freed\0\u{3}bytes_freed\0\u{3}elapsed_ns\0\u{1}policy\0\u{3}chosen_by\0\u{1}budgets\0\u{1}aliases\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -394,6 +460,7 @@ nonisolated extension Kvd_V1_CompactResponse: SwiftProtobuf.Message, SwiftProtob
       case 8: try { try decoder.decodeSingularStringField(value: &self.policy) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.chosenBy) }()
       case 10: try { try decoder.decodeRepeatedUInt32Field(value: &self.budgets) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.aliases) }()
       default: break
       }
     }
@@ -430,6 +497,9 @@ nonisolated extension Kvd_V1_CompactResponse: SwiftProtobuf.Message, SwiftProtob
     if !self.budgets.isEmpty {
       try visitor.visitPackedUInt32Field(value: self.budgets, fieldNumber: 10)
     }
+    if !self.aliases.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.aliases, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -444,6 +514,142 @@ nonisolated extension Kvd_V1_CompactResponse: SwiftProtobuf.Message, SwiftProtob
     if lhs.policy != rhs.policy {return false}
     if lhs.chosenBy != rhs.chosenBy {return false}
     if lhs.budgets != rhs.budgets {return false}
+    if lhs.aliases != rhs.aliases {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Kvd_V1_LayerAlias: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LayerAlias"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}owner\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.layer) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.owner) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.layer != 0 {
+      try visitor.visitSingularUInt32Field(value: self.layer, fieldNumber: 1)
+    }
+    if self.owner != 0 {
+      try visitor.visitSingularUInt32Field(value: self.owner, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Kvd_V1_LayerAlias, rhs: Kvd_V1_LayerAlias) -> Bool {
+    if lhs.layer != rhs.layer {return false}
+    if lhs.owner != rhs.owner {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Kvd_V1_RankLayersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RankLayersRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_ids\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt64Field(value: &self.sequenceIds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sequenceIds.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.sequenceIds, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Kvd_V1_RankLayersRequest, rhs: Kvd_V1_RankLayersRequest) -> Bool {
+    if lhs.sequenceIds != rhs.sequenceIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Kvd_V1_LayerPair: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LayerPair"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}other\0\u{1}distance\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.layer) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.other) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.distance) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.layer != 0 {
+      try visitor.visitSingularUInt32Field(value: self.layer, fieldNumber: 1)
+    }
+    if self.other != 0 {
+      try visitor.visitSingularUInt32Field(value: self.other, fieldNumber: 2)
+    }
+    if self.distance.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.distance, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Kvd_V1_LayerPair, rhs: Kvd_V1_LayerPair) -> Bool {
+    if lhs.layer != rhs.layer {return false}
+    if lhs.other != rhs.other {return false}
+    if lhs.distance != rhs.distance {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Kvd_V1_RankLayersResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RankLayersResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pairs\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.pairs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pairs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.pairs, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Kvd_V1_RankLayersResponse, rhs: Kvd_V1_RankLayersResponse) -> Bool {
+    if lhs.pairs != rhs.pairs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

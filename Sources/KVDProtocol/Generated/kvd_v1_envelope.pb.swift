@@ -117,6 +117,14 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     set {body = .stage(newValue)}
   }
 
+  public var rankLayers: Kvd_V1_RankLayersRequest {
+    get {
+      if case .rankLayers(let v)? = body {return v}
+      return Kvd_V1_RankLayersRequest()
+    }
+    set {body = .rankLayers(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one body.
@@ -131,6 +139,7 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     case release(Kvd_V1_ReleaseRequest)
     case stats(Kvd_V1_StatsRequest)
     case stage(Kvd_V1_StageRequest)
+    case rankLayers(Kvd_V1_RankLayersRequest)
 
   }
 
@@ -280,6 +289,14 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     set {body = .stage(newValue)}
   }
 
+  public var rankLayers: Kvd_V1_RankLayersResponse {
+    get {
+      if case .rankLayers(let v)? = body {return v}
+      return Kvd_V1_RankLayersResponse()
+    }
+    set {body = .rankLayers(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one: an error or the body matching the request's.
@@ -295,6 +312,7 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     case release(Kvd_V1_ReleaseResponse)
     case stats(Kvd_V1_StatsResponse)
     case stage(Kvd_V1_StageResponse)
+    case rankLayers(Kvd_V1_RankLayersResponse)
 
   }
 
@@ -309,7 +327,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -449,6 +467,19 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
           self.body = .stage(v)
         }
       }()
+      case 20: try {
+        var v: Kvd_V1_RankLayersRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .rankLayers(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .rankLayers(v)
+        }
+      }()
       default: break
       }
     }
@@ -505,6 +536,10 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
     case .stage?: try {
       guard case .stage(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+    }()
+    case .rankLayers?: try {
+      guard case .rankLayers(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
     }()
     case nil: break
     }
@@ -597,7 +632,7 @@ nonisolated extension Kvd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -749,6 +784,19 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.body = .stage(v)
         }
       }()
+      case 20: try {
+        var v: Kvd_V1_RankLayersResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .rankLayers(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .rankLayers(v)
+        }
+      }()
       default: break
       }
     }
@@ -806,6 +854,10 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
     case .stage?: try {
       guard case .stage(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+    }()
+    case .rankLayers?: try {
+      guard case .rankLayers(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
     }()
     case nil: break
     }

@@ -164,6 +164,12 @@ public nonisolated struct Kvd_V1_HeadView: Sendable {
   /// are packed from slot 0 of the first page, so token t is in page_ids[t / P] at slot t % P.
   public var pageIds: Data = Data()
 
+  /// The layer aliases `owner_layer` (KVSharer): everything above is the owner's head.
+  public var aliased: Bool = false
+
+  /// The layer whose cache this is (the layer itself unless aliased).
+  public var ownerLayer: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -295,7 +301,7 @@ nonisolated extension Kvd_V1_PageRef: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeadView"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{3}num_tokens\0\u{1}positions\0\u{3}log_weights\0\u{1}pages\0\u{1}keys\0\u{1}values\0\u{3}gather_key_offset\0\u{3}gather_value_offset\0\u{3}page_ids\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{3}num_tokens\0\u{1}positions\0\u{3}log_weights\0\u{1}pages\0\u{1}keys\0\u{1}values\0\u{3}gather_key_offset\0\u{3}gather_value_offset\0\u{3}page_ids\0\u{1}aliased\0\u{3}owner_layer\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -314,6 +320,8 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.gatherKeyOffset) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.gatherValueOffset) }()
       case 11: try { try decoder.decodeSingularBytesField(value: &self.pageIds) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self.aliased) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.ownerLayer) }()
       default: break
       }
     }
@@ -353,6 +361,12 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.pageIds.isEmpty {
       try visitor.visitSingularBytesField(value: self.pageIds, fieldNumber: 11)
     }
+    if self.aliased != false {
+      try visitor.visitSingularBoolField(value: self.aliased, fieldNumber: 12)
+    }
+    if self.ownerLayer != 0 {
+      try visitor.visitSingularUInt32Field(value: self.ownerLayer, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -368,6 +382,8 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.gatherKeyOffset != rhs.gatherKeyOffset {return false}
     if lhs.gatherValueOffset != rhs.gatherValueOffset {return false}
     if lhs.pageIds != rhs.pageIds {return false}
+    if lhs.aliased != rhs.aliased {return false}
+    if lhs.ownerLayer != rhs.ownerLayer {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

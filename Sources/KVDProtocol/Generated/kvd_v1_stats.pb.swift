@@ -68,6 +68,9 @@ public nonisolated struct Kvd_V1_SequenceStats: Sendable {
   /// Bytes held in the staging area.
   public var stagingBytes: UInt64 = 0
 
+  /// Layers that alias another layer's cache and hold no pages (KVSharer).
+  public var aliasedLayers: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -177,7 +180,7 @@ nonisolated extension Kvd_V1_StatsRequest: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SequenceStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}model\0\u{1}tenant\0\u{1}length\0\u{1}generation\0\u{1}pages\0\u{3}tokens_held\0\u{3}reserved_tokens\0\u{3}staging_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}model\0\u{1}tenant\0\u{1}length\0\u{1}generation\0\u{1}pages\0\u{3}tokens_held\0\u{3}reserved_tokens\0\u{3}staging_bytes\0\u{3}aliased_layers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -194,6 +197,7 @@ nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.tokensHeld) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.reservedTokens) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.stagingBytes) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.aliasedLayers) }()
       default: break
       }
     }
@@ -227,6 +231,9 @@ nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf
     if self.stagingBytes != 0 {
       try visitor.visitSingularUInt64Field(value: self.stagingBytes, fieldNumber: 9)
     }
+    if self.aliasedLayers != 0 {
+      try visitor.visitSingularUInt32Field(value: self.aliasedLayers, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -240,6 +247,7 @@ nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.tokensHeld != rhs.tokensHeld {return false}
     if lhs.reservedTokens != rhs.reservedTokens {return false}
     if lhs.stagingBytes != rhs.stagingBytes {return false}
+    if lhs.aliasedLayers != rhs.aliasedLayers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

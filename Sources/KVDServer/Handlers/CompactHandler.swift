@@ -21,7 +21,13 @@ enum CompactHandler {
             view: view, observation: observation, params: choice.params, method: name, baseDirectory: book.baseDirectory)
         let planned = try choice.method.plan(context)
         try PlanChecker.check(planned, counts: view.headCounts, layout: seq.layout, method: name)
-        let outcome = try seq.compact(plan: planned.plan, method: name, allocator: store.pages, memory: store.arena.pageMemory)
+        // Check the aliases before anything moves, so a bad map leaves the sequence untouched.
+        if !planned.aliases.isEmpty { _ = try seq.resolveAliases(planned.aliases) }
+        var outcome = try seq.compact(plan: planned.plan, method: name, allocator: store.pages, memory: store.arena.pageMemory)
+        if !planned.aliases.isEmpty {
+            let freed = try seq.applyAliases(planned.aliases, allocator: store.pages)
+            outcome = KVSequence.CompactionOutcome(before: outcome.before, kept: seq.heads.map(\.count), pagesFreed: outcome.pagesFreed + freed)
+        }
         let elapsed = DispatchTime.now().uptimeNanoseconds - start
 
         var out = Kvd_V1_CompactResponse()
@@ -30,9 +36,7 @@ enum CompactHandler {
         out.method = name
         out.policy = choice.policy
         out.chosenBy = choice.chosenBy
-        // Only methods with a token budget report one; streamingllm's zeros would read as "budget 0".
-        let budgeted = choice.method.descriptor.params.contains { $0.name == "budget" }
-        out.budgets = budgeted ? planned.budgets?.map { UInt32(clamping: $0) } ?? [] : []
+        out.budgets = planned.reportBudgets ? planned.budgets?.map { UInt32(clamping: $0) } ?? [] : []
         let m = seq.layout
         out.heads = outcome.before.indices.map { h in
             var c = Kvd_V1_HeadCount()
@@ -45,6 +49,14 @@ enum CompactHandler {
         out.pagesFreed = UInt32(outcome.pagesFreed)
         out.bytesFreed = UInt64(outcome.pagesFreed * store.arena.sizing.pageBytes)
         out.elapsedNs = elapsed
+        out.aliases = seq.aliases.enumerated().compactMap { layer, owner in
+            owner.map { o in
+                var a = Kvd_V1_LayerAlias()
+                a.layer = UInt32(layer)
+                a.owner = UInt32(o)
+                return a
+            }
+        }
         return out
     }
 

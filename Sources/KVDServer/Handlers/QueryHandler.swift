@@ -13,7 +13,9 @@ enum QueryHandler {
         guard [.pages, .inline, .gather, .metadata].contains(mode) else {
             throw .invalidArgument("query: unknown mode \(r.mode.rawValue); use PAGES, INLINE, GATHER or METADATA")
         }
-        let headIndices = layers.flatMap { l in (0..<m.kvHeads).map { m.headIndex(layer: l, head: $0) } }
+        // An aliased layer answers with its owner's heads (KVSharer): same pages, positions, weights.
+        let headIndices = layers.flatMap { l in (0..<m.kvHeads).map { m.headIndex(layer: seq.owner(of: l), head: $0) } }
+        let asked = layers.flatMap { l in (0..<m.kvHeads).map { (layer: l, head: $0) } }
         let mem = store.arena.pageMemory
         let g = store.arena.geometry
 
@@ -32,11 +34,13 @@ enum QueryHandler {
         out.headDim = UInt32(m.headDim)
         out.pageTokens = UInt32(m.pageTokens)
         out.heads.reserveCapacity(headIndices.count)
-        for h in headIndices {
+        for (h, want) in zip(headIndices, asked) {
             let head = seq.heads[h]
             var v = Kvd_V1_HeadView()
-            v.layer = UInt32(h / m.kvHeads)
-            v.head = UInt32(h % m.kvHeads)
+            v.layer = UInt32(want.layer)
+            v.head = UInt32(want.head)
+            v.ownerLayer = UInt32(h / m.kvHeads)
+            v.aliased = h / m.kvHeads != want.layer
             v.numTokens = UInt32(head.count)
             v.positions = littleEndianBytes(head.positions)
             v.logWeights = littleEndianBytes(head.logWeights)

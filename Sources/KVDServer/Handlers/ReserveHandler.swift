@@ -24,6 +24,7 @@ enum ReserveHandler {
             hs.layer = UInt32(h / m.kvHeads)
             hs.head = UInt32(h % m.kvHeads)
             hs.slots = encodeRuns(headRuns, g, m)
+            hs.aliased = seq.isAliased(head: h)
             hs.firstSlot = UInt32(headRuns.first?.slot ?? 0)
             hs.pageIds = littleEndianBytes(headRuns.map(\.page.raw))
             return hs

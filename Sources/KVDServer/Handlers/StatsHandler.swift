@@ -29,6 +29,7 @@ enum StatsHandler {
         s.tokensHeld = UInt64(seq.tokensHeld)
         s.reservedTokens = UInt32(seq.reservation?.tokens ?? 0)
         s.stagingBytes = UInt64(entry.staging?.count ?? 0)
+        s.aliasedLayers = UInt32(seq.aliases.compactMap { $0 }.count)
         out.sequence = s
         return out
     }

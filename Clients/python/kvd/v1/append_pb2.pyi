@@ -49,18 +49,20 @@ class CommitResponse(_message.Message):
     def __init__(self, length: _Optional[int] = ..., first_position: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class HeadSlots(_message.Message):
-    __slots__ = ["first_slot", "head", "layer", "page_ids", "slots"]
+    __slots__ = ["aliased", "first_slot", "head", "layer", "page_ids", "slots"]
+    ALIASED_FIELD_NUMBER: _ClassVar[int]
     FIRST_SLOT_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     PAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
+    aliased: bool
     first_slot: int
     head: int
     layer: int
     page_ids: bytes
     slots: _containers.RepeatedCompositeFieldContainer[Slot]
-    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., slots: _Optional[_Iterable[_Union[Slot, _Mapping]]] = ..., first_slot: _Optional[int] = ..., page_ids: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., slots: _Optional[_Iterable[_Union[Slot, _Mapping]]] = ..., first_slot: _Optional[int] = ..., page_ids: _Optional[bytes] = ..., aliased: bool = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ["num_tokens", "sequence_id"]

@@ -20,7 +20,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[_common_pb2.ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Request(_message.Message):
-    __slots__ = ["append", "commit", "compact", "create_sequence", "hello", "protocol_version", "query", "release", "request_id", "reserve", "stage", "stats"]
+    __slots__ = ["append", "commit", "compact", "create_sequence", "hello", "protocol_version", "query", "rank_layers", "release", "request_id", "reserve", "stage", "stats"]
     APPEND_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     COMPACT_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class Request(_message.Message):
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    RANK_LAYERS_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESERVE_FIELD_NUMBER: _ClassVar[int]
@@ -40,15 +41,16 @@ class Request(_message.Message):
     hello: _hello_pb2.HelloRequest
     protocol_version: int
     query: _query_pb2.QueryRequest
+    rank_layers: _compact_pb2.RankLayersRequest
     release: _sequence_pb2.ReleaseRequest
     request_id: int
     reserve: _append_pb2.ReserveRequest
     stage: _compact_pb2.StageRequest
     stats: _stats_pb2.StatsRequest
-    def __init__(self, request_id: _Optional[int] = ..., protocol_version: _Optional[int] = ..., hello: _Optional[_Union[_hello_pb2.HelloRequest, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceRequest, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendRequest, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveRequest, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitRequest, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryRequest, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactRequest, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseRequest, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsRequest, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., protocol_version: _Optional[int] = ..., hello: _Optional[_Union[_hello_pb2.HelloRequest, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceRequest, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendRequest, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveRequest, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitRequest, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryRequest, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactRequest, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseRequest, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsRequest, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageRequest, _Mapping]] = ..., rank_layers: _Optional[_Union[_compact_pb2.RankLayersRequest, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ["append", "commit", "compact", "create_sequence", "error", "header", "hello", "query", "release", "reserve", "stage", "stats"]
+    __slots__ = ["append", "commit", "compact", "create_sequence", "error", "header", "hello", "query", "rank_layers", "release", "reserve", "stage", "stats"]
     APPEND_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     COMPACT_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +59,7 @@ class Response(_message.Message):
     HEADER_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    RANK_LAYERS_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     RESERVE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -69,11 +72,12 @@ class Response(_message.Message):
     header: ResponseHeader
     hello: _hello_pb2.HelloResponse
     query: _query_pb2.QueryResponse
+    rank_layers: _compact_pb2.RankLayersResponse
     release: _sequence_pb2.ReleaseResponse
     reserve: _append_pb2.ReserveResponse
     stage: _compact_pb2.StageResponse
     stats: _stats_pb2.StatsResponse
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[_hello_pb2.HelloResponse, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceResponse, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendResponse, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitResponse, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactResponse, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseResponse, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsResponse, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageResponse, _Mapping]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[_hello_pb2.HelloResponse, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceResponse, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendResponse, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitResponse, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactResponse, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseResponse, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsResponse, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageResponse, _Mapping]] = ..., rank_layers: _Optional[_Union[_compact_pb2.RankLayersResponse, _Mapping]] = ...) -> None: ...
 
 class ResponseHeader(_message.Message):
     __slots__ = ["protocol_version", "request_id", "server_version"]

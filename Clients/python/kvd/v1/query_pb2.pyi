@@ -13,7 +13,8 @@ QUERY_MODE_PAGES: QueryMode
 QUERY_MODE_UNSPECIFIED: QueryMode
 
 class HeadView(_message.Message):
-    __slots__ = ["gather_key_offset", "gather_value_offset", "head", "keys", "layer", "log_weights", "num_tokens", "page_ids", "pages", "positions", "values"]
+    __slots__ = ["aliased", "gather_key_offset", "gather_value_offset", "head", "keys", "layer", "log_weights", "num_tokens", "owner_layer", "page_ids", "pages", "positions", "values"]
+    ALIASED_FIELD_NUMBER: _ClassVar[int]
     GATHER_KEY_OFFSET_FIELD_NUMBER: _ClassVar[int]
     GATHER_VALUE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
@@ -21,10 +22,12 @@ class HeadView(_message.Message):
     LAYER_FIELD_NUMBER: _ClassVar[int]
     LOG_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_LAYER_FIELD_NUMBER: _ClassVar[int]
     PAGES_FIELD_NUMBER: _ClassVar[int]
     PAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    aliased: bool
     gather_key_offset: int
     gather_value_offset: int
     head: int
@@ -32,11 +35,12 @@ class HeadView(_message.Message):
     layer: int
     log_weights: bytes
     num_tokens: int
+    owner_layer: int
     page_ids: bytes
     pages: _containers.RepeatedCompositeFieldContainer[PageRef]
     positions: bytes
     values: bytes
-    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., num_tokens: _Optional[int] = ..., positions: _Optional[bytes] = ..., log_weights: _Optional[bytes] = ..., pages: _Optional[_Iterable[_Union[PageRef, _Mapping]]] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., gather_key_offset: _Optional[int] = ..., gather_value_offset: _Optional[int] = ..., page_ids: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., num_tokens: _Optional[int] = ..., positions: _Optional[bytes] = ..., log_weights: _Optional[bytes] = ..., pages: _Optional[_Iterable[_Union[PageRef, _Mapping]]] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., gather_key_offset: _Optional[int] = ..., gather_value_offset: _Optional[int] = ..., page_ids: _Optional[bytes] = ..., aliased: bool = ..., owner_layer: _Optional[int] = ...) -> None: ...
 
 class PageRef(_message.Message):
     __slots__ = ["count", "key_offset", "page", "value_offset"]

@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12kvd/v1/stats.proto\x12\x06kvd.v1\"#\n\x0cStatsRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\"\xbb\x01\n\rSequenceStats\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x12\n\ngeneration\x18\x05 \x01(\x04\x12\r\n\x05pages\x18\x06 \x01(\r\x12\x13\n\x0btokens_held\x18\x07 \x01(\x04\x12\x17\n\x0freserved_tokens\x18\x08 \x01(\r\x12\x15\n\rstaging_bytes\x18\t \x01(\x04\"\xdd\x01\n\rStatsResponse\x12\x13\n\x0btotal_pages\x18\x01 \x01(\r\x12\x12\n\nfree_pages\x18\x02 \x01(\r\x12\x12\n\npage_bytes\x18\x03 \x01(\x04\x12\x11\n\tsequences\x18\x04 \x01(\r\x12\x15\n\rstaging_bytes\x18\x05 \x01(\x04\x12\x1a\n\x12staging_used_bytes\x18\x06 \x01(\x04\x12\x10\n\x08requests\x18\x07 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x08 \x01(\x04\x12\'\n\x08sequence\x18\t \x01(\x0b\x32\x15.kvd.v1.SequenceStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12kvd/v1/stats.proto\x12\x06kvd.v1\"#\n\x0cStatsRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\"\xd3\x01\n\rSequenceStats\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x12\n\ngeneration\x18\x05 \x01(\x04\x12\r\n\x05pages\x18\x06 \x01(\r\x12\x13\n\x0btokens_held\x18\x07 \x01(\x04\x12\x17\n\x0freserved_tokens\x18\x08 \x01(\r\x12\x15\n\rstaging_bytes\x18\t \x01(\x04\x12\x16\n\x0e\x61liased_layers\x18\n \x01(\r\"\xdd\x01\n\rStatsResponse\x12\x13\n\x0btotal_pages\x18\x01 \x01(\r\x12\x12\n\nfree_pages\x18\x02 \x01(\r\x12\x12\n\npage_bytes\x18\x03 \x01(\x04\x12\x11\n\tsequences\x18\x04 \x01(\r\x12\x15\n\rstaging_bytes\x18\x05 \x01(\x04\x12\x1a\n\x12staging_used_bytes\x18\x06 \x01(\x04\x12\x10\n\x08requests\x18\x07 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x08 \x01(\x04\x12\'\n\x08sequence\x18\t \x01(\x0b\x32\x15.kvd.v1.SequenceStatsb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvd.v1.stats_pb2', globals())
@@ -23,7 +23,7 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _STATSREQUEST._serialized_start=30
   _STATSREQUEST._serialized_end=65
   _SEQUENCESTATS._serialized_start=68
-  _SEQUENCESTATS._serialized_end=255
-  _STATSRESPONSE._serialized_start=258
-  _STATSRESPONSE._serialized_end=479
+  _SEQUENCESTATS._serialized_end=279
+  _STATSRESPONSE._serialized_start=282
+  _STATSRESPONSE._serialized_end=503
 # @@protoc_insertion_point(module_scope)

@@ -5,7 +5,8 @@ from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Opti
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SequenceStats(_message.Message):
-    __slots__ = ["generation", "length", "model", "pages", "reserved_tokens", "sequence_id", "staging_bytes", "tenant", "tokens_held"]
+    __slots__ = ["aliased_layers", "generation", "length", "model", "pages", "reserved_tokens", "sequence_id", "staging_bytes", "tenant", "tokens_held"]
+    ALIASED_LAYERS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +16,7 @@ class SequenceStats(_message.Message):
     STAGING_BYTES_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TOKENS_HELD_FIELD_NUMBER: _ClassVar[int]
+    aliased_layers: int
     generation: int
     length: int
     model: str
@@ -24,7 +26,7 @@ class SequenceStats(_message.Message):
     staging_bytes: int
     tenant: str
     tokens_held: int
-    def __init__(self, sequence_id: _Optional[int] = ..., model: _Optional[str] = ..., tenant: _Optional[str] = ..., length: _Optional[int] = ..., generation: _Optional[int] = ..., pages: _Optional[int] = ..., tokens_held: _Optional[int] = ..., reserved_tokens: _Optional[int] = ..., staging_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, sequence_id: _Optional[int] = ..., model: _Optional[str] = ..., tenant: _Optional[str] = ..., length: _Optional[int] = ..., generation: _Optional[int] = ..., pages: _Optional[int] = ..., tokens_held: _Optional[int] = ..., reserved_tokens: _Optional[int] = ..., staging_bytes: _Optional[int] = ..., aliased_layers: _Optional[int] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ["sequence_id"]

@@ -623,7 +623,7 @@ const ProtobufCMessageDescriptor kvd__v1__slot__descriptor =
   (ProtobufCMessageInit) kvd__v1__slot__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__head_slots__field_descriptors[5] =
+static const ProtobufCFieldDescriptor kvd__v1__head_slots__field_descriptors[6] =
 {
   {
     "layer",
@@ -685,8 +685,21 @@ static const ProtobufCFieldDescriptor kvd__v1__head_slots__field_descriptors[5] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "aliased",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HeadSlots, aliased),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__head_slots__field_indices_by_name[] = {
+  5,   /* field[5] = aliased */
   3,   /* field[3] = first_slot */
   1,   /* field[1] = head */
   0,   /* field[0] = layer */
@@ -696,7 +709,7 @@ static const unsigned kvd__v1__head_slots__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__head_slots__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor kvd__v1__head_slots__descriptor =
 {
@@ -706,7 +719,7 @@ const ProtobufCMessageDescriptor kvd__v1__head_slots__descriptor =
   "Kvd__V1__HeadSlots",
   "kvd.v1",
   sizeof(Kvd__V1__HeadSlots),
-  5,
+  6,
   kvd__v1__head_slots__field_descriptors,
   kvd__v1__head_slots__field_indices_by_name,
   1,  kvd__v1__head_slots__number_ranges,

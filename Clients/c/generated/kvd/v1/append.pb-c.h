@@ -156,10 +156,14 @@ struct  Kvd__V1__HeadSlots
    * Page indices, uint32 little-endian, in token order.
    */
   ProtobufCBinaryData page_ids;
+  /*
+   * The layer aliases another (KVSharer): it stores nothing; skip it when writing.
+   */
+  protobuf_c_boolean aliased;
 };
 #define KVD__V1__HEAD_SLOTS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__head_slots__descriptor) \
-    , 0, 0, 0,NULL, 0, {0,NULL} }
+    , 0, 0, 0,NULL, 0, {0,NULL}, 0 }
 
 
 struct  Kvd__V1__ReserveResponse

@@ -187,6 +187,186 @@ void   kvd__v1__compact_response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__compact_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   kvd__v1__layer_alias__init
+                     (Kvd__V1__LayerAlias         *message)
+{
+  static const Kvd__V1__LayerAlias init_value = KVD__V1__LAYER_ALIAS__INIT;
+  *message = init_value;
+}
+size_t kvd__v1__layer_alias__get_packed_size
+                     (const Kvd__V1__LayerAlias *message)
+{
+  assert(message->base.descriptor == &kvd__v1__layer_alias__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t kvd__v1__layer_alias__pack
+                     (const Kvd__V1__LayerAlias *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &kvd__v1__layer_alias__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t kvd__v1__layer_alias__pack_to_buffer
+                     (const Kvd__V1__LayerAlias *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &kvd__v1__layer_alias__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Kvd__V1__LayerAlias *
+       kvd__v1__layer_alias__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Kvd__V1__LayerAlias *)
+     protobuf_c_message_unpack (&kvd__v1__layer_alias__descriptor,
+                                allocator, len, data);
+}
+void   kvd__v1__layer_alias__free_unpacked
+                     (Kvd__V1__LayerAlias *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &kvd__v1__layer_alias__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   kvd__v1__rank_layers_request__init
+                     (Kvd__V1__RankLayersRequest         *message)
+{
+  static const Kvd__V1__RankLayersRequest init_value = KVD__V1__RANK_LAYERS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t kvd__v1__rank_layers_request__get_packed_size
+                     (const Kvd__V1__RankLayersRequest *message)
+{
+  assert(message->base.descriptor == &kvd__v1__rank_layers_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t kvd__v1__rank_layers_request__pack
+                     (const Kvd__V1__RankLayersRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &kvd__v1__rank_layers_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t kvd__v1__rank_layers_request__pack_to_buffer
+                     (const Kvd__V1__RankLayersRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &kvd__v1__rank_layers_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Kvd__V1__RankLayersRequest *
+       kvd__v1__rank_layers_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Kvd__V1__RankLayersRequest *)
+     protobuf_c_message_unpack (&kvd__v1__rank_layers_request__descriptor,
+                                allocator, len, data);
+}
+void   kvd__v1__rank_layers_request__free_unpacked
+                     (Kvd__V1__RankLayersRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &kvd__v1__rank_layers_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   kvd__v1__layer_pair__init
+                     (Kvd__V1__LayerPair         *message)
+{
+  static const Kvd__V1__LayerPair init_value = KVD__V1__LAYER_PAIR__INIT;
+  *message = init_value;
+}
+size_t kvd__v1__layer_pair__get_packed_size
+                     (const Kvd__V1__LayerPair *message)
+{
+  assert(message->base.descriptor == &kvd__v1__layer_pair__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t kvd__v1__layer_pair__pack
+                     (const Kvd__V1__LayerPair *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &kvd__v1__layer_pair__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t kvd__v1__layer_pair__pack_to_buffer
+                     (const Kvd__V1__LayerPair *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &kvd__v1__layer_pair__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Kvd__V1__LayerPair *
+       kvd__v1__layer_pair__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Kvd__V1__LayerPair *)
+     protobuf_c_message_unpack (&kvd__v1__layer_pair__descriptor,
+                                allocator, len, data);
+}
+void   kvd__v1__layer_pair__free_unpacked
+                     (Kvd__V1__LayerPair *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &kvd__v1__layer_pair__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   kvd__v1__rank_layers_response__init
+                     (Kvd__V1__RankLayersResponse         *message)
+{
+  static const Kvd__V1__RankLayersResponse init_value = KVD__V1__RANK_LAYERS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t kvd__v1__rank_layers_response__get_packed_size
+                     (const Kvd__V1__RankLayersResponse *message)
+{
+  assert(message->base.descriptor == &kvd__v1__rank_layers_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t kvd__v1__rank_layers_response__pack
+                     (const Kvd__V1__RankLayersResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &kvd__v1__rank_layers_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t kvd__v1__rank_layers_response__pack_to_buffer
+                     (const Kvd__V1__RankLayersResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &kvd__v1__rank_layers_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Kvd__V1__RankLayersResponse *
+       kvd__v1__rank_layers_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Kvd__V1__RankLayersResponse *)
+     protobuf_c_message_unpack (&kvd__v1__rank_layers_response__descriptor,
+                                allocator, len, data);
+}
+void   kvd__v1__rank_layers_response__free_unpacked
+                     (Kvd__V1__RankLayersResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &kvd__v1__rank_layers_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   kvd__v1__stage_request__init
                      (Kvd__V1__StageRequest         *message)
 {
@@ -521,7 +701,7 @@ const ProtobufCMessageDescriptor kvd__v1__head_count__descriptor =
   (ProtobufCMessageInit) kvd__v1__head_count__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__compact_response__field_descriptors[10] =
+static const ProtobufCFieldDescriptor kvd__v1__compact_response__field_descriptors[11] =
 {
   {
     "sequence_id",
@@ -643,8 +823,21 @@ static const ProtobufCFieldDescriptor kvd__v1__compact_response__field_descripto
     0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "aliases",
+    11,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__CompactResponse, n_aliases),
+    offsetof(Kvd__V1__CompactResponse, aliases),
+    &kvd__v1__layer_alias__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__compact_response__field_indices_by_name[] = {
+  10,   /* field[10] = aliases */
   9,   /* field[9] = budgets */
   5,   /* field[5] = bytes_freed */
   8,   /* field[8] = chosen_by */
@@ -659,7 +852,7 @@ static const unsigned kvd__v1__compact_response__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__compact_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor kvd__v1__compact_response__descriptor =
 {
@@ -669,11 +862,202 @@ const ProtobufCMessageDescriptor kvd__v1__compact_response__descriptor =
   "Kvd__V1__CompactResponse",
   "kvd.v1",
   sizeof(Kvd__V1__CompactResponse),
-  10,
+  11,
   kvd__v1__compact_response__field_descriptors,
   kvd__v1__compact_response__field_indices_by_name,
   1,  kvd__v1__compact_response__number_ranges,
   (ProtobufCMessageInit) kvd__v1__compact_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor kvd__v1__layer_alias__field_descriptors[2] =
+{
+  {
+    "layer",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__LayerAlias, layer),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "owner",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__LayerAlias, owner),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned kvd__v1__layer_alias__field_indices_by_name[] = {
+  0,   /* field[0] = layer */
+  1,   /* field[1] = owner */
+};
+static const ProtobufCIntRange kvd__v1__layer_alias__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor kvd__v1__layer_alias__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "kvd.v1.LayerAlias",
+  "LayerAlias",
+  "Kvd__V1__LayerAlias",
+  "kvd.v1",
+  sizeof(Kvd__V1__LayerAlias),
+  2,
+  kvd__v1__layer_alias__field_descriptors,
+  kvd__v1__layer_alias__field_indices_by_name,
+  1,  kvd__v1__layer_alias__number_ranges,
+  (ProtobufCMessageInit) kvd__v1__layer_alias__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor kvd__v1__rank_layers_request__field_descriptors[1] =
+{
+  {
+    "sequence_ids",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Kvd__V1__RankLayersRequest, n_sequence_ids),
+    offsetof(Kvd__V1__RankLayersRequest, sequence_ids),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned kvd__v1__rank_layers_request__field_indices_by_name[] = {
+  0,   /* field[0] = sequence_ids */
+};
+static const ProtobufCIntRange kvd__v1__rank_layers_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor kvd__v1__rank_layers_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "kvd.v1.RankLayersRequest",
+  "RankLayersRequest",
+  "Kvd__V1__RankLayersRequest",
+  "kvd.v1",
+  sizeof(Kvd__V1__RankLayersRequest),
+  1,
+  kvd__v1__rank_layers_request__field_descriptors,
+  kvd__v1__rank_layers_request__field_indices_by_name,
+  1,  kvd__v1__rank_layers_request__number_ranges,
+  (ProtobufCMessageInit) kvd__v1__rank_layers_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor kvd__v1__layer_pair__field_descriptors[3] =
+{
+  {
+    "layer",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__LayerPair, layer),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "other",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__LayerPair, other),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "distance",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__LayerPair, distance),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned kvd__v1__layer_pair__field_indices_by_name[] = {
+  2,   /* field[2] = distance */
+  0,   /* field[0] = layer */
+  1,   /* field[1] = other */
+};
+static const ProtobufCIntRange kvd__v1__layer_pair__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor kvd__v1__layer_pair__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "kvd.v1.LayerPair",
+  "LayerPair",
+  "Kvd__V1__LayerPair",
+  "kvd.v1",
+  sizeof(Kvd__V1__LayerPair),
+  3,
+  kvd__v1__layer_pair__field_descriptors,
+  kvd__v1__layer_pair__field_indices_by_name,
+  1,  kvd__v1__layer_pair__number_ranges,
+  (ProtobufCMessageInit) kvd__v1__layer_pair__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor kvd__v1__rank_layers_response__field_descriptors[1] =
+{
+  {
+    "pairs",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__RankLayersResponse, n_pairs),
+    offsetof(Kvd__V1__RankLayersResponse, pairs),
+    &kvd__v1__layer_pair__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned kvd__v1__rank_layers_response__field_indices_by_name[] = {
+  0,   /* field[0] = pairs */
+};
+static const ProtobufCIntRange kvd__v1__rank_layers_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor kvd__v1__rank_layers_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "kvd.v1.RankLayersResponse",
+  "RankLayersResponse",
+  "Kvd__V1__RankLayersResponse",
+  "kvd.v1",
+  sizeof(Kvd__V1__RankLayersResponse),
+  1,
+  kvd__v1__rank_layers_response__field_descriptors,
+  kvd__v1__rank_layers_response__field_indices_by_name,
+  1,  kvd__v1__rank_layers_response__number_ranges,
+  (ProtobufCMessageInit) kvd__v1__rank_layers_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor kvd__v1__stage_request__field_descriptors[2] =

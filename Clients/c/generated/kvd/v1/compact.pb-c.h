@@ -20,6 +20,10 @@ typedef struct Kvd__V1__SharedTensor Kvd__V1__SharedTensor;
 typedef struct Kvd__V1__CompactRequest Kvd__V1__CompactRequest;
 typedef struct Kvd__V1__HeadCount Kvd__V1__HeadCount;
 typedef struct Kvd__V1__CompactResponse Kvd__V1__CompactResponse;
+typedef struct Kvd__V1__LayerAlias Kvd__V1__LayerAlias;
+typedef struct Kvd__V1__RankLayersRequest Kvd__V1__RankLayersRequest;
+typedef struct Kvd__V1__LayerPair Kvd__V1__LayerPair;
+typedef struct Kvd__V1__RankLayersResponse Kvd__V1__RankLayersResponse;
 typedef struct Kvd__V1__StageRequest Kvd__V1__StageRequest;
 typedef struct Kvd__V1__StageResponse Kvd__V1__StageResponse;
 
@@ -174,10 +178,83 @@ struct  Kvd__V1__CompactResponse
    */
   size_t n_budgets;
   uint32_t *budgets;
+  /*
+   * Layer aliases in force after this compaction (KVSharer), layer → owner.
+   */
+  size_t n_aliases;
+  Kvd__V1__LayerAlias **aliases;
 };
 #define KVD__V1__COMPACT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__compact_response__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+    , 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL }
+
+
+/*
+ * Layer `layer` reads layer `owner`'s keys and values and stores none.
+ */
+struct  Kvd__V1__LayerAlias
+{
+  ProtobufCMessage base;
+  uint32_t layer;
+  uint32_t owner;
+};
+#define KVD__V1__LAYER_ALIAS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__layer_alias__descriptor) \
+    , 0, 0 }
+
+
+/*
+ * Rank layer pairs by how different their caches are (KVSharer calibration). K̄ and V̄ per layer are
+ * averaged over the given sequences (same model, same length, no aliased layers); the distance of
+ * layers i > j is ½·(mean over heads and tokens of ‖K̄_i − K̄_j‖₂ + the same for V̄).
+ */
+struct  Kvd__V1__RankLayersRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Sequences to average over (a calibration set); at least one.
+   */
+  size_t n_sequence_ids;
+  uint64_t *sequence_ids;
+};
+#define KVD__V1__RANK_LAYERS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__rank_layers_request__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * One pair and its distance.
+ */
+struct  Kvd__V1__LayerPair
+{
+  ProtobufCMessage base;
+  /*
+   * The later layer (the one that would alias).
+   */
+  uint32_t layer;
+  /*
+   * The earlier layer (the one it would read).
+   */
+  uint32_t other;
+  double distance;
+};
+#define KVD__V1__LAYER_PAIR__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__layer_pair__descriptor) \
+    , 0, 0, 0 }
+
+
+struct  Kvd__V1__RankLayersResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Every pair i > j, most dissimilar first (KVSharer's order); ties by (layer, other) ascending.
+   */
+  size_t n_pairs;
+  Kvd__V1__LayerPair **pairs;
+};
+#define KVD__V1__RANK_LAYERS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__rank_layers_response__descriptor) \
+    , 0,NULL }
 
 
 /*
@@ -294,6 +371,82 @@ Kvd__V1__CompactResponse *
 void   kvd__v1__compact_response__free_unpacked
                      (Kvd__V1__CompactResponse *message,
                       ProtobufCAllocator *allocator);
+/* Kvd__V1__LayerAlias methods */
+void   kvd__v1__layer_alias__init
+                     (Kvd__V1__LayerAlias         *message);
+size_t kvd__v1__layer_alias__get_packed_size
+                     (const Kvd__V1__LayerAlias   *message);
+size_t kvd__v1__layer_alias__pack
+                     (const Kvd__V1__LayerAlias   *message,
+                      uint8_t             *out);
+size_t kvd__v1__layer_alias__pack_to_buffer
+                     (const Kvd__V1__LayerAlias   *message,
+                      ProtobufCBuffer     *buffer);
+Kvd__V1__LayerAlias *
+       kvd__v1__layer_alias__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   kvd__v1__layer_alias__free_unpacked
+                     (Kvd__V1__LayerAlias *message,
+                      ProtobufCAllocator *allocator);
+/* Kvd__V1__RankLayersRequest methods */
+void   kvd__v1__rank_layers_request__init
+                     (Kvd__V1__RankLayersRequest         *message);
+size_t kvd__v1__rank_layers_request__get_packed_size
+                     (const Kvd__V1__RankLayersRequest   *message);
+size_t kvd__v1__rank_layers_request__pack
+                     (const Kvd__V1__RankLayersRequest   *message,
+                      uint8_t             *out);
+size_t kvd__v1__rank_layers_request__pack_to_buffer
+                     (const Kvd__V1__RankLayersRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Kvd__V1__RankLayersRequest *
+       kvd__v1__rank_layers_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   kvd__v1__rank_layers_request__free_unpacked
+                     (Kvd__V1__RankLayersRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Kvd__V1__LayerPair methods */
+void   kvd__v1__layer_pair__init
+                     (Kvd__V1__LayerPair         *message);
+size_t kvd__v1__layer_pair__get_packed_size
+                     (const Kvd__V1__LayerPair   *message);
+size_t kvd__v1__layer_pair__pack
+                     (const Kvd__V1__LayerPair   *message,
+                      uint8_t             *out);
+size_t kvd__v1__layer_pair__pack_to_buffer
+                     (const Kvd__V1__LayerPair   *message,
+                      ProtobufCBuffer     *buffer);
+Kvd__V1__LayerPair *
+       kvd__v1__layer_pair__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   kvd__v1__layer_pair__free_unpacked
+                     (Kvd__V1__LayerPair *message,
+                      ProtobufCAllocator *allocator);
+/* Kvd__V1__RankLayersResponse methods */
+void   kvd__v1__rank_layers_response__init
+                     (Kvd__V1__RankLayersResponse         *message);
+size_t kvd__v1__rank_layers_response__get_packed_size
+                     (const Kvd__V1__RankLayersResponse   *message);
+size_t kvd__v1__rank_layers_response__pack
+                     (const Kvd__V1__RankLayersResponse   *message,
+                      uint8_t             *out);
+size_t kvd__v1__rank_layers_response__pack_to_buffer
+                     (const Kvd__V1__RankLayersResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Kvd__V1__RankLayersResponse *
+       kvd__v1__rank_layers_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   kvd__v1__rank_layers_response__free_unpacked
+                     (Kvd__V1__RankLayersResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Kvd__V1__StageRequest methods */
 void   kvd__v1__stage_request__init
                      (Kvd__V1__StageRequest         *message);
@@ -346,6 +499,18 @@ typedef void (*Kvd__V1__HeadCount_Closure)
 typedef void (*Kvd__V1__CompactResponse_Closure)
                  (const Kvd__V1__CompactResponse *message,
                   void *closure_data);
+typedef void (*Kvd__V1__LayerAlias_Closure)
+                 (const Kvd__V1__LayerAlias *message,
+                  void *closure_data);
+typedef void (*Kvd__V1__RankLayersRequest_Closure)
+                 (const Kvd__V1__RankLayersRequest *message,
+                  void *closure_data);
+typedef void (*Kvd__V1__LayerPair_Closure)
+                 (const Kvd__V1__LayerPair *message,
+                  void *closure_data);
+typedef void (*Kvd__V1__RankLayersResponse_Closure)
+                 (const Kvd__V1__RankLayersResponse *message,
+                  void *closure_data);
 typedef void (*Kvd__V1__StageRequest_Closure)
                  (const Kvd__V1__StageRequest *message,
                   void *closure_data);
@@ -362,6 +527,10 @@ extern const ProtobufCMessageDescriptor kvd__v1__shared_tensor__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__compact_request__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__head_count__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__compact_response__descriptor;
+extern const ProtobufCMessageDescriptor kvd__v1__layer_alias__descriptor;
+extern const ProtobufCMessageDescriptor kvd__v1__rank_layers_request__descriptor;
+extern const ProtobufCMessageDescriptor kvd__v1__layer_pair__descriptor;
+extern const ProtobufCMessageDescriptor kvd__v1__rank_layers_response__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__stage_request__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__stage_response__descriptor;
 

@@ -187,7 +187,7 @@ void   kvd__v1__response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[12] =
+static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[13] =
 {
   {
     "request_id",
@@ -333,6 +333,18 @@ static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[12] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rank_layers",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, rank_layers),
+    &kvd__v1__rank_layers_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__request__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -342,6 +354,7 @@ static const unsigned kvd__v1__request__field_indices_by_name[] = {
   2,   /* field[2] = hello */
   1,   /* field[1] = protocol_version */
   7,   /* field[7] = query */
+  12,   /* field[12] = rank_layers */
   9,   /* field[9] = release */
   0,   /* field[0] = request_id */
   5,   /* field[5] = reserve */
@@ -352,7 +365,7 @@ static const ProtobufCIntRange kvd__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
 {
@@ -362,7 +375,7 @@ const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
   "Kvd__V1__Request",
   "kvd.v1",
   sizeof(Kvd__V1__Request),
-  12,
+  13,
   kvd__v1__request__field_descriptors,
   kvd__v1__request__field_indices_by_name,
   2,  kvd__v1__request__number_ranges,
@@ -484,7 +497,7 @@ const ProtobufCMessageDescriptor kvd__v1__error__descriptor =
   (ProtobufCMessageInit) kvd__v1__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[12] =
+static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[13] =
 {
   {
     "header",
@@ -630,6 +643,18 @@ static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[12] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rank_layers",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, rank_layers),
+    &kvd__v1__rank_layers_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__response__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -640,6 +665,7 @@ static const unsigned kvd__v1__response__field_indices_by_name[] = {
   0,   /* field[0] = header */
   2,   /* field[2] = hello */
   7,   /* field[7] = query */
+  12,   /* field[12] = rank_layers */
   9,   /* field[9] = release */
   5,   /* field[5] = reserve */
   11,   /* field[11] = stage */
@@ -649,7 +675,7 @@ static const ProtobufCIntRange kvd__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
 {
@@ -659,7 +685,7 @@ const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
   "Kvd__V1__Response",
   "kvd.v1",
   sizeof(Kvd__V1__Response),
-  12,
+  13,
   kvd__v1__response__field_descriptors,
   kvd__v1__response__field_indices_by_name,
   2,  kvd__v1__response__number_ranges,

@@ -44,7 +44,8 @@ typedef enum {
   KVD__V1__REQUEST__BODY_COMPACT = 16,
   KVD__V1__REQUEST__BODY_RELEASE = 17,
   KVD__V1__REQUEST__BODY_STATS = 18,
-  KVD__V1__REQUEST__BODY_STAGE = 19
+  KVD__V1__REQUEST__BODY_STAGE = 19,
+  KVD__V1__REQUEST__BODY_RANK_LAYERS = 20
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__REQUEST__BODY__CASE)
 } Kvd__V1__Request__BodyCase;
 
@@ -74,6 +75,7 @@ struct  Kvd__V1__Request
     Kvd__V1__ReleaseRequest *release;
     Kvd__V1__StatsRequest *stats;
     Kvd__V1__StageRequest *stage;
+    Kvd__V1__RankLayersRequest *rank_layers;
   };
 };
 #define KVD__V1__REQUEST__INIT \
@@ -137,7 +139,8 @@ typedef enum {
   KVD__V1__RESPONSE__BODY_COMPACT = 16,
   KVD__V1__RESPONSE__BODY_RELEASE = 17,
   KVD__V1__RESPONSE__BODY_STATS = 18,
-  KVD__V1__RESPONSE__BODY_STAGE = 19
+  KVD__V1__RESPONSE__BODY_STAGE = 19,
+  KVD__V1__RESPONSE__BODY_RANK_LAYERS = 20
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__RESPONSE__BODY__CASE)
 } Kvd__V1__Response__BodyCase;
 
@@ -161,6 +164,7 @@ struct  Kvd__V1__Response
     Kvd__V1__ReleaseResponse *release;
     Kvd__V1__StatsResponse *stats;
     Kvd__V1__StageResponse *stage;
+    Kvd__V1__RankLayersResponse *rank_layers;
   };
 };
 #define KVD__V1__RESPONSE__INIT \

@@ -328,7 +328,7 @@ const ProtobufCMessageDescriptor kvd__v1__page_ref__descriptor =
   (ProtobufCMessageInit) kvd__v1__page_ref__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__head_view__field_descriptors[11] =
+static const ProtobufCFieldDescriptor kvd__v1__head_view__field_descriptors[13] =
 {
   {
     "layer",
@@ -462,8 +462,33 @@ static const ProtobufCFieldDescriptor kvd__v1__head_view__field_descriptors[11] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "aliased",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HeadView, aliased),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "owner_layer",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HeadView, owner_layer),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__head_view__field_indices_by_name[] = {
+  11,   /* field[11] = aliased */
   8,   /* field[8] = gather_key_offset */
   9,   /* field[9] = gather_value_offset */
   1,   /* field[1] = head */
@@ -471,6 +496,7 @@ static const unsigned kvd__v1__head_view__field_indices_by_name[] = {
   0,   /* field[0] = layer */
   4,   /* field[4] = log_weights */
   2,   /* field[2] = num_tokens */
+  12,   /* field[12] = owner_layer */
   10,   /* field[10] = page_ids */
   5,   /* field[5] = pages */
   3,   /* field[3] = positions */
@@ -479,7 +505,7 @@ static const unsigned kvd__v1__head_view__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__head_view__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor kvd__v1__head_view__descriptor =
 {
@@ -489,7 +515,7 @@ const ProtobufCMessageDescriptor kvd__v1__head_view__descriptor =
   "Kvd__V1__HeadView",
   "kvd.v1",
   sizeof(Kvd__V1__HeadView),
-  11,
+  13,
   kvd__v1__head_view__field_descriptors,
   kvd__v1__head_view__field_indices_by_name,
   1,  kvd__v1__head_view__number_ranges,

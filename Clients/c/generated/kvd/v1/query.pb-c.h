@@ -152,10 +152,18 @@ struct  Kvd__V1__HeadView
    * are packed from slot 0 of the first page, so token t is in page_ids[t / P] at slot t % P.
    */
   ProtobufCBinaryData page_ids;
+  /*
+   * The layer aliases `owner_layer` (KVSharer): everything above is the owner's head.
+   */
+  protobuf_c_boolean aliased;
+  /*
+   * The layer whose cache this is (the layer itself unless aliased).
+   */
+  uint32_t owner_layer;
 };
 #define KVD__V1__HEAD_VIEW__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__head_view__descriptor) \
-    , 0, 0, 0, {0,NULL}, {0,NULL}, 0,NULL, {0,NULL}, {0,NULL}, 0, 0, {0,NULL} }
+    , 0, 0, 0, {0,NULL}, {0,NULL}, 0,NULL, {0,NULL}, {0,NULL}, 0, 0, {0,NULL}, 0, 0 }
 
 
 struct  Kvd__V1__QueryResponse

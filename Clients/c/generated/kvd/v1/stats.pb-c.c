@@ -180,7 +180,7 @@ const ProtobufCMessageDescriptor kvd__v1__stats_request__descriptor =
   (ProtobufCMessageInit) kvd__v1__stats_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__sequence_stats__field_descriptors[9] =
+static const ProtobufCFieldDescriptor kvd__v1__sequence_stats__field_descriptors[10] =
 {
   {
     "sequence_id",
@@ -290,8 +290,21 @@ static const ProtobufCFieldDescriptor kvd__v1__sequence_stats__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "aliased_layers",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SequenceStats, aliased_layers),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__sequence_stats__field_indices_by_name[] = {
+  9,   /* field[9] = aliased_layers */
   4,   /* field[4] = generation */
   3,   /* field[3] = length */
   1,   /* field[1] = model */
@@ -305,7 +318,7 @@ static const unsigned kvd__v1__sequence_stats__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__sequence_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor kvd__v1__sequence_stats__descriptor =
 {
@@ -315,7 +328,7 @@ const ProtobufCMessageDescriptor kvd__v1__sequence_stats__descriptor =
   "Kvd__V1__SequenceStats",
   "kvd.v1",
   sizeof(Kvd__V1__SequenceStats),
-  9,
+  10,
   kvd__v1__sequence_stats__field_descriptors,
   kvd__v1__sequence_stats__field_indices_by_name,
   1,  kvd__v1__sequence_stats__number_ranges,

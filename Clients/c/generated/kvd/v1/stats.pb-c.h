@@ -80,10 +80,14 @@ struct  Kvd__V1__SequenceStats
    * Bytes held in the staging area.
    */
   uint64_t staging_bytes;
+  /*
+   * Layers that alias another layer's cache and hold no pages (KVSharer).
+   */
+  uint32_t aliased_layers;
 };
 #define KVD__V1__SEQUENCE_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__sequence_stats__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0 }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Kvd__V1__StatsResponse

@@ -1,0 +1,479 @@
+/*
+ * kvd_client.h — C client for kvd, the KV-cache daemon (protocol version 1).
+ *
+ * Link with `pkg-config --cflags --libs kvdclient` (libkvdclient.so or, with --static,
+ * libkvdclient.a plus libzmq and libprotobuf-c). The header needs only the C standard library;
+ * it can be included from C11 and C++ (every declaration is extern "C").
+ *
+ * ---------------------------------------------------------------------------------------------
+ * Results and errors
+ *   Every call returns a kvd_result. KVD_OK is 0. Codes 1..9 are the daemon's kvd.v1.ErrorCode
+ *   values (the request changed nothing on the daemon); codes >= 100 are found by the client.
+ *   After any failed call on a client, kvd_client_last_error(client) is a message saying what went
+ *   wrong ("kvd: ..."); it is owned by the client and valid until the next call on that client.
+ *   The library never exits, never prints, never raises signals (SIGPIPE is not used by libzmq).
+ *
+ * Ownership
+ *   Every object the library returns through a `**out` parameter is owned by the caller and has a
+ *   free function named after it (kvd_client_free, kvd_hello_info_free, kvd_reservation_free,
+ *   kvd_query_result_free, kvd_compact_result_free). Free functions accept NULL. Pointers inside
+ *   a returned object (strings, arrays) belong to that object and live until it is freed. Input
+ *   pointers are only read during the call; the library keeps no reference to them.
+ *
+ * Shared memory
+ *   kvd keeps K/V in a POSIX shared-memory arena that the client maps read-write (MAP_SHARED) at
+ *   Hello. Query results (PAGES and GATHER modes) and reservations point straight into it. Every
+ *   such object holds a reference on the mapping, so its pointers stay dereferenceable until the
+ *   object is freed, even after kvd_client_close or a daemon restart. The *contents* are only
+ *   meaningful while the sequence's generation is the one the object was returned with (any
+ *   compaction, release or restart changes or frees the tokens).
+ *
+ * Daemon restarts
+ *   Before and after every request the client checks that /dev/shm/<name> is still the segment it
+ *   mapped. If it was replaced or removed (the daemon restarted or stopped), the call returns
+ *   KVD_ERR_RESTARTED ("the daemon restarted; its sequences are gone") after re-attaching: it says
+ *   Hello to the new daemon and maps the new arena, so the *next* call works normally. Sequences of
+ *   the old daemon are lost and must be recreated; the client never silently sends a request that
+ *   names an old sequence to a new daemon. If the new daemon is not up yet the call returns
+ *   KVD_ERR_TIMEOUT and the next call tries again.
+ *
+ * Timeouts
+ *   Every request waits at most kvd_client_options.timeout_ms for its reply (default 5000 ms);
+ *   then it returns KVD_ERR_TIMEOUT and replaces its socket, so a late reply is never mistaken for
+ *   the answer to a later request. A daemon that is not running gives KVD_ERR_TIMEOUT, never a hang.
+ *
+ * Thread safety
+ *   A kvd_client is NOT thread-safe (ZeroMQ sockets are not): use one client per thread, or
+ *   serialise calls on a client yourself. Using one client from two threads at once is detected
+ *   and the second call fails with KVD_ERR_BUSY (without touching the last error message).
+ *   Different clients are fully independent. Returned objects (hello info, query results,
+ *   reservations, compact results) are immutable: they may be read from any number of threads and
+ *   freed from any thread, also after their client was freed. kvd_result_name and the float
+ *   conversion helpers are thread-safe.
+ *
+ * Byte order: K, V, positions and log-weights are little-endian; the library supports
+ * little-endian hosts only (it refuses to compile elsewhere).
+ */
+#ifndef KVD_CLIENT_H
+#define KVD_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && defined(KVD_CLIENT_BUILDING)
+#define KVD_API __attribute__((visibility("default")))
+#else
+#define KVD_API
+#endif
+
+#define KVD_CLIENT_VERSION "0.1.0"
+/** The kvd wire protocol version this library speaks. */
+#define KVD_PROTOCOL_VERSION 1u
+
+/* ------------------------------------------------------------------------------------------- */
+/* Result codes                                                                                 */
+
+typedef enum kvd_result {
+    KVD_OK = 0,
+    /* The daemon's codes (kvd.v1.ErrorCode); the request changed nothing. */
+    KVD_ERR_INVALID_ARGUMENT = 1,   /* the daemon refused a value; the message names it */
+    KVD_ERR_NOT_FOUND = 2,          /* unknown model, sequence, method, policy or reservation */
+    KVD_ERR_ALREADY_EXISTS = 3,     /* sequence id in use */
+    KVD_ERR_RESOURCE_EXHAUSTED = 4, /* arena / staging area / max_sequences full */
+    KVD_ERR_FAILED_PRECONDITION = 5,/* e.g. a reservation is open; missing observation queries */
+    KVD_ERR_PERMISSION_DENIED = 6,
+    KVD_ERR_UNIMPLEMENTED = 7,      /* e.g. no common protocol version at Hello */
+    KVD_ERR_INTERNAL = 8,           /* a bug in kvd */
+    KVD_ERR_UNAVAILABLE = 9,        /* the daemon is shutting down */
+    KVD_ERR_SERVER_OTHER = 99,      /* an error code newer than this library (see the message) */
+    /* Found by the client. */
+    KVD_ERR_TIMEOUT = 100,          /* no reply within the timeout: daemon not running or stuck */
+    KVD_ERR_CLOSED = 101,           /* the client was closed with kvd_client_close */
+    KVD_ERR_ARGUMENT = 102,         /* a NULL pointer, zero size, shape/dtype mismatch, ... */
+    KVD_ERR_BUFFER_TOO_SMALL = 103, /* a caller buffer is too small; the needed size is returned */
+    KVD_ERR_PROTOCOL = 104,         /* protocol version mismatch, undecodable or unexpected reply */
+    KVD_ERR_SYSTEM = 105,           /* an OS or ZeroMQ call failed, or out of memory */
+    KVD_ERR_RESTARTED = 106,        /* the daemon restarted; its sequences are gone (re-attached) */
+    KVD_ERR_BUSY = 107              /* the client is in use by another thread right now */
+} kvd_result;
+
+/** Constant name of a code, e.g. "KVD_ERR_TIMEOUT" ("KVD_ERR_?" for unknown values). Static. */
+KVD_API const char *kvd_result_name(kvd_result code);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Types                                                                                        */
+
+/** Element type of K and V (values are kvd.v1.DType). */
+typedef enum kvd_dtype {
+    KVD_DTYPE_UNSPECIFIED = 0,
+    KVD_DTYPE_F16 = 1,   /* IEEE binary16 */
+    KVD_DTYPE_BF16 = 2,  /* bfloat16 */
+    KVD_DTYPE_F32 = 3    /* IEEE binary32 */
+} kvd_dtype;
+
+/** Bytes per element of a dtype; 0 for unknown values. */
+KVD_API size_t kvd_dtype_size(kvd_dtype dtype);
+
+/** Conversion helpers (round to nearest even; NaN stays NaN). */
+KVD_API uint16_t kvd_f32_to_f16(float x);
+KVD_API float kvd_f16_to_f32(uint16_t h);
+KVD_API uint16_t kvd_f32_to_bf16(float x);
+KVD_API float kvd_bf16_to_f32(uint16_t h);
+
+typedef struct kvd_client kvd_client;
+
+/** Options of kvd_client_connect. Zero-initialise, set struct_size = sizeof(kvd_client_options). */
+typedef struct kvd_client_options {
+    size_t struct_size;          /* sizeof(kvd_client_options); lets the struct grow compatibly */
+    int timeout_ms;              /* reply timeout per request; <= 0 means 5000 */
+    const char *client_name;     /* sent in Hello for the daemon's logs; NULL means "kvd-c" */
+    uint32_t protocol_version;   /* version to offer; 0 means KVD_PROTOCOL_VERSION (for tests) */
+} kvd_client_options;
+
+/** One model layout from Hello. */
+typedef struct kvd_model_layout {
+    const char *name;
+    uint32_t layers, kv_heads, q_heads, head_dim;
+    kvd_dtype dtype;
+    uint32_t page_tokens;
+    const char *default_method;
+} kvd_model_layout;
+
+/** One parameter of a compaction method. All strings as sent by the daemon. */
+typedef struct kvd_param_info {
+    const char *name, *type, *default_value, *min_value, *max_value, *description;
+} kvd_param_info;
+
+typedef struct kvd_method_info {
+    const char *name, *description, *origin;
+    int needs_queries;                 /* 1 if Compact needs observation queries */
+    size_t num_params;
+    const kvd_param_info *params;
+} kvd_method_info;
+
+typedef struct kvd_policy_info {
+    const char *name, *method;
+    size_t num_params;
+    const char *const *params;         /* "name=value" */
+} kvd_policy_info;
+
+/** What Hello returned. Read-only; free with kvd_hello_info_free. */
+typedef struct kvd_hello_info {
+    uint32_t protocol_version;         /* chosen by the daemon */
+    const char *server_version;
+    /* shared memory */
+    const char *shm_name;              /* e.g. "/kvd-default" */
+    uint64_t shm_size_bytes, page_bytes, pages_offset, staging_offset, staging_bytes;
+    uint32_t page_count, layout_version;
+    uint64_t arena_generation;
+    /* limits */
+    uint64_t max_message_bytes;
+    uint32_t max_tokens_per_append, max_sequences;
+    size_t num_models;
+    const kvd_model_layout *models;
+    size_t num_methods;
+    const kvd_method_info *methods;
+    size_t num_policies;
+    const kvd_policy_info *policies;
+    void *internal_;                   /* private */
+} kvd_hello_info;
+
+/** The model called `name` in `info`, or NULL. The pointer lives as long as `info`. */
+KVD_API const kvd_model_layout *kvd_hello_find_model(const kvd_hello_info *info, const char *name);
+
+/** Result of an Append or Commit. */
+typedef struct kvd_append_result {
+    uint64_t length;          /* logical length after the call */
+    uint64_t first_position;  /* original position of the first added token */
+    uint64_t generation;      /* sequence generation after the call */
+} kvd_append_result;
+
+/** A Reserve's slots; free with kvd_reservation_free (this does not abort it; Commit does). */
+typedef struct kvd_reservation_head {
+    uint32_t layer, head;
+    uint32_t first_slot;      /* slot of the first reserved token in pages[0] */
+    uint32_t num_pages;
+    const uint32_t *page_ids; /* in token order */
+} kvd_reservation_head;
+
+typedef struct kvd_reservation {
+    uint64_t sequence_id, reservation_id;
+    uint32_t num_tokens;      /* reserved tokens */
+    uint32_t page_tokens;     /* P */
+    uint32_t layers, kv_heads, head_dim;
+    kvd_dtype dtype;
+    size_t num_heads;         /* layers * kv_heads, layer-major */
+    const kvd_reservation_head *heads;
+    void *internal_;          /* private */
+} kvd_reservation;
+
+/** Query modes (kvd.v1.QueryMode). */
+typedef enum kvd_query_mode {
+    KVD_QUERY_PAGES = 1,      /* page views into shared memory, no K/V copy */
+    KVD_QUERY_INLINE = 2,     /* K/V bytes in the reply (owned by the result) */
+    KVD_QUERY_GATHER = 3,     /* daemon copies K/V contiguously into the staging buffer */
+    KVD_QUERY_METADATA = 4    /* counts, positions, log-weights only */
+} kvd_query_mode;
+
+/** What one (layer, KV head) holds. */
+typedef struct kvd_head_view {
+    uint32_t layer, head;
+    uint32_t num_tokens;
+    const int32_t *positions;        /* num_tokens original positions, ascending */
+    const float *log_weights;        /* num_tokens; add to the attention logits */
+    /* PAGES: token t is row (t % page_tokens) of page t / page_tokens. */
+    uint32_t num_pages;
+    const uint32_t *page_ids;
+    const void *const *key_pages;    /* per page: its K block [page_tokens, head_dim] (in shm) */
+    const void *const *value_pages;  /* per page: its V block [page_tokens, head_dim] (in shm) */
+    /* INLINE (in the result) and GATHER (in shm): [num_tokens, head_dim] contiguous. NULL else. */
+    const void *keys;
+    const void *values;
+} kvd_head_view;
+
+/** A Query's result; free with kvd_query_result_free. */
+typedef struct kvd_query_result {
+    uint64_t sequence_id, generation, length;
+    kvd_query_mode mode;
+    kvd_dtype dtype;
+    uint32_t head_dim, page_tokens;
+    size_t num_heads;                /* layer-major */
+    const kvd_head_view *heads;
+    void *internal_;                 /* private */
+} kvd_query_result;
+
+/** Compaction parameter (kvd.v1.Param). */
+typedef enum kvd_param_type {
+    KVD_PARAM_INT = 1, KVD_PARAM_FLOAT = 2, KVD_PARAM_STRING = 3, KVD_PARAM_BOOL = 4
+} kvd_param_type;
+
+typedef struct kvd_param {
+    const char *name;
+    kvd_param_type type;
+    union { int64_t i; double f; const char *s; int b; } value;
+} kvd_param;
+
+/** Options of kvd_client_compact. Zero-initialise, set struct_size. */
+typedef struct kvd_compact_options {
+    size_t struct_size;              /* sizeof(kvd_compact_options) */
+    const char *method;              /* method name (NULL/""): else policy */
+    const char *policy;              /* policy name (NULL/""): else rules / model default */
+    const kvd_param *params;         /* overrides; may be NULL when num_params is 0 */
+    size_t num_params;
+    /* Observation queries [layers, q_heads, window, head_dim], row-major; NULL for none. */
+    const void *queries;
+    kvd_dtype queries_dtype;         /* the model's dtype or KVD_DTYPE_F32 */
+    uint32_t queries_shape[4];
+    int queries_in_shm;              /* 1: Stage + copy into the staging buffer instead of inline */
+} kvd_compact_options;
+
+typedef struct kvd_head_count {
+    uint32_t layer, head, before, kept;
+} kvd_head_count;
+
+/** A Compact's result; free with kvd_compact_result_free. */
+typedef struct kvd_compact_result {
+    uint64_t sequence_id, generation;
+    const char *method, *policy, *chosen_by;
+    size_t num_heads;                /* layer-major */
+    const kvd_head_count *heads;
+    size_t num_budgets;
+    const uint32_t *budgets;
+    uint32_t pages_freed;
+    uint64_t bytes_freed, elapsed_ns;
+    void *internal_;                 /* private */
+} kvd_compact_result;
+
+/** Stats (kvd.v1.StatsResponse). */
+typedef struct kvd_stats {
+    uint32_t total_pages, free_pages;
+    uint64_t page_bytes;
+    uint32_t sequences;
+    uint64_t staging_bytes, staging_used_bytes, requests, errors;
+    int has_sequence;                /* 1 when sequence_id was non-zero */
+    struct {
+        uint64_t sequence_id;
+        const char *model, *tenant;  /* owned by the client; valid until its next call */
+        uint64_t length, generation;
+        uint32_t pages;
+        uint64_t tokens_held;
+        uint32_t reserved_tokens;
+        uint64_t staging_bytes;
+    } sequence;
+} kvd_stats;
+
+/* ------------------------------------------------------------------------------------------- */
+/* Session                                                                                      */
+
+/**
+ * Create a client for `endpoint` (e.g. "ipc:///tmp/kvd-default.sock", "tcp://127.0.0.1:5557").
+ * No request is sent: the first call (or kvd_client_hello) says Hello and maps the arena.
+ * `options` may be NULL (defaults). On success *out is a client to free with kvd_client_free.
+ * On failure *out is NULL and, if `error` is not NULL, a message is written there (truncated to
+ * error_size bytes, NUL-terminated).
+ */
+KVD_API kvd_result kvd_client_connect(const char *endpoint, const kvd_client_options *options,
+                                      kvd_client **out, char *error, size_t error_size);
+
+/**
+ * Negotiate the protocol and map the shared-memory arena (also done implicitly by the first call
+ * that needs it). If `info` is not NULL, *info receives the Hello details (free with
+ * kvd_hello_info_free). Fails with KVD_ERR_UNIMPLEMENTED when the daemon speaks no version this
+ * client offers, or KVD_ERR_PROTOCOL when it answers with a version this client does not speak.
+ * A Hello that shows a new arena (daemon restarted) remaps it and returns KVD_OK.
+ */
+KVD_API kvd_result kvd_client_hello(kvd_client *client, kvd_hello_info **info);
+
+KVD_API void kvd_hello_info_free(kvd_hello_info *info);
+
+/** Last error message of `client` (owned by it, valid until its next call); "" after success.
+ *  Never NULL; for a NULL client a static text. */
+KVD_API const char *kvd_client_last_error(const kvd_client *client);
+
+/** Result code of the client's last call (KVD_OK after success). */
+KVD_API kvd_result kvd_client_last_result(const kvd_client *client);
+
+/** The daemon's raw kvd.v1.ErrorCode of the last failed call (0 if it was not a daemon error). */
+KVD_API int kvd_client_last_server_code(const kvd_client *client);
+
+/**
+ * Close the socket and drop the client's reference on the arena mapping. Later calls on the client
+ * fail with KVD_ERR_CLOSED (and a message); objects returned earlier stay valid. Idempotent.
+ * The client must still be freed with kvd_client_free.
+ */
+KVD_API kvd_result kvd_client_close(kvd_client *client);
+
+/** Close (if needed) and free the client. NULL is a no-op. */
+KVD_API void kvd_client_free(kvd_client *client);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Sequences                                                                                    */
+
+/** Create an empty sequence of `model`. `sequence_id` 0 lets the daemon choose; `tenant` may be
+ *  NULL. *out_id (may be NULL) receives the id. */
+KVD_API kvd_result kvd_client_create_sequence(kvd_client *client, const char *model,
+                                              uint64_t sequence_id, const char *tenant,
+                                              uint64_t *out_id);
+
+/** Free every page, reservation and staging buffer of a sequence. Out pointers may be NULL. */
+KVD_API kvd_result kvd_client_release(kvd_client *client, uint64_t sequence_id,
+                                      uint32_t *pages_freed, uint64_t *bytes_freed);
+
+/** Arena statistics, plus `sequence_id`'s details when it is non-zero. */
+KVD_API kvd_result kvd_client_stats(kvd_client *client, uint64_t sequence_id, kvd_stats *out);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Appending                                                                                    */
+
+/**
+ * Append `tokens` tokens inline. `keys` and `values` are row-major
+ * [layers, kv_heads, tokens, head_dim] arrays of `dtype` (the model's), each
+ * layers*kv_heads*tokens*head_dim*kvd_dtype_size(dtype) bytes, read during the call only.
+ * All or nothing. `out` may be NULL.
+ */
+KVD_API kvd_result kvd_client_append(kvd_client *client, uint64_t sequence_id, kvd_dtype dtype,
+                                     uint32_t layers, uint32_t kv_heads, uint32_t tokens,
+                                     uint32_t head_dim, const void *keys, const void *values,
+                                     kvd_append_result *out);
+
+/**
+ * The same, zero-copy: Reserve, copy every head's tokens straight into the arena pages, Commit
+ * (Commit{abort} if anything fails after the Reserve). The shape is checked against the model
+ * before anything is reserved. Bit-identical to kvd_client_append.
+ */
+KVD_API kvd_result kvd_client_append_zero_copy(kvd_client *client, uint64_t sequence_id,
+                                               kvd_dtype dtype, uint32_t layers,
+                                               uint32_t kv_heads, uint32_t tokens,
+                                               uint32_t head_dim, const void *keys,
+                                               const void *values, kvd_append_result *out);
+
+/**
+ * Reserve `num_tokens` slots in every (layer, head) of a sequence. *out describes where each
+ * token goes (free with kvd_reservation_free). Write with kvd_reservation_key/value or
+ * kvd_reservation_write, then kvd_client_commit (or kvd_client_abort).
+ */
+KVD_API kvd_result kvd_client_reserve(kvd_client *client, uint64_t sequence_id,
+                                      uint32_t num_tokens, kvd_reservation **out);
+
+/** Where token `token` (0 .. num_tokens-1) of head `head_index` (layer * kv_heads + head) goes:
+ *  head_dim elements of K (resp. V) in the arena. NULL if an index is out of range. */
+KVD_API void *kvd_reservation_key(const kvd_reservation *r, size_t head_index, uint32_t token);
+KVD_API void *kvd_reservation_value(const kvd_reservation *r, size_t head_index, uint32_t token);
+
+/** Copy `keys`/`values` [layers, kv_heads, num_tokens, head_dim] (the reservation's shape and
+ *  dtype, `bytes` each) into the reserved slots. KVD_ERR_ARGUMENT / BUFFER_TOO_SMALL otherwise. */
+KVD_API kvd_result kvd_reservation_write(const kvd_reservation *r, const void *keys,
+                                         const void *values, size_t bytes);
+
+/** Make the first `num_tokens` (1 .. reserved; 0 means all) reserved tokens visible. */
+KVD_API kvd_result kvd_client_commit(kvd_client *client, const kvd_reservation *r,
+                                     uint32_t num_tokens, kvd_append_result *out);
+
+/** Drop the whole reservation; the sequence is unchanged. */
+KVD_API kvd_result kvd_client_abort(kvd_client *client, const kvd_reservation *r);
+
+KVD_API void kvd_reservation_free(kvd_reservation *r);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Reading                                                                                      */
+
+/**
+ * Read a sequence. `layers` (n_layers entries) selects layers; NULL/0 means all. *out must be
+ * freed with kvd_query_result_free. Views into shared memory (PAGES, GATHER) are valid while the
+ * sequence keeps `generation` (and a GATHER's until the next gather/stage of the sequence).
+ */
+KVD_API kvd_result kvd_client_query(kvd_client *client, uint64_t sequence_id, kvd_query_mode mode,
+                                    const uint32_t *layers, size_t n_layers,
+                                    kvd_query_result **out);
+
+/** Bytes of one head's K (= of its V): num_tokens * head_dim * dtype size. */
+KVD_API size_t kvd_query_head_bytes(const kvd_query_result *r, size_t head_index);
+
+/**
+ * Copy head `head_index`'s K and V as contiguous [num_tokens, head_dim] into caller buffers of
+ * `capacity` bytes each (either may be NULL to skip it). *needed (may be NULL) receives the bytes
+ * required; KVD_ERR_BUFFER_TOO_SMALL when capacity is less (nothing is copied), KVD_ERR_ARGUMENT
+ * for a bad index or a METADATA result.
+ */
+KVD_API kvd_result kvd_query_copy_head(const kvd_query_result *r, size_t head_index, void *keys,
+                                       void *values, size_t capacity, size_t *needed);
+
+/** The head for (layer, head), or NULL. */
+KVD_API const kvd_head_view *kvd_query_find_head(const kvd_query_result *r, uint32_t layer,
+                                                 uint32_t head);
+
+KVD_API void kvd_query_result_free(kvd_query_result *r);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Compaction                                                                                   */
+
+/** Convenience constructors for kvd_param (name is not copied). */
+KVD_API kvd_param kvd_param_int(const char *name, int64_t v);
+KVD_API kvd_param kvd_param_float(const char *name, double v);
+KVD_API kvd_param kvd_param_string(const char *name, const char *v);
+KVD_API kvd_param kvd_param_bool(const char *name, int v);
+
+/** Compact a sequence with a method or a named policy, parameters and observation queries.
+ *  `options` may be NULL (rules / model default). *out (may be NULL) must be freed with
+ *  kvd_compact_result_free. */
+KVD_API kvd_result kvd_client_compact(kvd_client *client, uint64_t sequence_id,
+                                      const kvd_compact_options *options,
+                                      kvd_compact_result **out);
+
+KVD_API void kvd_compact_result_free(kvd_compact_result *r);
+
+/** The sequence's staging buffer, at least `bytes`: *ptr (in shm; valid until Release, the next
+ *  Stage or gather of the sequence, a restart, or kvd_client_close/free), *offset in the arena,
+ *  *size. Outs may be NULL. */
+KVD_API kvd_result kvd_client_stage(kvd_client *client, uint64_t sequence_id, uint64_t bytes,
+                                    void **ptr, uint64_t *offset, uint64_t *size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVD_CLIENT_H */
