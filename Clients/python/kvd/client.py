@@ -324,7 +324,8 @@ class Client:
                 # one batched copy gives far faster than thousands of small views.
                 kp = vp = PagedHead(self._arena, np.frombuffer(hv.page_ids, "<u4").astype(np.int64),
                                     n, d, dt, resp.page_tokens)
-            h = HeadData(hv.layer, hv.head, n, d, dt, positions, log_weights, kp, vp)
+            h = HeadData(hv.layer, hv.head, n, d, dt, positions, log_weights, kp, vp,
+                         aliased=hv.aliased, owner_layer=hv.owner_layer)
             heads.append(h.copy() if copy else h)
         return QueryResult(resp.sequence_id, resp.generation, resp.length, dt, d,
                            _MODE_NAMES.get(mode, str(mode)), heads)

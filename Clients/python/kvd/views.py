@@ -68,11 +68,11 @@ class HeadData:
     """
 
     __slots__ = ("layer", "head", "num_tokens", "head_dim", "dtype", "positions", "log_weights",
-                 "_kp", "_vp", "_keys", "_values")
+                 "_kp", "_vp", "_keys", "_values", "aliased", "owner_layer")
 
     def __init__(self, layer: int, head: int, num_tokens: int, head_dim: int, dtype: np.dtype,
                  positions: np.ndarray, log_weights: np.ndarray,
-                 key_pages, value_pages):
+                 key_pages, value_pages, aliased: bool = False, owner_layer: Optional[int] = None):
         # key_pages / value_pages: a list of arrays, a PagedHead (PAGES mode), or None (METADATA).
         self.layer = layer
         self.head = head
@@ -85,6 +85,9 @@ class HeadData:
         self._vp = value_pages
         self._keys = None
         self._values = None
+        # KVSharer: an aliased layer reads `owner_layer`'s cache; its data here is the owner's.
+        self.aliased = aliased
+        self.owner_layer = layer if owner_layer is None else owner_layer
 
     @staticmethod
     def _pages(source, values: bool) -> Optional[List[np.ndarray]]:

@@ -1,0 +1,1249 @@
+/*
+ * Tests of libkvdclient against a real kvd (started by Tests/e2e/test_c_client.py on the e2e test
+ * configuration: models tiny-f16/tiny-bf16/tiny-f32 [2 layers, 2 KV heads, 4 q heads, head_dim 8,
+ * 4 tokens per page], wide-f32, and the policies "stream_small" and "snap_small").
+ *
+ *   test_kvd_client all ENDPOINT            every call, bit-exactness, every bad-input case
+ *   test_kvd_client write-cross ENDPOINT DIR  append known data from C for Python to read
+ *   test_kvd_client read-cross ENDPOINT DIR   read data Python appended, compare with DIR files
+ *   test_kvd_client restart ENDPOINT        interactive: waits for lines on stdin while the driver
+ *                                           stops / restarts the daemon
+ * Prints "ok - ..." / "FAIL - ..." per case and "N passed, M failed"; exits 1 on any failure.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "harness.h"
+#include "kvd/v1/envelope.pb-c.h"
+#include "kvd_client.h"
+
+#define L 2
+#define H 2
+#define D 8
+#define P 4
+#define QH 4
+
+static const char *g_endpoint;
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void) {
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x;
+}
+
+/* Random bit patterns (NaNs with payloads, infinities, -0, subnormals): bit-exactness for real. */
+static void *random_bits(size_t bytes) {
+    uint8_t *p = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)(rnd() >> 24);
+    return p;
+}
+
+/* Finite values in [-4, 4) in `dtype`, for compaction tests. */
+static void *random_finite(kvd_dtype dtype, size_t n) {
+    size_t es = kvd_dtype_size(dtype);
+    uint8_t *p = malloc(n * es);
+    for (size_t i = 0; i < n; i++) {
+        float f = (float)((double)(rnd() >> 11) / 9007199254740992.0 * 8.0 - 4.0);
+        if (dtype == KVD_DTYPE_F32) memcpy(p + 4 * i, &f, 4);
+        else {
+            uint16_t h = dtype == KVD_DTYPE_F16 ? kvd_f32_to_f16(f) : kvd_f32_to_bf16(f);
+            memcpy(p + 2 * i, &h, 2);
+        }
+    }
+    return p;
+}
+
+static kvd_client *connect_ok(int timeout_ms) {
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.timeout_ms = timeout_ms;
+    o.client_name = "kvd-c-tests";
+    kvd_client *c = NULL;
+    char err[256];
+    kvd_result rc = kvd_client_connect(g_endpoint, &o, &c, err, sizeof err);
+    if (rc != KVD_OK) printf("    connect failed: %s %s\n", kvd_result_name(rc), err);
+    return c;
+}
+
+/* Head h's K (or V) of a [L, H, T, D] tensor of element size es. */
+static const uint8_t *head_of(const void *t, size_t h, uint32_t T, size_t es) {
+    return (const uint8_t *)t + h * (size_t)T * D * es;
+}
+
+/* The sequence holds exactly keys/values [L, H, T, D] with positions 0..T-1 and log-weights +0,
+ * in PAGES, INLINE and GATHER mode. */
+static void check_sequence(kvd_client *c, uint64_t seq, kvd_dtype dt, uint32_t T,
+                           const void *keys, const void *values, const char *what) {
+    size_t es = kvd_dtype_size(dt);
+    kvd_query_mode modes[3] = {KVD_QUERY_PAGES, KVD_QUERY_INLINE, KVD_QUERY_GATHER};
+    for (int m = 0; m < 3; m++) {
+        kvd_query_result *q = NULL;
+        kvd_result rc = kvd_client_query(c, seq, modes[m], NULL, 0, &q);
+        CHECK_RC(c, rc, KVD_OK);
+        if (rc) continue;
+        CHECK(q->num_heads == L * H, "%s mode %d: %zu heads", what, modes[m], q->num_heads);
+        CHECK(q->dtype == dt && q->head_dim == D && q->length == T, "%s: result header", what);
+        size_t need = (size_t)T * D * es;
+        uint8_t *kb = malloc(need + 1), *vb = malloc(need + 1);
+        for (size_t h = 0; h < q->num_heads && h < L * H; h++) {
+            const kvd_head_view *v = &q->heads[h];
+            CHECK(v->layer == h / H && v->head == h % H, "%s: head order", what);
+            CHECK(v->num_tokens == T, "%s: head %zu has %u tokens, want %u", what, h,
+                  v->num_tokens, T);
+            if (v->num_tokens != T) continue;
+            for (uint32_t t = 0; t < T; t++) {
+                uint32_t lw;
+                memcpy(&lw, &v->log_weights[t], 4);
+                CHECK(v->positions[t] == (int32_t)t && lw == 0, "%s: position/log-weight %u", what, t);
+            }
+            size_t needed = 0;
+            CHECK(kvd_query_copy_head(q, h, kb, vb, need, &needed) == KVD_OK && needed == need,
+                  "%s: copy_head", what);
+            CHECK(memcmp(kb, head_of(keys, h, T, es), need) == 0, "%s mode %d: K of head %zu differs",
+                  what, modes[m], h);
+            CHECK(memcmp(vb, head_of(values, h, T, es), need) == 0,
+                  "%s mode %d: V of head %zu differs", what, modes[m], h);
+            if (modes[m] == KVD_QUERY_PAGES) {
+                /* the page views themselves, page by page */
+                CHECK(v->num_pages == (T + P - 1) / P, "%s: %u pages", what, v->num_pages);
+                for (uint32_t p = 0; p < v->num_pages; p++) {
+                    uint32_t cnt = T - p * P < P ? T - p * P : P;
+                    size_t off = (size_t)p * P * D * es;
+                    CHECK(memcmp(v->key_pages[p], head_of(keys, h, T, es) + off, cnt * D * es) == 0,
+                          "%s: K page view %u", what, p);
+                    CHECK(memcmp(v->value_pages[p], head_of(values, h, T, es) + off,
+                                 cnt * D * es) == 0, "%s: V page view %u", what, p);
+                }
+            } else {
+                CHECK(memcmp(v->keys, head_of(keys, h, T, es), need) == 0, "%s: contiguous K", what);
+                CHECK(memcmp(v->values, head_of(values, h, T, es), need) == 0, "%s: contiguous V",
+                      what);
+            }
+        }
+        free(kb);
+        free(vb);
+        kvd_query_result_free(q);
+    }
+}
+
+/* [L, H, a+b, D] -> the [L, H, n, D] slice starting at token `start` (a fresh copy). */
+static void *token_slice(const void *t, uint32_t T, uint32_t start, uint32_t n, size_t es) {
+    uint8_t *out = malloc((size_t)L * H * n * D * es + 1);
+    for (size_t h = 0; h < L * H; h++)
+        memcpy(out + h * n * D * es, head_of(t, h, T, es) + (size_t)start * D * es, (size_t)n * D * es);
+    return out;
+}
+
+/* ============================================================================================= */
+
+static void test_helpers(void) {
+    CHECK(kvd_dtype_size(KVD_DTYPE_F16) == 2 && kvd_dtype_size(KVD_DTYPE_BF16) == 2 &&
+          kvd_dtype_size(KVD_DTYPE_F32) == 4 && kvd_dtype_size((kvd_dtype)7) == 0, "dtype sizes");
+    CHECK(kvd_f32_to_f16(1.0f) == 0x3c00 && kvd_f32_to_f16(-2.0f) == 0xc000 &&
+          kvd_f32_to_f16(65504.0f) == 0x7bff && kvd_f32_to_f16(1e6f) == 0x7c00 &&
+          kvd_f32_to_f16(5.9604645e-8f) == 0x0001 && kvd_f32_to_f16(-0.0f) == 0x8000,
+          "f32 -> f16");
+    CHECK(kvd_f16_to_f32(0x3555) > 0.333f && kvd_f16_to_f32(0x3555) < 0.3334f, "f16 -> f32");
+    for (uint32_t h = 0; h < 0x10000; h++) {  /* every non-NaN half round-trips */
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue;
+        if (kvd_f32_to_f16(kvd_f16_to_f32((uint16_t)h)) != h) {
+            CHECK(0, "f16 0x%04x does not round-trip", h);
+            break;
+        }
+    }
+    CHECK(kvd_f32_to_bf16(1.0f) == 0x3f80 && kvd_bf16_to_f32(0x4040) == 3.0f, "bf16");
+    CHECK(strcmp(kvd_result_name(KVD_ERR_TIMEOUT), "KVD_ERR_TIMEOUT") == 0 &&
+          strcmp(kvd_result_name((kvd_result)12345), "KVD_ERR_?") == 0, "result names");
+    kvd_param p = kvd_param_string("pooling", "max");
+    CHECK(p.type == KVD_PARAM_STRING && strcmp(p.value.s, "max") == 0, "param ctor");
+}
+
+static void test_connect_bad_arguments(void) {
+    char err[200];
+    kvd_client *c = (kvd_client *)1;
+    CHECK(kvd_client_connect(g_endpoint, NULL, NULL, err, sizeof err) == KVD_ERR_ARGUMENT,
+          "NULL out");
+    CHECK(strstr(err, "out is NULL") != NULL, "message: %s", err);
+    CHECK(kvd_client_connect(NULL, NULL, &c, err, sizeof err) == KVD_ERR_ARGUMENT && c == NULL,
+          "NULL endpoint");
+    CHECK(kvd_client_connect("", NULL, &c, NULL, 0) == KVD_ERR_ARGUMENT, "empty endpoint");
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    CHECK(kvd_client_connect(g_endpoint, &o, &c, err, sizeof err) == KVD_ERR_ARGUMENT,
+          "struct_size 0");
+    CHECK(strstr(err, "struct_size") != NULL, "message: %s", err);
+    CHECK(kvd_client_connect("nope://x", NULL, &c, err, sizeof err) == KVD_ERR_ARGUMENT && !c,
+          "bad transport");
+    CHECK(strstr(err, "nope://x") != NULL, "message: %s", err);
+    char tiny[8];
+    CHECK(kvd_client_connect("nope://x", NULL, &c, tiny, sizeof tiny) == KVD_ERR_ARGUMENT &&
+          strlen(tiny) == 7, "error buffer truncated");
+    /* defaults: NULL options */
+    CHECK(kvd_client_connect(g_endpoint, NULL, &c, err, sizeof err) == KVD_OK && c, "NULL options");
+    kvd_client_free(c);
+    kvd_client_free(NULL);
+}
+
+static void test_null_client(void) {
+    kvd_stats st;
+    uint64_t id;
+    kvd_query_result *q;
+    kvd_reservation *r;
+    uint8_t buf[64] = {0};
+    CHECK(kvd_client_hello(NULL, NULL) == KVD_ERR_ARGUMENT, "hello");
+    CHECK(kvd_client_create_sequence(NULL, "tiny-f16", 0, NULL, &id) == KVD_ERR_ARGUMENT, "create");
+    CHECK(kvd_client_append(NULL, 1, KVD_DTYPE_F16, 1, 1, 1, 8, buf, buf, NULL) == KVD_ERR_ARGUMENT,
+          "append");
+    CHECK(kvd_client_append_zero_copy(NULL, 1, KVD_DTYPE_F16, 1, 1, 1, 8, buf, buf, NULL) ==
+          KVD_ERR_ARGUMENT, "append zc");
+    CHECK(kvd_client_reserve(NULL, 1, 1, &r) == KVD_ERR_ARGUMENT, "reserve");
+    CHECK(kvd_client_commit(NULL, NULL, 0, NULL) == KVD_ERR_ARGUMENT, "commit");
+    CHECK(kvd_client_abort(NULL, NULL) == KVD_ERR_ARGUMENT, "abort");
+    CHECK(kvd_client_query(NULL, 1, KVD_QUERY_PAGES, NULL, 0, &q) == KVD_ERR_ARGUMENT, "query");
+    CHECK(kvd_client_compact(NULL, 1, NULL, NULL) == KVD_ERR_ARGUMENT, "compact");
+    CHECK(kvd_client_release(NULL, 1, NULL, NULL) == KVD_ERR_ARGUMENT, "release");
+    CHECK(kvd_client_stats(NULL, 0, &st) == KVD_ERR_ARGUMENT, "stats");
+    CHECK(kvd_client_stage(NULL, 1, 8, NULL, NULL, NULL) == KVD_ERR_ARGUMENT, "stage");
+    CHECK(kvd_client_close(NULL) == KVD_ERR_ARGUMENT, "close");
+    CHECK(strstr(kvd_client_last_error(NULL), "NULL") != NULL, "last_error(NULL)");
+    CHECK(kvd_client_last_result(NULL) == KVD_ERR_ARGUMENT, "last_result(NULL)");
+    CHECK(kvd_reservation_write(NULL, buf, buf, 64) == KVD_ERR_ARGUMENT, "reservation_write");
+    CHECK(kvd_reservation_key(NULL, 0, 0) == NULL, "reservation_key");
+    size_t need = 1;
+    CHECK(kvd_query_copy_head(NULL, 0, buf, buf, 64, &need) == KVD_ERR_ARGUMENT && need == 0, "copy");
+    CHECK(kvd_query_find_head(NULL, 0, 0) == NULL && kvd_query_head_bytes(NULL, 0) == 0, "find");
+    CHECK(kvd_hello_find_model(NULL, "x") == NULL, "find_model");
+    kvd_query_result_free(NULL);
+    kvd_reservation_free(NULL);
+    kvd_compact_result_free(NULL);
+    kvd_hello_info_free(NULL);
+}
+
+static void test_hello(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    kvd_hello_info *info = NULL;
+    CHECK_RC(c, kvd_client_hello(c, &info), KVD_OK);
+    REQUIRE(info, "no info");
+    CHECK(info->protocol_version == 1, "protocol %u", info->protocol_version);
+    CHECK(info->server_version && info->server_version[0], "server version");
+    CHECK(info->shm_name && strncmp(info->shm_name, "/kvd-test-", 10) == 0, "shm %s", info->shm_name);
+    CHECK(info->page_count > 0 && info->page_bytes >= 2 * P * D * 4, "pages");
+    CHECK(info->layout_version == 1 && info->arena_generation != 0, "layout/generation");
+    CHECK(info->max_tokens_per_append == 64 && info->max_message_bytes == 65536 &&
+          info->max_sequences == 16, "limits %u %llu %u", info->max_tokens_per_append,
+          (unsigned long long)info->max_message_bytes, info->max_sequences);
+    const kvd_model_layout *m = kvd_hello_find_model(info, "tiny-bf16");
+    CHECK(m && m->layers == L && m->kv_heads == H && m->q_heads == QH && m->head_dim == D &&
+          m->page_tokens == P && m->dtype == KVD_DTYPE_BF16, "tiny-bf16 layout");
+    CHECK(kvd_hello_find_model(info, "no-such-model") == NULL, "unknown model");
+    int streaming = 0, snap_needs = 0;
+    for (size_t i = 0; i < info->num_methods; i++) {
+        if (strcmp(info->methods[i].name, "streamingllm") == 0) {
+            streaming = 1;
+            int sinks = 0;
+            for (size_t k = 0; k < info->methods[i].num_params; k++)
+                sinks |= strcmp(info->methods[i].params[k].name, "sinks") == 0;
+            CHECK(sinks, "streamingllm has a sinks parameter");
+        }
+        if (strcmp(info->methods[i].name, "snapkv") == 0) snap_needs = info->methods[i].needs_queries;
+    }
+    CHECK(streaming && snap_needs, "methods");
+    int stream_small = 0;
+    for (size_t i = 0; i < info->num_policies; i++)
+        if (strcmp(info->policies[i].name, "stream_small") == 0)
+            stream_small = strcmp(info->policies[i].method, "streamingllm") == 0 &&
+                           info->policies[i].num_params == 2;
+    CHECK(stream_small, "policy stream_small listed");
+    /* A second Hello keeps the mapping; the first info object stays valid after it and after the
+     * client is freed (reference counted). */
+    kvd_hello_info *again = NULL;
+    CHECK_RC(c, kvd_client_hello(c, &again), KVD_OK);
+    CHECK(again && again->arena_generation == info->arena_generation, "same arena");
+    CHECK(strcmp(kvd_client_last_error(c), "") == 0 && kvd_client_last_result(c) == KVD_OK,
+          "no error after success");
+    kvd_client_free(c);
+    CHECK(strcmp(info->models[0].name, "tiny-f16") == 0, "info outlives the client");
+    kvd_hello_info_free(info);
+    kvd_hello_info_free(again);
+}
+
+static void test_sequences_and_stats(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    uint64_t a = 0, b = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, "tenant-c", &a), KVD_OK);
+    CHECK(a != 0, "server picked an id");
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f32", 777001, NULL, &b), KVD_OK);
+    CHECK(b == 777001, "requested id");
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f32", 777001, NULL, NULL), KVD_ERR_ALREADY_EXISTS);
+    CHECK(strncmp(kvd_client_last_error(c), "kvd: ", 5) == 0 && kvd_client_last_server_code(c) == 3,
+          "daemon message: %s", kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_create_sequence(c, "no-such-model", 0, NULL, NULL), KVD_ERR_NOT_FOUND);
+    CHECK(strstr(kvd_client_last_error(c), "no-such-model") != NULL, "%s", kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_create_sequence(c, NULL, 0, NULL, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_create_sequence(c, "", 0, NULL, NULL), KVD_ERR_ARGUMENT);
+
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK);
+    CHECK(st.total_pages > 0 && st.free_pages <= st.total_pages && st.sequences >= 2 &&
+          !st.has_sequence && st.requests > 0, "arena stats");
+    uint32_t free_before = st.free_pages;
+    size_t n = (size_t)L * H * 5 * D * 2;
+    void *k = random_bits(n), *v = random_bits(n);
+    kvd_append_result ar;
+    CHECK_RC(c, kvd_client_append(c, a, KVD_DTYPE_F16, L, H, 5, D, k, v, &ar), KVD_OK);
+    CHECK(ar.length == 5 && ar.first_position == 0 && ar.generation == 1, "append result");
+    CHECK_RC(c, kvd_client_stats(c, a, &st), KVD_OK);
+    CHECK(st.has_sequence && st.sequence.sequence_id == a && st.sequence.length == 5 &&
+          st.sequence.pages == L * H * 2 && st.sequence.tokens_held == L * H * 5 &&
+          strcmp(st.sequence.model, "tiny-f16") == 0 && strcmp(st.sequence.tenant, "tenant-c") == 0,
+          "sequence stats");
+    CHECK(st.free_pages == free_before - L * H * 2, "pages used");
+    CHECK_RC(c, kvd_client_stats(c, 999999, &st), KVD_ERR_NOT_FOUND);
+    CHECK_RC(c, kvd_client_stats(c, 0, NULL), KVD_ERR_ARGUMENT);
+
+    uint32_t pf = 0;
+    uint64_t bf = 0;
+    CHECK_RC(c, kvd_client_release(c, a, &pf, &bf), KVD_OK);
+    CHECK(pf == L * H * 2 && bf == pf * st.page_bytes, "release freed %u pages, %llu bytes", pf,
+          (unsigned long long)bf);
+    CHECK_RC(c, kvd_client_release(c, a, NULL, NULL), KVD_ERR_NOT_FOUND);
+    CHECK_RC(c, kvd_client_release(c, b, NULL, NULL), KVD_OK);
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK);
+    CHECK(st.free_pages == free_before, "all pages back");
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+/* Inline vs zero-copy, every dtype, chunkings that start mid-page: bit-identical in every mode. */
+static void test_inline_vs_zero_copy(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    const char *models[3] = {"tiny-f16", "tiny-bf16", "tiny-f32"};
+    kvd_dtype dts[3] = {KVD_DTYPE_F16, KVD_DTYPE_BF16, KVD_DTYPE_F32};
+    for (int m = 0; m < 3; m++) {
+        size_t es = kvd_dtype_size(dts[m]);
+        uint32_t T = 19;
+        void *k = random_bits((size_t)L * H * T * D * es), *v = random_bits((size_t)L * H * T * D * es);
+        uint64_t si = 0, sz = 0;
+        CHECK_RC(c, kvd_client_create_sequence(c, models[m], 0, "inline", &si), KVD_OK);
+        CHECK_RC(c, kvd_client_create_sequence(c, models[m], 0, "zero-copy", &sz), KVD_OK);
+        uint32_t cuts_i[] = {0, 5, 6, 19}, cuts_z[] = {0, 3, 4, 13, 19};
+        for (int i = 0; i + 1 < 4; i++) {
+            uint32_t n = cuts_i[i + 1] - cuts_i[i];
+            void *ks = token_slice(k, T, cuts_i[i], n, es), *vs = token_slice(v, T, cuts_i[i], n, es);
+            kvd_append_result r;
+            CHECK_RC(c, kvd_client_append(c, si, dts[m], L, H, n, D, ks, vs, &r), KVD_OK);
+            CHECK(r.first_position == cuts_i[i] && r.length == cuts_i[i + 1], "inline positions");
+            free(ks);
+            free(vs);
+        }
+        for (int i = 0; i + 1 < 5; i++) {
+            uint32_t n = cuts_z[i + 1] - cuts_z[i];
+            void *ks = token_slice(k, T, cuts_z[i], n, es), *vs = token_slice(v, T, cuts_z[i], n, es);
+            kvd_append_result r;
+            CHECK_RC(c, kvd_client_append_zero_copy(c, sz, dts[m], L, H, n, D, ks, vs, &r), KVD_OK);
+            CHECK(r.first_position == cuts_z[i] && r.length == cuts_z[i + 1], "zero-copy positions");
+            free(ks);
+            free(vs);
+        }
+        check_sequence(c, si, dts[m], T, k, v, models[m]);
+        check_sequence(c, sz, dts[m], T, k, v, models[m]);
+        CHECK_RC(c, kvd_client_release(c, si, NULL, NULL), KVD_OK);
+        CHECK_RC(c, kvd_client_release(c, sz, NULL, NULL), KVD_OK);
+        free(k);
+        free(v);
+    }
+    kvd_client_free(c);
+}
+
+/* Reserve / write through the slot pointers / partial commit / abort, and their errors. */
+static void test_reserve_commit(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f32", 0, NULL, &s), KVD_OK);
+    const uint32_t T = 6;
+    size_t es = 4, bytes = (size_t)L * H * T * D * es;
+    uint8_t *k = random_bits(bytes), *v = random_bits(bytes);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F32, L, H, 1, D, k, v, NULL), KVD_OK);
+
+    kvd_reservation *r = NULL;
+    CHECK_RC(c, kvd_client_reserve(c, s, T, &r), KVD_OK);
+    REQUIRE(r, "no reservation");
+    CHECK(r->num_tokens == T && r->page_tokens == P && r->num_heads == L * H && r->head_dim == D &&
+          r->dtype == KVD_DTYPE_F32 && r->sequence_id == s, "reservation header");
+    for (size_t h = 0; h < r->num_heads; h++) {
+        CHECK(r->heads[h].layer == h / H && r->heads[h].head == h % H, "head order");
+        CHECK(r->heads[h].first_slot == 1 && r->heads[h].num_pages == 2, "slots: first %u, %u pages",
+              r->heads[h].first_slot, r->heads[h].num_pages);
+    }
+    CHECK(kvd_reservation_key(r, L * H, 0) == NULL && kvd_reservation_key(r, 0, T) == NULL,
+          "out-of-range slot");
+    /* While a reservation is open, Append / Reserve / Compact are refused. */
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F32, L, H, 1, D, k, v, NULL),
+             KVD_ERR_FAILED_PRECONDITION);
+    kvd_reservation *r2 = (kvd_reservation *)1;
+    CHECK_RC(c, kvd_client_reserve(c, s, 1, &r2), KVD_ERR_FAILED_PRECONDITION);
+    CHECK(r2 == NULL, "out cleared on failure");
+    /* write the tokens one by one through the slot pointers (what an engine does in place) */
+    const uint8_t *ks = k, *vs = v;
+    for (size_t h = 0; h < r->num_heads; h++)
+        for (uint32_t t = 0; t < T; t++) {
+            memcpy(kvd_reservation_key(r, h, t), ks + (h * T + t) * D * es, D * es);
+            memcpy(kvd_reservation_value(r, h, t), vs + (h * T + t) * D * es, D * es);
+        }
+    CHECK(kvd_reservation_write(r, k, v, bytes - 1) == KVD_ERR_BUFFER_TOO_SMALL, "write too small");
+    /* commit more than reserved -> FAILED_PRECONDITION; then commit 4 of 6 */
+    CHECK_RC(c, kvd_client_commit(c, r, T + 1, NULL), KVD_ERR_FAILED_PRECONDITION);
+    kvd_append_result ar;
+    CHECK_RC(c, kvd_client_commit(c, r, 4, &ar), KVD_OK);
+    CHECK(ar.length == 5 && ar.first_position == 1, "partial commit: length %llu",
+          (unsigned long long)ar.length);
+    CHECK_RC(c, kvd_client_commit(c, r, 0, NULL), KVD_ERR_NOT_FOUND); /* already committed */
+    kvd_reservation_free(r);
+
+    /* expected: token 0 of k/v (first append) then tokens 0..3 of the reservation data */
+    kvd_query_result *q = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_INLINE, NULL, 0, &q), KVD_OK);
+    if (q) {
+        for (size_t h = 0; h < q->num_heads; h++) {
+            const uint8_t *got = q->heads[h].keys;
+            CHECK(q->heads[h].num_tokens == 5, "5 tokens");
+            CHECK(memcmp(got, ks + h * T * D * es, D * es) == 0, "token 0 (first append)");
+            CHECK(memcmp(got + D * es, ks + h * T * D * es, 4 * D * es) == 0, "committed tokens");
+            CHECK(memcmp((const uint8_t *)q->heads[h].values + D * es, vs + h * T * D * es,
+                         4 * D * es) == 0, "committed V");
+        }
+        kvd_query_result_free(q);
+    }
+
+    /* abort: sequence unchanged */
+    CHECK_RC(c, kvd_client_reserve(c, s, 3, &r), KVD_OK);
+    if (r) {
+        CHECK(kvd_reservation_write(r, k, v, bytes) == KVD_OK, "write");
+        CHECK_RC(c, kvd_client_abort(c, r), KVD_OK);
+        CHECK_RC(c, kvd_client_abort(c, r), KVD_ERR_NOT_FOUND);
+        kvd_reservation_free(r);
+    }
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK);
+    CHECK(st.sequence.length == 5 && st.sequence.reserved_tokens == 0, "abort left length 5");
+    CHECK_RC(c, kvd_client_reserve(c, s, 0, &r), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_reserve(c, s, 1, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_reserve(c, s, 65, &r), KVD_ERR_INVALID_ARGUMENT); /* > max per append */
+    CHECK_RC(c, kvd_client_reserve(c, 424242, 1, &r), KVD_ERR_NOT_FOUND);
+    CHECK_RC(c, kvd_client_commit(c, NULL, 1, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_abort(c, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+/* A sequence created by another client: the layout is learnt with Stats for zero-copy. */
+static void test_zero_copy_foreign_sequence(void) {
+    kvd_client *a = connect_ok(5000), *b = connect_ok(5000);
+    REQUIRE(a && b, "connect");
+    uint64_t s = 0;
+    CHECK_RC(a, kvd_client_create_sequence(a, "tiny-bf16", 0, NULL, &s), KVD_OK);
+    size_t bytes = (size_t)L * H * 7 * D * 2;
+    void *k = random_bits(bytes), *v = random_bits(bytes);
+    CHECK_RC(b, kvd_client_append_zero_copy(b, s, KVD_DTYPE_BF16, L, H, 7, D, k, v, NULL), KVD_OK);
+    check_sequence(a, s, KVD_DTYPE_BF16, 7, k, v, "foreign");
+    CHECK_RC(a, kvd_client_release(a, s, NULL, NULL), KVD_OK);
+    free(k);
+    free(v);
+    kvd_client_free(a);
+    kvd_client_free(b);
+}
+
+static void test_append_bad_input(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    size_t bytes = (size_t)L * H * 64 * 16 * 4;
+    uint8_t *k = random_bits(bytes), *v = random_bits(bytes);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, 2, D, NULL, v, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, 2, D, k, NULL, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_UNSPECIFIED, L, H, 2, D, k, v, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, 0, D, k, v, NULL), KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "zero") != NULL, "%s", kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_append_zero_copy(c, s, KVD_DTYPE_F16, L, H, 0, D, k, v, NULL),
+             KVD_ERR_ARGUMENT);
+    /* the daemon checks inline shapes; the client checks zero-copy ones (it cannot see them) */
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, 2, D * 2, k, v, NULL),
+             KVD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F32, L, H, 2, D, k, v, NULL),
+             KVD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(c, kvd_client_append_zero_copy(c, s, KVD_DTYPE_F16, L, H, 2, D * 2, k, v, NULL),
+             KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "needs [2, 2, tokens, 8]") != NULL, "%s",
+          kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_append_zero_copy(c, s, KVD_DTYPE_BF16, L, H, 2, D, k, v, NULL),
+             KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_append_zero_copy(c, s, KVD_DTYPE_F16, L + 1, H, 2, D, k, v, NULL),
+             KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_append(c, 987654, KVD_DTYPE_F16, L, H, 2, D, k, v, NULL), KVD_ERR_NOT_FOUND);
+    CHECK_RC(c, kvd_client_append_zero_copy(c, 987654, KVD_DTYPE_F16, L, H, 2, D, k, v, NULL),
+             KVD_ERR_NOT_FOUND);
+    /* more tokens than max_tokens_per_append (64) */
+    CHECK_RC(c, kvd_client_append_zero_copy(c, s, KVD_DTYPE_F16, L, H, 65, D, k, v, NULL),
+             KVD_ERR_INVALID_ARGUMENT);
+    /* bigger than max_message_bytes (64 KiB): refused before sending (the daemon would drop a
+     * far bigger one without a reply) */
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F32, L, H, 64, 16 * 4, k, v, NULL), KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "max_message_bytes") != NULL, "%s", kvd_client_last_error(c));
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK);
+    CHECK(st.sequence.length == 0 && st.sequence.pages == 0, "nothing was applied");
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+/* The arena fills up: RESOURCE_EXHAUSTED, all or nothing, for both append paths. */
+static void test_arena_full(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "wide-f32", 0, NULL, &s), KVD_OK);
+    size_t bytes = (size_t)64 * 64 * 4;
+    void *k = random_bits(bytes), *v = random_bits(bytes);
+    kvd_result rc = KVD_OK;
+    int appends = 0;
+    while (appends < 1000 && (rc = kvd_client_append_zero_copy(c, s, KVD_DTYPE_F32, 1, 1, 8, 64, k,
+                                                               v, NULL)) == KVD_OK)
+        appends++;
+    CHECK_RC(c, rc, KVD_ERR_RESOURCE_EXHAUSTED);
+    CHECK(appends > 10, "%d appends before the arena was full", appends);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F32, 1, 1, 8, 64, k, v, NULL),
+             KVD_ERR_RESOURCE_EXHAUSTED);
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK);
+    CHECK(st.sequence.length == (uint64_t)appends * 8 && st.sequence.reserved_tokens == 0,
+          "length %llu after %d appends", (unsigned long long)st.sequence.length, appends);
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+static void test_query_modes_and_copies(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    const uint32_t T = 10;
+    size_t bytes = (size_t)L * H * T * D * 2;
+    void *k = random_bits(bytes), *v = random_bits(bytes);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, T, D, k, v, NULL), KVD_OK);
+
+    uint32_t layer1 = 1;
+    kvd_query_result *q = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, &layer1, 1, &q), KVD_OK);
+    if (q) {
+        CHECK(q->num_heads == H && q->heads[0].layer == 1 && q->page_tokens == P &&
+              q->mode == KVD_QUERY_PAGES && q->generation == 1 && q->sequence_id == s, "layer 1");
+        const kvd_head_view *hv = kvd_query_find_head(q, 1, 1);
+        CHECK(hv == &q->heads[1] && kvd_query_find_head(q, 0, 0) == NULL, "find_head");
+        CHECK(hv && hv->keys == NULL && hv->num_pages == 3, "pages mode has no contiguous K");
+        size_t need = 0;
+        uint8_t small[16];
+        CHECK(kvd_query_copy_head(q, 0, small, small, sizeof small, &need) == KVD_ERR_BUFFER_TOO_SMALL,
+              "too small");
+        CHECK(need == T * D * 2 && kvd_query_head_bytes(q, 0) == need, "needed %zu", need);
+        uint8_t *kb = malloc(need);
+        CHECK(kvd_query_copy_head(q, 1, kb, NULL, need, NULL) == KVD_OK, "keys only");
+        CHECK(memcmp(kb, head_of(k, 3, T, 2), need) == 0, "layer 1 head 1 K");
+        CHECK(kvd_query_copy_head(q, 2, kb, NULL, need, NULL) == KVD_ERR_ARGUMENT, "bad index");
+        free(kb);
+        kvd_query_result_free(q);
+    }
+    q = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_METADATA, NULL, 0, &q), KVD_OK);
+    if (q) {
+        CHECK(q->num_heads == L * H && q->heads[3].num_tokens == T && q->heads[3].positions[9] == 9 &&
+              q->heads[0].keys == NULL && q->heads[0].num_pages == 0, "metadata");
+        size_t need = 7;
+        uint8_t buf[8];
+        CHECK(kvd_query_copy_head(q, 0, buf, buf, sizeof buf, &need) == KVD_ERR_ARGUMENT,
+              "no K/V in metadata mode");
+        kvd_query_result_free(q);
+    }
+    CHECK_RC(c, kvd_client_query(c, s, (kvd_query_mode)9, NULL, 0, &q), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, NULL, 2, &q), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, NULL, 0, NULL), KVD_ERR_ARGUMENT);
+    uint32_t bad_layer = 5;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, &bad_layer, 1, &q), KVD_ERR_INVALID_ARGUMENT);
+    CHECK(q == NULL, "out cleared");
+    CHECK_RC(c, kvd_client_query(c, 55555, KVD_QUERY_PAGES, NULL, 0, &q), KVD_ERR_NOT_FOUND);
+
+    /* stage: a pointer into the arena */
+    void *ptr = NULL;
+    uint64_t off = 0, sz = 0;
+    CHECK_RC(c, kvd_client_stage(c, s, 100, &ptr, &off, &sz), KVD_OK);
+    CHECK(ptr && off > 0 && sz >= 100, "stage");
+    if (ptr) memset(ptr, 0xab, 100);
+    CHECK_RC(c, kvd_client_stage(c, 55555, 100, NULL, NULL, NULL), KVD_ERR_NOT_FOUND);
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+static void test_compact(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    const uint32_t T = 16;
+    size_t n = (size_t)L * H * T * D;
+    void *k = random_finite(KVD_DTYPE_F16, n), *v = random_finite(KVD_DTYPE_F16, n);
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, T, D, k, v, NULL), KVD_OK);
+
+    /* a query result taken before compaction keeps generation 1 */
+    kvd_query_result *before = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, NULL, 0, &before), KVD_OK);
+
+    /* method + int parameters */
+    kvd_param params[2] = {kvd_param_int("sinks", 2), kvd_param_int("recent", 4)};
+    kvd_compact_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.method = "streamingllm";
+    o.params = params;
+    o.num_params = 2;
+    kvd_compact_result *r = NULL;
+    CHECK_RC(c, kvd_client_compact(c, s, &o, &r), KVD_OK);
+    if (r) {
+        CHECK(strcmp(r->method, "streamingllm") == 0 && r->num_heads == L * H && r->generation == 2 &&
+              r->sequence_id == s, "compact result (method %s)", r->method);
+        for (size_t h = 0; h < r->num_heads; h++)
+            CHECK(r->heads[h].before == T && r->heads[h].kept == 6 && r->heads[h].layer == h / H,
+                  "head %zu kept %u", h, r->heads[h].kept);
+        CHECK(r->pages_freed == L * H * 2 && r->bytes_freed > 0, "freed %u pages", r->pages_freed);
+        kvd_compact_result_free(r);
+    }
+    kvd_query_result *q = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, NULL, 0, &q), KVD_OK);
+    if (q && before) {
+        CHECK(q->generation == 2 && before->generation == 1 && q->length == T, "generations");
+        int32_t want[6] = {0, 1, 12, 13, 14, 15};
+        uint8_t kb[6 * D * 2], vb[6 * D * 2];
+        for (size_t h = 0; h < q->num_heads; h++) {
+            CHECK(q->heads[h].num_tokens == 6 && memcmp(q->heads[h].positions, want, sizeof want) == 0,
+                  "kept positions of head %zu", h);
+            CHECK(kvd_query_copy_head(q, h, kb, vb, sizeof kb, NULL) == KVD_OK, "copy");
+            for (int t = 0; t < 6; t++) {
+                CHECK(memcmp(kb + t * D * 2, head_of(k, h, T, 2) + want[t] * D * 2, D * 2) == 0 &&
+                      memcmp(vb + t * D * 2, head_of(v, h, T, 2) + want[t] * D * 2, D * 2) == 0,
+                      "kept token %d of head %zu is bit-exact", t, h);
+            }
+        }
+    }
+    kvd_query_result_free(q);
+    kvd_query_result_free(before);
+
+    /* named policy from the config */
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.policy = "stream_small";
+    CHECK_RC(c, kvd_client_compact(c, s, &o, &r), KVD_OK);
+    if (r) {
+        CHECK(strcmp(r->policy, "stream_small") == 0 && strcmp(r->chosen_by, "request") == 0 &&
+              r->heads[0].kept == 4, "policy: %s by %s kept %u", r->policy, r->chosen_by,
+              r->heads[0].kept);
+        kvd_compact_result_free(r);
+    }
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+
+    /* window-attention method with observation queries: inline, then in shared memory */
+    const uint32_t W = 4;
+    size_t qn = (size_t)L * QH * W * D;
+    float *queries = random_finite(KVD_DTYPE_F32, qn);
+    for (int shm = 0; shm < 2; shm++) {
+        CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+        CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, T, D, k, v, NULL), KVD_OK);
+        kvd_param sp[3] = {kvd_param_int("budget", 3), kvd_param_string("pooling", "max"),
+                           kvd_param_int("kernel", 3)};
+        memset(&o, 0, sizeof o);
+        o.struct_size = sizeof o;
+        o.method = "snapkv";
+        o.params = sp;
+        o.num_params = 3;
+        /* needs queries: refused without them */
+        CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_FAILED_PRECONDITION);
+        o.queries = queries;
+        o.queries_dtype = KVD_DTYPE_F32;
+        o.queries_shape[0] = L;
+        o.queries_shape[1] = QH;
+        o.queries_shape[2] = W;
+        o.queries_shape[3] = D;
+        o.queries_in_shm = shm;
+        CHECK_RC(c, kvd_client_compact(c, s, &o, &r), KVD_OK);
+        if (r) {
+            for (size_t h = 0; h < r->num_heads; h++)
+                CHECK(r->heads[h].kept == 3 + W, "snapkv kept %u", r->heads[h].kept);
+            CHECK(r->num_budgets == L * H && r->budgets[0] == 3, "budgets");
+            kvd_compact_result_free(r);
+        }
+        CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    }
+    /* float parameter (fraction) via a policy override; result freed by passing NULL out */
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, T, D, k, v, NULL), KVD_OK);
+    kvd_param fp[2] = {kvd_param_float("fraction", 0.5), kvd_param_int("window", 2)};
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.method = "knorm";
+    o.params = fp;
+    o.num_params = 2;
+    CHECK_RC(c, kvd_client_compact(c, s, &o, &r), KVD_OK);
+    if (r) {
+        CHECK(r->heads[0].kept == 7 + 2, "knorm fraction 0.5 of 14 + window 2: kept %u",
+              r->heads[0].kept);
+        kvd_compact_result_free(r);
+    }
+
+    /* errors */
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.policy = "no-such-policy";
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_NOT_FOUND);
+    CHECK(strstr(kvd_client_last_error(c), "no-such-policy") != NULL, "%s", kvd_client_last_error(c));
+    o.policy = NULL;
+    o.method = "no-such-method";
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_NOT_FOUND);
+    kvd_param badp = kvd_param_bool("sinks", 1);
+    o.method = "streamingllm";
+    o.params = &badp;
+    o.num_params = 1;
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_INVALID_ARGUMENT);
+    badp = kvd_param_int("no_such_param", 1);
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_INVALID_ARGUMENT);
+    o.params = NULL;
+    o.num_params = 1;
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_ARGUMENT);
+    badp = kvd_param_string("pooling", NULL);
+    o.params = &badp;
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_ARGUMENT);
+    badp.name = NULL;
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_ARGUMENT);
+    o.num_params = 0;
+    o.queries = queries;
+    o.queries_dtype = KVD_DTYPE_F32;
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_ARGUMENT); /* zero shape */
+    o.queries_shape[0] = L; o.queries_shape[1] = QH; o.queries_shape[2] = W; o.queries_shape[3] = D;
+    o.queries_dtype = (kvd_dtype)0;
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_ARGUMENT);
+    o.queries_dtype = KVD_DTYPE_F32;
+    o.queries_shape[1] = QH + 1;
+    o.method = "snapkv";
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_INVALID_ARGUMENT); /* wrong shape */
+    o.struct_size = sizeof o + 8;
+    CHECK_RC(c, kvd_client_compact(c, s, &o, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_compact(c, 31337, NULL, NULL), KVD_ERR_NOT_FOUND);
+    /* NULL options: rules / model default (streamingllm defaults) */
+    CHECK_RC(c, kvd_client_compact(c, s, NULL, &r), KVD_OK);
+    if (r) {
+        CHECK(strcmp(r->chosen_by, "model default") == 0, "chosen by %s", r->chosen_by);
+        kvd_compact_result_free(r);
+    }
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(queries);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+/* Every call on a closed client fails with KVD_ERR_CLOSED; earlier results stay readable. */
+static void test_closed_client(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f32", 0, NULL, &s), KVD_OK);
+    size_t bytes = (size_t)L * H * 3 * D * 4;
+    void *k = random_bits(bytes), *v = random_bits(bytes);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F32, L, H, 3, D, k, v, NULL), KVD_OK);
+    kvd_query_result *q = NULL;
+    kvd_reservation *r = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, NULL, 0, &q), KVD_OK);
+    CHECK_RC(c, kvd_client_close(c), KVD_OK);
+    CHECK_RC(c, kvd_client_close(c), KVD_OK); /* idempotent */
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_CLOSED);
+    CHECK(strstr(kvd_client_last_error(c), "closed") != NULL, "message %s", kvd_client_last_error(c));
+    CHECK(kvd_client_last_result(c) == KVD_ERR_CLOSED, "last result");
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f32", 0, NULL, NULL), KVD_ERR_CLOSED);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F32, L, H, 3, D, k, v, NULL), KVD_ERR_CLOSED);
+    CHECK_RC(c, kvd_client_append_zero_copy(c, s, KVD_DTYPE_F32, L, H, 3, D, k, v, NULL), KVD_ERR_CLOSED);
+    CHECK_RC(c, kvd_client_reserve(c, s, 1, &r), KVD_ERR_CLOSED);
+    kvd_query_result *q2 = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, NULL, 0, &q2), KVD_ERR_CLOSED);
+    CHECK_RC(c, kvd_client_compact(c, s, NULL, NULL), KVD_ERR_CLOSED);
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_ERR_CLOSED);
+    CHECK_RC(c, kvd_client_stage(c, s, 8, NULL, NULL, NULL), KVD_ERR_CLOSED);
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_ERR_CLOSED);
+    if (q) { /* the mapping is kept alive by the result */
+        uint8_t kb[3 * D * 4];
+        CHECK(kvd_query_copy_head(q, 2, kb, NULL, sizeof kb, NULL) == KVD_OK &&
+              memcmp(kb, head_of(k, 2, 3, 4), sizeof kb) == 0, "result readable after close");
+        kvd_query_result_free(q);
+    }
+    kvd_client_free(c);
+    /* clean up the sequence from another client */
+    c = connect_ok(5000);
+    if (c) {
+        CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+        kvd_client_free(c);
+    }
+    free(k);
+    free(v);
+}
+
+static void test_protocol_version_mismatch(void) {
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.protocol_version = 2;
+    kvd_client *c = NULL;
+    CHECK(kvd_client_connect(g_endpoint, &o, &c, NULL, 0) == KVD_OK, "connect");
+    REQUIRE(c, "client");
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_UNIMPLEMENTED);
+    CHECK(strstr(kvd_client_last_error(c), "version") != NULL && kvd_client_last_server_code(c) == 7,
+          "message: %s", kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_stats(c, 0, NULL), KVD_ERR_ARGUMENT);
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_ERR_UNIMPLEMENTED); /* implicit Hello fails too */
+    kvd_client_free(c);
+}
+
+static void test_daemon_not_running(void) {
+    char ep[128];
+    snprintf(ep, sizeof ep, "ipc:///tmp/kvd-c-test-nobody-%d.sock", (int)getpid());
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.timeout_ms = 300;
+    kvd_client *c = NULL;
+    CHECK(kvd_client_connect(ep, &o, &c, NULL, 0) == KVD_OK, "connect is lazy");
+    REQUIRE(c, "client");
+    int64_t t0 = now_ms();
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_TIMEOUT);
+    int64_t dt = now_ms() - t0;
+    CHECK(dt >= 250 && dt < 3000, "timed out after %lld ms", (long long)dt);
+    CHECK(strstr(kvd_client_last_error(c), "is the daemon running") != NULL &&
+          strstr(kvd_client_last_error(c), "300 ms") != NULL, "%s", kvd_client_last_error(c));
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_ERR_TIMEOUT); /* again, no hang */
+    kvd_client_free(c);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* A fake daemon (ROUTER in a thread) for replies a real kvd never sends.                         */
+
+enum fake_mode { FAKE_BAD_VERSION, FAKE_GARBAGE, FAKE_SLOW_THEN_OK, FAKE_WRONG_BODY };
+
+typedef struct fake {
+    enum fake_mode mode;
+    char endpoint[128];
+    void *ctx, *sock;
+    pthread_t thread;
+    int requests;
+    int delay_ms;
+} fake;
+
+static void fake_reply(fake *f, zmq_msg_t *id, const void *data, size_t n) {
+    zmq_msg_send(id, f->sock, ZMQ_SNDMORE);
+    zmq_send(f->sock, data, n, 0);
+}
+
+static void *fake_main(void *arg) {
+    fake *f = arg;
+    for (;;) {
+        zmq_msg_t id, body;
+        zmq_msg_init(&id);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&id, f->sock, 0) < 0) { zmq_msg_close(&id); zmq_msg_close(&body); break; }
+        if (zmq_msg_recv(&body, f->sock, 0) < 0) { zmq_msg_close(&id); zmq_msg_close(&body); break; }
+        Kvd__V1__Request *req = kvd__v1__request__unpack(NULL, zmq_msg_size(&body), zmq_msg_data(&body));
+        zmq_msg_close(&body);
+        f->requests++;
+        if (!req) { zmq_msg_close(&id); continue; }
+        if (req->body_case == KVD__V1__REQUEST__BODY__NOT_SET) { /* stop signal */
+            kvd__v1__request__free_unpacked(req, NULL);
+            zmq_msg_close(&id);
+            break;
+        }
+        Kvd__V1__ResponseHeader hdr = KVD__V1__RESPONSE_HEADER__INIT;
+        hdr.protocol_version = 1;
+        hdr.server_version = "9.9.9-fake";
+        hdr.request_id = req->request_id;
+        Kvd__V1__Response resp = KVD__V1__RESPONSE__INIT;
+        resp.header = &hdr;
+        Kvd__V1__HelloResponse hello = KVD__V1__HELLO_RESPONSE__INIT;
+        Kvd__V1__StatsResponse stats = KVD__V1__STATS_RESPONSE__INIT;
+        if (f->mode == FAKE_GARBAGE) {
+            fake_reply(f, &id, "\xff\xff\xff garbage", 12);
+        } else if (f->mode == FAKE_BAD_VERSION) {
+            hello.protocol_version = 2;
+            hello.server_version = "9.9.9-fake";
+            resp.body_case = KVD__V1__RESPONSE__BODY_HELLO;
+            resp.hello = &hello;
+            uint8_t buf[256];
+            size_t n = kvd__v1__response__pack(&resp, buf);
+            fake_reply(f, &id, buf, n);
+        } else if (f->mode == FAKE_WRONG_BODY) {
+            resp.body_case = KVD__V1__RESPONSE__BODY_STATS;
+            resp.stats = &stats;
+            uint8_t buf[256];
+            size_t n = kvd__v1__response__pack(&resp, buf);
+            fake_reply(f, &id, buf, n);
+        } else { /* FAKE_SLOW_THEN_OK: the first request is answered late, the rest at once */
+            if (f->requests == 1 || f->delay_ms > 0) usleep((useconds_t)(f->delay_ms ? f->delay_ms : 500) * 1000);
+            /* reply stats for anything but hello; an error for hello */
+            Kvd__V1__Error err = KVD__V1__ERROR__INIT;
+            if (req->body_case == KVD__V1__REQUEST__BODY_HELLO) {
+                err.code = KVD__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE;
+                err.message = "kvd: fake daemon says no";
+                resp.body_case = KVD__V1__RESPONSE__BODY_ERROR;
+                resp.error = &err;
+            }
+            uint8_t buf[256];
+            size_t n = kvd__v1__response__pack(&resp, buf);
+            fake_reply(f, &id, buf, n);
+        }
+        zmq_msg_close(&id);
+        kvd__v1__request__free_unpacked(req, NULL);
+    }
+    return NULL;
+}
+
+static int fake_start(fake *f, enum fake_mode mode, int delay_ms) {
+    memset(f, 0, sizeof *f);
+    f->mode = mode;
+    f->delay_ms = delay_ms;
+    snprintf(f->endpoint, sizeof f->endpoint, "ipc:///tmp/kvd-c-fake-%d-%d.sock", (int)getpid(), (int)mode);
+    f->ctx = zmq_ctx_new();
+    f->sock = zmq_socket(f->ctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_bind(f->sock, f->endpoint) != 0) return 0;
+    return pthread_create(&f->thread, NULL, fake_main, f) == 0;
+}
+
+static void fake_stop(fake *f) {
+    /* An empty Request tells the thread to stop. */
+    void *s = zmq_socket(f->ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_connect(s, f->endpoint);
+    uint8_t stop[2] = {0x08, 0x01}; /* request_id = 1, no body */
+    zmq_send(s, stop, 2, 0);
+    pthread_join(f->thread, NULL);
+    zmq_close(s);
+    zmq_close(f->sock);
+    zmq_ctx_term(f->ctx);
+    unlink(f->endpoint + 6);
+}
+
+static kvd_client *connect_to(const char *ep, int timeout_ms) {
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.timeout_ms = timeout_ms;
+    kvd_client *c = NULL;
+    kvd_client_connect(ep, &o, &c, NULL, 0);
+    return c;
+}
+
+static void test_fake_bad_protocol_version(void) {
+    fake f;
+    REQUIRE(fake_start(&f, FAKE_BAD_VERSION, 0), "fake");
+    kvd_client *c = connect_to(f.endpoint, 2000);
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_PROTOCOL);
+    CHECK(strstr(kvd_client_last_error(c), "protocol version mismatch") != NULL &&
+          strstr(kvd_client_last_error(c), "9.9.9-fake") != NULL, "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+static void test_fake_garbage_and_wrong_body(void) {
+    fake f;
+    REQUIRE(fake_start(&f, FAKE_GARBAGE, 0), "fake");
+    kvd_client *c = connect_to(f.endpoint, 2000);
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_PROTOCOL);
+    CHECK(strstr(kvd_client_last_error(c), "undecodable") != NULL, "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&f);
+    REQUIRE(fake_start(&f, FAKE_WRONG_BODY, 0), "fake");
+    c = connect_to(f.endpoint, 2000);
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_PROTOCOL);
+    CHECK(strstr(kvd_client_last_error(c), "asked for hello") != NULL, "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+/* A reply later than the timeout: KVD_ERR_TIMEOUT after ~timeout_ms, and the late reply is never
+ * taken for the next request's answer. */
+static void test_fake_late_reply(void) {
+    fake f;
+    REQUIRE(fake_start(&f, FAKE_SLOW_THEN_OK, 0), "fake");
+    kvd_client *c = connect_to(f.endpoint, 200);
+    int64_t t0 = now_ms();
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_TIMEOUT);
+    int64_t dt = now_ms() - t0;
+    CHECK(dt >= 150 && dt < 2000, "timeout took %lld ms", (long long)dt);
+    usleep(500 * 1000); /* the late reply is sent (to the dropped socket) meanwhile */
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_UNAVAILABLE);
+    CHECK(strcmp(kvd_client_last_error(c), "kvd: fake daemon says no") == 0, "%s",
+          kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+typedef struct busy_arg { kvd_client *c; kvd_result rc; } busy_arg;
+static void *busy_thread(void *p) {
+    busy_arg *a = p;
+    a->rc = kvd_client_hello(a->c, NULL);
+    return NULL;
+}
+
+/* Two threads on one client: the second call is refused with KVD_ERR_BUSY. */
+static void test_busy_detection(void) {
+    fake f;
+    REQUIRE(fake_start(&f, FAKE_SLOW_THEN_OK, 400), "fake");
+    kvd_client *c = connect_to(f.endpoint, 3000);
+    busy_arg a = {c, KVD_OK};
+    pthread_t t;
+    pthread_create(&t, NULL, busy_thread, &a);
+    usleep(150 * 1000);
+    kvd_stats st;
+    CHECK(kvd_client_stats(c, 0, &st) == KVD_ERR_BUSY, "second thread refused");
+    pthread_join(t, NULL);
+    CHECK(a.rc == KVD_ERR_UNAVAILABLE, "first thread's call: %s", kvd_result_name(a.rc));
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+/* ============================================================================================= */
+/* Cross-language                                                                                 */
+
+static const char *cross_models[3] = {"tiny-f16", "tiny-bf16", "tiny-f32"};
+static const kvd_dtype cross_dtypes[3] = {KVD_DTYPE_F16, KVD_DTYPE_BF16, KVD_DTYPE_F32};
+
+static int write_file(const char *dir, const char *name, const char *ext, const void *p, size_t n) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.%s", dir, name, ext);
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    int ok = fwrite(p, 1, n, f) == n;
+    return fclose(f) == 0 && ok;
+}
+
+static void *read_file(const char *dir, const char *name, const char *ext, size_t *n) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.%s", dir, name, ext);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *p = malloc((size_t)sz + 1);
+    *n = fread(p, 1, (size_t)sz, f);
+    fclose(f);
+    return p;
+}
+
+static const char *g_dir;
+
+/* C appends (inline then zero-copy) known data; writes <model>.k/.v and manifest.txt
+ * ("model sequence_id tokens" per line) for the Python side. */
+static void test_cross_write(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    char path[512];
+    snprintf(path, sizeof path, "%s/manifest.txt", g_dir);
+    FILE *man = fopen(path, "w");
+    REQUIRE(man, "manifest");
+    for (int m = 0; m < 3; m++) {
+        size_t es = kvd_dtype_size(cross_dtypes[m]);
+        const uint32_t T = 13;
+        size_t bytes = (size_t)L * H * T * D * es;
+        void *k = random_bits(bytes), *v = random_bits(bytes);
+        uint64_t s = 0;
+        CHECK_RC(c, kvd_client_create_sequence(c, cross_models[m], 0, "from-c", &s), KVD_OK);
+        void *k1 = token_slice(k, T, 0, 6, es), *v1 = token_slice(v, T, 0, 6, es);
+        void *k2 = token_slice(k, T, 6, 7, es), *v2 = token_slice(v, T, 6, 7, es);
+        CHECK_RC(c, kvd_client_append(c, s, cross_dtypes[m], L, H, 6, D, k1, v1, NULL), KVD_OK);
+        CHECK_RC(c, kvd_client_append_zero_copy(c, s, cross_dtypes[m], L, H, 7, D, k2, v2, NULL), KVD_OK);
+        CHECK(write_file(g_dir, cross_models[m], "k", k, bytes) &&
+              write_file(g_dir, cross_models[m], "v", v, bytes), "write files");
+        fprintf(man, "%s %llu %u\n", cross_models[m], (unsigned long long)s, T);
+        free(k); free(v); free(k1); free(v1); free(k2); free(v2);
+    }
+    fclose(man);
+    kvd_client_free(c);
+}
+
+/* Python appended; manifest.txt lists "model sequence_id tokens"; <model>.k/.v hold the data. */
+static void test_cross_read(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    char path[512];
+    snprintf(path, sizeof path, "%s/manifest.txt", g_dir);
+    FILE *man = fopen(path, "r");
+    REQUIRE(man, "manifest %s", path);
+    char model[64];
+    unsigned long long s;
+    unsigned T;
+    int seen = 0;
+    while (fscanf(man, "%63s %llu %u", model, &s, &T) == 3) {
+        kvd_dtype dt = KVD_DTYPE_UNSPECIFIED;
+        for (int m = 0; m < 3; m++)
+            if (strcmp(model, cross_models[m]) == 0) dt = cross_dtypes[m];
+        CHECK(dt != KVD_DTYPE_UNSPECIFIED, "model %s", model);
+        size_t nk = 0, nv = 0;
+        void *k = read_file(g_dir, model, "k", &nk), *v = read_file(g_dir, model, "v", &nv);
+        CHECK(k && v && nk == (size_t)L * H * T * D * kvd_dtype_size(dt) && nv == nk, "data files");
+        if (k && v && dt) check_sequence(c, s, dt, T, k, v, model);
+        free(k);
+        free(v);
+        seen++;
+    }
+    fclose(man);
+    CHECK(seen == 3, "%d sequences in the manifest", seen);
+    kvd_client_free(c);
+}
+
+/* ============================================================================================= */
+/* Restart (driven by the pytest side through stdin/stdout)                                       */
+
+static void wait_line(const char *tell) {
+    printf("%s\n", tell);
+    fflush(stdout);
+    char line[64];
+    if (!fgets(line, sizeof line, stdin)) exit(3);
+}
+
+static void test_restart(void) {
+    kvd_client *c = connect_ok(1000);
+    REQUIRE(c, "connect");
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    size_t bytes = (size_t)L * H * 5 * D * 2;
+    void *k = random_bits(bytes), *v = random_bits(bytes);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, 5, D, k, v, NULL), KVD_OK);
+    kvd_query_result *q = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, NULL, 0, &q), KVD_OK);
+    kvd_hello_info *h1 = NULL;
+    CHECK_RC(c, kvd_client_hello(c, &h1), KVD_OK);
+
+    wait_line("READY restart");  /* the driver restarts the daemon (same config) */
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_ERR_RESTARTED);
+    CHECK(strstr(kvd_client_last_error(c), "restarted") != NULL, "%s", kvd_client_last_error(c));
+    /* re-attached: the next call works; the old sequence is unknown to the new daemon */
+    CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_ERR_NOT_FOUND);
+    kvd_hello_info *h2 = NULL;
+    CHECK_RC(c, kvd_client_hello(c, &h2), KVD_OK);
+    CHECK(h1 && h2 && h1->arena_generation != h2->arena_generation, "new arena generation");
+    if (q) { /* the old result still points at the old (unlinked) mapping: readable, stale */
+        uint8_t kb[5 * D * 2];
+        CHECK(kvd_query_copy_head(q, 0, kb, NULL, sizeof kb, NULL) == KVD_OK &&
+              memcmp(kb, k, sizeof kb) == 0, "old result readable");
+    }
+    uint64_t s2 = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s2), KVD_OK);
+    CHECK_RC(c, kvd_client_append_zero_copy(c, s2, KVD_DTYPE_F16, L, H, 5, D, k, v, NULL), KVD_OK);
+    check_sequence(c, s2, KVD_DTYPE_F16, 5, k, v, "after restart");
+
+    wait_line("READY stop");  /* the driver stops the daemon: the segment vanishes */
+    int64_t t0 = now_ms();
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_ERR_TIMEOUT);
+    CHECK(now_ms() - t0 < 3000, "no hang");
+    CHECK(strstr(kvd_client_last_error(c), "vanished") != NULL, "%s", kvd_client_last_error(c));
+
+    wait_line("READY start");  /* the driver starts the daemon again */
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s2), KVD_ERR_RESTARTED);
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s2), KVD_OK);
+    CHECK_RC(c, kvd_client_append(c, s2, KVD_DTYPE_F16, L, H, 5, D, k, v, NULL), KVD_OK);
+    check_sequence(c, s2, KVD_DTYPE_F16, 5, k, v, "after stop + start");
+    CHECK_RC(c, kvd_client_release(c, s2, NULL, NULL), KVD_OK);
+    kvd_query_result_free(q);
+    kvd_hello_info_free(h1);
+    kvd_hello_info_free(h2);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+/* ============================================================================================= */
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s all|write-cross|read-cross|restart ENDPOINT [DIR]\n", argv[0]);
+        return 2;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    g_endpoint = argv[2];
+    rng_state ^= (uint64_t)getpid() << 20;
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "all") == 0) {
+        TEST(test_helpers);
+        TEST(test_connect_bad_arguments);
+        TEST(test_null_client);
+        TEST(test_hello);
+        TEST(test_sequences_and_stats);
+        TEST(test_inline_vs_zero_copy);
+        TEST(test_reserve_commit);
+        TEST(test_zero_copy_foreign_sequence);
+        TEST(test_append_bad_input);
+        TEST(test_arena_full);
+        TEST(test_query_modes_and_copies);
+        TEST(test_compact);
+        TEST(test_closed_client);
+        TEST(test_protocol_version_mismatch);
+        TEST(test_daemon_not_running);
+        TEST(test_fake_bad_protocol_version);
+        TEST(test_fake_garbage_and_wrong_body);
+        TEST(test_fake_late_reply);
+        TEST(test_busy_detection);
+    } else if (strcmp(cmd, "write-cross") == 0 && argc == 4) {
+        g_dir = argv[3];
+        TEST(test_cross_write);
+    } else if (strcmp(cmd, "read-cross") == 0 && argc == 4) {
+        g_dir = argv[3];
+        TEST(test_cross_read);
+    } else if (strcmp(cmd, "restart") == 0) {
+        TEST(test_restart);
+    } else {
+        fprintf(stderr, "unknown command %s\n", cmd);
+        return 2;
+    }
+    return harness_summary();
+}
