@@ -180,3 +180,47 @@ import Testing
         #expect(s.isReleased)
     }
 }
+
+@Suite struct AliasTests {
+    // 3 layers × 1 KV head, 2 dims, 3 tokens per page.
+    static let layout = ModelLayout(name: "a", layers: 3, kvHeads: 1, qHeads: 1, headDim: 2, dtype: .f32, pageTokens: 3, defaultMethod: "x")
+
+    func filled(_ f: SequenceTests.Fixture) throws -> KVSequence {
+        let s = KVSequence(id: SequenceID(1), layout: Self.layout, tenant: "")
+        let block = (0..<(3 * 5 * 2)).map { Float($0) }
+        try block.withUnsafeBytes { b in _ = try s.append(keys: b, values: b, tokens: 5, allocator: f.allocator, memory: f.memory) }
+        return s
+    }
+
+    @Test func aliasFreesPagesAndResolvesChains() throws {
+        let f = SequenceTests.Fixture(pages: 32)
+        let s = try filled(f)
+        #expect(f.allocator.usedCount == 6)  // 2 pages × 3 layers
+        #expect(try s.applyAliases([1: 0], allocator: f.allocator) == 2)
+        #expect(try s.applyAliases([2: 1], allocator: f.allocator) == 2)  // 2 → 1 → 0 resolves to 0
+        #expect(s.aliases == [nil, 0, 0])
+        #expect(f.allocator.usedCount == 2)
+        #expect(s.heads[1].count == 0 && s.heads[2].count == 0)
+        #expect(s.generation == 3)
+        // Appends ignore aliased layers: only layer 0 grows and takes pages.
+        let block = [Float](repeating: 1, count: 3 * 4 * 2)
+        try block.withUnsafeBytes { b in _ = try s.append(keys: b, values: b, tokens: 4, allocator: f.allocator, memory: f.memory) }
+        #expect(s.heads.map(\.count) == [9, 0, 0])
+        #expect(f.allocator.usedCount == 3)
+        // Reservations give aliased layers no slots.
+        let runs = try s.reserve(tokens: 2, id: ReservationID(1), allocator: f.allocator)
+        #expect(runs[1].isEmpty && runs[2].isEmpty && runs[0].map(\.count).reduce(0, +) == 2)
+    }
+
+    @Test func badMapsAreRefusedAndChangeNothing() throws {
+        let f = SequenceTests.Fixture(pages: 32)
+        let s = try filled(f)
+        for map in [[3: 0], [1: 1], [0: 2], [1: -1]] {
+            #expect(throws: KVDError.self) { try s.applyAliases(map, allocator: f.allocator) }
+        }
+        _ = try s.applyAliases([2: 0], allocator: f.allocator)
+        #expect(throws: KVDError.self) { try s.applyAliases([2: 1], allocator: f.allocator) }  // already aliased elsewhere
+        #expect(s.aliases == [nil, nil, 0])
+        #expect(f.allocator.usedCount == 4)
+    }
+}
