@@ -411,3 +411,53 @@ def gqa_client(gqa_daemon):
     c = gqa_daemon.client()
     yield c
     c.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# DBudgetKV / BalanceKV / KVSharer tests: a 4-layer GQA model per dtype (G = 2, 8 tokens per page)
+# and one daemon per module with the module's policies.
+
+SEEDM = dict(layers=4, kv_heads=2, q_heads=4, head_dim=16, page_tokens=8)
+MODEL_SEED_F32, MODEL_SEED_F16 = "seed-f32", "seed-f16"
+SEED_MODELS = {MODEL_SEED_F32: np.dtype(np.float32), MODEL_SEED_F16: np.dtype(np.float16)}
+
+
+def add_seed_models(cfg: dict, policies: dict | None = None) -> None:
+    """``make_daemon`` mutator: the two 4-layer GQA models, a roomy arena, optional policies."""
+    cfg["models"].append(model_entry(MODEL_SEED_F32, "f32", **SEEDM))
+    cfg["models"].append(model_entry(MODEL_SEED_F16, "f16", **SEEDM))
+    cfg["arena"]["size_bytes"] = "32MiB"
+    cfg["arena"]["staging_bytes"] = "2MiB"
+    cfg["server"]["max_message_bytes"] = "4MiB"
+    cfg["server"]["max_tokens_per_append"] = 512
+    cfg["server"]["max_sequences"] = 256
+    if policies:
+        cfg["policies"] = json.loads(json.dumps(policies))
+
+
+def start_module_daemon(policies: dict | None = None) -> Daemon:
+    """A daemon on the default test config plus the seed models (stop it with
+    ``stop_module_daemon``)."""
+    workdir = Path(tempfile.mkdtemp(prefix="kvd-seed-", dir="/tmp"))
+    cfg = default_config(f"/kvd-test-{uuid.uuid4().hex}", f"ipc://{workdir}/kvd.sock")
+    add_seed_models(cfg, policies)
+    d = Daemon(workdir, cfg)
+    d.start()
+    return d
+
+
+def stop_module_daemon(d: Daemon) -> None:
+    rc = d.stop()
+    if d.shm_path.exists():
+        d.shm_path.unlink()
+    shutil.rmtree(d.workdir, ignore_errors=True)
+    assert rc == 0, f"kvd exited with {rc} on SIGTERM:\n{d.stderr()[-4000:]}"
+
+
+def sequence_snapshot(c: Client, seq: int):
+    """Everything a query and the sequence stats show, as bytes (bit-exact before/after checks)."""
+    q = c.query(seq, mode="inline", copy=True)
+    st = c.stats(seq).sequence
+    return (q.generation, q.length, st.pages, st.tokens_held, st.aliased_layers,
+            [(h.layer, h.head, h.positions.tobytes(), h.log_weights.tobytes(), h.keys.tobytes(),
+              h.values.tobytes()) for h in q])
