@@ -5,7 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/env.sh"
 
-apt_packages=(libzmq3-dev libprotobuf-c-dev protobuf-compiler protobuf-c-compiler pkg-config libopenblas-dev)
+apt_packages=(libzmq3-dev libprotobuf-c-dev protobuf-compiler protobuf-c-compiler pkg-config libopenblas-dev build-essential valgrind)
 python3 -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Second command of the README: every test. Swift unit tests (Swift Testing), then the end-to-end
-# pytest suite against the real kvd binary. Run scripts/install-deps.sh (or setup.sh) once before.
+# Second command of the README: every test. Swift unit tests (Swift Testing), the C client build,
+# then the end-to-end pytest suite against the real kvd binary (Python and C clients).
+# Run scripts/install-deps.sh (or setup.sh) once before.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -12,4 +13,6 @@ fi
 
 swift build --product kvd
 swift test
+# The C client library, its tests and examples (run by Tests/e2e/test_c_client.py).
+make -C Clients/c
 PYTHONPATH="$root/Clients/python${PYTHONPATH:+:$PYTHONPATH}" KVD_BIN="$root/.build/debug/kvd" "$KVD_PYTHON" -m pytest -q Tests/e2e "$@"
