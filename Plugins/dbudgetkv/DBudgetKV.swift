@@ -1,4 +1,5 @@
 import CKVDKernels
+import Dispatch
 import Foundation
 import KVDAttention
 import KVDCore
@@ -34,11 +35,21 @@ public struct DBudgetStopper: PruneStopper {
         let m = view.layout
         let t = context.params.float("threshold")
         var floors = [Int](repeating: 0, count: m.headCount)
+        guard kvd_blas_available() != 0 else {
+            throw .internalError("dbudgetkv needs OpenBLAS (libopenblas.so.0), which could not be loaded; install libopenblas0")
+        }
+        // Suffix sums of squared last-query attention along each head's pruning order, heads in parallel.
+        var all = [[Double]](repeating: [], count: m.headCount)
+        all.withUnsafeMutableBufferPointer { out in
+            let out = SendableBuffer(out)
+            DispatchQueue.concurrentPerform(iterations: m.headCount) { h in
+                out.buffer[h] = Self.suffixSquares(view, obs, h: h, window: window, scores: scores[h])
+            }
+        }
         for layer in 0..<m.layers {
             let heads = (layer * m.kvHeads)..<((layer + 1) * m.kvHeads)
             let prefix = heads.map { max(0, view.headCounts[$0] - window) }
-            // Suffix sums of squared last-query attention along each head's pruning order.
-            let suffixes = heads.map { h in Self.suffixSquares(view, obs, h: h, window: window, scores: scores[h]) }
+            let suffixes = heads.map { all[$0] }
             let longest = prefix.max() ?? 0
             func kept(_ i: Int) -> Double {
                 suffixes.reduce(0) { $0 + $1[min(i, $1.count - 1)].squareRoot() } / Double(suffixes.count)
@@ -72,7 +83,8 @@ public struct DBudgetStopper: PruneStopper {
         return suffix
     }
 
-    /// Mean over the KV head's query heads of softmax(q_last · Kᵀ / √d + log-weights), all n tokens.
+    /// Mean over the KV head's query heads of softmax(q_last · Kᵀ / √d + log-weights), all n tokens:
+    /// one sgemm of the G last queries against the head's keys.
     static func lastQueryAttention(_ view: SequenceView, _ obs: Observation, h: Int) -> [Double] {
         let m = view.layout
         let n = view.headCounts[h]
@@ -80,19 +92,23 @@ public struct DBudgetStopper: PruneStopper {
         let group = m.qHeads / m.kvHeads
         let keys = view.keys(h)
         let weights = view.logWeights[h]
-        var out = [Double](repeating: 0, count: n)
+        var queries = [Float](repeating: 0, count: group * d)
         for g in 0..<group {
             let q = obs.offset(layer: h / m.kvHeads, qHead: (h % m.kvHeads) * group + g) + (obs.window - 1) * d
-            var logits = [Double](repeating: 0, count: n)
+            for c in 0..<d { queries[g * d + c] = obs.queries[q + c] }
+        }
+        var logits = [Float](repeating: 0, count: group * n)
+        kvd_sgemm_abt(Int32(group), Int32(n), Int32(d), 1 / Float(d).squareRoot(), queries, keys, &logits)
+        var out = [Double](repeating: 0, count: n)
+        for g in 0..<group {
+            var row = (0..<n).map { Double(logits[g * n + $0]) + Double(weights[$0]) }
+            let top = row.max() ?? 0
+            var sum = 0.0
             for j in 0..<n {
-                var dot: Float = 0
-                for c in 0..<d { dot += obs.queries[q + c] * keys[j * d + c] }
-                logits[j] = Double(dot) / Double(d).squareRoot() + Double(weights[j])
+                row[j] = Foundation.exp(row[j] - top)
+                sum += row[j]
             }
-            let top = logits.max() ?? 0
-            let e = logits.map { Foundation.exp($0 - top) }
-            let sum = e.reduce(0, +)
-            for j in 0..<n { out[j] += e[j] / sum / Double(group) }
+            for j in 0..<n { out[j] += row[j] / sum / Double(group) }
         }
         return out
     }
