@@ -1,0 +1,136 @@
+/* libkvdclient private header: structures and helpers the sources share (not installed). */
+#ifndef KVD_CLIENT_INTERNAL_H
+#define KVD_CLIENT_INTERNAL_H
+
+/*
+ * libkvdclient: the kvd C client. One ZeroMQ DEALER socket per client, one request in flight,
+ * protobuf-c messages, the arena mapped from /dev/shm with mmap(MAP_SHARED). See kvd_client.h.
+ *
+ * Every source file includes this header first (it must come before any system header).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#define KVD_CLIENT_BUILDING 1
+#include "kvd_client.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "kvd/v1/envelope.pb-c.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "libkvdclient supports little-endian hosts only (kvd's wire and arena data are little-endian)"
+#endif
+
+/* ============================================================================================= */
+/* Small helpers                                                                                  */
+
+/* a * b * ... with overflow detection: returns 0 on overflow or any zero factor. */
+static inline int kvd__mul_size(size_t *acc, uint64_t x) {
+    if (x == 0) { *acc = 0; return 1; }
+    if (*acc > SIZE_MAX / x) return 0;
+    *acc *= (size_t)x;
+    return 1;
+}
+
+/* Tokens that finish a partly filled first page, whole pages, tail; pages needed. */
+static inline uint64_t kvd__pages_needed(uint32_t first_slot, uint64_t n, uint32_t P) {
+    uint64_t lead = 0;
+    if (first_slot) lead = n < (uint64_t)(P - first_slot) ? n : (uint64_t)(P - first_slot);
+    uint64_t rest = n - lead;
+    return (lead > 0) + rest / P + (rest % P != 0);
+}
+
+/* ============================================================================================= */
+/* The mapped arena (shm.c); reference counted: results keep it alive                            */
+
+typedef struct arena {
+    atomic_int refs;
+    uint8_t *base;
+    size_t size;
+    dev_t dev;
+    ino_t ino;
+    char *path;
+    uint64_t page_bytes, pages_offset, staging_offset, staging_bytes, generation;
+    uint32_t page_count;
+} arena;
+
+arena *kvd__arena_ref(arena *a);
+void kvd__arena_unref(arena *a);
+/* 0 (and *why set) when the mapped segment vanished or was replaced, i.e. the daemon restarted. */
+int kvd__arena_current(kvd_client *c, const char **why);
+kvd_result kvd__map_arena(kvd_client *c, const Kvd__V1__SharedMemoryInfo *shm, arena **out);
+
+static inline int kvd__in_range(const arena *a, uint64_t off, uint64_t len) {
+    return off <= a->size && len <= a->size - off;
+}
+
+/* ============================================================================================= */
+/* Hello info (hello.c); reference counted: the client keeps one, callers may hold more          */
+
+typedef struct hello_box {
+    kvd_hello_info pub;
+    atomic_int refs;
+    Kvd__V1__Response *resp;
+    kvd_model_layout *models;
+    kvd_method_info *methods;
+    kvd_param_info *params;
+    kvd_policy_info *policies;
+} hello_box;
+
+void kvd__hello_unref(hello_box *b);
+kvd_result kvd__do_hello(kvd_client *c, int *replaced);
+
+/* ============================================================================================= */
+/* The client                                                                                     */
+
+typedef struct seq_layout {
+    uint64_t id;
+    uint32_t layers, kv_heads, head_dim, page_tokens;
+    kvd_dtype dtype;
+} seq_layout;
+
+struct kvd_client {
+    char *endpoint;
+    char *client_name;
+    int timeout_ms;
+    uint32_t proto;
+    void *zctx;
+    void *sock;
+    uint64_t next_id;
+    int closed;
+    arena *arena;
+    hello_box *hello;
+    int attached;      /* Hello done and the arena is the one mapped */
+    int lost;          /* the daemon restarted; report KVD_ERR_RESTARTED once re-attached */
+    seq_layout *seqs;
+    size_t n_seqs, cap_seqs;
+    char *err;
+    size_t err_cap;
+    kvd_result last;
+    int last_server_code;
+    char *stat_model, *stat_tenant;
+    atomic_flag busy;
+};
+
+/* errors.c */
+kvd_result kvd__set_err(kvd_client *c, kvd_result code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+kvd_result kvd__oom(kvd_client *c);
+kvd_result kvd__enter(kvd_client *c, int allow_closed);
+kvd_result kvd__leave(kvd_client *c, kvd_result rc);
+
+/* transport.c */
+kvd_result kvd__open_socket(kvd_client *c);
+kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
+                    Kvd__V1__Response **out);
+kvd_result kvd__reattach_after_loss(kvd_client *c, const char *why);
+kvd_result kvd__ensure_session(kvd_client *c);
+
+/* sequence.c */
+kvd_result kvd__layout_of(kvd_client *c, uint64_t seq, seq_layout *out);
+
+#endif

@@ -1,0 +1,166 @@
+/* libkvdclient sequences: create / release / stats, and the sequence layouts this client knows. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static seq_layout *seq_find(kvd_client *c, uint64_t id) {
+    for (size_t i = 0; i < c->n_seqs; i++)
+        if (c->seqs[i].id == id) return &c->seqs[i];
+    return NULL;
+}
+
+static void seq_forget(kvd_client *c, uint64_t id) {
+    for (size_t i = 0; i < c->n_seqs; i++)
+        if (c->seqs[i].id == id) {
+            c->seqs[i] = c->seqs[--c->n_seqs];
+            return;
+        }
+}
+
+static int seq_remember(kvd_client *c, uint64_t id, const kvd_model_layout *m) {
+    seq_layout *s = seq_find(c, id);
+    if (!s) {
+        if (c->n_seqs == c->cap_seqs) {
+            size_t cap = c->cap_seqs ? c->cap_seqs * 2 : 16;
+            seq_layout *n = realloc(c->seqs, cap * sizeof *n);
+            if (!n) return 0;
+            c->seqs = n;
+            c->cap_seqs = cap;
+        }
+        s = &c->seqs[c->n_seqs++];
+    }
+    s->id = id;
+    s->layers = m->layers;
+    s->kv_heads = m->kv_heads;
+    s->head_dim = m->head_dim;
+    s->page_tokens = m->page_tokens;
+    s->dtype = m->dtype;
+    return 1;
+}
+
+kvd_result kvd_client_create_sequence(kvd_client *c, const char *model, uint64_t sequence_id,
+                                      const char *tenant, uint64_t *out_id) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    if (!model || !*model)
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
+                                          "kvd: create_sequence: model is NULL or empty"));
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    Kvd__V1__CreateSequenceRequest cr = KVD__V1__CREATE_SEQUENCE_REQUEST__INIT;
+    cr.model = (char *)model;
+    cr.sequence_id = sequence_id;
+    cr.tenant = (char *)(tenant ? tenant : "");
+    Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
+    req.body_case = KVD__V1__REQUEST__BODY_CREATE_SEQUENCE;
+    req.create_sequence = &cr;
+    Kvd__V1__Response *resp;
+    rc = kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_CREATE_SEQUENCE, &resp);
+    if (rc) return kvd__leave(c, rc);
+    uint64_t id = resp->create_sequence->sequence_id;
+    kvd__v1__response__free_unpacked(resp, NULL);
+    const kvd_model_layout *m = kvd_hello_find_model(&c->hello->pub, model);
+    if (m && !seq_remember(c, id, m)) return kvd__leave(c, kvd__oom(c));
+    if (out_id) *out_id = id;
+    return kvd__leave(c, KVD_OK);
+}
+
+kvd_result kvd_client_release(kvd_client *c, uint64_t seq, uint32_t *pages_freed,
+                              uint64_t *bytes_freed) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    Kvd__V1__ReleaseRequest rr = KVD__V1__RELEASE_REQUEST__INIT;
+    rr.sequence_id = seq;
+    Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
+    req.body_case = KVD__V1__REQUEST__BODY_RELEASE;
+    req.release = &rr;
+    Kvd__V1__Response *resp;
+    rc = kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_RELEASE, &resp);
+    if (rc) return kvd__leave(c, rc);
+    if (pages_freed) *pages_freed = resp->release->pages_freed;
+    if (bytes_freed) *bytes_freed = resp->release->bytes_freed;
+    kvd__v1__response__free_unpacked(resp, NULL);
+    seq_forget(c, seq);
+    return kvd__leave(c, KVD_OK);
+}
+
+static kvd_result stats_rpc(kvd_client *c, uint64_t seq, Kvd__V1__Response **resp) {
+    Kvd__V1__StatsRequest sr = KVD__V1__STATS_REQUEST__INIT;
+    sr.sequence_id = seq;
+    Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
+    req.body_case = KVD__V1__REQUEST__BODY_STATS;
+    req.stats = &sr;
+    return kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_STATS, resp);
+}
+
+kvd_result kvd_client_stats(kvd_client *c, uint64_t seq, kvd_stats *out) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    if (!out) return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT, "kvd: stats: out is NULL"));
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    Kvd__V1__Response *resp;
+    rc = stats_rpc(c, seq, &resp);
+    if (rc) return kvd__leave(c, rc);
+    Kvd__V1__StatsResponse *s = resp->stats;
+    memset(out, 0, sizeof *out);
+    out->total_pages = s->total_pages;
+    out->free_pages = s->free_pages;
+    out->page_bytes = s->page_bytes;
+    out->sequences = s->sequences;
+    out->staging_bytes = s->staging_bytes;
+    out->staging_used_bytes = s->staging_used_bytes;
+    out->requests = s->requests;
+    out->errors = s->errors;
+    if (s->sequence) {
+        Kvd__V1__SequenceStats *q = s->sequence;
+        free(c->stat_model);
+        free(c->stat_tenant);
+        c->stat_model = strdup(q->model ? q->model : "");
+        c->stat_tenant = strdup(q->tenant ? q->tenant : "");
+        out->has_sequence = 1;
+        out->sequence.sequence_id = q->sequence_id;
+        out->sequence.model = c->stat_model ? c->stat_model : "";
+        out->sequence.tenant = c->stat_tenant ? c->stat_tenant : "";
+        out->sequence.length = q->length;
+        out->sequence.generation = q->generation;
+        out->sequence.pages = q->pages;
+        out->sequence.tokens_held = q->tokens_held;
+        out->sequence.reserved_tokens = q->reserved_tokens;
+        out->sequence.staging_bytes = q->staging_bytes;
+    }
+    kvd__v1__response__free_unpacked(resp, NULL);
+    return kvd__leave(c, KVD_OK);
+}
+
+/* The layout of a sequence: remembered from CreateSequence, else learnt with Stats. */
+kvd_result kvd__layout_of(kvd_client *c, uint64_t seq, seq_layout *out) {
+    seq_layout *s = seq_find(c, seq);
+    if (s) {
+        *out = *s;
+        return KVD_OK;
+    }
+    Kvd__V1__Response *resp;
+    kvd_result rc = stats_rpc(c, seq, &resp);
+    if (rc) return rc;
+    if (!resp->stats->sequence) {
+        kvd__v1__response__free_unpacked(resp, NULL);
+        return kvd__set_err(c, KVD_ERR_PROTOCOL, "kvd: Stats of sequence %llu without its details",
+                            (unsigned long long)seq);
+    }
+    const kvd_model_layout *m = kvd_hello_find_model(&c->hello->pub, resp->stats->sequence->model);
+    if (!m) {
+        rc = kvd__set_err(c, KVD_ERR_PROTOCOL,
+                          "kvd: sequence %llu has model \"%s\", which Hello did not list",
+                          (unsigned long long)seq, resp->stats->sequence->model);
+        kvd__v1__response__free_unpacked(resp, NULL);
+        return rc;
+    }
+    kvd__v1__response__free_unpacked(resp, NULL);
+    if (!seq_remember(c, seq, m)) return kvd__oom(c);
+    *out = *seq_find(c, seq);
+    return KVD_OK;
+}

@@ -1,0 +1,264 @@
+/* libkvdclient transport: ZeroMQ socket, request ids, round trip, timeouts, restart detection. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+kvd_result kvd__open_socket(kvd_client *c) {
+    void *s = zmq_socket(c->zctx, ZMQ_DEALER);
+    if (!s)
+        return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: zmq_socket: %s", zmq_strerror(zmq_errno()));
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero); /* never block close on unsent requests */
+    if (zmq_connect(s, c->endpoint) != 0) {
+        int e = zmq_errno();
+        zmq_close(s);
+        return kvd__set_err(c,
+                            e == EINVAL || e == EPROTONOSUPPORT ? KVD_ERR_ARGUMENT : KVD_ERR_SYSTEM,
+                            "kvd: cannot connect to \"%s\": %s", c->endpoint, zmq_strerror(e));
+    }
+    c->sock = s;
+    return KVD_OK;
+}
+
+static kvd_result reset_socket(kvd_client *c) {
+    /* A fresh socket (new identity) drops queued requests and never sees the late reply of a
+     * request that timed out. */
+    if (c->sock) zmq_close(c->sock);
+    c->sock = NULL;
+    return kvd__open_socket(c);
+}
+
+static void free_packed(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+static kvd_result map_server_error(kvd_client *c, const Kvd__V1__Error *e) {
+    int code = (int)e->code;
+    kvd_result rc = (code >= 1 && code <= 9) ? (kvd_result)code : KVD_ERR_SERVER_OTHER;
+    const char *msg = e->message && e->message[0] ? e->message : "kvd: (no message)";
+    if (rc == KVD_ERR_SERVER_OTHER)
+        kvd__set_err(c, rc, "%s [daemon error code %d]", msg, code);
+    else
+        kvd__set_err(c, rc, "%s", msg);
+    c->last_server_code = code;
+    return rc;
+}
+
+static const char *body_name(Kvd__V1__Response__BodyCase b) {
+    switch (b) {
+    case KVD__V1__RESPONSE__BODY_ERROR: return "error";
+    case KVD__V1__RESPONSE__BODY_HELLO: return "hello";
+    case KVD__V1__RESPONSE__BODY_CREATE_SEQUENCE: return "create_sequence";
+    case KVD__V1__RESPONSE__BODY_APPEND: return "append";
+    case KVD__V1__RESPONSE__BODY_RESERVE: return "reserve";
+    case KVD__V1__RESPONSE__BODY_COMMIT: return "commit";
+    case KVD__V1__RESPONSE__BODY_QUERY: return "query";
+    case KVD__V1__RESPONSE__BODY_COMPACT: return "compact";
+    case KVD__V1__RESPONSE__BODY_RELEASE: return "release";
+    case KVD__V1__RESPONSE__BODY_STATS: return "stats";
+    case KVD__V1__RESPONSE__BODY_STAGE: return "stage";
+    default: return "nothing";
+    }
+}
+
+/*
+ * Send `req` and wait for the matching reply. On success *out is the unpacked response whose body
+ * is `want` (free with kvd__v1__response__free_unpacked).
+ */
+kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
+                      Kvd__V1__Response **out) {
+    *out = NULL;
+    if (!c->sock) {
+        kvd_result rc = kvd__open_socket(c);
+        if (rc) return rc;
+    }
+    req->request_id = c->next_id++;
+    if (c->next_id == 0) c->next_id = 1;
+    req->protocol_version = c->proto;
+
+    size_t size = kvd__v1__request__get_packed_size(req);
+    if (c->hello && want != KVD__V1__RESPONSE__BODY_HELLO && c->hello->pub.max_message_bytes &&
+        size > c->hello->pub.max_message_bytes)
+        return kvd__set_err(c, KVD_ERR_ARGUMENT,
+                            "kvd: the request is %zu bytes, more than the daemon's "
+                            "max_message_bytes (%llu); append fewer tokens at once or use "
+                            "kvd_client_append_zero_copy",
+                            size, (unsigned long long)c->hello->pub.max_message_bytes);
+    uint8_t *buf = malloc(size ? size : 1);
+    if (!buf) return kvd__oom(c);
+    kvd__v1__request__pack(req, buf);
+
+    int64_t deadline = now_ms() + c->timeout_ms;
+    zmq_msg_t msg;
+    if (zmq_msg_init_data(&msg, buf, size, free_packed, NULL) != 0) {
+        free(buf);
+        return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: zmq_msg_init_data: %s",
+                            zmq_strerror(zmq_errno()));
+    }
+    for (;;) { /* send without ever blocking past the deadline */
+        if (zmq_msg_send(&msg, c->sock, ZMQ_DONTWAIT) >= 0) break;
+        int e = zmq_errno();
+        if (e == EINTR) continue;
+        if (e != EAGAIN) {
+            zmq_msg_close(&msg);
+            return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: sending to %s: %s", c->endpoint,
+                                zmq_strerror(e));
+        }
+        int64_t left = deadline - now_ms();
+        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLOUT, 0};
+        if (left <= 0 || zmq_poll(&it, 1, (long)left) == 0) {
+            zmq_msg_close(&msg);
+            reset_socket(c);
+            return kvd__set_err(c, KVD_ERR_TIMEOUT,
+                                "kvd: could not send to %s within %d ms; is the daemon running?",
+                                c->endpoint, c->timeout_ms);
+        }
+    }
+
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
+        int n = left > 0 ? zmq_poll(&it, 1, (long)left) : 0;
+        if (n < 0 && zmq_errno() == EINTR) continue;
+        if (n < 0)
+            return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: zmq_poll: %s", zmq_strerror(zmq_errno()));
+        if (n == 0) {
+            reset_socket(c);
+            const char *why = NULL;
+            if (c->attached && !kvd__arena_current(c, &why))
+                return kvd__set_err(c, KVD_ERR_TIMEOUT,
+                                    "kvd: no reply from %s within %d ms, and %s: the daemon "
+                                    "stopped or is restarting",
+                                    c->endpoint, c->timeout_ms, why);
+            return kvd__set_err(c, KVD_ERR_TIMEOUT,
+                                "kvd: no reply from %s within %d ms; is the daemon running?",
+                                c->endpoint, c->timeout_ms);
+        }
+        /* Read every frame of the message; the Response is the last one. */
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        int more = 1, got = 0;
+        while (more) {
+            zmq_msg_close(&part);
+            zmq_msg_init(&part);
+            if (zmq_msg_recv(&part, c->sock, ZMQ_DONTWAIT) < 0) {
+                int e = zmq_errno();
+                if (e == EINTR) continue;
+                break;
+            }
+            got = 1;
+            more = zmq_msg_more(&part);
+        }
+        if (!got) {
+            zmq_msg_close(&part);
+            continue;
+        }
+        Kvd__V1__Response *resp =
+            kvd__v1__response__unpack(NULL, zmq_msg_size(&part), zmq_msg_data(&part));
+        size_t got_size = zmq_msg_size(&part);
+        zmq_msg_close(&part);
+        if (!resp)
+            return kvd__set_err(c, KVD_ERR_PROTOCOL, "kvd: undecodable reply (%zu bytes) from %s",
+                                got_size, c->endpoint);
+        uint64_t rid = resp->header ? resp->header->request_id : 0;
+        int ours = rid == req->request_id ||
+                   (rid == 0 && resp->body_case == KVD__V1__RESPONSE__BODY_ERROR);
+        if (!ours) { /* a late reply to a request that timed out earlier */
+            kvd__v1__response__free_unpacked(resp, NULL);
+            continue;
+        }
+        if (!resp->header) {
+            kvd__v1__response__free_unpacked(resp, NULL);
+            return kvd__set_err(c, KVD_ERR_PROTOCOL, "kvd: reply from %s has no header",
+                                c->endpoint);
+        }
+        /* A reply sent by a daemon that replaced the arena we mapped: do not trust it. */
+        const char *why = NULL;
+        if (want != KVD__V1__RESPONSE__BODY_HELLO && c->attached && !kvd__arena_current(c, &why)) {
+            kvd__v1__response__free_unpacked(resp, NULL);
+            return kvd__reattach_after_loss(c, why);
+        }
+        uint32_t pv = resp->header->protocol_version;
+        if (pv != 0 && pv != KVD_PROTOCOL_VERSION &&
+            resp->body_case != KVD__V1__RESPONSE__BODY_ERROR) {
+            kvd__v1__response__free_unpacked(resp, NULL);
+            return kvd__set_err(c, KVD_ERR_PROTOCOL,
+                                "kvd: the daemon answered in protocol version %u; this client "
+                                "speaks %u", pv, KVD_PROTOCOL_VERSION);
+        }
+        if (resp->body_case == KVD__V1__RESPONSE__BODY_ERROR) {
+            kvd_result rc = resp->error
+                                ? map_server_error(c, resp->error)
+                                : kvd__set_err(c, KVD_ERR_PROTOCOL, "kvd: empty error reply");
+            kvd__v1__response__free_unpacked(resp, NULL);
+            return rc;
+        }
+        if (resp->body_case != want) {
+            Kvd__V1__Response__BodyCase b = resp->body_case;
+            kvd__v1__response__free_unpacked(resp, NULL);
+            return kvd__set_err(c, KVD_ERR_PROTOCOL,
+                                "kvd: asked for %s, the daemon replied with %s", body_name(want),
+                                body_name(b));
+        }
+        *out = resp;
+        return KVD_OK;
+    }
+}
+
+kvd_result kvd__reattach_after_loss(kvd_client *c, const char *why) {
+    c->attached = 0;
+    c->lost = 1;
+    c->n_seqs = 0;
+    kvd_result rc = kvd__do_hello(c, NULL);
+    if (rc) {
+        char *inner = strdup(c->err);
+        kvd__set_err(c, rc,
+                     "kvd: the daemon at %s restarted or stopped (%s); re-attaching failed: %s",
+                     c->endpoint, why, inner ? inner : "?");
+        free(inner);
+        return rc;
+    }
+    c->lost = 0;
+    return kvd__set_err(c, KVD_ERR_RESTARTED,
+                        "kvd: the daemon at %s restarted (%s); its sequences are gone. The "
+                        "client has re-attached to the new daemon: create the sequences again",
+                        c->endpoint, why);
+}
+
+/* At the start of every call that talks to the daemon: Hello if needed, detect restarts. */
+kvd_result kvd__ensure_session(kvd_client *c) {
+    const char *why = NULL;
+    if (c->attached && !kvd__arena_current(c, &why)) return kvd__reattach_after_loss(c, why);
+    if (!c->attached) {
+        kvd_result rc = kvd__do_hello(c, NULL);
+        if (rc) {
+            if (c->lost) {
+                char *inner = strdup(c->err);
+                kvd__set_err(c, rc, "kvd: the daemon at %s restarted or stopped; re-attaching "
+                             "failed: %s", c->endpoint, inner ? inner : "?");
+                free(inner);
+            }
+            return rc;
+        }
+        if (c->lost) {
+            c->lost = 0;
+            return kvd__set_err(c, KVD_ERR_RESTARTED,
+                                "kvd: the daemon at %s restarted; its sequences are gone. The "
+                                "client has re-attached to the new daemon: create the sequences "
+                                "again", c->endpoint);
+        }
+    }
+    return KVD_OK;
+}
