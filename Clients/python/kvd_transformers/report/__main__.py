@@ -1,0 +1,5 @@
+import sys
+
+from kvd_transformers.report.cli import main
+
+sys.exit(main())

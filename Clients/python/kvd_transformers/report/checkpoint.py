@@ -1,0 +1,44 @@
+"""Finished rows as JSON lines: one line per (method, budget, length, depths), appended and flushed
+as soon as a row is done, so an interrupted run resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def row_key(label: str, budget, length: int, depths) -> str:
+    return f"{label}|{budget}|{length}|{','.join(f'{d:g}' for d in depths)}"
+
+
+class Checkpoint:
+    def __init__(self, path: Path, resume: bool):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume and self.path.exists():
+            self.path.unlink()
+        self.rows = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill: recomputed
+                self.rows[row["key"]] = row
+
+    def done(self, key: str) -> bool:
+        return key in self.rows
+
+    def add(self, row: dict) -> None:
+        self.rows[row["key"]] = row
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def all_rows(self) -> list:
+        return list(self.rows.values())

@@ -1,0 +1,117 @@
+"""A temporary kvd for the report (``--start-daemon``): the f32 SmolLM2 layout, an arena big enough
+for a few 2k-token sequences, and the report's composition policies. Stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from kvd import Client, ErrorCode, KvdError
+
+MODEL = "smollm2-135m-f32"
+LAYOUT = dict(layers=30, kv_heads=3, q_heads=9, head_dim=64, page_tokens=16)
+
+
+def find_kvd(repo: Path, explicit: str = "") -> Path:
+    cands = [Path(explicit)] if explicit else [repo / ".build" / "release" / "kvd",
+                                               repo / ".build" / "debug" / "kvd"]
+    found = [c for c in cands if c.is_file()]
+    if found:  # the newest build: a stale release binary may predate config keys the report uses
+        return max(found, key=lambda c: c.stat().st_mtime)
+    raise FileNotFoundError(f"kvd binary not found (tried {', '.join(map(str, cands))}); "
+                            "run `swift build -c release` or pass --kvd-bin")
+
+
+def _yaml(obj, indent: int = 0) -> str:
+    """Block YAML of plain maps/lists/scalars (strings as JSON, which YAML reads)."""
+    pad, out = " " * indent, []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)) and v:
+                out += [f"{pad}{k}:", _yaml(v, indent + 2)]
+            else:
+                out.append(f"{pad}{k}: {_scalar(v)}")
+    else:
+        for item in obj:
+            if isinstance(item, dict):
+                body = _yaml(item, indent + 2).splitlines()
+                out += [f"{pad}- {body[0].lstrip()}"] + body[1:]
+            else:
+                out.append(f"{pad}- {_scalar(item)}")
+    return "\n".join(out)
+
+
+def _scalar(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{}"
+    return json.dumps(str(v))
+
+
+def arena_bytes(max_tokens: int) -> int:
+    page = 2 * LAYOUT["page_tokens"] * LAYOUT["head_dim"] * 4
+    per_seq = LAYOUT["layers"] * LAYOUT["kv_heads"] * (max_tokens // LAYOUT["page_tokens"] + 8) * page
+    return max(256 << 20, 4 * per_seq + (64 << 20))
+
+
+class TempDaemon:
+    def __init__(self, binary: Path, max_tokens: int, policies: dict):
+        self.workdir = Path(tempfile.mkdtemp(prefix="kvd-report-", dir="/tmp"))
+        self.endpoint = f"ipc://{self.workdir}/kvd.sock"
+        self.shm_name = f"/kvd-report-{uuid.uuid4().hex[:16]}"
+        size = arena_bytes(max_tokens)
+        cfg = {
+            "server": {"endpoints": [self.endpoint], "max_message_bytes": "256MiB",
+                       "max_tokens_per_append": 65536, "max_sequences": 256},
+            "arena": {"shm_name": self.shm_name, "size_bytes": f"{size >> 20}MiB",
+                      "staging_bytes": "64MiB"},
+            "models": [{"name": MODEL, **LAYOUT, "dtype": "f32",
+                        "default_method": "streamingllm"}],
+            "log": {"level": "warning"},
+        }
+        if policies:
+            cfg["policies"] = policies
+        self.config_path = self.workdir / "kvd.yaml"
+        self.config_path.write_text(_yaml(cfg) + "\n")
+        self.log_path = self.workdir / "kvd.stderr"
+        self.binary = binary
+        self.proc = None
+
+    def start(self, timeout_s: float = 30.0) -> "TempDaemon":
+        with open(self.log_path, "wb") as err:
+            self.proc = subprocess.Popen([str(self.binary), "--config", str(self.config_path)],
+                                         stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        deadline = time.monotonic() + timeout_s
+        with Client(self.endpoint, timeout_ms=300) as c:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"kvd exited with {self.proc.returncode} at start:\n"
+                                       f"{self.log_path.read_text(errors='replace')[-3000:]}")
+                try:
+                    c.hello()
+                    return self
+                except KvdError as e:
+                    if e.code != ErrorCode.UNAVAILABLE or time.monotonic() > deadline:
+                        raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shm = Path("/dev/shm") / self.shm_name.lstrip("/")
+        if shm.exists():
+            shm.unlink()
+        shutil.rmtree(self.workdir, ignore_errors=True)
