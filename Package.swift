@@ -93,9 +93,11 @@ let package = Package(
         // Compaction benchmark (swift run -c release kvd-bench): methods against their roofline.
         .executableTarget(
             name: "kvd-bench",
-            dependencies: ["KVDCore", "KVDPluginAPI", "KVDPluginHost", "CKVDKernels"],
+            dependencies: ["KVDCore", "KVDPluginAPI", "KVDPluginHost", "CKVDKernels", "BalanceKV"],
             path: "Benchmarks/compaction"
         ),
+        // Raw ZeroMQ ROUTER echo in Swift: the baseline of the request-overhead benchmarks.
+        .executableTarget(name: "kvd-echo", dependencies: ["CZMQ"], path: "Benchmarks/echo"),
         .testTarget(name: "KVDCoreTests", dependencies: ["KVDCore"], path: "Tests/KVDCoreTests"),
         .testTarget(name: "KVDShmTests", dependencies: ["KVDShm"], path: "Tests/KVDShmTests"),
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),

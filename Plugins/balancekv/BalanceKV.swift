@@ -67,7 +67,7 @@ public struct BalanceKV: CompactionMethod {
         kept.withUnsafeMutableBufferPointer { keptOut in
             logWeights.withUnsafeMutableBufferPointer { weightsOut in
                 let keptOut = SendableBuffer(keptOut), weightsOut = SendableBuffer(weightsOut)
-                DispatchQueue.concurrentPerform(iterations: m.headCount) { h in
+                ComputeThreads.forEach(m.headCount) { h in
                     let (k, w) = Self.head(view, h, sinks: sinks, recent: recent, walk: walk, seed: seed)
                     keptOut.buffer[h] = k
                     weightsOut.buffer[h] = w

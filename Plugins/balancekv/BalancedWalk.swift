@@ -20,13 +20,26 @@ import KVDCore
 ///    and multiply their weights into the running product.
 /// This follows the reference code where ALGORITHMS.md says "first reaches": the code takes the later
 /// of the two positions (`torch.maximum(c_neg, c_pos)`).
-struct BalancedWalk {
+public struct BalancedWalk: Sendable {
     let block: Int
     let rounds: Int
     let gamma: Float
     let tau: Float
     let beta: Float
     let uniform: Bool
+
+    /// Multiply-adds (×2, as FLOP) of the key and value Gram matrices of every block over all rounds,
+    /// for `middle` tokens: what an sgemm roofline for this walk counts (`kvd-bench`).
+    public static func gramFlops(middle: Int, dim: Int, block: Int, rounds: Int, uniform: Bool) -> Double {
+        guard !uniform else { return 0 }
+        var n = middle, total = 0.0
+        for _ in 0..<rounds {
+            let blocks = (n + block - 1) / block
+            total += Double(blocks) * 2 * 2 * Double(block * block * dim)
+            n /= 2
+        }
+        return total
+    }
 
     /// Uniform in [0, 1) from the top 24 bits, so a NumPy port reproduces it exactly.
     @inline(__always) static func unit(_ rng: inout SplitMix64) -> Float { Float(rng.next() >> 40) / Float(1 << 24) }
@@ -44,6 +57,7 @@ struct BalancedWalk {
             var v = [Float](repeating: 0, count: block * d)
             var gramK = [Float](repeating: 0, count: block * block)
             var gramV = [Float](repeating: 0, count: block * block)
+            var blockSigns = [Float](repeating: 0, count: block)
             for start in stride(from: 0, to: padded, by: block) {
                 // Gather the block (zeros past the end), weight the values, centre the keys.
                 for r in 0..<block {
@@ -70,17 +84,19 @@ struct BalancedWalk {
                     kvd_sgemm_abt(Int32(block), Int32(block), Int32(d), 1, v, v, &gramV)
                 }
                 signs[start] = 1
+                blockSigns[0] = 1
                 for r in 1..<block {
                     var p: Float = 0.5
                     if !uniform {
-                        var partial: Float = 0
-                        for j in 0..<r {
-                            let kernel = Foundation.exp(scale * gramK[r * block + j] - beta) * (1e-8 + gramV[r * block + j] + 0.025)
-                            partial += kernel * Float(signs[start + j])
+                        let partial = gramK.withUnsafeBufferPointer { gk in
+                            gramV.withUnsafeBufferPointer { gv in
+                                kvd_balance_partial(gk.baseAddress! + r * block, gv.baseAddress! + r * block, blockSigns, r, scale, beta)
+                            }
                         }
                         p = 0.5 - gamma * partial
                     }
                     signs[start + r] = draws[start + r] < p ? 1 : -1
+                    blockSigns[r] = Float(signs[start + r])
                 }
             }
             // Halve: the class that reached ⌊n/2⌋ last (at c) is dropped up to c.

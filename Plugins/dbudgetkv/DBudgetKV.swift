@@ -42,7 +42,7 @@ public struct DBudgetStopper: PruneStopper {
         var all = [[Double]](repeating: [], count: m.headCount)
         all.withUnsafeMutableBufferPointer { out in
             let out = SendableBuffer(out)
-            DispatchQueue.concurrentPerform(iterations: m.headCount) { h in
+            ComputeThreads.forEach(m.headCount) { h in
                 out.buffer[h] = Self.suffixSquares(view, obs, h: h, window: window, scores: scores[h])
             }
         }

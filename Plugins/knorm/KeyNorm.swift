@@ -17,12 +17,11 @@ public struct KeyNormScorer: TokenScorer {
         let d = view.layout.headDim
         var out = [[Float]](repeating: [], count: view.headCounts.count)
         let heads = view.headCounts.count
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, heads))
         let longest = view.headCounts.max() ?? 0
         out.withUnsafeMutableBufferPointer { results in
             let results = SendableBuffer(results)
             // One worker per core with a key buffer reused across its heads (no page faults per head).
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            ComputeThreads.workers(for: heads) { worker, workers in
                 let keys = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest * d))
                 defer { keys.deallocate() }
                 for h in stride(from: worker, to: heads, by: workers) {

@@ -8,7 +8,7 @@ import KVDPluginAPI
 /// A = softmax(Q_win · Kᵀ / √d + log-weights) per query head, causal inside the window; a token's
 /// score is the mean of A over the window queries and the G query heads sharing its KV head (GQA),
 /// for the tokens before the window. One sgemm per KV head ([G·w, d] × [d, n]); heads run in
-/// parallel on all cores.
+/// parallel on `ComputeThreads.count` cores.
 public enum WindowAttention {
     /// Scores per (layer, KV head), layer-major: `counts[h] - window` values each.
     public static func scores(_ context: CompactionContext, window: Int) throws(KVDError) -> [[Float]] {
@@ -22,11 +22,10 @@ public enum WindowAttention {
         var out = [[Float]](repeating: [], count: m.headCount)
         // One worker per core, each with its own key and logit buffers reused across its heads:
         // fresh multi-megabyte buffers per head would cost a page fault per 4 KiB every time.
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, m.headCount))
         let longest = view.headCounts.max() ?? 0
         out.withUnsafeMutableBufferPointer { results in
             let results = SendableBuffer(results)
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            ComputeThreads.workers(for: m.headCount) { worker, workers in
                 let keys = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest * m.headDim))
                 let logits = UnsafeMutablePointer<Float>.allocate(capacity: max(1, group * window * longest))
                 defer {

@@ -62,7 +62,7 @@ public enum ConfigLoader {
     }
 
     private static func readServer(_ node: KeyedNode, into s: inout Configuration.Server) throws(ConfigError) {
-        let m = try node.mapping(known: ["endpoints", "max_message_bytes", "max_tokens_per_append", "max_sequences"])
+        let m = try node.mapping(known: ["endpoints", "max_message_bytes", "max_tokens_per_append", "max_sequences", "compute_threads"])
         if let e = m["endpoints"] {
             var endpoints: [String] = []
             for item in try e.sequence() {
@@ -78,6 +78,7 @@ public enum ConfigLoader {
         if let v = m["max_message_bytes"] { s.maxMessageBytes = try v.bytes(min: 1024) }
         if let v = m["max_tokens_per_append"] { s.maxTokensPerAppend = try v.int(min: 1, max: 1 << 24) }
         if let v = m["max_sequences"] { s.maxSequences = try v.int(min: 1, max: 1 << 24) }
+        if let v = m["compute_threads"] { s.computeThreads = try v.int(min: 0, max: 4096) }
     }
 
     private static func readArena(_ node: KeyedNode, into a: inout Configuration.Arena) throws(ConfigError) {

@@ -8,6 +8,9 @@ public struct Configuration: Sendable, Equatable {
         public var maxMessageBytes: Int = 256 << 20
         public var maxTokensPerAppend: Int = 65536
         public var maxSequences: Int = 4096
+        /// Threads one compaction may use; 0 = every core (a daemon sharing its machine with the
+        /// runtime can leave cores to it).
+        public var computeThreads: Int = 0
         public init() {}
     }
 

@@ -77,9 +77,7 @@ public final class KVSequence: @unchecked Sendable {
     private func extend(tokens: Int) {
         let first = Int32(truncatingIfNeeded: length)
         for h in heads.indices where !isAliased(head: h) {
-            heads[h].count += tokens
-            heads[h].positions.append(contentsOf: (0..<Int32(tokens)).map { first + $0 })
-            heads[h].logWeights.append(contentsOf: repeatElement(0, count: tokens))
+            heads[h].extend(first: first, tokens: tokens)
         }
         length += tokens
     }
@@ -210,8 +208,10 @@ public final class KVSequence: @unchecked Sendable {
             var next = HeadCache()
             next.pages = Array(pages.prefix(keepPages))
             next.count = kept.count
-            next.positions = kept.map { head.positions[Int($0)] }
-            next.logWeights = plan.logWeights?[h] ?? kept.map { head.logWeights[Int($0)] }
+            let positions = head.positions
+            let old = head.logWeights
+            let weights = plan.logWeights?[h] ?? (head.hasLogWeights ? kept.map { old[Int($0)] } : nil)
+            next.set(positions: kept.map { positions[Int($0)] }, logWeights: weights)
             if next != head { changed = true }
             heads[h] = next
         }

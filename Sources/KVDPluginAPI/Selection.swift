@@ -77,7 +77,7 @@ public struct TopKSelector: TokenSelector {
         var kept = [[Int32]](repeating: [], count: counts.count)
         kept.withUnsafeMutableBufferPointer { out in
             let out = SendableBuffer(out)
-            DispatchQueue.concurrentPerform(iterations: counts.count) { h in
+            ComputeThreads.forEach(counts.count) { h in
                 out.buffer[h] = topK(scores: scores[h], budget: budgets[h], window: min(window, counts[h]), count: counts[h])
             }
         }

@@ -4,6 +4,14 @@ import KVDProtocol
 import SwiftProtobuf
 import Synchronization
 
+/// What a handler answers: a response body message, or a body already in wire form (Query, whose
+/// hand-written encoder is far cheaper than building one message per head).
+enum Reply {
+    case body(Kvd_V1_Response.OneOf_Body)
+    /// The serialized message of oneof field `field` of kvd.v1.Response.
+    case wire(field: Int, bytes: [UInt8])
+}
+
 /// Turns received frames into replies. Runs on the socket thread: it decodes, checks the envelope,
 /// answers cheap requests at once and hands sequence requests to that sequence's serial queue, whose
 /// reply comes back through the outbox.
@@ -28,7 +36,7 @@ final class Dispatcher: Sendable {
         // A REQ peer puts an empty delimiter before its message and expects it back.
         if middle.count == 1, middle.first!.isEmpty { route.append([]) }
         func reply(_ requestID: UInt64, _ result: Result<Kvd_V1_Response.OneOf_Body, KVDError>) -> [[UInt8]] {
-            route + [encode(requestID, result)]
+            route + [encode(requestID, result.map(Reply.body))]
         }
         guard middle.count == route.count - 1 else {
             return reply(0, .failure(.invalidArgument("send one frame per request (got \(middle.count + 1)); the frame is a serialized kvd.v1.Request")))
@@ -72,15 +80,15 @@ final class Dispatcher: Sendable {
         case .hello(let r): return reply(rid, run { () throws(KVDError) in .hello(try HelloHandler.handle(r, store)) })
         case .createSequence(let r): return reply(rid, run { () throws(KVDError) in .createSequence(try CreateSequenceHandler.handle(r, store)) })
         case .stats(let r) where r.sequenceID == 0: return reply(rid, run { .stats(StatsHandler.arena(store)) })
-        case .stats(let r): return onSequence(r.sequenceID, rid, route) { e in .stats(StatsHandler.handle(r, e, self.store)) }
-        case .append(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .append(try AppendHandler.handle(r, e, self.store)) }
-        case .reserve(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .reserve(try ReserveHandler.handle(r, e, self.store)) }
-        case .commit(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .commit(try CommitHandler.handle(r, e, self.store)) }
-        case .query(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .query(try QueryHandler.handle(r, e, self.store)) }
-        case .compact(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .compact(try CompactHandler.handle(r, e, self.store)) }
-        case .release(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .release(try ReleaseHandler.handle(r, e, self.store)) }
+        case .stats(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e in .body(.stats(StatsHandler.handle(r, e, self.store))) }
+        case .append(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .body(.append(try AppendHandler.handle(r, e, self.store))) }
+        case .reserve(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e throws(KVDError) in .body(.reserve(try ReserveHandler.handle(r, e, self.store))) }
+        case .commit(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e throws(KVDError) in .body(.commit(try CommitHandler.handle(r, e, self.store))) }
+        case .query(let r): return onSequence(r.sequenceID, rid, route, cheap: QueryHandler.copiesNoKV(r)) { e throws(KVDError) in .wire(field: 15, bytes: try QueryHandler.handle(r, e, self.store)) }
+        case .compact(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .body(.compact(try CompactHandler.handle(r, e, self.store))) }
+        case .release(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e throws(KVDError) in .body(.release(try ReleaseHandler.handle(r, e, self.store))) }
         case .rankLayers(let r): return rankLayers(r, rid, route)
-        case .stage(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .stage(try StageHandler.handle(r, e, self.store)) }
+        case .stage(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .body(.stage(try StageHandler.handle(r, e, self.store))) }
         }
     }
 
@@ -88,22 +96,32 @@ final class Dispatcher: Sendable {
         do throws(KVDError) { return .success(try body()) } catch { return .failure(error) }
     }
 
-    /// Queues `work` behind earlier requests for the same sequence; its reply goes through the outbox.
+    /// Runs `work` after earlier requests for the same sequence. `cheap` work (bookkeeping only, no
+    /// K/V bytes copied or scored) on an idle sequence runs right here on the socket thread and
+    /// answers at once: handing a 30 µs request to a worker and its reply back through the outbox
+    /// cost two thread switches, more than the work. Everything else queues on the sequence's
+    /// serial queue and replies through the outbox.
     private func onSequence(
-        _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]],
-        _ work: @escaping @Sendable (SequenceEntry) throws(KVDError) -> Kvd_V1_Response.OneOf_Body
+        _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]], cheap: Bool = false,
+        _ work: @escaping @Sendable (SequenceEntry) throws(KVDError) -> Reply
     ) -> [[UInt8]]? {
         let entry: SequenceEntry
         do { entry = try store.entry(id) } catch { return route + [encode(rid, .failure(error))] }
+        @Sendable func result() -> Result<Reply, KVDError> {
+            if entry.sequence.isReleased { return .failure(.notFound("sequence \(id) not found; it has been released")) }
+            do throws(KVDError) { return .success(try work(entry)) } catch { return .failure(error) }
+        }
+        if cheap, entry.pending.load(ordering: .acquiring) == 0 {
+            // Idle queue: sync runs the block on this thread, after (and visible to) all earlier work.
+            return route + [encode(rid, entry.queue.sync { result() })]
+        }
         inFlight.add(1, ordering: .relaxed)
+        entry.pending.add(1, ordering: .relaxed)
         entry.queue.async { [self] in
-            let result: Result<Kvd_V1_Response.OneOf_Body, KVDError>
-            if entry.sequence.isReleased {
-                result = .failure(.notFound("sequence \(id) not found; it has been released"))
-            } else {
-                do throws(KVDError) { result = .success(try work(entry)) } catch { result = .failure(error) }
-            }
-            outbox.post(route + [encode(rid, result)])
+            let reply = route + [encode(rid, result())]
+            // Idle before the post, so the client's next cheap request can already run inline.
+            entry.pending.subtract(1, ordering: .releasing)
+            outbox.post(reply)
             inFlight.subtract(1, ordering: .relaxed)
         }
         return nil
@@ -127,8 +145,8 @@ final class Dispatcher: Sendable {
         }
         inFlight.add(1, ordering: .relaxed)
         store.workers.async { [self] in
-            let result: Result<Kvd_V1_Response.OneOf_Body, KVDError>
-            do throws(KVDError) { result = .success(.rankLayers(try RankLayersHandler.handle(entries, store))) } catch { result = .failure(error) }
+            let result: Result<Reply, KVDError>
+            do throws(KVDError) { result = .success(.body(.rankLayers(try RankLayersHandler.handle(entries, store)))) } catch { result = .failure(error) }
             outbox.post(route + [encode(rid, result)])
             inFlight.subtract(1, ordering: .relaxed)
         }
@@ -136,22 +154,34 @@ final class Dispatcher: Sendable {
     }
 
     /// Serializes a response and counts it.
-    func encode(_ requestID: UInt64, _ result: Result<Kvd_V1_Response.OneOf_Body, KVDError>) -> [UInt8] {
+    func encode(_ requestID: UInt64, _ result: Result<Reply, KVDError>) -> [UInt8] {
         var response = Kvd_V1_Response()
         response.header.protocolVersion = ProtocolVersion.current
         response.header.serverVersion = KVDVersion.string
         response.header.requestID = requestID
         store.requests.add(1, ordering: .relaxed)
+        var wire: (field: Int, bytes: [UInt8])?
         switch result {
-        case .success(let body):
+        case .success(.body(let body)):
             response.body = body
+        case .success(.wire(let field, let bytes)):
+            wire = (field, bytes)
         case .failure(let error):
             store.errors.add(1, ordering: .relaxed)
             if error.code == .internal { logger.error("request \(requestID): \(error.message)") }
             response.body = .error(Kvd_V1_Error(error))
         }
         do {
-            return try response.serializedBytes()
+            var out: [UInt8] = try response.serializedBytes()
+            if let wire {
+                // A message is the concatenation of its fields: the header, then the body field.
+                var w = WireWriter(capacity: 16)
+                w.lengthDelimited(wire.field, length: wire.bytes.count)
+                out.reserveCapacity(out.count + w.bytes.count + wire.bytes.count)
+                out += w.bytes
+                out += wire.bytes
+            }
+            return out
         } catch {
             logger.error("cannot serialize response to request \(requestID): \(error)")
             var fallback = Kvd_V1_Response()

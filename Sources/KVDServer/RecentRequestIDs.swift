@@ -9,6 +9,20 @@ struct RecentRequestIDs {
         var next = 0
         var seen: Set<UInt64> = []
         var lastUse: UInt64 = 0
+
+        mutating func record(_ id: UInt64, at clock: UInt64) -> Bool {
+            lastUse = clock
+            if seen.contains(id) { return false }
+            if ring.count < RecentRequestIDs.perPeer {
+                ring.append(id)
+            } else {
+                seen.remove(ring[next])
+                ring[next] = id
+                next = (next + 1) % RecentRequestIDs.perPeer
+            }
+            seen.insert(id)
+            return true
+        }
     }
 
     private var peers: [[UInt8]: Peer] = [:]
@@ -20,18 +34,8 @@ struct RecentRequestIDs {
         if peers[peer] == nil, peers.count >= Self.maxPeers, let oldest = peers.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
             peers.removeValue(forKey: oldest)
         }
-        var p = peers[peer] ?? Peer()
-        defer { peers[peer] = p }
-        p.lastUse = clock
-        if p.seen.contains(id) { return false }
-        if p.ring.count < Self.perPeer {
-            p.ring.append(id)
-        } else {
-            p.seen.remove(p.ring[p.next])
-            p.ring[p.next] = id
-            p.next = (p.next + 1) % Self.perPeer
-        }
-        p.seen.insert(id)
-        return true
+        // Mutated in place: a copy taken out of the dictionary would share the set's storage, and
+        // the insert would then copy all of it (up to 65,536 ids) on every request.
+        return peers[peer, default: Peer()].record(id, at: clock)
     }
 }

@@ -1,11 +1,15 @@
 import Dispatch
 import KVDCore
+import Synchronization
 
 /// A live sequence plus what the server keeps beside it. Requests for it run one at a time, in arrival
 /// order, on `queue`; every mutable field here is touched only there.
 final class SequenceEntry: @unchecked Sendable {
     let sequence: KVSequence
     let queue: DispatchQueue
+    /// Requests queued on `queue` and not finished. Only the socket thread adds to it, so when it
+    /// reads 0 there the queue is idle and stays idle until that thread queues something.
+    let pending = Atomic<Int>(0)
     /// This sequence's gather buffer in the staging area (offsets inside the staging area).
     var staging: Range<Int>?
     private var lastReservation: UInt64 = 0

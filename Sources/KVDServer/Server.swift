@@ -57,6 +57,7 @@ public final class Server: Sendable {
         let arena = try Arena(name: config.arena.shmName, sizing: sizing)
         defer { arena.close() }
         if arena.replacedStale { logger.warning("removed a stale shared-memory segment \(arena.name) left by an earlier run") }
+        ComputeThreads.set(config.server.computeThreads)
         let store = Store(config: config, arena: arena, policies: policies)
         let outbox = Outbox(wake: wake)
         let dispatcher = Dispatcher(store: store, outbox: outbox, logger: logger)

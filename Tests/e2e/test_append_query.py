@@ -154,11 +154,14 @@ def test_zero_copy_partial_commit_and_abort(client):
     k, v = make_kv(model, 8, seed=12)
     seq = client.create_sequence(model)
     total = free_pages(client)
-    res = client.reserve(seq, 8)
+    res = client.reserve(seq, 8, slots=True)
     assert res.num_tokens == 8 and res.reservation_id != 0 and len(res.heads) == 4
     assert [(h.layer, h.head) for h in res.heads] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     for h in res.heads:
         assert sum(s.count for s in h.slots) == 8
+        # The verbose runs say what page_ids + first_slot say.
+        ids = np.frombuffer(h.page_ids, "<u4")
+        assert [s.page for s in h.slots] == list(ids) and h.slots[0].key_offset > 0
     assert total - free_pages(client) == 8, "Reserve allocates every page at once"
     st = client.stats(seq).sequence
     assert (st.reserved_tokens, st.pages, st.length) == (8, 8, 0)
@@ -234,3 +237,22 @@ def test_fresh_client_maps_arena_on_demand(kvd, client):
             c.append(other, k[:, :, :, :4], v[:, :, :, :4], zero_copy=True)
         assert ei.value.code == ErrorCode.INVALID_ARGUMENT
         assert c.stats(other).sequence.reserved_tokens == 0
+
+
+def test_verbose_runs_are_opt_in_and_agree_with_page_ids(client):
+    """PageRef runs (Query) and Slot runs (Reserve) are sent only when asked; page_ids always."""
+    from kvd.v1 import append_pb2, query_pb2
+    model = TINY_MODELS[0]
+    k, v = make_kv(model, 13, seed=21)
+    seq = client.create_sequence(model)
+    client.append(seq, k, v)
+    plain = client.call("query", query_pb2.QueryRequest(sequence_id=seq, mode=query_pb2.QUERY_MODE_PAGES))
+    verbose = client.call("query", query_pb2.QueryRequest(sequence_id=seq, mode=query_pb2.QUERY_MODE_PAGES,
+                                                          page_refs=True))
+    for a, b in zip(plain.heads, verbose.heads):
+        assert len(a.pages) == 0 and a.page_ids == b.page_ids
+        assert [r.page for r in b.pages] == list(np.frombuffer(b.page_ids, "<u4"))
+        assert [r.count for r in b.pages] == [4, 4, 4, 1]
+    res = client.call("reserve", append_pb2.ReserveRequest(sequence_id=seq, num_tokens=2))
+    assert all(len(h.slots) == 0 and len(h.page_ids) > 0 for h in res.heads)
+    client.commit(seq, res.reservation_id, abort=True)

@@ -74,7 +74,8 @@ kvd_result kvd_client_query(kvd_client *c, uint64_t seq, kvd_query_mode mode,
     for (size_t h = 0; !bad && h < q->n_heads; h++) {
         Kvd__V1__HeadView *hv = q->heads[h];
         uint64_t n = hv->num_tokens;
-        if (hv->positions.len != 4 * n || hv->log_weights.len != 4 * n)
+        /* An empty log_weights field means every log-weight is 0. */
+        if (hv->positions.len != 4 * n || (hv->log_weights.len != 4 * n && hv->log_weights.len != 0))
             bad = "positions / log-weights do not match num_tokens";
         total_tokens += n;
         if (mode == KVD_QUERY_PAGES) {
@@ -109,7 +110,10 @@ kvd_result kvd_client_query(kvd_client *c, uint64_t seq, kvd_query_mode mode,
         v->head = hv->head;
         v->num_tokens = n;
         memcpy(b->positions + tok, hv->positions.data, (size_t)n * 4);
-        memcpy(b->log_weights + tok, hv->log_weights.data, (size_t)n * 4);
+        if (hv->log_weights.len)
+            memcpy(b->log_weights + tok, hv->log_weights.data, (size_t)n * 4);
+        else
+            memset(b->log_weights + tok, 0, (size_t)n * 4);
         v->positions = b->positions + tok;
         v->log_weights = b->log_weights + tok;
         tok += n;

@@ -263,10 +263,11 @@ class Client:
         if k.shape[2] == 0:
             raise KvdError(ErrorCode.INVALID_ARGUMENT, "kvd: zero tokens to append")
 
-    def reserve(self, seq: int, num_tokens: int) -> append_pb2.ReserveResponse:
-        """Reserve ``num_tokens`` slots in every (layer, head); returns the slot runs."""
+    def reserve(self, seq: int, num_tokens: int, slots: bool = False) -> append_pb2.ReserveResponse:
+        """Reserve ``num_tokens`` slots in every (layer, head); returns each head's page ids and
+        first slot (and the verbose Slot runs too with ``slots=True``)."""
         return self.call("reserve", append_pb2.ReserveRequest(sequence_id=seq,
-                                                              num_tokens=num_tokens))
+                                                              num_tokens=num_tokens, slots=slots))
 
     def commit(self, seq: int, reservation_id: int, num_tokens: int = 0,
                abort: bool = False) -> append_pb2.CommitResponse:
@@ -307,7 +308,9 @@ class Client:
         for hv in resp.heads:
             n = hv.num_tokens
             positions = np.frombuffer(hv.positions, dtype="<i4")
-            log_weights = np.frombuffer(hv.log_weights, dtype="<f4")
+            # An empty log_weights field means every log-weight is 0.
+            log_weights = (np.frombuffer(hv.log_weights, dtype="<f4") if hv.log_weights
+                           else np.zeros(n, dtype="<f4"))
             if len(positions) != n or len(log_weights) != n:
                 raise KvdError(ErrorCode.INTERNAL,
                                f"kvd: head ({hv.layer}, {hv.head}) has {n} tokens but "

@@ -38,6 +38,11 @@ void kvd_window_softmax_scores(float *logits, size_t rows, size_t n, size_t wind
                                size_t prefix, float *scores);
 /// Σ_i x[i]², n elements, vectorised.
 float kvd_sum_squares(const float *x, size_t n);
+/// BalanceKV's walk step for row r: Σ_{j<r} exp(scale·gk[j] − beta)·(1e-8 + gv[j] + 0.025)·signs[j]
+/// (gk, gv: row r of the key and value Gram matrices; signs: ±1 of the rows before). Vectorised,
+/// with the polynomial exp above (x clamped to [−87, 88]).
+float kvd_balance_partial(const float *gk, const float *gv, const float *signs, size_t r, float scale,
+                          float beta);
 #ifdef __cplusplus
 }
 #endif

@@ -58,7 +58,7 @@ struct CPluginMethod: CompactionMethod {
             withUnsafePointer(to: &model) { model in
                 withQueries(context.observation) { queries in
                     let shared = SharedInputs(model: model, queries: queries, params: params, results: results)
-                    DispatchQueue.concurrentPerform(iterations: heads) { h in
+                    ComputeThreads.forEach(heads) { h in
                         let call = HeadCall(
                             plugin: plugin, view: context.view, head: h, window: window, budget: budgets[h],
                             model: shared.model, observation: context.observation, queries: shared.queries, params: shared.params)

@@ -99,6 +99,10 @@ public nonisolated struct Kvd_V1_ReserveRequest: Sendable {
   /// Tokens to reserve; 1 .. Limits.max_tokens_per_append.
   public var numTokens: UInt32 = 0
 
+  /// Also list the Slot runs (`HeadSlots.slots`); `page_ids` + `first_slot` say the same for far
+  /// less work, so they are opt-in.
+  public var slots: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -311,7 +315,7 @@ nonisolated extension Kvd_V1_AppendResponse: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Kvd_V1_ReserveRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReserveRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{3}num_tokens\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{3}num_tokens\0\u{1}slots\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -321,6 +325,7 @@ nonisolated extension Kvd_V1_ReserveRequest: SwiftProtobuf.Message, SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequenceID) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.numTokens) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.slots) }()
       default: break
       }
     }
@@ -333,12 +338,16 @@ nonisolated extension Kvd_V1_ReserveRequest: SwiftProtobuf.Message, SwiftProtobu
     if self.numTokens != 0 {
       try visitor.visitSingularUInt32Field(value: self.numTokens, fieldNumber: 2)
     }
+    if self.slots != false {
+      try visitor.visitSingularBoolField(value: self.slots, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Kvd_V1_ReserveRequest, rhs: Kvd_V1_ReserveRequest) -> Bool {
     if lhs.sequenceID != rhs.sequenceID {return false}
     if lhs.numTokens != rhs.numTokens {return false}
+    if lhs.slots != rhs.slots {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -96,6 +96,10 @@ public nonisolated struct Kvd_V1_QueryRequest: Sendable {
   /// Layers to return; empty means all.
   public var layers: [UInt32] = []
 
+  /// PAGES mode: also list the PageRef runs (`HeadView.pages`). `page_ids` alone says the same and
+  /// costs far less to build and parse (a 64 MiB sequence has thousands of pages), so it is opt-in.
+  public var pageRefs: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -143,6 +147,7 @@ public nonisolated struct Kvd_V1_HeadView: Sendable {
   public var positions: Data = Data()
 
   /// Log-weight of each held token: num_tokens float32, little-endian; add it to the attention logit.
+  /// Empty when every log-weight is 0 (the usual case: only BalanceKV sets them).
   public var logWeights: Data = Data()
 
   /// QUERY_MODE_PAGES: where the tokens are.
@@ -216,7 +221,7 @@ nonisolated extension Kvd_V1_QueryMode: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Kvd_V1_QueryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueryRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}mode\0\u{1}layers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}mode\0\u{1}layers\0\u{3}page_refs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -227,6 +232,7 @@ nonisolated extension Kvd_V1_QueryRequest: SwiftProtobuf.Message, SwiftProtobuf.
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequenceID) }()
       case 2: try { try decoder.decodeSingularEnumField(value: &self.mode) }()
       case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.layers) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.pageRefs) }()
       default: break
       }
     }
@@ -242,6 +248,9 @@ nonisolated extension Kvd_V1_QueryRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.layers.isEmpty {
       try visitor.visitPackedUInt32Field(value: self.layers, fieldNumber: 3)
     }
+    if self.pageRefs != false {
+      try visitor.visitSingularBoolField(value: self.pageRefs, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -249,6 +258,7 @@ nonisolated extension Kvd_V1_QueryRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.sequenceID != rhs.sequenceID {return false}
     if lhs.mode != rhs.mode {return false}
     if lhs.layers != rhs.layers {return false}
+    if lhs.pageRefs != rhs.pageRefs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -19,15 +19,8 @@ enum CompactHandler {
         let view = SequenceView(layout: seq.layout, heads: seq.heads, memory: store.arena.pageMemory)
         let context = CompactionContext(
             view: view, observation: observation, params: choice.params, method: name, baseDirectory: book.baseDirectory)
-        let planned = try choice.method.plan(context)
-        try PlanChecker.check(planned, counts: view.headCounts, layout: seq.layout, method: name)
-        // Check the aliases before anything moves, so a bad map leaves the sequence untouched.
-        if !planned.aliases.isEmpty { _ = try seq.resolveAliases(planned.aliases) }
-        var outcome = try seq.compact(plan: planned.plan, method: name, allocator: store.pages, memory: store.arena.pageMemory)
-        if !planned.aliases.isEmpty {
-            let freed = try seq.applyAliases(planned.aliases, allocator: store.pages)
-            outcome = KVSequence.CompactionOutcome(before: outcome.before, kept: seq.heads.map(\.count), pagesFreed: outcome.pagesFreed + freed)
-        }
+        let (planned, outcome) = try CompactionRunner.run(
+            choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory)
         let elapsed = DispatchTime.now().uptimeNanoseconds - start
 
         var out = Kvd_V1_CompactResponse()

@@ -2,10 +2,15 @@ import Foundation
 import KVDCore
 import KVDProtocol
 
-/// Query: per (layer, head) counts, positions, log-weights, and K/V as page references, inline bytes
-/// or a contiguous copy in the staging area.
+/// Query: per (layer, head) counts, positions, log-weights, and K/V as page ids, inline bytes or a
+/// contiguous copy in the staging area. The reply is written straight in wire form (`WireWriter`):
+/// one pass, K/V bytes copied once from the pages into the reply, no per-head message objects.
 enum QueryHandler {
-    static func handle(_ r: Kvd_V1_QueryRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_QueryResponse {
+    /// PAGES and METADATA replies describe pages; they copy no K/V bytes.
+    static func copiesNoKV(_ r: Kvd_V1_QueryRequest) -> Bool { [.unspecified, .pages, .metadata].contains(r.mode) }
+
+    /// The serialized kvd.v1.QueryResponse.
+    static func handle(_ r: Kvd_V1_QueryRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> [UInt8] {
         let seq = entry.sequence
         let m = seq.layout
         let layers = try selectedLayers(r.layers, m)
@@ -14,59 +19,34 @@ enum QueryHandler {
             throw .invalidArgument("query: unknown mode \(r.mode.rawValue); use PAGES, INLINE, GATHER or METADATA")
         }
         // An aliased layer answers with its owner's heads (KVSharer): same pages, positions, weights.
-        let headIndices = layers.flatMap { l in (0..<m.kvHeads).map { m.headIndex(layer: seq.owner(of: l), head: $0) } }
-        let asked = layers.flatMap { l in (0..<m.kvHeads).map { (layer: l, head: $0) } }
-        let mem = store.arena.pageMemory
-        let g = store.arena.geometry
-
-        var gatherCursor = 0
-        var gatherBase = 0
+        let asked = layers.flatMap { l in (0..<m.kvHeads).map { (layer: l, head: $0, index: m.headIndex(layer: seq.owner(of: l), head: $0)) } }
+        var gatherAt = 0
         if mode == .gather {
-            let needed = headIndices.reduce(0) { $0 + 2 * seq.heads[$1].count * m.tokenBytes }
-            gatherBase = try entry.stagingBuffer(bytes: needed, store.staging).lowerBound
+            let needed = asked.reduce(0) { $0 + 2 * seq.heads[$1.index].count * m.tokenBytes }
+            gatherAt = try entry.stagingBuffer(bytes: needed, store.staging).lowerBound
         }
-
-        var out = Kvd_V1_QueryResponse()
-        out.sequenceID = seq.id.raw
-        out.generation = seq.generation
-        out.length = UInt64(seq.length)
-        out.dtype = Kvd_V1_DType(m.dtype)
-        out.headDim = UInt32(m.headDim)
-        out.pageTokens = UInt32(m.pageTokens)
-        out.heads.reserveCapacity(headIndices.count)
-        for (h, want) in zip(headIndices, asked) {
-            let head = seq.heads[h]
-            var v = Kvd_V1_HeadView()
-            v.layer = UInt32(want.layer)
-            v.head = UInt32(want.head)
-            v.ownerLayer = UInt32(h / m.kvHeads)
-            v.aliased = h / m.kvHeads != want.layer
-            v.numTokens = UInt32(head.count)
-            v.positions = littleEndianBytes(head.positions)
-            v.logWeights = littleEndianBytes(head.logWeights)
-            let runs = HeadCache.runs(pages: head.pages, start: 0, count: head.count, pageTokens: m.pageTokens)
-            switch mode {
-            case .pages:
-                v.pages = encodeRuns(runs, g, m)
-                v.pageIds = littleEndianBytes(runs.map(\.page.raw))
-            case .inline:
-                v.keys = copy(runs, m, mem.key)
-                v.values = copy(runs, m, mem.value)
-            case .gather:
-                let bytes = head.count * m.tokenBytes
-                let keyAt = gatherBase + gatherCursor
-                let valueAt = keyAt + bytes
-                gather(runs, m, mem.key, into: store.arena.staging + keyAt)
-                gather(runs, m, mem.value, into: store.arena.staging + valueAt)
-                v.gatherKeyOffset = UInt64(store.arena.sizing.stagingOffset + keyAt)
-                v.gatherValueOffset = UInt64(store.arena.sizing.stagingOffset + valueAt)
-                gatherCursor += 2 * bytes
-            default:
-                break
-            }
-            out.heads.append(v)
+        let g = store.arena.geometry
+        let heads = asked.map { want in
+            let cache = seq.heads[want.index]
+            // GATHER: every head's K then V, one after another in the sequence's staging buffer.
+            defer { gatherAt += 2 * cache.count * m.tokenBytes }
+            return HeadReply(
+                layer: want.layer, head: want.head, owner: want.index / m.kvHeads, cache: cache, mode: mode,
+                pageRefs: r.pageRefs, layout: m, geometry: g, gatherAt: gatherAt, stagingOffset: store.arena.sizing.stagingOffset)
         }
-        return out
+        let total = heads.reduce(64) { $0 + WireWriter.Size.bytes(6, count: $1.size) }
+        var w = WireWriter(capacity: total)
+        w.uint(1, seq.id.raw)
+        w.uint(2, seq.generation)
+        w.uint(3, UInt64(seq.length))
+        w.uint(4, UInt64(Kvd_V1_DType(m.dtype).rawValue))
+        w.uint(5, UInt64(m.headDim))
+        for h in heads {
+            w.lengthDelimited(6, length: h.size)
+            h.write(&w, memory: store.arena.pageMemory, staging: store.arena.staging)
+        }
+        w.uint(7, UInt64(m.pageTokens))
+        return w.bytes
     }
 
     private static func selectedLayers(_ asked: [UInt32], _ m: ModelLayout) throws(KVDError) -> [Int] {
@@ -78,20 +58,109 @@ enum QueryHandler {
         }
         return asked.map(Int.init)
     }
+}
 
-    private typealias Locate = (PageID, Int, ModelLayout) -> UnsafeMutableRawPointer
+/// One kvd.v1.HeadView of a Query reply: its size first (the length prefix), then its fields.
+private struct HeadReply {
+    let layer: Int, head: Int, owner: Int
+    let cache: HeadCache
+    let mode: Kvd_V1_QueryMode
+    let pageRefs: Bool
+    let layout: ModelLayout
+    let geometry: PageGeometry
+    /// GATHER: where this head's K goes inside the staging area, and the staging area's offset in
+    /// the segment (the reply's offsets are from the segment start).
+    let gatherAt: Int, stagingOffset: Int
+    let runs: [TokenRun]
+    let size: Int
 
-    private static func copy(_ runs: [TokenRun], _ m: ModelLayout, _ locate: Locate) -> Data {
-        var data = Data(count: runs.reduce(0) { $0 + $1.count } * m.tokenBytes)
-        data.withUnsafeMutableBytes { gather(runs, m, locate, into: $0.baseAddress) }
-        return data
+    init(layer: Int, head: Int, owner: Int, cache: HeadCache, mode: Kvd_V1_QueryMode, pageRefs: Bool, layout m: ModelLayout,
+         geometry: PageGeometry, gatherAt: Int, stagingOffset: Int) {
+        (self.layer, self.head, self.owner, self.cache, self.mode, self.pageRefs) = (layer, head, owner, cache, mode, pageRefs)
+        (layout, self.geometry, self.gatherAt, self.stagingOffset) = (m, geometry, gatherAt, stagingOffset)
+        runs = mode == .metadata ? [] : HeadCache.runs(pages: cache.pages, start: 0, count: cache.count, pageTokens: m.pageTokens)
+        typealias S = WireWriter.Size
+        let n = cache.count
+        var size = S.uint(1, UInt64(layer)) + S.uint(2, UInt64(head)) + S.uint(3, UInt64(n))
+            + S.bytes(4, count: 4 * n) + S.bytes(5, count: cache.hasLogWeights ? 4 * n : 0)
+            + S.uint(12, layer != owner ? 1 : 0) + S.uint(13, UInt64(owner))
+        switch mode {
+        case .pages:
+            if pageRefs {
+                for run in runs { size += S.bytes(6, count: Self.pageRefSize(run, m, geometry)) }
+            }
+            size += S.bytes(11, count: 4 * runs.count)
+        case .inline:
+            size += 2 * S.bytes(7, count: n * m.tokenBytes)
+        case .gather:
+            let (k, v) = Self.gatherOffsets(gatherAt, stagingOffset, n * m.tokenBytes)
+            size += S.uint(9, k) + S.uint(10, v)
+        default:
+            break
+        }
+        self.size = size
     }
 
-    private static func gather(_ runs: [TokenRun], _ m: ModelLayout, _ locate: Locate, into dest: UnsafeMutableRawPointer?) {
-        guard var dest else { return }
+    private static func gatherOffsets(_ at: Int, _ stagingOffset: Int, _ bytes: Int) -> (UInt64, UInt64) {
+        (UInt64(stagingOffset + at), UInt64(stagingOffset + at + bytes))
+    }
+
+    private static func pageRefFields(_ run: TokenRun, _ m: ModelLayout, _ g: PageGeometry) -> [(Int, UInt64)] {
+        [(1, UInt64(run.page.raw)), (2, UInt64(g.keyOffset(run.page, slot: run.slot, m))),
+         (3, UInt64(g.valueOffset(run.page, slot: run.slot, m))), (4, UInt64(run.count))]
+    }
+
+    private static func pageRefSize(_ run: TokenRun, _ m: ModelLayout, _ g: PageGeometry) -> Int {
+        pageRefFields(run, m, g).reduce(0) { $0 + WireWriter.Size.uint($1.0, $1.1) }
+    }
+
+    func write(_ w: inout WireWriter, memory mem: PageMemory, staging: UnsafeMutableRawPointer) {
+        let m = layout
+        let n = cache.count
+        w.uint(1, UInt64(layer))
+        w.uint(2, UInt64(head))
+        w.uint(3, UInt64(n))
+        w.bytes(4, count: 4 * n) { cache.writePositions(to: $0) }
+        if cache.hasLogWeights {
+            let weights = cache.logWeights
+            w.bytes(5, count: 4 * n) { dest in
+                for (i, x) in weights.enumerated() { dest.storeBytes(of: x.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            }
+        }
+        switch mode {
+        case .pages:
+            if pageRefs {
+                for run in runs {
+                    w.lengthDelimited(6, length: Self.pageRefSize(run, m, geometry))
+                    for (field, value) in Self.pageRefFields(run, m, geometry) { w.uint(field, value) }
+                }
+            }
+            w.bytes(11, count: 4 * runs.count) { dest in
+                for (i, run) in runs.enumerated() { dest.storeBytes(of: run.page.raw.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            }
+        case .inline:
+            w.bytes(7, count: n * m.tokenBytes) { gather(mem.key, into: $0) }
+            w.bytes(8, count: n * m.tokenBytes) { gather(mem.value, into: $0) }
+        case .gather:
+            let bytes = n * m.tokenBytes
+            gather(mem.key, into: staging + gatherAt)
+            gather(mem.value, into: staging + gatherAt + bytes)
+            let (k, v) = Self.gatherOffsets(gatherAt, stagingOffset, bytes)
+            w.uint(9, k)
+            w.uint(10, v)
+        default:
+            break
+        }
+        w.uint(12, layer != owner ? 1 : 0)
+        w.uint(13, UInt64(owner))
+    }
+
+    /// Copies this head's K (or V) runs, in token order, to `dest`.
+    private func gather(_ locate: (PageID, Int, ModelLayout) -> UnsafeMutableRawPointer, into dest: UnsafeMutableRawPointer) {
+        var dest = dest
         for run in runs {
-            let n = run.count * m.tokenBytes
-            dest.copyMemory(from: locate(run.page, run.slot, m), byteCount: n)
+            let n = run.count * layout.tokenBytes
+            dest.copyMemory(from: locate(run.page, run.slot, layout), byteCount: n)
             dest += n
         }
     }

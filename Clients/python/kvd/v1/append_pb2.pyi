@@ -65,12 +65,14 @@ class HeadSlots(_message.Message):
     def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., slots: _Optional[_Iterable[_Union[Slot, _Mapping]]] = ..., first_slot: _Optional[int] = ..., page_ids: _Optional[bytes] = ..., aliased: bool = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
-    __slots__ = ["num_tokens", "sequence_id"]
+    __slots__ = ["num_tokens", "sequence_id", "slots"]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
     num_tokens: int
     sequence_id: int
-    def __init__(self, sequence_id: _Optional[int] = ..., num_tokens: _Optional[int] = ...) -> None: ...
+    slots: bool
+    def __init__(self, sequence_id: _Optional[int] = ..., num_tokens: _Optional[int] = ..., slots: bool = ...) -> None: ...
 
 class ReserveResponse(_message.Message):
     __slots__ = ["heads", "num_tokens", "page_tokens", "reservation_id"]

@@ -55,14 +55,16 @@ class PageRef(_message.Message):
     def __init__(self, page: _Optional[int] = ..., key_offset: _Optional[int] = ..., value_offset: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ["layers", "mode", "sequence_id"]
+    __slots__ = ["layers", "mode", "page_refs", "sequence_id"]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_REFS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedScalarFieldContainer[int]
     mode: QueryMode
+    page_refs: bool
     sequence_id: int
-    def __init__(self, sequence_id: _Optional[int] = ..., mode: _Optional[_Union[QueryMode, str]] = ..., layers: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, sequence_id: _Optional[int] = ..., mode: _Optional[_Union[QueryMode, str]] = ..., layers: _Optional[_Iterable[int]] = ..., page_refs: bool = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ["dtype", "generation", "head_dim", "heads", "length", "page_tokens", "sequence_id"]

@@ -495,7 +495,7 @@ const ProtobufCMessageDescriptor kvd__v1__append_response__descriptor =
   (ProtobufCMessageInit) kvd__v1__append_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__reserve_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor kvd__v1__reserve_request__field_descriptors[3] =
 {
   {
     "sequence_id",
@@ -521,15 +521,28 @@ static const ProtobufCFieldDescriptor kvd__v1__reserve_request__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "slots",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__ReserveRequest, slots),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__reserve_request__field_indices_by_name[] = {
   1,   /* field[1] = num_tokens */
   0,   /* field[0] = sequence_id */
+  2,   /* field[2] = slots */
 };
 static const ProtobufCIntRange kvd__v1__reserve_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor kvd__v1__reserve_request__descriptor =
 {
@@ -539,7 +552,7 @@ const ProtobufCMessageDescriptor kvd__v1__reserve_request__descriptor =
   "Kvd__V1__ReserveRequest",
   "kvd.v1",
   sizeof(Kvd__V1__ReserveRequest),
-  2,
+  3,
   kvd__v1__reserve_request__field_descriptors,
   kvd__v1__reserve_request__field_indices_by_name,
   1,  kvd__v1__reserve_request__number_ranges,

@@ -94,10 +94,15 @@ struct  Kvd__V1__ReserveRequest
    * Tokens to reserve; 1 .. Limits.max_tokens_per_append.
    */
   uint32_t num_tokens;
+  /*
+   * Also list the Slot runs (`HeadSlots.slots`); `page_ids` + `first_slot` say the same for far
+   * less work, so they are opt-in.
+   */
+  protobuf_c_boolean slots;
 };
 #define KVD__V1__RESERVE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__reserve_request__descriptor) \
-    , 0, 0 }
+    , 0, 0, 0 }
 
 
 /*

@@ -187,7 +187,7 @@ void   kvd__v1__query_response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__query_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__query_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor kvd__v1__query_request__field_descriptors[4] =
 {
   {
     "sequence_id",
@@ -225,16 +225,29 @@ static const ProtobufCFieldDescriptor kvd__v1__query_request__field_descriptors[
     0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_refs",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__QueryRequest, page_refs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__query_request__field_indices_by_name[] = {
   2,   /* field[2] = layers */
   1,   /* field[1] = mode */
+  3,   /* field[3] = page_refs */
   0,   /* field[0] = sequence_id */
 };
 static const ProtobufCIntRange kvd__v1__query_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor kvd__v1__query_request__descriptor =
 {
@@ -244,7 +257,7 @@ const ProtobufCMessageDescriptor kvd__v1__query_request__descriptor =
   "Kvd__V1__QueryRequest",
   "kvd.v1",
   sizeof(Kvd__V1__QueryRequest),
-  3,
+  4,
   kvd__v1__query_request__field_descriptors,
   kvd__v1__query_request__field_indices_by_name,
   1,  kvd__v1__query_request__number_ranges,

@@ -66,10 +66,15 @@ struct  Kvd__V1__QueryRequest
    */
   size_t n_layers;
   uint32_t *layers;
+  /*
+   * PAGES mode: also list the PageRef runs (`HeadView.pages`). `page_ids` alone says the same and
+   * costs far less to build and parse (a 64 MiB sequence has thousands of pages), so it is opt-in.
+   */
+  protobuf_c_boolean page_refs;
 };
 #define KVD__V1__QUERY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__query_request__descriptor) \
-    , 0, KVD__V1__QUERY_MODE__QUERY_MODE_UNSPECIFIED, 0,NULL }
+    , 0, KVD__V1__QUERY_MODE__QUERY_MODE_UNSPECIFIED, 0,NULL, 0 }
 
 
 /*
@@ -124,6 +129,7 @@ struct  Kvd__V1__HeadView
   ProtobufCBinaryData positions;
   /*
    * Log-weight of each held token: num_tokens float32, little-endian; add it to the attention logit.
+   * Empty when every log-weight is 0 (the usual case: only BalanceKV sets them).
    */
   ProtobufCBinaryData log_weights;
   /*
