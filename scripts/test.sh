@@ -12,7 +12,12 @@ if [ ! -x "$KVD_PYTHON" ]; then
 fi
 
 swift build --product kvd
+# The benchmark suite's binaries, for its smoke run (Tests/e2e/test_benchmarks_smoke.py).
+swift build --product kvd-echo
+swift build --product kvd-bench
 swift test
-# The C client library, its tests and examples (run by Tests/e2e/test_c_client.py).
+# The C client library, its tests and examples (run by Tests/e2e/test_c_client.py), and the C
+# benchmark client.
 make -C Clients/c
+make -C Benchmarks/c
 PYTHONPATH="$root/Clients/python${PYTHONPATH:+:$PYTHONPATH}" KVD_BIN="$root/.build/debug/kvd" "$KVD_PYTHON" -m pytest -q Tests/e2e "$@"

@@ -11,7 +11,7 @@ struct Baselines {
     private let target: UnsafeMutableRawPointer
     // The window-attention multiply of one KV head: [G·w, d] × [d, n].
     private let rows: Int, tokens: Int, dim: Int, heads: Int
-    private var a: [Float], b: [Float], c: [Float]
+    private let a: [Float], b: [Float]
 
     init(bytes: Int, rows: Int, tokens: Int, dim: Int, heads: Int) {
         self.bytes = bytes
@@ -22,7 +22,6 @@ struct Baselines {
         (self.rows, self.tokens, self.dim, self.heads) = (rows, tokens, dim, heads)
         a = [Float](repeating: 0.5, count: rows * dim)
         b = [Float](repeating: 0.25, count: tokens * dim)
-        c = [Float](repeating: 0, count: rows * tokens)
     }
 
     var flops: Double { 2.0 * Double(rows) * Double(tokens) * Double(dim) * Double(heads) }
@@ -42,19 +41,31 @@ struct Baselines {
         }
     }
 
-    /// Seconds for the window-attention sgemm of every head, with `threads` OpenBLAS threads.
-    mutating func sgemm(threads: Int) -> Double {
-        kvd_blas_set_threads(Int32(threads))
-        defer { kvd_blas_set_threads(1) }
-        let (r, n, d, h) = (Int32(rows), Int32(tokens), Int32(dim), heads)
-        return a.withUnsafeBufferPointer { a in
-            b.withUnsafeBufferPointer { b in
-                c.withUnsafeMutableBufferPointer { c in
-                    seconds { for _ in 0..<h { kvd_sgemm_abt(r, n, d, 1, a.baseAddress!, b.baseAddress!, c.baseAddress!) } }
+    /// Seconds for the window-attention sgemm of every head on `threads` threads, the way the
+    /// methods run it: heads split over threads, each sgemm single-threaded (OpenBLAS's own threads
+    /// only add wake-ups at these sizes).
+    func sgemm(threads: Int) -> Double {
+        let (r, n, d, heads) = (Int32(rows), Int32(tokens), Int32(dim), self.heads)
+        let shared = Matrices(a: a, b: b, outputs: (0..<threads).map { _ in [Float](repeating: 0, count: rows * tokens) })
+        return seconds {
+            DispatchQueue.concurrentPerform(iterations: threads) { t in
+                shared.a.withUnsafeBufferPointer { a in
+                    shared.b.withUnsafeBufferPointer { b in
+                        let c = shared.output(t)
+                        for _ in stride(from: t, to: heads, by: threads) { kvd_sgemm_abt(r, n, d, 1, a.baseAddress!, b.baseAddress!, c) }
+                    }
                 }
             }
         }
     }
+}
+
+/// Inputs of the sgemm baseline and one output buffer per thread.
+private final class Matrices: @unchecked Sendable {
+    let a: [Float], b: [Float]
+    private var outputs: [[Float]]
+    init(a: [Float], b: [Float], outputs: [[Float]]) { (self.a, self.b, self.outputs) = (a, b, outputs) }
+    func output(_ t: Int) -> UnsafeMutablePointer<Float> { outputs[t].withUnsafeMutableBufferPointer { $0.baseAddress! } }
 }
 
 private struct Pointers: @unchecked Sendable {

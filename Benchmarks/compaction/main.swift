@@ -45,7 +45,7 @@ let fixture = Fixture(tokens: options.tokens, window: window)
 let layout = fixture.layout
 let cores = ProcessInfo.processInfo.activeProcessorCount
 guard kvd_blas_available() != 0 else { fatalError("OpenBLAS not found: install libopenblas0") }
-var baselines = Baselines(
+let baselines = Baselines(
     bytes: fixture.keyBytes, rows: (layout.qHeads / layout.kvHeads) * window, tokens: options.tokens,
     dim: layout.headDim, heads: layout.headCount)
 

@@ -1,0 +1,35 @@
+"""The benchmark suite runs end to end at tiny sizes (benchmarks are not tests: no speed is
+asserted here, only that every section still measures something and reports it)."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+from conftest import KVD_BIN, REPO
+
+
+def test_suite_smoke_run_reports_every_section(tmp_path):
+    env = dict(os.environ, KVD_BUILD_DIR=str(KVD_BIN.parent),
+               PYTHONPATH=os.pathsep.join([str(REPO / "Clients" / "python"), str(REPO)]))
+    out = subprocess.run([sys.executable, "-m", "Benchmarks.suite.run", "--smoke", "--runs", "1", "--out", str(tmp_path)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (tmp_path / "results-smoke.md").read_text()
+    for title in ("1. Request overhead", "2. Data path", "3. Compaction", "4. Scale", "5. Memory"):
+        assert f"### {title}" in text, f"section {title!r} missing from:\n{text}"
+    raw = json.loads((tmp_path / "results-smoke.json").read_text())
+    # Real measurements, not placeholders: positive times and rates, every method, no errors.
+    rtt = raw["rtt"][0]
+    assert {(r["client"], r["transport"]) for r in rtt} == {("C", "ipc"), ("C", "tcp"), ("pyzmq", "ipc"), ("pyzmq", "tcp")}
+    assert all(r.get("p50", r.get("p50_us", 0)) > 0 for r in rtt)
+    data = {r["name"] for r in raw["data"][0]}
+    assert {"append_inline", "append_zero_copy", "query_inline", "query_pages_copy", "memcpy", "echo"} <= data
+    methods = {r["method"] for r in raw["compaction"][0]}
+    assert {"streamingllm", "knorm", "snapkv", "h2o", "pyramidkv", "adakv", "headkv", "balancekv", "dbudgetkv"} <= methods
+    assert all(r["best_s"] > 0 and r["roofline_s"] >= 0 for r in raw["compaction"][0])
+    scale = raw["scale"][0]
+    assert [r["clients"] for r in scale] == [1, 8] and all(r["errors"] == 0 and r["ops"] > 0 for r in scale)
+    assert all(r["kv_bytes"] > 0 for r in raw["memory"][0])
+    # Every goal column says yes or no; a table row never lost its cells.
+    assert not re.search(r"\|\s*\|\s*$", text.split("### 3.")[0], re.M)
