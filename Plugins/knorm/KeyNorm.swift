@@ -17,16 +17,21 @@ public struct KeyNormScorer: TokenScorer {
         let d = view.layout.headDim
         var out = [[Float]](repeating: [], count: view.headCounts.count)
         let heads = view.headCounts.count
-        let longest = view.headCounts.max() ?? 0
         out.withUnsafeMutableBufferPointer { results in
             let results = SendableBuffer(results)
-            // One worker per core with a key buffer reused across its heads (no page faults per head).
+            // One worker per core with a one-page scratch buffer: each page is converted and
+            // scored while it is in L1, so the keys are read from memory once.
             ComputeThreads.workers(for: heads) { worker, workers in
-                let keys = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest * d))
-                defer { keys.deallocate() }
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: view.layout.pageTokens * d)
+                defer { scratch.deallocate() }
                 for h in stride(from: worker, to: heads, by: workers) {
-                    view.read(h, values: false, into: keys)
-                    results.buffer[h] = (0..<max(0, view.headCounts[h] - window)).map { t in -kvd_sum_squares(keys + t * d, d).squareRoot() }
+                    let n = max(0, view.headCounts[h] - window)
+                    results.buffer[h] = [Float](unsafeUninitializedCapacity: n) { scores, initialized in
+                        view.forEachPage(h, values: false, tokens: n, scratch: scratch) { rows, first, count in
+                            for t in 0..<count { scores[first + t] = -kvd_sum_squares(rows + t * d, d).squareRoot() }
+                        }
+                        initialized = n
+                    }
                 }
             }
         }

@@ -51,6 +51,32 @@ public struct SequenceView: Sendable {
         }
     }
 
+    /// Hands head `h`'s first `tokens` keys (or values) to `body` as f32, one page at a time
+    /// (`body(rows, firstToken, count)`, rows `[count, head_dim]`), converted into `scratch`, which
+    /// must hold `page_tokens * head_dim` floats. For one-pass scorers: the converted page stays in
+    /// L1 instead of a whole head's f32 copy going through memory.
+    public func forEachPage(
+        _ h: Int, values: Bool, tokens: Int, scratch: UnsafeMutablePointer<Float>,
+        _ body: (UnsafePointer<Float>, Int, Int) -> Void
+    ) {
+        let d = layout.headDim
+        switch storage {
+        case .arrays(let k, let v):
+            (values ? v[h] : k[h]).withUnsafeBufferPointer { body($0.baseAddress!, 0, tokens) }
+        case .pages(let memory, let pages):
+            var t = 0
+            let list = pages[h]
+            for (i, page) in list.enumerated() where t < tokens {
+                let count = min(layout.pageTokens, tokens - t)
+                let src = values ? memory.value(page, slot: 0, layout) : memory.key(page, slot: 0, layout)
+                prefetch(next: i + 1, of: list, values: values, memory)
+                convertToF32(src, layout.dtype, scratch, count * d)
+                body(scratch, t, count)
+                t += count
+            }
+        }
+    }
+
     /// Writes head `h`'s keys (or values) as f32 `[count, head_dim]` into `out`, which must hold
     /// `headCounts[h] * head_dim` floats: lets hot loops reuse one buffer across heads.
     public func read(_ h: Int, values: Bool, into out: UnsafeMutablePointer<Float>) {
@@ -61,13 +87,25 @@ public struct SequenceView: Sendable {
             (values ? v[h] : k[h]).withUnsafeBufferPointer { out.update(from: $0.baseAddress!, count: n * d) }
         case .pages(let memory, let pages):
             var t = 0
-            for page in pages[h] where t < n {
+            let list = pages[h]
+            for (i, page) in list.enumerated() where t < n {
                 let count = min(layout.pageTokens, n - t)
                 let src = values ? memory.value(page, slot: 0, layout) : memory.key(page, slot: 0, layout)
+                prefetch(next: i + 1, of: list, values: values, memory)
                 convertToF32(src, layout.dtype, out + t * d, count * d)
                 t += count
             }
         }
+    }
+}
+
+extension SequenceView {
+    /// Prefetches the K (or V) block of page `next` of `list`, if any: the blocks of one head are a
+    /// page apart, which hardware prefetchers do not follow.
+    @inline(__always) fileprivate func prefetch(next: Int, of list: [PageID], values: Bool, _ memory: PageMemory) {
+        guard next < list.count else { return }
+        let p = values ? memory.value(list[next], slot: 0, layout) : memory.key(list[next], slot: 0, layout)
+        kvd_prefetch(p, layout.pageTokens * layout.tokenBytes)
     }
 }
 

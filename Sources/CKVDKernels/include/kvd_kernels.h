@@ -38,6 +38,8 @@ void kvd_window_softmax_scores(float *logits, size_t rows, size_t n, size_t wind
                                size_t prefix, float *scores);
 /// Σ_i x[i]², n elements, vectorised.
 float kvd_sum_squares(const float *x, size_t n);
+/// Asks the CPU to fetch `bytes` at `p` into cache (a hint; no effect on results).
+void kvd_prefetch(const void *p, size_t bytes);
 /// BalanceKV's walk step for row r: Σ_{j<r} exp(scale·gk[j] − beta)·(1e-8 + gv[j] + 0.025)·signs[j]
 /// (gk, gv: row r of the key and value Gram matrices; signs: ±1 of the rows before). Vectorised,
 /// with the polynomial exp above (x clamped to [−87, 88]).

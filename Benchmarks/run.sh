@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The benchmark suite's one command: release builds of kvd, its Swift echo baseline and kvd-bench,
+# the C benchmark client, then every section (Benchmarks/README.md). Arguments go to the driver,
+# e.g. `bash Benchmarks/run.sh --runs 5` or `--only rtt,data`. Not part of CI (a smoke run is).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+. scripts/env.sh
+if [ ! -x "$KVD_PYTHON" ]; then
+  echo "no Python environment at $KVD_VENV; run scripts/install-deps.sh first" >&2
+  exit 1
+fi
+for product in kvd kvd-echo kvd-bench; do swift build -c release --product "$product"; done
+make -C Benchmarks/c
+PYTHONPATH="$root/Clients/python:$root${PYTHONPATH:+:$PYTHONPATH}" "$KVD_PYTHON" -m Benchmarks.suite.run "$@"
