@@ -19,19 +19,15 @@ public struct KeyNormScorer: TokenScorer {
         let heads = view.headCounts.count
         out.withUnsafeMutableBufferPointer { results in
             let results = SendableBuffer(results)
-            // One worker per core with a one-page scratch buffer: each page is converted and
-            // scored while it is in L1, so the keys are read from memory once.
-            ComputeThreads.workers(for: heads) { worker, workers in
-                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: view.layout.pageTokens * d)
-                defer { scratch.deallocate() }
-                for h in stride(from: worker, to: heads, by: workers) {
-                    let n = max(0, view.headCounts[h] - window)
-                    results.buffer[h] = [Float](unsafeUninitializedCapacity: n) { scores, initialized in
-                        view.forEachPage(h, values: false, tokens: n, scratch: scratch) { rows, first, count in
-                            for t in 0..<count { scores[first + t] = -kvd_sum_squares(rows + t * d, d).squareRoot() }
-                        }
-                        initialized = n
+            // Each page's keys are read once, in place, by a dtype-aware kernel (no f32 copy).
+            ComputeThreads.forEach(heads) { h in
+                let n = max(0, view.headCounts[h] - window)
+                results.buffer[h] = [Float](unsafeUninitializedCapacity: n) { scores, initialized in
+                    view.forEachStoredPage(h, values: false, tokens: n) { rows, dtype, first, count in
+                        kvd_row_sum_squares(rows, dtype.kvdCode, count, d, scores.baseAddress! + first)
                     }
+                    for t in 0..<n { scores[t] = -scores[t].squareRoot() }
+                    initialized = n
                 }
             }
         }

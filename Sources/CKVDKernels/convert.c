@@ -104,3 +104,68 @@ void kvd_bf16_to_f32(const uint16_t *src, float *dst, size_t n) {
     uint32_t *out = (uint32_t *)dst;
     for (size_t i = 0; i < n; i++) out[i] = (uint32_t)src[i] << 16;
 }
+
+// Σx² of each of `rows` rows of `d` elements, read straight from f16 / bf16 / f32 storage: the
+// key-norm scorer reads each key once, without a converted copy.
+#define KVD_ROWSQ_IMPL(NAME, ATTR, LOAD)                                                        \
+    ATTR static void NAME(const void *src, size_t rows, size_t d, float *out) {                \
+        for (size_t r = 0; r < rows; r++) {                                                    \
+            float s = 0.0f;                                                                    \
+            for (size_t i = 0; i < d; i++) {                                                   \
+                float x = LOAD(src, r * d + i);                                                \
+                s += x * x;                                                                    \
+            }                                                                                  \
+            out[r] = s;                                                                        \
+        }                                                                                      \
+    }
+#define LOAD_F16(p, i) half_to_float(((const uint16_t *)(p))[i])
+static inline float bf16_load(const void *p, size_t i) {
+    uint32_t bits = (uint32_t)((const uint16_t *)p)[i] << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+#define LOAD_BF16(p, i) bf16_load(p, i)
+KVD_ROWSQ_IMPL(rowsq_f16_generic, , LOAD_F16)
+KVD_ROWSQ_IMPL(rowsq_bf16_generic, , LOAD_BF16)
+
+#ifdef KVD_X86
+__attribute__((target("f16c,avx2,fma")))
+static void rowsq_f16_avx2(const void *src, size_t rows, size_t d, float *out) {
+    const uint16_t *h = (const uint16_t *)src;
+    for (size_t r = 0; r < rows; r++, h += d) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        size_t i = 0;
+        for (; i + 16 <= d; i += 16) {
+            __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i)));
+            __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 8)));
+            a0 = _mm256_fmadd_ps(x0, x0, a0);
+            a1 = _mm256_fmadd_ps(x1, x1, a1);
+        }
+        float lanes[8];
+        _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
+        float s = 0.0f;
+        for (int k = 0; k < 8; k++) s += lanes[k];
+        for (; i < d; i++) s += half_to_float(h[i]) * half_to_float(h[i]);
+        out[r] = s;
+    }
+}
+#endif
+
+void kvd_row_sum_squares(const void *src, int dtype, size_t rows, size_t d, float *out) {
+    switch (dtype) {
+    case 1:
+#ifdef KVD_X86
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && kvd_have_f16c()) {
+            rowsq_f16_avx2(src, rows, d, out);
+            return;
+        }
+#endif
+        rowsq_f16_generic(src, rows, d, out);
+        return;
+    case 2: rowsq_bf16_generic(src, rows, d, out); return;
+    default:
+        for (size_t r = 0; r < rows; r++) out[r] = kvd_sum_squares((const float *)src + r * d, d);
+        return;
+    }
+}

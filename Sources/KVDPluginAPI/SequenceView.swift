@@ -51,27 +51,22 @@ public struct SequenceView: Sendable {
         }
     }
 
-    /// Hands head `h`'s first `tokens` keys (or values) to `body` as f32, one page at a time
-    /// (`body(rows, firstToken, count)`, rows `[count, head_dim]`), converted into `scratch`, which
-    /// must hold `page_tokens * head_dim` floats. For one-pass scorers: the converted page stays in
-    /// L1 instead of a whole head's f32 copy going through memory.
-    public func forEachPage(
-        _ h: Int, values: Bool, tokens: Int, scratch: UnsafeMutablePointer<Float>,
-        _ body: (UnsafePointer<Float>, Int, Int) -> Void
+    /// Hands head `h`'s first `tokens` keys (or values) to `body` as stored, one page at a time:
+    /// `body(rows, dtype, firstToken, count)`, rows `[count, head_dim]` of `dtype` (f32 for views
+    /// over arrays). For one-pass scorers that read each key once with a dtype-aware kernel.
+    public func forEachStoredPage(
+        _ h: Int, values: Bool, tokens: Int, _ body: (UnsafeRawPointer, DType, Int, Int) -> Void
     ) {
-        let d = layout.headDim
         switch storage {
         case .arrays(let k, let v):
-            (values ? v[h] : k[h]).withUnsafeBufferPointer { body($0.baseAddress!, 0, tokens) }
+            (values ? v[h] : k[h]).withUnsafeBytes { body($0.baseAddress!, .f32, 0, tokens) }
         case .pages(let memory, let pages):
             var t = 0
             let list = pages[h]
             for (i, page) in list.enumerated() where t < tokens {
                 let count = min(layout.pageTokens, tokens - t)
-                let src = values ? memory.value(page, slot: 0, layout) : memory.key(page, slot: 0, layout)
                 prefetch(next: i + 1, of: list, values: values, memory)
-                convertToF32(src, layout.dtype, scratch, count * d)
-                body(scratch, t, count)
+                body(values ? memory.value(page, slot: 0, layout) : memory.key(page, slot: 0, layout), layout.dtype, t, count)
                 t += count
             }
         }
@@ -103,9 +98,10 @@ extension SequenceView {
     /// Prefetches the K (or V) block of page `next` of `list`, if any: the blocks of one head are a
     /// page apart, which hardware prefetchers do not follow.
     @inline(__always) fileprivate func prefetch(next: Int, of list: [PageID], values: Bool, _ memory: PageMemory) {
+        let next = next + 1
         guard next < list.count else { return }
         let p = values ? memory.value(list[next], slot: 0, layout) : memory.key(list[next], slot: 0, layout)
-        kvd_prefetch(p, layout.pageTokens * layout.tokenBytes)
+        kvd_prefetch(p, min(512, layout.pageTokens * layout.tokenBytes))
     }
 }
 

@@ -38,6 +38,9 @@ void kvd_window_softmax_scores(float *logits, size_t rows, size_t n, size_t wind
                                size_t prefix, float *scores);
 /// Σ_i x[i]², n elements, vectorised.
 float kvd_sum_squares(const float *x, size_t n);
+/// out[r] = Σ_i x[r][i]² for `rows` rows of `d` elements stored as `dtype` (1 f16, 2 bf16, 3 f32,
+/// as kvd_dtype), read in place (F16C + FMA for f16 when the CPU has them).
+void kvd_row_sum_squares(const void *src, int dtype, size_t rows, size_t d, float *out);
 /// Asks the CPU to fetch `bytes` at `p` into cache (a hint; no effect on results).
 void kvd_prefetch(const void *p, size_t bytes);
 /// BalanceKV's walk step for row r: Σ_{j<r} exp(scale·gk[j] − beta)·(1e-8 + gv[j] + 0.025)·signs[j]
