@@ -51,7 +51,8 @@ public enum WindowAttention {
         let prefix = n - w
         guard prefix > 0 else { return [] }
         view.read(h, values: false, into: keys)
-        let logWeights = view.logWeights[h]
+        let hasWeights = view.hasLogWeights[h]
+        let logWeights = hasWeights ? view.logWeights[h] : []
         let rows = group * w
         let layer = h / m.kvHeads
         let firstQ = obs.offset(layer: layer, qHead: (h % m.kvHeads) * group)
@@ -59,7 +60,6 @@ public enum WindowAttention {
             kvd_sgemm_abt(Int32(rows), Int32(n), Int32(d), 1 / Float(d).squareRoot(), q.baseAddress! + firstQ, keys, logits)
         }
         var scores = [Float](repeating: 0, count: prefix)
-        let hasWeights = logWeights.contains { $0 != 0 }
         scores.withUnsafeMutableBufferPointer { s in
             logWeights.withUnsafeBufferPointer { bias in
                 kvd_window_softmax_scores(logits, rows, n, w, hasWeights ? bias.baseAddress : nil, prefix, s.baseAddress!)

@@ -190,6 +190,10 @@ public final class KVSequence: @unchecked Sendable {
         let pageTokens = layout.pageTokens
         for h in heads.indices {
             let kept = plan.kept[h]
+            // A valid plan's indices are sorted and unique, so keeping as many as the head holds
+            // keeps every token in place (KVSharer's plans, budgets above the length): skip the
+            // O(tokens) rebuild unless new log-weights arrive.
+            if kept.count == heads[h].count, plan.logWeights == nil { continue }
             let moves = CompactionPlan.packMoves(kept: kept, pageTokens: pageTokens)
             let pages = heads[h].pages
             for m in moves {

@@ -8,10 +8,13 @@ public struct SequenceView: Sendable {
     public let layout: ModelLayout
     /// Tokens held per (layer, head), layer-major.
     public let headCounts: [Int]
-    /// Original positions per (layer, head), layer-major.
-    public let positions: [[Int32]]
-    /// Log-weights per (layer, head), layer-major.
-    public let logWeights: [[Float]]
+    /// Original positions per (layer, head), layer-major; built when a head is read (most methods
+    /// never look, and a whole sequence's worth is megabytes).
+    public let positions: PerHead<[Int32]>
+    /// Log-weights per (layer, head), layer-major (zeros where none were set), built on access.
+    public let logWeights: PerHead<[Float]>
+    /// Whether head h has any log-weight other than 0.
+    public let hasLogWeights: [Bool]
 
     private enum Storage: @unchecked Sendable {
         case pages(PageMemory, [[PageID]])
@@ -23,8 +26,9 @@ public struct SequenceView: Sendable {
     public init(layout: ModelLayout, heads: [HeadCache], memory: PageMemory) {
         self.layout = layout
         headCounts = heads.map(\.count)
-        positions = heads.map(\.positions)
-        logWeights = heads.map(\.logWeights)
+        positions = PerHead(count: heads.count) { heads[$0].positions }
+        logWeights = PerHead(count: heads.count) { heads[$0].logWeights }
+        hasLogWeights = heads.map(\.hasLogWeights)
         storage = .pages(memory, heads.map(\.pages))
     }
 
@@ -32,8 +36,10 @@ public struct SequenceView: Sendable {
     public init(layout: ModelLayout, keys: [[Float]], values: [[Float]], positions: [[Int32]]? = nil) {
         self.layout = layout
         headCounts = keys.map { $0.count / layout.headDim }
-        self.positions = positions ?? headCounts.map { (0..<Int32($0)).map { $0 } }
-        logWeights = headCounts.map { Array(repeating: 0, count: $0) }
+        let counts = headCounts
+        self.positions = PerHead(count: counts.count) { positions?[$0] ?? Array(0..<Int32(counts[$0])) }
+        logWeights = PerHead(count: counts.count) { [Float](repeating: 0, count: counts[$0]) }
+        hasLogWeights = Array(repeating: false, count: counts.count)
         storage = .arrays(keys: keys, values: values)
     }
 
@@ -103,6 +109,19 @@ extension SequenceView {
         let p = values ? memory.value(list[next], slot: 0, layout) : memory.key(list[next], slot: 0, layout)
         kvd_prefetch(p, min(512, layout.pageTokens * layout.tokenBytes))
     }
+}
+
+/// One value per (layer, head), computed when read.
+public struct PerHead<Element>: RandomAccessCollection, Sendable {
+    public let count: Int
+    private let make: @Sendable (Int) -> Element
+    public init(count: Int, _ make: @escaping @Sendable (Int) -> Element) {
+        self.count = count
+        self.make = make
+    }
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { count }
+    public subscript(h: Int) -> Element { make(h) }
 }
 
 /// Converts `count` elements of `dtype` at `src` to f32 at `dst`.
