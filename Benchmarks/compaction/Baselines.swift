@@ -46,7 +46,7 @@ struct Baselines {
     /// only add wake-ups at these sizes).
     func sgemm(threads: Int) -> Double {
         let (r, n, d, heads) = (Int32(rows), Int32(tokens), Int32(dim), self.heads)
-        let shared = Matrices(a: a, b: b, outputs: (0..<threads).map { _ in [Float](repeating: 0, count: rows * tokens) })
+        let shared = Matrices(a: a, b: b, threads: threads, outputCount: rows * tokens)
         return seconds {
             DispatchQueue.concurrentPerform(iterations: threads) { t in
                 shared.a.withUnsafeBufferPointer { a in
@@ -60,12 +60,21 @@ struct Baselines {
     }
 }
 
-/// Inputs of the sgemm baseline and one output buffer per thread.
+/// Inputs of the sgemm baseline and one output buffer per thread: raw allocations, so threads never
+/// touch a shared Swift array mutably (which would race on its copy-on-write check).
 private final class Matrices: @unchecked Sendable {
     let a: [Float], b: [Float]
-    private var outputs: [[Float]]
-    init(a: [Float], b: [Float], outputs: [[Float]]) { (self.a, self.b, self.outputs) = (a, b, outputs) }
-    func output(_ t: Int) -> UnsafeMutablePointer<Float> { outputs[t].withUnsafeMutableBufferPointer { $0.baseAddress! } }
+    private let outputs: [UnsafeMutablePointer<Float>]
+    init(a: [Float], b: [Float], threads: Int, outputCount: Int) {
+        (self.a, self.b) = (a, b)
+        outputs = (0..<threads).map { _ in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: outputCount)
+            p.initialize(repeating: 0, count: outputCount)
+            return p
+        }
+    }
+    deinit { for p in outputs { p.deallocate() } }
+    func output(_ t: Int) -> UnsafeMutablePointer<Float> { outputs[t] }
 }
 
 private struct Pointers: @unchecked Sendable {
