@@ -8,8 +8,8 @@ import Synchronization
 /// hand-written encoder is far cheaper than building one message per head).
 enum Reply {
     case body(Kvd_V1_Response.OneOf_Body)
-    /// The serialized message of oneof field `field` of kvd.v1.Response.
-    case wire(field: Int, bytes: [UInt8])
+    /// The serialized message of oneof field `field` of kvd.v1.Response, after free headroom.
+    case wire(field: Int, writer: WireWriter)
 }
 
 /// Turns received frames into replies. Runs on the socket thread: it decodes, checks the envelope,
@@ -29,14 +29,14 @@ final class Dispatcher: Sendable {
     }
 
     /// Handles one received message. Returns the reply to send now, or nil when a worker will post it.
-    func dispatch(_ frames: Frames, ids: inout RecentRequestIDs, shuttingDown: Bool) -> [[UInt8]]? {
+    func dispatch(_ frames: Frames, ids: inout RecentRequestIDs, shuttingDown: Bool) -> OutgoingReply? {
         guard let identity = frames.envelope.first else { return nil }
         var route: [[UInt8]] = [identity]
         let middle = frames.envelope.dropFirst()
         // A REQ peer puts an empty delimiter before its message and expects it back.
         if middle.count == 1, middle.first!.isEmpty { route.append([]) }
-        func reply(_ requestID: UInt64, _ result: Result<Kvd_V1_Response.OneOf_Body, KVDError>) -> [[UInt8]] {
-            route + [encode(requestID, result.map(Reply.body))]
+        func reply(_ requestID: UInt64, _ result: Result<Kvd_V1_Response.OneOf_Body, KVDError>) -> OutgoingReply {
+            OutgoingReply(route: route, payload: encode(requestID, result.map(Reply.body)))
         }
         guard middle.count == route.count - 1 else {
             return reply(0, .failure(.invalidArgument("send one frame per request (got \(middle.count + 1)); the frame is a serialized kvd.v1.Request")))
@@ -84,7 +84,7 @@ final class Dispatcher: Sendable {
         case .append(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .body(.append(try AppendHandler.handle(r, e, self.store))) }
         case .reserve(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e throws(KVDError) in .body(.reserve(try ReserveHandler.handle(r, e, self.store))) }
         case .commit(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e throws(KVDError) in .body(.commit(try CommitHandler.handle(r, e, self.store))) }
-        case .query(let r): return onSequence(r.sequenceID, rid, route, cheap: QueryHandler.copiesNoKV(r)) { e throws(KVDError) in .wire(field: 15, bytes: try QueryHandler.handle(r, e, self.store)) }
+        case .query(let r): return onSequence(r.sequenceID, rid, route, cheap: QueryHandler.copiesNoKV(r)) { e throws(KVDError) in .wire(field: 15, writer: try QueryHandler.handle(r, e, self.store)) }
         case .compact(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .body(.compact(try CompactHandler.handle(r, e, self.store))) }
         case .release(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e throws(KVDError) in .body(.release(try ReleaseHandler.handle(r, e, self.store))) }
         case .rankLayers(let r): return rankLayers(r, rid, route)
@@ -104,21 +104,21 @@ final class Dispatcher: Sendable {
     private func onSequence(
         _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]], cheap: Bool = false,
         _ work: @escaping @Sendable (SequenceEntry) throws(KVDError) -> Reply
-    ) -> [[UInt8]]? {
+    ) -> OutgoingReply? {
         let entry: SequenceEntry
-        do { entry = try store.entry(id) } catch { return route + [encode(rid, .failure(error))] }
+        do { entry = try store.entry(id) } catch { return OutgoingReply(route: route, payload: encode(rid, .failure(error))) }
         @Sendable func result() -> Result<Reply, KVDError> {
             if entry.sequence.isReleased { return .failure(.notFound("sequence \(id) not found; it has been released")) }
             do throws(KVDError) { return .success(try work(entry)) } catch { return .failure(error) }
         }
         if cheap, entry.pending.load(ordering: .acquiring) == 0 {
             // Idle queue: sync runs the block on this thread, after (and visible to) all earlier work.
-            return route + [encode(rid, entry.queue.sync { result() })]
+            return OutgoingReply(route: route, payload: encode(rid, entry.queue.sync { result() }))
         }
         inFlight.add(1, ordering: .relaxed)
         entry.pending.add(1, ordering: .relaxed)
         entry.queue.async { [self] in
-            let reply = route + [encode(rid, result())]
+            let reply = OutgoingReply(route: route, payload: encode(rid, result()))
             // Idle before the post, so the client's next cheap request can already run inline.
             entry.pending.subtract(1, ordering: .releasing)
             outbox.post(reply)
@@ -129,7 +129,7 @@ final class Dispatcher: Sendable {
 
     /// RankLayers reads several sequences: it runs on a worker, visiting each sequence on its own
     /// queue (so no request changes it meanwhile), and replies through the outbox.
-    private func rankLayers(_ r: Kvd_V1_RankLayersRequest, _ rid: UInt64, _ route: [[UInt8]]) -> [[UInt8]]? {
+    private func rankLayers(_ r: Kvd_V1_RankLayersRequest, _ rid: UInt64, _ route: [[UInt8]]) -> OutgoingReply? {
         let entries: [SequenceEntry]
         do {
             guard !r.sequenceIds.isEmpty else { throw KVDError.invalidArgument("rank_layers: give at least one sequence_id") }
@@ -139,55 +139,53 @@ final class Dispatcher: Sendable {
                 return try store.entry(id)
             }
         } catch let error as KVDError {
-            return route + [encode(rid, .failure(error))]
+            return OutgoingReply(route: route, payload: encode(rid, .failure(error)))
         } catch {
-            return route + [encode(rid, .failure(.internalError("\(error)")))]
+            return OutgoingReply(route: route, payload: encode(rid, .failure(.internalError("\(error)"))))
         }
         inFlight.add(1, ordering: .relaxed)
         store.workers.async { [self] in
             let result: Result<Reply, KVDError>
             do throws(KVDError) { result = .success(.body(.rankLayers(try RankLayersHandler.handle(entries, store)))) } catch { result = .failure(error) }
-            outbox.post(route + [encode(rid, result)])
+            outbox.post(OutgoingReply(route: route, payload: encode(rid, result)))
             inFlight.subtract(1, ordering: .relaxed)
         }
         return nil
     }
 
     /// Serializes a response and counts it.
-    func encode(_ requestID: UInt64, _ result: Result<Reply, KVDError>) -> [UInt8] {
+    func encode(_ requestID: UInt64, _ result: Result<Reply, KVDError>) -> OutgoingReply.Payload {
         var response = Kvd_V1_Response()
         response.header.protocolVersion = ProtocolVersion.current
         response.header.serverVersion = KVDVersion.string
         response.header.requestID = requestID
         store.requests.add(1, ordering: .relaxed)
-        var wire: (field: Int, bytes: [UInt8])?
+        var wire: (field: Int, writer: WireWriter)?
         switch result {
         case .success(.body(let body)):
             response.body = body
-        case .success(.wire(let field, let bytes)):
-            wire = (field, bytes)
+        case .success(.wire(let field, let writer)):
+            wire = (field, writer)
         case .failure(let error):
             store.errors.add(1, ordering: .relaxed)
             if error.code == .internal { logger.error("request \(requestID): \(error.message)") }
             response.body = .error(Kvd_V1_Error(error))
         }
         do {
-            var out: [UInt8] = try response.serializedBytes()
-            if let wire {
-                // A message is the concatenation of its fields: the header, then the body field.
-                var w = WireWriter(capacity: 16)
-                w.lengthDelimited(wire.field, length: wire.bytes.count)
-                out.reserveCapacity(out.count + w.bytes.count + wire.bytes.count)
-                out += w.bytes
-                out += wire.bytes
-            }
-            return out
+            let header: [UInt8] = try response.serializedBytes()
+            guard let (field, writer) = wire else { return .bytes(header) }
+            // A message is the concatenation of its fields: the header, then the body field, whose
+            // tag and length go into the headroom the handler left in front of the body.
+            let prefix = header + WireWriter.fieldHeader(field, length: writer.count - writer.headroom)
+            guard writer.prepend(prefix) else { return .bytes(prefix + writer.body) }
+            let (block, offset, length) = writer.take(prefixLength: prefix.count)
+            return .owned(block: block, offset: offset, length: length)
         } catch {
             logger.error("cannot serialize response to request \(requestID): \(error)")
             var fallback = Kvd_V1_Response()
             fallback.header = response.header
             fallback.body = .error(Kvd_V1_Error(.internalError("response could not be serialized: \(error)")))
-            return (try? fallback.serializedBytes()) ?? []
+            return .bytes((try? fallback.serializedBytes()) ?? [])
         }
     }
 }

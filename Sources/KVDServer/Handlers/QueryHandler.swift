@@ -9,8 +9,11 @@ enum QueryHandler {
     /// PAGES and METADATA replies describe pages; they copy no K/V bytes.
     static func copiesNoKV(_ r: Kvd_V1_QueryRequest) -> Bool { [.unspecified, .pages, .metadata].contains(r.mode) }
 
-    /// The serialized kvd.v1.QueryResponse.
-    static func handle(_ r: Kvd_V1_QueryRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> [UInt8] {
+    /// Room left in front of the reply for the response envelope (header and the body's tag).
+    static let headroom = 128
+
+    /// The serialized kvd.v1.QueryResponse, after `headroom` free bytes.
+    static func handle(_ r: Kvd_V1_QueryRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> WireWriter {
         let seq = entry.sequence
         let m = seq.layout
         let layers = try selectedLayers(r.layers, m)
@@ -35,7 +38,7 @@ enum QueryHandler {
                 pageRefs: r.pageRefs, layout: m, geometry: g, gatherAt: gatherAt, stagingOffset: store.arena.sizing.stagingOffset)
         }
         let total = heads.reduce(64) { $0 + WireWriter.Size.bytes(6, count: $1.size) }
-        var w = WireWriter(capacity: total)
+        let w = WireWriter(capacity: Self.headroom + total, headroom: Self.headroom)
         w.uint(1, seq.id.raw)
         w.uint(2, seq.generation)
         w.uint(3, UInt64(seq.length))
@@ -43,10 +46,10 @@ enum QueryHandler {
         w.uint(5, UInt64(m.headDim))
         for h in heads {
             w.lengthDelimited(6, length: h.size)
-            h.write(&w, memory: store.arena.pageMemory, staging: store.arena.staging)
+            h.write(w, memory: store.arena.pageMemory, staging: store.arena.staging)
         }
         w.uint(7, UInt64(m.pageTokens))
-        return w.bytes
+        return w
     }
 
     private static func selectedLayers(_ asked: [UInt32], _ m: ModelLayout) throws(KVDError) -> [Int] {
@@ -114,7 +117,7 @@ private struct HeadReply {
         pageRefFields(run, m, g).reduce(0) { $0 + WireWriter.Size.uint($1.0, $1.1) }
     }
 
-    func write(_ w: inout WireWriter, memory mem: PageMemory, staging: UnsafeMutableRawPointer) {
+    func write(_ w: WireWriter, memory mem: PageMemory, staging: UnsafeMutableRawPointer) {
         let m = layout
         let n = cache.count
         w.uint(1, UInt64(layer))

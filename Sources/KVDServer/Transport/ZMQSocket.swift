@@ -101,15 +101,32 @@ final class RouterSocket {
         }
     }
 
-    /// Sends a multipart message. A ROUTER drops messages to unknown or gone peers, so this only fails
-    /// on a real socket error.
-    func send(_ frames: [[UInt8]]) throws {
-        for (i, frame) in frames.enumerated() {
-            let flags = i < frames.count - 1 ? ZMQ_SNDMORE : 0
-            let rc = frame.withUnsafeBytes { zmq_send(socket, $0.baseAddress, $0.count, flags) }
+    /// Sends a reply: the route frames, then the message. A ROUTER drops messages to unknown or gone
+    /// peers, so this only fails on a real socket error. An owned payload goes to libzmq without a
+    /// copy (it frees the block after sending); it is freed here if sending fails.
+    func send(_ reply: OutgoingReply) throws {
+        for frame in reply.route {
+            let rc = frame.withUnsafeBytes { zmq_send(socket, $0.baseAddress, $0.count, ZMQ_SNDMORE) }
             if rc < 0 {
-                if zmq_errno() == EINTR { continue }
+                if case .owned(let block, _, _) = reply.payload { free(block) }
                 throw ZMQError.last("zmq_send")
+            }
+        }
+        switch reply.payload {
+        case .bytes(let bytes):
+            let rc = bytes.withUnsafeBytes { zmq_send(socket, $0.baseAddress, $0.count, 0) }
+            if rc < 0 { throw ZMQError.last("zmq_send") }
+        case .owned(let block, let offset, let length):
+            var msg = zmq_msg_t()
+            // libzmq calls this from its I/O thread once the bytes are on the wire.
+            let freeBlock: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Void = { _, hint in free(hint) }
+            guard zmq_msg_init_data(&msg, block + offset, length, freeBlock, block) == 0 else {
+                free(block)
+                throw ZMQError.last("zmq_msg_init_data")
+            }
+            if zmq_msg_send(&msg, socket, 0) < 0 {
+                zmq_msg_close(&msg)  // frees the block through freeBlock
+                throw ZMQError.last("zmq_msg_send")
             }
         }
     }
