@@ -6,10 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 . scripts/env.sh
-if [ ! -x "$KVD_PYTHON" ]; then
-  echo "no Python environment at $KVD_VENV; run scripts/install-deps.sh first" >&2
-  exit 1
-fi
+require_venv
 for product in kvd kvd-echo kvd-bench; do swift build -c release --product "$product"; done
 make -C Benchmarks/c
 PYTHONPATH="$root/Clients/python:$root${PYTHONPATH:+:$PYTHONPATH}" "$KVD_PYTHON" -m Benchmarks.suite.run "$@"

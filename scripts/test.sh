@@ -6,10 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 . scripts/env.sh
-if [ ! -x "$KVD_PYTHON" ]; then
-  echo "no Python environment at $KVD_VENV; run scripts/install-deps.sh first" >&2
-  exit 1
-fi
+require_venv
 
 swift build --product kvd
 # The benchmark suite's binaries, for its smoke run (Tests/e2e/test_benchmarks_smoke.py).

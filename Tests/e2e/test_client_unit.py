@@ -256,3 +256,21 @@ def test_replies_with_other_ids_are_discarded_and_errors_raised(tmp_path):
             c.release(1)  # the fake server stops without answering
     t.join(5)
     assert seen[:2] == [1, 2] and all(i > 0 for i in seen) and len(set(seen)) == len(seen)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32])
+@pytest.mark.parametrize("tokens", [0, 1, 37])
+def test_hand_assembled_inline_append_equals_protobuf_serialization(dtype, tokens):
+    """kvd.wire splices the tensors' bytes in by hand; protobuf's own encoding is the reference."""
+    from kvd import wire
+    from kvd.v1 import append_pb2, envelope_pb2
+    rng = np.random.default_rng(tokens)
+    k = rng.standard_normal((3, 2, tokens, 8)).astype(dtype)
+    v = rng.standard_normal((3, 2, tokens, 8)).astype(dtype)
+    want = envelope_pb2.Request(request_id=2**40 + 7, protocol_version=1, append=append_pb2.AppendRequest(
+        sequence_id=300, keys=_tensor(k), values=_tensor(v))).SerializeToString()
+    got = wire.inline_append(2**40 + 7, 1, 300, k, v)
+    assert got == want
+    # And it decodes back to the same arrays.
+    back = envelope_pb2.Request.FromString(got)
+    assert back.append.keys.data == k.tobytes() and back.append.values.data == v.tobytes()

@@ -19,6 +19,7 @@ from kvd.errors import ErrorCode, KvdError
 from kvd.shm import Arena
 from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, query_pb2,
                     sequence_pb2, stats_pb2)
+from kvd import wire
 from kvd.views import PagedHead, HeadData, QueryResult
 
 PROTOCOL_VERSION = 1
@@ -117,11 +118,11 @@ class Client:
             raise KvdError(ErrorCode.FAILED_PRECONDITION, "kvd: client is closed")
         return envelope_pb2.Request(request_id=next(self._ids), protocol_version=PROTOCOL_VERSION)
 
-    def _send(self, kind: str, req: envelope_pb2.Request) -> object:
-        """Round trip of a request whose body ``kind`` is already set (large bodies are built in
-        place, since ``CopyFrom`` would copy every K/V byte once more)."""
+    def _send(self, kind: str, req: envelope_pb2.Request, payload: Optional[bytes] = None) -> object:
+        """Round trip of a request whose body ``kind`` is already set, or whose serialized form is
+        ``payload`` (inline appends, assembled by ``kvd.wire`` without extra copies)."""
         rid = req.request_id
-        resp = self._roundtrip(req)
+        resp = self._roundtrip(req, payload)
         which = resp.WhichOneof("body")
         if which == "error":
             raise KvdError(resp.error.code, resp.error.message, rid)
@@ -130,8 +131,11 @@ class Client:
                            f"kvd: asked for {kind!r}, the daemon replied with {which!r}", rid)
         return getattr(resp, kind)
 
-    def _roundtrip(self, req: envelope_pb2.Request) -> envelope_pb2.Response:
-        self._sock.send(req.SerializeToString())
+    def _roundtrip(self, req: envelope_pb2.Request, payload: Optional[bytes] = None) -> envelope_pb2.Response:
+        if payload is None:
+            self._sock.send(req.SerializeToString())
+        else:
+            self._sock.send(payload, copy=False)  # ZeroMQ references the bytes instead of copying
         deadline = time.monotonic() + self.timeout_ms / 1000.0
         while True:
             remaining = int((deadline - time.monotonic()) * 1000)
@@ -223,10 +227,8 @@ class Client:
         """
         if not zero_copy:
             req = self._new_request()
-            req.append.sequence_id = seq
-            _fill_tensor(req.append.keys, keys)
-            _fill_tensor(req.append.values, values)
-            return self._send("append", req)
+            payload = wire.inline_append(req.request_id, req.protocol_version, seq, keys, values)
+            return self._send("append", req, payload)
 
         k, v = dtypes.wire_array(keys), dtypes.wire_array(values)
         if k.ndim != 4 or k.shape != v.shape or k.dtype != v.dtype:
