@@ -102,6 +102,11 @@ let package = Package(
         .testTarget(name: "KVDShmTests", dependencies: ["KVDShm"], path: "Tests/KVDShmTests"),
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
         .testTarget(
+            name: "KVDProtocolTests",
+            dependencies: ["KVDProtocol", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Tests/KVDProtocolTests"
+        ),
+        .testTarget(
             name: "KVDPluginTests",
             dependencies: ["KVDPluginAPI", "KVDPluginHost", "StreamingLLM", "KeyNorm", "SnapKV", "H2O", "PyramidKV", "AdaKV", "HeadKV", "KVDAttention", "PluginTemplate", "BalanceKV", "DBudgetKV", "KVSharer"],
             path: "Tests/KVDPluginTests"

@@ -10,6 +10,10 @@ public struct HeadCache: Sendable, Equatable {
     public struct PositionRun: Sendable, Equatable {
         public var first: Int32
         public var count: Int32
+        public init(first: Int32, count: Int32) {
+            self.first = first
+            self.count = count
+        }
     }
 
     public var pages: [PageID] = []

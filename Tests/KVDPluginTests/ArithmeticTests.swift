@@ -1,3 +1,4 @@
+import Foundation
 import KVDPluginAPI
 import Testing
 
@@ -47,5 +48,27 @@ import Testing
             let want = (0..<sinkEnd).map(Int32.init) + ranked.prefix(budget).sorted().map(Int32.init) + (prefix..<n).map(Int32.init)
             #expect(topK(scores: scores, budget: budget, sinks: sinks, window: window, count: n) == want, "trial \(trial)")
         }
+    }
+}
+
+/// `ComputeThreads` bounds every method's per-head work; each head must still be visited once.
+@Suite(.serialized) struct ComputeThreadsTests {
+    final class Hits: @unchecked Sendable {
+        let counts: UnsafeMutableBufferPointer<Int>
+        init(_ n: Int) { counts = .allocate(capacity: n); counts.initialize(repeating: 0) }
+        deinit { counts.deallocate() }
+    }
+
+    @Test(arguments: [0, 1, 2, 7])
+    func everyItemOnceWhateverTheLimit(_ threads: Int) {
+        ComputeThreads.set(threads)
+        defer { ComputeThreads.set(0) }
+        #expect(ComputeThreads.count == (threads == 0 ? max(1, ProcessInfo.processInfo.activeProcessorCount) : threads))
+        let hits = Hits(37)
+        ComputeThreads.forEach(37) { i in hits.counts[i] += 1 }
+        #expect(Array(hits.counts) == Array(repeating: 1, count: 37))
+        let workers = Hits(64)
+        ComputeThreads.workers(for: 5) { worker, count in workers.counts[worker] = count }
+        #expect(workers.counts.prefix(min(5, ComputeThreads.count)).allSatisfy { $0 == min(5, ComputeThreads.count) })
     }
 }
