@@ -63,6 +63,13 @@ import Testing
         #expect(error("log:\n  level: loud\n" + Self.model)?.contains("log.level") == true)
     }
 
+    @Test func computeThreadsIsReadAndBounded() throws {
+        #expect(try ConfigLoader.parse("server:\n  compute_threads: 1\n" + Self.model).server.computeThreads == 1)
+        #expect(try ConfigLoader.parse(Self.model).server.computeThreads == 0, "0, every core, is the default")
+        #expect(error("server:\n  compute_threads: -1\n" + Self.model)?.contains("server.compute_threads") == true)
+        #expect(error("server:\n  compute_threads: \"all\"\n" + Self.model)?.contains("server.compute_threads: must be an integer") == true)
+    }
+
     @Test func missingModelFieldIsNamed() {
         let e = error(Self.model.replacingOccurrences(of: "    head_dim: 8\n", with: ""))
         #expect(e?.contains("models[0]: missing required key 'head_dim'") == true)
