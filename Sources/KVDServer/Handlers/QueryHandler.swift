@@ -108,13 +108,8 @@ private struct HeadReply {
         (UInt64(stagingOffset + at), UInt64(stagingOffset + at + bytes))
     }
 
-    private static func pageRefFields(_ run: TokenRun, _ m: ModelLayout, _ g: PageGeometry) -> [(Int, UInt64)] {
-        [(1, UInt64(run.page.raw)), (2, UInt64(g.keyOffset(run.page, slot: run.slot, m))),
-         (3, UInt64(g.valueOffset(run.page, slot: run.slot, m))), (4, UInt64(run.count))]
-    }
-
     private static func pageRefSize(_ run: TokenRun, _ m: ModelLayout, _ g: PageGeometry) -> Int {
-        pageRefFields(run, m, g).reduce(0) { $0 + WireWriter.Size.uint($1.0, $1.1) }
+        RunLocation(run, g, m).fields.reduce(0) { $0 + WireWriter.Size.uint($1.0, $1.1) }
     }
 
     func write(_ w: WireWriter, memory mem: PageMemory, staging: UnsafeMutableRawPointer) {
@@ -135,7 +130,7 @@ private struct HeadReply {
             if pageRefs {
                 for run in runs {
                     w.lengthDelimited(6, length: Self.pageRefSize(run, m, geometry))
-                    for (field, value) in Self.pageRefFields(run, m, geometry) { w.uint(field, value) }
+                    for (field, value) in RunLocation(run, geometry, m).fields { w.uint(field, value) }
                 }
             }
             w.bytes(11, count: 4 * runs.count) { dest in

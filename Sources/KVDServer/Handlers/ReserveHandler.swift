@@ -23,7 +23,7 @@ enum ReserveHandler {
             var hs = Kvd_V1_HeadSlots()
             hs.layer = UInt32(h / m.kvHeads)
             hs.head = UInt32(h % m.kvHeads)
-            if r.slots { hs.slots = encodeRuns(headRuns, g, m) }
+            if r.slots { hs.slots = headRuns.map { Kvd_V1_Slot(RunLocation($0, g, m)) } }
             hs.aliased = seq.isAliased(head: h)
             hs.firstSlot = UInt32(headRuns.first?.slot ?? 0)
             hs.pageIds = littleEndianBytes(headRuns.map(\.page.raw))

@@ -1,26 +1,32 @@
 import KVDCore
 import KVDProtocol
 
-/// Reserve's `Slot` and Query's `PageRef` say the same thing — a run of tokens inside one page and
-/// where its K and V start — so both are filled by one function.
-protocol RunMessage {
-    init()
-    var page: UInt32 { get set }
-    var keyOffset: UInt64 { get set }
-    var valueOffset: UInt64 { get set }
-    var count: UInt32 { get set }
+/// What Reserve's `Slot` and Query's `PageRef` say about a run of tokens inside one page: the page,
+/// where its K and V start (bytes from the segment start) and how many tokens. Computed here only;
+/// Reserve fills a SwiftProtobuf `Slot` from it, Query writes a `PageRef` by hand.
+struct RunLocation {
+    let page: UInt32
+    let keyOffset: UInt64
+    let valueOffset: UInt64
+    let count: UInt32
+
+    init(_ run: TokenRun, _ g: PageGeometry, _ m: ModelLayout) {
+        page = run.page.raw
+        keyOffset = UInt64(g.keyOffset(run.page, slot: run.slot, m))
+        valueOffset = UInt64(g.valueOffset(run.page, slot: run.slot, m))
+        count = UInt32(run.count)
+    }
+
+    /// As (field number, value) of `Slot` / `PageRef`, which number their fields alike.
+    var fields: [(Int, UInt64)] { [(1, UInt64(page)), (2, keyOffset), (3, valueOffset), (4, UInt64(count))] }
 }
 
-extension Kvd_V1_Slot: RunMessage {}
-extension Kvd_V1_PageRef: RunMessage {}
-
-func encodeRuns<Message: RunMessage>(_ runs: [TokenRun], _ g: PageGeometry, _ m: ModelLayout) -> [Message] {
-    runs.map { run in
-        var out = Message()
-        out.page = run.page.raw
-        out.keyOffset = UInt64(g.keyOffset(run.page, slot: run.slot, m))
-        out.valueOffset = UInt64(g.valueOffset(run.page, slot: run.slot, m))
-        out.count = UInt32(run.count)
-        return out
+extension Kvd_V1_Slot {
+    init(_ location: RunLocation) {
+        self.init()
+        page = location.page
+        keyOffset = location.keyOffset
+        valueOffset = location.valueOffset
+        count = location.count
     }
 }
