@@ -11,7 +11,17 @@ public enum ConfigLoader {
             throw ConfigError("\(path): cannot read the configuration file: \(error.localizedDescription)")
         }
         var config = try parse(text, file: path)
-        config.baseDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent().standardizedFileURL.path
+        config.baseDirectory = base
+        // Relative file names in the config mean "next to the config file".
+        func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : URL(fileURLWithPath: p, relativeTo: URL(fileURLWithPath: base + "/")).standardizedFileURL.path }
+        config.fileDirectories = config.fileDirectories.isEmpty ? [base] : config.fileDirectories.map(absolute)
+        config.server.curveSecretKeyFile = config.server.curveSecretKeyFile.map(absolute)
+        for i in config.tenants.indices {
+            if let file = config.tenants[i].tokenFile {
+                config.tenants[i].token = try TenantLoader.readToken(absolute(file), tenant: config.tenants[i].name, file: path)
+            }
+        }
         return config
     }
 
@@ -27,7 +37,7 @@ public enum ConfigLoader {
         }
         var config = Configuration()
         let top = try KeyedNode(node: root, path: "", file: file).mapping(
-            known: ["server", "arena", "models", "policies", "rules", "plugins", "log"])
+            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants"])
         if let s = top["server"] { try readServer(s, into: &config.server) }
         if let a = top["arena"] { try readArena(a, into: &config.arena) }
         guard let models = top["models"] else {
@@ -56,13 +66,25 @@ public enum ConfigLoader {
                 }
             }
         }
+        if let f = top["files"] {
+            let m = try f.mapping(known: ["directories"])
+            if let dirs = m["directories"] {
+                for item in try dirs.sequence() { config.fileDirectories.append(try item.string()) }
+            }
+        }
+        if let t = top["tenants"] { config.tenants = try TenantLoader.tenants(t, defaults: config.arena) }
         try PolicyLoader.checkReferences(config, file: file)
-        try checkArenaFits(config, top["arena"] ?? KeyedNode(node: root, path: "arena", file: file))
+        for tenant in config.effectiveTenants {
+            try checkArenaFits(config, tenant.arena, top["tenants"] ?? top["arena"] ?? KeyedNode(node: root, path: "arena", file: file))
+        }
         return config
     }
 
     private static func readServer(_ node: KeyedNode, into s: inout Configuration.Server) throws(ConfigError) {
-        let m = try node.mapping(known: ["endpoints", "max_message_bytes", "max_tokens_per_append", "max_sequences", "compute_threads"])
+        let m = try node.mapping(known: [
+            "endpoints", "max_message_bytes", "max_tokens_per_append", "max_sequences", "compute_threads",
+            "max_sequence_tokens", "ipc_mode", "allow_insecure_tcp", "curve", "request_ids",
+        ])
         if let e = m["endpoints"] {
             var endpoints: [String] = []
             for item in try e.sequence() {
@@ -79,11 +101,24 @@ public enum ConfigLoader {
         if let v = m["max_tokens_per_append"] { s.maxTokensPerAppend = try v.int(min: 1, max: 1 << 24) }
         if let v = m["max_sequences"] { s.maxSequences = try v.int(min: 1, max: 1 << 24) }
         if let v = m["compute_threads"] { s.computeThreads = try v.int(min: 0, max: 4096) }
+        if let v = m["max_sequence_tokens"] { s.maxSequenceTokens = try v.int(min: 1, max: Int(Int32.max)) }
+        if let v = m["ipc_mode"] { s.ipcMode = try v.fileMode() }
+        if let v = m["allow_insecure_tcp"] { s.allowInsecureTCP = try v.bool() }
+        if let c = m["curve"] {
+            let cm = try c.mapping(known: ["secret_key_file"])
+            guard let f = cm["secret_key_file"] else { throw c.fail("missing required key 'secret_key_file'") }
+            s.curveSecretKeyFile = try f.string()
+        }
+        if let r = m["request_ids"] {
+            let rm = try r.mapping(known: ["window", "idle_seconds"])
+            if let v = rm["window"] { s.requestIDWindow = try v.int(min: 16, max: 1 << 20) }
+            if let v = rm["idle_seconds"] { s.requestIDIdleSeconds = try v.int(min: 1, max: 86_400) }
+        }
     }
 
-    private static func readArena(_ node: KeyedNode, into a: inout Configuration.Arena) throws(ConfigError) {
-        let m = try node.mapping(known: ["shm_name", "size_bytes", "staging_bytes"])
-        if let v = m["shm_name"] {
+    static func readArena(_ node: KeyedNode, into a: inout Configuration.Arena, nameKey: String = "shm_name") throws(ConfigError) {
+        let m = try node.mapping(known: [nameKey, "size_bytes", "staging_bytes", "mode", "uid", "gid"])
+        if let v = m[nameKey] {
             let name = try v.string()
             guard name.hasPrefix("/"), name.count > 1, name.count <= 255, !name.dropFirst().contains("/") else {
                 throw v.fail("must look like /name (one leading slash, no other), got '\(name)'")
@@ -92,6 +127,9 @@ public enum ConfigLoader {
         }
         if let v = m["size_bytes"] { a.sizeBytes = try v.bytes(min: 1) }
         if let v = m["staging_bytes"] { a.stagingBytes = try v.bytes(min: 0) }
+        if let v = m["mode"] { a.mode = try v.fileMode() }
+        if let v = m["uid"] { a.ownerUID = UInt32(try v.int(min: 0, max: Int(UInt32.max))) }
+        if let v = m["gid"] { a.ownerGID = UInt32(try v.int(min: 0, max: Int(UInt32.max))) }
     }
 
     private static let modelKeys = [
@@ -133,9 +171,9 @@ public enum ConfigLoader {
     }
 
     /// The arena must hold its header, the staging area and at least one page of the largest model.
-    private static func checkArenaFits(_ c: Configuration, _ node: KeyedNode) throws(ConfigError) {
+    private static func checkArenaFits(_ c: Configuration, _ arena: Configuration.Arena, _ node: KeyedNode) throws(ConfigError) {
         do {
-            _ = try ArenaSizing.compute(segmentBytes: c.arena.sizeBytes, stagingBytes: c.arena.stagingBytes, models: c.models)
+            _ = try ArenaSizing.compute(segmentBytes: arena.sizeBytes, stagingBytes: arena.stagingBytes, models: c.models)
         } catch {
             throw ConfigError("\(node.file): \(error.message.dropFirst(5))")
         }

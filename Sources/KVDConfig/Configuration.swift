@@ -11,6 +11,19 @@ public struct Configuration: Sendable, Equatable {
         /// Threads one compaction may use; 0 = every core (a daemon sharing its machine with the
         /// runtime can leave cores to it).
         public var computeThreads: Int = 0
+        /// Longest a sequence may grow (tokens ever appended). Positions are int32 on the wire and
+        /// in memory, so this can be at most 2^31 - 1; appends past it are refused.
+        public var maxSequenceTokens: Int = Int(Int32.max)
+        /// Mode of the ipc:// socket files (the socket is the door to every tenant's data).
+        public var ipcMode: UInt32 = 0o600
+        /// Binding a tcp:// endpoint that is not loopback without CURVE is refused unless this is set.
+        public var allowInsecureTCP: Bool = false
+        /// CURVE server secret key file (Z85 text, 40 characters), absolute after loading; nil = no CURVE.
+        public var curveSecretKeyFile: String?
+        /// Request-id de-duplication: ids remembered per connection, and how long a quiet
+        /// connection's ids are kept.
+        public var requestIDWindow: Int = 4096
+        public var requestIDIdleSeconds: Int = 300
         public init() {}
     }
 
@@ -18,7 +31,38 @@ public struct Configuration: Sendable, Equatable {
         public var shmName: String = "/kvd-default"
         public var sizeBytes: Int = 256 << 20
         public var stagingBytes: Int = 32 << 20
+        /// File mode of the segment (owner only by default).
+        public var mode: UInt32 = 0o600
+        /// Owner and group to give the segment (needs the privilege to chown); nil = the daemon's.
+        public var ownerUID: UInt32?
+        public var ownerGID: UInt32?
         public init() {}
+    }
+
+    /// Who may use kvd and what they get: every sequence belongs to one tenant, and each tenant has
+    /// its own shared-memory segment, handed only to connections bound to it.
+    public struct Tenant: Sendable, Equatable {
+        public var name: String
+        /// Secret a connection gives in Hello to bind to this tenant; nil = an open tenant (no
+        /// credential), which connections that never authenticate use. At most one is open.
+        public var token: String?
+        /// File holding the token (first line), read at load time; keeps the secret out of the config.
+        public var tokenFile: String?
+        /// CURVE public keys (Z85, 40 characters) of clients that belong to this tenant.
+        public var curvePublicKeys: [String] = []
+        /// Unix user ids allowed to bind to this tenant over ipc:// (empty = any local user that can
+        /// open the socket file).
+        public var unixUIDs: [UInt32] = []
+        /// The tenant's own segment.
+        public var arena: Arena
+        /// Quotas; 0 = no quota beyond the segment's pages / server.max_sequences.
+        public var maxPages: Int = 0
+        public var maxSequences: Int = 0
+        public var line: Int = 0
+        public init(name: String, arena: Arena) {
+            self.name = name
+            self.arena = arena
+        }
     }
 
     public enum LogLevel: String, Sendable, CaseIterable, Comparable {
@@ -86,6 +130,16 @@ public struct Configuration: Sendable, Equatable {
     public var pluginDirectories: [String] = []
     /// Directory of the config file; relative paths in policy parameters are resolved against it.
     public var baseDirectory: String = "."
+    /// Directories (absolute after loading) that file parameters of requests may name files in;
+    /// default: the config file's directory.
+    public var fileDirectories: [String] = []
+    /// The tenants; without a `tenants:` section, one open tenant "default" using `arena`.
+    public var tenants: [Tenant] = []
+
+    /// The tenants as configured, or the implicit open "default" tenant on `arena`.
+    public var effectiveTenants: [Tenant] {
+        tenants.isEmpty ? [Tenant(name: "default", arena: arena)] : tenants
+    }
 
     public init() {}
 

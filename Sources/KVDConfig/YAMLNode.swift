@@ -43,6 +43,23 @@ struct KeyedNode {
         return v
     }
 
+    func bool() throws(ConfigError) -> Bool {
+        guard node.tag == Tag(.bool), let v = node.bool else { throw fail("must be true or false") }
+        return v
+    }
+
+    /// A file mode written as octal text ("0600", "0o640") or an integer whose digits are octal
+    /// (YAML reads 0600 as 600); only permission bits (at most 0777).
+    func fileMode() throws(ConfigError) -> UInt32 {
+        guard let text = node.scalar?.string else { throw fail("must be a file mode such as \"0600\"") }
+        var digits = Substring(text)
+        if digits.hasPrefix("0o") { digits = digits.dropFirst(2) }
+        guard !digits.isEmpty, digits.count <= 4, let v = UInt32(digits, radix: 8), v <= 0o777 else {
+            throw fail("must be an octal file mode such as \"0600\" (at most 0777), got '\(text)'")
+        }
+        return v
+    }
+
     /// A byte count: an integer, or a string such as "256MiB" (units KiB, MiB, GiB; also K, M, G).
     func bytes(min: Int = 0) throws(ConfigError) -> Int {
         let value: Int

@@ -29,6 +29,7 @@ public struct KVDError: Error, Equatable, CustomStringConvertible, Sendable {
     public static func alreadyExists(_ m: String) -> KVDError { KVDError(.alreadyExists, m) }
     public static func resourceExhausted(_ m: String) -> KVDError { KVDError(.resourceExhausted, m) }
     public static func failedPrecondition(_ m: String) -> KVDError { KVDError(.failedPrecondition, m) }
+    public static func permissionDenied(_ m: String) -> KVDError { KVDError(.permissionDenied, m) }
     public static func unimplemented(_ m: String) -> KVDError { KVDError(.unimplemented, m) }
     public static func internalError(_ m: String) -> KVDError { KVDError(.internal, m) }
     public static func unavailable(_ m: String) -> KVDError { KVDError(.unavailable, m) }

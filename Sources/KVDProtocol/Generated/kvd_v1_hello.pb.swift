@@ -34,6 +34,14 @@ public nonisolated struct Kvd_V1_HelloRequest: Sendable {
   /// Free-form client name, for logs.
   public var clientName: String = String()
 
+  /// Tenant to bind this connection to. Empty: the open tenant (if the server has one), or the
+  /// tenant of the connection's CURVE key.
+  public var tenant: String = String()
+
+  /// The tenant's token (its password). Required for a tenant that has one, unless the connection
+  /// already authenticated with a CURVE key of that tenant. Never logged or echoed.
+  public var token: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -144,8 +152,17 @@ public nonisolated struct Kvd_V1_Limits: Sendable {
   /// Most tokens one Append or Reserve may carry.
   public var maxTokensPerAppend: UInt32 = 0
 
-  /// Most sequences alive at once.
+  /// Most sequences alive at once (whole server).
   public var maxSequences: UInt32 = 0
+
+  /// Longest a sequence may grow, in tokens ever appended (positions are int32).
+  public var maxSequenceTokens: UInt64 = 0
+
+  /// This tenant's page quota (0 = the whole segment).
+  public var quotaPages: UInt32 = 0
+
+  /// This tenant's sequence quota (0 = only max_sequences).
+  public var quotaSequences: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -213,6 +230,12 @@ public nonisolated struct Kvd_V1_HelloResponse: @unchecked Sendable {
     set {_uniqueStorage()._policies = newValue}
   }
 
+  /// The tenant this connection is bound to; `shm` is that tenant's own segment.
+  public var tenant: String {
+    get {_storage._tenant}
+    set {_uniqueStorage()._tenant = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -246,7 +269,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_HelloRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HelloRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_versions\0\u{3}client_name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_versions\0\u{3}client_name\0\u{1}tenant\0\u{1}token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -256,6 +279,8 @@ nonisolated extension Kvd_V1_HelloRequest: SwiftProtobuf.Message, SwiftProtobuf.
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedUInt32Field(value: &self.protocolVersions) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.clientName) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.token) }()
       default: break
       }
     }
@@ -268,12 +293,20 @@ nonisolated extension Kvd_V1_HelloRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.clientName.isEmpty {
       try visitor.visitSingularStringField(value: self.clientName, fieldNumber: 2)
     }
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 3)
+    }
+    if !self.token.isEmpty {
+      try visitor.visitSingularStringField(value: self.token, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Kvd_V1_HelloRequest, rhs: Kvd_V1_HelloRequest) -> Bool {
     if lhs.protocolVersions != rhs.protocolVersions {return false}
     if lhs.clientName != rhs.clientName {return false}
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.token != rhs.token {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -456,7 +489,7 @@ nonisolated extension Kvd_V1_MethodInfo: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Limits"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_message_bytes\0\u{3}max_tokens_per_append\0\u{3}max_sequences\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_message_bytes\0\u{3}max_tokens_per_append\0\u{3}max_sequences\0\u{3}max_sequence_tokens\0\u{3}quota_pages\0\u{3}quota_sequences\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -467,6 +500,9 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.maxMessageBytes) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.maxTokensPerAppend) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.maxSequences) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.maxSequenceTokens) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.quotaPages) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.quotaSequences) }()
       default: break
       }
     }
@@ -482,6 +518,15 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if self.maxSequences != 0 {
       try visitor.visitSingularUInt32Field(value: self.maxSequences, fieldNumber: 3)
     }
+    if self.maxSequenceTokens != 0 {
+      try visitor.visitSingularUInt64Field(value: self.maxSequenceTokens, fieldNumber: 4)
+    }
+    if self.quotaPages != 0 {
+      try visitor.visitSingularUInt32Field(value: self.quotaPages, fieldNumber: 5)
+    }
+    if self.quotaSequences != 0 {
+      try visitor.visitSingularUInt32Field(value: self.quotaSequences, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -489,6 +534,9 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.maxMessageBytes != rhs.maxMessageBytes {return false}
     if lhs.maxTokensPerAppend != rhs.maxTokensPerAppend {return false}
     if lhs.maxSequences != rhs.maxSequences {return false}
+    if lhs.maxSequenceTokens != rhs.maxSequenceTokens {return false}
+    if lhs.quotaPages != rhs.quotaPages {return false}
+    if lhs.quotaSequences != rhs.quotaSequences {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -496,7 +544,7 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HelloResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0\u{1}tenant\0")
 
   fileprivate class _StorageClass {
     var _protocolVersion: UInt32 = 0
@@ -507,6 +555,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
     var _methods: [Kvd_V1_MethodInfo] = []
     var _limits: Kvd_V1_Limits? = nil
     var _policies: [Kvd_V1_PolicyInfo] = []
+    var _tenant: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -525,6 +574,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       _methods = source._methods
       _limits = source._limits
       _policies = source._policies
+      _tenant = source._tenant
     }
   }
 
@@ -551,6 +601,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._methods) }()
         case 7: try { try decoder.decodeSingularMessageField(value: &_storage._limits) }()
         case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._policies) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._tenant) }()
         default: break
         }
       }
@@ -587,6 +638,9 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       if !_storage._policies.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._policies, fieldNumber: 8)
       }
+      if !_storage._tenant.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tenant, fieldNumber: 9)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -604,6 +658,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._methods != rhs_storage._methods {return false}
         if _storage._limits != rhs_storage._limits {return false}
         if _storage._policies != rhs_storage._policies {return false}
+        if _storage._tenant != rhs_storage._tenant {return false}
         return true
       }
       if !storagesAreEqual {return false}

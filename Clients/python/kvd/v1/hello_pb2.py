@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from kvd.v1 import common_pb2 as kvd_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12kvd/v1/hello.proto\x12\x06kvd.v1\x1a\x13kvd/v1/common.proto\">\n\x0cHelloRequest\x12\x19\n\x11protocol_versions\x18\x01 \x03(\r\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\"\xd3\x01\n\x10SharedMemoryInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x12\n\npage_bytes\x18\x03 \x01(\x04\x12\x12\n\npage_count\x18\x04 \x01(\r\x12\x14\n\x0cpages_offset\x18\x05 \x01(\x04\x12\x16\n\x0estaging_offset\x18\x06 \x01(\x04\x12\x15\n\rstaging_bytes\x18\x07 \x01(\x04\x12\x16\n\x0elayout_version\x18\x08 \x01(\r\x12\x18\n\x10\x61rena_generation\x18\t \x01(\x04\"y\n\tParamInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rdefault_value\x18\x03 \x01(\t\x12\x11\n\tmin_value\x18\x04 \x01(\t\x12\x11\n\tmax_value\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"y\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.kvd.v1.ParamInfo\x12\x15\n\rneeds_queries\x18\x04 \x01(\x08\x12\x0e\n\x06origin\x18\x05 \x01(\t\"Y\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x1d\n\x15max_tokens_per_append\x18\x02 \x01(\r\x12\x15\n\rmax_sequences\x18\x03 \x01(\r\"\x9d\x02\n\rHelloResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x1bsupported_protocol_versions\x18\x02 \x03(\r\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\x12%\n\x03shm\x18\x04 \x01(\x0b\x32\x18.kvd.v1.SharedMemoryInfo\x12#\n\x06models\x18\x05 \x03(\x0b\x32\x13.kvd.v1.ModelLayout\x12#\n\x07methods\x18\x06 \x03(\x0b\x32\x12.kvd.v1.MethodInfo\x12\x1e\n\x06limits\x18\x07 \x01(\x0b\x32\x0e.kvd.v1.Limits\x12$\n\x08policies\x18\x08 \x03(\x0b\x32\x12.kvd.v1.PolicyInfo\":\n\nPolicyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x06params\x18\x03 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12kvd/v1/hello.proto\x12\x06kvd.v1\x1a\x13kvd/v1/common.proto\"]\n\x0cHelloRequest\x12\x19\n\x11protocol_versions\x18\x01 \x03(\r\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05token\x18\x04 \x01(\t\"\xd3\x01\n\x10SharedMemoryInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x12\n\npage_bytes\x18\x03 \x01(\x04\x12\x12\n\npage_count\x18\x04 \x01(\r\x12\x14\n\x0cpages_offset\x18\x05 \x01(\x04\x12\x16\n\x0estaging_offset\x18\x06 \x01(\x04\x12\x15\n\rstaging_bytes\x18\x07 \x01(\x04\x12\x16\n\x0elayout_version\x18\x08 \x01(\r\x12\x18\n\x10\x61rena_generation\x18\t \x01(\x04\"y\n\tParamInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rdefault_value\x18\x03 \x01(\t\x12\x11\n\tmin_value\x18\x04 \x01(\t\x12\x11\n\tmax_value\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"y\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.kvd.v1.ParamInfo\x12\x15\n\rneeds_queries\x18\x04 \x01(\x08\x12\x0e\n\x06origin\x18\x05 \x01(\t\"\xa4\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x1d\n\x15max_tokens_per_append\x18\x02 \x01(\r\x12\x15\n\rmax_sequences\x18\x03 \x01(\r\x12\x1b\n\x13max_sequence_tokens\x18\x04 \x01(\x04\x12\x13\n\x0bquota_pages\x18\x05 \x01(\r\x12\x17\n\x0fquota_sequences\x18\x06 \x01(\r\"\xad\x02\n\rHelloResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x1bsupported_protocol_versions\x18\x02 \x03(\r\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\x12%\n\x03shm\x18\x04 \x01(\x0b\x32\x18.kvd.v1.SharedMemoryInfo\x12#\n\x06models\x18\x05 \x03(\x0b\x32\x13.kvd.v1.ModelLayout\x12#\n\x07methods\x18\x06 \x03(\x0b\x32\x12.kvd.v1.MethodInfo\x12\x1e\n\x06limits\x18\x07 \x01(\x0b\x32\x0e.kvd.v1.Limits\x12$\n\x08policies\x18\x08 \x03(\x0b\x32\x12.kvd.v1.PolicyInfo\x12\x0e\n\x06tenant\x18\t \x01(\t\":\n\nPolicyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x06params\x18\x03 \x03(\tb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvd.v1.hello_pb2', globals())
@@ -22,17 +22,17 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   _HELLOREQUEST._serialized_start=51
-  _HELLOREQUEST._serialized_end=113
-  _SHAREDMEMORYINFO._serialized_start=116
-  _SHAREDMEMORYINFO._serialized_end=327
-  _PARAMINFO._serialized_start=329
-  _PARAMINFO._serialized_end=450
-  _METHODINFO._serialized_start=452
-  _METHODINFO._serialized_end=573
-  _LIMITS._serialized_start=575
-  _LIMITS._serialized_end=664
-  _HELLORESPONSE._serialized_start=667
-  _HELLORESPONSE._serialized_end=952
-  _POLICYINFO._serialized_start=954
-  _POLICYINFO._serialized_end=1012
+  _HELLOREQUEST._serialized_end=144
+  _SHAREDMEMORYINFO._serialized_start=147
+  _SHAREDMEMORYINFO._serialized_end=358
+  _PARAMINFO._serialized_start=360
+  _PARAMINFO._serialized_end=481
+  _METHODINFO._serialized_start=483
+  _METHODINFO._serialized_end=604
+  _LIMITS._serialized_start=607
+  _LIMITS._serialized_end=771
+  _HELLORESPONSE._serialized_start=774
+  _HELLORESPONSE._serialized_end=1075
+  _POLICYINFO._serialized_start=1077
+  _POLICYINFO._serialized_end=1135
 # @@protoc_insertion_point(module_scope)

@@ -7,15 +7,19 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class HelloRequest(_message.Message):
-    __slots__ = ["client_name", "protocol_versions"]
+    __slots__ = ["client_name", "protocol_versions", "tenant", "token"]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     client_name: str
     protocol_versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, protocol_versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ...) -> None: ...
+    tenant: str
+    token: str
+    def __init__(self, protocol_versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ..., tenant: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ["limits", "methods", "models", "policies", "protocol_version", "server_version", "shm", "supported_protocol_versions"]
+    __slots__ = ["limits", "methods", "models", "policies", "protocol_version", "server_version", "shm", "supported_protocol_versions", "tenant"]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +28,7 @@ class HelloResponse(_message.Message):
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHM_FIELD_NUMBER: _ClassVar[int]
     SUPPORTED_PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     limits: Limits
     methods: _containers.RepeatedCompositeFieldContainer[MethodInfo]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelLayout]
@@ -32,17 +37,24 @@ class HelloResponse(_message.Message):
     server_version: str
     shm: SharedMemoryInfo
     supported_protocol_versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ["max_message_bytes", "max_sequences", "max_tokens_per_append"]
+    __slots__ = ["max_message_bytes", "max_sequence_tokens", "max_sequences", "max_tokens_per_append", "quota_pages", "quota_sequences"]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQUENCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_PER_APPEND_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_PAGES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
+    max_sequence_tokens: int
     max_sequences: int
     max_tokens_per_append: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tokens_per_append: _Optional[int] = ..., max_sequences: _Optional[int] = ...) -> None: ...
+    quota_pages: int
+    quota_sequences: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tokens_per_append: _Optional[int] = ..., max_sequences: _Optional[int] = ..., max_sequence_tokens: _Optional[int] = ..., quota_pages: _Optional[int] = ..., quota_sequences: _Optional[int] = ...) -> None: ...
 
 class MethodInfo(_message.Message):
     __slots__ = ["description", "name", "needs_queries", "origin", "params"]

@@ -322,7 +322,7 @@ void   kvd__v1__policy_info__free_unpacked
   assert(message->base.descriptor == &kvd__v1__policy_info__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__hello_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor kvd__v1__hello_request__field_descriptors[4] =
 {
   {
     "protocol_versions",
@@ -348,15 +348,41 @@ static const ProtobufCFieldDescriptor kvd__v1__hello_request__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tenant",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HelloRequest, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "token",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HelloRequest, token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__hello_request__field_indices_by_name[] = {
   1,   /* field[1] = client_name */
   0,   /* field[0] = protocol_versions */
+  2,   /* field[2] = tenant */
+  3,   /* field[3] = token */
 };
 static const ProtobufCIntRange kvd__v1__hello_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor kvd__v1__hello_request__descriptor =
 {
@@ -366,7 +392,7 @@ const ProtobufCMessageDescriptor kvd__v1__hello_request__descriptor =
   "Kvd__V1__HelloRequest",
   "kvd.v1",
   sizeof(Kvd__V1__HelloRequest),
-  2,
+  4,
   kvd__v1__hello_request__field_descriptors,
   kvd__v1__hello_request__field_indices_by_name,
   1,  kvd__v1__hello_request__number_ranges,
@@ -708,7 +734,7 @@ const ProtobufCMessageDescriptor kvd__v1__method_info__descriptor =
   (ProtobufCMessageInit) kvd__v1__method_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__limits__field_descriptors[3] =
+static const ProtobufCFieldDescriptor kvd__v1__limits__field_descriptors[6] =
 {
   {
     "max_message_bytes",
@@ -746,16 +772,55 @@ static const ProtobufCFieldDescriptor kvd__v1__limits__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "max_sequence_tokens",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__Limits, max_sequence_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota_pages",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__Limits, quota_pages),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota_sequences",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__Limits, quota_sequences),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__limits__field_indices_by_name[] = {
   0,   /* field[0] = max_message_bytes */
+  3,   /* field[3] = max_sequence_tokens */
   2,   /* field[2] = max_sequences */
   1,   /* field[1] = max_tokens_per_append */
+  4,   /* field[4] = quota_pages */
+  5,   /* field[5] = quota_sequences */
 };
 static const ProtobufCIntRange kvd__v1__limits__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor kvd__v1__limits__descriptor =
 {
@@ -765,14 +830,14 @@ const ProtobufCMessageDescriptor kvd__v1__limits__descriptor =
   "Kvd__V1__Limits",
   "kvd.v1",
   sizeof(Kvd__V1__Limits),
-  3,
+  6,
   kvd__v1__limits__field_descriptors,
   kvd__v1__limits__field_indices_by_name,
   1,  kvd__v1__limits__number_ranges,
   (ProtobufCMessageInit) kvd__v1__limits__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[8] =
+static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[9] =
 {
   {
     "protocol_version",
@@ -870,6 +935,18 @@ static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tenant",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HelloResponse, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
   6,   /* field[6] = limits */
@@ -880,11 +957,12 @@ static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
   2,   /* field[2] = server_version */
   3,   /* field[3] = shm */
   1,   /* field[1] = supported_protocol_versions */
+  8,   /* field[8] = tenant */
 };
 static const ProtobufCIntRange kvd__v1__hello_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
 {
@@ -894,7 +972,7 @@ const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
   "Kvd__V1__HelloResponse",
   "kvd.v1",
   sizeof(Kvd__V1__HelloResponse),
-  8,
+  9,
   kvd__v1__hello_response__field_descriptors,
   kvd__v1__hello_response__field_indices_by_name,
   1,  kvd__v1__hello_response__number_ranges,

@@ -45,10 +45,20 @@ struct  Kvd__V1__HelloRequest
    * Free-form client name, for logs.
    */
   char *client_name;
+  /*
+   * Tenant to bind this connection to. Empty: the open tenant (if the server has one), or the
+   * tenant of the connection's CURVE key.
+   */
+  char *tenant;
+  /*
+   * The tenant's token (its password). Required for a tenant that has one, unless the connection
+   * already authenticated with a CURVE key of that tenant. Never logged or echoed.
+   */
+  char *token;
 };
 #define KVD__V1__HELLO_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__hello_request__descriptor) \
-    , 0,NULL, (char *)protobuf_c_empty_string }
+    , 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -183,13 +193,25 @@ struct  Kvd__V1__Limits
    */
   uint32_t max_tokens_per_append;
   /*
-   * Most sequences alive at once.
+   * Most sequences alive at once (whole server).
    */
   uint32_t max_sequences;
+  /*
+   * Longest a sequence may grow, in tokens ever appended (positions are int32).
+   */
+  uint64_t max_sequence_tokens;
+  /*
+   * This tenant's page quota (0 = the whole segment).
+   */
+  uint32_t quota_pages;
+  /*
+   * This tenant's sequence quota (0 = only max_sequences).
+   */
+  uint32_t quota_sequences;
 };
 #define KVD__V1__LIMITS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__limits__descriptor) \
-    , 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0 }
 
 
 struct  Kvd__V1__HelloResponse
@@ -231,10 +253,14 @@ struct  Kvd__V1__HelloResponse
    */
   size_t n_policies;
   Kvd__V1__PolicyInfo **policies;
+  /*
+   * The tenant this connection is bound to; `shm` is that tenant's own segment.
+   */
+  char *tenant;
 };
 #define KVD__V1__HELLO_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__hello_response__descriptor) \
-    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL }
+    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 /*
