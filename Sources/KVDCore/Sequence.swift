@@ -5,8 +5,9 @@ import Foundation
 ///
 /// Not thread-safe by design: the server runs every request for a sequence on that sequence's serial
 /// queue, so one request changes it at a time while other sequences proceed in parallel. The shared
-/// `PageAllocator` has its own lock.
-public final class KVSequence: @unchecked Sendable {
+/// `PageAllocator` has its own lock. Not Sendable, so the compiler keeps it where it was made; the
+/// server reaches it only through `SequenceEntry.onQueue`, which asserts the queue.
+public final class KVSequence {
     public let id: SequenceID
     public let layout: ModelLayout
     public let tenant: String

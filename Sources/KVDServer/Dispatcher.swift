@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import KVDCore
 import KVDProtocol
@@ -29,7 +30,10 @@ final class Dispatcher: Sendable {
     }
 
     /// Handles one received message. Returns the reply to send now, or nil when a worker will post it.
-    func dispatch(_ frames: Frames, ids: inout RecentRequestIDs, shuttingDown: Bool) -> OutgoingReply? {
+    /// `ids` and `bindings` belong to the socket thread, the only caller.
+    func dispatch(
+        _ frames: Frames, ids: inout RecentRequestIDs, bindings: inout TenantBindings, shuttingDown: Bool
+    ) -> OutgoingReply? {
         guard let identity = frames.envelope.first else { return nil }
         var route: [[UInt8]] = [identity]
         let middle = frames.envelope.dropFirst()
@@ -63,11 +67,12 @@ final class Dispatcher: Sendable {
                 "protocol version \(request.protocolVersion) is not supported; this server speaks \(ProtocolVersion.supported)")))
         }
         guard rid != 0 else { return reply(0, .failure(.invalidArgument("request_id must be non-zero"))) }
-        guard ids.record(rid, peer: identity) else {
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard ids.record(rid, peer: identity, now: now) else {
             return reply(rid, .failure(.alreadyExists("request_id \(rid) was used recently by this connection; use a fresh id per request")))
         }
         guard let kind = request.body else {
-            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage"
+            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage, rank_layers"
             // Unknown fields mean a body kind from a newer schema; nothing at all is a malformed request.
             if request.unknownFields.data.isEmpty {
                 return reply(rid, .failure(.invalidArgument("request has no body; set one of: \(known)")))
@@ -76,19 +81,33 @@ final class Dispatcher: Sendable {
                 "request kind not known to this server (protocol \(ProtocolVersion.current)); known kinds: \(known)")))
         }
         logger.debug("request \(rid): \(kind.kindName)")
+        let peer = PeerIdentity(routingID: identity, userID: frames.userID, peerAddress: frames.peerAddress)
+        if case .hello(let r) = kind {
+            return reply(rid, TenantAuth.hello(r, peer, &bindings, store, now: now).flatMap { space in
+                run { () throws(KVDError) in
+                    .hello(try HelloHandler.handle(r, TenantStore(shared: store, space: space, connection: identity)))
+                }
+            })
+        }
+        let space: TenantSpace
+        switch TenantAuth.resolve(peer, &bindings, store, now: now) {
+        case .success(let s): space = s
+        case .failure(let e): return reply(rid, .failure(e))
+        }
+        let scoped = TenantStore(shared: store, space: space, connection: identity)
         switch kind {
-        case .hello(let r): return reply(rid, run { () throws(KVDError) in .hello(try HelloHandler.handle(r, store)) })
-        case .createSequence(let r): return reply(rid, run { () throws(KVDError) in .createSequence(try CreateSequenceHandler.handle(r, store)) })
-        case .stats(let r) where r.sequenceID == 0: return reply(rid, run { .stats(StatsHandler.arena(store)) })
-        case .stats(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e in .body(.stats(StatsHandler.handle(r, e, self.store))) }
-        case .append(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .body(.append(try AppendHandler.handle(r, e, self.store))) }
-        case .reserve(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e throws(KVDError) in .body(.reserve(try ReserveHandler.handle(r, e, self.store))) }
-        case .commit(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e throws(KVDError) in .body(.commit(try CommitHandler.handle(r, e, self.store))) }
-        case .query(let r): return onSequence(r.sequenceID, rid, route, cheap: QueryHandler.copiesNoKV(r)) { e throws(KVDError) in .wire(field: 15, writer: try QueryHandler.handle(r, e, self.store)) }
-        case .compact(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .body(.compact(try CompactHandler.handle(r, e, self.store))) }
-        case .release(let r): return onSequence(r.sequenceID, rid, route, cheap: true) { e throws(KVDError) in .body(.release(try ReleaseHandler.handle(r, e, self.store))) }
-        case .rankLayers(let r): return rankLayers(r, rid, route)
-        case .stage(let r): return onSequence(r.sequenceID, rid, route) { e throws(KVDError) in .body(.stage(try StageHandler.handle(r, e, self.store))) }
+        case .hello: preconditionFailure("answered above")
+        case .createSequence(let r): return reply(rid, run { () throws(KVDError) in .createSequence(try CreateSequenceHandler.handle(r, scoped)) })
+        case .stats(let r) where r.sequenceID == 0: return reply(rid, run { .stats(StatsHandler.arena(scoped)) })
+        case .stats(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e in .body(.stats(StatsHandler.handle(r, e, scoped))) }
+        case .append(let r): return onSequence(r.sequenceID, rid, route, scoped) { e throws(KVDError) in .body(.append(try AppendHandler.handle(r, e, scoped))) }
+        case .reserve(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e throws(KVDError) in .body(.reserve(try ReserveHandler.handle(r, e, scoped))) }
+        case .commit(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e throws(KVDError) in .body(.commit(try CommitHandler.handle(r, e, scoped))) }
+        case .query(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: QueryHandler.copiesNoKV(r)) { e throws(KVDError) in .wire(field: 15, writer: try QueryHandler.handle(r, e, scoped)) }
+        case .compact(let r): return onSequence(r.sequenceID, rid, route, scoped) { e throws(KVDError) in .body(.compact(try CompactHandler.handle(r, e, scoped))) }
+        case .release(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e throws(KVDError) in .body(.release(try ReleaseHandler.handle(r, e, scoped))) }
+        case .rankLayers(let r): return rankLayers(r, rid, route, scoped)
+        case .stage(let r): return onSequence(r.sequenceID, rid, route, scoped) { e throws(KVDError) in .body(.stage(try StageHandler.handle(r, e, scoped))) }
         }
     }
 
@@ -102,14 +121,17 @@ final class Dispatcher: Sendable {
     /// cost two thread switches, more than the work. Everything else queues on the sequence's
     /// serial queue and replies through the outbox.
     private func onSequence(
-        _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]], cheap: Bool = false,
-        _ work: @escaping @Sendable (SequenceEntry) throws(KVDError) -> Reply
+        _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]], _ scoped: TenantStore, cheap: Bool = false,
+        _ work: @escaping @Sendable (SequenceState) throws(KVDError) -> Reply
     ) -> OutgoingReply? {
         let entry: SequenceEntry
-        do { entry = try store.entry(id) } catch { return OutgoingReply(route: route, payload: encode(rid, .failure(error))) }
+        do { entry = try scoped.entry(id) } catch { return OutgoingReply(route: route, payload: encode(rid, .failure(error))) }
+        // Runs on the sequence's queue (onQueue checks it).
         @Sendable func result() -> Result<Reply, KVDError> {
-            if entry.sequence.isReleased { return .failure(.notFound("sequence \(id) not found; it has been released")) }
-            do throws(KVDError) { return .success(try work(entry)) } catch { return .failure(error) }
+            entry.onQueue { state in
+                if state.sequence.isReleased { return .failure(.notFound("sequence \(id) not found; it has been released")) }
+                do throws(KVDError) { return .success(try work(state)) } catch { return .failure(error) }
+            }
         }
         if cheap, entry.pending.load(ordering: .acquiring) == 0 {
             // Idle queue: sync runs the block on this thread, after (and visible to) all earlier work.
@@ -129,14 +151,14 @@ final class Dispatcher: Sendable {
 
     /// RankLayers reads several sequences: it runs on a worker, visiting each sequence on its own
     /// queue (so no request changes it meanwhile), and replies through the outbox.
-    private func rankLayers(_ r: Kvd_V1_RankLayersRequest, _ rid: UInt64, _ route: [[UInt8]]) -> OutgoingReply? {
+    private func rankLayers(_ r: Kvd_V1_RankLayersRequest, _ rid: UInt64, _ route: [[UInt8]], _ scoped: TenantStore) -> OutgoingReply? {
         let entries: [SequenceEntry]
         do {
             guard !r.sequenceIds.isEmpty else { throw KVDError.invalidArgument("rank_layers: give at least one sequence_id") }
             var seen = Set<UInt64>()
             entries = try r.sequenceIds.map { id throws(KVDError) in
                 guard seen.insert(id).inserted else { throw .invalidArgument("rank_layers: sequence \(id) listed twice") }
-                return try store.entry(id)
+                return try scoped.entry(id)
             }
         } catch let error as KVDError {
             return OutgoingReply(route: route, payload: encode(rid, .failure(error)))
@@ -146,7 +168,7 @@ final class Dispatcher: Sendable {
         inFlight.add(1, ordering: .relaxed)
         store.workers.async { [self] in
             let result: Result<Reply, KVDError>
-            do throws(KVDError) { result = .success(.body(.rankLayers(try RankLayersHandler.handle(entries, store)))) } catch { result = .failure(error) }
+            do throws(KVDError) { result = .success(.body(.rankLayers(try RankLayersHandler.handle(entries, scoped)))) } catch { result = .failure(error) }
             outbox.post(OutgoingReply(route: route, payload: encode(rid, result)))
             inFlight.subtract(1, ordering: .relaxed)
         }

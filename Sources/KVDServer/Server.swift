@@ -52,13 +52,23 @@ public final class Server: Sendable {
 
     /// Serves until `stop()`; throws if start-up fails (arena or bind), after cleaning up.
     public func run() throws {
-        let sizing = try ArenaSizing.compute(
-            segmentBytes: config.arena.sizeBytes, stagingBytes: config.arena.stagingBytes, models: config.models)
-        let arena = try Arena(name: config.arena.shmName, sizing: sizing)
-        defer { arena.close() }
-        if arena.replacedStale { logger.warning("removed a stale shared-memory segment \(arena.name) left by an earlier run") }
+        var spaces: [TenantSpace] = []
+        // Until the drain has finished, workers may touch any tenant's pages: unmap only then.
+        var drained = true
+        defer {
+            for space in spaces {
+                if drained { space.arena.close() } else { space.arena.unlinkKeepingMapping() }
+            }
+        }
+        for tenant in config.effectiveTenants {
+            let a = tenant.arena
+            let sizing = try ArenaSizing.compute(segmentBytes: a.sizeBytes, stagingBytes: a.stagingBytes, models: config.models)
+            let arena = try Arena(name: a.shmName, sizing: sizing, mode: a.mode, uid: a.ownerUID, gid: a.ownerGID)
+            if arena.replacedStale { logger.warning("removed a stale shared-memory segment \(arena.name) left by an earlier run") }
+            spaces.append(TenantSpace(tenant: tenant, arena: arena))
+        }
         ComputeThreads.set(config.server.computeThreads)
-        let store = Store(config: config, arena: arena, policies: policies)
+        let store = Store(config: config, spaces: spaces, policies: policies)
         let outbox = Outbox(wake: wake)
         let dispatcher = Dispatcher(store: store, outbox: outbox, logger: logger)
 
@@ -73,11 +83,16 @@ public final class Server: Sendable {
             if endpoint.hasPrefix("ipc://") { unlink(String(endpoint.dropFirst(6))) }
             try socket.bind(endpoint)
         }
-        logger.info(
-            "kvd \(KVDVersion.string) serving on \(config.server.endpoints.joined(separator: ", ")); "
-                + "shm \(arena.name): \(sizing.pageCount) pages of \(sizing.pageBytes) bytes, \(sizing.stagingBytes) staging bytes")
+        logger.info("kvd \(KVDVersion.string) serving on \(config.server.endpoints.joined(separator: ", "))")
+        for space in spaces {
+            let z = space.arena.sizing
+            logger.info(
+                "tenant \(space.name)\(space === store.openSpace ? " (open)" : ""): shm \(space.arena.name), "
+                    + "\(z.pageCount) pages of \(z.pageBytes) bytes, \(z.stagingBytes) staging bytes")
+        }
 
-        var ids = RecentRequestIDs()
+        var ids = RecentRequestIDs(window: config.server.requestIDWindow, idleSeconds: config.server.requestIDIdleSeconds)
+        var bindings = TenantBindings()
         var shuttingDown = false
         var drainDeadline = ContinuousClock.now
         while true {
@@ -104,7 +119,7 @@ public final class Server: Sendable {
                 for _ in 0..<256 {
                     do {
                         let got = try socket.receive { frames in
-                            if let reply = dispatcher.dispatch(frames, ids: &ids, shuttingDown: shuttingDown) { try? socket.send(reply) }
+                            if let reply = dispatcher.dispatch(frames, ids: &ids, bindings: &bindings, shuttingDown: shuttingDown) { try? socket.send(reply) }
                         }
                         if !got { break }
                     } catch {
@@ -116,11 +131,14 @@ public final class Server: Sendable {
             if shuttingDown {
                 let idle = dispatcher.inFlight.load(ordering: .relaxed) == 0 && outbox.isEmpty
                 if idle || ContinuousClock.now >= drainDeadline {
-                    if !idle { logger.warning("shutdown: gave up waiting for in-flight requests") }
+                    if !idle {
+                        drained = false
+                        logger.warning("shutdown: gave up waiting for in-flight requests; the segments stay mapped until exit")
+                    }
                     break
                 }
             }
         }
-        logger.info("stopped; removed \(arena.name) and the ipc socket files")
+        logger.info("stopped; removed \(spaces.map(\.arena.name).joined(separator: ", ")) and the ipc socket files")
     }
 }

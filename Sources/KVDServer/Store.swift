@@ -6,33 +6,29 @@ import KVDPluginHost
 import KVDShm
 import Synchronization
 
-/// Everything the handlers share: the arena, its page and staging allocators, the live sequences,
-/// the compaction methods and the counters Stats reports.
+/// What every tenant shares: the configuration, models, compaction methods, the worker pool and
+/// the counters Stats reports. Each tenant's memory and sequences are in its `TenantSpace`;
+/// handlers see one tenant at a time through a `TenantStore`.
 final class Store: Sendable {
     let config: Configuration
-    let arena: Arena
-    let pages: PageAllocator
-    let staging: RangeAllocator
+    let spaces: [TenantSpace]
+    /// The tenant connections use without authenticating, if the config has one.
+    let openSpace: TenantSpace?
     /// Policies and methods; replaced whole on SIGHUP.
     private let book: Mutex<PolicyBook>
     let models: [String: ModelLayout]
     let workers = DispatchQueue(label: "kvd.workers", attributes: .concurrent)
-
-    private struct Table {
-        var entries: [UInt64: SequenceEntry] = [:]
-        var lastAssigned: UInt64 = 0
-    }
-    private let table = Mutex(Table())
+    /// Sequences alive in all tenants, against server.max_sequences.
+    private let liveSequences = Mutex(0)
 
     let requests = Atomic<UInt64>(0)
     let errors = Atomic<UInt64>(0)
 
-    init(config: Configuration, arena: Arena, policies: PolicyBook) {
+    init(config: Configuration, spaces: [TenantSpace], policies: PolicyBook) {
         self.config = config
-        self.arena = arena
+        self.spaces = spaces
+        openSpace = spaces.first { $0.tenant.token == nil && $0.tenant.curvePublicKeys.isEmpty }
         book = Mutex(policies)
-        pages = PageAllocator(pageCount: arena.sizing.pageCount)
-        staging = RangeAllocator(capacity: arena.sizing.stagingBytes)
         models = Dictionary(uniqueKeysWithValues: config.models.map { ($0.name, $0) })
     }
 
@@ -41,10 +37,9 @@ final class Store: Sendable {
     /// Swaps in a newly compiled policy book (SIGHUP); sequences are untouched.
     func replacePolicies(_ new: PolicyBook) { book.withLock { $0 = new } }
 
-    /// Fraction of arena pages in use, for rules.
-    var arenaUsed: Double { pages.pageCount == 0 ? 0 : Double(pages.usedCount) / Double(pages.pageCount) }
+    func space(named name: String) -> TenantSpace? { spaces.first { $0.name == name } }
 
-    var sequenceCount: Int { table.withLock { $0.entries.count } }
+    var sequenceCount: Int { liveSequences.withLock { $0 } }
 
     func model(named name: String) throws(KVDError) -> ModelLayout {
         guard let m = models[name] else {
@@ -53,36 +48,47 @@ final class Store: Sendable {
         return m
     }
 
-    /// Creates a sequence with `requested` id, or the next free one when `requested` is 0.
-    func create(model: ModelLayout, requested: UInt64, tenant: String) throws(KVDError) -> SequenceEntry {
-        let result: Result<SequenceEntry, KVDError> = table.withLock { t in
-            guard t.entries.count < config.server.maxSequences else {
-                return .failure(.resourceExhausted(
-                    "\(t.entries.count) sequences are alive, the limit server.max_sequences is \(config.server.maxSequences); release some"))
+    /// Creates a sequence in `space`, within the tenant's quota and server.max_sequences.
+    func create(in space: TenantSpace, model: ModelLayout, requested: UInt64, label: String) throws(KVDError) -> SequenceEntry {
+        let limit = config.server.maxSequences
+        // The server-wide count is taken under its own lock inside the tenant's table lock (always in
+        // that order), so two tenants cannot both take the last slot.
+        return try space.create(model: model, requested: requested, label: label, target: workers, admit: {
+            liveSequences.withLock { n in
+                guard n < limit else {
+                    return .resourceExhausted("\(n) sequences are alive, the limit server.max_sequences is \(limit); release some")
+                }
+                n += 1
+                return nil
             }
-            var id = requested
-            if id == 0 {
-                repeat { t.lastAssigned &+= 1 } while t.lastAssigned == 0 || t.entries[t.lastAssigned] != nil
-                id = t.lastAssigned
-            } else if t.entries[id] != nil {
-                return .failure(.alreadyExists("sequence \(id) already exists; pick another id or pass 0 to let kvd choose"))
-            }
-            let entry = SequenceEntry(sequence: KVSequence(id: SequenceID(id), layout: model, tenant: tenant), target: workers)
-            t.entries[id] = entry
-            return .success(entry)
-        }
-        return try result.get()
+        }, onCreated: {})
     }
 
-    func entry(_ id: UInt64) throws(KVDError) -> SequenceEntry {
-        guard id != 0 else { throw .invalidArgument("sequence_id must be set (non-zero)") }
-        guard let e = table.withLock({ $0.entries[id] }) else {
-            throw .notFound("sequence \(id) not found; it was never created or has been released")
-        }
-        return e
+    func remove(id: UInt64, from space: TenantSpace) {
+        if space.remove(id) { liveSequences.withLock { $0 -= 1 } }
     }
+}
 
-    func remove(_ id: UInt64) {
-        _ = table.withLock { $0.entries.removeValue(forKey: id) }
+/// The store as one request sees it: shared parts plus the calling connection's tenant only.
+/// Handlers take this, so they cannot reach another tenant's segment or sequences.
+struct TenantStore: Sendable {
+    let shared: Store
+    let space: TenantSpace
+    /// Routing identity of the calling connection (reservations belong to it).
+    let connection: [UInt8]
+
+    var config: Configuration { shared.config }
+    var policies: PolicyBook { shared.policies }
+    var arena: Arena { space.arena }
+    var pages: PageAllocator { space.pages }
+    var staging: RangeAllocator { space.staging }
+    /// This tenant's page use, for rules such as arena_used_above.
+    var arenaUsed: Double { space.arenaUsed }
+
+    func model(named name: String) throws(KVDError) -> ModelLayout { try shared.model(named: name) }
+    func create(model: ModelLayout, requested: UInt64, label: String) throws(KVDError) -> SequenceEntry {
+        try shared.create(in: space, model: model, requested: requested, label: label)
     }
+    func entry(_ id: UInt64) throws(KVDError) -> SequenceEntry { try space.entry(id) }
+    func remove(id: UInt64) { shared.remove(id: id, from: space) }
 }

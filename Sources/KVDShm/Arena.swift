@@ -1,15 +1,25 @@
 import KVDCore
+import Synchronization
 
 /// The POSIX shared-memory segment clients map: header, fixed-size pages, then the staging area.
 /// The daemon creates it (removing a stale one of the same name left by a crashed run) and unlinks it
 /// on shutdown.
+///
+/// `@unchecked Sendable`: `base` points at shared memory that every handler reads and writes, but
+/// each byte range belongs to one sequence (or one staging buffer), touched only on that sequence's
+/// queue; the mapping itself is created in `init` and only removed by `close`, which the server
+/// calls once no worker can run (after the drain, see `Server.run`). `isClosed` is behind a Mutex.
 public final class Arena: @unchecked Sendable {
     public let name: String
     public let sizing: ArenaSizing
     public let generation: UInt64
     public let base: UnsafeMutableRawPointer
     private let fd: Int32
-    private var isClosed = false
+    private struct Lifecycle {
+        var unmapped = false
+        var unlinked = false
+    }
+    private let lifecycle = Mutex(Lifecycle())
     /// True when a segment of the same name existed at start (left by a crashed run) and was replaced.
     public let replacedStale: Bool
 
@@ -20,7 +30,8 @@ public final class Arena: @unchecked Sendable {
     public var staging: UnsafeMutableRawPointer { base + sizing.stagingOffset }
 
     /// Creates the segment `name` ("/kvd-default"), replacing a stale one, and writes its header.
-    public init(name: String, sizing: ArenaSizing) throws(KVDError) {
+    /// `mode`, `uid` and `gid` set who may open the segment (default: owner only, the daemon's user).
+    public init(name: String, sizing: ArenaSizing, mode: UInt32 = 0o600, uid: UInt32? = nil, gid: UInt32? = nil) throws(KVDError) {
         guard name.hasPrefix("/"), name.count > 1, name.count <= 255, !name.dropFirst().contains("/") else {
             throw .invalidArgument("arena.shm_name: '\(name)' must look like /name (one leading slash, no other)")
         }
@@ -37,6 +48,13 @@ public final class Arena: @unchecked Sendable {
             try ShmSyscalls.lock(fd, name)
         } catch {
             throw .internalError("cannot create shared memory \(name): \(error)")
+        }
+        do {
+            try ShmSyscalls.setAccess(fd, name, mode: mode, uid: uid, gid: gid)
+        } catch {
+            ShmSyscalls.close(fd)
+            _ = try? ShmSyscalls.unlink(name)
+            throw .permissionDenied("cannot set the owner or mode of shared memory \(name): \(error); check the tenant's shm.uid, shm.gid and shm.mode (chown needs root)")
         }
         do {
             try ShmSyscalls.resize(fd, to: sizing.segmentBytes)
@@ -59,11 +77,26 @@ public final class Arena: @unchecked Sendable {
 
     /// Unmaps and unlinks the segment. Safe to call twice.
     public func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        ShmSyscalls.unmap(base, size: sizing.segmentBytes)
-        ShmSyscalls.close(fd)
-        _ = try? ShmSyscalls.unlink(name)
+        let (unmap, unlink) = lifecycle.withLock { s in
+            defer { (s.unmapped, s.unlinked) = (true, true) }
+            return (!s.unmapped, !s.unlinked)
+        }
+        if unlink { _ = try? ShmSyscalls.unlink(name) }
+        if unmap {
+            ShmSyscalls.unmap(base, size: sizing.segmentBytes)
+            ShmSyscalls.close(fd)
+        }
+    }
+
+    /// Removes the name but keeps the mapping: for a shutdown that gave up waiting for workers,
+    /// which may still read or write pages until the process exits (or this object is freed, which
+    /// cannot happen while a worker holds it).
+    public func unlinkKeepingMapping() {
+        let unlink = lifecycle.withLock { s in
+            defer { s.unlinked = true }
+            return !s.unlinked
+        }
+        if unlink { _ = try? ShmSyscalls.unlink(name) }
     }
 
     deinit { close() }

@@ -20,6 +20,15 @@ enum ShmSyscalls {
         return fd
     }
 
+    /// Sets the segment's permission bits (`fchmod`, not subject to the umask) and, when asked, its
+    /// owner (`fchown`, which needs the privilege to give files away).
+    static func setAccess(_ fd: Int32, _ name: String, mode: UInt32, uid: UInt32?, gid: UInt32?) throws {
+        if fchmod(fd, mode_t(mode)) != 0 { throw Failure(call: "fchmod(\(name))", errno: errno) }
+        if uid != nil || gid != nil {
+            if fchown(fd, uid ?? UInt32.max, gid ?? UInt32.max) != 0 { throw Failure(call: "fchown(\(name))", errno: errno) }
+        }
+    }
+
     /// Whether a segment `name` exists and a live process holds its lock (`shm_open` + `flock(LOCK_EX |
     /// LOCK_NB)`). A segment nobody locks was left by a crashed run.
     static func isLockedByLiveProcess(_ name: String) -> Bool {

@@ -34,7 +34,9 @@ public nonisolated struct Kvd_V1_CreateSequenceRequest: Sendable {
   /// Wanted id; 0 lets the server choose one.
   public var sequenceID: UInt64 = 0
 
-  /// Owner or tenant label, reported by Stats.
+  /// A label reported by Stats (default: the tenant's name). It does not choose the tenant: the
+  /// connection's Hello does. Naming a configured tenant other than the connection's is
+  /// PERMISSION_DENIED.
   public var tenant: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

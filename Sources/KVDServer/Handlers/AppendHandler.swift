@@ -3,7 +3,7 @@ import KVDProtocol
 
 /// Append: K and V inline in the message, copied into the sequence's pages (all or nothing).
 enum AppendHandler {
-    static func handle(_ r: Kvd_V1_AppendRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_AppendResponse {
+    static func handle(_ r: Kvd_V1_AppendRequest, _ entry: SequenceState, _ store: TenantStore) throws(KVDError) -> Kvd_V1_AppendResponse {
         let seq = entry.sequence
         let tokens = try TensorCheck.tokens(
             keys: r.hasKeys ? r.keys : nil, values: r.hasValues ? r.values : nil, layout: seq.layout,

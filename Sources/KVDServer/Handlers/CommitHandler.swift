@@ -3,9 +3,14 @@ import KVDProtocol
 
 /// Commit: makes reserved tokens visible (or aborts the reservation).
 enum CommitHandler {
-    static func handle(_ r: Kvd_V1_CommitRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_CommitResponse {
+    static func handle(_ r: Kvd_V1_CommitRequest, _ entry: SequenceState, _ store: TenantStore) throws(KVDError) -> Kvd_V1_CommitResponse {
         let seq = entry.sequence
         let rid = ReservationID(r.reservationID)
+        // A reservation belongs to the connection that made it: another client writing into those
+        // slots and committing them would publish bytes the owner never wrote.
+        if let open = seq.reservation, open.id == rid, let owner = entry.reservationOwner, owner != store.connection {
+            throw .permissionDenied("commit: \(rid) was made by another connection; only that connection may commit or abort it")
+        }
         var out = Kvd_V1_CommitResponse()
         if r.abort {
             try seq.abort(rid, allocator: store.pages)

@@ -7,7 +7,7 @@ import KVDProtocol
 /// Compact: choose the method (request, policy, rule or model default), let it plan, check the plan,
 /// then pack kept tokens and free emptied pages. A failing method leaves the sequence untouched.
 enum CompactHandler {
-    static func handle(_ r: Kvd_V1_CompactRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_CompactResponse {
+    static func handle(_ r: Kvd_V1_CompactRequest, _ entry: SequenceState, _ store: TenantStore) throws(KVDError) -> Kvd_V1_CompactResponse {
         let seq = entry.sequence
         let book = store.policies
         let choice = try book.choose(

@@ -4,7 +4,7 @@ import KVDProtocol
 
 /// Hello: picks the protocol version and tells the client how to map the arena.
 enum HelloHandler {
-    static func handle(_ r: Kvd_V1_HelloRequest, _ store: Store) throws(KVDError) -> Kvd_V1_HelloResponse {
+    static func handle(_ r: Kvd_V1_HelloRequest, _ store: TenantStore) throws(KVDError) -> Kvd_V1_HelloResponse {
         let offered = r.protocolVersions.isEmpty ? [1] : r.protocolVersions
         guard let chosen = offered.filter(ProtocolVersion.supported.contains).max() else {
             throw .unimplemented(
@@ -43,6 +43,9 @@ enum HelloHandler {
         out.limits.maxMessageBytes = UInt64(store.config.server.maxMessageBytes)
         out.limits.maxTokensPerAppend = UInt32(store.config.server.maxTokensPerAppend)
         out.limits.maxSequences = UInt32(store.config.server.maxSequences)
+        out.limits.quotaPages = UInt32(clamping: store.space.tenant.maxPages)
+        out.limits.quotaSequences = UInt32(clamping: store.space.tenant.maxSequences)
+        out.tenant = store.space.name
         return out
     }
 

@@ -6,7 +6,7 @@ import KVDProtocol
 /// Turns a Compact request's observation queries (inline, or in the sequence's staging buffer)
 /// into f32 `[layers, q_heads, window, head_dim]`, checking shape and dtype against the model.
 enum ObservationParser {
-    static func parse(_ r: Kvd_V1_CompactRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Observation? {
+    static func parse(_ r: Kvd_V1_CompactRequest, _ entry: SequenceState, _ store: TenantStore) throws(KVDError) -> Observation? {
         let m = entry.sequence.layout
         switch r.observation {
         case nil:

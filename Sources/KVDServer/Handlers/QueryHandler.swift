@@ -13,7 +13,7 @@ enum QueryHandler {
     static let headroom = 128
 
     /// The serialized kvd.v1.QueryResponse, after `headroom` free bytes.
-    static func handle(_ r: Kvd_V1_QueryRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> WireWriter {
+    static func handle(_ r: Kvd_V1_QueryRequest, _ entry: SequenceState, _ store: TenantStore) throws(KVDError) -> WireWriter {
         let seq = entry.sequence
         let m = seq.layout
         let layers = try selectedLayers(r.layers, m)

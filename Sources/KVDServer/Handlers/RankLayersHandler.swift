@@ -6,15 +6,15 @@ import KVSharer
 /// RankLayers: layer pairs by the distance of their caches averaged over a calibration set of
 /// sequences, most dissimilar first (KVSharer). Each sequence is read on its own queue.
 enum RankLayersHandler {
-    static func handle(_ entries: [SequenceEntry], _ store: Store) throws(KVDError) -> Kvd_V1_RankLayersResponse {
-        let layout = entries[0].sequence.layout
+    static func handle(_ entries: [SequenceEntry], _ store: TenantStore) throws(KVDError) -> Kvd_V1_RankLayersResponse {
+        let layout = entries[0].sync { $0.sequence.layout }
         var keySums: [[Float]] = []
         var valueSums: [[Float]] = []
         var tokens = -1
         for entry in entries {
             // Read under the sequence's queue: no other request changes it meanwhile.
-            let read: Result<([[Float]], [[Float]], Int), KVDError> = entry.queue.sync {
-                let seq = entry.sequence
+            let read: Result<([[Float]], [[Float]], Int), KVDError> = entry.sync { state in
+                let seq = state.sequence
                 guard !seq.isReleased else { return .failure(.notFound("rank_layers: sequence \(seq.id.raw) has been released")) }
                 guard seq.layout == layout else {
                     return .failure(.invalidArgument("rank_layers: sequence \(seq.id.raw) is model '\(seq.layout.name)', the first is '\(layout.name)'"))

@@ -3,13 +3,13 @@ import KVDProtocol
 
 /// Release: every page, reservation and staging buffer of the sequence goes back; the id is forgotten.
 enum ReleaseHandler {
-    static func handle(_ r: Kvd_V1_ReleaseRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_ReleaseResponse {
+    static func handle(_ r: Kvd_V1_ReleaseRequest, _ entry: SequenceState, _ store: TenantStore) throws(KVDError) -> Kvd_V1_ReleaseResponse {
         let freed = entry.sequence.release(allocator: store.pages)
         if let s = entry.staging {
             store.staging.free(s)
             entry.staging = nil
         }
-        store.remove(entry.sequence.id.raw)
+        store.remove(id: entry.sequence.id.raw)
         var out = Kvd_V1_ReleaseResponse()
         out.pagesFreed = UInt32(freed)
         out.bytesFreed = UInt64(freed * store.arena.sizing.pageBytes)

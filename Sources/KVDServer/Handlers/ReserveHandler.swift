@@ -3,7 +3,7 @@ import KVDProtocol
 
 /// Reserve: pages for n more tokens per head; the client writes K/V there itself, then commits.
 enum ReserveHandler {
-    static func handle(_ r: Kvd_V1_ReserveRequest, _ entry: SequenceEntry, _ store: Store) throws(KVDError) -> Kvd_V1_ReserveResponse {
+    static func handle(_ r: Kvd_V1_ReserveRequest, _ entry: SequenceState, _ store: TenantStore) throws(KVDError) -> Kvd_V1_ReserveResponse {
         let seq = entry.sequence
         let n = Int(r.numTokens)
         guard n >= 1 else { throw .invalidArgument("reserve: num_tokens must be at least 1") }
@@ -13,6 +13,7 @@ enum ReserveHandler {
         }
         let rid = entry.nextReservationID()
         let runs = try seq.reserve(tokens: n, id: rid, allocator: store.pages)
+        entry.reservationOwner = store.connection
         let m = seq.layout
         let g = store.arena.geometry
         var out = Kvd_V1_ReserveResponse()

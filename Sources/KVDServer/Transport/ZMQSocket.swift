@@ -16,6 +16,10 @@ struct Frames {
     var envelope: [[UInt8]]
     /// The last frame. Valid only inside the `receive` callback: it points into libzmq's buffer.
     var payload: Data
+    /// ZAP User-Id of the connection (kvd's ZAP handler sets the tenant name for CURVE peers).
+    var userID: String? = nil
+    /// libzmq's Peer-Address of the connection ("localhost:UID:GID:PID" on ipc://).
+    var peerAddress: String? = nil
 }
 
 /// The daemon's ROUTER socket. Not thread-safe (libzmq sockets never are): only the server's socket
@@ -94,7 +98,9 @@ final class RouterSocket {
             if zmq_msg_more(&msg) == 0 {
                 let payload = size == 0 || data == nil
                     ? Data() : Data(bytesNoCopy: data!, count: size, deallocator: .none)
-                body(Frames(envelope: envelope, payload: payload))
+                let userID = zmq_msg_gets(&msg, "User-Id").map { String(cString: $0) }
+                let peerAddress = zmq_msg_gets(&msg, "Peer-Address").map { String(cString: $0) }
+                body(Frames(envelope: envelope, payload: payload, userID: userID, peerAddress: peerAddress))
                 return true
             }
             envelope.append(size == 0 ? [] : Array(UnsafeRawBufferPointer(start: data, count: size)))

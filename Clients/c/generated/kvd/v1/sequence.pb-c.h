@@ -41,7 +41,9 @@ struct  Kvd__V1__CreateSequenceRequest
    */
   uint64_t sequence_id;
   /*
-   * Owner or tenant label, reported by Stats.
+   * A label reported by Stats (default: the tenant's name). It does not choose the tenant: the
+   * connection's Hello does. Naming a configured tenant other than the connection's is
+   * PERMISSION_DENIED.
    */
   char *tenant;
 };

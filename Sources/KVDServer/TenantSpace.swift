@@ -1,0 +1,81 @@
+import Dispatch
+import KVDConfig
+import KVDCore
+import KVDShm
+import Synchronization
+
+/// One tenant's world: its own shared-memory segment (handed only to connections bound to this
+/// tenant), that segment's page and staging allocators, and its sequences. Nothing in here is
+/// reachable from another tenant's requests: the dispatcher resolves a request's tenant first and
+/// looks sequences up only in that tenant's table, so another tenant's ids are simply unknown.
+final class TenantSpace: Sendable {
+    let tenant: Configuration.Tenant
+    let arena: Arena
+    let pages: PageAllocator
+    let staging: RangeAllocator
+
+    private struct Table {
+        var entries: [UInt64: SequenceEntry] = [:]
+    }
+    private let table = Mutex(Table())
+
+    var name: String { tenant.name }
+
+    init(tenant: Configuration.Tenant, arena: Arena) {
+        self.tenant = tenant
+        self.arena = arena
+        pages = PageAllocator(
+            pageCount: arena.sizing.pageCount, quota: tenant.maxPages,
+            quotaName: "tenant '\(tenant.name)' page quota (quotas.pages)")
+        staging = RangeAllocator(capacity: arena.sizing.stagingBytes)
+    }
+
+    /// Fraction of this tenant's pages in use (of its quota when it has one), for rules.
+    var arenaUsed: Double { pages.limit == 0 ? 0 : Double(pages.usedCount) / Double(pages.limit) }
+
+    var sequenceCount: Int { table.withLock { $0.entries.count } }
+
+    /// Creates a sequence with `requested` id, or an unguessable one when `requested` is 0.
+    /// `admit` checks the server-wide limit inside the table's lock, so two creations cannot both
+    /// take the last slot; it returns the error to answer, or nil to go ahead.
+    func create(
+        model: ModelLayout, requested: UInt64, label: String, target: DispatchQueue, admit: () -> KVDError?, onCreated: () -> Void
+    ) throws(KVDError) -> SequenceEntry {
+        let quota = tenant.maxSequences
+        let name = tenant.name
+        let result: Result<SequenceEntry, KVDError> = table.withLock { t in
+            if quota > 0, t.entries.count >= quota {
+                return .failure(.resourceExhausted(
+                    "tenant '\(name)' sequence quota (quotas.sequences) of \(quota) reached; release some sequences"))
+            }
+            if let refused = admit() { return .failure(refused) }
+            var id = requested
+            if id == 0 {
+                // Random, not sequential: a client cannot guess another client's ids (of its own
+                // tenant; other tenants' ids are not even in this table).
+                repeat { id = UInt64.random(in: 1...(UInt64(1) << 62)) } while t.entries[id] != nil
+            } else if t.entries[id] != nil {
+                return .failure(.alreadyExists("sequence \(id) already exists; pick another id or pass 0 to let kvd choose"))
+            }
+            let entry = SequenceEntry(
+                sequence: KVSequence(id: SequenceID(id), layout: model, tenant: label), space: self, target: target)
+            t.entries[id] = entry
+            onCreated()
+            return .success(entry)
+        }
+        return try result.get()
+    }
+
+    func entry(_ id: UInt64) throws(KVDError) -> SequenceEntry {
+        guard id != 0 else { throw .invalidArgument("sequence_id must be set (non-zero)") }
+        guard let e = table.withLock({ $0.entries[id] }) else {
+            throw .notFound("sequence \(id) not found; it was never created or has been released")
+        }
+        return e
+    }
+
+    /// Forgets `id`; true when it was there.
+    func remove(_ id: UInt64) -> Bool {
+        table.withLock { $0.entries.removeValue(forKey: id) } != nil
+    }
+}
