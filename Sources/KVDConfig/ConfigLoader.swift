@@ -75,7 +75,9 @@ public enum ConfigLoader {
         if let t = top["tenants"] { config.tenants = try TenantLoader.tenants(t, defaults: config.arena) }
         try PolicyLoader.checkReferences(config, file: file)
         for tenant in config.effectiveTenants {
-            try checkArenaFits(config, tenant.arena, top["tenants"] ?? top["arena"] ?? KeyedNode(node: root, path: "arena", file: file))
+            try checkArenaFits(
+                config, tenant.arena, top["tenants"] ?? top["arena"] ?? KeyedNode(node: root, path: "arena", file: file),
+                context: config.tenants.isEmpty ? "" : "tenants[\(tenant.name)].shm (sizes default to arena's): ")
         }
         return config
     }
@@ -171,11 +173,11 @@ public enum ConfigLoader {
     }
 
     /// The arena must hold its header, the staging area and at least one page of the largest model.
-    private static func checkArenaFits(_ c: Configuration, _ arena: Configuration.Arena, _ node: KeyedNode) throws(ConfigError) {
+    private static func checkArenaFits(_ c: Configuration, _ arena: Configuration.Arena, _ node: KeyedNode, context: String) throws(ConfigError) {
         do {
             _ = try ArenaSizing.compute(segmentBytes: arena.sizeBytes, stagingBytes: arena.stagingBytes, models: c.models)
         } catch {
-            throw ConfigError("\(node.file): \(error.message.dropFirst(5))")
+            throw ConfigError("\(node.file): \(context)\(error.message.dropFirst(5))")
         }
     }
 }

@@ -16,7 +16,7 @@ public struct SequenceView: Sendable {
     /// Whether head h has any log-weight other than 0.
     public let hasLogWeights: [Bool]
 
-    private enum Storage: @unchecked Sendable {
+    private enum Storage: Sendable {
         case pages(PageMemory, [[PageID]])
         case arrays(keys: [[Float]], values: [[Float]])
     }

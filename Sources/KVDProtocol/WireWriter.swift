@@ -9,7 +9,7 @@ import Foundation
 /// The buffer is one malloc'd block of the exact size the caller computed, with `headroom` bytes
 /// left free in front so the response envelope can be written there later: the finished message
 /// is then handed to the transport as it is (`take`), never copied into a bigger one.
-public final class WireWriter: @unchecked Sendable {
+public final class WireWriter {
     private var base: UnsafeMutableRawPointer?
     public let capacity: Int
     /// Bytes written so far, headroom included.

@@ -72,3 +72,34 @@ import Testing
         ) { try r.allocate(1) }
     }
 }
+
+@Suite struct PageQuotaTests {
+    @Test func quotaCapsPagesInUseAndNamesItself() throws {
+        let a = PageAllocator(pageCount: 10, quota: 4, quotaName: "tenant 't' page quota (quotas.pages)")
+        #expect(a.limit == 4)
+        let first = try a.allocate(3)
+        do {
+            _ = try a.allocate(2)
+            Issue.record("allocation past the quota succeeded")
+        } catch {
+            #expect(error.code == .resourceExhausted)
+            #expect(error.message.contains("quotas.pages"))
+        }
+        #expect(a.usedCount == 3)
+        _ = try a.allocate(1)
+        a.free(first)
+        #expect(try a.allocate(3).count == 3)
+    }
+
+    @Test func quotaAtOrAboveThePageCountIsNoQuota() throws {
+        #expect(PageAllocator(pageCount: 5, quota: 9).limit == 5)
+        #expect(PageAllocator(pageCount: 5, quota: 0).limit == 5)
+        let a = PageAllocator(pageCount: 5, quota: 5, quotaName: "q")
+        do {
+            _ = try a.allocate(6)
+            Issue.record("more pages than exist were handed out")
+        } catch {
+            #expect(error.message.contains("arena full"))
+        }
+    }
+}
