@@ -85,7 +85,7 @@ public enum ConfigLoader {
     private static func readServer(_ node: KeyedNode, into s: inout Configuration.Server) throws(ConfigError) {
         let m = try node.mapping(known: [
             "endpoints", "max_message_bytes", "max_tokens_per_append", "max_sequences", "compute_threads",
-            "max_sequence_tokens", "ipc_mode", "allow_insecure_tcp", "curve", "request_ids",
+            "max_sequence_tokens", "ipc_mode", "allow_insecure_tcp", "curve", "request_ids", "drain_seconds",
         ])
         if let e = m["endpoints"] {
             var endpoints: [String] = []
@@ -105,6 +105,7 @@ public enum ConfigLoader {
         if let v = m["compute_threads"] { s.computeThreads = try v.int(min: 0, max: 4096) }
         if let v = m["max_sequence_tokens"] { s.maxSequenceTokens = try v.int(min: 1, max: Int(Int32.max)) }
         if let v = m["ipc_mode"] { s.ipcMode = try v.fileMode() }
+        if let v = m["drain_seconds"] { s.drainSeconds = Double(try v.int(min: 0, max: 3600)) }
         if let v = m["allow_insecure_tcp"] { s.allowInsecureTCP = try v.bool() }
         if let c = m["curve"] {
             let cm = try c.mapping(known: ["secret_key_file"])

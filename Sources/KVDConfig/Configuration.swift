@@ -24,6 +24,8 @@ public struct Configuration: Sendable, Equatable {
         /// connection's ids are kept.
         public var requestIDWindow: Int = 4096
         public var requestIDIdleSeconds: Int = 300
+        /// How long SIGTERM waits for running requests before the daemon exits anyway.
+        public var drainSeconds: Double = 30
         public init() {}
     }
 

@@ -25,8 +25,6 @@ public final class Server: Sendable {
     private let reloadRequested = Atomic<Bool>(false)
     private let wake: WakeSignal
 
-    /// How long shutdown waits for in-flight requests before closing anyway.
-    static let drainTimeout: Duration = .seconds(30)
 
     public init(
         config: Configuration, policies: PolicyBook, logger: Logger, reloadPolicies: @escaping @Sendable () throws -> PolicyBook
@@ -110,7 +108,7 @@ public final class Server: Sendable {
             }
             if !shuttingDown, stopRequested.load(ordering: .sequentiallyConsistent) {
                 shuttingDown = true
-                drainDeadline = .now + Self.drainTimeout
+                drainDeadline = .now + .milliseconds(Int(config.server.drainSeconds * 1000))
                 socket.unbindAll()
                 logger.info("shutting down: finishing \(dispatcher.inFlight.load(ordering: .relaxed)) in-flight requests")
             }

@@ -45,10 +45,13 @@ struct KVDCommand: ParsableCommand {
         }
 
         // Signals become a flag plus a wake-up of the socket thread; nothing else runs in the handler.
+        // A private serial queue, not `.global()`: the global queue's threads can all be busy with a
+        // compaction, and SIGTERM would then wait for it to finish (a serial queue gets its own thread).
+        let signalQueue = DispatchQueue(label: "kvd.signals")
         var sources: [DispatchSourceSignal] = []
         for (sig, action) in [(SIGTERM, server.stop), (SIGINT, server.stop), (SIGHUP, server.reload)] {
             signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
             source.setEventHandler { action() }
             source.resume()
             sources.append(source)
