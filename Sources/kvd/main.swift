@@ -65,6 +65,7 @@ struct KVDCommand: ParsableCommand {
     /// The config, its logger and its compiled policies; any problem is a ConfigError.
     static func load(_ path: String) throws -> (Configuration, Logger, PolicyBook) {
         let configuration = try ConfigLoader.load(path: path)
+        _ = try TransportSecurity(config: configuration, file: path)  // endpoints and CURVE keys
         let logger = Logger(level: configuration.logLevel)
         let registry = try registry(configuration, logger)
         return (configuration, logger, try PolicyBook(config: configuration, registry: registry, file: path))
