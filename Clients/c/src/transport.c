@@ -20,6 +20,8 @@ kvd_result kvd__open_socket(kvd_client *c) {
         return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: zmq_socket: %s", zmq_strerror(zmq_errno()));
     int zero = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero); /* never block close on unsent requests */
+    int one = 1; /* ZeroMQ resolves IPv6 literals ("tcp://[::1]:5557") only when asked to */
+    if (strncmp(c->endpoint, "tcp://[", 7) == 0) zmq_setsockopt(s, ZMQ_IPV6, &one, sizeof one);
     /* CURVE before connect: a connection's mechanism is fixed when it is made. */
     if (c->curve && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, c->curve_server, 40) != 0 ||
                      zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c->curve_public, 40) != 0 ||

@@ -107,6 +107,8 @@ class Client:
     def _open_socket(self) -> None:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)  # never block close() on undelivered requests
+        if self.endpoint.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)  # ZeroMQ resolves IPv6 literals only when asked to
         if self._curve is not None:
             # Must precede connect(): the connection's mechanism is fixed when it is made.
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
