@@ -31,7 +31,7 @@ struct Keygen: ParsableCommand {
     }
 
     func run() throws {
-        do {
+        do throws(CurveKeyError) {
             if let file = publicOf {
                 print(try CurveKeys.publicKey(ofSecret: CurveKeys.readKeyFile(file).key))
                 return
@@ -39,7 +39,12 @@ struct Keygen: ParsableCommand {
             let pair = try CurveKeys.generate()
             let base = URL(fileURLWithPath: out).appendingPathComponent(name).path
             try write(pair.secretKey, to: base + ".key", mode: 0o600)
-            try write(pair.publicKey, to: base + ".pub", mode: 0o644)
+            do throws(CurveKeyError) {
+                try write(pair.publicKey, to: base + ".pub", mode: 0o644)
+            } catch {
+                unlink(base + ".key")  // no half pair
+                throw error
+            }
             print(pair.publicKey)
         } catch {
             FileHandle.standardError.write(Data("kvd keygen: \(error.message)\n".utf8))

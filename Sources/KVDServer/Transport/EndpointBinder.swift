@@ -65,9 +65,14 @@ final class EndpointBinder {
         for endpoint in endpoints {
             guard case .tcp(_, let ipv6) = endpoint.transport else { continue }
             // IPv6 literals need ZMQ_IPV6, which would also make "*" dual-stack: set it per bind.
-            if ipv6 { try socket.setInt(ZMQ_IPV6, 1) }
-            defer { if ipv6 { try? socket.setInt(ZMQ_IPV6, 0) } }
-            try socket.bind(endpoint.text)
+            guard ipv6 else {
+                try socket.bind(endpoint.text)
+                continue
+            }
+            try socket.setInt(ZMQ_IPV6, 1)
+            let bound = Result { try socket.bind(endpoint.text) }
+            try socket.setInt(ZMQ_IPV6, 0)
+            try bound.get()
         }
         let tcp = endpoints.filter(\.isTCP)
         if let key = security.serverPublicKey, !tcp.isEmpty {

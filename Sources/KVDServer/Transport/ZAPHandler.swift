@@ -111,7 +111,8 @@ private struct ZAPWorker: ~Copyable {
             let flags = i == frames.count - 1 ? 0 : ZMQ_SNDMORE
             let rc = frame.withUnsafeBytes { zmq_send(socket, $0.baseAddress, $0.count, flags) }
             if rc < 0 {
-                logger.error("ZAP reply not sent: \(ZMQError.last("zmq_send"))")
+                // ETERM: shutting down; the connection being vetted goes away with the socket.
+                if zmq_errno() != ETERM { logger.error("ZAP reply not sent: \(ZMQError.last("zmq_send"))") }
                 return
             }
         }

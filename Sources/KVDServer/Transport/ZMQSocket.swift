@@ -89,8 +89,9 @@ final class RouterSocket {
     /// unlinks an existing ipc path first nor binds itself. libzmq closes `fd` when unbinding.
     func bind(_ endpoint: String, listeningFD fd: Int32) throws {
         try setInt(ZMQ_USE_FD, fd)
-        defer { try? setInt(ZMQ_USE_FD, -1) }
-        try bind(endpoint)
+        let bound = Result { try bind(endpoint) }
+        try setInt(ZMQ_USE_FD, -1)  // a later bind must not reuse the descriptor
+        try bound.get()
     }
 
     /// Stops accepting new connections on every endpoint; connected peers still get their replies.
