@@ -61,8 +61,14 @@ public struct TransportSecurity: Sendable {
         } else if keys != nil, !tcp.isEmpty, byKey.isEmpty {
             warnings.append("server.curve is set but no tenant lists curve_public_keys; every tcp client will be refused")
         }
-        if server.ipcMode & 0o002 != 0, server.endpoints.contains(where: { $0.hasPrefix("ipc://") }) {
-            warnings.append("server.ipc_mode \(String(server.ipcMode, radix: 8)) lets every local user connect to the ipc socket")
+        if server.endpoints.contains(where: { $0.hasPrefix("ipc://") }) {
+            // connect() needs write permission on the socket file.
+            if server.ipcMode & 0o002 != 0 {
+                warnings.append("server.ipc_mode \(String(server.ipcMode, radix: 8)) lets every local user connect to the ipc socket")
+            }
+            if server.ipcMode & 0o200 == 0 {
+                warnings.append("server.ipc_mode \(String(server.ipcMode, radix: 8)) denies the socket's owner write access; its user's clients cannot connect")
+            }
         }
         serverKeys = keys
         tenantsByKey = byKey
