@@ -72,15 +72,12 @@ public final class Server: Sendable {
 
         let hardLimit = min(Int(Int64.max / 4), config.server.maxMessageBytes * 4 + (16 << 20))
         let socket = try RouterSocket(hardMessageLimit: hardLimit)
+        let endpoints = EndpointBinder(config: config, logger: logger)
         defer {
-            socket.close()
-            for path in config.ipcPaths { unlink(path) }
+            socket.close()  // also ends the ZAP handler
+            endpoints.removeSocketFiles()  // only the files this daemon created, never a live one's
         }
-        for endpoint in config.server.endpoints {
-            // A socket file left by a crashed run would make bind fail with EADDRINUSE.
-            if endpoint.hasPrefix("ipc://") { unlink(String(endpoint.dropFirst(6))) }
-            try socket.bind(endpoint)
-        }
+        try endpoints.bind(socket)
         logger.info("kvd \(KVDVersion.string) serving on \(config.server.endpoints.joined(separator: ", "))")
         for space in spaces {
             let z = space.arena.sizing

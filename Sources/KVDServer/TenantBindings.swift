@@ -46,10 +46,5 @@ struct PeerIdentity {
     let peerAddress: String?
 
     /// The peer's Unix user id, when the connection is ipc:// and libzmq read its credentials.
-    var unixUID: UInt32? {
-        guard let a = peerAddress else { return nil }
-        let parts = a.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 4, parts[0] == "localhost" else { return nil }
-        return UInt32(parts[1])
-    }
+    var unixUID: UInt32? { peerAddress.flatMap(PeerCredentials.init(peerAddress:))?.uid }
 }

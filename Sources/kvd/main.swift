@@ -16,16 +16,24 @@ struct KVDCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kvd",
         abstract: "KV-cache manager for LLM runtimes: KV pages in shared memory, protobuf over ZeroMQ.",
+        usage: """
+            kvd --config FILE
+            kvd keygen [--out DIR] [--name NAME] | --public-of FILE
+            """,
         discussion: """
             Stops cleanly on SIGTERM or SIGINT, removing its shared-memory segment and ipc socket files.
             SIGHUP reloads policies and rules from the config file without dropping sequences.
             """,
-        version: KVDVersion.string)
+        version: KVDVersion.string,
+        subcommands: [Keygen.self])
 
+    // Optional only so that `kvd keygen` does without it (ArgumentParser checks a parent's
+    // arguments for its subcommands too); serving without it is refused in run().
     @Option(name: .long, help: "YAML configuration file (see Config/kvd.yaml for every key).")
-    var config: String
+    var config: String?
 
     func run() throws {
+        guard let config else { throw ValidationError("Missing expected argument '--config <config>'") }
         let (configuration, logger, book): (Configuration, Logger, PolicyBook)
         do {
             (configuration, logger, book) = try Self.load(config)
@@ -68,6 +76,7 @@ struct KVDCommand: ParsableCommand {
     /// The config, its logger and its compiled policies; any problem is a ConfigError.
     static func load(_ path: String) throws -> (Configuration, Logger, PolicyBook) {
         let configuration = try ConfigLoader.load(path: path)
+        _ = try TransportSecurity(config: configuration, file: path)  // endpoints and CURVE keys
         let logger = Logger(level: configuration.logLevel)
         let registry = try registry(configuration, logger)
         return (configuration, logger, try PolicyBook(config: configuration, registry: registry, file: path))

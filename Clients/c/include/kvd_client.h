@@ -42,6 +42,12 @@
  *   then it returns KVD_ERR_TIMEOUT and replaces its socket, so a late reply is never mistaken for
  *   the answer to a later request. A daemon that is not running gives KVD_ERR_TIMEOUT, never a hang.
  *
+ * Tenants and CURVE
+ *   kvd_client_options.tenant / .token are sent in every Hello. For a tcp endpoint the daemon
+ *   secures with CURVE, set .curve_server_key / .curve_public_key / .curve_secret_key (Z85, e.g.
+ *   read with kvd_curve_load_key from `kvd keygen` files); they are applied to every socket the
+ *   client opens. A daemon that refuses the keys never answers: KVD_ERR_TIMEOUT.
+ *
  * Thread safety
  *   A kvd_client is NOT thread-safe (ZeroMQ sockets are not): use one client per thread, or
  *   serialise calls on a client yourself. Using one client from two threads at once is detected
@@ -126,12 +132,26 @@ KVD_API float kvd_bf16_to_f32(uint16_t h);
 
 typedef struct kvd_client kvd_client;
 
-/** Options of kvd_client_connect. Zero-initialise, set struct_size = sizeof(kvd_client_options). */
+/** Options of kvd_client_connect. Zero-initialise, set struct_size = sizeof(kvd_client_options).
+ *  Strings are copied by kvd_client_connect. */
 typedef struct kvd_client_options {
     size_t struct_size;          /* sizeof(kvd_client_options); lets the struct grow compatibly */
     int timeout_ms;              /* reply timeout per request; <= 0 means 5000 */
     const char *client_name;     /* sent in Hello for the daemon's logs; NULL means "kvd-c" */
     uint32_t protocol_version;   /* version to offer; 0 means KVD_PROTOCOL_VERSION (for tests) */
+    /* ---- Credentials. Added after the fields above: a program built against the shorter struct
+     * passes its smaller struct_size and gets none (the library reads only struct_size bytes). */
+    const char *tenant;          /* sent in every Hello: the tenant to bind this connection to;
+                                    NULL or "" = the daemon's open tenant, or the CURVE key's */
+    const char *token;           /* the tenant's token (its password), sent in Hello; NULL = none */
+    /* CURVE, for a tcp endpoint the daemon secures with it: the daemon's public key and this
+     * client's key pair, as Z85 text (40 characters; kvd_curve_load_key reads `kvd keygen`
+     * files). All three or none (KVD_ERR_ARGUMENT otherwise, also for a malformed key). A daemon
+     * that refuses the connection (no tenant lists the key, wrong server key) never answers:
+     * requests end in KVD_ERR_TIMEOUT. */
+    const char *curve_server_key;
+    const char *curve_public_key;
+    const char *curve_secret_key;
 } kvd_client_options;
 
 /** One model layout from Hello. */
@@ -180,6 +200,8 @@ typedef struct kvd_hello_info {
     size_t num_policies;
     const kvd_policy_info *policies;
     void *internal_;                   /* private */
+    /* Added later (after internal_, so existing fields keep their offsets): */
+    const char *tenant;                /* the tenant this connection is bound to ("" if unnamed) */
 } kvd_hello_info;
 
 /** The model called `name` in `info`, or NULL. The pointer lives as long as `info`. */
@@ -318,6 +340,16 @@ typedef struct kvd_stats {
  */
 KVD_API kvd_result kvd_client_connect(const char *endpoint, const kvd_client_options *options,
                                       kvd_client **out, char *error, size_t error_size);
+
+/**
+ * Read a CURVE key (Z85, 40 characters: the first non-empty line) from a file written by
+ * `kvd keygen` (NAME.pub or NAME.key) into `out` (NUL-terminated), for kvd_client_options.
+ * KVD_ERR_SYSTEM if the file cannot be read, KVD_ERR_ARGUMENT if it holds no valid key; then a
+ * message goes to `error` (may be NULL; truncated to error_size bytes). The key never appears in
+ * a message. Thread-safe.
+ */
+KVD_API kvd_result kvd_curve_load_key(const char *path, char out[41], char *error,
+                                      size_t error_size);
 
 /**
  * Negotiate the protocol and map the shared-memory arena (also done implicitly by the first call

@@ -37,6 +37,7 @@ static kvd_result build_hello(kvd_client *c, Kvd__V1__Response *resp, hello_box 
     i->internal_ = b;
     i->protocol_version = h->protocol_version;
     i->server_version = h->server_version;
+    i->tenant = h->tenant ? h->tenant : "";
     Kvd__V1__SharedMemoryInfo *s = h->shm;
     i->shm_name = s->name;
     i->shm_size_bytes = s->size_bytes;
@@ -103,6 +104,8 @@ kvd_result kvd__do_hello(kvd_client *c, int *replaced) {
     hr.n_protocol_versions = 1;
     hr.protocol_versions = versions;
     hr.client_name = c->client_name;
+    hr.tenant = c->tenant;
+    hr.token = c->token;
     Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
     req.body_case = KVD__V1__REQUEST__BODY_HELLO;
     req.hello = &hr;

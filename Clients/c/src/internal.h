@@ -114,6 +114,11 @@ struct kvd_client {
     int last_server_code;
     char *stat_model, *stat_tenant;
     atomic_flag busy;
+    /* Credentials, kept for the client's lifetime: every socket it opens (also after a timeout)
+     * uses the CURVE keys, every Hello (also after a restart) the tenant and token. */
+    char *tenant, *token;              /* never NULL ("" when not given) */
+    int curve;                         /* 1: the three keys below are set */
+    char curve_server[41], curve_public[41], curve_secret[41];
 };
 
 /* errors.c */
@@ -122,6 +127,9 @@ kvd_result kvd__set_err(kvd_client *c, kvd_result code, const char *fmt, ...)
 kvd_result kvd__oom(kvd_client *c);
 kvd_result kvd__enter(kvd_client *c, int allow_closed);
 kvd_result kvd__leave(kvd_client *c, kvd_result rc);
+
+/* curve.c: 1 if `key` is a canonical 40-character Z85 key. */
+int kvd__z85_key_ok(const char *key);
 
 /* transport.c */
 kvd_result kvd__open_socket(kvd_client *c);

@@ -40,9 +40,33 @@ kvd_result kvd_client_connect(const char *endpoint, const kvd_client_options *op
     c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : DEFAULT_TIMEOUT_MS;
     c->proto = o.protocol_version ? o.protocol_version : KVD_PROTOCOL_VERSION;
     c->next_id = 1;
-    if (!c->err || !c->endpoint || !c->client_name) {
+    c->tenant = strdup(o.tenant ? o.tenant : "");
+    c->token = strdup(o.token ? o.token : "");
+    if (!c->err || !c->endpoint || !c->client_name || !c->tenant || !c->token) {
         kvd_client_free(c);
         CONNECT_FAIL(KVD_ERR_SYSTEM, "kvd: out of memory");
+    }
+    const char *keys[3] = {o.curve_server_key, o.curve_public_key, o.curve_secret_key};
+    static const char *const key_names[3] = {"curve_server_key", "curve_public_key",
+                                             "curve_secret_key"};
+    int given = (keys[0] != NULL) + (keys[1] != NULL) + (keys[2] != NULL);
+    if (given) {
+        const char *why = NULL;
+        if (given != 3) why = "give curve_server_key, curve_public_key and curve_secret_key together";
+        else if (!zmq_has("curve")) why = "this libzmq has no CURVE support";
+        for (int k = 0; !why && k < 3; k++)
+            if (!kvd__z85_key_ok(keys[k])) why = key_names[k];
+        if (why) {
+            kvd_client_free(c);
+            if (given == 3 && zmq_has("curve"))
+                CONNECT_FAIL(KVD_ERR_ARGUMENT, "kvd: kvd_client_connect: options.%s is not a Z85 "
+                             "CURVE key (40 characters, as in a `kvd keygen` file)", why);
+            CONNECT_FAIL(KVD_ERR_ARGUMENT, "kvd: kvd_client_connect: %s", why);
+        }
+        c->curve = 1;
+        memcpy(c->curve_server, keys[0], 41);
+        memcpy(c->curve_public, keys[1], 41);
+        memcpy(c->curve_secret, keys[2], 41);
     }
     c->zctx = zmq_ctx_new();
     if (!c->zctx) {
@@ -106,5 +130,9 @@ void kvd_client_free(kvd_client *c) {
     free(c->client_name);
     free(c->stat_model);
     free(c->stat_tenant);
+    free(c->tenant);
+    if (c->token) explicit_bzero(c->token, strlen(c->token));
+    free(c->token);
+    explicit_bzero(c->curve_secret, sizeof c->curve_secret);
     free(c);
 }

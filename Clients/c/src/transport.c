@@ -20,6 +20,16 @@ kvd_result kvd__open_socket(kvd_client *c) {
         return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: zmq_socket: %s", zmq_strerror(zmq_errno()));
     int zero = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero); /* never block close on unsent requests */
+    int one = 1; /* ZeroMQ resolves IPv6 literals ("tcp://[::1]:5557") only when asked to */
+    if (strncmp(c->endpoint, "tcp://[", 7) == 0) zmq_setsockopt(s, ZMQ_IPV6, &one, sizeof one);
+    /* CURVE before connect: a connection's mechanism is fixed when it is made. */
+    if (c->curve && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, c->curve_server, 40) != 0 ||
+                     zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c->curve_public, 40) != 0 ||
+                     zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c->curve_secret, 40) != 0)) {
+        int e = zmq_errno();
+        zmq_close(s);
+        return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: setting the CURVE keys: %s", zmq_strerror(e));
+    }
     if (zmq_connect(s, c->endpoint) != 0) {
         int e = zmq_errno();
         zmq_close(s);
@@ -143,8 +153,11 @@ kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__Bod
                                     "stopped or is restarting",
                                     c->endpoint, c->timeout_ms, why);
             return kvd__set_err(c, KVD_ERR_TIMEOUT,
-                                "kvd: no reply from %s within %d ms; is the daemon running?",
-                                c->endpoint, c->timeout_ms);
+                                "kvd: no reply from %s within %d ms; is the daemon running?%s",
+                                c->endpoint, c->timeout_ms,
+                                c->curve ? " Is curve_server_key its public key, and does a "
+                                           "tenant list this client's curve_public_key? (a "
+                                           "refused CURVE client gets no reply)" : "");
         }
         /* Read every frame of the message; the Response is the last one. */
         zmq_msg_t part;

@@ -8,11 +8,17 @@
  *   test_kvd_client read-cross ENDPOINT DIR   read data Python appended, compare with DIR files
  *   test_kvd_client restart ENDPOINT        interactive: waits for lines on stdin while the driver
  *                                           stops / restarts the daemon
+ *   test_kvd_client curve ENDPOINT SERVER_PUB CLIENT_BASE OTHER_BASE
+ *                                           a CURVE tcp endpoint (Tests/e2e/test_endpoints_curve.py):
+ *                                           round trip with CLIENT_BASE.{pub,key} (tenant "alpha"),
+ *                                           no reply with OTHER_BASE's key, the wrong server key,
+ *                                           or no CURVE
  * Prints "ok - ..." / "FAIL - ..." per case and "N passed, M failed"; exits 1 on any failure.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -880,6 +886,7 @@ typedef struct fake {
     pthread_t thread;
     int requests;
     int delay_ms;
+    char hello_tenant[64], hello_token[64]; /* what the last Hello carried */
 } fake;
 
 static void fake_reply(fake *f, zmq_msg_t *id, const void *data, size_t n) {
@@ -903,6 +910,10 @@ static void *fake_main(void *arg) {
             kvd__v1__request__free_unpacked(req, NULL);
             zmq_msg_close(&id);
             break;
+        }
+        if (req->body_case == KVD__V1__REQUEST__BODY_HELLO) {
+            snprintf(f->hello_tenant, sizeof f->hello_tenant, "%s", req->hello->tenant);
+            snprintf(f->hello_token, sizeof f->hello_token, "%s", req->hello->token);
         }
         Kvd__V1__ResponseHeader hdr = KVD__V1__RESPONSE_HEADER__INIT;
         hdr.protocol_version = 1;
@@ -974,6 +985,32 @@ static void fake_stop(fake *f) {
     zmq_close(f->sock);
     zmq_ctx_term(f->ctx);
     unlink(f->endpoint + 6);
+}
+
+/* The fake as a CURVE server on an ephemeral tcp port of 127.0.0.1 (no ZAP handler: any client
+ * key is let in, so this checks the client's side only). Stopped with fake_stop_curve. */
+static int fake_start_curve(fake *f, const char *server_secret) {
+    memset(f, 0, sizeof *f);
+    f->mode = FAKE_SLOW_THEN_OK;
+    f->delay_ms = 0;
+    f->requests = 1; /* no artificial delay */
+    f->ctx = zmq_ctx_new();
+    f->sock = zmq_socket(f->ctx, ZMQ_ROUTER);
+    int zero = 0, one = 1;
+    zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(f->sock, ZMQ_CURVE_SERVER, &one, sizeof one);
+    zmq_setsockopt(f->sock, ZMQ_CURVE_SECRETKEY, server_secret, 40);
+    if (zmq_bind(f->sock, "tcp://127.0.0.1:*") != 0) return 0;
+    size_t n = sizeof f->endpoint;
+    zmq_getsockopt(f->sock, ZMQ_LAST_ENDPOINT, f->endpoint, &n);
+    return pthread_create(&f->thread, NULL, fake_main, f) == 0;
+}
+
+static void fake_stop_curve(fake *f) {
+    zmq_ctx_shutdown(f->ctx); /* the thread's blocked receive returns ETERM */
+    pthread_join(f->thread, NULL);
+    zmq_close(f->sock);
+    zmq_ctx_term(f->ctx);
 }
 
 static kvd_client *connect_to(const char *ep, int timeout_ms) {
@@ -1082,6 +1119,176 @@ static void *read_file(const char *dir, const char *name, const char *ext, size_
     *n = fread(p, 1, (size_t)sz, f);
     fclose(f);
     return p;
+}
+
+/* ============================================================================================= */
+/* Credentials: options, key files, CURVE on the wire                                             */
+
+static int write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return 0;
+    int ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* Programs built against the shorter kvd_client_options keep working; bad CURVE options are
+ * refused at connect; kvd_curve_load_key reads `kvd keygen` files and refuses anything else. */
+static void test_credentials_options(void) {
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = offsetof(kvd_client_options, tenant); /* the struct before credentials */
+    o.timeout_ms = 5000;
+    kvd_client *c = NULL;
+    char err[256];
+    CHECK(kvd_client_connect(g_endpoint, &o, &c, err, sizeof err) == KVD_OK && c, "old size: %s", err);
+    kvd_hello_info *info = NULL;
+    CHECK_RC(c, kvd_client_hello(c, &info), KVD_OK);
+    CHECK(info && info->tenant != NULL, "hello info has a tenant string");
+    kvd_hello_info_free(info);
+    kvd_client_free(c);
+
+    char pub[41], sec[41], other[41], other_sec[41];
+    REQUIRE(zmq_curve_keypair(pub, sec) == 0 && zmq_curve_keypair(other, other_sec) == 0, "keypair");
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.curve_server_key = other;
+    o.curve_public_key = pub; /* no secret */
+    c = (kvd_client *)1;
+    CHECK(kvd_client_connect("tcp://127.0.0.1:1", &o, &c, err, sizeof err) == KVD_ERR_ARGUMENT && !c,
+          "two keys of three");
+    CHECK(strstr(err, "together") != NULL, "%s", err);
+    char bad[41];
+    memcpy(bad, pub, 41);
+    bad[7] = '~'; /* not in the Z85 alphabet */
+    o.curve_public_key = bad;
+    o.curve_secret_key = sec;
+    CHECK(kvd_client_connect("tcp://127.0.0.1:1", &o, &c, err, sizeof err) == KVD_ERR_ARGUMENT,
+          "malformed key");
+    CHECK(strstr(err, "curve_public_key") != NULL && strstr(err, bad) == NULL, "%s", err);
+    o.curve_public_key = "short";
+    CHECK(kvd_client_connect("tcp://127.0.0.1:1", &o, &c, err, sizeof err) == KVD_ERR_ARGUMENT,
+          "short key");
+
+    char path[128], text[64], key[41];
+    snprintf(path, sizeof path, "/tmp/kvd-c-test-key-%d.pub", (int)getpid());
+    snprintf(text, sizeof text, "\n  %s  \n", pub); /* blank line and blanks are fine */
+    REQUIRE(write_text(path, text), "write %s", path);
+    CHECK(kvd_curve_load_key(path, key, err, sizeof err) == KVD_OK && strcmp(key, pub) == 0,
+          "load: %s", err);
+    REQUIRE(write_text(path, "not a key\n"), "write %s", path);
+    CHECK(kvd_curve_load_key(path, key, err, sizeof err) == KVD_ERR_ARGUMENT &&
+          strstr(err, "Z85") != NULL, "garbage: %s", err);
+    unlink(path);
+    CHECK(kvd_curve_load_key(path, key, err, sizeof err) == KVD_ERR_SYSTEM &&
+          strstr(err, "No such file") != NULL, "missing: %s", err);
+    CHECK(kvd_curve_load_key(NULL, key, NULL, 0) == KVD_ERR_ARGUMENT, "NULL path");
+}
+
+/* Against a fake CURVE server: the keys go on the socket (a wrong server key gets no reply) and
+ * Hello carries the tenant and the token. */
+static void test_fake_curve_hello(void) {
+    char spub[41], ssec[41], cpub[41], csec[41], opub[41], osec[41];
+    REQUIRE(zmq_curve_keypair(spub, ssec) == 0 && zmq_curve_keypair(cpub, csec) == 0 &&
+            zmq_curve_keypair(opub, osec) == 0, "keypairs");
+    fake f;
+    REQUIRE(fake_start_curve(&f, ssec), "fake");
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.timeout_ms = 2000;
+    o.tenant = "team-a";
+    o.token = "token-of-team-a-0123";
+    o.curve_server_key = spub;
+    o.curve_public_key = cpub;
+    o.curve_secret_key = csec;
+    kvd_client *c = NULL;
+    REQUIRE(kvd_client_connect(f.endpoint, &o, &c, NULL, 0) == KVD_OK, "connect");
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_UNAVAILABLE); /* the fake answers: it got in */
+    CHECK(strcmp(f.hello_tenant, "team-a") == 0 && strcmp(f.hello_token, "token-of-team-a-0123") == 0,
+          "hello carried tenant '%s' token '%s'", f.hello_tenant, f.hello_token);
+    kvd_client_free(c);
+
+    o.curve_server_key = opub; /* not the server's key: the handshake fails, no reply */
+    o.timeout_ms = 400;
+    REQUIRE(kvd_client_connect(f.endpoint, &o, &c, NULL, 0) == KVD_OK, "connect");
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_TIMEOUT);
+    CHECK(strstr(kvd_client_last_error(c), "curve_server_key") != NULL, "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    c = connect_to(f.endpoint, 400); /* no CURVE at all */
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_TIMEOUT);
+    kvd_client_free(c);
+    fake_stop_curve(&f);
+}
+
+/* Against a real daemon's CURVE tcp endpoint: files from `kvd keygen` in argv. */
+static const char *g_server_pub, *g_client_base, *g_other_base;
+
+static kvd_client *connect_curve(const char *server_pub_file, const char *client_base, int timeout_ms) {
+    char spub[41], cpub[41], csec[41], path[512], err[256];
+    snprintf(path, sizeof path, "%s.pub", client_base);
+    kvd_result a = kvd_curve_load_key(server_pub_file, spub, err, sizeof err);
+    if (a == KVD_OK) a = kvd_curve_load_key(path, cpub, err, sizeof err);
+    snprintf(path, sizeof path, "%s.key", client_base);
+    if (a == KVD_OK) a = kvd_curve_load_key(path, csec, err, sizeof err);
+    if (a != KVD_OK) {
+        printf("    loading keys: %s\n", err);
+        return NULL;
+    }
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.timeout_ms = timeout_ms;
+    o.client_name = "kvd-c-curve-tests";
+    o.tenant = "alpha";
+    o.curve_server_key = spub;
+    o.curve_public_key = cpub;
+    o.curve_secret_key = csec;
+    kvd_client *c = NULL;
+    if (kvd_client_connect(g_endpoint, &o, &c, err, sizeof err) != KVD_OK) printf("    connect: %s\n", err);
+    explicit_bzero(csec, sizeof csec);
+    return c;
+}
+
+static void test_curve_roundtrip(void) {
+    kvd_client *c = connect_curve(g_server_pub, g_client_base, 5000);
+    REQUIRE(c, "connect");
+    kvd_hello_info *info = NULL;
+    CHECK_RC(c, kvd_client_hello(c, &info), KVD_OK);
+    kvd_hello_info_free(info);
+    const uint32_t T = 9;
+    size_t bytes = (size_t)L * H * T * D * 2;
+    void *k = random_bits(bytes), *v = random_bits(bytes);
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    void *k1 = token_slice(k, T, 0, 5, 2), *v1 = token_slice(v, T, 0, 5, 2);
+    void *k2 = token_slice(k, T, 5, 4, 2), *v2 = token_slice(v, T, 5, 4, 2);
+    CHECK_RC(c, kvd_client_append(c, s, KVD_DTYPE_F16, L, H, 5, D, k1, v1, NULL), KVD_OK);
+    CHECK_RC(c, kvd_client_append_zero_copy(c, s, KVD_DTYPE_F16, L, H, 4, D, k2, v2, NULL), KVD_OK);
+    check_sequence(c, s, KVD_DTYPE_F16, T, k, v, "over CURVE");
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(k); free(v); free(k1); free(v1); free(k2); free(v2);
+    kvd_client_free(c);
+}
+
+/* Refused connections get no reply (KVD_ERR_TIMEOUT); the daemon keeps serving the right key. */
+static void test_curve_refused(void) {
+    kvd_client *c = connect_curve(g_server_pub, g_other_base, 600); /* a key no tenant lists */
+    REQUIRE(c, "connect");
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_TIMEOUT);
+    kvd_client_free(c);
+    char other_pub[512];
+    snprintf(other_pub, sizeof other_pub, "%s.pub", g_other_base);
+    c = connect_curve(other_pub, g_client_base, 600); /* the wrong server key */
+    REQUIRE(c, "connect");
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_TIMEOUT);
+    kvd_client_free(c);
+    c = connect_to(g_endpoint, 600); /* no CURVE */
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_ERR_TIMEOUT);
+    kvd_client_free(c);
+    c = connect_curve(g_server_pub, g_client_base, 5000);
+    REQUIRE(c, "connect");
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_OK);
+    kvd_client_free(c);
 }
 
 static const char *g_dir;
@@ -1211,7 +1418,8 @@ static void test_restart(void) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s all|write-cross|read-cross|restart ENDPOINT [DIR]\n", argv[0]);
+        fprintf(stderr, "usage: %s all|write-cross|read-cross|restart ENDPOINT [DIR]\n"
+                        "       %s curve ENDPOINT SERVER_PUB CLIENT_BASE OTHER_BASE\n", argv[0], argv[0]);
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1238,6 +1446,14 @@ int main(int argc, char **argv) {
         TEST(test_fake_garbage_and_wrong_body);
         TEST(test_fake_late_reply);
         TEST(test_busy_detection);
+        TEST(test_credentials_options);
+        TEST(test_fake_curve_hello);
+    } else if (strcmp(cmd, "curve") == 0 && argc == 6) {
+        g_server_pub = argv[3];
+        g_client_base = argv[4];
+        g_other_base = argv[5];
+        TEST(test_curve_roundtrip);
+        TEST(test_curve_refused);
     } else if (strcmp(cmd, "write-cross") == 0 && argc == 4) {
         g_dir = argv[3];
         TEST(test_cross_write);

@@ -14,7 +14,7 @@ import numpy as np
 import zmq
 from google.protobuf.message import DecodeError
 
-from kvd import dtypes
+from kvd import curve, dtypes
 from kvd.errors import ErrorCode, KvdError
 from kvd.shm import Arena
 from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, query_pb2,
@@ -71,13 +71,27 @@ class Client:
     ``endpoint`` is a ZeroMQ address such as ``"ipc:///tmp/kvd-default.sock"``. Every call waits up
     to ``timeout_ms`` for its reply and raises :class:`KvdError` (code ``UNAVAILABLE``) when none
     comes. Shared memory is mapped by :meth:`hello`, which the methods that need it call on demand.
+
+    ``tenant`` and ``token`` are sent in Hello (the tenant to use and its secret). For a tcp
+    endpoint secured with CURVE, give ``curve_server_key`` (the daemon's public key) and this
+    client's ``curve_public_key`` / ``curve_secret_key`` (Z85 text, e.g. from
+    :func:`kvd.load_curve_keypair`); a daemon that does not accept the key never answers, so calls
+    time out.
     """
 
     def __init__(self, endpoint: str, timeout_ms: int = 5000, *, client_name: str = "kvd-python",
-                 context: Optional[zmq.Context] = None):
+                 context: Optional[zmq.Context] = None, tenant: str = "", token: str = "",
+                 curve_server_key: Union[str, bytes, None] = None,
+                 curve_public_key: Union[str, bytes, None] = None,
+                 curve_secret_key: Union[str, bytes, None] = None):
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_ms)
         self.client_name = client_name
+        # Credentials are kept for the client's lifetime: every socket it opens (also after a
+        # timeout) uses the CURVE keys, every Hello (also after a daemon restart) the tenant/token.
+        self.tenant = tenant
+        self._token = token
+        self._curve = curve.client_keys(curve_server_key, curve_public_key, curve_secret_key)
         self._ctx = context or zmq.Context.instance()
         self._sock: Optional[zmq.Socket] = None
         self._ids = itertools.count(1)  # request ids: non-zero, never reused by this client
@@ -93,6 +107,11 @@ class Client:
     def _open_socket(self) -> None:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)  # never block close() on undelivered requests
+        if self.endpoint.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)  # ZeroMQ resolves IPv6 literals only when asked to
+        if self._curve is not None:
+            # Must precede connect(): the connection's mechanism is fixed when it is made.
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
         sock.connect(self.endpoint)
         self._sock = sock
 
@@ -141,9 +160,12 @@ class Client:
             remaining = int((deadline - time.monotonic()) * 1000)
             if remaining <= 0 or not self._sock.poll(remaining, zmq.POLLIN):
                 self._reset_socket()
+                hint = ("is the daemon running, is curve_server_key its public key, and does a "
+                        "tenant list this client's curve_public_key? (a refused CURVE client gets "
+                        "no reply)" if self._curve else "is the daemon running?")
                 raise KvdError(ErrorCode.UNAVAILABLE,
                                f"kvd: no reply from {self.endpoint} within {self.timeout_ms} ms; "
-                               "is the daemon running?", req.request_id)
+                               f"{hint}", req.request_id)
             frames = self._sock.recv_multipart()
             resp = envelope_pb2.Response()
             try:
@@ -167,7 +189,8 @@ class Client:
     def hello(self) -> hello_pb2.HelloResponse:
         """Negotiate the protocol, learn models/methods/limits and map the shared-memory arena."""
         resp = self.call("hello", hello_pb2.HelloRequest(protocol_versions=[PROTOCOL_VERSION],
-                                                         client_name=self.client_name))
+                                                         client_name=self.client_name,
+                                                         tenant=self.tenant, token=self._token))
         self._hello = resp
         self._models = {m.name: m for m in resp.models}
         shm = resp.shm

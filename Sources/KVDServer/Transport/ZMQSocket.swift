@@ -2,7 +2,7 @@ import CZMQ
 import Foundation
 
 /// A failed libzmq call, with zmq's own text for errno.
-public struct ZMQError: Error, CustomStringConvertible {
+public struct ZMQError: Error, CustomStringConvertible, Sendable {
     public let call: String
     public let errno: Int32
     public var description: String { "\(call): \(String(cString: zmq_strerror(errno))) (errno \(errno))" }
@@ -10,22 +10,30 @@ public struct ZMQError: Error, CustomStringConvertible {
 }
 
 /// One received multipart message: every frame but the last copied (identity, REQ delimiter — a
-/// few bytes), the last one (the request) borrowed from libzmq without a copy.
+/// few bytes), the last one (the request) borrowed from libzmq without a copy, plus what libzmq
+/// knows about the connection it came on (fixed when the connection's handshake completed).
 struct Frames {
     /// Identity first, then any frames before the last.
     var envelope: [[UInt8]]
     /// The last frame. Valid only inside the `receive` callback: it points into libzmq's buffer.
     var payload: Data
-    /// ZAP User-Id of the connection (kvd's ZAP handler sets the tenant name for CURVE peers).
-    var userID: String? = nil
-    /// libzmq's Peer-Address of the connection ("localhost:UID:GID:PID" on ipc://).
-    var peerAddress: String? = nil
+    /// The connection's ZAP User-Id: the name of the tenant whose CURVE key the peer proved it holds
+    /// (set by `ZAPHandler`); nil on NULL-mechanism connections (ipc, insecure tcp). The peer
+    /// cannot choose it: every connection passes the ZAP handler, whose answer takes precedence
+    /// over anything the peer sends in its handshake.
+    var userID: String?
+    /// libzmq's "Peer-Address": "127.0.0.1" / "::1" on tcp, "localhost:UID:GID:PID" on ipc (the
+    /// peer's SO_PEERCRED at connect time). For logs; use `peerCredentials` for decisions.
+    var peerAddress: String?
+
+    /// The ipc peer's Unix credentials, parsed from `peerAddress`; nil on tcp.
+    var peerCredentials: PeerCredentials? { peerAddress.flatMap(PeerCredentials.init(peerAddress:)) }
 }
 
 /// The daemon's ROUTER socket. Not thread-safe (libzmq sockets never are): only the server's socket
 /// thread creates, uses and closes it. The context is thread-safe and owned alongside.
 final class RouterSocket {
-    private let context: UnsafeMutableRawPointer
+    private let rawContext: UnsafeMutableRawPointer
     private let socket: UnsafeMutableRawPointer
     private(set) var bound: [String] = []
 
@@ -35,7 +43,7 @@ final class RouterSocket {
             zmq_ctx_term(ctx)
             throw ZMQError.last("zmq_socket(ROUTER)")
         }
-        context = ctx
+        rawContext = ctx
         socket = s
         // Drop a peer that sends something far beyond the soft limit, instead of buffering it all;
         // messages between the soft and the hard limit still get a clear error reply.
@@ -46,9 +54,25 @@ final class RouterSocket {
         try setInt(ZMQ_LINGER, 1000)
     }
 
-    private func setInt(_ option: Int32, _ value: Int32) throws {
+    /// The socket's context, for the ZAP handler's socket (ZAP is found through the context).
+    var context: ZMQContext { ZMQContext(raw: rawContext) }
+
+    /// Socket options apply to endpoints bound after they are set (each listener copies them).
+    func setInt(_ option: Int32, _ value: Int32) throws {
         var v = value
         if zmq_setsockopt(socket, option, &v, MemoryLayout<Int32>.size) != 0 { throw ZMQError.last("zmq_setsockopt(\(option))") }
+    }
+
+    func getInt(_ option: Int32) throws -> Int32 {
+        var v: Int32 = 0
+        var size = MemoryLayout<Int32>.size
+        if zmq_getsockopt(socket, option, &v, &size) != 0 { throw ZMQError.last("zmq_getsockopt(\(option))") }
+        return v
+    }
+
+    func setString(_ option: Int32, _ value: String) throws {
+        let rc = value.utf8CString.withUnsafeBufferPointer { zmq_setsockopt(socket, option, $0.baseAddress, $0.count - 1) }
+        if rc != 0 { throw ZMQError.last("zmq_setsockopt(\(option))") }
     }
 
     private func setInt64(_ option: Int32, _ value: Int64) throws {
@@ -59,6 +83,15 @@ final class RouterSocket {
     func bind(_ endpoint: String) throws {
         if zmq_bind(socket, endpoint) != 0 { throw ZMQError.last("zmq_bind(\(endpoint))") }
         bound.append(endpoint)
+    }
+
+    /// Binds `endpoint` on a listening socket the caller created (ZMQ_USE_FD): libzmq then neither
+    /// unlinks an existing ipc path first nor binds itself. libzmq closes `fd` when unbinding.
+    func bind(_ endpoint: String, listeningFD fd: Int32) throws {
+        try setInt(ZMQ_USE_FD, fd)
+        let bound = Result { try bind(endpoint) }
+        try setInt(ZMQ_USE_FD, -1)  // a later bind must not reuse the descriptor
+        try bound.get()
     }
 
     /// Stops accepting new connections on every endpoint; connected peers still get their replies.
@@ -98,9 +131,10 @@ final class RouterSocket {
             if zmq_msg_more(&msg) == 0 {
                 let payload = size == 0 || data == nil
                     ? Data() : Data(bytesNoCopy: data!, count: size, deallocator: .none)
+                // The connection's metadata rides on every message; the last frame always has it.
                 let userID = zmq_msg_gets(&msg, "User-Id").map { String(cString: $0) }
                 let peerAddress = zmq_msg_gets(&msg, "Peer-Address").map { String(cString: $0) }
-                body(Frames(envelope: envelope, payload: payload, userID: userID, peerAddress: peerAddress))
+                body(Frames(envelope: envelope, payload: payload, userID: userID?.isEmpty == false ? userID : nil, peerAddress: peerAddress))
                 return true
             }
             envelope.append(size == 0 ? [] : Array(UnsafeRawBufferPointer(start: data, count: size)))
@@ -137,8 +171,10 @@ final class RouterSocket {
         }
     }
 
+    /// Closes the socket and terminates the context, which also ends the ZAP handler (its blocked
+    /// receive returns ETERM; `zmq_ctx_term` waits until it has closed its socket).
     func close() {
         zmq_close(socket)
-        zmq_ctx_term(context)
+        zmq_ctx_term(rawContext)
     }
 }
