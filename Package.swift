@@ -101,7 +101,7 @@ let package = Package(
         .testTarget(name: "KVDCoreTests", dependencies: ["KVDCore"], path: "Tests/KVDCoreTests"),
         .testTarget(name: "KVDShmTests", dependencies: ["KVDShm"], path: "Tests/KVDShmTests"),
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
-        .testTarget(name: "KVDServerTests", dependencies: ["KVDServer", "KVDConfig"], path: "Tests/KVDServerTests"),
+        .testTarget(name: "KVDServerTests", dependencies: ["KVDServer", "KVDConfig", "KVDCore", "KVDShm", "KVDPluginAPI", "KVDPluginHost", "KVDProtocol"], path: "Tests/KVDServerTests"),
         .testTarget(
             name: "KVDProtocolTests",
             dependencies: ["KVDProtocol", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
