@@ -50,6 +50,20 @@ public final class KVSequence: @unchecked Sendable {
 
     public var tokensHeld: Int { heads.reduce(0) { $0 + $1.count } }
 
+    /// Most tokens a sequence can ever hold: original positions are int32, so the last token's
+    /// (length - 1) must be one. `server.max_sequence_tokens` may set a lower limit (the handlers check it).
+    public static let maxLength = Int(Int32.max)
+
+    /// Refuses `tokens` more tokens when the length would pass `maxLength`; changes nothing.
+    public func requireRoom(for tokens: Int, _ action: String) throws(KVDError) {
+        let (end, overflow) = length.addingReportingOverflow(tokens)
+        guard tokens >= 0, !overflow, end <= Self.maxLength else {
+            throw .invalidArgument(
+                "\(action): \(tokens) more tokens would take \(id) (length \(length)) past \(Self.maxLength) tokens, "
+                    + "the most int32 positions allow; start a new sequence")
+        }
+    }
+
     private func requireNoReservation(_ action: String) throws(KVDError) {
         if let reservation {
             throw .failedPrecondition(
@@ -75,7 +89,10 @@ public final class KVSequence: @unchecked Sendable {
     }
 
     private func extend(tokens: Int) {
-        let first = Int32(truncatingIfNeeded: length)
+        // `requireRoom` ran before anything changed, so every new position is an Int32.
+        guard let first = Int32(exactly: length), length + tokens <= Self.maxLength else {
+            preconditionFailure("\(id): length \(length) + \(tokens) tokens passes int32 positions")
+        }
         for h in heads.indices where !isAliased(head: h) {
             heads[h].extend(first: first, tokens: tokens)
         }
@@ -96,6 +113,7 @@ public final class KVSequence: @unchecked Sendable {
         let headBlock = tokens * layout.tokenBytes
         precondition(keys.count == layout.headCount * headBlock && values.count == keys.count)
         try requireNoReservation("appending")
+        try requireRoom(for: tokens, "append")
         let newPages = try allocateExtra(tokens, allocator)
         // Aliased layers store nothing: their part of the tensors is ignored.
         for h in heads.indices where !isAliased(head: h) {
@@ -121,6 +139,7 @@ public final class KVSequence: @unchecked Sendable {
     public func reserve(tokens: Int, id rid: ReservationID, allocator: PageAllocator) throws(KVDError) -> [[TokenRun]] {
         precondition(tokens > 0)
         try requireNoReservation("reserving again")
+        try requireRoom(for: tokens, "reserve")
         let newPages = try allocateExtra(tokens, allocator)
         reservation = Reservation(id: rid, tokens: tokens, newPages: newPages)
         return heads.indices.map { h in
@@ -144,6 +163,7 @@ public final class KVSequence: @unchecked Sendable {
             if tokens < 1 { throw .invalidArgument("commit: num_tokens must be at least 1 (use abort to drop the reservation)") }
             throw .failedPrecondition("commit: num_tokens \(tokens) is more than the \(r.tokens) reserved in \(rid)")
         }
+        try requireRoom(for: tokens, "commit")
         for h in heads.indices where !isAliased(head: h) {
             let keep = HeadCache.pagesNeeded(heads[h].count + tokens, pageTokens: layout.pageTokens) - heads[h].pages.count
             heads[h].pages.append(contentsOf: r.newPages[h].prefix(keep))
