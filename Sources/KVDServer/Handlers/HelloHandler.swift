@@ -43,6 +43,7 @@ enum HelloHandler {
         out.limits.maxMessageBytes = UInt64(store.config.server.maxMessageBytes)
         out.limits.maxTokensPerAppend = UInt32(store.config.server.maxTokensPerAppend)
         out.limits.maxSequences = UInt32(store.config.server.maxSequences)
+        out.limits.maxSequenceTokens = UInt64(min(store.config.server.maxSequenceTokens, KVSequence.maxLength))
         return out
     }
 
