@@ -84,8 +84,8 @@ public struct HeadScores: Sendable, Equatable {
         switch problem {
         case .outside(let real):
             return .invalidArgument(
-                "head-score file \(path) is \(real), outside the config file's directory and files.directories; "
-                    + "move it there or add its directory to files.directories")
+                "head-score file \(path) resolves to \(real), outside the config file's directory and files.directories; "
+                    + "move it there, add its directory to files.directories or give an absolute path")
         case .notRegular:
             return .invalidArgument("head-score file \(path) is not a regular file")
         case .tooLarge:

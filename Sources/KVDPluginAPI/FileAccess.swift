@@ -13,10 +13,11 @@ import KVDCore
 ///   (`files.directories` in the config; default: the config file's directory): the name must be
 ///   relative, without `..` components; symlinks are resolved and the real path must still lie
 ///   inside the directory. The first directory holding the name wins.
-/// - A file named by the **operator** (a policy in the config file) is relative to the config
-///   file's directory, or absolute; its real path must lie inside the config file's directory or
-///   one of `directories`. With no `directories` at all (contexts built by tools and tests) it is
-///   not confined.
+/// - A file named by the **operator** (a policy in the config file) by a relative path is
+///   relative to the config file's directory, and its real path must lie inside that directory or
+///   one of `directories`. An absolute path is the operator's explicit choice and is not confined
+///   (the operator already decides what the daemon reads, plugins included). With no
+///   `directories` at all (contexts built by tools and tests) nothing is confined.
 public struct FileAccess: Sendable, Equatable {
     public enum Origin: Sendable, Equatable {
         case request, config
@@ -97,7 +98,7 @@ public struct FileAccess: Sendable, Equatable {
         guard !value.isEmpty, !value.utf8.contains(0) else { return .failure(.badName) }
         let path = joined(value)
         guard let real = Self.realPath(path) else { return .failure(.missing) }
-        if !directories.isEmpty {
+        if !directories.isEmpty, !value.hasPrefix("/") {
             let roots = ([baseDirectory.isEmpty ? "." : baseDirectory] + directories).compactMap(Self.realPath)
             guard roots.contains(where: { Self.isInside(real, $0) }) else { return .failure(.outside(real)) }
         }

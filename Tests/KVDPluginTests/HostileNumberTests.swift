@@ -115,8 +115,12 @@ import Testing
         } catch {
             #expect(error.message.contains("entry 0") && !error.message.contains("SECRET"))
         }
-        _ = try HeadScores.load(param: "scores", root + "/allowed/good.json", files: config)
+        // A relative path that resolves outside the config directory and the directories is refused;
+        // an absolute one is the operator's explicit choice.
         let elsewhere = FileAccess(baseDirectory: root + "/allowed/sub", directories: [root + "/allowed/sub"])
-        #expect(throws: KVDError.self) { _ = try HeadScores.load(param: "scores", root + "/allowed/good.json", files: elsewhere) }
+        for relative in ["../good.json", "../out.json"] {
+            #expect(throws: KVDError.self) { _ = try HeadScores.load(param: "scores", relative, files: elsewhere) }
+        }
+        _ = try HeadScores.load(param: "scores", root + "/allowed/good.json", files: elsewhere)
     }
 }

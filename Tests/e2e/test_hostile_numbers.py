@@ -426,19 +426,44 @@ def test_policy_files_relative_to_config_dir_and_request_override(make_daemon):
     c.close()
 
 
-def test_policy_file_outside_the_directories_is_a_config_error(make_daemon, tmp_path):
+@pytest.mark.parametrize("how", ["dotdot", "symlink"])
+def test_policy_relative_file_escaping_is_a_config_error(make_daemon, tmp_path, how):
+    """A policy's relative path must resolve inside the config directory or files.directories."""
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     write_table(outside / "scores.json", full_table(1.0))
-
-    def mutate(cfg):
-        cfg["policies"] = {"head": {"method": "headkv", "params": {"scores": str(outside / "scores.json")}}}
-    d = make_daemon(mutate, start=False)
+    d = make_daemon(start=False)
+    os.symlink(outside / "scores.json", d.workdir / "link.json")
+    name = {"dotdot": os.path.relpath(outside / "scores.json", d.workdir), "symlink": "link.json"}[how]
+    assert not name.startswith("/")
+    d.config["policies"] = {"head": {"method": "headkv", "params": {"scores": name}}}
+    d.config_path.write_text(to_yaml(d.config) + "\n")
     d.start(wait=False)
     rc = d.proc.wait(20)
     err = d.stderr()
     assert rc == 2, err
     assert "policies.head" in err and "outside the config file's directory and files.directories" in err, err
+
+
+def test_policy_absolute_file_is_the_operators_choice(make_daemon, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    write_table(outside / "scores.json", full_table(1.0))
+
+    def mutate(cfg):
+        cfg["policies"] = {"head": {"method": "headkv",
+                                    "params": {"scores": str(outside / "scores.json"), "budget": 4, "beta": 2.0}}}
+    d = make_daemon(mutate)
+    c = d.client()
+    witness = Witness(c)
+    seq = filled(c, tokens=16)
+    assert list(c.compact(seq, policy="head", queries=queries()).budgets) == [4] * (L * H)
+    # the same absolute path from a client is refused
+    msg = expect(E.INVALID_ARGUMENT, c.compact, seq, policy="head", queries=queries(),
+                 scores=str(outside / "scores.json"))
+    assert msg == REFUSAL.format(str(outside / "scores.json"))
+    witness.check()
+    c.close()
 
 
 # ---------------------------------------------------------------------------------------------
