@@ -40,6 +40,24 @@ public struct HeadCache: Sendable, Equatable {
         return out
     }
 
+    /// Positions of the tokens at `indices` (sorted ascending, each below `count`), read off the
+    /// runs: O(runs + indices), whatever the head's length.
+    public func positions(at indices: [Int32]) -> [Int32] {
+        var out: [Int32] = []
+        out.reserveCapacity(indices.count)
+        var run = 0
+        var runStart = 0  // token index of positionRuns[run]'s first token
+        for i in indices {
+            let t = Int(i)
+            while t - runStart >= Int(positionRuns[run].count) {
+                runStart += Int(positionRuns[run].count)
+                run += 1
+            }
+            out.append(positionRuns[run].first &+ Int32(t - runStart))
+        }
+        return out
+    }
+
     /// Writes every token's position as int32 little-endian to `dest` (`count` × 4 bytes).
     public func writePositions(to dest: UnsafeMutableRawPointer) {
         var at = 0

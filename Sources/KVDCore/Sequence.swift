@@ -232,10 +232,10 @@ public final class KVSequence: @unchecked Sendable {
             var next = HeadCache()
             next.pages = Array(pages.prefix(keepPages))
             next.count = kept.count
-            let positions = head.positions
-            let old = head.logWeights
-            let weights = plan.logWeights?[h] ?? (head.hasLogWeights ? kept.map { old[Int($0)] } : nil)
-            next.set(positions: kept.map { positions[Int($0)] }, logWeights: weights)
+            // Read off the runs for the kept tokens only: a head of 2^24 tokens keeping a few must
+            // not build its whole position (or zero log-weight) array.
+            let weights = plan.logWeights?[h] ?? head.storedLogWeights.map { old in kept.map { old[Int($0)] } }
+            next.set(positions: head.positions(at: kept), logWeights: weights)
             if next != head { changed = true }
             heads[h] = next
         }

@@ -64,6 +64,27 @@ import Testing
         }
     }
 
+    @Test func positionsAtIndicesMatchTheFullArray() {
+        var rng = SplitMix64(seed: 7)
+        for _ in 0..<200 {
+            var h = HeadCache()
+            var positions: [Int32] = []
+            var p = Int32(rng.next() % 5)
+            for _ in 0..<Int(rng.next() % 40) {
+                positions.append(p)
+                p += Int32(rng.next() % 3 == 0 ? 2 + rng.next() % 4 : 1)
+            }
+            h.count = positions.count
+            h.set(positions: positions, logWeights: nil)
+            let indices = positions.indices.filter { _ in rng.next() % 3 == 0 }.map(Int32.init)
+            #expect(h.positions(at: indices) == indices.map { positions[Int($0)] })
+        }
+        var big = HeadCache()
+        big.extend(first: 0, tokens: Int(Int32.max) - 1)
+        big.extend(first: Int32.max - 1, tokens: 1)
+        #expect(big.positions(at: [0, 5, Int32.max - 2, Int32.max - 1]) == [0, 5, Int32.max - 2, Int32.max - 1])
+    }
+
     @Test func aRunWhoseCountWouldOverflowStartsANewRun() {
         var h = HeadCache()
         h.extend(first: 0, tokens: Int(Int32.max))
