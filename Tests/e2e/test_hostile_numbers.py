@@ -15,21 +15,17 @@ import math
 import os
 import time
 
-import ml_dtypes
 import numpy as np
 import pytest
 
 from conftest import (DTYPES, MODEL_BF16, MODEL_F16, MODEL_F32, TINY, Witness, make_kv,
                       parse_response, raw_roundtrip, sequence_snapshot, to_yaml)
 from kvd import ErrorCode, KvdError
-from kvd.client import _tensor
 from kvd.v1 import append_pb2, common_pb2, compact_pb2, envelope_pb2, query_pb2
 
 E = ErrorCode
 L, H, HQ, D = TINY["layers"], TINY["kv_heads"], TINY["q_heads"], TINY["head_dim"]
 U32_MAX, U64_MAX, I64_MAX, I64_MIN = 2**32 - 1, 2**64 - 1, 2**63 - 1, -2**63
-WIRE_DTYPE = {MODEL_F16: common_pb2.DTYPE_F16, MODEL_BF16: common_pb2.DTYPE_BF16,
-              MODEL_F32: common_pb2.DTYPE_F32}
 _ids = itertools.count(1_000_000)
 
 
@@ -211,6 +207,43 @@ def test_reserve_commit_compact_cycles_reach_the_limit_without_kv_bytes(make_dae
     assert q.length == limit
     want = [0, 957, 958, 959] + list(range(960, limit))
     assert all(h.positions.tolist() == want for h in q), q[0].positions.tolist()
+    witness.check()
+    c.close()
+
+
+def test_a_sequence_stops_at_2_31_minus_1_tokens(make_daemon):
+    """The finding at its real boundary, with the default limit: a one-head model with 65536-token
+    pages and 2^24-token reservations reaches 2^31 - 2^24 tokens in 127 Reserve/Commit/Compact
+    cycles without sending K/V. The next 2^24 would pass int32 positions (before: the daemon
+    trapped on the next compaction or metadata Query): refused; 2^24 - 1 fits exactly."""
+    step = 1 << 24
+
+    def mutate(cfg):
+        cfg["models"].append(dict(name="long-f16", layers=1, kv_heads=1, q_heads=1, head_dim=1,
+                                  page_tokens=65536, dtype="f16", default_method="streamingllm"))
+        cfg["arena"]["size_bytes"] = "96MiB"  # 256 KiB pages: a 2^24 reservation takes 257
+        cfg["server"]["max_tokens_per_append"] = step
+    d = make_daemon(mutate)
+    c = d.client(timeout_ms=60000)
+    witness = Witness(c)
+    assert c.hello().limits.max_sequence_tokens == 2**31 - 1
+    seq = c.create_sequence("long-f16")
+    for _ in range(127):
+        r = c.reserve(seq, step)
+        c.commit(seq, r.reservation_id, step)
+        c.compact(seq, "streamingllm", sinks=1, recent=1)
+    length = 127 * step
+    assert c.stats(seq).sequence.length == length == 2**31 - step
+    msg = expect(E.INVALID_ARGUMENT, c.reserve, seq, step)
+    assert "server.max_sequence_tokens (2147483647)" in msg and f"from {length} to {2**31}" in msg, msg
+    r = c.reserve(seq, step - 1)
+    c.commit(seq, r.reservation_id, step - 1)
+    c.compact(seq, "streamingllm", sinks=1, recent=2)
+    q = c.query(seq, mode="metadata")
+    assert q.length == 2**31 - 1
+    assert q[(0, 0)].positions.tolist() == [0, 2**31 - 3, 2**31 - 2]
+    for n in (1, step):
+        assert "server.max_sequence_tokens" in expect(E.INVALID_ARGUMENT, c.reserve, seq, n)
     witness.check()
     c.close()
 
