@@ -12,7 +12,9 @@ public struct HeadKVAllocator: BudgetAllocator {
     public let name = "headkv"
     public var params: [ParamSpec] {
         BudgetParams.specs + [
-            ParamSpec("scores", .string, default: .string(""), "head-score JSON file {\"layer-head\": [scores]} (relative to the config file)"),
+            ParamSpec(
+                "scores", .string, default: .string(""),
+                "head-score JSON file {\"layer-head\": [scores]}: in a request, a name relative to a files.directories entry; in a policy, relative to the config file"),
             ParamSpec("beta", .float, default: .float(1.01), min: 1, max: 1_000_000, "share kept by every head: min = B − ⌊B/β⌋; must be > 1"),
             ParamSpec("temperature", .float, default: .float(1), min: 0.001, max: 1000, "p ∝ importance^temperature"),
             ParamSpec("aggregate", .string, default: .string("mean"), "query-head scores → KV head: mean or max"),
@@ -27,26 +29,33 @@ public struct HeadKVAllocator: BudgetAllocator {
         }
         let path = params.string("scores")
         guard !path.isEmpty else { throw .invalidArgument("headkv: parameter 'scores' must name a head-score JSON file") }
-        let resolved = path.hasPrefix("/") ? path : context.baseDirectory + "/" + path
-        if let m = context.layout {
-            _ = try HeadScores.load(resolved, layers: m.layers, kvHeads: m.kvHeads, qHeads: m.qHeads)
-        } else {
-            _ = try HeadScores.load(resolved)
-        }
+        let m = context.layout
+        _ = try HeadScores.load(param: "scores", path, files: context.files, layers: m?.layers, kvHeads: m?.kvHeads ?? 0, qHeads: m?.qHeads ?? 0)
     }
 
     public func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int] {
         let m = context.layout
         let p = context.params
-        let file = try HeadScores.load(context.resolve(path: p.string("scores")), layers: m.layers, kvHeads: m.kvHeads, qHeads: m.qHeads)
+        let file = try HeadScores.load(
+            param: "scores", p.string("scores"), files: context.files, layers: m.layers, kvHeads: m.kvHeads, qHeads: m.qHeads)
         let importance = file.kvImportance(kvHeads: m.kvHeads, aggregate: p.string("aggregate"))
         let b = BudgetParams.average(p, prefix: prefix)
         let shared = Int((Double(b) / p.float("beta")).rounded(.down))
         let floor = b - shared
-        let temp = p.float("temperature")
-        let weights = importance.map { Foundation.pow($0, temp) }
+        let weights = Self.weights(importance, temperature: p.float("temperature"))
         let pool = largestRemainder(weights, total: shared * m.headCount)
         return pool.map { $0 + floor }
+    }
+
+    /// imp^temperature, up to a common factor (budgets only depend on ratios). Importances above 1
+    /// are first divided by the largest, so imp^temperature cannot overflow to inf (3^1000 would,
+    /// and inf / inf is NaN); importances of at most 1 (the calibration tool's) are used as they are,
+    /// so budgets stay exactly those of the formula.
+    public static func weights(_ importance: [Double], temperature: Double) -> [Double] {
+        let top = importance.max() ?? 0
+        guard top.isFinite else { return importance.map { $0.isFinite ? 0 : 1 } }
+        let scale = top > 1 ? top : 1
+        return importance.map { Foundation.pow($0 / scale, temperature) }
     }
 }
 

@@ -34,7 +34,27 @@ public struct HeadCache: Sendable, Equatable {
     public var positions: [Int32] {
         var out: [Int32] = []
         out.reserveCapacity(count)
-        for r in positionRuns { out.append(contentsOf: r.first..<(r.first + r.count)) }
+        // Offsets from the run's first position: a run may end at Int32.max, where
+        // `first + count` (one past its last position) is not an Int32.
+        for r in positionRuns { out.append(contentsOf: (0..<r.count).lazy.map { r.first &+ $0 }) }
+        return out
+    }
+
+    /// Positions of the tokens at `indices` (sorted ascending, each below `count`), read off the
+    /// runs: O(runs + indices), whatever the head's length.
+    public func positions(at indices: [Int32]) -> [Int32] {
+        var out: [Int32] = []
+        out.reserveCapacity(indices.count)
+        var run = 0
+        var runStart = 0  // token index of positionRuns[run]'s first token
+        for i in indices {
+            let t = Int(i)
+            while t - runStart >= Int(positionRuns[run].count) {
+                runStart += Int(positionRuns[run].count)
+                run += 1
+            }
+            out.append(positionRuns[run].first &+ Int32(t - runStart))
+        }
         return out
     }
 
@@ -42,8 +62,8 @@ public struct HeadCache: Sendable, Equatable {
     public func writePositions(to dest: UnsafeMutableRawPointer) {
         var at = 0
         for r in positionRuns {
-            for p in r.first..<(r.first + r.count) {
-                dest.storeBytes(of: p.littleEndian, toByteOffset: at, as: Int32.self)
+            for i in 0..<r.count {
+                dest.storeBytes(of: (r.first &+ i).littleEndian, toByteOffset: at, as: Int32.self)
                 at += 4
             }
         }
@@ -55,10 +75,14 @@ public struct HeadCache: Sendable, Equatable {
     /// Whether any token has a log-weight other than 0.
     public var hasLogWeights: Bool { storedLogWeights != nil }
 
-    /// Records `tokens` new tokens at positions first..<first + tokens, with log-weight 0.
+    /// Records `tokens` new tokens at positions first..<first + tokens, with log-weight 0. Every
+    /// position must be an Int32 (`KVSequence` refuses growth past `KVSequence.maxLength` first).
     public mutating func extend(first: Int32, tokens: Int) {
+        guard tokens >= 0, let n = Int32(exactly: tokens), n == 0 || !first.addingReportingOverflow(n - 1).overflow else {
+            preconditionFailure("positions \(first) + \(tokens) tokens do not fit int32")
+        }
         count += tokens
-        Self.appendRun(&positionRuns, first: first, count: Int32(tokens))
+        Self.appendRun(&positionRuns, first: first, count: n)
         storedLogWeights?.append(contentsOf: repeatElement(0, count: tokens))
     }
 
@@ -73,7 +97,8 @@ public struct HeadCache: Sendable, Equatable {
 
     private static func appendRun(_ runs: inout [PositionRun], first: Int32, count: Int32) {
         guard count > 0 else { return }
-        if let last = runs.last, last.first &+ last.count == first {
+        // A run whose count would overflow Int32 is continued by a new run instead.
+        if let last = runs.last, last.first &+ last.count == first, !last.count.addingReportingOverflow(count).overflow {
             runs[runs.count - 1].count += count
         } else {
             runs.append(PositionRun(first: first, count: count))

@@ -51,6 +51,20 @@ public final class KVSequence {
 
     public var tokensHeld: Int { heads.reduce(0) { $0 + $1.count } }
 
+    /// Most tokens a sequence can ever hold: original positions are int32, so the last token's
+    /// (length - 1) must be one. `server.max_sequence_tokens` may set a lower limit (the handlers check it).
+    public static let maxLength = Int(Int32.max)
+
+    /// Refuses `tokens` more tokens when the length would pass `maxLength`; changes nothing.
+    public func requireRoom(for tokens: Int, _ action: String) throws(KVDError) {
+        let (end, overflow) = length.addingReportingOverflow(tokens)
+        guard tokens >= 0, !overflow, end <= Self.maxLength else {
+            throw .invalidArgument(
+                "\(action): \(tokens) more tokens would take \(id) (length \(length)) past \(Self.maxLength) tokens, "
+                    + "the most int32 positions allow; start a new sequence")
+        }
+    }
+
     private func requireNoReservation(_ action: String) throws(KVDError) {
         if let reservation {
             throw .failedPrecondition(
@@ -76,7 +90,10 @@ public final class KVSequence {
     }
 
     private func extend(tokens: Int) {
-        let first = Int32(truncatingIfNeeded: length)
+        // `requireRoom` ran before anything changed, so every new position is an Int32.
+        guard let first = Int32(exactly: length), length + tokens <= Self.maxLength else {
+            preconditionFailure("\(id): length \(length) + \(tokens) tokens passes int32 positions")
+        }
         for h in heads.indices where !isAliased(head: h) {
             heads[h].extend(first: first, tokens: tokens)
         }
@@ -97,6 +114,7 @@ public final class KVSequence {
         let headBlock = tokens * layout.tokenBytes
         precondition(keys.count == layout.headCount * headBlock && values.count == keys.count)
         try requireNoReservation("appending")
+        try requireRoom(for: tokens, "append")
         let newPages = try allocateExtra(tokens, allocator)
         // Aliased layers store nothing: their part of the tensors is ignored.
         for h in heads.indices where !isAliased(head: h) {
@@ -122,6 +140,7 @@ public final class KVSequence {
     public func reserve(tokens: Int, id rid: ReservationID, allocator: PageAllocator) throws(KVDError) -> [[TokenRun]] {
         precondition(tokens > 0)
         try requireNoReservation("reserving again")
+        try requireRoom(for: tokens, "reserve")
         let newPages = try allocateExtra(tokens, allocator)
         reservation = Reservation(id: rid, tokens: tokens, newPages: newPages)
         return heads.indices.map { h in
@@ -145,6 +164,7 @@ public final class KVSequence {
             if tokens < 1 { throw .invalidArgument("commit: num_tokens must be at least 1 (use abort to drop the reservation)") }
             throw .failedPrecondition("commit: num_tokens \(tokens) is more than the \(r.tokens) reserved in \(rid)")
         }
+        try requireRoom(for: tokens, "commit")
         for h in heads.indices where !isAliased(head: h) {
             let keep = HeadCache.pagesNeeded(heads[h].count + tokens, pageTokens: layout.pageTokens) - heads[h].pages.count
             heads[h].pages.append(contentsOf: r.newPages[h].prefix(keep))
@@ -213,10 +233,10 @@ public final class KVSequence {
             var next = HeadCache()
             next.pages = Array(pages.prefix(keepPages))
             next.count = kept.count
-            let positions = head.positions
-            let old = head.logWeights
-            let weights = plan.logWeights?[h] ?? (head.hasLogWeights ? kept.map { old[Int($0)] } : nil)
-            next.set(positions: kept.map { positions[Int($0)] }, logWeights: weights)
+            // Read off the runs for the kept tokens only: a head of 2^24 tokens keeping a few must
+            // not build its whole position (or zero log-weight) array.
+            let weights = plan.logWeights?[h] ?? head.storedLogWeights.map { old in kept.map { old[Int($0)] } }
+            next.set(positions: head.positions(at: kept), logWeights: weights)
             if next != head { changed = true }
             heads[h] = next
         }

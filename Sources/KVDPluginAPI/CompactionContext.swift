@@ -10,13 +10,20 @@ public struct CompactionContext: Sendable {
     public let method: String
     /// Directory relative paths in parameters are resolved against (the config file's).
     public let baseDirectory: String
+    /// Where files named by parameters may be and who named them (`FileAccess`). Without one,
+    /// files are the operator's, relative to `baseDirectory`, not confined (tools and tests).
+    public let files: FileAccess
 
-    public init(view: SequenceView, observation: Observation?, params: ResolvedParams, method: String, baseDirectory: String) {
+    public init(
+        view: SequenceView, observation: Observation?, params: ResolvedParams, method: String, baseDirectory: String,
+        files: FileAccess? = nil
+    ) {
         self.view = view
         self.observation = observation
         self.params = params
         self.method = method
         self.baseDirectory = baseDirectory
+        self.files = files ?? FileAccess(baseDirectory: baseDirectory)
     }
 
     public var layout: ModelLayout { view.layout }
@@ -31,7 +38,8 @@ public struct CompactionContext: Sendable {
         return observation
     }
 
-    /// `path` as given, or under `baseDirectory` when relative.
+    /// `path` as given, or under `baseDirectory` when relative. Not confined to any directory: a
+    /// file named by a request must be found with `files.locate` instead.
     public func resolve(path: String) -> String {
         path.hasPrefix("/") || baseDirectory.isEmpty ? path : baseDirectory + "/" + path
     }

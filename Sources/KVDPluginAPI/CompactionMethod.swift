@@ -30,9 +30,12 @@ public struct CheckContext: Sendable {
     /// The model it will run on, when known (requests); nil when checking a config policy for all models.
     public let layout: ModelLayout?
     public let baseDirectory: String
-    public init(layout: ModelLayout?, baseDirectory: String) {
+    /// Where files named by parameters may be and who named them (`FileAccess`).
+    public let files: FileAccess
+    public init(layout: ModelLayout?, baseDirectory: String, files: FileAccess? = nil) {
         self.layout = layout
         self.baseDirectory = baseDirectory
+        self.files = files ?? FileAccess(baseDirectory: baseDirectory)
     }
 }
 

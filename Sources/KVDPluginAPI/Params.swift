@@ -88,6 +88,9 @@ public struct MethodDescriptor: Sendable {
             case .float(let f): f
             default: nil
             }
+            if case .int(let i) = accepted, Int(exactly: i) == nil {
+                throw .invalidArgument("parameter '\(name)' of '\(self.name)' is \(value), outside this platform's integers")
+            }
             if let number {
                 if !number.isFinite { throw .invalidArgument("parameter '\(name)' of '\(self.name)' must be finite, got \(value)") }
                 if let lo = spec.min, number < lo {

@@ -45,7 +45,8 @@ public enum BudgetParams {
         let fraction = params.float("fraction")
         if fraction > 0, !prefix.isEmpty {
             let mean = Double(prefix.reduce(0, +)) / Double(prefix.count)
-            return Int((fraction * mean).rounded())
+            // fraction is checked to be in [0, 1] and mean is at most a head's count; converted checked all the same.
+            return Int(exactly: (fraction * mean).rounded()) ?? 0
         }
         return params.int("budget")
     }

@@ -42,6 +42,9 @@ public struct PolicyBook: Sendable {
     private let modelDefaults: [String: String]
     public let registry: MethodRegistry
     public let baseDirectory: String
+    /// `files.directories` (absolute): where files named by requests may be (default: the config
+    /// file's directory). Policies' files must be there or in the config file's directory.
+    public let fileDirectories: [String]
 
     /// Compiles `config`'s policies against `registry`: unknown methods or stages, unknown
     /// parameters, wrong types, out-of-range values and unreadable head-score files are errors
@@ -49,6 +52,8 @@ public struct PolicyBook: Sendable {
     public init(config: Configuration, registry: MethodRegistry, file: String) throws(ConfigError) {
         self.registry = registry
         baseDirectory = config.baseDirectory
+        fileDirectories = config.fileDirectories.isEmpty ? [config.baseDirectory] : config.fileDirectories
+        let configFiles = FileAccess(baseDirectory: config.baseDirectory, directories: fileDirectories)
         rules = config.rules
         modelDefaults = Dictionary(uniqueKeysWithValues: config.models.map { ($0.name, $0.defaultPolicy) })
         var compiled: [String: Policy] = [:]
@@ -88,7 +93,7 @@ public struct PolicyBook: Sendable {
                 // Check against each model that uses this policy by default, else generically.
                 let users = config.models.filter { $0.defaultPolicy == p.name }
                 for layout in users.isEmpty ? [nil] : users.map(Optional.some) {
-                    try method.check(resolved, CheckContext(layout: layout, baseDirectory: config.baseDirectory))
+                    try method.check(resolved, CheckContext(layout: layout, baseDirectory: config.baseDirectory, files: configFiles))
                 }
                 compiled[p.name] = Policy(name: p.name, method: method, params: params, summary: summary)
             } catch {
@@ -96,6 +101,12 @@ public struct PolicyBook: Sendable {
             }
         }
         policies = compiled
+    }
+
+    /// File access for a compaction whose request set the parameters `requestParams` (a file
+    /// they name must be inside `fileDirectories`; the others are the operator's).
+    public func files(requestParams: Set<String>) -> FileAccess {
+        FileAccess(baseDirectory: baseDirectory, directories: fileDirectories, requestParams: requestParams)
     }
 
     /// (name, method summary, "param=value" list) of every policy, sorted by name, for Hello.
@@ -140,7 +151,7 @@ public struct PolicyBook: Sendable {
     ) throws(KVDError) -> ResolvedParams {
         let merged = base.filter { b in !overrides.contains { $0.name == b.name } } + overrides
         let params = try m.descriptor.resolve(merged)
-        try m.check(params, CheckContext(layout: state.model, baseDirectory: baseDirectory))
+        try m.check(params, CheckContext(layout: state.model, baseDirectory: baseDirectory, files: files(requestParams: Set(overrides.map(\.name)))))
         return params
     }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -86,7 +87,7 @@ def test_cli_help():
     assert r.returncode == 0 and "--min-correct" in r.stdout and "--resume" in r.stdout, r.stderr
 
 
-def test_headkv_scores_accepted_by_kvd(smollm2, client, tmp_path, capsys):
+def test_headkv_scores_accepted_by_kvd(smollm2, daemon, client, tmp_path, capsys):
     out = tmp_path / "scores.json"
     rc, cap = run_headkv(["--out", str(out)] + HEADKV_TINY, smollm2, capsys)
     assert rc == 0, cap.err[-2000:]
@@ -102,7 +103,10 @@ def test_headkv_scores_accepted_by_kvd(smollm2, client, tmp_path, capsys):
     seq = filled_sequence(client)
     try:
         q = np.random.default_rng(5).standard_normal((L, HQ, 8, D)).astype(np.float32)
-        resp = client.compact(seq, "headkv", queries=q, scores=str(out), budget=16)
+        # A request names a score file relative to files.directories (default: the config
+        # file's directory), never by an absolute path.
+        shutil.copy(out, daemon.workdir / "calibrated-scores.json")
+        resp = client.compact(seq, "headkv", queries=q, scores="calibrated-scores.json", budget=16)
         assert resp.method == "headkv" and len(resp.heads) == L * H
         kept = [h.kept for h in resp.heads]
         # Per-head budgets from the scores (Σ = L·H·16; a head's budget beyond its 40-token

@@ -73,19 +73,21 @@ def random_head_scores(rng, layers: int, heads: int, equal_pair: bool = True) ->
 
 
 @pytest.fixture(scope="module")
-def score_files(tmp_path_factory):
-    """Head-score JSON files: per KV head ("kv") and per query head ("q")."""
-    d = tmp_path_factory.mktemp("headscores")
+def score_files(gqa_daemon):
+    """Head-score JSON files: per KV head ("kv") and per query head ("q"), as (name, table). A
+    request names a file relative to files.directories, which defaults to the config file's
+    directory: the files go there."""
+    d = gqa_daemon.workdir / "headscores"
+    d.mkdir(exist_ok=True)
     rng = np.random.default_rng(7)
     out = {}
     for name, heads in (("kv", H), ("q", HQ)):
         table = random_head_scores(rng, L, heads)
-        path = d / f"scores-{name}.json"
-        path.write_text(json.dumps(table))
-        out[name] = (str(path.resolve()), table)
+        (d / f"scores-{name}.json").write_text(json.dumps(table))
+        out[name] = (f"headscores/scores-{name}.json", table)
     zero = {f"{l}-{h}": [0.0, 0.0] for l in range(L) for h in range(H)}  # no importance at all
     (d / "scores-zero.json").write_text(json.dumps(zero))
-    out["zero"] = (str((d / "scores-zero.json").resolve()), zero)
+    out["zero"] = ("headscores/scores-zero.json", zero)
     return out
 
 

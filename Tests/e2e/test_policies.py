@@ -364,15 +364,18 @@ def test_queries_in_shm_match_inline(gqa_client, model, method):
 # Bad input: the error code, the sequence unchanged, the daemon still serving
 
 @pytest.fixture(scope="module")
-def bad_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("badscores")
+def bad_files(gqa_daemon):
+    """Score files beside the config file (the default files.directories), by the names a
+    request gives."""
+    d = gqa_daemon.workdir / "badscores"
+    d.mkdir(exist_ok=True)
     (d / "not-json.json").write_text("{'0-0': [1, 2],")
     write_scores(d / "three-heads.json", L, 3)  # neither 2 KV heads nor 4 query heads
     write_scores(d / "four-layers.json", 4, H)
     write_scores(d / "good.json", L, H)
-    return {"missing": str(d / "no-such-file.json"), "not_json": str(d / "not-json.json"),
-            "three_heads": str(d / "three-heads.json"), "four_layers": str(d / "four-layers.json"),
-            "good": str(d / "good.json")}
+    return {"missing": "badscores/no-such-file.json", "not_json": "badscores/not-json.json",
+            "three_heads": "badscores/three-heads.json", "four_layers": "badscores/four-layers.json",
+            "good": "badscores/good.json"}
 
 
 def _q(shape=(L, HQ, W, D), dtype=np.float32):

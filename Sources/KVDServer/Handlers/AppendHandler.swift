@@ -8,6 +8,7 @@ enum AppendHandler {
         let tokens = try TensorCheck.tokens(
             keys: r.hasKeys ? r.keys : nil, values: r.hasValues ? r.values : nil, layout: seq.layout,
             maxTokens: store.config.server.maxTokensPerAppend)
+        try SequenceLimit.check(seq, adding: tokens, limit: store.config.server.maxSequenceTokens, "append")
         // Data's withUnsafeBytes is untyped-rethrows, so the typed error travels out as a Result.
         let first = try r.keys.data.withUnsafeBytes { k in
             r.values.data.withUnsafeBytes { v in

@@ -18,7 +18,8 @@ enum CompactHandler {
         let start = DispatchTime.now().uptimeNanoseconds
         let view = SequenceView(layout: seq.layout, heads: seq.heads, memory: store.arena.pageMemory)
         let context = CompactionContext(
-            view: view, observation: observation, params: choice.params, method: name, baseDirectory: book.baseDirectory)
+            view: view, observation: observation, params: choice.params, method: name, baseDirectory: book.baseDirectory,
+            files: book.files(requestParams: Set(r.params.map(\.name))))
         let (planned, outcome) = try CompactionRunner.run(
             choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory)
         let elapsed = DispatchTime.now().uptimeNanoseconds - start

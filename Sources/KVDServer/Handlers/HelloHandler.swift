@@ -46,6 +46,7 @@ enum HelloHandler {
         out.limits.quotaPages = UInt32(clamping: store.space.tenant.maxPages)
         out.limits.quotaSequences = UInt32(clamping: store.space.tenant.maxSequences)
         out.tenant = store.space.name
+        out.limits.maxSequenceTokens = UInt64(min(store.config.server.maxSequenceTokens, KVSequence.maxLength))
         return out
     }
 

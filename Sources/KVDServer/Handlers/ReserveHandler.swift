@@ -9,8 +9,9 @@ enum ReserveHandler {
         guard n >= 1 else { throw .invalidArgument("reserve: num_tokens must be at least 1") }
         let limit = store.config.server.maxTokensPerAppend
         guard n <= limit else {
-            throw .invalidArgument("reserve: \(n) tokens is more than server.max_tokens_per_append (\(limit)); reserve less")
+            throw .invalidArgument("reserve: num_tokens \(n) is more than server.max_tokens_per_append (\(limit)); reserve less")
         }
+        try SequenceLimit.check(seq, adding: n, limit: store.config.server.maxSequenceTokens, "reserve")
         let rid = entry.nextReservationID()
         let runs = try seq.reserve(tokens: n, id: rid, allocator: store.pages)
         entry.reservationOwner = store.connection

@@ -22,7 +22,10 @@ enum TensorCheck {
         guard tokens <= maxTokens else {
             throw .invalidArgument("append: \(tokens) tokens is more than server.max_tokens_per_append (\(maxTokens)); split the append")
         }
-        let bytes = m.headCount * tokens * m.tokenBytes
+        // tokens is bounded by the config's max_tokens_per_append, but the product is still checked.
+        let (perHead, o1) = tokens.multipliedReportingOverflow(by: m.tokenBytes)
+        let (bytes, o2) = perHead.multipliedReportingOverflow(by: m.headCount)
+        guard !o1, !o2 else { throw .invalidArgument("append: keys shape \(s) is too large") }
         for (name, t) in [("keys", keys), ("values", values)] where t.data.count != bytes {
             throw .invalidArgument("append: \(name).data has \(t.data.count) bytes; shape \(s) of \(m.dtype.rawValue) needs \(bytes)")
         }
