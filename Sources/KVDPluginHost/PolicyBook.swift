@@ -43,7 +43,8 @@ public struct PolicyBook: Sendable {
     public let registry: MethodRegistry
     public let baseDirectory: String
     /// `files.directories` (absolute): where files named by requests may be (default: the config
-    /// file's directory). Policies' files must be there or in the config file's directory.
+    /// file's directory). A policy's file named by a relative path must resolve there or inside
+    /// the config file's directory; an absolute one is the operator's choice (`FileAccess`).
     public let fileDirectories: [String]
 
     /// Compiles `config`'s policies against `registry`: unknown methods or stages, unknown
