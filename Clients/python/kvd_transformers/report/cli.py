@@ -126,7 +126,7 @@ def _run(args, out, ckpt, meta, meta_path) -> int:
     daemon = None
     if args.start_daemon:
         daemon = TempDaemon(find_kvd(REPO, args.kvd_bin), max(args.lengths) + 64,
-                            methods.policies(scores)).start()
+                            methods.policies(scores), file_dirs=[SCORES.parent]).start()
         endpoint = daemon.endpoint
         progress.log(f"started {daemon.binary} at {endpoint}")
         kind = "debug" if "/debug/" in str(daemon.binary) else "release"
@@ -138,7 +138,9 @@ def _run(args, out, ckpt, meta, meta_path) -> int:
     try:
         model, tok = load_model()
         progress.log("SmolLM2-135M-Instruct loaded")
-        ctx = {"scores": scores}
+        # Requests name score files relative to the daemon's files.directories (the bundled config
+        # and the report's own daemon both list Config/head_scores); policies keep the full path.
+        ctx = {"scores": SCORES.name if scores else None}
         if any("alias_map" in v.needs for _, v, _ in pending):
             ctx["alias_map"], src = sharing.alias_map(REPO, model, tok, client, MODEL_NAME)
             notes["kvsharer"] = f"KVSharer map {ctx['alias_map']} ({src})."

@@ -63,7 +63,7 @@ def arena_bytes(max_tokens: int) -> int:
 
 
 class TempDaemon:
-    def __init__(self, binary: Path, max_tokens: int, policies: dict):
+    def __init__(self, binary: Path, max_tokens: int, policies: dict, file_dirs: list | None = None):
         self.workdir = Path(tempfile.mkdtemp(prefix="kvd-report-", dir="/tmp"))
         self.endpoint = f"ipc://{self.workdir}/kvd.sock"
         self.shm_name = f"/kvd-report-{uuid.uuid4().hex[:16]}"
@@ -79,6 +79,9 @@ class TempDaemon:
         }
         if policies:
             cfg["policies"] = policies
+        if file_dirs:
+            # Requests may name files only inside these directories (relative names).
+            cfg["files"] = {"directories": [str(d) for d in file_dirs]}
         self.config_path = self.workdir / "kvd.yaml"
         self.config_path.write_text(_yaml(cfg) + "\n")
         self.log_path = self.workdir / "kvd.stderr"
