@@ -34,6 +34,8 @@ struct KVDCommand: ParsableCommand {
 
     func run() throws {
         guard let config else { throw ValidationError("Missing expected argument '--config <config>'") }
+        // Before any thread exists, so that every thread inherits the mask (see SignalWaiter).
+        SignalWaiter.block()
         let (configuration, logger, book): (Configuration, Logger, PolicyBook)
         do {
             (configuration, logger, book) = try Self.load(config)
@@ -52,25 +54,14 @@ struct KVDCommand: ParsableCommand {
             return try PolicyBook(config: fresh, registry: book.registry, file: path)
         }
 
-        // Signals become a flag plus a wake-up of the socket thread; nothing else runs in the handler.
-        // A private serial queue, not `.global()`: the global queue's threads can all be busy with a
-        // compaction, and SIGTERM would then wait for it to finish (a serial queue gets its own thread).
-        let signalQueue = DispatchQueue(label: "kvd.signals")
-        var sources: [DispatchSourceSignal] = []
-        for (sig, action) in [(SIGTERM, server.stop), (SIGINT, server.stop), (SIGHUP, server.reload)] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
-            source.setEventHandler { action() }
-            source.resume()
-            sources.append(source)
-        }
+        // Signals become a flag plus a wake-up of the socket thread; nothing else runs on that thread.
+        SignalWaiter.start(stop: server.stop, reload: server.reload)
         do {
             try server.run()
         } catch {
             logger.error("\(error)")
             throw ExitCode(1)
         }
-        withExtendedLifetime(sources) {}
     }
 
     /// The config, its logger and its compiled policies; any problem is a ConfigError.

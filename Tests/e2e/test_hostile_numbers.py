@@ -604,8 +604,11 @@ def test_commit_more_than_2_32_minus_1_reserved(kvd, client, witness):
     seq = filled(client)
     before = sequence_snapshot(client, seq)
     r = client.reserve(seq, 2)
-    resp = raw_call(kvd, "commit", append_pb2.CommitRequest(sequence_id=seq, reservation_id=r.reservation_id,
-                                                            num_tokens=U32_MAX))
-    assert_refused(resp, E.FAILED_PRECONDITION, "num_tokens", str(U32_MAX))
+    # Sent on the connection that reserved (a reservation belongs to its connection).
+    with pytest.raises(KvdError) as e:
+        client.call("commit", append_pb2.CommitRequest(sequence_id=seq, reservation_id=r.reservation_id,
+                                                       num_tokens=U32_MAX))
+    assert e.value.code == E.FAILED_PRECONDITION, e.value
+    assert "num_tokens" in str(e.value) and str(U32_MAX) in str(e.value), e.value
     client.commit(seq, r.reservation_id, abort=True)
     assert_alive_and_unchanged(client, seq, before, witness)
