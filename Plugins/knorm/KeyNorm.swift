@@ -22,6 +22,10 @@ public struct KeyNormScorer: TokenScorer {
             // Each page's keys are read once, in place, by a dtype-aware kernel (no f32 copy).
             ComputeThreads.forEach(heads) { h in
                 let n = max(0, view.headCounts[h] - window)
+                // No scores (an aliased layer's empty head, or a head no longer than the window):
+                // `[]`, because Array(unsafeUninitializedCapacity: 0) writes its count into the
+                // runtime's shared empty-array storage, a data race between these threads (TSan).
+                guard n > 0 else { results.buffer[h] = []; return }
                 results.buffer[h] = [Float](unsafeUninitializedCapacity: n) { scores, initialized in
                     view.forEachStoredPage(h, values: false, tokens: n) { rows, dtype, first, count in
                         kvd_row_sum_squares(rows, dtype.kvdCode, count, d, scores.baseAddress! + first)

@@ -7,10 +7,13 @@
 // exp(x) for x <= 88 (softmax subtracts the row maximum first, so x <= 0 there): x = k·ln2 + r with |r| <= ln2/2,
 // exp(r) by a degree-6 polynomial, 2^k through the exponent bits. Branch-free so the loops below
 // vectorise; results below e^-87 flush to 0, as they would round to 0 in the sums anyway, and
-// above 88 clamp to e^88 (finite, where expf gives inf).
+// above 88 clamp to e^88 (finite, where expf gives inf). NaN (a logit from an inf or NaN key)
+// gives 0, as in exp8: the comparisons are written so NaN takes the -87 branch, because letting it
+// through made (int32_t)k convert NaN to int and shift a negative value, both undefined behaviour
+// (UBSan, Tests/sanitizers/kernels_asan.c), and made the scalar tails disagree with the vector lanes.
 #define KVD_EXP_BODY(x, out)                                                                 \
     do {                                                                                     \
-        float xc = (x) < -87.0f ? -87.0f : ((x) > 88.0f ? 88.0f : (x));                                              \
+        float xc = (x) >= -87.0f ? ((x) > 88.0f ? 88.0f : (x)) : -87.0f;                     \
         float k = __builtin_roundf(xc * 1.44269504088896341f);                               \
         float r = xc - k * 0.693359375f;                                                     \
         r = r + k * 2.12194440e-4f;                                                          \
@@ -24,7 +27,7 @@
         int32_t bits = ((int32_t)k + 127) << 23;                                             \
         float scale;                                                                         \
         memcpy(&scale, &bits, 4);                                                            \
-        (out) = (x) < -87.0f ? 0.0f : p * scale;                                             \
+        (out) = (x) >= -87.0f ? p * scale : 0.0f;                                            \
     } while (0)
 
 #if defined(__x86_64__)

@@ -5,6 +5,10 @@ import KVDCore
 /// tokens between the sinks and the window (ties: lower position first), and the last `window`,
 /// as sorted indices. `scores` covers positions `0 ..< count - window`.
 public func topK(scores: [Float], budget: Int, sinks: Int = 0, window: Int, count: Int) -> [Int32] {
+    // NaN scores (an inf or NaN in the keys or queries makes them) rank lowest, as when sorting
+    // with NumPy. Compared as they are, NaN is neither above nor equal to the cut, so such a head
+    // kept fewer than `budget` tokens, and none at all when the cut itself was NaN.
+    let scores = scores.contains(where: \.isNaN) ? scores.map { $0.isNaN ? -Float.infinity : $0 } : scores
     let prefixEnd = count - window
     precondition(scores.count == prefixEnd, "scores must cover the \(prefixEnd) tokens before the window")
     let sinkEnd = min(sinks, prefixEnd)

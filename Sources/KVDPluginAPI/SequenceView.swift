@@ -51,6 +51,10 @@ public struct SequenceView: Sendable {
     private func read(_ h: Int, values: Bool) -> [Float] {
         if case .arrays(let k, let v) = storage { return values ? v[h] : k[h] }
         let n = headCounts[h] * layout.headDim
+        // An empty head (e.g. an aliased layer's) is `[]`: Array(unsafeUninitializedCapacity: 0)
+        // writes its count into the runtime's shared empty-array storage, which races when heads
+        // are read on several threads (TSan).
+        guard n > 0 else { return [] }
         return [Float](unsafeUninitializedCapacity: n) { out, initialized in
             read(h, values: values, into: out.baseAddress!)
             initialized = n

@@ -33,6 +33,13 @@ import Testing
         #expect(topK(scores: [9, 9, 1, 2, 0], budget: 1, sinks: 2, window: 0, count: 5) == [0, 1, 3])
     }
 
+    @Test func topKRanksNaNLowestAndStillKeepsTheBudget() {
+        // An inf key makes a head's window-attention scores NaN; the head must still keep `budget`.
+        #expect(topK(scores: [1, .nan, 3, .nan, 2], budget: 2, window: 1, count: 6) == [2, 4, 5])
+        #expect(topK(scores: [1, .nan, 3, .nan, 2], budget: 4, window: 0, count: 5) == [0, 1, 2, 4])
+        #expect(topK(scores: [.nan, .nan, .nan, .nan], budget: 2, window: 1, count: 5) == [0, 1, 4])
+    }
+
     @Test func topKEqualsTheSortDefinitionOnRandomTies() {
         var rng = SplitMix(seed: 99)
         for trial in 0..<300 {

@@ -49,7 +49,13 @@ struct CPluginMethod: CompactionMethod {
         let heads = context.view.headCounts.count
         let results = UnsafeMutableBufferPointer<Result<[Int32], KVDError>>.allocate(capacity: heads)
         results.initialize(repeating: .success([]))
-        defer { results.deallocate() }
+        // Deinitialize too: deallocate alone never released the heads' kept-index arrays and error
+        // messages (Array(results) below holds its own references), a leak per C-plugin compaction
+        // that LeakSanitizer found (`swift test --sanitize=address`, docs/SANITIZERS.md).
+        defer {
+            results.deinitialize()
+            results.deallocate()
+        }
         layout.name.withCString { modelName in
             var model = kvd_model_info(
                 struct_size: UInt32(MemoryLayout<kvd_model_info>.size), layers: UInt32(layout.layers),
