@@ -18,3 +18,6 @@ swift test
 make -C Clients/c
 make -C Benchmarks/c
 PYTHONPATH="$root/Clients/python${PYTHONPATH:+:$PYTHONPATH}" KVD_BIN="$root/.build/debug/kvd" "$KVD_PYTHON" -m pytest -q Tests/e2e "$@"
+# libFuzzer over request decoding and dispatch for a bounded time (Fuzz/README.md): replays the
+# known crash reproducers, then fuzzes; fails on any crash, and on a run that executed no inputs.
+bash scripts/fuzz.sh "${KVD_FUZZ_SECONDS:-90}"
