@@ -1,3 +1,4 @@
+import Foundation
 import KVDConfig
 import KVDPluginAPI
 import KVDPluginHost
@@ -32,6 +33,7 @@ enum FuzzConfig {
           snap_shared: {method: "snapkv", sharer: "kvsharer", params: {budget: 2, alias_map: "1:0"}}
           composed: {scorer: "knorm", allocator: "pyramidkv", params: {budget: 2, window: 1}}
           stopped: {method: "h2o", stopper: "dbudgetkv", params: {budget: 1}}
+          calibrated: {method: "headkv", params: {budget: 2, scores: "scores-kv.json"}}   # FuzzFiles
         rules:
           - {when: {arena_used_above: 0.5}, policy: "stream"}
           - {when: {length_above: 40, model: "tiny"}, policy: "snap"}
@@ -43,11 +45,13 @@ enum FuzzConfig {
     static let methods = [
         "", "streamingllm", "knorm", "snapkv", "h2o", "pyramidkv", "adakv", "headkv", "dbudgetkv", "balancekv", "kvsharer", "nope",
     ]
-    static let policies = ["", "stream", "snap", "balanced", "shared", "snap_shared", "composed", "stopped", "nope"]
+    static let policies = ["", "stream", "snap", "balanced", "shared", "snap_shared", "composed", "stopped", "calibrated", "nope"]
     static let models = ["tiny", "tiny-f32", "", "nope"]
 
     static func makeCore() throws -> InProcessCore {
-        let config = try ConfigLoader.parse(yaml, file: "<fuzz config>")
+        try FuzzFiles.write()
+        var config = try ConfigLoader.parse(yaml, file: "<fuzz config>")
+        config.baseDirectory = FuzzFiles.directory
         let book = try PolicyBook(config: config, registry: MethodRegistry(Catalog.builtinMethods), file: "<fuzz config>")
         return try InProcessCore(config: config, policies: book, logger: Logger(level: config.logLevel))
     }

@@ -10,8 +10,9 @@ enum Params {
     static let ints: [Int64] = [2, 0, 1, 3, 4, 5, 7, 8, 16, 64, 1000, -1, -2, 1 << 40, Int64(Int32.max), Int64(Int32.max) + 1, .max, .min]
     static let floats: [Double] = [0.5, 0, 0.05, 1, 1.01, 2, 20, -1, -0.0, 1e-300, 1e300, .nan, .infinity, -.infinity, Double(Int64.max)]
     /// Pooling and aggregate names, variants, alias maps (valid, self, forward, out of range,
-    /// malformed, repeated), and score files that do not exist, are directories, devices or not JSON.
-    static let strings = [
+    /// malformed, repeated), head-score files (FuzzFiles), and paths that do not exist, are
+    /// directories or devices.
+    static let strings = FuzzFiles.names + [
         "avg", "max", "none", "mean", "balanced", "uniform", "1:0", "2:1,1:0", "2:0,1:0", "0:0", "1:1", "2:0", "1:5", "5:1",
         "x:y", "", ":", "1:0,1:0", "1:-1", "4294967296:0", "1:0,", " 1 : 0 ", "missing-scores.json", "/nonexistent/scores.json", ".", "/dev/zero",
     ]
