@@ -98,6 +98,17 @@ let package = Package(
         ),
         // Raw ZeroMQ ROUTER echo in Swift: the baseline of the request-overhead benchmarks.
         .executableTarget(name: "kvd-echo", dependencies: ["CZMQ"], path: "Benchmarks/echo"),
+        // libFuzzer target over request decoding and dispatch (Fuzz/README.md). A plain build makes
+        // the replay tool (runs inputs, writes the seed corpus); scripts/fuzz.sh builds the fuzzer
+        // with --sanitize fuzzer and -DKVD_LIBFUZZER, where libFuzzer supplies main.
+        .executableTarget(
+            name: "kvd-fuzz",
+            dependencies: [
+                "KVDServer", "KVDConfig", "KVDCore", "KVDPluginAPI", "KVDPluginHost", "KVDProtocol",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "Fuzz/kvd-fuzz"
+        ),
         .testTarget(name: "KVDCoreTests", dependencies: ["KVDCore"], path: "Tests/KVDCoreTests"),
         .testTarget(name: "KVDShmTests", dependencies: ["KVDShm"], path: "Tests/KVDShmTests"),
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),

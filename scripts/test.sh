@@ -22,3 +22,6 @@ PYTHONPATH="$root/Clients/python${PYTHONPATH:+:$PYTHONPATH}" KVD_BIN="$root/.bui
 # with ThreadSanitizer under a 20 s 16-client mixed load (a second, incremental build of kvd, about
 # a minute from scratch). `bash scripts/sanitizers.sh` alone runs the 60 s version.
 bash scripts/sanitizers.sh --ci
+# libFuzzer over request decoding and dispatch for a bounded time (Fuzz/README.md): replays the
+# known crash reproducers, then fuzzes; fails on any crash, and on a run that executed no inputs.
+bash scripts/fuzz.sh "${KVD_FUZZ_SECONDS:-90}"
