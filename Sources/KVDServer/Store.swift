@@ -61,7 +61,7 @@ final class Store: Sendable {
                 n += 1
                 return nil
             }
-        }, onCreated: {})
+        })
     }
 
     func remove(id: UInt64, from space: TenantSpace) {

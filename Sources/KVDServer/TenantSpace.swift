@@ -36,10 +36,11 @@ final class TenantSpace: Sendable {
     var sequenceCount: Int { table.withLock { $0.entries.count } }
 
     /// Creates a sequence with `requested` id, or an unguessable one when `requested` is 0.
-    /// `admit` checks the server-wide limit inside the table's lock, so two creations cannot both
-    /// take the last slot; it returns the error to answer, or nil to go ahead.
+    /// `admit` checks and takes a slot of the server-wide limit inside the table's lock (so two
+    /// creations cannot both take the last slot), after every other check; it returns the error to
+    /// answer, or nil to go ahead.
     func create(
-        model: ModelLayout, requested: UInt64, label: String, target: DispatchQueue, admit: () -> KVDError?, onCreated: () -> Void
+        model: ModelLayout, requested: UInt64, label: String, target: DispatchQueue, admit: () -> KVDError?
     ) throws(KVDError) -> SequenceEntry {
         let quota = tenant.maxSequences
         let name = tenant.name
@@ -48,7 +49,6 @@ final class TenantSpace: Sendable {
                 return .failure(.resourceExhausted(
                     "tenant '\(name)' sequence quota (quotas.sequences) of \(quota) reached; release some sequences"))
             }
-            if let refused = admit() { return .failure(refused) }
             var id = requested
             if id == 0 {
                 // Random, not sequential: a client cannot guess another client's ids (of its own
@@ -57,10 +57,11 @@ final class TenantSpace: Sendable {
             } else if t.entries[id] != nil {
                 return .failure(.alreadyExists("sequence \(id) already exists; pick another id or pass 0 to let kvd choose"))
             }
+            // Last, so that every refusal above leaves the server-wide count alone.
+            if let refused = admit() { return .failure(refused) }
             let entry = SequenceEntry(
                 sequence: KVSequence(id: SequenceID(id), layout: model, tenant: label), space: self, target: target)
             t.entries[id] = entry
-            onCreated()
             return .success(entry)
         }
         return try result.get()

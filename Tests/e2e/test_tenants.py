@@ -330,3 +330,24 @@ def test_request_id_window_is_bounded(make_daemon):
         assert stats(115).HasField("stats")
     finally:
         s.close()
+
+
+def test_refused_creations_do_not_use_up_max_sequences(kvd, client):
+    """A CreateSequence refused for a duplicate id, a foreign tenant label or an unknown model leaves
+    the server-wide sequence count alone (found by the fuzzer: duplicate ids leaked a slot each)."""
+    from conftest import MAX_SEQUENCES
+    seq = client.create_sequence(MODEL_F16, sequence_id=4242)
+    for _ in range(3 * MAX_SEQUENCES):
+        with pytest.raises(KvdError) as e:
+            client.create_sequence(MODEL_F16, sequence_id=4242)
+        assert e.value.code == ErrorCode.ALREADY_EXISTS
+        with pytest.raises(KvdError):
+            client.create_sequence("no-such-model")
+    made = [client.create_sequence(MODEL_F16) for _ in range(MAX_SEQUENCES - 1)]
+    assert client.stats().sequences == MAX_SEQUENCES
+    with pytest.raises(KvdError) as e:
+        client.create_sequence(MODEL_F16)
+    assert e.value.code == ErrorCode.RESOURCE_EXHAUSTED and "max_sequences" in str(e.value)
+    for s in made + [seq]:
+        client.release(s)
+    assert client.stats().sequences == 0
