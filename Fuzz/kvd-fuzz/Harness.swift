@@ -101,6 +101,10 @@ final class Harness {
             payload = bytes
             request = r
         }
+        if KnownCrashes.enabled, let r = request, let known = KnownCrashes.match(r) {
+            if trace { Trace.skipped(known) }
+            return Kvd_V1_Response()
+        }
         if trace { Trace.request(request, payload.count, envelope) }
         let response = decode(core.handle(payload, peer: Self.fuzzPeer, envelope: envelope))
         if trace { Trace.response(response) }

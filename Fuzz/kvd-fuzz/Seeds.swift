@@ -54,6 +54,18 @@ enum Seeds {
                 $0.params = [.with { $0.name = "alias_map"; $0.stringValue = "1:0" }]
             }))),
             ("compact-policy-composed", raw(.compact(.with { $0.sequenceID = pg; $0.policy = "composed" }))),
+            ("compact-policy-calibrated-headkv", raw(.compact(.with {
+                $0.sequenceID = pg
+                $0.policy = "calibrated"
+                $0.queries = queries(m, window: 1, .f32)
+            }))),
+            ("compact-headkv-query-head-scores", raw(.compact(.with {
+                $0.sequenceID = pg
+                $0.method = "headkv"
+                $0.params = [param("budget", 1), .with { $0.name = "scores"; $0.stringValue = "scores-q.json" },
+                             .with { $0.name = "aggregate"; $0.stringValue = "max" }]
+                $0.queries = queries(m, window: 2, .f16)
+            }))),
             ("release", raw(.release(.with { $0.sequenceID = pg }))),
             ("stats-arena", raw(.stats(Kvd_V1_StatsRequest()))),
             ("stats-sequence", raw(.stats(.with { $0.sequenceID = pg }))),
@@ -64,6 +76,19 @@ enum Seeds {
                 .commit(.with { $0.sequenceID = pg; $0.reservationID = 1; $0.numTokens = 2 }),
             ])),
         ]
+        // The second model: create, append, compact by its default policy (layer 1 shares layer
+        // 0's cache), query the aliased layers.
+        let f32 = h.models["tiny-f32"]!
+        seeds.append(("frames-tiny-f32-default-policy-aliases", frames([
+            .createSequence(.with { $0.model = f32.name; $0.sequenceID = 5 }),
+            .append(.with {
+                $0.sequenceID = 5
+                $0.keys = TensorBytes.kv(f32, tokens: 5, seed: 4)
+                $0.values = TensorBytes.kv(f32, tokens: 5, seed: 5)
+            }),
+            .compact(.with { $0.sequenceID = 5 }),
+            .query(.with { $0.sequenceID = 5; $0.mode = .inline }),
+        ])))
         // Stage, then Compact reading the window queries from the staging buffer. The buffer is
         // the first staging allocation after the harness's reset, at the start of the staging area.
         for (method, dtype) in [("streamingllm", DType.f16), ("snapkv", .f32)] {

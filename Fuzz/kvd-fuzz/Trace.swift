@@ -18,6 +18,8 @@ enum Trace {
         }
     }
 
+    static func skipped(_ known: String) { write("(not sent: would hit the known crash \"\(known)\")") }
+
     private static func shorten(_ text: String) -> String {
         let flat = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
         return flat.count <= 400 ? flat : flat.prefix(400) + "…"
