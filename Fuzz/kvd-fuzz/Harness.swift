@@ -193,7 +193,11 @@ final class Harness {
         for id in Set(session.created.keys).union([Self.playground]).sorted() where id != Self.victim {
             var r = Kvd_V1_ReleaseRequest()
             r.sequenceID = id
-            call(.release(r), allowError: true)  // NOT_FOUND when the input released it already
+            // NOT_FOUND when the input released it already; anything else would leak the sequence
+            // into later inputs (and fail far from the cause, when max_sequences is reached).
+            if case .error(let e) = call(.release(r), allowError: true).body, e.code != .notFound {
+                fatalError("harness cannot release sequence \(id) the input created: \(e.code) \(e.message)")
+            }
         }
         resetPlayground()
         checkVictim()

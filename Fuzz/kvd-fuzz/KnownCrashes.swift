@@ -16,6 +16,8 @@ enum KnownCrashes {
         // headkv-scores-*.bin: score files whose mean is infinite or whose grid size overflows.
         let files = ["scores-huge.json", "scores-big-index.json"]
         if c.params.contains(where: { $0.name == "scores" && files.contains($0.stringValue) }) { return "headkv score file" }
+        // headkv-temperature-weights-infinite.bin: importance^temperature overflows to infinity.
+        if c.params.contains(where: { $0.name == "temperature" && $0.floatValue >= 100 }) { return "headkv temperature" }
         return nil
     }
 }

@@ -8,7 +8,10 @@ enum Params {
         "aggregate", "threshold", "itrs", "block", "gamma", "tau", "seed", "variant", "alias_map", "bogus",
     ]
     static let ints: [Int64] = [2, 0, 1, 3, 4, 5, 7, 8, 16, 64, 1000, -1, -2, 1 << 40, Int64(Int32.max), Int64(Int32.max) + 1, .max, .min]
-    static let floats: [Double] = [0.5, 0, 0.05, 1, 1.01, 2, 20, -1, -0.0, 1e-300, 1e300, .nan, .infinity, -.infinity, Double(Int64.max)]
+    /// Includes the range ends of the built-in float parameters (0.001, 1000, 1e6, ±1000).
+    static let floats: [Double] = [
+        0.5, 0, 0.05, 1, 1.01, 2, 20, -1, -0.0, 0.001, 1000, -1000, 1e6, 1e-300, 1e300, .nan, .infinity, -.infinity, Double(Int64.max),
+    ]
     /// Pooling and aggregate names, variants, alias maps (valid, self, forward, out of range,
     /// malformed, repeated), head-score files (FuzzFiles), and paths that do not exist, are
     /// directories or devices.
