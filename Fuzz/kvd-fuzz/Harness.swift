@@ -139,6 +139,7 @@ final class Harness {
             session.lastCreated = c.sequenceID
         case .reserve(let r): session.reservation = r.reservationID
         case .stage(let s): session.stage = (s.offset, s.bytes)
+        case .compact(let c): Invariants.compaction(c)
         default: break
         }
     }
