@@ -27,6 +27,9 @@ final class Harness {
     private let victimKeys: Kvd_V1_Tensor
     private let victimValues: Kvd_V1_Tensor
     private var baseline = Kvd_V1_StatsResponse()
+    /// The segment's layout (Hello) and the victim's pages, to clear every other page between inputs.
+    private var shm = Kvd_V1_SharedMemoryInfo()
+    private var victimPages = Set<Int>()
     let trace = ProcessInfo.processInfo.environment["KVD_FUZZ_TRACE"] != nil
 
     /// What the current input did, as far as later requests of the same input need to know.
@@ -55,7 +58,9 @@ final class Harness {
         victimValues = TensorBytes.kv(tiny, tokens: Self.victimTokens, seed: 0xBEEF)
         guard case .hello(let hello) = call(.hello(Kvd_V1_HelloRequest())).body else { fatalError("hello: unexpected reply") }
         stagingOffset = hello.shm.stagingOffset
+        shm = hello.shm
         create(Self.victim, victimKeys, victimValues)
+        victimPages = pages(of: Self.victim)
         resetPlayground()
         baseline = arenaStats()
         checkVictim()
@@ -139,6 +144,7 @@ final class Harness {
             session.lastCreated = c.sequenceID
         case .reserve(let r): session.reservation = r.reservationID
         case .stage(let s): session.stage = (s.offset, s.bytes)
+        case .compact(let c): Invariants.compaction(c)
         default: break
         }
     }
@@ -199,6 +205,7 @@ final class Harness {
                 fatalError("harness cannot release sequence \(id) the input created: \(e.code) \(e.message)")
             }
         }
+        clearFreeMemory()
         resetPlayground()
         checkVictim()
         let now = arenaStats()
@@ -209,6 +216,32 @@ final class Harness {
                 "arena not back to baseline after releasing everything: sequences \(now.sequences) (baseline \(baseline.sequences)), "
                     + "free pages \(now.freePages) (\(baseline.freePages)), staging used \(now.stagingUsedBytes) (\(baseline.stagingUsedBytes))")
         }
+    }
+
+    /// Page ids a PAGES query lists for `id`.
+    private func pages(of id: UInt64) -> Set<Int> {
+        var q = Kvd_V1_QueryRequest()
+        q.sequenceID = id
+        q.mode = .pages
+        guard case .query(let reply) = call(.query(q)).body else { fatalError("pages query: unexpected reply") }
+        return Set(reply.heads.flatMap { h in
+            stride(from: 0, to: h.pageIds.count, by: 4).map { i in
+                h.pageIds[h.pageIds.startIndex + i..<h.pageIds.startIndex + i + 4].reversed().reduce(0) { $0 << 8 | Int($1) }
+            }
+        })
+    }
+
+    /// Zeroes every page but the victim's, and the staging area, once only the victim is left:
+    /// freed pages keep their bytes, and a Reserve + Commit that writes nothing would otherwise
+    /// show an input what earlier inputs stored, so a failure would depend on history rather than
+    /// on its input alone.
+    private func clearFreeMemory() {
+        guard let base = core.segment.baseAddress else { return }
+        let pageBytes = Int(shm.pageBytes)
+        for page in 0..<Int(shm.pageCount) where !victimPages.contains(page) {
+            memset(base + Int(shm.pagesOffset) + page * pageBytes, 0, pageBytes)
+        }
+        memset(base + Int(shm.stagingOffset), 0, Int(shm.stagingBytes))
     }
 
     /// The victim's K, V, positions and log-weights, read back inline, must be what was appended.
