@@ -116,11 +116,13 @@ public final class InProcessCore {
     /// was recorded (the daemon refuses an id a connection used recently).
     public func resetRequestIDs() { ids = RecentRequestIDs(window: config.server.requestIDWindow, idleSeconds: config.server.requestIDIdleSeconds) }
 
-    /// The shared-memory segment as a client maps it (layout in docs/PROTOCOL.md). Pages keep
+    /// The first tenant's shared-memory segment as a client maps it (layout in docs/PROTOCOL.md);
+    /// the fuzz configuration has one tenant, the open one. Pages keep
     /// their bytes when freed, so a harness that wants every input to start from the same bytes
     /// clears the free ones itself.
     public var segment: UnsafeMutableRawBufferPointer {
-        UnsafeMutableRawBufferPointer(start: arena.base, count: arena.sizing.segmentBytes)
+        let arena = spaces[0].arena
+        return UnsafeMutableRawBufferPointer(start: arena.base, count: arena.sizing.segmentBytes)
     }
 
     /// Requests handed to workers whose reply has not been posted yet (0 between `handle` calls,
