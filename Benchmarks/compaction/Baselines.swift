@@ -62,7 +62,7 @@ struct Baselines {
 
 /// Inputs of the sgemm baseline and one output buffer per thread: raw allocations, so threads never
 /// touch a shared Swift array mutably (which would race on its copy-on-write check).
-private final class Matrices: @unchecked Sendable {
+private final class Matrices: @unchecked Sendable {  // safe: filled before the threads start, then each thread reads only
     let a: [Float], b: [Float]
     private let outputs: [UnsafeMutablePointer<Float>]
     init(a: [Float], b: [Float], threads: Int, outputCount: Int) {
@@ -77,7 +77,7 @@ private final class Matrices: @unchecked Sendable {
     func output(_ t: Int) -> UnsafeMutablePointer<Float> { outputs[t] }
 }
 
-private struct Pointers: @unchecked Sendable {
+private struct Pointers: @unchecked Sendable {  // safe: each thread writes its own rows
     let src: UnsafeRawPointer
     let dst: UnsafeMutableRawPointer
 }

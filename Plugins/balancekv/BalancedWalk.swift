@@ -18,7 +18,7 @@ import KVDCore
 ///    else 2·s_i, negated when s_c = +1 — so the class that completed at c sorts last;
 /// 5. stable sort by descending weight, keep the first ⌊n/2⌋ (that order is the next round's order)
 ///    and multiply their weights into the running product.
-/// This follows the reference code where ALGORITHMS.md says "first reaches": the code takes the later
+/// This follows the reference code where the paper's text says "first reaches": the code takes the later
 /// of the two positions (`torch.maximum(c_neg, c_pos)`).
 public struct BalancedWalk: Sendable {
     let block: Int

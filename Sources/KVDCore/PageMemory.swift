@@ -2,7 +2,7 @@
 /// The shared-memory target creates it over the mapped segment; tests create it over ordinary memory.
 /// Unchecked Sendable: the pointer is shared, but each page is written only by the one request that
 /// owns its sequence at the time (see `Sequence`).
-public struct PageMemory: @unchecked Sendable {
+public struct PageMemory: @unchecked Sendable {  // safe: each page is written only by its sequence's queue
     public let base: UnsafeMutableRawPointer
     public let geometry: PageGeometry
 

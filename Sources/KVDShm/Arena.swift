@@ -9,7 +9,7 @@ import Synchronization
 /// each byte range belongs to one sequence (or one staging buffer), touched only on that sequence's
 /// queue; the mapping itself is created in `init` and only removed by `close`, which the server
 /// calls once no worker can run (after the drain, see `Server.run`). `isClosed` is behind a Mutex.
-public final class Arena: @unchecked Sendable {
+public final class Arena: @unchecked Sendable {  // safe: see above; lifecycle behind a Mutex
     public let name: String
     public let sizing: ArenaSizing
     public let generation: UInt64

@@ -60,7 +60,7 @@ import Testing
 
 /// `ComputeThreads` bounds every method's per-head work; each head must still be visited once.
 @Suite(.serialized) struct ComputeThreadsTests {
-    final class Hits: @unchecked Sendable {
+    final class Hits: @unchecked Sendable {  // safe: each iteration writes its own index
         let counts: UnsafeMutableBufferPointer<Int>
         init(_ n: Int) { counts = .allocate(capacity: n); counts.initialize(repeating: 0) }
         deinit { counts.deallocate() }

@@ -5,7 +5,7 @@ import KVDPluginAPI
 import PyramidKV
 import Testing
 
-/// PyramidKV and HeadKV budgets against the formulas of ALGORITHMS.md computed here by hand.
+/// PyramidKV and HeadKV budgets against the papers' formulas (Plugins/README.md) computed here by hand.
 @Suite struct BudgetAllocatorTests {
     func context(_ params: [(name: String, value: ParamValue)], _ specs: [ParamSpec]) throws -> CompactionContext {
         let (view, obs) = randomInputs(count: 50, window: 2, seed: 1)

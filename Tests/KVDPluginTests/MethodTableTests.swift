@@ -7,7 +7,7 @@ import PluginTemplate
 import Testing
 
 /// Every built-in method, and every scorer under every allocator, at two budgets: the invariants
-/// every method must satisfy (ALGORITHMS.md, "Checks every method must pass").
+/// every method must satisfy (docs/PROTOCOL.md, "Compaction": the host's plan checks).
 @Suite struct MethodTableTests {
     static let scoresFile: String = try! writeHeadScores([[1, 3], [0.5, 0.5], [2, 0]])
 

@@ -1,4 +1,4 @@
-"""Independent NumPy reference of kvd's compaction methods (from docs/ALGORITHMS.md and the
+"""Independent NumPy reference of kvd's compaction methods (from the papers listed in Plugins/README.md and the
 documented choices of kvd), used by the end-to-end tests.
 
 Everything is computed in float64 (scores) or exactly with ``fractions.Fraction`` (budget shares),

@@ -1,4 +1,4 @@
-"""Independent NumPy references for DBudgetKV, BalanceKV and KVSharer (docs/ALGORITHMS.md plus the
+"""Independent NumPy references for DBudgetKV, BalanceKV and KVSharer (the papers in Plugins/README.md plus the
 choices kvd documents in its plugins), used by test_dbudgetkv.py, test_balancekv.py and
 test_kvsharer.py.
 

@@ -11,7 +11,7 @@ K/V bytes and the pages freed must match the reference. Two kinds of data:
   logit is exact in float32 and the scores tie exactly in kvd too: ties must go to lower positions
   (and, for AdaKV's layer-wide top-k, to the lower head), with no tolerance at all.
 
-Plus "checks every method must pass" (ALGORITHMS.md) as a table: budgets add up, the window is
+Plus the host's plan checks (docs/PROTOCOL.md, "Compaction") as a table: budgets add up, the window is
 kept, positions are sorted and unique, nothing is dropped when the budget covers the prefix, and
 the same request on two identical sequences gives the same result.
 """

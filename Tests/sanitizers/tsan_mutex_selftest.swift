@@ -6,7 +6,7 @@
 import Dispatch
 import Synchronization
 
-final class Counters: @unchecked Sendable {
+final class Counters: @unchecked Sendable {  // safe: deliberately racy, for TSan to report
     var guarded = [Int](repeating: 0, count: 64)
     var unguarded = 0
 }

@@ -14,7 +14,7 @@ import Darwin
 /// `@unchecked Sendable`: the table and everything it points to is PLUGIN-owned memory that the
 /// header requires to stay valid and unchanged until `destroy`, and callbacks must be thread-safe,
 /// so sharing the raw pointers across threads is what the contract allows.
-final class CPlugin: @unchecked Sendable {
+final class CPlugin: @unchecked Sendable {  // safe: immutable plugin-owned table, see above
     typealias ScoreFn = @convention(c) (
         UnsafeMutableRawPointer?, UnsafePointer<kvd_head_call>?, UnsafeMutablePointer<Float>?,
         UnsafeMutablePointer<CChar>?, Int

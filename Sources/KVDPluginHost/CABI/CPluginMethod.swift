@@ -78,7 +78,7 @@ struct CPluginMethod: CompactionMethod {
 
     /// What every iteration of concurrentPerform reads (borrowed buffers that outlive it) and the
     /// result slots it writes, one disjoint element per head; hence `@unchecked Sendable`.
-    private struct SharedInputs: @unchecked Sendable {
+    private struct SharedInputs: @unchecked Sendable {  // safe: read-only inputs, disjoint result slots
         let model: UnsafePointer<kvd_model_info>
         let queries: UnsafePointer<Float>?
         let params: UnsafeBufferPointer<kvd_param_value>

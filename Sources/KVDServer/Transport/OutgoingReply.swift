@@ -7,7 +7,7 @@ import Foundation
 /// `@unchecked Sendable` because of that block's raw pointer: it is owned by exactly one reply,
 /// which moves from the worker that built it to the outbox to the socket thread; no other code
 /// keeps the pointer, and whoever holds the reply last either hands the block to libzmq or frees it.
-struct OutgoingReply: @unchecked Sendable {
+struct OutgoingReply: @unchecked Sendable {  // safe: the block has exactly one owner at a time
     enum Payload {
         case bytes([UInt8])
         /// `block + offset ..< + length`; whoever sends it (or drops it) frees `block`.
