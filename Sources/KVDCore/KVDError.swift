@@ -12,6 +12,8 @@ public struct KVDError: Error, Equatable, CustomStringConvertible, Sendable {
         case unimplemented = 7
         case `internal` = 8
         case unavailable = 9
+        /// The memory manager took the sequence back (evicted, or released after its lease and grace).
+        case evicted = 10
     }
 
     public let code: Code
@@ -33,4 +35,5 @@ public struct KVDError: Error, Equatable, CustomStringConvertible, Sendable {
     public static func unimplemented(_ m: String) -> KVDError { KVDError(.unimplemented, m) }
     public static func internalError(_ m: String) -> KVDError { KVDError(.internal, m) }
     public static func unavailable(_ m: String) -> KVDError { KVDError(.unavailable, m) }
+    public static func evicted(_ m: String) -> KVDError { KVDError(.evicted, m) }
 }

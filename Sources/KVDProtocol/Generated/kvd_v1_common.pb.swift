@@ -58,6 +58,11 @@ public nonisolated enum Kvd_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable
 
   /// The daemon is shutting down and accepts no new work.
   case unavailable // = 9
+
+  /// The sequence existed but kvd's memory manager took it back: evicted under memory pressure, or
+  /// released after its lease expired and the grace period ended. The message says which and when.
+  /// Its K/V is gone; create the sequence again (the same id is allowed) and re-run prefill.
+  case evicted // = 10
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -76,6 +81,7 @@ public nonisolated enum Kvd_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable
     case 7: self = .unimplemented
     case 8: self = .internal
     case 9: self = .unavailable
+    case 10: self = .evicted
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -92,6 +98,7 @@ public nonisolated enum Kvd_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable
     case .unimplemented: return 7
     case .internal: return 8
     case .unavailable: return 9
+    case .evicted: return 10
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -108,6 +115,7 @@ public nonisolated enum Kvd_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable
     .unimplemented,
     .internal,
     .unavailable,
+    .evicted,
   ]
 
 }
@@ -279,7 +287,7 @@ public nonisolated struct Kvd_V1_Param: Sendable {
 fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_INVALID_ARGUMENT\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_ALREADY_EXISTS\0\u{1}ERROR_CODE_RESOURCE_EXHAUSTED\0\u{1}ERROR_CODE_FAILED_PRECONDITION\0\u{1}ERROR_CODE_PERMISSION_DENIED\0\u{1}ERROR_CODE_UNIMPLEMENTED\0\u{1}ERROR_CODE_INTERNAL\0\u{1}ERROR_CODE_UNAVAILABLE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_INVALID_ARGUMENT\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_ALREADY_EXISTS\0\u{1}ERROR_CODE_RESOURCE_EXHAUSTED\0\u{1}ERROR_CODE_FAILED_PRECONDITION\0\u{1}ERROR_CODE_PERMISSION_DENIED\0\u{1}ERROR_CODE_UNIMPLEMENTED\0\u{1}ERROR_CODE_INTERNAL\0\u{1}ERROR_CODE_UNAVAILABLE\0\u{1}ERROR_CODE_EVICTED\0")
 }
 
 nonisolated extension Kvd_V1_DType: SwiftProtobuf._ProtoNameProviding {

@@ -125,6 +125,22 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     set {body = .rankLayers(newValue)}
   }
 
+  public var keepAlive: Kvd_V1_KeepAliveRequest {
+    get {
+      if case .keepAlive(let v)? = body {return v}
+      return Kvd_V1_KeepAliveRequest()
+    }
+    set {body = .keepAlive(newValue)}
+  }
+
+  public var pin: Kvd_V1_PinRequest {
+    get {
+      if case .pin(let v)? = body {return v}
+      return Kvd_V1_PinRequest()
+    }
+    set {body = .pin(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one body.
@@ -140,6 +156,8 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     case stats(Kvd_V1_StatsRequest)
     case stage(Kvd_V1_StageRequest)
     case rankLayers(Kvd_V1_RankLayersRequest)
+    case keepAlive(Kvd_V1_KeepAliveRequest)
+    case pin(Kvd_V1_PinRequest)
 
   }
 
@@ -297,6 +315,22 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     set {body = .rankLayers(newValue)}
   }
 
+  public var keepAlive: Kvd_V1_KeepAliveResponse {
+    get {
+      if case .keepAlive(let v)? = body {return v}
+      return Kvd_V1_KeepAliveResponse()
+    }
+    set {body = .keepAlive(newValue)}
+  }
+
+  public var pin: Kvd_V1_PinResponse {
+    get {
+      if case .pin(let v)? = body {return v}
+      return Kvd_V1_PinResponse()
+    }
+    set {body = .pin(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one: an error or the body matching the request's.
@@ -313,6 +347,8 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     case stats(Kvd_V1_StatsResponse)
     case stage(Kvd_V1_StageResponse)
     case rankLayers(Kvd_V1_RankLayersResponse)
+    case keepAlive(Kvd_V1_KeepAliveResponse)
+    case pin(Kvd_V1_PinResponse)
 
   }
 
@@ -327,7 +363,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -480,6 +516,32 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
           self.body = .rankLayers(v)
         }
       }()
+      case 21: try {
+        var v: Kvd_V1_KeepAliveRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .keepAlive(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .keepAlive(v)
+        }
+      }()
+      case 22: try {
+        var v: Kvd_V1_PinRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .pin(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .pin(v)
+        }
+      }()
       default: break
       }
     }
@@ -540,6 +602,14 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
     case .rankLayers?: try {
       guard case .rankLayers(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+    }()
+    case .keepAlive?: try {
+      guard case .keepAlive(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+    }()
+    case .pin?: try {
+      guard case .pin(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
     }()
     case nil: break
     }
@@ -632,7 +702,7 @@ nonisolated extension Kvd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -797,6 +867,32 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.body = .rankLayers(v)
         }
       }()
+      case 21: try {
+        var v: Kvd_V1_KeepAliveResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .keepAlive(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .keepAlive(v)
+        }
+      }()
+      case 22: try {
+        var v: Kvd_V1_PinResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .pin(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .pin(v)
+        }
+      }()
       default: break
       }
     }
@@ -858,6 +954,14 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
     case .rankLayers?: try {
       guard case .rankLayers(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+    }()
+    case .keepAlive?: try {
+      guard case .keepAlive(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+    }()
+    case .pin?: try {
+      guard case .pin(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
     }()
     case nil: break
     }

@@ -164,6 +164,16 @@ public nonisolated struct Kvd_V1_Limits: Sendable {
   /// This tenant's sequence quota (0 = only max_sequences).
   public var quotaSequences: UInt32 = 0
 
+  /// Lease of what a connection owns (sequences, reservations), in milliseconds: any request from
+  /// the connection, or a KeepAlive, renews it. 0 = leases are off.
+  public var leaseMs: UInt64 = 0
+
+  /// How long a sequence whose lease expired (an orphan) is kept before it is released, in ms.
+  public var orphanGraceMs: UInt64 = 0
+
+  /// This tenant's quota of pages in pinned sequences (0 = no quota beyond quota_pages).
+  public var quotaPinnedPages: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -234,6 +244,12 @@ public nonisolated struct Kvd_V1_HelloResponse: @unchecked Sendable {
   public var tenant: String {
     get {_storage._tenant}
     set {_uniqueStorage()._tenant = newValue}
+  }
+
+  /// ZeroMQ PUB endpoint publishing memory-manager events (kvd.v1.Event), or empty when off.
+  public var eventsEndpoint: String {
+    get {_storage._eventsEndpoint}
+    set {_uniqueStorage()._eventsEndpoint = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -489,7 +505,7 @@ nonisolated extension Kvd_V1_MethodInfo: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Limits"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_message_bytes\0\u{3}max_tokens_per_append\0\u{3}max_sequences\0\u{3}max_sequence_tokens\0\u{3}quota_pages\0\u{3}quota_sequences\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}max_message_bytes\0\u{3}max_tokens_per_append\0\u{3}max_sequences\0\u{3}max_sequence_tokens\0\u{3}quota_pages\0\u{3}quota_sequences\0\u{3}lease_ms\0\u{3}orphan_grace_ms\0\u{3}quota_pinned_pages\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -503,6 +519,9 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.maxSequenceTokens) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.quotaPages) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.quotaSequences) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.leaseMs) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.orphanGraceMs) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.quotaPinnedPages) }()
       default: break
       }
     }
@@ -527,6 +546,15 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if self.quotaSequences != 0 {
       try visitor.visitSingularUInt32Field(value: self.quotaSequences, fieldNumber: 6)
     }
+    if self.leaseMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.leaseMs, fieldNumber: 7)
+    }
+    if self.orphanGraceMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.orphanGraceMs, fieldNumber: 8)
+    }
+    if self.quotaPinnedPages != 0 {
+      try visitor.visitSingularUInt32Field(value: self.quotaPinnedPages, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -537,6 +565,9 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.maxSequenceTokens != rhs.maxSequenceTokens {return false}
     if lhs.quotaPages != rhs.quotaPages {return false}
     if lhs.quotaSequences != rhs.quotaSequences {return false}
+    if lhs.leaseMs != rhs.leaseMs {return false}
+    if lhs.orphanGraceMs != rhs.orphanGraceMs {return false}
+    if lhs.quotaPinnedPages != rhs.quotaPinnedPages {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -544,7 +575,7 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HelloResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0\u{1}tenant\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0\u{1}tenant\0\u{3}events_endpoint\0")
 
   fileprivate class _StorageClass {
     var _protocolVersion: UInt32 = 0
@@ -556,6 +587,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
     var _limits: Kvd_V1_Limits? = nil
     var _policies: [Kvd_V1_PolicyInfo] = []
     var _tenant: String = String()
+    var _eventsEndpoint: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -575,6 +607,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       _limits = source._limits
       _policies = source._policies
       _tenant = source._tenant
+      _eventsEndpoint = source._eventsEndpoint
     }
   }
 
@@ -602,6 +635,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         case 7: try { try decoder.decodeSingularMessageField(value: &_storage._limits) }()
         case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._policies) }()
         case 9: try { try decoder.decodeSingularStringField(value: &_storage._tenant) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._eventsEndpoint) }()
         default: break
         }
       }
@@ -641,6 +675,9 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       if !_storage._tenant.isEmpty {
         try visitor.visitSingularStringField(value: _storage._tenant, fieldNumber: 9)
       }
+      if !_storage._eventsEndpoint.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._eventsEndpoint, fieldNumber: 10)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -659,6 +696,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._limits != rhs_storage._limits {return false}
         if _storage._policies != rhs_storage._policies {return false}
         if _storage._tenant != rhs_storage._tenant {return false}
+        if _storage._eventsEndpoint != rhs_storage._eventsEndpoint {return false}
         return true
       }
       if !storagesAreEqual {return false}

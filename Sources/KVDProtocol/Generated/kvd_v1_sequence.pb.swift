@@ -39,6 +39,9 @@ public nonisolated struct Kvd_V1_CreateSequenceRequest: Sendable {
   /// PERMISSION_DENIED.
   public var tenant: String = String()
 
+  /// Create it pinned: the memory manager never compresses or evicts it (see PinRequest).
+  public var pinned: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -96,7 +99,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_CreateSequenceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateSequenceRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}sequence_id\0\u{1}tenant\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}sequence_id\0\u{1}tenant\0\u{1}pinned\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -107,6 +110,7 @@ nonisolated extension Kvd_V1_CreateSequenceRequest: SwiftProtobuf.Message, Swift
       case 1: try { try decoder.decodeSingularStringField(value: &self.model) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sequenceID) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.pinned) }()
       default: break
       }
     }
@@ -122,6 +126,9 @@ nonisolated extension Kvd_V1_CreateSequenceRequest: SwiftProtobuf.Message, Swift
     if !self.tenant.isEmpty {
       try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 3)
     }
+    if self.pinned != false {
+      try visitor.visitSingularBoolField(value: self.pinned, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -129,6 +136,7 @@ nonisolated extension Kvd_V1_CreateSequenceRequest: SwiftProtobuf.Message, Swift
     if lhs.model != rhs.model {return false}
     if lhs.sequenceID != rhs.sequenceID {return false}
     if lhs.tenant != rhs.tenant {return false}
+    if lhs.pinned != rhs.pinned {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -71,9 +71,141 @@ public nonisolated struct Kvd_V1_SequenceStats: Sendable {
   /// Layers that alias another layer's cache and hold no pages (KVSharer).
   public var aliasedLayers: UInt32 = 0
 
+  /// Milliseconds since a request last touched the sequence.
+  public var idleMs: UInt64 = 0
+
+  /// Milliseconds until its lease expires; negative once expired (the sequence is an orphan).
+  /// 0 when leases are off.
+  public var leaseRemainingMs: Int64 = 0
+
+  /// Lease expired: no request or KeepAlive from its owning connection within the lease.
+  public var orphan: Bool = false
+
+  /// Never compressed or evicted by the memory manager.
+  public var pinned: Bool = false
+
+  /// Bytes of the pages it holds (pages * page_bytes).
+  public var bytes: UInt64 = 0
+
+  /// Times the memory manager compacted it.
+  public var managerCompactions: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+/// What the memory manager did since start (this tenant's segment). Each action counts the pages
+/// it gave back.
+public nonisolated struct Kvd_V1_MemoryStats: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Watermarks as fractions of the tenant's pages (its quota when it has one).
+  public var high: Double {
+    get {_storage._high}
+    set {_uniqueStorage()._high = newValue}
+  }
+
+  public var low: Double {
+    get {_storage._low}
+    set {_uniqueStorage()._low = newValue}
+  }
+
+  /// Reservations aborted because their lease expired.
+  public var reservationsAborted: UInt64 {
+    get {_storage._reservationsAborted}
+    set {_uniqueStorage()._reservationsAborted = newValue}
+  }
+
+  public var reservationsAbortedPages: UInt64 {
+    get {_storage._reservationsAbortedPages}
+    set {_uniqueStorage()._reservationsAbortedPages = newValue}
+  }
+
+  /// Orphans released after the grace period.
+  public var orphansReleased: UInt64 {
+    get {_storage._orphansReleased}
+    set {_uniqueStorage()._orphansReleased = newValue}
+  }
+
+  public var orphansReleasedPages: UInt64 {
+    get {_storage._orphansReleasedPages}
+    set {_uniqueStorage()._orphansReleasedPages = newValue}
+  }
+
+  /// Idle sequences compacted under pressure.
+  public var compactions: UInt64 {
+    get {_storage._compactions}
+    set {_uniqueStorage()._compactions = newValue}
+  }
+
+  public var compactionsPages: UInt64 {
+    get {_storage._compactionsPages}
+    set {_uniqueStorage()._compactionsPages = newValue}
+  }
+
+  /// Whole sequences evicted under pressure.
+  public var evictions: UInt64 {
+    get {_storage._evictions}
+    set {_uniqueStorage()._evictions = newValue}
+  }
+
+  public var evictionsPages: UInt64 {
+    get {_storage._evictionsPages}
+    set {_uniqueStorage()._evictionsPages = newValue}
+  }
+
+  /// Reclaim passes run (background and on behalf of an Append or Reserve that did not fit).
+  public var reclaimPasses: UInt64 {
+    get {_storage._reclaimPasses}
+    set {_uniqueStorage()._reclaimPasses = newValue}
+  }
+
+  public var synchronousReclaims: UInt64 {
+    get {_storage._synchronousReclaims}
+    set {_uniqueStorage()._synchronousReclaims = newValue}
+  }
+
+  /// Duration of the last pass that started above `high`, in microseconds, and whether it reached `low`.
+  public var lastReclaimUs: UInt64 {
+    get {_storage._lastReclaimUs}
+    set {_uniqueStorage()._lastReclaimUs = newValue}
+  }
+
+  public var lastReclaimReachedLow: Bool {
+    get {_storage._lastReclaimReachedLow}
+    set {_uniqueStorage()._lastReclaimReachedLow = newValue}
+  }
+
+  /// Sequences whose lease has expired right now, and pinned sequences and their pages.
+  public var orphans: UInt32 {
+    get {_storage._orphans}
+    set {_uniqueStorage()._orphans = newValue}
+  }
+
+  public var pinnedSequences: UInt32 {
+    get {_storage._pinnedSequences}
+    set {_uniqueStorage()._pinnedSequences = newValue}
+  }
+
+  public var pinnedPages: UInt32 {
+    get {_storage._pinnedPages}
+    set {_uniqueStorage()._pinnedPages = newValue}
+  }
+
+  /// Events published on the events endpoint.
+  public var eventsPublished: UInt64 {
+    get {_storage._eventsPublished}
+    set {_uniqueStorage()._eventsPublished = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Kvd_V1_StatsResponse: @unchecked Sendable {
@@ -137,6 +269,16 @@ public nonisolated struct Kvd_V1_StatsResponse: @unchecked Sendable {
   /// Clears the value of `sequence`. Subsequent reads from it will return its default value.
   public mutating func clearSequence() {_uniqueStorage()._sequence = nil}
 
+  /// The memory manager's figures for this tenant.
+  public var memory: Kvd_V1_MemoryStats {
+    get {_storage._memory ?? Kvd_V1_MemoryStats()}
+    set {_uniqueStorage()._memory = newValue}
+  }
+  /// Returns true if `memory` has been explicitly set.
+  public var hasMemory: Bool {_storage._memory != nil}
+  /// Clears the value of `memory`. Subsequent reads from it will return its default value.
+  public mutating func clearMemory() {_uniqueStorage()._memory = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -180,7 +322,7 @@ nonisolated extension Kvd_V1_StatsRequest: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SequenceStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}model\0\u{1}tenant\0\u{1}length\0\u{1}generation\0\u{1}pages\0\u{3}tokens_held\0\u{3}reserved_tokens\0\u{3}staging_bytes\0\u{3}aliased_layers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}model\0\u{1}tenant\0\u{1}length\0\u{1}generation\0\u{1}pages\0\u{3}tokens_held\0\u{3}reserved_tokens\0\u{3}staging_bytes\0\u{3}aliased_layers\0\u{3}idle_ms\0\u{3}lease_remaining_ms\0\u{1}orphan\0\u{1}pinned\0\u{1}bytes\0\u{3}manager_compactions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -198,6 +340,12 @@ nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.reservedTokens) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.stagingBytes) }()
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.aliasedLayers) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.idleMs) }()
+      case 12: try { try decoder.decodeSingularSInt64Field(value: &self.leaseRemainingMs) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self.orphan) }()
+      case 14: try { try decoder.decodeSingularBoolField(value: &self.pinned) }()
+      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      case 16: try { try decoder.decodeSingularUInt32Field(value: &self.managerCompactions) }()
       default: break
       }
     }
@@ -234,6 +382,24 @@ nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf
     if self.aliasedLayers != 0 {
       try visitor.visitSingularUInt32Field(value: self.aliasedLayers, fieldNumber: 10)
     }
+    if self.idleMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.idleMs, fieldNumber: 11)
+    }
+    if self.leaseRemainingMs != 0 {
+      try visitor.visitSingularSInt64Field(value: self.leaseRemainingMs, fieldNumber: 12)
+    }
+    if self.orphan != false {
+      try visitor.visitSingularBoolField(value: self.orphan, fieldNumber: 13)
+    }
+    if self.pinned != false {
+      try visitor.visitSingularBoolField(value: self.pinned, fieldNumber: 14)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 15)
+    }
+    if self.managerCompactions != 0 {
+      try visitor.visitSingularUInt32Field(value: self.managerCompactions, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -248,6 +414,197 @@ nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.reservedTokens != rhs.reservedTokens {return false}
     if lhs.stagingBytes != rhs.stagingBytes {return false}
     if lhs.aliasedLayers != rhs.aliasedLayers {return false}
+    if lhs.idleMs != rhs.idleMs {return false}
+    if lhs.leaseRemainingMs != rhs.leaseRemainingMs {return false}
+    if lhs.orphan != rhs.orphan {return false}
+    if lhs.pinned != rhs.pinned {return false}
+    if lhs.bytes != rhs.bytes {return false}
+    if lhs.managerCompactions != rhs.managerCompactions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Kvd_V1_MemoryStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MemoryStats"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}high\0\u{1}low\0\u{3}reservations_aborted\0\u{3}reservations_aborted_pages\0\u{3}orphans_released\0\u{3}orphans_released_pages\0\u{1}compactions\0\u{3}compactions_pages\0\u{1}evictions\0\u{3}evictions_pages\0\u{3}reclaim_passes\0\u{3}synchronous_reclaims\0\u{3}last_reclaim_us\0\u{3}last_reclaim_reached_low\0\u{1}orphans\0\u{3}pinned_sequences\0\u{3}pinned_pages\0\u{3}events_published\0")
+
+  fileprivate class _StorageClass {
+    var _high: Double = 0
+    var _low: Double = 0
+    var _reservationsAborted: UInt64 = 0
+    var _reservationsAbortedPages: UInt64 = 0
+    var _orphansReleased: UInt64 = 0
+    var _orphansReleasedPages: UInt64 = 0
+    var _compactions: UInt64 = 0
+    var _compactionsPages: UInt64 = 0
+    var _evictions: UInt64 = 0
+    var _evictionsPages: UInt64 = 0
+    var _reclaimPasses: UInt64 = 0
+    var _synchronousReclaims: UInt64 = 0
+    var _lastReclaimUs: UInt64 = 0
+    var _lastReclaimReachedLow: Bool = false
+    var _orphans: UInt32 = 0
+    var _pinnedSequences: UInt32 = 0
+    var _pinnedPages: UInt32 = 0
+    var _eventsPublished: UInt64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _high = source._high
+      _low = source._low
+      _reservationsAborted = source._reservationsAborted
+      _reservationsAbortedPages = source._reservationsAbortedPages
+      _orphansReleased = source._orphansReleased
+      _orphansReleasedPages = source._orphansReleasedPages
+      _compactions = source._compactions
+      _compactionsPages = source._compactionsPages
+      _evictions = source._evictions
+      _evictionsPages = source._evictionsPages
+      _reclaimPasses = source._reclaimPasses
+      _synchronousReclaims = source._synchronousReclaims
+      _lastReclaimUs = source._lastReclaimUs
+      _lastReclaimReachedLow = source._lastReclaimReachedLow
+      _orphans = source._orphans
+      _pinnedSequences = source._pinnedSequences
+      _pinnedPages = source._pinnedPages
+      _eventsPublished = source._eventsPublished
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularDoubleField(value: &_storage._high) }()
+        case 2: try { try decoder.decodeSingularDoubleField(value: &_storage._low) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._reservationsAborted) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._reservationsAbortedPages) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._orphansReleased) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._orphansReleasedPages) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._compactions) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._compactionsPages) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._evictions) }()
+        case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._evictionsPages) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._reclaimPasses) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._synchronousReclaims) }()
+        case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._lastReclaimUs) }()
+        case 14: try { try decoder.decodeSingularBoolField(value: &_storage._lastReclaimReachedLow) }()
+        case 15: try { try decoder.decodeSingularUInt32Field(value: &_storage._orphans) }()
+        case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._pinnedSequences) }()
+        case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._pinnedPages) }()
+        case 18: try { try decoder.decodeSingularUInt64Field(value: &_storage._eventsPublished) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._high.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._high, fieldNumber: 1)
+      }
+      if _storage._low.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._low, fieldNumber: 2)
+      }
+      if _storage._reservationsAborted != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._reservationsAborted, fieldNumber: 3)
+      }
+      if _storage._reservationsAbortedPages != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._reservationsAbortedPages, fieldNumber: 4)
+      }
+      if _storage._orphansReleased != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._orphansReleased, fieldNumber: 5)
+      }
+      if _storage._orphansReleasedPages != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._orphansReleasedPages, fieldNumber: 6)
+      }
+      if _storage._compactions != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._compactions, fieldNumber: 7)
+      }
+      if _storage._compactionsPages != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._compactionsPages, fieldNumber: 8)
+      }
+      if _storage._evictions != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._evictions, fieldNumber: 9)
+      }
+      if _storage._evictionsPages != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._evictionsPages, fieldNumber: 10)
+      }
+      if _storage._reclaimPasses != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._reclaimPasses, fieldNumber: 11)
+      }
+      if _storage._synchronousReclaims != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._synchronousReclaims, fieldNumber: 12)
+      }
+      if _storage._lastReclaimUs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._lastReclaimUs, fieldNumber: 13)
+      }
+      if _storage._lastReclaimReachedLow != false {
+        try visitor.visitSingularBoolField(value: _storage._lastReclaimReachedLow, fieldNumber: 14)
+      }
+      if _storage._orphans != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._orphans, fieldNumber: 15)
+      }
+      if _storage._pinnedSequences != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._pinnedSequences, fieldNumber: 16)
+      }
+      if _storage._pinnedPages != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._pinnedPages, fieldNumber: 17)
+      }
+      if _storage._eventsPublished != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._eventsPublished, fieldNumber: 18)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Kvd_V1_MemoryStats, rhs: Kvd_V1_MemoryStats) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._high != rhs_storage._high {return false}
+        if _storage._low != rhs_storage._low {return false}
+        if _storage._reservationsAborted != rhs_storage._reservationsAborted {return false}
+        if _storage._reservationsAbortedPages != rhs_storage._reservationsAbortedPages {return false}
+        if _storage._orphansReleased != rhs_storage._orphansReleased {return false}
+        if _storage._orphansReleasedPages != rhs_storage._orphansReleasedPages {return false}
+        if _storage._compactions != rhs_storage._compactions {return false}
+        if _storage._compactionsPages != rhs_storage._compactionsPages {return false}
+        if _storage._evictions != rhs_storage._evictions {return false}
+        if _storage._evictionsPages != rhs_storage._evictionsPages {return false}
+        if _storage._reclaimPasses != rhs_storage._reclaimPasses {return false}
+        if _storage._synchronousReclaims != rhs_storage._synchronousReclaims {return false}
+        if _storage._lastReclaimUs != rhs_storage._lastReclaimUs {return false}
+        if _storage._lastReclaimReachedLow != rhs_storage._lastReclaimReachedLow {return false}
+        if _storage._orphans != rhs_storage._orphans {return false}
+        if _storage._pinnedSequences != rhs_storage._pinnedSequences {return false}
+        if _storage._pinnedPages != rhs_storage._pinnedPages {return false}
+        if _storage._eventsPublished != rhs_storage._eventsPublished {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -255,7 +612,7 @@ nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_pages\0\u{3}free_pages\0\u{3}page_bytes\0\u{1}sequences\0\u{3}staging_bytes\0\u{3}staging_used_bytes\0\u{1}requests\0\u{1}errors\0\u{1}sequence\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_pages\0\u{3}free_pages\0\u{3}page_bytes\0\u{1}sequences\0\u{3}staging_bytes\0\u{3}staging_used_bytes\0\u{1}requests\0\u{1}errors\0\u{1}sequence\0\u{1}memory\0")
 
   fileprivate class _StorageClass {
     var _totalPages: UInt32 = 0
@@ -267,6 +624,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
     var _requests: UInt64 = 0
     var _errors: UInt64 = 0
     var _sequence: Kvd_V1_SequenceStats? = nil
+    var _memory: Kvd_V1_MemoryStats? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -286,6 +644,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
       _requests = source._requests
       _errors = source._errors
       _sequence = source._sequence
+      _memory = source._memory
     }
   }
 
@@ -313,6 +672,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
         case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._requests) }()
         case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._errors) }()
         case 9: try { try decoder.decodeSingularMessageField(value: &_storage._sequence) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._memory) }()
         default: break
         }
       }
@@ -352,6 +712,9 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._sequence {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
       } }()
+      try { if let v = _storage._memory {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -370,6 +733,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._requests != rhs_storage._requests {return false}
         if _storage._errors != rhs_storage._errors {return false}
         if _storage._sequence != rhs_storage._sequence {return false}
+        if _storage._memory != rhs_storage._memory {return false}
         return true
       }
       if !storagesAreEqual {return false}

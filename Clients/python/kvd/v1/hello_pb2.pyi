@@ -19,7 +19,8 @@ class HelloRequest(_message.Message):
     def __init__(self, protocol_versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ..., tenant: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ["limits", "methods", "models", "policies", "protocol_version", "server_version", "shm", "supported_protocol_versions", "tenant"]
+    __slots__ = ["events_endpoint", "limits", "methods", "models", "policies", "protocol_version", "server_version", "shm", "supported_protocol_versions", "tenant"]
+    EVENTS_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +30,7 @@ class HelloResponse(_message.Message):
     SHM_FIELD_NUMBER: _ClassVar[int]
     SUPPORTED_PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    events_endpoint: str
     limits: Limits
     methods: _containers.RepeatedCompositeFieldContainer[MethodInfo]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelLayout]
@@ -38,23 +40,29 @@ class HelloResponse(_message.Message):
     shm: SharedMemoryInfo
     supported_protocol_versions: _containers.RepeatedScalarFieldContainer[int]
     tenant: str
-    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ..., tenant: _Optional[str] = ..., events_endpoint: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ["max_message_bytes", "max_sequence_tokens", "max_sequences", "max_tokens_per_append", "quota_pages", "quota_sequences"]
+    __slots__ = ["lease_ms", "max_message_bytes", "max_sequence_tokens", "max_sequences", "max_tokens_per_append", "orphan_grace_ms", "quota_pages", "quota_pinned_pages", "quota_sequences"]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQUENCE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_PER_APPEND_FIELD_NUMBER: _ClassVar[int]
+    ORPHAN_GRACE_MS_FIELD_NUMBER: _ClassVar[int]
     QUOTA_PAGES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_PINNED_PAGES_FIELD_NUMBER: _ClassVar[int]
     QUOTA_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    lease_ms: int
     max_message_bytes: int
     max_sequence_tokens: int
     max_sequences: int
     max_tokens_per_append: int
+    orphan_grace_ms: int
     quota_pages: int
+    quota_pinned_pages: int
     quota_sequences: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tokens_per_append: _Optional[int] = ..., max_sequences: _Optional[int] = ..., max_sequence_tokens: _Optional[int] = ..., quota_pages: _Optional[int] = ..., quota_sequences: _Optional[int] = ...) -> None: ...
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_tokens_per_append: _Optional[int] = ..., max_sequences: _Optional[int] = ..., max_sequence_tokens: _Optional[int] = ..., quota_pages: _Optional[int] = ..., quota_sequences: _Optional[int] = ..., lease_ms: _Optional[int] = ..., orphan_grace_ms: _Optional[int] = ..., quota_pinned_pages: _Optional[int] = ...) -> None: ...
 
 class MethodInfo(_message.Message):
     __slots__ = ["description", "name", "needs_queries", "origin", "params"]

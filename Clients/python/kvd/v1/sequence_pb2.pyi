@@ -5,14 +5,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateSequenceRequest(_message.Message):
-    __slots__ = ["model", "sequence_id", "tenant"]
+    __slots__ = ["model", "pinned", "sequence_id", "tenant"]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     model: str
+    pinned: bool
     sequence_id: int
     tenant: str
-    def __init__(self, model: _Optional[str] = ..., sequence_id: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., sequence_id: _Optional[int] = ..., tenant: _Optional[str] = ..., pinned: bool = ...) -> None: ...
 
 class CreateSequenceResponse(_message.Message):
     __slots__ = ["generation", "sequence_id"]

@@ -425,7 +425,7 @@ const ProtobufCMessageDescriptor kvd__v1__param__descriptor =
   (ProtobufCMessageInit) kvd__v1__param__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue kvd__v1__error_code__enum_values_by_number[10] =
+static const ProtobufCEnumValue kvd__v1__error_code__enum_values_by_number[11] =
 {
   { "ERROR_CODE_UNSPECIFIED", "KVD__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED", 0 },
   { "ERROR_CODE_INVALID_ARGUMENT", "KVD__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT", 1 },
@@ -437,13 +437,15 @@ static const ProtobufCEnumValue kvd__v1__error_code__enum_values_by_number[10] =
   { "ERROR_CODE_UNIMPLEMENTED", "KVD__V1__ERROR_CODE__ERROR_CODE_UNIMPLEMENTED", 7 },
   { "ERROR_CODE_INTERNAL", "KVD__V1__ERROR_CODE__ERROR_CODE_INTERNAL", 8 },
   { "ERROR_CODE_UNAVAILABLE", "KVD__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE", 9 },
+  { "ERROR_CODE_EVICTED", "KVD__V1__ERROR_CODE__ERROR_CODE_EVICTED", 10 },
 };
 static const ProtobufCIntRange kvd__v1__error_code__value_ranges[] = {
-{0, 0},{0, 10}
+{0, 0},{0, 11}
 };
-static const ProtobufCEnumValueIndex kvd__v1__error_code__enum_values_by_name[10] =
+static const ProtobufCEnumValueIndex kvd__v1__error_code__enum_values_by_name[11] =
 {
   { "ERROR_CODE_ALREADY_EXISTS", 3 },
+  { "ERROR_CODE_EVICTED", 10 },
   { "ERROR_CODE_FAILED_PRECONDITION", 5 },
   { "ERROR_CODE_INTERNAL", 8 },
   { "ERROR_CODE_INVALID_ARGUMENT", 1 },
@@ -461,9 +463,9 @@ const ProtobufCEnumDescriptor kvd__v1__error_code__descriptor =
   "ErrorCode",
   "Kvd__V1__ErrorCode",
   "kvd.v1",
-  10,
+  11,
   kvd__v1__error_code__enum_values_by_number,
-  10,
+  11,
   kvd__v1__error_code__enum_values_by_name,
   1,
   kvd__v1__error_code__value_ranges,

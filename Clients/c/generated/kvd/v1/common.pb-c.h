@@ -62,7 +62,13 @@ typedef enum _Kvd__V1__ErrorCode {
   /*
    * The daemon is shutting down and accepts no new work.
    */
-  KVD__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE = 9
+  KVD__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE = 9,
+  /*
+   * The sequence existed but kvd's memory manager took it back: evicted under memory pressure, or
+   * released after its lease expired and the grace period ended. The message says which and when.
+   * Its K/V is gone; create the sequence again (the same id is allowed) and re-run prefill.
+   */
+  KVD__V1__ERROR_CODE__ERROR_CODE_EVICTED = 10
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__ERROR_CODE)
 } Kvd__V1__ErrorCode;
 /*

@@ -187,7 +187,7 @@ void   kvd__v1__response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[13] =
+static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[15] =
 {
   {
     "request_id",
@@ -345,6 +345,30 @@ static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[13] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "keep_alive",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, keep_alive),
+    &kvd__v1__keep_alive_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pin",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, pin),
+    &kvd__v1__pin_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__request__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -352,6 +376,8 @@ static const unsigned kvd__v1__request__field_indices_by_name[] = {
   8,   /* field[8] = compact */
   3,   /* field[3] = create_sequence */
   2,   /* field[2] = hello */
+  13,   /* field[13] = keep_alive */
+  14,   /* field[14] = pin */
   1,   /* field[1] = protocol_version */
   7,   /* field[7] = query */
   12,   /* field[12] = rank_layers */
@@ -365,7 +391,7 @@ static const ProtobufCIntRange kvd__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 13 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
 {
@@ -375,7 +401,7 @@ const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
   "Kvd__V1__Request",
   "kvd.v1",
   sizeof(Kvd__V1__Request),
-  13,
+  15,
   kvd__v1__request__field_descriptors,
   kvd__v1__request__field_indices_by_name,
   2,  kvd__v1__request__number_ranges,
@@ -497,7 +523,7 @@ const ProtobufCMessageDescriptor kvd__v1__error__descriptor =
   (ProtobufCMessageInit) kvd__v1__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[13] =
+static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[15] =
 {
   {
     "header",
@@ -655,6 +681,30 @@ static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[13] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "keep_alive",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, keep_alive),
+    &kvd__v1__keep_alive_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pin",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, pin),
+    &kvd__v1__pin_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__response__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -664,6 +714,8 @@ static const unsigned kvd__v1__response__field_indices_by_name[] = {
   1,   /* field[1] = error */
   0,   /* field[0] = header */
   2,   /* field[2] = hello */
+  13,   /* field[13] = keep_alive */
+  14,   /* field[14] = pin */
   7,   /* field[7] = query */
   12,   /* field[12] = rank_layers */
   9,   /* field[9] = release */
@@ -675,7 +727,7 @@ static const ProtobufCIntRange kvd__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 13 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
 {
@@ -685,7 +737,7 @@ const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
   "Kvd__V1__Response",
   "kvd.v1",
   sizeof(Kvd__V1__Response),
-  13,
+  15,
   kvd__v1__response__field_descriptors,
   kvd__v1__response__field_indices_by_name,
   2,  kvd__v1__response__number_ranges,

@@ -21,6 +21,7 @@ PROTOBUF_C__BEGIN_DECLS
 #include "kvd/v1/query.pb-c.h"
 #include "kvd/v1/compact.pb-c.h"
 #include "kvd/v1/stats.pb-c.h"
+#include "kvd/v1/memory.pb-c.h"
 
 typedef struct Kvd__V1__Request Kvd__V1__Request;
 typedef struct Kvd__V1__ResponseHeader Kvd__V1__ResponseHeader;
@@ -45,7 +46,9 @@ typedef enum {
   KVD__V1__REQUEST__BODY_RELEASE = 17,
   KVD__V1__REQUEST__BODY_STATS = 18,
   KVD__V1__REQUEST__BODY_STAGE = 19,
-  KVD__V1__REQUEST__BODY_RANK_LAYERS = 20
+  KVD__V1__REQUEST__BODY_RANK_LAYERS = 20,
+  KVD__V1__REQUEST__BODY_KEEP_ALIVE = 21,
+  KVD__V1__REQUEST__BODY_PIN = 22
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__REQUEST__BODY__CASE)
 } Kvd__V1__Request__BodyCase;
 
@@ -76,6 +79,8 @@ struct  Kvd__V1__Request
     Kvd__V1__StatsRequest *stats;
     Kvd__V1__StageRequest *stage;
     Kvd__V1__RankLayersRequest *rank_layers;
+    Kvd__V1__KeepAliveRequest *keep_alive;
+    Kvd__V1__PinRequest *pin;
   };
 };
 #define KVD__V1__REQUEST__INIT \
@@ -140,7 +145,9 @@ typedef enum {
   KVD__V1__RESPONSE__BODY_RELEASE = 17,
   KVD__V1__RESPONSE__BODY_STATS = 18,
   KVD__V1__RESPONSE__BODY_STAGE = 19,
-  KVD__V1__RESPONSE__BODY_RANK_LAYERS = 20
+  KVD__V1__RESPONSE__BODY_RANK_LAYERS = 20,
+  KVD__V1__RESPONSE__BODY_KEEP_ALIVE = 21,
+  KVD__V1__RESPONSE__BODY_PIN = 22
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__RESPONSE__BODY__CASE)
 } Kvd__V1__Response__BodyCase;
 
@@ -165,6 +172,8 @@ struct  Kvd__V1__Response
     Kvd__V1__StatsResponse *stats;
     Kvd__V1__StageResponse *stage;
     Kvd__V1__RankLayersResponse *rank_layers;
+    Kvd__V1__KeepAliveResponse *keep_alive;
+    Kvd__V1__PinResponse *pin;
   };
 };
 #define KVD__V1__RESPONSE__INIT \

@@ -734,7 +734,7 @@ const ProtobufCMessageDescriptor kvd__v1__method_info__descriptor =
   (ProtobufCMessageInit) kvd__v1__method_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__limits__field_descriptors[6] =
+static const ProtobufCFieldDescriptor kvd__v1__limits__field_descriptors[9] =
 {
   {
     "max_message_bytes",
@@ -808,19 +808,58 @@ static const ProtobufCFieldDescriptor kvd__v1__limits__field_descriptors[6] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "lease_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__Limits, lease_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "orphan_grace_ms",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__Limits, orphan_grace_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quota_pinned_pages",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__Limits, quota_pinned_pages),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__limits__field_indices_by_name[] = {
+  6,   /* field[6] = lease_ms */
   0,   /* field[0] = max_message_bytes */
   3,   /* field[3] = max_sequence_tokens */
   2,   /* field[2] = max_sequences */
   1,   /* field[1] = max_tokens_per_append */
+  7,   /* field[7] = orphan_grace_ms */
   4,   /* field[4] = quota_pages */
+  8,   /* field[8] = quota_pinned_pages */
   5,   /* field[5] = quota_sequences */
 };
 static const ProtobufCIntRange kvd__v1__limits__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor kvd__v1__limits__descriptor =
 {
@@ -830,14 +869,14 @@ const ProtobufCMessageDescriptor kvd__v1__limits__descriptor =
   "Kvd__V1__Limits",
   "kvd.v1",
   sizeof(Kvd__V1__Limits),
-  6,
+  9,
   kvd__v1__limits__field_descriptors,
   kvd__v1__limits__field_indices_by_name,
   1,  kvd__v1__limits__number_ranges,
   (ProtobufCMessageInit) kvd__v1__limits__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[9] =
+static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[10] =
 {
   {
     "protocol_version",
@@ -947,8 +986,21 @@ static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "events_endpoint",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HelloResponse, events_endpoint),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
+  9,   /* field[9] = events_endpoint */
   6,   /* field[6] = limits */
   5,   /* field[5] = methods */
   4,   /* field[4] = models */
@@ -962,7 +1014,7 @@ static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__hello_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
 {
@@ -972,7 +1024,7 @@ const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
   "Kvd__V1__HelloResponse",
   "kvd.v1",
   sizeof(Kvd__V1__HelloResponse),
-  9,
+  10,
   kvd__v1__hello_response__field_descriptors,
   kvd__v1__hello_response__field_indices_by_name,
   1,  kvd__v1__hello_response__number_ranges,

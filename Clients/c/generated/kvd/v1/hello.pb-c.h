@@ -208,10 +208,23 @@ struct  Kvd__V1__Limits
    * This tenant's sequence quota (0 = only max_sequences).
    */
   uint32_t quota_sequences;
+  /*
+   * Lease of what a connection owns (sequences, reservations), in milliseconds: any request from
+   * the connection, or a KeepAlive, renews it. 0 = leases are off.
+   */
+  uint64_t lease_ms;
+  /*
+   * How long a sequence whose lease expired (an orphan) is kept before it is released, in ms.
+   */
+  uint64_t orphan_grace_ms;
+  /*
+   * This tenant's quota of pages in pinned sequences (0 = no quota beyond quota_pages).
+   */
+  uint32_t quota_pinned_pages;
 };
 #define KVD__V1__LIMITS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__limits__descriptor) \
-    , 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Kvd__V1__HelloResponse
@@ -257,10 +270,14 @@ struct  Kvd__V1__HelloResponse
    * The tenant this connection is bound to; `shm` is that tenant's own segment.
    */
   char *tenant;
+  /*
+   * ZeroMQ PUB endpoint publishing memory-manager events (kvd.v1.Event), or empty when off.
+   */
+  char *events_endpoint;
 };
 #define KVD__V1__HELLO_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__hello_response__descriptor) \
-    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string }
+    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*

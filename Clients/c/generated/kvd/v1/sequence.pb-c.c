@@ -187,7 +187,7 @@ void   kvd__v1__release_response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__release_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__create_sequence_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor kvd__v1__create_sequence_request__field_descriptors[4] =
 {
   {
     "model",
@@ -225,16 +225,29 @@ static const ProtobufCFieldDescriptor kvd__v1__create_sequence_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "pinned",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__CreateSequenceRequest, pinned),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__create_sequence_request__field_indices_by_name[] = {
   0,   /* field[0] = model */
+  3,   /* field[3] = pinned */
   1,   /* field[1] = sequence_id */
   2,   /* field[2] = tenant */
 };
 static const ProtobufCIntRange kvd__v1__create_sequence_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor kvd__v1__create_sequence_request__descriptor =
 {
@@ -244,7 +257,7 @@ const ProtobufCMessageDescriptor kvd__v1__create_sequence_request__descriptor =
   "Kvd__V1__CreateSequenceRequest",
   "kvd.v1",
   sizeof(Kvd__V1__CreateSequenceRequest),
-  3,
+  4,
   kvd__v1__create_sequence_request__field_descriptors,
   kvd__v1__create_sequence_request__field_indices_by_name,
   1,  kvd__v1__create_sequence_request__number_ranges,

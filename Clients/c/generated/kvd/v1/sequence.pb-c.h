@@ -46,10 +46,14 @@ struct  Kvd__V1__CreateSequenceRequest
    * PERMISSION_DENIED.
    */
   char *tenant;
+  /*
+   * Create it pinned: the memory manager never compresses or evicts it (see PinRequest).
+   */
+  protobuf_c_boolean pinned;
 };
 #define KVD__V1__CREATE_SEQUENCE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__create_sequence_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Kvd__V1__CreateSequenceResponse

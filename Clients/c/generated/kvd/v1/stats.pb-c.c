@@ -97,6 +97,51 @@ void   kvd__v1__sequence_stats__free_unpacked
   assert(message->base.descriptor == &kvd__v1__sequence_stats__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   kvd__v1__memory_stats__init
+                     (Kvd__V1__MemoryStats         *message)
+{
+  static const Kvd__V1__MemoryStats init_value = KVD__V1__MEMORY_STATS__INIT;
+  *message = init_value;
+}
+size_t kvd__v1__memory_stats__get_packed_size
+                     (const Kvd__V1__MemoryStats *message)
+{
+  assert(message->base.descriptor == &kvd__v1__memory_stats__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t kvd__v1__memory_stats__pack
+                     (const Kvd__V1__MemoryStats *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &kvd__v1__memory_stats__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t kvd__v1__memory_stats__pack_to_buffer
+                     (const Kvd__V1__MemoryStats *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &kvd__v1__memory_stats__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Kvd__V1__MemoryStats *
+       kvd__v1__memory_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Kvd__V1__MemoryStats *)
+     protobuf_c_message_unpack (&kvd__v1__memory_stats__descriptor,
+                                allocator, len, data);
+}
+void   kvd__v1__memory_stats__free_unpacked
+                     (Kvd__V1__MemoryStats *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &kvd__v1__memory_stats__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   kvd__v1__stats_response__init
                      (Kvd__V1__StatsResponse         *message)
 {
@@ -180,7 +225,7 @@ const ProtobufCMessageDescriptor kvd__v1__stats_request__descriptor =
   (ProtobufCMessageInit) kvd__v1__stats_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__sequence_stats__field_descriptors[10] =
+static const ProtobufCFieldDescriptor kvd__v1__sequence_stats__field_descriptors[16] =
 {
   {
     "sequence_id",
@@ -302,13 +347,91 @@ static const ProtobufCFieldDescriptor kvd__v1__sequence_stats__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "idle_ms",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SequenceStats, idle_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "lease_remaining_ms",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_SINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SequenceStats, lease_remaining_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "orphan",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SequenceStats, orphan),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pinned",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SequenceStats, pinned),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SequenceStats, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "manager_compactions",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SequenceStats, manager_compactions),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__sequence_stats__field_indices_by_name[] = {
   9,   /* field[9] = aliased_layers */
+  14,   /* field[14] = bytes */
   4,   /* field[4] = generation */
+  10,   /* field[10] = idle_ms */
+  11,   /* field[11] = lease_remaining_ms */
   3,   /* field[3] = length */
+  15,   /* field[15] = manager_compactions */
   1,   /* field[1] = model */
+  12,   /* field[12] = orphan */
   5,   /* field[5] = pages */
+  13,   /* field[13] = pinned */
   7,   /* field[7] = reserved_tokens */
   0,   /* field[0] = sequence_id */
   8,   /* field[8] = staging_bytes */
@@ -318,7 +441,7 @@ static const unsigned kvd__v1__sequence_stats__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__sequence_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor kvd__v1__sequence_stats__descriptor =
 {
@@ -328,14 +451,273 @@ const ProtobufCMessageDescriptor kvd__v1__sequence_stats__descriptor =
   "Kvd__V1__SequenceStats",
   "kvd.v1",
   sizeof(Kvd__V1__SequenceStats),
-  10,
+  16,
   kvd__v1__sequence_stats__field_descriptors,
   kvd__v1__sequence_stats__field_indices_by_name,
   1,  kvd__v1__sequence_stats__number_ranges,
   (ProtobufCMessageInit) kvd__v1__sequence_stats__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__stats_response__field_descriptors[9] =
+static const ProtobufCFieldDescriptor kvd__v1__memory_stats__field_descriptors[18] =
+{
+  {
+    "high",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, high),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "low",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, low),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reservations_aborted",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, reservations_aborted),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reservations_aborted_pages",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, reservations_aborted_pages),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "orphans_released",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, orphans_released),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "orphans_released_pages",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, orphans_released_pages),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "compactions",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, compactions),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "compactions_pages",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, compactions_pages),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "evictions",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, evictions),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "evictions_pages",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, evictions_pages),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reclaim_passes",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, reclaim_passes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "synchronous_reclaims",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, synchronous_reclaims),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_reclaim_us",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, last_reclaim_us),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_reclaim_reached_low",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, last_reclaim_reached_low),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "orphans",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, orphans),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pinned_sequences",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, pinned_sequences),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pinned_pages",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, pinned_pages),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "events_published",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, events_published),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned kvd__v1__memory_stats__field_indices_by_name[] = {
+  6,   /* field[6] = compactions */
+  7,   /* field[7] = compactions_pages */
+  17,   /* field[17] = events_published */
+  8,   /* field[8] = evictions */
+  9,   /* field[9] = evictions_pages */
+  0,   /* field[0] = high */
+  13,   /* field[13] = last_reclaim_reached_low */
+  12,   /* field[12] = last_reclaim_us */
+  1,   /* field[1] = low */
+  14,   /* field[14] = orphans */
+  4,   /* field[4] = orphans_released */
+  5,   /* field[5] = orphans_released_pages */
+  16,   /* field[16] = pinned_pages */
+  15,   /* field[15] = pinned_sequences */
+  10,   /* field[10] = reclaim_passes */
+  2,   /* field[2] = reservations_aborted */
+  3,   /* field[3] = reservations_aborted_pages */
+  11,   /* field[11] = synchronous_reclaims */
+};
+static const ProtobufCIntRange kvd__v1__memory_stats__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 18 }
+};
+const ProtobufCMessageDescriptor kvd__v1__memory_stats__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "kvd.v1.MemoryStats",
+  "MemoryStats",
+  "Kvd__V1__MemoryStats",
+  "kvd.v1",
+  sizeof(Kvd__V1__MemoryStats),
+  18,
+  kvd__v1__memory_stats__field_descriptors,
+  kvd__v1__memory_stats__field_indices_by_name,
+  1,  kvd__v1__memory_stats__number_ranges,
+  (ProtobufCMessageInit) kvd__v1__memory_stats__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor kvd__v1__stats_response__field_descriptors[10] =
 {
   {
     "total_pages",
@@ -445,10 +827,23 @@ static const ProtobufCFieldDescriptor kvd__v1__stats_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "memory",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__StatsResponse, memory),
+    &kvd__v1__memory_stats__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__stats_response__field_indices_by_name[] = {
   7,   /* field[7] = errors */
   1,   /* field[1] = free_pages */
+  9,   /* field[9] = memory */
   2,   /* field[2] = page_bytes */
   6,   /* field[6] = requests */
   8,   /* field[8] = sequence */
@@ -460,7 +855,7 @@ static const unsigned kvd__v1__stats_response__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__stats_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor kvd__v1__stats_response__descriptor =
 {
@@ -470,7 +865,7 @@ const ProtobufCMessageDescriptor kvd__v1__stats_response__descriptor =
   "Kvd__V1__StatsResponse",
   "kvd.v1",
   sizeof(Kvd__V1__StatsResponse),
-  9,
+  10,
   kvd__v1__stats_response__field_descriptors,
   kvd__v1__stats_response__field_indices_by_name,
   1,  kvd__v1__stats_response__number_ranges,

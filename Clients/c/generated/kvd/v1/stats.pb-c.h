@@ -17,6 +17,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Kvd__V1__StatsRequest Kvd__V1__StatsRequest;
 typedef struct Kvd__V1__SequenceStats Kvd__V1__SequenceStats;
+typedef struct Kvd__V1__MemoryStats Kvd__V1__MemoryStats;
 typedef struct Kvd__V1__StatsResponse Kvd__V1__StatsResponse;
 
 
@@ -84,10 +85,93 @@ struct  Kvd__V1__SequenceStats
    * Layers that alias another layer's cache and hold no pages (KVSharer).
    */
   uint32_t aliased_layers;
+  /*
+   * Milliseconds since a request last touched the sequence.
+   */
+  uint64_t idle_ms;
+  /*
+   * Milliseconds until its lease expires; negative once expired (the sequence is an orphan).
+   * 0 when leases are off.
+   */
+  int64_t lease_remaining_ms;
+  /*
+   * Lease expired: no request or KeepAlive from its owning connection within the lease.
+   */
+  protobuf_c_boolean orphan;
+  /*
+   * Never compressed or evicted by the memory manager.
+   */
+  protobuf_c_boolean pinned;
+  /*
+   * Bytes of the pages it holds (pages * page_bytes).
+   */
+  uint64_t bytes;
+  /*
+   * Times the memory manager compacted it.
+   */
+  uint32_t manager_compactions;
 };
 #define KVD__V1__SEQUENCE_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__sequence_stats__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0 }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * What the memory manager did since start (this tenant's segment). Each action counts the pages
+ * it gave back.
+ */
+struct  Kvd__V1__MemoryStats
+{
+  ProtobufCMessage base;
+  /*
+   * Watermarks as fractions of the tenant's pages (its quota when it has one).
+   */
+  double high;
+  double low;
+  /*
+   * Reservations aborted because their lease expired.
+   */
+  uint64_t reservations_aborted;
+  uint64_t reservations_aborted_pages;
+  /*
+   * Orphans released after the grace period.
+   */
+  uint64_t orphans_released;
+  uint64_t orphans_released_pages;
+  /*
+   * Idle sequences compacted under pressure.
+   */
+  uint64_t compactions;
+  uint64_t compactions_pages;
+  /*
+   * Whole sequences evicted under pressure.
+   */
+  uint64_t evictions;
+  uint64_t evictions_pages;
+  /*
+   * Reclaim passes run (background and on behalf of an Append or Reserve that did not fit).
+   */
+  uint64_t reclaim_passes;
+  uint64_t synchronous_reclaims;
+  /*
+   * Duration of the last pass that started above `high`, in microseconds, and whether it reached `low`.
+   */
+  uint64_t last_reclaim_us;
+  protobuf_c_boolean last_reclaim_reached_low;
+  /*
+   * Sequences whose lease has expired right now, and pinned sequences and their pages.
+   */
+  uint32_t orphans;
+  uint32_t pinned_sequences;
+  uint32_t pinned_pages;
+  /*
+   * Events published on the events endpoint.
+   */
+  uint64_t events_published;
+};
+#define KVD__V1__MEMORY_STATS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__memory_stats__descriptor) \
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Kvd__V1__StatsResponse
@@ -123,10 +207,14 @@ struct  Kvd__V1__StatsResponse
    * Present when StatsRequest.sequence_id was non-zero.
    */
   Kvd__V1__SequenceStats *sequence;
+  /*
+   * The memory manager's figures for this tenant.
+   */
+  Kvd__V1__MemoryStats *memory;
 };
 #define KVD__V1__STATS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__stats_response__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, NULL }
+    , 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL }
 
 
 /* Kvd__V1__StatsRequest methods */
@@ -167,6 +255,25 @@ Kvd__V1__SequenceStats *
 void   kvd__v1__sequence_stats__free_unpacked
                      (Kvd__V1__SequenceStats *message,
                       ProtobufCAllocator *allocator);
+/* Kvd__V1__MemoryStats methods */
+void   kvd__v1__memory_stats__init
+                     (Kvd__V1__MemoryStats         *message);
+size_t kvd__v1__memory_stats__get_packed_size
+                     (const Kvd__V1__MemoryStats   *message);
+size_t kvd__v1__memory_stats__pack
+                     (const Kvd__V1__MemoryStats   *message,
+                      uint8_t             *out);
+size_t kvd__v1__memory_stats__pack_to_buffer
+                     (const Kvd__V1__MemoryStats   *message,
+                      ProtobufCBuffer     *buffer);
+Kvd__V1__MemoryStats *
+       kvd__v1__memory_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   kvd__v1__memory_stats__free_unpacked
+                     (Kvd__V1__MemoryStats *message,
+                      ProtobufCAllocator *allocator);
 /* Kvd__V1__StatsResponse methods */
 void   kvd__v1__stats_response__init
                      (Kvd__V1__StatsResponse         *message);
@@ -194,6 +301,9 @@ typedef void (*Kvd__V1__StatsRequest_Closure)
 typedef void (*Kvd__V1__SequenceStats_Closure)
                  (const Kvd__V1__SequenceStats *message,
                   void *closure_data);
+typedef void (*Kvd__V1__MemoryStats_Closure)
+                 (const Kvd__V1__MemoryStats *message,
+                  void *closure_data);
 typedef void (*Kvd__V1__StatsResponse_Closure)
                  (const Kvd__V1__StatsResponse *message,
                   void *closure_data);
@@ -205,6 +315,7 @@ typedef void (*Kvd__V1__StatsResponse_Closure)
 
 extern const ProtobufCMessageDescriptor kvd__v1__stats_request__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__sequence_stats__descriptor;
+extern const ProtobufCMessageDescriptor kvd__v1__memory_stats__descriptor;
 extern const ProtobufCMessageDescriptor kvd__v1__stats_response__descriptor;
 
 PROTOBUF_C__END_DECLS
