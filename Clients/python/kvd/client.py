@@ -15,7 +15,7 @@ import zmq
 from google.protobuf.message import DecodeError
 
 from kvd import curve, dtypes
-from kvd.errors import ErrorCode, KvdError
+from kvd.errors import ErrorCode, KvdError, error_for
 from kvd.shm import Arena
 from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, query_pb2,
                     sequence_pb2, stats_pb2)
@@ -144,7 +144,7 @@ class Client:
         resp = self._roundtrip(req, payload)
         which = resp.WhichOneof("body")
         if which == "error":
-            raise KvdError(resp.error.code, resp.error.message, rid)
+            raise error_for(resp.error.code, resp.error.message, rid)
         if which != kind:
             raise KvdError(ErrorCode.INTERNAL,
                            f"kvd: asked for {kind!r}, the daemon replied with {which!r}", rid)

@@ -23,6 +23,7 @@ class ErrorCode(enum.IntEnum):
     UNIMPLEMENTED = 7
     INTERNAL = 8
     UNAVAILABLE = 9
+    EVICTED = 10
 
 
 # Fail at import time rather than mislabel errors if the schema ever gains or renumbers a code.
@@ -53,4 +54,25 @@ class KvdError(Exception):
         return f"[{name}] {self.message}"
 
     def __repr__(self) -> str:
-        return f"KvdError({self.code!r}, {self.message!r})"
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class EvictedError(KvdError):
+    """Code ``EVICTED``: kvd's memory manager took the sequence back — evicted under memory
+    pressure, or released after its lease expired and the grace period ended (the message says
+    which). Its K/V is gone: create the sequence again (the same id is allowed) and re-run prefill.
+    """
+
+
+# Codes that get their own subclass, so callers can ``except EvictedError`` instead of comparing
+# codes; every other code is a plain KvdError.
+_SUBCLASSES = {ErrorCode.EVICTED: EvictedError}
+
+
+def error_for(code: int, message: str, request_id: int = 0) -> KvdError:
+    """The exception for an error the daemon (or the client) reports with ``code``."""
+    try:
+        cls = _SUBCLASSES.get(ErrorCode(int(code)), KvdError)
+    except ValueError:
+        cls = KvdError
+    return cls(code, message, request_id)
