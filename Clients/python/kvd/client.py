@@ -1,12 +1,15 @@
 """The kvd client: one ZeroMQ DEALER socket, one request in flight at a time.
 
-A ``Client`` is not thread-safe (ZeroMQ sockets are not); give each thread its own.
+A ``Client`` is not thread-safe; give each thread its own. (Its own keep-alive thread is safe: every
+use of the socket holds one lock, so a KeepAlive never interleaves with a call.)
 """
 
 from __future__ import annotations
 
 import itertools
 import numbers
+import sys
+import threading
 import time
 from typing import Iterable, Optional, Union
 
@@ -16,9 +19,10 @@ from google.protobuf.message import DecodeError
 
 from kvd import curve, dtypes
 from kvd.errors import ErrorCode, KvdError, error_for
+from kvd.keepalive import CANCEL_POLL_MS, KeepAliveResult, KeepAliveThread
 from kvd.shm import Arena
-from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, query_pb2,
-                    sequence_pb2, stats_pb2)
+from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, memory_pb2,
+                    query_pb2, sequence_pb2, stats_pb2)
 from kvd import wire
 from kvd.views import PagedHead, HeadData, QueryResult
 
@@ -77,13 +81,20 @@ class Client:
     client's ``curve_public_key`` / ``curve_secret_key`` (Z85 text, e.g. from
     :func:`kvd.load_curve_keypair`); a daemon that does not accept the key never answers, so calls
     time out.
+
+    ``keepalive`` (default on): when the daemon runs with leases (Hello's ``limits.lease_ms``), a
+    daemon thread sends a KeepAlive whenever this client has sent nothing for a third of the lease,
+    so an idle client keeps its sequences. It stops on :meth:`close`, when the client is garbage
+    collected, and with the process. ``keepalive=False``: renew by making calls (any request
+    renews) or with :meth:`keep_alive`.
     """
 
     def __init__(self, endpoint: str, timeout_ms: int = 5000, *, client_name: str = "kvd-python",
                  context: Optional[zmq.Context] = None, tenant: str = "", token: str = "",
                  curve_server_key: Union[str, bytes, None] = None,
                  curve_public_key: Union[str, bytes, None] = None,
-                 curve_secret_key: Union[str, bytes, None] = None):
+                 curve_secret_key: Union[str, bytes, None] = None,
+                 keepalive: bool = True):
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_ms)
         self.client_name = client_name
@@ -99,6 +110,12 @@ class Client:
         self._hello: Optional[hello_pb2.HelloResponse] = None
         self._models = {}      # model name -> ModelLayout, from Hello
         self._seq_models = {}  # sequence id -> model name, for sequences this client created
+        # Every use of the socket holds _io: the keep-alive thread shares it with the caller's.
+        self._io = threading.Lock()
+        self._last_send = 0.0  # time.monotonic() of the last request sent (keep-alive idleness)
+        self._lease_ms = 0     # from the last Hello; 0 = the daemon runs without leases
+        self._keepalive_wanted = bool(keepalive)
+        self._keepalive: Optional[KeepAliveThread] = None
         self._open_socket()
 
     # ----------------------------------------------------------------------------------------
@@ -142,6 +159,10 @@ class Client:
         ``payload`` (inline appends, assembled by ``kvd.wire`` without extra copies)."""
         rid = req.request_id
         resp = self._roundtrip(req, payload)
+        return self._body(kind, resp, rid)
+
+    @staticmethod
+    def _body(kind: str, resp: envelope_pb2.Response, rid: int) -> object:
         which = resp.WhichOneof("body")
         if which == "error":
             raise error_for(resp.error.code, resp.error.message, rid)
@@ -151,14 +172,31 @@ class Client:
         return getattr(resp, kind)
 
     def _roundtrip(self, req: envelope_pb2.Request, payload: Optional[bytes] = None) -> envelope_pb2.Response:
+        with self._io:
+            if self._sock is None:  # closed meanwhile (by another thread)
+                raise KvdError(ErrorCode.FAILED_PRECONDITION, "kvd: client is closed")
+            return self._roundtrip_locked(req, payload, None)
+
+    def _roundtrip_locked(self, req: envelope_pb2.Request, payload: Optional[bytes],
+                          cancel: Optional[threading.Event]) -> envelope_pb2.Response:
+        # ``cancel`` (the keep-alive thread's stop request) is looked at while waiting, so close()
+        # does not wait a whole timeout for a KeepAlive the daemon does not answer.
+        self._last_send = time.monotonic()
         if payload is None:
             self._sock.send(req.SerializeToString())
         else:
             self._sock.send(payload, copy=False)  # ZeroMQ references the bytes instead of copying
-        deadline = time.monotonic() + self.timeout_ms / 1000.0
+        deadline = self._last_send + self.timeout_ms / 1000.0
         while True:
             remaining = int((deadline - time.monotonic()) * 1000)
-            if remaining <= 0 or not self._sock.poll(remaining, zmq.POLLIN):
+            if cancel is not None and remaining > 0:
+                if cancel.is_set():
+                    raise KvdError(ErrorCode.FAILED_PRECONDITION, "kvd: client is closing",
+                                   req.request_id)
+                remaining = min(remaining, CANCEL_POLL_MS)
+                if not self._sock.poll(remaining, zmq.POLLIN):
+                    continue
+            elif remaining <= 0 or not self._sock.poll(remaining, zmq.POLLIN):
                 self._reset_socket()
                 hint = ("is the daemon running, is curve_server_key its public key, and does a "
                         "tenant list this client's curve_public_key? (a refused CURVE client gets "
@@ -201,6 +239,9 @@ class Client:
                 self._arena.close()
                 self._arena = None
             self._arena = Arena(shm)
+        self._lease_ms = resp.limits.lease_ms
+        if self._keepalive_wanted and self._lease_ms > 0 and self._keepalive is None:
+            self._keepalive = KeepAliveThread(self)
         return resp
 
     @property
@@ -220,10 +261,12 @@ class Client:
     # ----------------------------------------------------------------------------------------
     # sequences
 
-    def create_sequence(self, model: str, sequence_id: int = 0, tenant: str = "") -> int:
-        """Create an empty sequence of ``model``; returns its id (``sequence_id`` or the server's)."""
+    def create_sequence(self, model: str, sequence_id: int = 0, tenant: str = "",
+                        pinned: bool = False) -> int:
+        """Create an empty sequence of ``model``; returns its id (``sequence_id`` or the server's).
+        ``pinned``: create it pinned (see :meth:`pin`)."""
         resp = self.call("create_sequence", sequence_pb2.CreateSequenceRequest(
-            model=model, sequence_id=sequence_id, tenant=tenant))
+            model=model, sequence_id=sequence_id, tenant=tenant, pinned=pinned))
         self._seq_models[resp.sequence_id] = model
         return resp.sequence_id
 
@@ -236,6 +279,65 @@ class Client:
     def stats(self, seq: int = 0) -> stats_pb2.StatsResponse:
         """Arena-wide statistics, plus ``.sequence`` detail when ``seq`` is non-zero."""
         return self.call("stats", stats_pb2.StatsRequest(sequence_id=seq))
+
+    # ----------------------------------------------------------------------------------------
+    # leases and pins
+
+    def keep_alive(self, adopt: Iterable[int] = ()) -> KeepAliveResult:
+        """Renew the lease of everything this connection owns (any call does; this one does
+        nothing else) and adopt the sequences in ``adopt``: they become this connection's, e.g.
+        after a reconnect or when another process hands them over. Sequences that do not exist
+        are listed in ``missing``, not an error."""
+        resp = self.call("keep_alive", memory_pb2.KeepAliveRequest(sequence_ids=list(adopt)))
+        return KeepAliveResult(resp.lease_ms, resp.adopted, list(resp.missing))
+
+    def pin(self, seq: int, pinned: bool = True) -> memory_pb2.PinResponse:
+        """Pin ``seq`` (or unpin with ``pinned=False``): the memory manager never compacts or
+        evicts a pinned sequence. Its pages count against the tenant's ``quota_pinned_pages``;
+        an orphan past its grace period is released even when pinned. Returns ``.pinned`` and
+        ``.pinned_pages`` (the tenant's pages in pinned sequences now)."""
+        return self.call("pin", memory_pb2.PinRequest(sequence_id=seq, pinned=pinned))
+
+    def unpin(self, seq: int) -> memory_pb2.PinResponse:
+        """``pin(seq, False)``."""
+        return self.pin(seq, False)
+
+    @property
+    def lease_ms(self) -> int:
+        """The lease Hello reported (0 before Hello, or when the daemon runs without leases)."""
+        return self._lease_ms
+
+    @property
+    def keepalive_error(self) -> Optional[BaseException]:
+        """The last error of the automatic keep-alive (None if its last KeepAlive worked or it is
+        not running). A failed renewal is retried; this is for diagnostics."""
+        ka = self._keepalive
+        return ka.last_error if ka is not None else None
+
+    def _keepalive_interval_s(self) -> float:
+        return self._lease_ms / 3000.0
+
+    def _keepalive_tick(self, ka: KeepAliveThread) -> float:
+        """Called by the keep-alive thread: send a KeepAlive if the client has been quiet for a
+        third of the lease. Returns the seconds until it should be called again."""
+        interval = self._keepalive_interval_s()
+        if interval <= 0:
+            return 1.0  # a restarted daemon runs without leases now; look again later
+        idle = time.monotonic() - self._last_send
+        if idle < interval:
+            return interval - idle
+        if not self._io.acquire(blocking=False):
+            return interval  # a call is in flight, and it renews the lease itself
+        try:
+            if self._sock is None or ka.stopping.is_set():
+                return interval
+            req = self._new_request()
+            req.keep_alive.SetInParent()
+            self._body("keep_alive", self._roundtrip_locked(req, None, ka.stopping), req.request_id)
+            ka.last_error = None
+        finally:
+            self._io.release()
+        return interval
 
     # ----------------------------------------------------------------------------------------
     # appending
@@ -408,10 +510,22 @@ class Client:
     # lifetime
 
     def close(self) -> None:
-        """Close the socket and unmap the arena. Idempotent."""
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
+        """Stop the keep-alive thread, close the socket and unmap the arena. Idempotent."""
+        ka, self._keepalive = getattr(self, "_keepalive", None), None
+        if ka is not None:
+            ka.stop()
+        io = getattr(self, "_io", None)
+        # Another thread may hold _io mid-call; at interpreter exit it may be a frozen daemon
+        # thread, so never wait long there (the socket then goes with the process).
+        got = io is not None and io.acquire(
+            timeout=0.1 if sys.is_finalizing() else self.timeout_ms / 1000.0 + 1.0)
+        try:
+            if got and self._sock is not None:
+                self._sock.close(linger=0)
+                self._sock = None
+        finally:
+            if got:
+                io.release()
         if self._arena is not None:
             self._arena.close()
             self._arena = None
