@@ -12,10 +12,11 @@ from kvd.attention import attention, attention_arrays
 from kvd.client import Client
 from kvd.curve import CurveKeyPair, load_curve_key, load_curve_keypair
 from kvd.errors import ErrorCode, EvictedError, KvdError
+from kvd.events import Events
 from kvd.keepalive import KeepAliveResult
 from kvd.views import HeadData, QueryResult
 
-__all__ = ["Client", "ErrorCode", "KvdError", "EvictedError", "KeepAliveResult", "HeadData",
+__all__ = ["Client", "ErrorCode", "KvdError", "EvictedError", "Events", "KeepAliveResult", "HeadData",
            "QueryResult", "attention", "attention_arrays", "CurveKeyPair", "load_curve_key",
            "load_curve_keypair"]
 __version__ = "0.1.0"

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from kvd import curve, dtypes
 from kvd.errors import ErrorCode, KvdError, error_for
+from kvd.events import Events
 from kvd.keepalive import CANCEL_POLL_MS, KeepAliveResult, KeepAliveThread
 from kvd.shm import Arena
 from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, memory_pb2,
@@ -281,7 +282,7 @@ class Client:
         return self.call("stats", stats_pb2.StatsRequest(sequence_id=seq))
 
     # ----------------------------------------------------------------------------------------
-    # leases and pins
+    # leases, pins, events
 
     def keep_alive(self, adopt: Iterable[int] = ()) -> KeepAliveResult:
         """Renew the lease of everything this connection owns (any call does; this one does
@@ -301,6 +302,22 @@ class Client:
     def unpin(self, seq: int) -> memory_pb2.PinResponse:
         """``pin(seq, False)``."""
         return self.pin(seq, False)
+
+    def events(self) -> Events:
+        """A subscriber to this tenant's memory-manager events on the endpoint Hello names (with
+        this client's CURVE keys). Raises FAILED_PRECONDITION when the daemon publishes none.
+        Call ``.ready()`` before relying on an event: see :class:`kvd.Events`."""
+        hello = self._hello if self._hello is not None else self.hello()
+        if not hello.events_endpoint:
+            raise KvdError(ErrorCode.FAILED_PRECONDITION,
+                           f"kvd: the daemon at {self.endpoint} publishes no events "
+                           f"(its memory.events_endpoint is empty)")
+        tenant = hello.tenant or self.tenant
+        server, public, secret = self._curve or (None, None, None)
+        # Topics are "kvd.<tenant>"; without a known tenant, every tenant's events.
+        return Events(hello.events_endpoint, f"kvd.{tenant}" if tenant else "kvd.",
+                      exact_topic=bool(tenant), context=self._ctx, curve_server_key=server,
+                      curve_public_key=public, curve_secret_key=secret)
 
     @property
     def lease_ms(self) -> int:
