@@ -7,7 +7,7 @@
  *
  * ---------------------------------------------------------------------------------------------
  * Results and errors
- *   Every call returns a kvd_result. KVD_OK is 0. Codes 1..9 are the daemon's kvd.v1.ErrorCode
+ *   Every call returns a kvd_result. KVD_OK is 0. Codes 1..10 are the daemon's kvd.v1.ErrorCode
  *   values (the request changed nothing on the daemon); codes >= 100 are found by the client.
  *   After any failed call on a client, kvd_client_last_error(client) is a message saying what went
  *   wrong ("kvd: ..."); it is owned by the client and valid until the next call on that client.
@@ -48,10 +48,22 @@
  *   read with kvd_curve_load_key from `kvd keygen` files); they are applied to every socket the
  *   client opens. A daemon that refuses the keys never answers: KVD_ERR_TIMEOUT.
  *
+ * Leases and keep-alive
+ *   A daemon with leases (kvd_hello_info.lease_ms > 0) releases what a connection owns once the
+ *   connection has sent nothing for the lease plus orphan_grace_ms (then its sequences answer
+ *   KVD_ERR_EVICTED). Any request renews the lease. Unless kvd_client_options.disable_keepalive is
+ *   set, the client starts a thread at Hello that sends a KeepAlive whenever the client has sent
+ *   nothing for a third of the lease; kvd_client_close and kvd_client_free stop and join it. After
+ *   a timeout the client uses a new socket, which the daemon sees as a new connection owning
+ *   nothing (and bound to no tenant): kvd_client_hello, then kvd_client_keep_alive(adopt) takes
+ *   the sequences back.
+ *
  * Thread safety
  *   A kvd_client is NOT thread-safe (ZeroMQ sockets are not): use one client per thread, or
  *   serialise calls on a client yourself. Using one client from two threads at once is detected
- *   and the second call fails with KVD_ERR_BUSY (without touching the last error message).
+ *   and the second call fails with KVD_ERR_BUSY (without touching the last error message). The
+ *   client's own keep-alive thread is serialised with calls by a mutex (a call may wait for a
+ *   KeepAlive in flight) and never changes the last error or result.
  *   Different clients are fully independent. Returned objects (hello info, query results,
  *   reservations, compact results) are immutable: they may be read from any number of threads and
  *   freed from any thread, also after their client was freed. kvd_result_name and the float
@@ -95,6 +107,9 @@ typedef enum kvd_result {
     KVD_ERR_UNIMPLEMENTED = 7,      /* e.g. no common protocol version at Hello */
     KVD_ERR_INTERNAL = 8,           /* a bug in kvd */
     KVD_ERR_UNAVAILABLE = 9,        /* the daemon is shutting down */
+    KVD_ERR_EVICTED = 10,           /* kvd's memory manager took the sequence back (evicted under
+                                       memory pressure, or released after its lease expired); its
+                                       K/V is gone: create it again and re-run prefill */
     KVD_ERR_SERVER_OTHER = 99,      /* an error code newer than this library (see the message) */
     /* Found by the client. */
     KVD_ERR_TIMEOUT = 100,          /* no reply within the timeout: daemon not running or stuck */
@@ -152,6 +167,10 @@ typedef struct kvd_client_options {
     const char *curve_server_key;
     const char *curve_public_key;
     const char *curve_secret_key;
+    /* ---- Leases. Added after the credentials (a smaller struct_size gets the default, on). */
+    int disable_keepalive;       /* 0 (default): when Hello reports a lease, a thread sends a
+                                    KeepAlive whenever the client has sent nothing for a third of
+                                    it. 1: no thread; any call renews, or kvd_client_keep_alive. */
 } kvd_client_options;
 
 /** One model layout from Hello. */
@@ -202,6 +221,10 @@ typedef struct kvd_hello_info {
     void *internal_;                   /* private */
     /* Added later (after internal_, so existing fields keep their offsets): */
     const char *tenant;                /* the tenant this connection is bound to ("" if unnamed) */
+    uint64_t lease_ms;                 /* lease of what a connection owns; 0 = leases are off */
+    uint64_t orphan_grace_ms;          /* how long an orphan (lease expired) is kept */
+    uint32_t quota_pinned_pages;       /* this tenant's pinned-page quota (0 = only quota_pages) */
+    const char *events_endpoint;       /* PUB endpoint of memory-manager events; "" = none */
 } kvd_hello_info;
 
 /** The model called `name` in `info`, or NULL. The pointer lives as long as `info`. */
@@ -391,12 +414,56 @@ KVD_API kvd_result kvd_client_create_sequence(kvd_client *client, const char *mo
                                               uint64_t sequence_id, const char *tenant,
                                               uint64_t *out_id);
 
+/** Options of kvd_client_create_sequence_ex. Zero-initialise, set struct_size. */
+typedef struct kvd_sequence_options {
+    size_t struct_size;          /* sizeof(kvd_sequence_options) */
+    uint64_t sequence_id;        /* 0: the daemon chooses */
+    const char *tenant;          /* label for Stats; NULL = the tenant's name */
+    int pinned;                  /* 1: create it pinned (see kvd_client_pin) */
+} kvd_sequence_options;
+
+/** kvd_client_create_sequence with options (`options` may be NULL: defaults). */
+KVD_API kvd_result kvd_client_create_sequence_ex(kvd_client *client, const char *model,
+                                                 const kvd_sequence_options *options,
+                                                 uint64_t *out_id);
+
 /** Free every page, reservation and staging buffer of a sequence. Out pointers may be NULL. */
 KVD_API kvd_result kvd_client_release(kvd_client *client, uint64_t sequence_id,
                                       uint32_t *pages_freed, uint64_t *bytes_freed);
 
 /** Arena statistics, plus `sequence_id`'s details when it is non-zero. */
 KVD_API kvd_result kvd_client_stats(kvd_client *client, uint64_t sequence_id, kvd_stats *out);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Leases and pins                                                                              */
+
+/** What a KeepAlive did. */
+typedef struct kvd_keep_alive_result {
+    uint64_t lease_ms;           /* the lease this renewal bought; 0 = the daemon has no leases */
+    uint32_t adopted;            /* sequences of `adopt` that are now this connection's */
+    size_t num_missing;
+    const uint64_t *missing;     /* sequences of `adopt` that do not exist (never created,
+                                    released or evicted); owned by the client, valid until its
+                                    next call */
+} kvd_keep_alive_result;
+
+/**
+ * Renew the lease of everything this connection owns (any call does; this one does nothing else)
+ * and adopt the `n_adopt` sequences in `adopt` (may be NULL when n_adopt is 0): they become this
+ * connection's, e.g. after a reconnect or when another process hands them over. Unknown ids are
+ * listed in out->missing, not an error. `out` may be NULL.
+ */
+KVD_API kvd_result kvd_client_keep_alive(kvd_client *client, const uint64_t *adopt,
+                                         size_t n_adopt, kvd_keep_alive_result *out);
+
+/**
+ * Pin (`pinned` 1) or unpin (0) a sequence: the memory manager never compacts or evicts a pinned
+ * sequence (an orphan past its grace period is still released). Pinned pages count against the
+ * tenant's quota_pinned_pages. *out_pinned and *out_pinned_pages (the tenant's pages in pinned
+ * sequences now) may be NULL.
+ */
+KVD_API kvd_result kvd_client_pin(kvd_client *client, uint64_t sequence_id, int pinned,
+                                  int *out_pinned, uint32_t *out_pinned_pages);
 
 /* ------------------------------------------------------------------------------------------- */
 /* Appending                                                                                    */

@@ -18,6 +18,7 @@ const char *kvd_result_name(kvd_result code) {
     case KVD_ERR_UNIMPLEMENTED: return "KVD_ERR_UNIMPLEMENTED";
     case KVD_ERR_INTERNAL: return "KVD_ERR_INTERNAL";
     case KVD_ERR_UNAVAILABLE: return "KVD_ERR_UNAVAILABLE";
+    case KVD_ERR_EVICTED: return "KVD_ERR_EVICTED";
     case KVD_ERR_SERVER_OTHER: return "KVD_ERR_SERVER_OTHER";
     case KVD_ERR_TIMEOUT: return "KVD_ERR_TIMEOUT";
     case KVD_ERR_CLOSED: return "KVD_ERR_CLOSED";
@@ -32,9 +33,16 @@ const char *kvd_result_name(kvd_result code) {
 }
 
 kvd_result kvd__set_err(kvd_client *c, kvd_result code, const char *fmt, ...) {
+    va_list ap;
+    if (c->ka_active) { /* the keep-alive thread: never the caller's last error */
+        c->ka_last = code;
+        va_start(ap, fmt);
+        vsnprintf(c->ka_err, sizeof c->ka_err, fmt, ap);
+        va_end(ap);
+        return code;
+    }
     c->last = code;
     c->last_server_code = 0;
-    va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(c->err, c->err_cap, fmt, ap);
     va_end(ap);
@@ -55,15 +63,19 @@ kvd_result kvd__oom(kvd_client *c) {
     return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: out of memory");
 }
 
-/* Every public call on a client starts with kvd__enter() and ends with kvd__leave(). */
+/* Every public call on a client starts with kvd__enter() and ends with kvd__leave(). `busy`
+ * refuses a second caller thread at once (KVD_ERR_BUSY); `io` then waits for a KeepAlive of the
+ * client's own thread that may be in flight. */
 kvd_result kvd__enter(kvd_client *c, int allow_closed) {
     if (!c) return KVD_ERR_ARGUMENT;
     if (atomic_flag_test_and_set(&c->busy)) return KVD_ERR_BUSY;
+    pthread_mutex_lock(&c->io);
     c->last = KVD_OK;
     c->last_server_code = 0;
     c->err[0] = '\0';
     if (c->closed && !allow_closed) {
         kvd__set_err(c, KVD_ERR_CLOSED, "kvd: the client is closed (kvd_client_close was called)");
+        pthread_mutex_unlock(&c->io);
         atomic_flag_clear(&c->busy);
         return KVD_ERR_CLOSED;
     }
@@ -78,6 +90,7 @@ kvd_result kvd__leave(kvd_client *c, kvd_result rc) {
     } else {
         c->last = rc;
     }
+    pthread_mutex_unlock(&c->io);
     atomic_flag_clear(&c->busy);
     return rc;
 }

@@ -52,7 +52,11 @@ static kvd_result build_hello(kvd_client *c, Kvd__V1__Response *resp, hello_box 
         i->max_message_bytes = h->limits->max_message_bytes;
         i->max_tokens_per_append = h->limits->max_tokens_per_append;
         i->max_sequences = h->limits->max_sequences;
+        i->lease_ms = h->limits->lease_ms;
+        i->orphan_grace_ms = h->limits->orphan_grace_ms;
+        i->quota_pinned_pages = h->limits->quota_pinned_pages;
     }
+    i->events_endpoint = h->events_endpoint ? h->events_endpoint : "";
     size_t nparams = 0;
     for (size_t k = 0; k < h->n_methods; k++) nparams += h->methods[k]->n_params;
     b->models = calloc(h->n_models + 1, sizeof *b->models);
@@ -155,5 +159,5 @@ kvd_result kvd__do_hello(kvd_client *c, int *replaced) {
     kvd__hello_unref(c->hello);
     c->hello = box;
     c->attached = 1;
-    return KVD_OK;
+    return kvd__keepalive_follow(c, box->pub.lease_ms);
 }

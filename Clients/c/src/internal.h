@@ -14,6 +14,7 @@
 #define KVD_CLIENT_BUILDING 1
 #include "kvd_client.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -119,6 +120,27 @@ struct kvd_client {
     char *tenant, *token;              /* never NULL ("" when not given) */
     int curve;                         /* 1: the three keys below are set */
     char curve_server[41], curve_public[41], curve_secret[41];
+    /* Leases (keepalive.c). Every use of the socket holds `io`: calls from kvd__enter to
+     * kvd__leave, the keep-alive thread around its KeepAlive. */
+    pthread_mutex_t io;
+    int keepalive;                     /* 1: start the keep-alive thread when Hello has a lease */
+    atomic_llong last_send_ms;         /* CLOCK_MONOTONIC ms of the last request sent */
+    uint64_t *missing;                 /* kvd_keep_alive_result.missing storage */
+    size_t missing_cap;
+    /* The keep-alive thread: it sleeps on ka_cv (under ka_mu) until the client has been idle for
+     * ka_interval_ms; ka_stop makes it (and a KeepAlive it is waiting for) finish. */
+    pthread_mutex_t ka_mu;
+    pthread_cond_t ka_cv;
+    pthread_t ka_thread;
+    int ka_started;
+    int64_t ka_interval_ms;            /* lease / 3 from the last Hello; 0 = no leases */
+    atomic_int ka_stop;
+    /* Set (under io) while the keep-alive thread runs a KeepAlive: kvd__set_err then records in
+     * ka_err/ka_last instead of the caller-visible last error, and kvd__rpc neither re-attaches
+     * after a restart nor waits past ka_stop. */
+    int ka_active;
+    kvd_result ka_last;
+    char ka_err[256];
 };
 
 /* errors.c */
@@ -140,5 +162,14 @@ kvd_result kvd__ensure_session(kvd_client *c);
 
 /* sequence.c */
 kvd_result kvd__layout_of(kvd_client *c, uint64_t seq, seq_layout *out);
+
+/* keepalive.c: set up at connect; after each Hello, follow its lease (starting the thread on the
+ * first lease); stop and join the thread (kvd__keepalive_stop is safe to call repeatedly). */
+int kvd__keepalive_init(kvd_client *c);
+kvd_result kvd__keepalive_follow(kvd_client *c, uint64_t lease_ms);
+void kvd__keepalive_request_stop(kvd_client *c);
+void kvd__keepalive_stop(kvd_client *c);
+void kvd__keepalive_destroy(kvd_client *c);
+int64_t kvd__now_ms(void);
 
 #endif

@@ -1,4 +1,4 @@
-/* libkvdclient sequences: create / release / stats, and the sequence layouts this client knows. */
+/* libkvdclient sequences: create / pin / release / stats, and the sequence layouts this client knows. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -39,8 +39,8 @@ static int seq_remember(kvd_client *c, uint64_t id, const kvd_model_layout *m) {
     return 1;
 }
 
-kvd_result kvd_client_create_sequence(kvd_client *c, const char *model, uint64_t sequence_id,
-                                      const char *tenant, uint64_t *out_id) {
+static kvd_result create_sequence(kvd_client *c, const char *model, uint64_t sequence_id,
+                                  const char *tenant, int pinned, uint64_t *out_id) {
     kvd_result rc = kvd__enter(c, 0);
     if (rc) return rc;
     if (!model || !*model)
@@ -52,6 +52,7 @@ kvd_result kvd_client_create_sequence(kvd_client *c, const char *model, uint64_t
     cr.model = (char *)model;
     cr.sequence_id = sequence_id;
     cr.tenant = (char *)(tenant ? tenant : "");
+    cr.pinned = pinned ? 1 : 0;
     Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
     req.body_case = KVD__V1__REQUEST__BODY_CREATE_SEQUENCE;
     req.create_sequence = &cr;
@@ -64,6 +65,29 @@ kvd_result kvd_client_create_sequence(kvd_client *c, const char *model, uint64_t
     if (m && !seq_remember(c, id, m)) return kvd__leave(c, kvd__oom(c));
     if (out_id) *out_id = id;
     return kvd__leave(c, KVD_OK);
+}
+
+kvd_result kvd_client_create_sequence(kvd_client *c, const char *model, uint64_t sequence_id,
+                                      const char *tenant, uint64_t *out_id) {
+    return create_sequence(c, model, sequence_id, tenant, 0, out_id);
+}
+
+kvd_result kvd_client_create_sequence_ex(kvd_client *c, const char *model,
+                                         const kvd_sequence_options *opts, uint64_t *out_id) {
+    kvd_sequence_options o;
+    memset(&o, 0, sizeof o);
+    if (opts) {
+        if (opts->struct_size == 0 || opts->struct_size > sizeof o) {
+            kvd_result rc = kvd__enter(c, 0);
+            if (rc) return rc;
+            return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
+                                              "kvd: create_sequence_ex: options.struct_size is "
+                                              "%zu; set it to sizeof(kvd_sequence_options) (%zu)",
+                                              opts->struct_size, sizeof o));
+        }
+        memcpy(&o, opts, opts->struct_size);
+    }
+    return create_sequence(c, model, o.sequence_id, o.tenant, o.pinned, out_id);
 }
 
 kvd_result kvd_client_release(kvd_client *c, uint64_t seq, uint32_t *pages_freed,
@@ -84,6 +108,27 @@ kvd_result kvd_client_release(kvd_client *c, uint64_t seq, uint32_t *pages_freed
     if (bytes_freed) *bytes_freed = resp->release->bytes_freed;
     kvd__v1__response__free_unpacked(resp, NULL);
     seq_forget(c, seq);
+    return kvd__leave(c, KVD_OK);
+}
+
+kvd_result kvd_client_pin(kvd_client *c, uint64_t seq, int pinned, int *out_pinned,
+                          uint32_t *out_pinned_pages) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    Kvd__V1__PinRequest pr = KVD__V1__PIN_REQUEST__INIT;
+    pr.sequence_id = seq;
+    pr.pinned = pinned ? 1 : 0;
+    Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
+    req.body_case = KVD__V1__REQUEST__BODY_PIN;
+    req.pin = &pr;
+    Kvd__V1__Response *resp;
+    rc = kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_PIN, &resp);
+    if (rc) return kvd__leave(c, rc);
+    if (out_pinned) *out_pinned = resp->pin->pinned ? 1 : 0;
+    if (out_pinned_pages) *out_pinned_pages = resp->pin->pinned_pages;
+    kvd__v1__response__free_unpacked(resp, NULL);
     return kvd__leave(c, KVD_OK);
 }
 

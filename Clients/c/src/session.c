@@ -32,6 +32,10 @@ kvd_result kvd_client_connect(const char *endpoint, const kvd_client_options *op
     }
     kvd_client *c = calloc(1, sizeof *c);
     if (!c) CONNECT_FAIL(KVD_ERR_SYSTEM, "kvd: out of memory");
+    if (!kvd__keepalive_init(c)) {
+        free(c);
+        CONNECT_FAIL(KVD_ERR_SYSTEM, "kvd: cannot create the client's mutexes");
+    }
     atomic_flag_clear(&c->busy);
     c->err_cap = 256;
     c->err = calloc(1, c->err_cap);
@@ -40,6 +44,7 @@ kvd_result kvd_client_connect(const char *endpoint, const kvd_client_options *op
     c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : DEFAULT_TIMEOUT_MS;
     c->proto = o.protocol_version ? o.protocol_version : KVD_PROTOCOL_VERSION;
     c->next_id = 1;
+    c->keepalive = !o.disable_keepalive;
     c->tenant = strdup(o.tenant ? o.tenant : "");
     c->token = strdup(o.token ? o.token : "");
     if (!c->err || !c->endpoint || !c->client_name || !c->tenant || !c->token) {
@@ -102,8 +107,12 @@ kvd_result kvd_client_hello(kvd_client *c, kvd_hello_info **info) {
 }
 
 kvd_result kvd_client_close(kvd_client *c) {
+    /* Before kvd__enter: a KeepAlive in flight gives up `io` within a few ms instead of waiting
+     * for its reply (up to timeout_ms). */
+    if (c) kvd__keepalive_request_stop(c);
     kvd_result rc = kvd__enter(c, 1);
     if (rc) return rc;
+    kvd__keepalive_stop(c); /* the thread never waits for `io` (it only tries), so joining is safe */
     if (c->sock) zmq_close(c->sock);
     c->sock = NULL;
     if (c->zctx) zmq_ctx_term(c->zctx);
@@ -120,6 +129,7 @@ kvd_result kvd_client_close(kvd_client *c) {
 
 void kvd_client_free(kvd_client *c) {
     if (!c) return;
+    kvd__keepalive_stop(c);
     if (c->sock) zmq_close(c->sock);
     if (c->zctx) zmq_ctx_term(c->zctx);
     kvd__arena_unref(c->arena);
@@ -130,9 +140,11 @@ void kvd_client_free(kvd_client *c) {
     free(c->client_name);
     free(c->stat_model);
     free(c->stat_tenant);
+    free(c->missing);
     free(c->tenant);
     if (c->token) explicit_bzero(c->token, strlen(c->token));
     free(c->token);
     explicit_bzero(c->curve_secret, sizeof c->curve_secret);
+    kvd__keepalive_destroy(c);
     free(c);
 }

@@ -8,7 +8,11 @@
 
 #include <zmq.h>
 
-static int64_t now_ms(void) {
+/* While the keep-alive thread waits for its reply it looks at ka_stop this often, so closing the
+ * client never waits a whole timeout for a KeepAlive the daemon does not answer. */
+#define KA_CANCEL_POLL_MS 50
+
+int64_t kvd__now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -56,13 +60,13 @@ static void free_packed(void *data, void *hint) {
 
 static kvd_result map_server_error(kvd_client *c, const Kvd__V1__Error *e) {
     int code = (int)e->code;
-    kvd_result rc = (code >= 1 && code <= 9) ? (kvd_result)code : KVD_ERR_SERVER_OTHER;
+    kvd_result rc = (code >= 1 && code <= KVD_ERR_EVICTED) ? (kvd_result)code : KVD_ERR_SERVER_OTHER;
     const char *msg = e->message && e->message[0] ? e->message : "kvd: (no message)";
     if (rc == KVD_ERR_SERVER_OTHER)
         kvd__set_err(c, rc, "%s [daemon error code %d]", msg, code);
     else
         kvd__set_err(c, rc, "%s", msg);
-    c->last_server_code = code;
+    if (!c->ka_active) c->last_server_code = code;
     return rc;
 }
 
@@ -79,6 +83,9 @@ static const char *body_name(Kvd__V1__Response__BodyCase b) {
     case KVD__V1__RESPONSE__BODY_RELEASE: return "release";
     case KVD__V1__RESPONSE__BODY_STATS: return "stats";
     case KVD__V1__RESPONSE__BODY_STAGE: return "stage";
+    case KVD__V1__RESPONSE__BODY_RANK_LAYERS: return "rank_layers";
+    case KVD__V1__RESPONSE__BODY_KEEP_ALIVE: return "keep_alive";
+    case KVD__V1__RESPONSE__BODY_PIN: return "pin";
     default: return "nothing";
     }
 }
@@ -110,7 +117,7 @@ kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__Bod
     if (!buf) return kvd__oom(c);
     kvd__v1__request__pack(req, buf);
 
-    int64_t deadline = now_ms() + c->timeout_ms;
+    int64_t deadline = kvd__now_ms() + c->timeout_ms;
     zmq_msg_t msg;
     if (zmq_msg_init_data(&msg, buf, size, free_packed, NULL) != 0) {
         free(buf);
@@ -118,7 +125,10 @@ kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__Bod
                             zmq_strerror(zmq_errno()));
     }
     for (;;) { /* send without ever blocking past the deadline */
-        if (zmq_msg_send(&msg, c->sock, ZMQ_DONTWAIT) >= 0) break;
+        if (zmq_msg_send(&msg, c->sock, ZMQ_DONTWAIT) >= 0) {
+            atomic_store(&c->last_send_ms, kvd__now_ms()); /* the keep-alive thread's idle clock */
+            break;
+        }
         int e = zmq_errno();
         if (e == EINTR) continue;
         if (e != EAGAIN) {
@@ -126,7 +136,7 @@ kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__Bod
             return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: sending to %s: %s", c->endpoint,
                                 zmq_strerror(e));
         }
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - kvd__now_ms();
         zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLOUT, 0};
         if (left <= 0 || zmq_poll(&it, 1, (long)left) == 0) {
             zmq_msg_close(&msg);
@@ -138,12 +148,16 @@ kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__Bod
     }
 
     for (;;) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - kvd__now_ms();
+        if (c->ka_active && left > KA_CANCEL_POLL_MS) left = KA_CANCEL_POLL_MS;
         zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
         int n = left > 0 ? zmq_poll(&it, 1, (long)left) : 0;
         if (n < 0 && zmq_errno() == EINTR) continue;
         if (n < 0)
             return kvd__set_err(c, KVD_ERR_SYSTEM, "kvd: zmq_poll: %s", zmq_strerror(zmq_errno()));
+        if (n == 0 && c->ka_active && atomic_load(&c->ka_stop))
+            return kvd__set_err(c, KVD_ERR_CLOSED, "kvd: the client is closing");
+        if (n == 0 && kvd__now_ms() < deadline) continue; /* a slice of the wait, not the timeout */
         if (n == 0) {
             reset_socket(c);
             const char *why = NULL;
@@ -201,6 +215,10 @@ kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__Bod
         const char *why = NULL;
         if (want != KVD__V1__RESPONSE__BODY_HELLO && c->attached && !kvd__arena_current(c, &why)) {
             kvd__v1__response__free_unpacked(resp, NULL);
+            /* The keep-alive thread leaves the re-attach to the caller's next call, which then
+             * reports KVD_ERR_RESTARTED as documented. */
+            if (c->ka_active)
+                return kvd__set_err(c, KVD_ERR_RESTARTED, "kvd: the daemon restarted (%s)", why);
             return kvd__reattach_after_loss(c, why);
         }
         uint32_t pv = resp->header->protocol_version;
