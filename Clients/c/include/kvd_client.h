@@ -16,7 +16,7 @@
  * Ownership
  *   Every object the library returns through a `**out` parameter is owned by the caller and has a
  *   free function named after it (kvd_client_free, kvd_hello_info_free, kvd_reservation_free,
- *   kvd_query_result_free, kvd_compact_result_free). Free functions accept NULL. Pointers inside
+ *   kvd_query_result_free, kvd_compact_result_free, kvd_events_free). Free functions accept NULL. Pointers inside
  *   a returned object (strings, arrays) belong to that object and live until it is freed. Input
  *   pointers are only read during the call; the library keeps no reference to them.
  *
@@ -63,7 +63,8 @@
  *   serialise calls on a client yourself. Using one client from two threads at once is detected
  *   and the second call fails with KVD_ERR_BUSY (without touching the last error message). The
  *   client's own keep-alive thread is serialised with calls by a mutex (a call may wait for a
- *   KeepAlive in flight) and never changes the last error or result.
+ *   KeepAlive in flight) and never changes the last error or result. A kvd_events subscriber is
+ *   used by one thread at a time.
  *   Different clients are fully independent. Returned objects (hello info, query results,
  *   reservations, compact results) are immutable: they may be read from any number of threads and
  *   freed from any thread, also after their client was freed. kvd_result_name and the float
@@ -464,6 +465,77 @@ KVD_API kvd_result kvd_client_keep_alive(kvd_client *client, const uint64_t *ado
  */
 KVD_API kvd_result kvd_client_pin(kvd_client *client, uint64_t sequence_id, int pinned,
                                   int *out_pinned, uint32_t *out_pinned_pages);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Memory-manager events                                                                        */
+
+/** What the memory manager did (kvd.v1.Event.Kind). */
+typedef enum kvd_event_kind {
+    KVD_EVENT_UNSPECIFIED = 0,
+    KVD_EVENT_COMPACTED = 1,            /* compacted under memory pressure (generation bumped) */
+    KVD_EVENT_EVICTED = 2,              /* evicted whole under pressure; now KVD_ERR_EVICTED */
+    KVD_EVENT_LEASE_EXPIRED = 3,        /* its owner sent nothing within the lease: an orphan */
+    KVD_EVENT_RESERVATION_ABORTED = 4,  /* an open reservation of an expired lease was dropped */
+    KVD_EVENT_ORPHAN_RELEASED = 5       /* released after the grace period; now KVD_ERR_EVICTED */
+} kvd_event_kind;
+
+/** Constant name of a kind, e.g. "KVD_EVENT_EVICTED" ("KVD_EVENT_?" for unknown values). */
+KVD_API const char *kvd_event_kind_name(kvd_event_kind kind);
+
+/** One event (kvd.v1.Event). Set struct_size = sizeof(kvd_event) before kvd_events_next: the
+ *  library fills only that many bytes, so the struct can grow compatibly. The strings are owned
+ *  by the subscriber and valid until its next kvd_events_next or kvd_events_free. */
+typedef struct kvd_event {
+    size_t struct_size;
+    uint64_t sequence_number;    /* from 1 per daemon run; a gap means events were missed */
+    kvd_event_kind kind;
+    const char *topic;           /* "kvd.<tenant>" */
+    const char *tenant;
+    uint64_t sequence_id;
+    uint64_t time_unix_ms;       /* wall clock */
+    uint64_t generation;         /* the sequence's generation after the action */
+    uint32_t pages_freed;
+    uint64_t bytes_freed;
+    const char *method;          /* compaction: the method run ("" otherwise) */
+    uint64_t tokens_before, tokens_after;
+    const char *reason;          /* why, in words */
+    uint32_t used_pages, limit_pages; /* the tenant's pages in use after the action, its limit */
+} kvd_event;
+
+typedef struct kvd_events kvd_events;
+
+/**
+ * Subscribe to the events published on `endpoint` (kvd_hello_info.events_endpoint) whose topic
+ * starts with `topic` (NULL = "kvd.", every tenant; "kvd.<tenant>" for one — a prefix, so
+ * "kvd.a" also matches tenant "ab"). Only the CURVE keys of `options` (may be NULL) are used:
+ * give the client's when the daemon secures tcp with CURVE. No I/O happens here. On failure *out
+ * is NULL and a message goes to `error` (may be NULL; truncated to error_size bytes).
+ *
+ * PUB/SUB delivers nothing published before the subscription reached the daemon: call
+ * kvd_events_ready before relying on an event, and watch sequence_number for gaps (a slow
+ * subscriber loses events too).
+ */
+KVD_API kvd_result kvd_events_open(const char *endpoint, const char *topic,
+                                   const kvd_client_options *options, kvd_events **out,
+                                   char *error, size_t error_size);
+
+/** Subscribe to this client's tenant ("kvd.<tenant>", exactly) on the endpoint its Hello names,
+ *  with its CURVE keys. KVD_ERR_FAILED_PRECONDITION when the daemon publishes no events. */
+KVD_API kvd_result kvd_client_events(kvd_client *client, kvd_events **out);
+
+/** Wait until the connection to the daemon is established (ZeroMQ handshake done; the
+ *  subscription follows within milliseconds). KVD_ERR_TIMEOUT after `timeout_ms`. */
+KVD_API kvd_result kvd_events_ready(kvd_events *events, int timeout_ms);
+
+/** The next event into *out. Waits up to `timeout_ms` (< 0: forever; 0: only look):
+ *  KVD_ERR_TIMEOUT when none came, KVD_ERR_PROTOCOL for an undecodable message. */
+KVD_API kvd_result kvd_events_next(kvd_events *events, int timeout_ms, kvd_event *out);
+
+/** Last error message of `events` ("" after success; never NULL). */
+KVD_API const char *kvd_events_last_error(const kvd_events *events);
+
+/** Close the subscription and free it. NULL is a no-op. */
+KVD_API void kvd_events_free(kvd_events *events);
 
 /* ------------------------------------------------------------------------------------------- */
 /* Appending                                                                                    */
