@@ -1,0 +1,255 @@
+/* A fake kvd for tests that need no daemon: a ROUTER in a thread answering Hello (with a small
+ * fake arena in /dev/shm), Stats, CreateSequence, KeepAlive and Pin, and recording what it got.
+ * fake_start / fake_stop; read the recorded fields under f->mu. */
+#ifndef KVD_TEST_FAKE_KVD_H
+#define KVD_TEST_FAKE_KVD_H
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "kvd/v1/envelope.pb-c.h"
+
+#define FAKE_ARENA_BYTES 4096
+#define FAKE_MAX_STAMPS 256
+
+typedef struct fake_kvd {
+    /* Set before fake_start. */
+    uint64_t lease_ms;
+    const char *events_endpoint;   /* NULL = none */
+    const char *tenant;            /* NULL = "alpha" */
+    int reply_delay_ms;            /* wait this long before each reply, watching for more input */
+    int keepalive_error;           /* answer KeepAlive with this error code (0: normally) */
+    int drop_keepalive;            /* never answer KeepAlive */
+    int stats_error;               /* answer Stats with this error code (0: normally; under mu) */
+    /* Recorded (under mu). */
+    pthread_mutex_t mu;
+    int requests, keepalives, overlaps;
+    int64_t keepalive_at_ms[FAKE_MAX_STAMPS];
+    uint8_t last_raw[1024];        /* the last request's bytes (not Hello, not KeepAlive) */
+    size_t last_raw_len;
+    uint8_t keepalive_raw[1024];   /* the last KeepAlive's bytes */
+    size_t keepalive_raw_len;
+    int last_create_pinned;
+    /* Private. */
+    char endpoint[128], shm_name[64];
+    void *ctx, *sock;
+    pthread_t thread;
+    atomic_int stop;
+} fake_kvd;
+
+static int64_t fake_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The arena header the clients check: magic, layout 1, generation 1, one page. */
+static int fake_make_arena(const char *name) {
+    char path[96];
+    snprintf(path, sizeof path, "/dev/shm/%s", name + 1);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) return 0;
+    uint8_t h[FAKE_ARENA_BYTES] = {0};
+    uint32_t layout = 1, header = 72, pages = 1;
+    uint64_t gen = 1, size = FAKE_ARENA_BYTES, page = 1024, pages_off = 1024, stg_off = 2048,
+             stg = 1024;
+    memcpy(h, "KVDARENA", 8);
+    memcpy(h + 8, &layout, 4);
+    memcpy(h + 12, &header, 4);
+    memcpy(h + 16, &gen, 8);
+    memcpy(h + 24, &size, 8);
+    memcpy(h + 32, &page, 8);
+    memcpy(h + 40, &pages, 4);
+    memcpy(h + 48, &pages_off, 8);
+    memcpy(h + 56, &stg_off, 8);
+    memcpy(h + 64, &stg, 8);
+    int ok = write(fd, h, sizeof h) == (ssize_t)sizeof h;
+    close(fd);
+    return ok;
+}
+
+static void fake_send(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Response *resp) {
+    uint8_t buf[2048];
+    size_t n = kvd__v1__response__pack(resp, buf);
+    zmq_msg_send(id, f->sock, ZMQ_SNDMORE);
+    zmq_send(f->sock, buf, n, 0);
+}
+
+static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req) {
+    Kvd__V1__ResponseHeader hdr = KVD__V1__RESPONSE_HEADER__INIT;
+    hdr.protocol_version = 1;
+    hdr.server_version = "0.0.0-fake";
+    hdr.request_id = req->request_id;
+    Kvd__V1__Response resp = KVD__V1__RESPONSE__INIT;
+    resp.header = &hdr;
+    Kvd__V1__Error err = KVD__V1__ERROR__INIT;
+    Kvd__V1__HelloResponse hello = KVD__V1__HELLO_RESPONSE__INIT;
+    Kvd__V1__SharedMemoryInfo shm = KVD__V1__SHARED_MEMORY_INFO__INIT;
+    Kvd__V1__Limits limits = KVD__V1__LIMITS__INIT;
+    Kvd__V1__StatsResponse stats = KVD__V1__STATS_RESPONSE__INIT;
+    Kvd__V1__CreateSequenceResponse created = KVD__V1__CREATE_SEQUENCE_RESPONSE__INIT;
+    Kvd__V1__KeepAliveResponse ka = KVD__V1__KEEP_ALIVE_RESPONSE__INIT;
+    Kvd__V1__PinResponse pin = KVD__V1__PIN_RESPONSE__INIT;
+    uint64_t missing[1] = {(uint64_t)1 << 63};
+    switch (req->body_case) {
+    case KVD__V1__REQUEST__BODY_HELLO:
+        shm.name = f->shm_name;
+        shm.size_bytes = FAKE_ARENA_BYTES;
+        shm.page_bytes = 1024;
+        shm.page_count = 1;
+        shm.pages_offset = 1024;
+        shm.staging_offset = 2048;
+        shm.staging_bytes = 1024;
+        shm.layout_version = 1;
+        shm.arena_generation = 1;
+        limits.lease_ms = f->lease_ms;
+        limits.orphan_grace_ms = 2 * f->lease_ms;
+        limits.quota_pinned_pages = 7;
+        hello.protocol_version = 1;
+        hello.server_version = "0.0.0-fake";
+        hello.shm = &shm;
+        hello.limits = &limits;
+        hello.tenant = (char *)(f->tenant ? f->tenant : "alpha");
+        hello.events_endpoint = (char *)(f->events_endpoint ? f->events_endpoint : "");
+        resp.body_case = KVD__V1__RESPONSE__BODY_HELLO;
+        resp.hello = &hello;
+        break;
+    case KVD__V1__REQUEST__BODY_KEEP_ALIVE:
+        if (f->drop_keepalive) return;
+        if (f->keepalive_error) {
+            err.code = (Kvd__V1__ErrorCode)f->keepalive_error;
+            err.message = "kvd: fake keep-alive failure";
+            resp.body_case = KVD__V1__RESPONSE__BODY_ERROR;
+            resp.error = &err;
+            break;
+        }
+        ka.lease_ms = f->lease_ms;
+        ka.adopted = (uint32_t)(req->keep_alive->n_sequence_ids ? req->keep_alive->n_sequence_ids - 1 : 0);
+        ka.n_missing = req->keep_alive->n_sequence_ids ? 1 : 0; /* "the last one is unknown" */
+        ka.missing = missing;
+        resp.body_case = KVD__V1__RESPONSE__BODY_KEEP_ALIVE;
+        resp.keep_alive = &ka;
+        break;
+    case KVD__V1__REQUEST__BODY_PIN:
+        pin.pinned = req->pin->pinned;
+        pin.pinned_pages = req->pin->pinned ? 3 : 0;
+        resp.body_case = KVD__V1__RESPONSE__BODY_PIN;
+        resp.pin = &pin;
+        break;
+    case KVD__V1__REQUEST__BODY_CREATE_SEQUENCE:
+        created.sequence_id = req->create_sequence->sequence_id ? req->create_sequence->sequence_id : 77;
+        resp.body_case = KVD__V1__RESPONSE__BODY_CREATE_SEQUENCE;
+        resp.create_sequence = &created;
+        break;
+    default: /* Stats and anything else */
+        pthread_mutex_lock(&f->mu);
+        err.code = (Kvd__V1__ErrorCode)f->stats_error; /* a test may change it meanwhile */
+        pthread_mutex_unlock(&f->mu);
+        if (err.code) {
+            err.message = "kvd: sequence 5 was released 2 s after its lease expired";
+            resp.body_case = KVD__V1__RESPONSE__BODY_ERROR;
+            resp.error = &err;
+        } else {
+            stats.total_pages = 1;
+            resp.body_case = KVD__V1__RESPONSE__BODY_STATS;
+            resp.stats = &stats;
+        }
+        break;
+    }
+    fake_send(f, id, &resp);
+}
+
+static void fake_record(fake_kvd *f, const Kvd__V1__Request *req, const void *raw, size_t n) {
+    pthread_mutex_lock(&f->mu);
+    f->requests++;
+    if (req->body_case == KVD__V1__REQUEST__BODY_KEEP_ALIVE) {
+        if (f->keepalives < FAKE_MAX_STAMPS) f->keepalive_at_ms[f->keepalives] = fake_now_ms();
+        f->keepalives++;
+        if (n <= sizeof f->keepalive_raw) {
+            memcpy(f->keepalive_raw, raw, n);
+            f->keepalive_raw_len = n;
+        }
+    } else if (req->body_case != KVD__V1__REQUEST__BODY_HELLO && n <= sizeof f->last_raw) {
+        memcpy(f->last_raw, raw, n);
+        f->last_raw_len = n;
+    }
+    if (req->body_case == KVD__V1__REQUEST__BODY_CREATE_SEQUENCE)
+        f->last_create_pinned = req->create_sequence->pinned;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void *fake_main(void *arg) {
+    fake_kvd *f = arg;
+    while (!atomic_load(&f->stop)) {
+        zmq_pollitem_t it = {f->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 20) <= 0) continue;
+        zmq_msg_t id, body;
+        zmq_msg_init(&id);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&id, f->sock, 0) < 0 || zmq_msg_recv(&body, f->sock, 0) < 0) {
+            zmq_msg_close(&id);
+            zmq_msg_close(&body);
+            continue;
+        }
+        Kvd__V1__Request *req =
+            kvd__v1__request__unpack(NULL, zmq_msg_size(&body), zmq_msg_data(&body));
+        if (req) fake_record(f, req, zmq_msg_data(&body), zmq_msg_size(&body));
+        zmq_msg_close(&body);
+        if (req && f->reply_delay_ms > 0) {
+            /* A client with one request in flight sends nothing more before our reply. */
+            zmq_pollitem_t more = {f->sock, 0, ZMQ_POLLIN, 0};
+            if (zmq_poll(&more, 1, f->reply_delay_ms) > 0) {
+                pthread_mutex_lock(&f->mu);
+                f->overlaps++;
+                pthread_mutex_unlock(&f->mu);
+            }
+        }
+        if (req) fake_answer(f, &id, req);
+        zmq_msg_close(&id);
+        if (req) kvd__v1__request__free_unpacked(req, NULL);
+    }
+    return NULL;
+}
+
+/* Zero-initialise *f, set the configuration fields, then fake_start(f, "tag"). */
+static int fake_start(fake_kvd *f, const char *tag) {
+    pthread_mutex_init(&f->mu, NULL);
+    atomic_init(&f->stop, 0);
+    snprintf(f->endpoint, sizeof f->endpoint, "ipc:///tmp/kvd-c-unit-%d-%s.sock", (int)getpid(), tag);
+    snprintf(f->shm_name, sizeof f->shm_name, "/kvd-c-unit-%d-%s", (int)getpid(), tag);
+    if (!fake_make_arena(f->shm_name)) return 0;
+    f->ctx = zmq_ctx_new();
+    f->sock = zmq_socket(f->ctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_bind(f->sock, f->endpoint) != 0) return 0;
+    return pthread_create(&f->thread, NULL, fake_main, f) == 0;
+}
+
+static void fake_stop(fake_kvd *f) {
+    atomic_store(&f->stop, 1);
+    pthread_join(f->thread, NULL);
+    zmq_close(f->sock);
+    zmq_ctx_term(f->ctx);
+    unlink(f->endpoint + 6);
+    shm_unlink(f->shm_name);
+    pthread_mutex_destroy(&f->mu);
+}
+
+static int fake_count(fake_kvd *f, const int *field) {
+    pthread_mutex_lock(&f->mu);
+    int n = *field;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+#endif

@@ -1,0 +1,461 @@
+/*
+ * libkvdclient's lease, pin and event support, without a daemon: a fake kvd (tests/fake_kvd.h)
+ * and a fake PUB socket. `make -C Clients/c unit` runs it.
+ *
+ *   test_memory_unit     every case below; "ok - name" / "FAIL - name", then "N passed, M failed"
+ *
+ * Covers: KeepAlive and Pin bytes on the wire, the EVICTED code, create-pinned, the keep-alive
+ * thread (renews an idle client every lease/3, never interleaves with calls, keeps its errors to
+ * itself, stops promptly on close), and event decoding (fields, topics, bad messages).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "fake_kvd.h"
+#include "harness.h"
+#include "kvd/v1/memory.pb-c.h"
+#include "kvd_client.h"
+
+static kvd_client *connect_fake(const fake_kvd *f, int keepalive, int timeout_ms) {
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.timeout_ms = timeout_ms;
+    o.disable_keepalive = !keepalive;
+    kvd_client *c = NULL;
+    char err[256];
+    if (kvd_client_connect(f->endpoint, &o, &c, err, sizeof err) != KVD_OK)
+        printf("    connect: %s\n", err);
+    return c;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The fake's last recorded request bytes, after the request id: the id is the client's business. */
+static int raw_after_id(fake_kvd *f, int keepalive, uint8_t *out, size_t *n) {
+    pthread_mutex_lock(&f->mu);
+    const uint8_t *raw = keepalive ? f->keepalive_raw : f->last_raw;
+    size_t len = keepalive ? f->keepalive_raw_len : f->last_raw_len;
+    int ok = len > 2 && raw[0] == 0x08 && raw[1] < 0x80; /* field 1 (request_id), one byte */
+    if (ok) {
+        *n = len - 2;
+        memcpy(out, raw + 2, *n);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return ok;
+}
+
+static int bytes_equal(const uint8_t *got, size_t n, const uint8_t *want, size_t m) {
+    if (n == m && memcmp(got, want, n) == 0) return 1;
+    printf("    got ");
+    for (size_t i = 0; i < n; i++) printf("%02x ", got[i]);
+    printf("\n    want ");
+    for (size_t i = 0; i < m; i++) printf("%02x ", want[i]);
+    printf("\n");
+    return 0;
+}
+
+/* ============================================================================================= */
+
+static void test_names(void) {
+    CHECK(strcmp(kvd_result_name(KVD_ERR_EVICTED), "KVD_ERR_EVICTED") == 0 && KVD_ERR_EVICTED == 10,
+          "EVICTED is code 10");
+    CHECK(KVD_ERR_EVICTED == (int)KVD__V1__ERROR_CODE__ERROR_CODE_EVICTED, "matches kvd.v1");
+    CHECK(strcmp(kvd_event_kind_name(KVD_EVENT_ORPHAN_RELEASED), "KVD_EVENT_ORPHAN_RELEASED") == 0 &&
+          strcmp(kvd_event_kind_name((kvd_event_kind)42), "KVD_EVENT_?") == 0, "kind names");
+    CHECK(KVD_EVENT_COMPACTED == (int)KVD__V1__EVENT__KIND__KIND_COMPACTED &&
+          KVD_EVENT_EVICTED == (int)KVD__V1__EVENT__KIND__KIND_EVICTED &&
+          KVD_EVENT_LEASE_EXPIRED == (int)KVD__V1__EVENT__KIND__KIND_LEASE_EXPIRED &&
+          KVD_EVENT_RESERVATION_ABORTED == (int)KVD__V1__EVENT__KIND__KIND_RESERVATION_ABORTED &&
+          KVD_EVENT_ORPHAN_RELEASED == (int)KVD__V1__EVENT__KIND__KIND_ORPHAN_RELEASED,
+          "kinds match kvd.v1.Event.Kind");
+}
+
+/* A daemon error 10 is KVD_ERR_EVICTED with the daemon's message; 11 is still "newer". */
+static void test_evicted_error(void) {
+    fake_kvd f = {0};
+    f.stats_error = 10;
+    REQUIRE(fake_start(&f, "evicted"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, 5, &st), KVD_ERR_EVICTED);
+    CHECK(kvd_client_last_server_code(c) == 10, "server code %d", kvd_client_last_server_code(c));
+    CHECK(strstr(kvd_client_last_error(c), "lease expired") != NULL, "%s", kvd_client_last_error(c));
+    pthread_mutex_lock(&f.mu); /* the fake's thread reads it under mu */
+    f.stats_error = 11;
+    pthread_mutex_unlock(&f.mu);
+    CHECK_RC(c, kvd_client_stats(c, 5, &st), KVD_ERR_SERVER_OTHER);
+    CHECK(strstr(kvd_client_last_error(c), "code 11") != NULL, "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+/* KeepAlive{sequence_ids} and Pin{sequence_id, pinned} exactly as protobuf encodes them. */
+static void test_keep_alive_and_pin_bytes(void) {
+    fake_kvd f = {0};
+    f.lease_ms = 30000;
+    REQUIRE(fake_start(&f, "bytes"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    uint8_t raw[1024];
+    size_t n = 0;
+
+    uint64_t adopt[2] = {5, (uint64_t)1 << 63};
+    kvd_keep_alive_result r;
+    memset(&r, 0xab, sizeof r);
+    CHECK_RC(c, kvd_client_keep_alive(c, adopt, 2, &r), KVD_OK);
+    /* protocol_version = 1; keep_alive (21) { sequence_ids (1, packed): 5, 2^63 } */
+    static const uint8_t want_ka[] = {0x10, 0x01, 0xaa, 0x01, 0x0d, 0x0a, 0x0b, 0x05, 0x80, 0x80,
+                                      0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01};
+    CHECK(raw_after_id(&f, 1, raw, &n) && bytes_equal(raw, n, want_ka, sizeof want_ka),
+          "KeepAlive bytes");
+    CHECK(r.lease_ms == 30000 && r.adopted == 1 && r.num_missing == 1 &&
+          r.missing[0] == (uint64_t)1 << 63, "result: lease %llu adopted %u missing %zu",
+          (unsigned long long)r.lease_ms, r.adopted, r.num_missing);
+
+    CHECK_RC(c, kvd_client_keep_alive(c, NULL, 0, &r), KVD_OK);
+    static const uint8_t want_empty[] = {0x10, 0x01, 0xaa, 0x01, 0x00};
+    CHECK(raw_after_id(&f, 1, raw, &n) && bytes_equal(raw, n, want_empty, sizeof want_empty),
+          "empty KeepAlive bytes");
+    CHECK(r.num_missing == 0 && r.adopted == 0, "nothing adopted");
+    CHECK_RC(c, kvd_client_keep_alive(c, NULL, 0, NULL), KVD_OK);
+    CHECK_RC(c, kvd_client_keep_alive(c, NULL, 3, &r), KVD_ERR_ARGUMENT);
+
+    int pinned = -1;
+    uint32_t pages = 99;
+    CHECK_RC(c, kvd_client_pin(c, 7, 1, &pinned, &pages), KVD_OK);
+    static const uint8_t want_pin[] = {0x10, 0x01, 0xb2, 0x01, 0x04, 0x08, 0x07, 0x10, 0x01};
+    CHECK(raw_after_id(&f, 0, raw, &n) && bytes_equal(raw, n, want_pin, sizeof want_pin), "Pin bytes");
+    CHECK(pinned == 1 && pages == 3, "pinned %d pages %u", pinned, pages);
+    CHECK_RC(c, kvd_client_pin(c, 7, 0, &pinned, &pages), KVD_OK);
+    static const uint8_t want_unpin[] = {0x10, 0x01, 0xb2, 0x01, 0x02, 0x08, 0x07};
+    CHECK(raw_after_id(&f, 0, raw, &n) && bytes_equal(raw, n, want_unpin, sizeof want_unpin),
+          "unpin bytes");
+    CHECK(pinned == 0 && pages == 0, "unpinned %d pages %u", pinned, pages);
+    CHECK_RC(c, kvd_client_pin(c, 7, 1, NULL, NULL), KVD_OK);
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+/* create_sequence_ex carries `pinned`; the plain call does not pin; a bad struct_size is refused. */
+static void test_create_pinned(void) {
+    fake_kvd f = {0};
+    REQUIRE(fake_start(&f, "create"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    kvd_sequence_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.sequence_id = 9;
+    o.pinned = 1;
+    uint64_t id = 0;
+    CHECK_RC(c, kvd_client_create_sequence_ex(c, "m", &o, &id), KVD_OK);
+    CHECK(id == 9 && fake_count(&f, &f.last_create_pinned) == 1, "pinned create: id %llu",
+          (unsigned long long)id);
+    CHECK_RC(c, kvd_client_create_sequence(c, "m", 0, NULL, &id), KVD_OK);
+    CHECK(id == 77 && fake_count(&f, &f.last_create_pinned) == 0, "plain create is not pinned");
+    CHECK_RC(c, kvd_client_create_sequence_ex(c, "m", NULL, &id), KVD_OK);
+    CHECK(fake_count(&f, &f.last_create_pinned) == 0, "NULL options: not pinned");
+    o.struct_size = 0;
+    CHECK_RC(c, kvd_client_create_sequence_ex(c, "m", &o, &id), KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "struct_size") != NULL, "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+/* Hello's lease starts the thread: an idle client sends a KeepAlive about every lease/3, and no
+ * more often; with disable_keepalive, or without a lease, nothing is sent. */
+static void test_keepalive_renews_idle_client(void) {
+    fake_kvd f = {0};
+    f.lease_ms = 300;
+    REQUIRE(fake_start(&f, "idle"), "fake");
+    kvd_client *c = connect_fake(&f, 1, 2000);
+    kvd_hello_info *info = NULL;
+    CHECK_RC(c, kvd_client_hello(c, &info), KVD_OK);
+    REQUIRE(info, "hello info");
+    CHECK(info->lease_ms == 300 && info->orphan_grace_ms == 600 && info->quota_pinned_pages == 7 &&
+          info->events_endpoint && info->events_endpoint[0] == '\0', "lease fields in hello info");
+    kvd_hello_info_free(info);
+    sleep_ms(1000);
+    int n = fake_count(&f, &f.keepalives);
+    CHECK(n >= 6 && n <= 12, "%d KeepAlives in 1 s of idleness with a 300 ms lease (want ~10)", n);
+    pthread_mutex_lock(&f.mu);
+    int64_t min_gap = 1 << 30;
+    for (int i = 1; i < f.keepalives && i < FAKE_MAX_STAMPS; i++)
+        if (f.keepalive_at_ms[i] - f.keepalive_at_ms[i - 1] < min_gap)
+            min_gap = f.keepalive_at_ms[i] - f.keepalive_at_ms[i - 1];
+    pthread_mutex_unlock(&f.mu);
+    CHECK(min_gap >= 80, "KeepAlives %lld ms apart (interval 100 ms)", (long long)min_gap);
+    CHECK(kvd_client_last_result(c) == KVD_OK && kvd_client_last_error(c)[0] == '\0',
+          "the thread leaves the last result alone");
+    kvd_client_free(c);
+    int after = fake_count(&f, &f.keepalives);
+    sleep_ms(300);
+    CHECK(fake_count(&f, &f.keepalives) == after, "free stops the thread");
+
+    c = connect_fake(&f, 0, 2000);
+    int before = fake_count(&f, &f.keepalives);
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_OK);
+    sleep_ms(400);
+    CHECK(fake_count(&f, &f.keepalives) == before, "disable_keepalive: no KeepAlive");
+    kvd_client_free(c);
+    fake_stop(&f);
+
+    fake_kvd g = {0}; /* lease_ms 0: leases off */
+    REQUIRE(fake_start(&g, "nolease"), "fake");
+    c = connect_fake(&g, 1, 2000);
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_OK);
+    sleep_ms(300);
+    CHECK(fake_count(&g, &g.keepalives) == 0, "no lease: no KeepAlive");
+    kvd_client_free(c);
+    fake_stop(&g);
+}
+
+/* Calls and KeepAlives share the socket: the fake never sees a second request before it answered
+ * the first (it answers 15 ms late, watching for one), although both kinds are sent. */
+static void test_keepalive_never_interleaves(void) {
+    fake_kvd f = {0};
+    f.lease_ms = 60; /* a KeepAlive every 20 ms of idleness */
+    f.reply_delay_ms = 15;
+    REQUIRE(fake_start(&f, "mutex"), "fake");
+    kvd_client *c = connect_fake(&f, 1, 2000);
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_OK);
+    int failures = 0;
+    for (int i = 0; i < 40; i++) {
+        kvd_stats st;
+        if (kvd_client_stats(c, 0, &st) != KVD_OK || st.total_pages != 1) failures++;
+        sleep_ms(5 + (i % 4) * 10); /* idle gaps around the keep-alive interval */
+    }
+    CHECK(failures == 0, "%d calls failed (last: %s)", failures, kvd_client_last_error(c));
+    CHECK(fake_count(&f, &f.keepalives) > 0, "the thread did send KeepAlives");
+    CHECK(fake_count(&f, &f.overlaps) == 0, "%d requests arrived while another was unanswered",
+          fake_count(&f, &f.overlaps));
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+/* A failing KeepAlive is the thread's business: the caller's last error and result are untouched. */
+static void test_keepalive_errors_stay_private(void) {
+    fake_kvd f = {0};
+    f.lease_ms = 90;
+    f.keepalive_error = 8;
+    REQUIRE(fake_start(&f, "kaerr"), "fake");
+    kvd_client *c = connect_fake(&f, 1, 2000);
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK);
+    sleep_ms(250);
+    CHECK(fake_count(&f, &f.keepalives) >= 2, "KeepAlives were sent");
+    CHECK(kvd_client_last_result(c) == KVD_OK && kvd_client_last_server_code(c) == 0 &&
+          kvd_client_last_error(c)[0] == '\0', "last error now: %s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+/* A KeepAlive the daemon never answers does not hold up close (the timeout is 5 s); after close
+ * the client sends nothing more and its calls say KVD_ERR_CLOSED. */
+static void test_close_is_prompt(void) {
+    fake_kvd f = {0};
+    f.lease_ms = 150;
+    f.drop_keepalive = 1;
+    REQUIRE(fake_start(&f, "close"), "fake");
+    kvd_client *c = connect_fake(&f, 1, 5000);
+    CHECK_RC(c, kvd_client_hello(c, NULL), KVD_OK);
+    int64_t deadline = fake_now_ms() + 2000;
+    while (fake_count(&f, &f.keepalives) == 0 && fake_now_ms() < deadline) sleep_ms(5);
+    REQUIRE(fake_count(&f, &f.keepalives) == 1, "a KeepAlive is in flight");
+    int64_t t0 = fake_now_ms();
+    CHECK_RC(c, kvd_client_close(c), KVD_OK);
+    int64_t took = fake_now_ms() - t0;
+    CHECK(took < 500, "close took %lld ms", (long long)took);
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_ERR_CLOSED);
+    sleep_ms(200);
+    CHECK(fake_count(&f, &f.keepalives) == 1, "nothing sent after close");
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+/* ============================================================================================= */
+/* Events                                                                                         */
+
+typedef struct fake_pub {
+    char endpoint[128];
+    void *ctx, *sock;
+} fake_pub;
+
+static int pub_start(fake_pub *p, const char *tag) {
+    snprintf(p->endpoint, sizeof p->endpoint, "ipc:///tmp/kvd-c-unit-%d-%s.sock", (int)getpid(), tag);
+    p->ctx = zmq_ctx_new();
+    p->sock = zmq_socket(p->ctx, ZMQ_PUB);
+    int zero = 0;
+    zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero);
+    return zmq_bind(p->sock, p->endpoint) == 0;
+}
+
+static void pub_stop(fake_pub *p) {
+    zmq_close(p->sock);
+    zmq_ctx_term(p->ctx);
+    unlink(p->endpoint + 6);
+}
+
+static void pub_send(fake_pub *p, const char *topic, const void *data, size_t n) {
+    zmq_send(p->sock, topic, strlen(topic), ZMQ_SNDMORE);
+    zmq_send(p->sock, data, n, 0);
+}
+
+static size_t pack_event(uint8_t *buf, uint64_t number, const char *tenant, uint64_t seq) {
+    Kvd__V1__Event e = KVD__V1__EVENT__INIT;
+    e.sequence_number = number;
+    e.kind = KVD__V1__EVENT__KIND__KIND_COMPACTED;
+    e.tenant = (char *)tenant;
+    e.sequence_id = seq;
+    e.time_unix_ms = 1764500000123ull;
+    e.generation = 4;
+    e.pages_freed = 12;
+    e.bytes_freed = 12 * 4096;
+    e.method = "streamingllm";
+    e.tokens_before = 400;
+    e.tokens_after = 96;
+    e.reason = "arena 93% used, above memory.high 0.90";
+    e.used_pages = 150;
+    e.limit_pages = 160;
+    return kvd__v1__event__pack(&e, buf);
+}
+
+/* Subscribed and ready: every field decodes; other topics, garbage, a wrong frame count; a
+ * caller struct shorter than kvd_event gets only what fits. */
+static void test_events_decode(void) {
+    fake_pub p;
+    REQUIRE(pub_start(&p, "pub"), "pub");
+    kvd_events *ev = NULL;
+    char err[256];
+    CHECK(kvd_events_open(p.endpoint, "kvd.alpha", NULL, &ev, err, sizeof err) == KVD_OK, "%s", err);
+    REQUIRE(ev, "subscriber");
+    CHECK(kvd_events_ready(ev, 3000) == KVD_OK, "ready: %s", kvd_events_last_error(ev));
+    sleep_ms(50); /* the subscription follows the handshake */
+    uint8_t buf[512];
+    size_t n = pack_event(buf, 41, "alpha", 123);
+    pub_send(&p, "kvd.beta", buf, n);
+    pub_send(&p, "kvd.alpha", buf, n);
+    kvd_event e;
+    memset(&e, 0, sizeof e);
+    e.struct_size = sizeof e;
+    REQUIRE(kvd_events_next(ev, 2000, &e) == KVD_OK, "next: %s", kvd_events_last_error(ev));
+    CHECK(e.sequence_number == 41 && e.kind == KVD_EVENT_COMPACTED && e.sequence_id == 123 &&
+          e.time_unix_ms == 1764500000123ull && e.generation == 4 && e.pages_freed == 12 &&
+          e.bytes_freed == 12 * 4096 && e.tokens_before == 400 && e.tokens_after == 96 &&
+          e.used_pages == 150 && e.limit_pages == 160, "numbers");
+    CHECK(strcmp(e.topic, "kvd.alpha") == 0 && strcmp(e.tenant, "alpha") == 0 &&
+          strcmp(e.method, "streamingllm") == 0 && strstr(e.reason, "memory.high") != NULL,
+          "strings: %s %s %s %s", e.topic, e.tenant, e.method, e.reason);
+    CHECK(kvd_events_next(ev, 100, &e) == KVD_ERR_TIMEOUT, "kvd.beta was not delivered");
+
+    pub_send(&p, "kvd.alphabet", buf, n); /* a prefix subscription gets this one */
+    CHECK(kvd_events_next(ev, 2000, &e) == KVD_OK && strcmp(e.topic, "kvd.alphabet") == 0,
+          "prefix match");
+    pub_send(&p, "kvd.alpha", "\xff\xff\xff", 3);
+    CHECK(kvd_events_next(ev, 2000, &e) == KVD_ERR_PROTOCOL &&
+          strstr(kvd_events_last_error(ev), "undecodable") != NULL, "%s", kvd_events_last_error(ev));
+    zmq_send(p.sock, "kvd.alpha", 9, 0); /* a topic alone */
+    CHECK(kvd_events_next(ev, 2000, &e) == KVD_ERR_PROTOCOL &&
+          strstr(kvd_events_last_error(ev), "1 frames") != NULL, "%s", kvd_events_last_error(ev));
+
+    struct { kvd_event head; uint64_t guard; } small;
+    memset(&small, 0, sizeof small);
+    small.guard = 0x5a5a5a5a5a5a5a5aull;
+    small.head.struct_size = offsetof(kvd_event, generation);
+    small.head.generation = 777;
+    pub_send(&p, "kvd.alpha", buf, n);
+    CHECK(kvd_events_next(ev, 2000, &small.head) == KVD_OK && small.head.sequence_id == 123 &&
+          small.head.generation == 777 && small.guard == 0x5a5a5a5a5a5a5a5aull,
+          "a short struct gets only its fields");
+    e.struct_size = 0;
+    CHECK(kvd_events_next(ev, 0, &e) == KVD_ERR_ARGUMENT, "struct_size 0");
+    CHECK(kvd_events_next(ev, 0, NULL) == KVD_ERR_ARGUMENT, "NULL out");
+    kvd_events_free(ev);
+    kvd_events_free(NULL);
+    pub_stop(&p);
+
+    CHECK(kvd_events_open(NULL, NULL, NULL, &ev, err, sizeof err) == KVD_ERR_ARGUMENT && !ev,
+          "NULL endpoint");
+    kvd_client_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.curve_server_key = "x";
+    CHECK(kvd_events_open("ipc:///tmp/x.sock", NULL, &o, &ev, err, sizeof err) == KVD_ERR_ARGUMENT &&
+          strstr(err, "together") != NULL, "%s", err);
+    CHECK(kvd_events_open("nope://x", NULL, NULL, &ev, err, sizeof err) == KVD_ERR_ARGUMENT, "%s", err);
+    /* Nobody publishing: ready times out, next too. */
+    char ep[128];
+    snprintf(ep, sizeof ep, "ipc:///tmp/kvd-c-unit-%d-nobody.sock", (int)getpid());
+    REQUIRE(kvd_events_open(ep, NULL, NULL, &ev, err, sizeof err) == KVD_OK, "%s", err);
+    int64_t t0 = fake_now_ms();
+    CHECK(kvd_events_ready(ev, 150) == KVD_ERR_TIMEOUT, "ready without a publisher");
+    CHECK(fake_now_ms() - t0 < 1500, "ready waited %lld ms", (long long)(fake_now_ms() - t0));
+    CHECK(kvd_events_next(ev, 50, &small.head) == KVD_ERR_TIMEOUT, "next without a publisher");
+    kvd_events_free(ev);
+}
+
+/* kvd_client_events: Hello's endpoint, the tenant's exact topic; none configured is refused. */
+static void test_client_events(void) {
+    fake_pub p;
+    REQUIRE(pub_start(&p, "cpub"), "pub");
+    fake_kvd f = {0};
+    f.events_endpoint = p.endpoint;
+    f.tenant = "alpha";
+    REQUIRE(fake_start(&f, "cev"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    kvd_events *ev = NULL;
+    CHECK_RC(c, kvd_client_events(c, &ev), KVD_OK);
+    REQUIRE(ev, "subscriber");
+    CHECK(kvd_events_ready(ev, 3000) == KVD_OK, "ready: %s", kvd_events_last_error(ev));
+    sleep_ms(50);
+    uint8_t buf[512];
+    pub_send(&p, "kvd.alphabet", buf, pack_event(buf, 1, "alphabet", 1));
+    pub_send(&p, "kvd.alpha", buf, pack_event(buf, 2, "alpha", 2));
+    kvd_event e;
+    memset(&e, 0, sizeof e);
+    e.struct_size = sizeof e;
+    CHECK(kvd_events_next(ev, 2000, &e) == KVD_OK && e.sequence_number == 2 &&
+          strcmp(e.topic, "kvd.alpha") == 0, "only the tenant's own topic (got %llu %s)",
+          (unsigned long long)e.sequence_number, e.topic ? e.topic : "-");
+    kvd_events_free(ev);
+    kvd_client_free(c);
+    fake_stop(&f);
+    pub_stop(&p);
+
+    fake_kvd g = {0}; /* no events endpoint */
+    REQUIRE(fake_start(&g, "noev"), "fake");
+    c = connect_fake(&g, 0, 2000);
+    ev = (kvd_events *)1;
+    CHECK_RC(c, kvd_client_events(c, &ev), KVD_ERR_FAILED_PRECONDITION);
+    CHECK(ev == NULL && strstr(kvd_client_last_error(c), "publishes no events") != NULL, "%s",
+          kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&g);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    TEST(test_names);
+    TEST(test_evicted_error);
+    TEST(test_keep_alive_and_pin_bytes);
+    TEST(test_create_pinned);
+    TEST(test_keepalive_renews_idle_client);
+    TEST(test_keepalive_never_interleaves);
+    TEST(test_keepalive_errors_stay_private);
+    TEST(test_close_is_prompt);
+    TEST(test_events_decode);
+    TEST(test_client_events);
+    return harness_summary();
+}
