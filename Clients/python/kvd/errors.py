@@ -23,6 +23,7 @@ class ErrorCode(enum.IntEnum):
     UNIMPLEMENTED = 7
     INTERNAL = 8
     UNAVAILABLE = 9
+    EVICTED = 10
 
 
 # Fail at import time rather than mislabel errors if the schema ever gains or renumbers a code.
