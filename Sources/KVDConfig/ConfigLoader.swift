@@ -37,7 +37,7 @@ public enum ConfigLoader {
         }
         var config = Configuration()
         let top = try KeyedNode(node: root, path: "", file: file).mapping(
-            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants"])
+            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory"])
         if let s = top["server"] { try readServer(s, into: &config.server) }
         if let a = top["arena"] { try readArena(a, into: &config.arena) }
         guard let models = top["models"] else {
@@ -73,7 +73,9 @@ public enum ConfigLoader {
             }
         }
         if let t = top["tenants"] { config.tenants = try TenantLoader.tenants(t, defaults: config.arena) }
+        if let m = top["memory"] { config.memory = try MemoryLoader.memory(m) }
         try PolicyLoader.checkReferences(config, file: file)
+        try MemoryLoader.checkPolicies(config, file: file)
         for tenant in config.effectiveTenants {
             try checkArenaFits(
                 config, tenant.arena, top["tenants"] ?? top["arena"] ?? KeyedNode(node: root, path: "arena", file: file),

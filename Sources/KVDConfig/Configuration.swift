@@ -41,6 +41,40 @@ public struct Configuration: Sendable, Equatable {
         public init() {}
     }
 
+    /// The memory manager: leases, watermarks, compress-before-evict (docs/MEMORY.md). Everything
+    /// but `eventsEndpoint` is reloaded by SIGHUP.
+    public struct Memory: Sendable, Equatable {
+        /// What a connection owns (sequences, reservations) expires this long after its last request
+        /// or KeepAlive; 0 = leases off (nothing expires).
+        public var leaseSeconds: Double = 30
+        /// An orphan (a sequence whose lease expired) is released this long after the lease ended.
+        public var orphanGraceSeconds: Double = 600
+        /// Above `high` (fraction of a tenant's page limit in use) the manager reclaims down to `low`.
+        public var high: Double = 0.90
+        public var low: Double = 0.80
+        /// Policy that compresses idle sequences under pressure ("" = never compress, only evict).
+        public var compressPolicy: String = "pressure"
+        /// Query-free policy used when `compressPolicy` needs window queries the sequence never sent.
+        public var fallbackPolicy: String = "pressure"
+        /// The manager never leaves a head with fewer tokens than this (or than it had).
+        public var floorTokens: Int = 64
+        /// A sequence touched this recently is in use (a runtime's decode loop touches it every step):
+        /// pressure never compresses or evicts it.
+        public var busyMilliseconds: Int = 1000
+        /// Evict whole least-recently-used sequences when compression is not enough.
+        public var evict: Bool = true
+        /// Keep the window queries each sequence last sent with Compact (up to this many bytes, 0 =
+        /// never), so pressure compaction can use a query-based policy.
+        public var keepQueriesBytes: Int = 8 << 20
+        /// How often the manager checks leases and watermarks.
+        public var intervalMilliseconds: Int = 100
+        /// Longest an Append or Reserve that does not fit waits for reclaim before RESOURCE_EXHAUSTED.
+        public var reclaimWaitMilliseconds: Int = 500
+        /// ZeroMQ PUB endpoint for manager events ("" = off). Not reloadable.
+        public var eventsEndpoint: String = ""
+        public init() {}
+    }
+
     /// Who may use kvd and what they get: every sequence belongs to one tenant, and each tenant has
     /// its own shared-memory segment, handed only to connections bound to it.
     public struct Tenant: Sendable, Equatable {
@@ -60,6 +94,8 @@ public struct Configuration: Sendable, Equatable {
         /// Quotas; 0 = no quota beyond the segment's pages / server.max_sequences.
         public var maxPages: Int = 0
         public var maxSequences: Int = 0
+        /// Most pages in pinned sequences (0 = no quota beyond maxPages).
+        public var maxPinnedPages: Int = 0
         public var line: Int = 0
         public init(name: String, arena: Arena) {
             self.name = name
@@ -124,6 +160,7 @@ public struct Configuration: Sendable, Equatable {
 
     public var server = Server()
     public var arena = Arena()
+    public var memory = Memory()
     public var models: [ModelLayout] = []
     public var logLevel: LogLevel = .info
     public var policies: [Policy] = []

@@ -44,7 +44,8 @@ enum TenantLoader {
                 for u in try v.sequence() { t.unixUIDs.append(UInt32(try u.int(min: 0, max: Int(UInt32.max)))) }
             }
             if let q = m["quotas"] {
-                let qm = try q.mapping(known: ["pages", "sequences"])
+                let qm = try q.mapping(known: ["pages", "sequences", "pinned_pages"])
+                if let v = qm["pinned_pages"] { t.maxPinnedPages = try v.int(min: 0, max: Int(UInt32.max)) }
                 if let v = qm["pages"] { t.maxPages = try v.int(min: 0, max: Int(UInt32.max)) }
                 if let v = qm["sequences"] { t.maxSequences = try v.int(min: 0, max: 1 << 24) }
             }

@@ -43,6 +43,13 @@ struct KeyedNode {
         return v
     }
 
+    /// A number (integer or float) in `min...max`.
+    func double(min: Double, max: Double) throws(ConfigError) -> Double {
+        guard let v = node.float, node.tag == Tag(.float) || node.tag == Tag(.int), v.isFinite else { throw fail("must be a number") }
+        guard v >= min, v <= max else { throw fail("must be in \(min)...\(max), got \(v)") }
+        return v
+    }
+
     func bool() throws(ConfigError) -> Bool {
         guard node.tag == Tag(.bool), let v = node.bool else { throw fail("must be true or false") }
         return v

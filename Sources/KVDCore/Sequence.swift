@@ -79,6 +79,9 @@ public final class KVSequence {
         }
     }
 
+    /// Pages an Append or Reserve of `tokens` more tokens takes from the allocator.
+    public func pagesNeeded(forTokens tokens: Int) -> Int { extraPages(tokens).reduce(0, +) }
+
     /// Allocates `extraPages` for every head at once, or nothing.
     private func allocateExtra(_ tokens: Int, _ allocator: PageAllocator) throws(KVDError) -> [[PageID]] {
         let extra = extraPages(tokens)

@@ -7,11 +7,12 @@ import KVDPluginAPI
 public enum CompactionRunner {
     public static func run(
         _ method: any CompactionMethod, _ context: CompactionContext, sequence seq: KVSequence,
-        allocator: PageAllocator, memory: PageMemory
+        allocator: PageAllocator, memory: PageMemory, floor: Int = 0
     ) throws(KVDError) -> (planned: MethodPlan, outcome: KVSequence.CompactionOutcome) {
         let name = method.descriptor.name
         let planned = try method.plan(context)
         try PlanChecker.check(planned, counts: context.view.headCounts, layout: seq.layout, method: name)
+        if floor > 0 { try checkFloor(planned, counts: context.view.headCounts, seq: seq, floor: floor, method: name) }
         // Check the aliases before anything moves, so a bad map leaves the sequence untouched.
         if !planned.aliases.isEmpty { _ = try seq.resolveAliases(planned.aliases) }
         var outcome = try seq.compact(plan: planned.plan, method: name, allocator: allocator, memory: memory)
@@ -20,5 +21,18 @@ public enum CompactionRunner {
             outcome = KVSequence.CompactionOutcome(before: outcome.before, kept: seq.heads.map(\.count), pagesFreed: outcome.pagesFreed + freed)
         }
         return (planned, outcome)
+    }
+
+    /// The memory manager's floor: no head may be left with fewer than `floor` tokens (or than it
+    /// had, when it had fewer), and no layer may be aliased away. Checked before anything moves.
+    static func checkFloor(_ planned: MethodPlan, counts: [Int], seq: KVSequence, floor: Int, method: String) throws(KVDError) {
+        if !planned.aliases.isEmpty {
+            throw .failedPrecondition("\(method): the plan aliases layers, which would leave them below memory.floor_tokens (\(floor))")
+        }
+        for (h, kept) in planned.plan.kept.enumerated() where h < counts.count && kept.count < min(counts[h], floor) {
+            let m = seq.layout
+            throw .failedPrecondition(
+                "\(method): the plan keeps \(kept.count) of \(counts[h]) tokens in layer \(h / m.kvHeads) head \(h % m.kvHeads), below memory.floor_tokens (\(floor))")
+        }
     }
 }

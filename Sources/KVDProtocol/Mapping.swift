@@ -73,6 +73,8 @@ extension Kvd_V1_Request.OneOf_Body {
         case .stats: "stats"
         case .stage: "stage"
         case .rankLayers: "rank_layers"
+        case .keepAlive: "keep_alive"
+        case .pin: "pin"
         }
     }
 }

@@ -72,7 +72,7 @@ final class Dispatcher: Sendable {
             return reply(rid, .failure(.alreadyExists("request_id \(rid) was used recently by this connection; use a fresh id per request")))
         }
         guard let kind = request.body else {
-            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage, rank_layers"
+            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage, rank_layers, keep_alive, pin"
             // Unknown fields mean a body kind from a newer schema; nothing at all is a malformed request.
             if request.unknownFields.data.isEmpty {
                 return reply(rid, .failure(.invalidArgument("request has no body; set one of: \(known)")))
@@ -82,6 +82,8 @@ final class Dispatcher: Sendable {
         }
         logger.debug("request \(rid): \(kind.kindName)")
         let peer = PeerIdentity(routingID: identity, userID: frames.userID, peerAddress: frames.peerAddress)
+        // Every request renews the lease of everything its connection owns.
+        let connection = store.connections.touch(identity, now: now)
         if case .hello(let r) = kind {
             return reply(rid, TenantAuth.hello(r, peer, &bindings, store, now: now).flatMap { space in
                 run { () throws(KVDError) in
@@ -94,20 +96,24 @@ final class Dispatcher: Sendable {
         case .success(let s): space = s
         case .failure(let e): return reply(rid, .failure(e))
         }
-        let scoped = TenantStore(shared: store, space: space, connection: identity)
+        var scoped = TenantStore(shared: store, space: space, connection: identity)
+        scoped.connectionNumber = connection
+        scoped.now = now
         switch kind {
         case .hello: preconditionFailure("answered above")
         case .createSequence(let r): return reply(rid, run { () throws(KVDError) in .createSequence(try CreateSequenceHandler.handle(r, scoped)) })
         case .stats(let r) where r.sequenceID == 0: return reply(rid, run { .stats(StatsHandler.arena(scoped)) })
-        case .stats(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e in .body(.stats(StatsHandler.handle(r, e, scoped))) }
-        case .append(let r): return onSequence(r.sequenceID, rid, route, scoped) { e throws(KVDError) in .body(.append(try AppendHandler.handle(r, e, scoped))) }
-        case .reserve(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e throws(KVDError) in .body(.reserve(try ReserveHandler.handle(r, e, scoped))) }
-        case .commit(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e throws(KVDError) in .body(.commit(try CommitHandler.handle(r, e, scoped))) }
-        case .query(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: QueryHandler.copiesNoKV(r)) { e throws(KVDError) in .wire(field: 15, writer: try QueryHandler.handle(r, e, scoped)) }
-        case .compact(let r): return onSequence(r.sequenceID, rid, route, scoped) { e throws(KVDError) in .body(.compact(try CompactHandler.handle(r, e, scoped))) }
-        case .release(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e throws(KVDError) in .body(.release(try ReleaseHandler.handle(r, e, scoped))) }
+        case .stats(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s in .body(.stats(StatsHandler.handle(r, e, s))) }
+        case .append(let r): return onSequence(r.sequenceID, rid, route, scoped) { e, s throws(KVDError) in .body(.append(try AppendHandler.handle(r, e, s))) }
+        case .reserve(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.reserve(try ReserveHandler.handle(r, e, s))) }
+        case .commit(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.commit(try CommitHandler.handle(r, e, s))) }
+        case .query(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: QueryHandler.copiesNoKV(r)) { e, s throws(KVDError) in .wire(field: 15, writer: try QueryHandler.handle(r, e, s)) }
+        case .compact(let r): return onSequence(r.sequenceID, rid, route, scoped) { e, s throws(KVDError) in .body(.compact(try CompactHandler.handle(r, e, s))) }
+        case .release(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.release(try ReleaseHandler.handle(r, e, s))) }
         case .rankLayers(let r): return rankLayers(r, rid, route, scoped)
-        case .stage(let r): return onSequence(r.sequenceID, rid, route, scoped) { e throws(KVDError) in .body(.stage(try StageHandler.handle(r, e, scoped))) }
+        case .stage(let r): return onSequence(r.sequenceID, rid, route, scoped) { e, s throws(KVDError) in .body(.stage(try StageHandler.handle(r, e, s))) }
+        case .keepAlive(let r): return reply(rid, run { () throws(KVDError) in .keepAlive(try KeepAliveHandler.handle(r, scoped)) })
+        case .pin(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.pin(try PinHandler.handle(r, e, s))) }
         }
     }
 
@@ -119,28 +125,42 @@ final class Dispatcher: Sendable {
     /// K/V bytes copied or scored) on an idle sequence runs right here on the socket thread and
     /// answers at once: handing a 30 µs request to a worker and its reply back through the outbox
     /// cost two thread switches, more than the work. Everything else queues on the sequence's
-    /// serial queue and replies through the outbox.
+    /// serial queue and replies through the outbox. A cheap request that finds the segment full
+    /// (Reserve) is re-run on a worker, where it may wait for the memory manager to make room: the
+    /// socket thread never waits for a reclaim.
     private func onSequence(
         _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]], _ scoped: TenantStore, cheap: Bool = false,
-        _ work: @escaping @Sendable (SequenceState) throws(KVDError) -> Reply
+        _ work: @escaping @Sendable (SequenceState, TenantStore) throws(KVDError) -> Reply
     ) -> OutgoingReply? {
         let entry: SequenceEntry
         do { entry = try scoped.entry(id) } catch { return OutgoingReply(route: route, payload: encode(rid, .failure(error))) }
+        entry.lease.touch(by: scoped.connectionNumber, now: scoped.now)
         // Runs on the sequence's queue (onQueue checks it).
-        @Sendable func result() -> Result<Reply, KVDError> {
+        @Sendable func result(_ store: TenantStore) -> Result<Reply, KVDError> {
             entry.onQueue { state in
-                if state.sequence.isReleased { return .failure(.notFound("sequence \(id) not found; it has been released")) }
-                do throws(KVDError) { return .success(try work(state)) } catch { return .failure(error) }
+                if state.sequence.isReleased {
+                    return .failure(entry.space.evictions.error(for: id) ?? .notFound("sequence \(id) not found; it has been released"))
+                }
+                defer { entry.refreshGauges(state) }
+                do throws(KVDError) { return .success(try work(state, store)) } catch { return .failure(error) }
             }
         }
-        if cheap, entry.pending.load(ordering: .acquiring) == 0 {
-            // Idle queue: sync runs the block on this thread, after (and visible to) all earlier work.
-            return OutgoingReply(route: route, payload: encode(rid, entry.queue.sync { result() }))
+        if cheap, entry.tryClaim() {
+            // Idle queue, claimed: sync runs the block on this thread, after (and visible to) all earlier work.
+            var inline = scoped
+            inline.mayReclaim = false
+            let outcome = entry.queue.sync { result(inline) }
+            entry.unclaim()
+            if case .failure(let e) = outcome, e.code == .resourceExhausted, scoped.memory.reclaimWaitMilliseconds > 0 {
+                // Nothing changed (allocations are all or nothing): run it again where waiting is fine.
+            } else {
+                return OutgoingReply(route: route, payload: encode(rid, outcome))
+            }
         }
         inFlight.add(1, ordering: .relaxed)
         entry.pending.add(1, ordering: .relaxed)
         entry.queue.async { [self] in
-            let reply = OutgoingReply(route: route, payload: encode(rid, result()))
+            let reply = OutgoingReply(route: route, payload: encode(rid, result(scoped)))
             // Idle before the post, so the client's next cheap request can already run inline.
             entry.pending.subtract(1, ordering: .releasing)
             outbox.post(reply)

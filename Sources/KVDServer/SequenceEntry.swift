@@ -1,5 +1,6 @@
 import Dispatch
 import KVDCore
+import KVDPluginAPI
 import Synchronization
 
 /// A live sequence as the server holds it: its serial queue, and its state, which only code running
@@ -10,19 +11,26 @@ final class SequenceEntry: Sendable {
     /// The tenant it belongs to (its pages live in that tenant's segment).
     let space: TenantSpace
     let queue: DispatchQueue
-    /// Requests queued on `queue` and not finished. Only the socket thread adds to it, so when it
-    /// reads 0 there the queue is idle and stays idle until that thread queues something.
+    /// Requests (and memory-manager actions) queued on `queue` and not finished. Whoever wants to run
+    /// on an idle queue without waiting claims it by raising this from 0 to 1 (`tryClaim`): the
+    /// socket thread for cheap requests, the memory manager for its actions. So the manager never
+    /// acts on a sequence while a request for it is queued or running, and the socket thread never
+    /// waits behind the manager.
     let pending = Atomic<Int>(0)
+    /// Owner, last touch, pin and sizes, readable without entering the queue.
+    let lease: SequenceLease
     /// Safe without a lock because the only way to it is `onQueue`, which traps unless called on
     /// `queue`, a serial queue: every access is ordered by the queue. (`nonisolated(unsafe)` rather
     /// than a Mutex: a lock would be uncontended by construction, and the precondition states the
     /// actual rule.)
     nonisolated(unsafe) private let state: SequenceState
 
-    init(sequence: KVSequence, space: TenantSpace, target: DispatchQueue) {
+    init(sequence: KVSequence, space: TenantSpace, target: DispatchQueue, owner: UInt64, now: UInt64, pinned: Bool) {
         id = sequence.id.raw
         self.space = space
-        state = SequenceState(sequence: sequence)
+        let lease = SequenceLease(owner: owner, now: now, pinned: pinned)
+        self.lease = lease
+        state = SequenceState(sequence: sequence, lease: lease)
         queue = DispatchQueue(label: "kvd.sequence.\(sequence.id.raw)", target: target)
     }
 
@@ -37,19 +45,48 @@ final class SequenceEntry: Sendable {
     func sync<T>(_ body: (SequenceState) -> T) -> T {
         queue.sync { onQueue(body) }
     }
+
+    /// Claims the queue if nothing is queued or running on it; the caller then runs on it (`sync`)
+    /// and calls `unclaim`. False when busy.
+    func tryClaim() -> Bool {
+        pending.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    func unclaim() { pending.subtract(1, ordering: .releasing) }
+
+    /// Copies the sizes the memory manager ranks by out of the state. On the queue, after every request.
+    func refreshGauges(_ state: SequenceState) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        let seq = state.sequence
+        lease.pages.store(seq.pageCount, ordering: .relaxed)
+        lease.tokens.store(seq.tokensHeld, ordering: .relaxed)
+        lease.reservationMade.store(state.reservationMade, ordering: .relaxed)
+        lease.reservationOwner.store(seq.reservation == nil ? 0 : state.reservationConnection, ordering: .relaxed)
+    }
 }
 
 /// Everything mutable about a live sequence. Not Sendable: it is confined to its entry's queue.
 final class SequenceState {
     let sequence: KVSequence
+    /// The entry's lease and gauges (atomics, also read off the queue).
+    let lease: SequenceLease
     /// This sequence's gather/stage buffer in the staging area (offsets inside the staging area).
     var staging: Range<Int>?
     /// The connection (routing identity) that opened the current reservation; only it may commit.
     var reservationOwner: [UInt8]?
+    /// The same connection's number (ConnectionLeases), whose lease keeps the reservation open.
+    var reservationConnection: UInt64 = 0
+    /// When it was made (uptime ns); the reservation's lease runs from the later of this and its
+    /// owner's last request.
+    var reservationMade: UInt64 = 0
+    /// The window queries of the last Compact that sent some (when memory.keep_queries_bytes
+    /// allows), so that pressure compaction can run a query-based policy.
+    var keptObservation: Observation?
     private var lastReservation: UInt64 = 0
 
-    init(sequence: KVSequence) {
+    init(sequence: KVSequence, lease: SequenceLease) {
         self.sequence = sequence
+        self.lease = lease
     }
 
     /// This sequence's staging buffer, grown (reallocated) when smaller than `bytes`.

@@ -19,15 +19,17 @@ public final class Server: Sendable {
     let config: Configuration
     let logger: Logger
     let policies: PolicyBook
-    /// Builds a new policy book from the config file (SIGHUP); throws to keep the current one.
-    let reloadPolicies: @Sendable () throws -> PolicyBook
+    /// Builds a new policy book and memory-manager settings from the config file (SIGHUP); throws
+    /// to keep the current ones.
+    let reloadPolicies: @Sendable () throws -> (PolicyBook, Configuration.Memory)
     private let stopRequested = Atomic<Bool>(false)
     private let reloadRequested = Atomic<Bool>(false)
     private let wake: WakeSignal
 
 
     public init(
-        config: Configuration, policies: PolicyBook, logger: Logger, reloadPolicies: @escaping @Sendable () throws -> PolicyBook
+        config: Configuration, policies: PolicyBook, logger: Logger,
+        reloadPolicies: @escaping @Sendable () throws -> (PolicyBook, Configuration.Memory)
     ) throws {
         self.config = config
         self.policies = policies
@@ -66,7 +68,10 @@ public final class Server: Sendable {
             spaces.append(TenantSpace(tenant: tenant, arena: arena))
         }
         ComputeThreads.set(config.server.computeThreads)
-        let store = Store(config: config, spaces: spaces, policies: policies)
+        let store = Store(config: config, spaces: spaces, policies: policies, logger: logger)
+        let manager = MemoryManager(store: store)
+        // Before the segments are unmapped (defers run in reverse order).
+        defer { manager.stop() }
         let outbox = Outbox(wake: wake)
         let dispatcher = Dispatcher(store: store, outbox: outbox, logger: logger)
 
@@ -78,6 +83,15 @@ public final class Server: Sendable {
             endpoints.removeSocketFiles()  // only the files this daemon created, never a live one's
         }
         try endpoints.bind(socket)
+        if !config.memory.eventsEndpoint.isEmpty {
+            store.setEvents(try EventPublisher(endpoint: config.memory.eventsEndpoint, context: socket.context, config: config, logger: logger))
+        }
+        // Before the socket's context is terminated (defers run in reverse order).
+        defer {
+            store.events?.close()
+            store.setEvents(nil)
+        }
+        manager.start()
         logger.info("kvd \(KVDVersion.string) serving on \(config.server.endpoints.joined(separator: ", "))")
         for space in spaces {
             let z = space.arena.sizing
@@ -96,15 +110,20 @@ public final class Server: Sendable {
             for reply in outbox.takeAll() { try? socket.send(reply) }
             if reloadRequested.exchange(false, ordering: .sequentiallyConsistent) {
                 do {
-                    let book = try reloadPolicies()
+                    let (book, memory) = try reloadPolicies()
                     store.replacePolicies(book)
-                    logger.info("reloaded policies: \(book.summaries.map(\.name).joined(separator: ", "))")
+                    if memory.eventsEndpoint != config.memory.eventsEndpoint {
+                        logger.warning("memory.events_endpoint changed; restart kvd to move the events endpoint (keeping \(config.memory.eventsEndpoint.isEmpty ? "it off" : config.memory.eventsEndpoint))")
+                    }
+                    store.replaceMemorySettings(memory)
+                    logger.info("reloaded policies (\(book.summaries.map(\.name).joined(separator: ", "))) and memory settings (high \(memory.high), low \(memory.low), lease \(memory.leaseSeconds) s)")
                 } catch {
                     logger.error("reload refused, keeping the current policies: \(error)")
                 }
             }
             if !shuttingDown, stopRequested.load(ordering: .sequentiallyConsistent) {
                 shuttingDown = true
+                manager.stop()  // no reclaim while draining
                 drainDeadline = .now + .milliseconds(Int(config.server.drainSeconds * 1000))
                 socket.unbindAll()
                 logger.info("shutting down: finishing \(dispatcher.inFlight.load(ordering: .relaxed)) in-flight requests")

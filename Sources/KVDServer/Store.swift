@@ -24,18 +24,54 @@ final class Store: Sendable {
     let requests = Atomic<UInt64>(0)
     let errors = Atomic<UInt64>(0)
 
-    init(config: Configuration, spaces: [TenantSpace], policies: PolicyBook) {
+    /// The memory manager's settings; replaced whole on SIGHUP.
+    private let memorySettings: Mutex<Configuration.Memory>
+    /// When each connection was last heard from (leases).
+    let connections = ConnectionLeases()
+    /// The events endpoint, once bound (nil when memory.events_endpoint is off).
+    private let publisher = Mutex<EventPublisher?>(nil)
+    /// Runs the memory manager's passes one at a time, off the socket thread.
+    let managerQueue = DispatchQueue(label: "kvd.memory-manager")
+    private let managerNudged = Atomic<Bool>(false)
+    private let managerPass = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// For the memory manager's messages (nil in the fuzz harness).
+    let logger: Logger?
+
+    init(config: Configuration, spaces: [TenantSpace], policies: PolicyBook, logger: Logger? = nil) {
         self.config = config
+        self.logger = logger
         self.spaces = spaces
         openSpace = spaces.first { $0.tenant.token == nil && $0.tenant.curvePublicKeys.isEmpty }
         book = Mutex(policies)
         models = Dictionary(uniqueKeysWithValues: config.models.map { ($0.name, $0) })
+        memorySettings = Mutex(config.memory)
     }
 
     var policies: PolicyBook { book.withLock { $0 } }
+    var memory: Configuration.Memory { memorySettings.withLock { $0 } }
 
     /// Swaps in a newly compiled policy book (SIGHUP); sequences are untouched.
     func replacePolicies(_ new: PolicyBook) { book.withLock { $0 = new } }
+
+    /// Swaps in new memory-manager settings (SIGHUP); the events endpoint stays as bound.
+    func replaceMemorySettings(_ new: Configuration.Memory) { memorySettings.withLock { $0 = new } }
+
+    var events: EventPublisher? { publisher.withLock { $0 } }
+    func setEvents(_ p: EventPublisher?) { publisher.withLock { $0 = p } }
+
+    /// Installs the memory manager's pass (`nudge` runs it soon).
+    func setManagerPass(_ pass: (@Sendable () -> Void)?) { managerPass.withLock { $0 = pass } }
+
+    /// Asks the memory manager for a pass now rather than at its next tick (e.g. usage just crossed
+    /// memory.high). Coalesced: at most one extra pass is queued.
+    func nudgeManager() {
+        guard !managerNudged.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        managerQueue.async { [self] in
+            managerNudged.store(false, ordering: .releasing)
+            managerPass.withLock { $0 }?()
+        }
+    }
 
     func space(named name: String) -> TenantSpace? { spaces.first { $0.name == name } }
 
@@ -49,11 +85,13 @@ final class Store: Sendable {
     }
 
     /// Creates a sequence in `space`, within the tenant's quota and server.max_sequences.
-    func create(in space: TenantSpace, model: ModelLayout, requested: UInt64, label: String) throws(KVDError) -> SequenceEntry {
+    func create(
+        in space: TenantSpace, model: ModelLayout, requested: UInt64, label: String, owner: UInt64, now: UInt64, pinned: Bool
+    ) throws(KVDError) -> SequenceEntry {
         let limit = config.server.maxSequences
         // The server-wide count is taken under its own lock inside the tenant's table lock (always in
         // that order), so two tenants cannot both take the last slot.
-        return try space.create(model: model, requested: requested, label: label, target: workers, admit: {
+        return try space.create(model: model, requested: requested, label: label, target: workers, owner: owner, now: now, pinned: pinned, admit: {
             liveSequences.withLock { n in
                 guard n < limit else {
                     return .resourceExhausted("\(n) sequences are alive, the limit server.max_sequences is \(limit); release some")
@@ -76,6 +114,13 @@ struct TenantStore: Sendable {
     let space: TenantSpace
     /// Routing identity of the calling connection (reservations belong to it).
     let connection: [UInt8]
+    /// Its number in `ConnectionLeases` (owners are recorded by number); 0 for the manager itself.
+    var connectionNumber: UInt64 = 0
+    /// When the request arrived (uptime ns).
+    var now: UInt64 = 0
+    /// False on the socket thread: an Append or Reserve that does not fit then fails fast (and the
+    /// dispatcher re-runs it on a worker, where it may wait for the memory manager to reclaim).
+    var mayReclaim = true
 
     var config: Configuration { shared.config }
     var policies: PolicyBook { shared.policies }
@@ -86,9 +131,10 @@ struct TenantStore: Sendable {
     var arenaUsed: Double { space.arenaUsed }
 
     func model(named name: String) throws(KVDError) -> ModelLayout { try shared.model(named: name) }
-    func create(model: ModelLayout, requested: UInt64, label: String) throws(KVDError) -> SequenceEntry {
-        try shared.create(in: space, model: model, requested: requested, label: label)
+    func create(model: ModelLayout, requested: UInt64, label: String, pinned: Bool) throws(KVDError) -> SequenceEntry {
+        try shared.create(in: space, model: model, requested: requested, label: label, owner: connectionNumber, now: now, pinned: pinned)
     }
+    var memory: Configuration.Memory { shared.memory }
     func entry(_ id: UInt64) throws(KVDError) -> SequenceEntry { try space.entry(id) }
     func remove(id: UInt64) { shared.remove(id: id, from: space) }
 }

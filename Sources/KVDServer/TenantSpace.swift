@@ -13,6 +13,12 @@ final class TenantSpace: Sendable {
     let arena: Arena
     let pages: PageAllocator
     let staging: RangeAllocator
+    /// Sequences the memory manager took back (their ids answer EVICTED).
+    let evictions = EvictionLog()
+    /// What the memory manager did here.
+    let counters = ManagerCounters()
+    /// Reclaim passes in this segment run one at a time (the manager's and those an Append waits for).
+    let reclaimQueue: DispatchQueue
 
     private struct Table {
         var entries: [UInt64: SequenceEntry] = [:]
@@ -28,7 +34,14 @@ final class TenantSpace: Sendable {
             pageCount: arena.sizing.pageCount, quota: tenant.maxPages,
             quotaName: "tenant '\(tenant.name)' page quota (quotas.pages)")
         staging = RangeAllocator(capacity: arena.sizing.stagingBytes)
+        reclaimQueue = DispatchQueue(label: "kvd.reclaim.\(tenant.name)")
     }
+
+    /// Every live sequence, for a memory-manager pass.
+    var allEntries: [SequenceEntry] { table.withLock { Array($0.entries.values) } }
+
+    /// Pages held by pinned sequences.
+    var pinnedPages: Int { allEntries.reduce(0) { $0 + ($1.lease.pinned.load(ordering: .relaxed) ? $1.lease.pages.load(ordering: .relaxed) : 0) } }
 
     /// Fraction of this tenant's pages in use (of its quota when it has one), for rules.
     var arenaUsed: Double { pages.limit == 0 ? 0 : Double(pages.usedCount) / Double(pages.limit) }
@@ -40,7 +53,8 @@ final class TenantSpace: Sendable {
     /// creations cannot both take the last slot), after every other check; it returns the error to
     /// answer, or nil to go ahead.
     func create(
-        model: ModelLayout, requested: UInt64, label: String, target: DispatchQueue, admit: () -> KVDError?
+        model: ModelLayout, requested: UInt64, label: String, target: DispatchQueue, owner: UInt64, now: UInt64, pinned: Bool,
+        admit: () -> KVDError?
     ) throws(KVDError) -> SequenceEntry {
         let quota = tenant.maxSequences
         let name = tenant.name
@@ -60,8 +74,10 @@ final class TenantSpace: Sendable {
             // Last, so that every refusal above leaves the server-wide count alone.
             if let refused = admit() { return .failure(refused) }
             let entry = SequenceEntry(
-                sequence: KVSequence(id: SequenceID(id), layout: model, tenant: label), space: self, target: target)
+                sequence: KVSequence(id: SequenceID(id), layout: model, tenant: label), space: self, target: target,
+                owner: owner, now: now, pinned: pinned)
             t.entries[id] = entry
+            evictions.forget(id)
             return .success(entry)
         }
         return try result.get()
@@ -70,6 +86,7 @@ final class TenantSpace: Sendable {
     func entry(_ id: UInt64) throws(KVDError) -> SequenceEntry {
         guard id != 0 else { throw .invalidArgument("sequence_id must be set (non-zero)") }
         guard let e = table.withLock({ $0.entries[id] }) else {
+            if let evicted = evictions.error(for: id) { throw evicted }
             throw .notFound("sequence \(id) not found; it was never created or has been released")
         }
         return e

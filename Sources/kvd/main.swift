@@ -45,13 +45,13 @@ struct KVDCommand: ParsableCommand {
         }
         let path = config
         let server = try Server(config: configuration, policies: book, logger: logger) {
-            // Reload: policies and rules only; models and the arena need a restart.
+            // Reload: policies, rules and memory-manager settings; models and the arena need a restart.
             let fresh = try ConfigLoader.load(path: path)
             let shape = { (m: ModelLayout) in [m.name, "\(m.layers)", "\(m.kvHeads)", "\(m.qHeads)", "\(m.headDim)", m.dtype.rawValue, "\(m.pageTokens)"] }
             guard fresh.models.map(shape) == configuration.models.map(shape) else {
                 throw ConfigError("\(path): models changed; restart kvd to change model layouts")
             }
-            return try PolicyBook(config: fresh, registry: book.registry, file: path)
+            return (try PolicyBook(config: fresh, registry: book.registry, file: path), fresh.memory)
         }
 
         // Signals become a flag plus a wake-up of the socket thread; nothing else runs on that thread.

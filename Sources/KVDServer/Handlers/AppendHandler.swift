@@ -10,13 +10,16 @@ enum AppendHandler {
             maxTokens: store.config.server.maxTokensPerAppend)
         try SequenceLimit.check(seq, adding: tokens, limit: store.config.server.maxSequenceTokens, "append")
         // Data's withUnsafeBytes is untyped-rethrows, so the typed error travels out as a Result.
-        let first = try r.keys.data.withUnsafeBytes { k in
-            r.values.data.withUnsafeBytes { v in
-                Result { () throws(KVDError) in
-                    try seq.append(keys: k, values: v, tokens: tokens, allocator: store.pages, memory: store.arena.pageMemory)
+        try PinQuota.check(entry, store, growingBy: seq.pagesNeeded(forTokens: tokens))
+        let first = try store.withRoom(pages: seq.pagesNeeded(forTokens: tokens)) { () throws(KVDError) in
+            try r.keys.data.withUnsafeBytes { k in
+                r.values.data.withUnsafeBytes { v in
+                    Result { () throws(KVDError) in
+                        try seq.append(keys: k, values: v, tokens: tokens, allocator: store.pages, memory: store.arena.pageMemory)
+                    }
                 }
-            }
-        }.get()
+            }.get()
+        }
         var out = Kvd_V1_AppendResponse()
         out.length = UInt64(seq.length)
         out.firstPosition = UInt64(first)

@@ -15,14 +15,10 @@ enum CompactHandler {
             state: RuleState(model: seq.layout, length: seq.length, arenaUsed: store.arenaUsed))
         let name = choice.method.descriptor.name
         let observation = try ObservationParser.parse(r, entry, store)
-        let start = DispatchTime.now().uptimeNanoseconds
-        let view = SequenceView(layout: seq.layout, heads: seq.heads, memory: store.arena.pageMemory)
-        let context = CompactionContext(
-            view: view, observation: observation, params: choice.params, method: name, baseDirectory: book.baseDirectory,
-            files: book.files(requestParams: Set(r.params.map(\.name))))
-        let (planned, outcome) = try CompactionRunner.run(
-            choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory)
-        let elapsed = DispatchTime.now().uptimeNanoseconds - start
+        // Kept for the memory manager: a query-based pressure policy can then use them later.
+        if let o = observation, o.queries.count * 4 <= store.memory.keepQueriesBytes { entry.keptObservation = o }
+        let job = try CompactionJob.run(choice, entry, store, observation: observation, requestParams: Set(r.params.map(\.name)))
+        let (planned, outcome, elapsed) = (job.planned, job.outcome, job.elapsedNs)
 
         var out = Kvd_V1_CompactResponse()
         out.sequenceID = seq.id.raw

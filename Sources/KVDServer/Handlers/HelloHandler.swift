@@ -47,6 +47,11 @@ enum HelloHandler {
         out.limits.quotaSequences = UInt32(clamping: store.space.tenant.maxSequences)
         out.tenant = store.space.name
         out.limits.maxSequenceTokens = UInt64(min(store.config.server.maxSequenceTokens, KVSequence.maxLength))
+        let memory = store.memory
+        out.limits.leaseMs = UInt64(memory.leaseSeconds * 1000)
+        out.limits.orphanGraceMs = UInt64(memory.orphanGraceSeconds * 1000)
+        out.limits.quotaPinnedPages = UInt32(clamping: store.space.tenant.maxPinnedPages)
+        out.eventsEndpoint = store.shared.events?.endpoint ?? ""
         return out
     }
 

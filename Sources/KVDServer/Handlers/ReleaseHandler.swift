@@ -9,6 +9,7 @@ enum ReleaseHandler {
             store.staging.free(s)
             entry.staging = nil
         }
+        entry.keptObservation = nil
         store.remove(id: entry.sequence.id.raw)
         var out = Kvd_V1_ReleaseResponse()
         out.pagesFreed = UInt32(freed)

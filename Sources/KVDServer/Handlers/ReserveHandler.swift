@@ -13,8 +13,13 @@ enum ReserveHandler {
         }
         try SequenceLimit.check(seq, adding: n, limit: store.config.server.maxSequenceTokens, "reserve")
         let rid = entry.nextReservationID()
-        let runs = try seq.reserve(tokens: n, id: rid, allocator: store.pages)
+        try PinQuota.check(entry, store, growingBy: seq.pagesNeeded(forTokens: n))
+        let runs = try store.withRoom(pages: seq.pagesNeeded(forTokens: n)) { () throws(KVDError) in
+            try seq.reserve(tokens: n, id: rid, allocator: store.pages)
+        }
         entry.reservationOwner = store.connection
+        entry.reservationConnection = store.connectionNumber
+        entry.reservationMade = store.now
         let m = seq.layout
         let g = store.arena.geometry
         var out = Kvd_V1_ReserveResponse()

@@ -1,3 +1,4 @@
+import Dispatch
 import KVDCore
 import KVDProtocol
 
@@ -13,7 +14,40 @@ enum StatsHandler {
         out.stagingUsedBytes = UInt64(store.staging.usedBytes)
         out.requests = store.shared.requests.load(ordering: .relaxed)
         out.errors = store.shared.errors.load(ordering: .relaxed)
+        out.memory = memory(store)
         return out
+    }
+
+    static func memory(_ store: TenantStore) -> Kvd_V1_MemoryStats {
+        let settings = store.memory
+        let c = store.space.counters
+        var m = Kvd_V1_MemoryStats()
+        m.high = settings.high
+        m.low = settings.low
+        m.reservationsAborted = c.reservationsAborted.load(ordering: .relaxed)
+        m.reservationsAbortedPages = c.reservationsAbortedPages.load(ordering: .relaxed)
+        m.orphansReleased = c.orphansReleased.load(ordering: .relaxed)
+        m.orphansReleasedPages = c.orphansReleasedPages.load(ordering: .relaxed)
+        m.compactions = c.compactions.load(ordering: .relaxed)
+        m.compactionsPages = c.compactionsPages.load(ordering: .relaxed)
+        m.evictions = c.evictions.load(ordering: .relaxed)
+        m.evictionsPages = c.evictionsPages.load(ordering: .relaxed)
+        m.reclaimPasses = c.reclaimPasses.load(ordering: .relaxed)
+        m.synchronousReclaims = c.synchronousReclaims.load(ordering: .relaxed)
+        m.lastReclaimUs = c.lastReclaimMicroseconds.load(ordering: .relaxed)
+        m.lastReclaimReachedLow = c.lastReclaimReachedLow.load(ordering: .relaxed)
+        let lease = UInt64(settings.leaseSeconds * 1e9)
+        let now = DispatchTime.now().uptimeNanoseconds
+        let lastSeen = lease > 0 ? store.shared.connections.snapshot() : [:]
+        for e in store.space.allEntries {
+            if lease > 0, e.lease.expiry(lease: lease, lastSeen: lastSeen) < now { m.orphans += 1 }
+            if e.lease.pinned.load(ordering: .relaxed) {
+                m.pinnedSequences += 1
+                m.pinnedPages += UInt32(clamping: e.lease.pages.load(ordering: .relaxed))
+            }
+        }
+        m.eventsPublished = store.shared.events?.published.load(ordering: .relaxed) ?? 0
+        return m
     }
 
     static func handle(_ r: Kvd_V1_StatsRequest, _ entry: SequenceState, _ store: TenantStore) -> Kvd_V1_StatsResponse {
@@ -30,6 +64,19 @@ enum StatsHandler {
         s.reservedTokens = UInt32(seq.reservation?.tokens ?? 0)
         s.stagingBytes = UInt64(entry.staging?.count ?? 0)
         s.aliasedLayers = UInt32(seq.aliases.compactMap { $0 }.count)
+        let lease = entry.lease
+        let now = DispatchTime.now().uptimeNanoseconds
+        // The dispatcher touched the sequence for this very request: idle_ms is the time before it.
+        s.idleMs = (now &- min(now, lease.previousAccess.load(ordering: .relaxed))) / 1_000_000
+        let leaseNs = UInt64(store.memory.leaseSeconds * 1e9)
+        if leaseNs > 0 {
+            let expiry = lease.expiry(lease: leaseNs, lastSeen: store.shared.connections.snapshot())
+            s.leaseRemainingMs = (Int64(bitPattern: expiry) &- Int64(bitPattern: now)) / 1_000_000
+            s.orphan = expiry < now
+        }
+        s.pinned = lease.pinned.load(ordering: .relaxed)
+        s.bytes = UInt64(seq.pageCount) &* UInt64(store.arena.sizing.pageBytes)
+        s.managerCompactions = lease.managerCompactions.load(ordering: .relaxed)
         out.sequence = s
         return out
     }

@@ -15,7 +15,8 @@ public struct TransportSecurity: Sendable {
     public init(config: Configuration, file: String = "config") throws(ConfigError) {
         let server = config.server
         var warnings: [String] = []
-        let tcp = server.endpoints.map(Endpoint.init).filter(\.isTCP)
+        // The events endpoint (memory.events_endpoint) is held to the same rule as the request endpoints.
+        let tcp = (server.endpoints + [config.memory.eventsEndpoint].filter { !$0.isEmpty }).map(Endpoint.init).filter(\.isTCP)
 
         var keys: CurveKeys.KeyPair?
         if let path = server.curveSecretKeyFile {

@@ -1,0 +1,31 @@
+import Dispatch
+import KVDCore
+import KVDPluginAPI
+import KVDPluginHost
+
+/// One compaction of one sequence with a chosen method: builds the method's view and context, runs
+/// it through `CompactionRunner` and times it. The Compact handler and the memory manager both run
+/// compactions through here.
+enum CompactionJob {
+    struct Result {
+        let planned: MethodPlan
+        let outcome: KVSequence.CompactionOutcome
+        let elapsedNs: UInt64
+    }
+
+    static func run(
+        _ choice: Choice, _ state: SequenceState, _ store: TenantStore, observation: Observation?,
+        requestParams: Set<String> = [], floor: Int = 0
+    ) throws(KVDError) -> Result {
+        let seq = state.sequence
+        let book = store.policies
+        let start = DispatchTime.now().uptimeNanoseconds
+        let view = SequenceView(layout: seq.layout, heads: seq.heads, memory: store.arena.pageMemory)
+        let context = CompactionContext(
+            view: view, observation: observation, params: choice.params, method: choice.method.descriptor.name,
+            baseDirectory: book.baseDirectory, files: book.files(requestParams: requestParams))
+        let (planned, outcome) = try CompactionRunner.run(
+            choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor)
+        return Result(planned: planned, outcome: outcome, elapsedNs: DispatchTime.now().uptimeNanoseconds - start)
+    }
+}

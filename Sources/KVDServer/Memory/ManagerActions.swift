@@ -1,0 +1,98 @@
+import Foundation
+import KVDConfig
+import KVDCore
+import KVDPluginHost
+import KVDProtocol
+
+/// The memory manager's four actions on one sequence. Each runs on the sequence's queue, which the
+/// caller has claimed (`SequenceEntry.tryClaim`), so no request for the sequence is queued or
+/// running; each re-checks what it acts on, counts what it freed and publishes an event.
+enum ManagerActions {
+    /// Aborts the open reservation (its owner's lease expired). Returns pages freed.
+    static func abortReservation(_ e: SequenceEntry, _ state: SequenceState, _ store: Store, why: String) -> Int {
+        let seq = state.sequence
+        guard let r = seq.reservation else { return 0 }
+        let pages = r.newPages.reduce(0) { $0 + $1.count }
+        do { try seq.abort(r.id, allocator: e.space.pages) } catch { return 0 }
+        state.reservationOwner = nil
+        state.reservationConnection = 0
+        e.refreshGauges(state)
+        let c = e.space.counters
+        ManagerCounters.add(c.reservationsAborted, c.reservationsAbortedPages, freed: pages)
+        publish(.reservationAborted, e, seq, store, pages: pages, reason: why)
+        return pages
+    }
+
+    /// Releases the whole sequence and records why, so its id answers EVICTED. Returns pages freed.
+    static func release(_ e: SequenceEntry, _ state: SequenceState, _ store: Store, kind: Kvd_V1_Event.Kind, record: String, why: String) -> Int {
+        let seq = state.sequence
+        guard !seq.isReleased else { return 0 }
+        let freed = seq.release(allocator: e.space.pages)
+        if let s = state.staging {
+            e.space.staging.free(s)
+            state.staging = nil
+        }
+        state.keptObservation = nil
+        e.space.evictions.record(e.id, record)
+        store.remove(id: e.id, from: e.space)
+        e.refreshGauges(state)
+        let c = e.space.counters
+        if kind == .evicted {
+            ManagerCounters.add(c.evictions, c.evictionsPages, freed: freed)
+        } else {
+            ManagerCounters.add(c.orphansReleased, c.orphansReleasedPages, freed: freed)
+        }
+        publish(kind, e, seq, store, pages: freed, reason: why)
+        return freed
+    }
+
+    /// Compacts with the pressure policy (or its query-free fallback), never below the floor.
+    /// Returns pages freed; 0 when no policy fits or the plan would cross the floor (the sequence is
+    /// then left for eviction until it grows).
+    static func compress(_ e: SequenceEntry, _ state: SequenceState, _ store: Store, _ settings: Configuration.Memory, why: String) -> Int {
+        let seq = state.sequence
+        guard !seq.isReleased, seq.reservation == nil else { return 0 }
+        let before = seq.tokensHeld
+        defer { e.lease.tokensAfterManagerCompaction.store(seq.tokensHeld, ordering: .relaxed) }
+        let scoped = TenantStore(shared: store, space: e.space, connection: [])
+        guard let (choice, observation) = PressurePolicy.choose(store.policies, settings, state, scoped) else { return 0 }
+        let job: CompactionJob.Result
+        do {
+            job = try CompactionJob.run(choice, state, scoped, observation: observation, floor: settings.floorTokens)
+        } catch {
+            store.logger?.debug("memory manager: not compacting sequence \(e.id): \(error.message)")
+            return 0
+        }
+        e.refreshGauges(state)
+        let freed = job.outcome.pagesFreed
+        e.lease.managerCompactions.add(1, ordering: .relaxed)
+        let c = e.space.counters
+        ManagerCounters.add(c.compactions, c.compactionsPages, freed: freed)
+        var event = makeEvent(.compacted, e, generation: seq.generation, pages: freed, reason: why)
+        event.method = choice.policy.isEmpty ? choice.method.descriptor.name : "\(choice.policy) (\(choice.method.descriptor.name))"
+        event.tokensBefore = UInt64(before)
+        event.tokensAfter = UInt64(seq.tokensHeld)
+        store.events?.publish(event)
+        return freed
+    }
+
+    static func publish(_ kind: Kvd_V1_Event.Kind, _ e: SequenceEntry, _ seq: KVSequence, _ store: Store, pages: Int, reason: String) {
+        guard let events = store.events else { return }
+        events.publish(makeEvent(kind, e, generation: seq.generation, pages: pages, reason: reason))
+    }
+
+    /// An event about `e`; `generation` 0 when the caller is not on the sequence's queue.
+    static func makeEvent(_ kind: Kvd_V1_Event.Kind, _ e: SequenceEntry, generation: UInt64, pages: Int, reason: String) -> Kvd_V1_Event {
+        var ev = Kvd_V1_Event()
+        ev.kind = kind
+        ev.tenant = e.space.name
+        ev.sequenceID = e.id
+        ev.generation = generation
+        ev.pagesFreed = UInt32(clamping: pages)
+        ev.bytesFreed = UInt64(max(0, pages)) &* UInt64(e.space.arena.sizing.pageBytes)
+        ev.reason = reason
+        ev.usedPages = UInt32(clamping: e.space.pages.usedCount)
+        ev.limitPages = UInt32(clamping: e.space.pages.limit)
+        return ev
+    }
+}
