@@ -85,7 +85,8 @@ class Client:
 
     ``keepalive`` (default on): when the daemon runs with leases (Hello's ``limits.lease_ms``), a
     daemon thread sends a KeepAlive whenever this client has sent nothing for a third of the lease,
-    so an idle client keeps its sequences. It stops on :meth:`close`, when the client is garbage
+    so an idle client keeps its sequences. It starts with the first Hello, which
+    :meth:`create_sequence` and :meth:`keep_alive` say first if nothing has yet. It stops on :meth:`close`, when the client is garbage
     collected, and with the process. ``keepalive=False``: renew by making calls (any request
     renews) or with :meth:`keep_alive`.
     """
@@ -227,11 +228,7 @@ class Client:
 
     def hello(self) -> hello_pb2.HelloResponse:
         """Negotiate the protocol, learn models/methods/limits and map the shared-memory arena."""
-        resp = self.call("hello", hello_pb2.HelloRequest(protocol_versions=[PROTOCOL_VERSION],
-                                                         client_name=self.client_name,
-                                                         tenant=self.tenant, token=self._token))
-        self._hello = resp
-        self._models = {m.name: m for m in resp.models}
+        resp = self._exchange_hello()
         shm = resp.shm
         if (self._arena is None or self._arena.info.name != shm.name
                 or self._arena.info.arena_generation != shm.arena_generation):
@@ -240,10 +237,27 @@ class Client:
                 self._arena.close()
                 self._arena = None
             self._arena = Arena(shm)
+        return resp
+
+    def _exchange_hello(self) -> hello_pb2.HelloResponse:
+        """Hello without mapping: the session's facts (models, limits, lease), and the keep-alive
+        thread when the daemon has leases."""
+        resp = self.call("hello", hello_pb2.HelloRequest(protocol_versions=[PROTOCOL_VERSION],
+                                                         client_name=self.client_name,
+                                                         tenant=self.tenant, token=self._token))
+        self._hello = resp
+        self._models = {m.name: m for m in resp.models}
         self._lease_ms = resp.limits.lease_ms
         if self._keepalive_wanted and self._lease_ms > 0 and self._keepalive is None:
             self._keepalive = KeepAliveThread(self)
         return resp
+
+    def _learn_lease(self) -> None:
+        # Only Hello tells the lease, so with keep-alive on, a client about to own sequences says
+        # Hello first if it has not (as the C client always does); without mapping the arena, so
+        # a client on another host still works.
+        if self._keepalive_wanted and self._hello is None:
+            self._exchange_hello()
 
     @property
     def arena(self) -> Arena:
@@ -266,6 +280,7 @@ class Client:
                         pinned: bool = False) -> int:
         """Create an empty sequence of ``model``; returns its id (``sequence_id`` or the server's).
         ``pinned``: create it pinned (see :meth:`pin`)."""
+        self._learn_lease()
         resp = self.call("create_sequence", sequence_pb2.CreateSequenceRequest(
             model=model, sequence_id=sequence_id, tenant=tenant, pinned=pinned))
         self._seq_models[resp.sequence_id] = model
@@ -289,6 +304,7 @@ class Client:
         nothing else) and adopt the sequences in ``adopt``: they become this connection's, e.g.
         after a reconnect or when another process hands them over. Sequences that do not exist
         are listed in ``missing``, not an error."""
+        self._learn_lease()
         resp = self.call("keep_alive", memory_pb2.KeepAliveRequest(sequence_ids=list(adopt)))
         return KeepAliveResult(resp.lease_ms, resp.adopted, list(resp.missing))
 
