@@ -14,8 +14,9 @@ import KVDCore
 /// touched (it is busy), and one touched within memory's busy window is left alone too.
 enum Reclaimer {
     enum Goal {
-        /// The background manager: above memory.high, bring usage to memory.low.
-        case watermarks
+        /// The background manager: above memory.high, bring usage to memory.low. `underPressure`:
+        /// an earlier pass started that and has not reached low yet (usage may be between the two).
+        case watermarks(underPressure: Bool)
         /// An Append or Reserve needs `pages` free pages (and usage under memory.low if above high).
         case room(pages: Int)
     }
@@ -35,8 +36,8 @@ enum Reclaimer {
         let used = space.pages.usedCount
         let target: Int
         switch goal {
-        case .watermarks:
-            guard used > high else { return freed }
+        case .watermarks(let underPressure):
+            guard used > high || underPressure else { return freed }
             target = low
         case .room(let pages):
             target = used > high ? min(low, limit - pages) : limit - pages
