@@ -60,6 +60,12 @@ enum Reclaimer {
             (entry: e, orphan: lease > 0 && e.lease.expiry(lease: lease, lastSeen: lastSeen) < now, last: e.lease.lastAccess.load(ordering: .relaxed))
         }.sorted { a, b in a.orphan != b.orphan ? a.orphan : a.last < b.last }.map(\.entry)
 
+        // A request that could not fit even if every candidate went is refused at once, without
+        // compressing or evicting anything for nothing.
+        if case .room(let pages) = goal {
+            let reclaimable = candidates.reduce(0) { $0 + $1.lease.pages.load(ordering: .relaxed) }
+            if limit - space.pages.usedCount + reclaimable < pages { return freed }
+        }
         if !settings.compressPolicy.isEmpty {
             for e in candidates {
                 if done() || DispatchTime.now().uptimeNanoseconds > deadline { break }
