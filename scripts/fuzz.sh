@@ -28,8 +28,9 @@ esac
 # one, so `--sanitize fuzzer --sanitize address` silently loses coverage or ASan in Swift code
 # (and lists them in a random order, rebuilding everything on every run). -DKVD_LIBFUZZER drops
 # the replay tool's @main (Fuzz/kvd-fuzz/ReplayMain.swift).
-# KVD_FUZZ_CONFIG=release: ~4x the executions per second for ~2.5x the build time (measured on 2
-# cores: debug ~100 s and ~110-170 exec/s, release ~250 s and ~460 exec/s); worth it for long runs.
+# KVD_FUZZ_CONFIG=release: ~3x the executions per second for ~2.5x the build time (2 free cores,
+# cold: debug ~50 s and 80-200 exec/s, release ~120 s and 250-500 exec/s); worth it for long runs.
+# CI keeps debug: quicker to build, and assert() stays on.
 config=${KVD_FUZZ_CONFIG:-debug}
 build=(swift build -c "$config" --scratch-path .build-fuzz --product kvd-fuzz --sanitize fuzzer
   -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=address -Xswiftc -DKVD_LIBFUZZER)

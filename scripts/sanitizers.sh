@@ -2,7 +2,8 @@
 # Sanitizer runs (docs/SANITIZERS.md records the last results):
 #   1. the C kernels (Sources/CKVDKernels) under ASan + UBSan: Tests/sanitizers/kernels_asan.c;
 #   2. the C client's test program under ASan + UBSan (+ LSan) against real daemons;
-#   3. kvd built with ThreadSanitizer under the 16-client mixed load (Tests/e2e/test_mixed_load.py);
+#   3. kvd built with ThreadSanitizer under the 16-client mixed load (Tests/e2e/test_mixed_load.py),
+#      then under the memory manager's lease and pressure tests;
 #   4. (full run only) the Swift unit tests built with ASan (+ LSan): `swift test --sanitize=address`.
 # Exits non-zero on any sanitizer report or failed test; prints a summary.
 #
@@ -114,9 +115,25 @@ tsan_mixed_load() {
     ! grep -Eq '[0-9]+ (failed|errors?)( |$)' .build-tsan/reports/mixed-load.log
 }
 
+tsan_memory_manager() {
+  rm -f .build-tsan/reports/kvd.*
+  # The memory manager's threads (its queue, reclaim passes on workers, the events queue) against
+  # requests: the lease and pressure tests, whose clients race the manager for the same sequences.
+  TSAN_OPTIONS="log_path=$root/.build-tsan/reports/kvd halt_on_error=0 history_size=4 second_deadlock_stack=1 suppressions=$root/Tests/sanitizers/tsan.supp" \
+    KVD_BIN="$root/.build-tsan/kvd-tsan" \
+    "$KVD_PYTHON" -m pytest -q Tests/e2e/test_memory_pressure.py Tests/e2e/test_memory_leases.py 2>&1 | tee .build-tsan/reports/memory.log | grep -E "passed|failed|Error"
+  local reports
+  reports=$(cat .build-tsan/reports/kvd.* 2>/dev/null | grep -c 'WARNING: ThreadSanitizer')
+  echo "TSan reports from kvd: $reports (logs: .build-tsan/reports/kvd.<pid>)"
+  cat .build-tsan/reports/kvd.* 2>/dev/null | grep '^SUMMARY' | sort | uniq -c | sort -rn | head -n 20
+  [ "$reports" -eq 0 ] && grep -Eq '^[0-9]+ passed' .build-tsan/reports/memory.log &&
+    ! grep -Eq '[0-9]+ (failed|errors?)( |$)' .build-tsan/reports/memory.log
+}
+
 step "TSan: build kvd and the Mutex shim" tsan_build
 step "TSan: shim self-test (a real race reported, Mutex hand-overs not)" tsan_selftest
 step "TSan: mixed load, 16 clients, ${seconds} s" tsan_mixed_load
+step "TSan: memory manager (leases, pressure) against live clients" tsan_memory_manager
 
 # 4 -------------------------------------------------------------------------------------------
 swift_asan() {

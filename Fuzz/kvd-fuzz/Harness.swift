@@ -28,8 +28,8 @@ final class Harness {
     private let victimValues: Kvd_V1_Tensor
     private var baseline = Kvd_V1_StatsResponse()
     /// The segment's layout (Hello) and the victim's pages, to clear every other page between inputs.
-    private var shm = Kvd_V1_SharedMemoryInfo()
-    private var victimPages = Set<Int>()
+    private(set) var shm = Kvd_V1_SharedMemoryInfo()
+    private(set) var victimPages = Set<Int>()
     let trace = ProcessInfo.processInfo.environment["KVD_FUZZ_TRACE"] != nil
 
     /// What the current input did, as far as later requests of the same input need to know.
@@ -39,6 +39,9 @@ final class Harness {
         var lastCreated: UInt64?
         var lastRequestID: UInt64 = 0
         var reservation: UInt64 = 0
+        /// The open reservation this input made (its sequence and the Reserve reply), for the
+        /// program's zero-copy writes; cleared by a successful Commit.
+        var reserved: (sequence: UInt64, reply: Kvd_V1_ReserveResponse)?
         var stage: (offset: UInt64, bytes: UInt64)?
         /// Every reply of the input, for the seed writer's check that seeds are valid requests.
         var replies: [Kvd_V1_Response] = []
@@ -142,7 +145,10 @@ final class Harness {
         case .createSequence(let c):
             if case .createSequence(let r)? = request?.body { session.created[c.sequenceID] = r.model }
             session.lastCreated = c.sequenceID
-        case .reserve(let r): session.reservation = r.reservationID
+        case .reserve(let r):
+            session.reservation = r.reservationID
+            if case .reserve(let q)? = request?.body { session.reserved = (q.sequenceID, r) }
+        case .commit: session.reserved = nil
         case .stage(let s): session.stage = (s.offset, s.bytes)
         case .compact(let c): Invariants.compaction(c)
         default: break

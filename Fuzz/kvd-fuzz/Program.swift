@@ -13,6 +13,8 @@ extension Harness {
 
     enum Op: Int, CaseIterable {
         case hello, create, append, reserve, commit, query, compact, release, stats, stage, rankLayers
+        /// Not a request: write K/V into the open reservation's slots, as a zero-copy client does.
+        case writeReserved
     }
 
     /// The opcode byte: the op, and above the first rows a change to the envelope (request id 0, a
@@ -22,7 +24,11 @@ extension Harness {
             var r = ByteReader(input.bytes(Self.recordBytes))
             let code = Int(r.u8())
             let op = Op(rawValue: code % Op.allCases.count)!
-            sendBuilt(body(op, &r), modifier: code / Op.allCases.count, &r)
+            if op == .writeReserved {
+                writeReserved(&r)
+            } else {
+                sendBuilt(body(op, &r), modifier: code / Op.allCases.count, &r)
+            }
         }
     }
 
@@ -107,6 +113,8 @@ extension Harness {
             var k = Kvd_V1_RankLayersRequest()
             k.sequenceIds = (0...Int(r.u8() % 3)).map { _ in sequence(&r) }
             return .rankLayers(k)
+        case .writeReserved:
+            fatalError("writeReserved sends no request")
         }
     }
 

@@ -107,10 +107,13 @@ enum Seeds {
             ])))
         }
         // Program mode: a record of zeros is the op's first choices, all valid on the playground.
+        func record(_ op: Harness.Op, _ choices: [UInt8] = []) -> [UInt8] {
+            [UInt8(op.rawValue)] + choices + [UInt8](repeating: 0, count: Harness.recordBytes - 1 - choices.count)
+        }
         let order: [Harness.Op] = [.hello, .create, .append, .reserve, .commit, .query, .stage, .compact, .stats, .rankLayers, .release]
-        seeds.append(("program-every-op", [2] + order.flatMap { op in
-            [UInt8(op.rawValue)] + [UInt8](repeating: 0, count: Harness.recordBytes - 1)
-        }))
+        seeds.append(("program-every-op", [2] + order.flatMap { record($0) }))
+        // Zero-copy: Reserve 3, write K/V into the slots, Commit 2, read them back inline.
+        seeds.append(("program-zero-copy", [2] + record(.reserve) + record(.writeReserved, [0, 9]) + record(.commit) + record(.query, [0, 2])))
         return seeds
     }
 

@@ -63,9 +63,9 @@ public struct Configuration: Sendable, Equatable {
         public var busyMilliseconds: Int = 1000
         /// Evict whole least-recently-used sequences when compression is not enough.
         public var evict: Bool = true
-        /// Keep the window queries each sequence last sent with Compact (up to this many bytes, 0 =
-        /// never), so pressure compaction can use a query-based policy.
-        public var keepQueriesBytes: Int = 8 << 20
+        /// Keep the window queries each sequence last sent with Compact, up to this many bytes per
+        /// tenant in all (0 = never), so pressure compaction can use a query-based policy.
+        public var keepQueriesBytes: Int = 64 << 20
         /// How often the manager checks leases and watermarks.
         public var intervalMilliseconds: Int = 100
         /// Longest an Append or Reserve that does not fit waits for reclaim before RESOURCE_EXHAUSTED.

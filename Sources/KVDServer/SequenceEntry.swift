@@ -79,9 +79,19 @@ final class SequenceState {
     /// When it was made (uptime ns); the reservation's lease runs from the later of this and its
     /// owner's last request.
     var reservationMade: UInt64 = 0
-    /// The window queries of the last Compact that sent some (when memory.keep_queries_bytes
-    /// allows), so that pressure compaction can run a query-based policy.
-    var keptObservation: Observation?
+    /// The window queries of the last Compact that sent some (while the tenant's kept queries fit
+    /// memory.keep_queries_bytes), so that pressure compaction can run a query-based policy.
+    private(set) var keptObservation: Observation?
+
+    /// Keeps `o` (nil: forgets) if the tenant's kept queries stay within `budget` bytes; otherwise
+    /// keeps nothing (the sequence's older queries describe older tokens, and are dropped too).
+    func keepObservation(_ o: Observation?, in space: TenantSpace, budget: Int) {
+        let old = keptObservation.map { $0.queries.count * MemoryLayout<Float>.size } ?? 0
+        var new = o.map { $0.queries.count * MemoryLayout<Float>.size } ?? 0
+        if new > 0, space.keptQueryBytes.load(ordering: .relaxed) - old + new > budget { new = 0 }
+        keptObservation = new > 0 ? o : nil
+        space.keptQueryBytes.add(new - old, ordering: .relaxed)
+    }
     private var lastReservation: UInt64 = 0
 
     init(sequence: KVSequence, lease: SequenceLease) {

@@ -17,6 +17,8 @@ final class TenantSpace: Sendable {
     let evictions = EvictionLog()
     /// What the memory manager did here.
     let counters = ManagerCounters()
+    /// Bytes of window queries kept for pressure compaction (memory.keep_queries_bytes bounds it).
+    let keptQueryBytes = Atomic<Int>(0)
     /// Reclaim passes in this segment run one at a time (the manager's and those an Append waits for).
     let reclaimQueue: DispatchQueue
 

@@ -16,7 +16,7 @@ enum CompactHandler {
         let name = choice.method.descriptor.name
         let observation = try ObservationParser.parse(r, entry, store)
         // Kept for the memory manager: a query-based pressure policy can then use them later.
-        if let o = observation, o.queries.count * 4 <= store.memory.keepQueriesBytes { entry.keptObservation = o }
+        if let o = observation { entry.keepObservation(o, in: store.space, budget: store.memory.keepQueriesBytes) }
         let job = try CompactionJob.run(choice, entry, store, observation: observation, requestParams: Set(r.params.map(\.name)))
         let (planned, outcome, elapsed) = (job.planned, job.outcome, job.elapsedNs)
 

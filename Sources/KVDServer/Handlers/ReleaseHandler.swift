@@ -9,7 +9,7 @@ enum ReleaseHandler {
             store.staging.free(s)
             entry.staging = nil
         }
-        entry.keptObservation = nil
+        entry.keepObservation(nil, in: store.space, budget: 0)
         store.remove(id: entry.sequence.id.raw)
         var out = Kvd_V1_ReleaseResponse()
         out.pagesFreed = UInt32(freed)

@@ -32,7 +32,7 @@ enum ManagerActions {
             e.space.staging.free(s)
             state.staging = nil
         }
-        state.keptObservation = nil
+        state.keepObservation(nil, in: e.space, budget: 0)
         e.space.evictions.record(e.id, record)
         store.remove(id: e.id, from: e.space)
         e.refreshGauges(state)

@@ -47,8 +47,13 @@ final class MemoryManager: Sendable {
             // A background pass yields after a slice, so a segment with thousands of sequences
             // cannot hold up the others; the next tick carries on.
             let deadline = start + 250_000_000
-            space.reclaimQueue.sync { _ = Reclaimer.pass(space, store, .watermarks, deadline: deadline) }
-            track(i, space, settings, start)
+            let above = Double(space.pages.usedCount) > settings.high * Double(space.pages.limit)
+            let underPressure = pressureSince.withLock { since in
+                if since[i] == 0, above { since[i] = start }
+                return since[i] != 0
+            }
+            space.reclaimQueue.sync { _ = Reclaimer.pass(space, store, .watermarks(underPressure: underPressure), deadline: deadline) }
+            track(i, space, settings)
         }
         let keep = settings.leaseSeconds > 0 ? settings.leaseSeconds + settings.orphanGraceSeconds + 60 : 3600
         let now = DispatchTime.now().uptimeNanoseconds
@@ -56,11 +61,10 @@ final class MemoryManager: Sendable {
     }
 
     /// Records how long a segment took from crossing memory.high to memory.low.
-    private func track(_ i: Int, _ space: TenantSpace, _ settings: Configuration.Memory, _ passStart: UInt64) {
+    private func track(_ i: Int, _ space: TenantSpace, _ settings: Configuration.Memory) {
         let limit = Double(space.pages.limit)
         let used = Double(space.pages.usedCount)
         pressureSince.withLock { since in
-            if since[i] == 0, used > settings.high * limit { since[i] = passStart }
             guard since[i] != 0 else { return }
             let c = space.counters
             if used <= settings.low * limit {

@@ -14,8 +14,9 @@ import KVDCore
 /// touched (it is busy), and one touched within memory's busy window is left alone too.
 enum Reclaimer {
     enum Goal {
-        /// The background manager: above memory.high, bring usage to memory.low.
-        case watermarks
+        /// The background manager: above memory.high, bring usage to memory.low. `underPressure`:
+        /// an earlier pass started that and has not reached low yet (usage may be between the two).
+        case watermarks(underPressure: Bool)
         /// An Append or Reserve needs `pages` free pages (and usage under memory.low if above high).
         case room(pages: Int)
     }
@@ -35,8 +36,8 @@ enum Reclaimer {
         let used = space.pages.usedCount
         let target: Int
         switch goal {
-        case .watermarks:
-            guard used > high else { return freed }
+        case .watermarks(let underPressure):
+            guard used > high || underPressure else { return freed }
             target = low
         case .room(let pages):
             target = used > high ? min(low, limit - pages) : limit - pages
@@ -59,6 +60,12 @@ enum Reclaimer {
             (entry: e, orphan: lease > 0 && e.lease.expiry(lease: lease, lastSeen: lastSeen) < now, last: e.lease.lastAccess.load(ordering: .relaxed))
         }.sorted { a, b in a.orphan != b.orphan ? a.orphan : a.last < b.last }.map(\.entry)
 
+        // A request that could not fit even if every candidate went is refused at once, without
+        // compressing or evicting anything for nothing.
+        if case .room(let pages) = goal {
+            let reclaimable = candidates.reduce(0) { $0 + $1.lease.pages.load(ordering: .relaxed) }
+            if limit - space.pages.usedCount + reclaimable < pages { return freed }
+        }
         if !settings.compressPolicy.isEmpty {
             for e in candidates {
                 if done() || DispatchTime.now().uptimeNanoseconds > deadline { break }
