@@ -85,10 +85,10 @@ class Client:
 
     ``keepalive`` (default on): when the daemon runs with leases (Hello's ``limits.lease_ms``), a
     daemon thread sends a KeepAlive whenever this client has sent nothing for a third of the lease,
-    so an idle client keeps its sequences. It starts with the first Hello, which
-    :meth:`create_sequence` and :meth:`keep_alive` say first if nothing has yet. It stops on :meth:`close`, when the client is garbage
-    collected, and with the process. ``keepalive=False``: renew by making calls (any request
-    renews) or with :meth:`keep_alive`.
+    so an idle client keeps its sequences. It starts with the first Hello (which
+    :meth:`create_sequence` and :meth:`keep_alive` say first if the client has not). It stops on
+    :meth:`close`, when the client is garbage collected, and with the process.
+    ``keepalive=False``: renew by making calls (any request renews) or with :meth:`keep_alive`.
     """
 
     def __init__(self, endpoint: str, timeout_ms: int = 5000, *, client_name: str = "kvd-python",
@@ -323,7 +323,7 @@ class Client:
         """A subscriber to this tenant's memory-manager events on the endpoint Hello names (with
         this client's CURVE keys). Raises FAILED_PRECONDITION when the daemon publishes none.
         Call ``.ready()`` before relying on an event: see :class:`kvd.Events`."""
-        hello = self._hello if self._hello is not None else self.hello()
+        hello = self._hello if self._hello is not None else self._exchange_hello()
         if not hello.events_endpoint:
             raise KvdError(ErrorCode.FAILED_PRECONDITION,
                            f"kvd: the daemon at {self.endpoint} publishes no events "
