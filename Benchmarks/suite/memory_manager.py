@@ -137,6 +137,7 @@ def load(s: Session, total_pages: int) -> dict:
 def throughput(s: Session, limit: int, repeats: int) -> dict:
     phases = {"empty": [], "reclaim": []}
     for _ in range(repeats):
+        time.sleep(SETTLE_S)  # the same pause before both phases, so neither starts off a busier machine
         phases["empty"].append(load(s, int(LOAD * limit)))
         s.release_all()
         s.fill_idle(int(FILL * limit))
