@@ -1,6 +1,6 @@
 """The benchmark suite's one command (see Benchmarks/README.md):
 
-    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory]
+    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager]
 
 Every section runs `--runs` times; each table cell is the median (min–max) over those runs of one
 figure measured against a baseline in the same run. Prints Markdown and writes it, with the raw
@@ -13,11 +13,11 @@ import json
 import platform
 from pathlib import Path
 
-from . import cbench, compaction, memory, rtt_python
+from . import cbench, compaction, memory, memory_manager, rtt_python
 from .processes import ROOT, Daemon, Echo
-from .summary import fmt, spread
+from .summary import fmt, goal_mark, spread
 
-SECTIONS = ("rtt", "data", "compaction", "scale", "memory")
+SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager")
 
 
 class Sizes:
@@ -32,6 +32,10 @@ class Sizes:
         self.sequences = 40 if smoke else 1000
         self.scale_seconds = 1.0 if smoke else 10.0
         self.pages = (1000,) if smoke else (1000, 100000)
+        # Section 6: arena and staging MiB, tokens per Append, load repeats per run.
+        self.manager_arena = (32, 4) if smoke else (256, 32)
+        self.manager_chunks = (64,) if smoke else (64, 256)
+        self.manager_repeats = 1 if smoke else 10
 
 
 def collect(sections, runs: int, sizes: Sizes) -> dict:
@@ -61,6 +65,8 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
             raw["compaction"].append(compaction.run_once(sizes.tokens, sizes.compaction_repeats))
         if "memory" in sections:
             raw["memory"].append([memory.measure(m, p) for m in ("llama3-8b-slice", "smollm2-135m") for p in sizes.pages])
+        if "manager" in sections:
+            raw["manager"].append(memory_manager.measure(*sizes.manager_arena, sizes.manager_chunks, sizes.manager_repeats))
     return raw
 
 
@@ -71,10 +77,6 @@ def by_key(runs: list, key) -> dict:
         for r in rows:
             out.setdefault(key(r), []).append(r)
     return out
-
-
-def goal_mark(ok: bool) -> str:
-    return "yes" if ok else "**no**"
 
 
 def rtt_table(runs: list) -> list:
@@ -177,7 +179,8 @@ def memory_table(runs: list) -> list:
     return lines
 
 
-TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table}
+TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table,
+          "manager": memory_manager.table}
 
 
 def machine() -> str:

@@ -17,3 +17,7 @@ def percentile(samples, q: float) -> float:
 def fmt(d: dict, digits: int = 2) -> str:
     """'median (min–max)'."""
     return f"{d['median']:.{digits}f} ({d['min']:.{digits}f}–{d['max']:.{digits}f})"
+
+
+def goal_mark(ok: bool) -> str:
+    return "yes" if ok else "**no**"

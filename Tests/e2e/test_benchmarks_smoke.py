@@ -16,7 +16,7 @@ def test_suite_smoke_run_reports_every_section(tmp_path):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     text = (tmp_path / "results-smoke.md").read_text()
-    for title in ("1. Request overhead", "2. Data path", "3. Compaction", "4. Scale", "5. Memory"):
+    for title in ("1. Request overhead", "2. Data path", "3. Compaction", "4. Scale", "5. Memory", "6. Memory manager"):
         assert f"### {title}" in text, f"section {title!r} missing from:\n{text}"
     raw = json.loads((tmp_path / "results-smoke.json").read_text())
     # Real measurements, not placeholders: positive times and rates, every method, no errors.
@@ -31,5 +31,12 @@ def test_suite_smoke_run_reports_every_section(tmp_path):
     scale = raw["scale"][0]
     assert [r["clients"] for r in scale] == [1, 8] and all(r["errors"] == 0 and r["ops"] > 0 for r in scale)
     assert all(r["kv_bytes"] > 0 for r in raw["memory"][0])
+    # The baseline never wakes the manager; the load on a full arena only fits because it acted.
+    manager = {r["kind"]: r for r in raw["manager"][0]}
+    tput, crossing = manager["throughput"], manager["high_to_low"]
+    assert tput["empty"]["compactions"] + tput["empty"]["evictions"] == 0
+    assert tput["reclaim"]["compactions"] > 0 and tput["ratio"] > 0
+    assert not tput["empty"]["failures"] and not tput["reclaim"]["failures"]
+    assert crossing["reached_low"] and crossing["failed_crossings"] == 0 and crossing["client_ms"] > 0
     # Every goal column says yes or no; a table row never lost its cells.
     assert not re.search(r"\|\s*\|\s*$", text.split("### 3.")[0], re.M)
