@@ -55,7 +55,7 @@ enum Reclaimer {
         let lastSeen = store.connections.snapshot()
         let candidates = entries.filter { e in
             !e.lease.pinned.load(ordering: .relaxed) && e.lease.reservationOwner.load(ordering: .relaxed) == 0
-                && now &- e.lease.lastAccess.load(ordering: .relaxed) >= busyNs
+                && !isBusy(e.lease.lastAccess.load(ordering: .relaxed), now: now, window: busyNs)
         }.map { e in
             (entry: e, orphan: lease > 0 && e.lease.expiry(lease: lease, lastSeen: lastSeen) < now, last: e.lease.lastAccess.load(ordering: .relaxed))
         }.sorted { a, b in a.orphan != b.orphan ? a.orphan : a.last < b.last }.map(\.entry)
@@ -71,19 +71,33 @@ enum Reclaimer {
                 if done() || DispatchTime.now().uptimeNanoseconds > deadline { break }
                 // Nothing new since the manager last compacted it: another run would drop nothing.
                 if e.lease.tokens.load(ordering: .relaxed) == e.lease.tokensAfterManagerCompaction.load(ordering: .relaxed) { continue }
-                freed += act(on: e) { state in ManagerActions.compress(e, state, store, settings, why: why) }
+                freed += act(on: e) { state in
+                    // Re-checked once claimed: a request may have touched it since the list was made.
+                    stillIdle(e, busyNs) ? ManagerActions.compress(e, state, store, settings, why: why) : 0
+                }
             }
         }
         if settings.evict {
             for e in candidates {
                 if done() || DispatchTime.now().uptimeNanoseconds > deadline { break }
                 freed += act(on: e) { state in
-                    ManagerActions.release(
+                    guard stillIdle(e, busyNs) else { return 0 }
+                    return ManagerActions.release(
                         e, state, store, kind: .evicted, record: "evicted by the memory manager (\(why))", why: why)
                 }
             }
         }
         return freed
+    }
+
+    /// Touched within `window` of `now`, or after `now` (a request stamped it after the pass read
+    /// the clock: the subtraction must not wrap it into "idle for ages").
+    static func isBusy(_ lastAccess: UInt64, now: UInt64, window: UInt64) -> Bool {
+        lastAccess >= now || now - lastAccess < window
+    }
+
+    private static func stillIdle(_ e: SequenceEntry, _ window: UInt64) -> Bool {
+        !isBusy(e.lease.lastAccess.load(ordering: .relaxed), now: DispatchTime.now().uptimeNanoseconds, window: window)
     }
 
     /// Runs `action` on the sequence's queue if it is idle; 0 when it is busy.
