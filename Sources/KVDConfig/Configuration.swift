@@ -68,7 +68,8 @@ public struct Configuration: Sendable, Equatable {
         public var keepQueriesBytes: Int = 64 << 20
         /// How often the manager checks leases and watermarks.
         public var intervalMilliseconds: Int = 100
-        /// Longest an Append or Reserve that does not fit waits for reclaim before RESOURCE_EXHAUSTED.
+        /// Longest the one reclaim pass an Append or Reserve that does not fit runs before it tries
+        /// again (and answers RESOURCE_EXHAUSTED if it still does not fit).
         public var reclaimWaitMilliseconds: Int = 500
         /// ZeroMQ PUB endpoint for manager events ("" = off). Not reloadable.
         public var eventsEndpoint: String = ""

@@ -168,7 +168,8 @@ public nonisolated struct Kvd_V1_MemoryStats: @unchecked Sendable {
     set {_uniqueStorage()._synchronousReclaims = newValue}
   }
 
-  /// Duration of the last pass that started above `high`, in microseconds, and whether it reached `low`.
+  /// The last pressure episode: microseconds from the first background pass that saw usage above
+  /// `high` to the pass that brought it to `low`; and whether the latest episode has reached `low`.
   public var lastReclaimUs: UInt64 {
     get {_storage._lastReclaimUs}
     set {_uniqueStorage()._lastReclaimUs = newValue}

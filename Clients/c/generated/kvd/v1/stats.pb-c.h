@@ -154,7 +154,8 @@ struct  Kvd__V1__MemoryStats
   uint64_t reclaim_passes;
   uint64_t synchronous_reclaims;
   /*
-   * Duration of the last pass that started above `high`, in microseconds, and whether it reached `low`.
+   * The last pressure episode: microseconds from the first background pass that saw usage above
+   * `high` to the pass that brought it to `low`; and whether the latest episode has reached `low`.
    */
   uint64_t last_reclaim_us;
   protobuf_c_boolean last_reclaim_reached_low;
