@@ -104,12 +104,12 @@ final class Dispatcher: Sendable {
         case .createSequence(let r): return reply(rid, run { () throws(KVDError) in .createSequence(try CreateSequenceHandler.handle(r, scoped)) })
         case .stats(let r) where r.sequenceID == 0: return reply(rid, run { .stats(StatsHandler.arena(scoped)) })
         case .stats(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s in .body(.stats(StatsHandler.handle(r, e, s))) }
-        case .append(let r): return onSequence(r.sequenceID, rid, route, scoped) { e, s throws(KVDError) in .body(.append(try AppendHandler.handle(r, e, s))) }
-        case .reserve(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.reserve(try ReserveHandler.handle(r, e, s))) }
-        case .commit(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.commit(try CommitHandler.handle(r, e, s))) }
+        case .append(let r): return onSequence(r.sequenceID, rid, route, scoped, resizes: true) { e, s throws(KVDError) in .body(.append(try AppendHandler.handle(r, e, s))) }
+        case .reserve(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true, resizes: true) { e, s throws(KVDError) in .body(.reserve(try ReserveHandler.handle(r, e, s))) }
+        case .commit(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true, resizes: true) { e, s throws(KVDError) in .body(.commit(try CommitHandler.handle(r, e, s))) }
         case .query(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: QueryHandler.copiesNoKV(r)) { e, s throws(KVDError) in .wire(field: 15, writer: try QueryHandler.handle(r, e, s)) }
-        case .compact(let r): return onSequence(r.sequenceID, rid, route, scoped) { e, s throws(KVDError) in .body(.compact(try CompactHandler.handle(r, e, s))) }
-        case .release(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.release(try ReleaseHandler.handle(r, e, s))) }
+        case .compact(let r): return onSequence(r.sequenceID, rid, route, scoped, resizes: true) { e, s throws(KVDError) in .body(.compact(try CompactHandler.handle(r, e, s))) }
+        case .release(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true, resizes: true) { e, s throws(KVDError) in .body(.release(try ReleaseHandler.handle(r, e, s))) }
         case .rankLayers(let r): return rankLayers(r, rid, route, scoped)
         case .stage(let r): return onSequence(r.sequenceID, rid, route, scoped) { e, s throws(KVDError) in .body(.stage(try StageHandler.handle(r, e, s))) }
         case .keepAlive(let r): return reply(rid, run { () throws(KVDError) in .keepAlive(try KeepAliveHandler.handle(r, scoped)) })
@@ -129,7 +129,7 @@ final class Dispatcher: Sendable {
     /// (Reserve) is re-run on a worker, where it may wait for the memory manager to make room: the
     /// socket thread never waits for a reclaim.
     private func onSequence(
-        _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]], _ scoped: TenantStore, cheap: Bool = false,
+        _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]], _ scoped: TenantStore, cheap: Bool = false, resizes: Bool = false,
         _ work: @escaping @Sendable (SequenceState, TenantStore) throws(KVDError) -> Reply
     ) -> OutgoingReply? {
         let entry: SequenceEntry
@@ -141,7 +141,9 @@ final class Dispatcher: Sendable {
                 if state.sequence.isReleased {
                     return .failure(entry.space.evictions.error(for: id) ?? .notFound("sequence \(id) not found; it has been released"))
                 }
-                defer { entry.refreshGauges(state) }
+                // Only requests that can change the pages held refresh what the manager ranks by
+                // (a sum over every head: not free on a Stats or Query of a 90-head sequence).
+                defer { if resizes { entry.refreshGauges(state) } }
                 do throws(KVDError) { return .success(try work(state, store)) } catch { return .failure(error) }
             }
         }
