@@ -45,7 +45,11 @@ enum Reclaimer {
         guard used > target else { return freed }
         space.counters.reclaimPasses.add(1, ordering: .relaxed)
         let percent = Int((Double(used) * 100 / Double(max(limit, 1))).rounded())
-        let why = "tenant '\(space.name)' \(percent)% of \(limit) pages in use, above memory.high \(settings.high)"
+        let why: String
+        switch goal {
+        case .watermarks: why = "tenant '\(space.name)' \(percent)% of \(limit) pages in use, above memory.high \(settings.high)"
+        case .room(let pages): why = "tenant '\(space.name)' \(percent)% of \(limit) pages in use, and an append needed \(pages) more"
+        }
         func done() -> Bool { space.pages.usedCount <= target }
 
         // Candidates: not pinned, no open reservation, not touched within the busy window. Orphans
