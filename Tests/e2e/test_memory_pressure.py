@@ -226,3 +226,19 @@ def test_query_based_pressure_policy_uses_the_queries_a_sequence_kept(make_daemo
     assert all(methods[s] == "pressure (streamingllm)" for s in idle if s in methods)
     log.close()
     c.close()
+
+
+def test_an_append_right_after_a_fast_fill_compresses_recently_used_sequences(make_daemon):
+    # Every filled sequence is "recent" (memory.busy_ms 5 s): the background manager leaves them
+    # alone, but an append that needs room may compress them (never evict them).
+    d = pressured(make_daemon, busy_ms=5000)
+    c = d.client()
+    filled_seqs = fill_idle(c, 0.95)
+    live = create(c)
+    k, v = make_kv(MODEL_F16, 64, seed=11)
+    for _ in range(int(0.3 * c.stats().total_pages) // (HEADS * 16)):
+        c.append(live, k, v)
+    m = c.stats().memory
+    assert m.synchronous_reclaims >= 1 and m.compactions >= 1 and m.evictions == 0
+    assert c.stats().sequences == len(filled_seqs) + 1
+    c.close()

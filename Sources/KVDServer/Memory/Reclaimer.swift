@@ -8,7 +8,9 @@ import KVDCore
 ///    past the grace period;
 /// 2. when usage is above the target: compress idle sequences (orphans first, then least recently
 ///    used), never pinned or busy ones, never below memory.floor_tokens;
-/// 3. then evict whole idle sequences in the same order.
+/// 3. then evict whole idle sequences in the same order;
+/// 4. only for an append that needs room: compress recently used sequences (touched within
+///    memory.busy_ms but with no request running), least recently used first.
 /// Passes of one segment run one at a time on its `reclaimQueue`; each action runs on the
 /// sequence's own queue after claiming it, so a sequence with a request queued or running is never
 /// touched (it is busy), and one touched within memory's busy window is left alone too.
@@ -52,37 +54,42 @@ enum Reclaimer {
         }
         func done() -> Bool { space.pages.usedCount <= target }
 
-        // Candidates: not pinned, no open reservation, not touched within the busy window. Orphans
-        // (lease expired) first, each group least recently used first.
+        // Candidates: not pinned, no open reservation. Orphans (lease expired) first, each group least
+        // recently used first. Those touched within memory.busy_ms (a decode loop between steps)
+        // are `recent`: compressed only for an append that needs room, after every idle sequence
+        // has gone, and never evicted.
         let lease = UInt64(settings.leaseSeconds * 1e9)
         let busyNs = UInt64(settings.busyMilliseconds) * 1_000_000
         let lastSeen = store.connections.snapshot()
-        let candidates = entries.filter { e in
+        let ranked = entries.filter { e in
             !e.lease.pinned.load(ordering: .relaxed) && e.lease.reservationOwner.load(ordering: .relaxed) == 0
-                && !isBusy(e.lease.lastAccess.load(ordering: .relaxed), now: now, window: busyNs)
         }.map { e in
             (entry: e, orphan: lease > 0 && e.lease.expiry(lease: lease, lastSeen: lastSeen) < now, last: e.lease.lastAccess.load(ordering: .relaxed))
         }.sorted { a, b in a.orphan != b.orphan ? a.orphan : a.last < b.last }.map(\.entry)
+        let idle = ranked.filter { !isBusy($0.lease.lastAccess.load(ordering: .relaxed), now: now, window: busyNs) }
+        let recent = ranked.filter { isBusy($0.lease.lastAccess.load(ordering: .relaxed), now: now, window: busyNs) }
 
         // A request that could not fit even if every candidate went is refused at once, without
         // compressing or evicting anything for nothing.
         if case .room(let pages) = goal {
-            let reclaimable = candidates.reduce(0) { $0 + $1.lease.pages.load(ordering: .relaxed) }
+            let reclaimable = ranked.reduce(0) { $0 + $1.lease.pages.load(ordering: .relaxed) }
             if limit - space.pages.usedCount + reclaimable < pages { return freed }
         }
-        if !settings.compressPolicy.isEmpty {
-            for e in candidates {
+        func compress(_ list: [SequenceEntry], onlyIfIdle: Bool) {
+            guard !settings.compressPolicy.isEmpty else { return }
+            for e in list {
                 if done() || DispatchTime.now().uptimeNanoseconds > deadline { break }
                 // Nothing new since the manager last compacted it: another run would drop nothing.
                 if e.lease.tokens.load(ordering: .relaxed) == e.lease.tokensAfterManagerCompaction.load(ordering: .relaxed) { continue }
                 freed += act(on: e) { state in
                     // Re-checked once claimed: a request may have touched it since the list was made.
-                    stillIdle(e, busyNs) ? ManagerActions.compress(e, state, store, settings, why: why) : 0
+                    onlyIfIdle && !stillIdle(e, busyNs) ? 0 : ManagerActions.compress(e, state, store, settings, why: why)
                 }
             }
         }
+        compress(idle, onlyIfIdle: true)
         if settings.evict {
-            for e in candidates {
+            for e in idle {
                 if done() || DispatchTime.now().uptimeNanoseconds > deadline { break }
                 freed += act(on: e) { state in
                     guard stillIdle(e, busyNs) else { return 0 }
@@ -91,6 +98,7 @@ enum Reclaimer {
                 }
             }
         }
+        if case .room = goal { compress(recent, onlyIfIdle: false) }
         return freed
     }
 
