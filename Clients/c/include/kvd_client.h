@@ -436,7 +436,7 @@ KVD_API kvd_result kvd_client_release(kvd_client *client, uint64_t sequence_id,
 KVD_API kvd_result kvd_client_stats(kvd_client *client, uint64_t sequence_id, kvd_stats *out);
 
 /* ------------------------------------------------------------------------------------------- */
-/* Leases and pins                                                                              */
+/* Leases, pins and the memory manager's figures                                                */
 
 /** What a KeepAlive did. */
 typedef struct kvd_keep_alive_result {
@@ -465,6 +465,74 @@ KVD_API kvd_result kvd_client_keep_alive(kvd_client *client, const uint64_t *ado
  */
 KVD_API kvd_result kvd_client_pin(kvd_client *client, uint64_t sequence_id, int pinned,
                                   int *out_pinned, uint32_t *out_pinned_pages);
+
+/** The memory manager's figures for this client's tenant (kvd.v1.MemoryStats), counted since the
+ *  daemon started. Set struct_size = sizeof(kvd_memory_stats) before the call: the library fills
+ *  only that many bytes, so the struct can grow compatibly (kvd_stats cannot). Each action's count
+ *  comes with the pages it gave back. */
+typedef struct kvd_memory_stats {
+    size_t struct_size;
+    double high, low;                   /* watermarks, fractions of the tenant's pages (its quota
+                                           when it has one) */
+    uint64_t reservations_aborted;      /* open reservations dropped because their lease ended */
+    uint64_t reservations_aborted_pages;
+    uint64_t orphans_released;          /* orphans released after the grace period */
+    uint64_t orphans_released_pages;
+    uint64_t compactions;               /* idle sequences compacted under pressure */
+    uint64_t compactions_pages;
+    uint64_t evictions;                 /* whole sequences evicted under pressure */
+    uint64_t evictions_pages;
+    uint64_t reclaim_passes;            /* passes run (background, and for an Append or Reserve
+                                           that did not fit) */
+    uint64_t synchronous_reclaims;      /* ... of them on behalf of such an Append or Reserve */
+    uint64_t last_reclaim_us;           /* the last pressure episode: from the first background
+                                           pass above `high` to the pass that reached `low` */
+    int last_reclaim_reached_low;       /* 1: the latest episode has reached `low` */
+    uint32_t orphans;                   /* sequences whose lease has expired, right now */
+    uint32_t pinned_sequences;          /* pinned sequences and their pages, right now */
+    uint32_t pinned_pages;
+    uint64_t events_published;          /* events sent on the events endpoint (all tenants) */
+} kvd_memory_stats;
+
+/**
+ * The memory manager's figures for this client's tenant (one Stats request naming no sequence, so
+ * it renews only this connection's lease). KVD_ERR_ARGUMENT when `out` is NULL or its struct_size
+ * does not cover `high` or exceeds this library's sizeof(kvd_memory_stats) (a program built against
+ * a newer header); KVD_ERR_PROTOCOL when the daemon's reply has no memory figures (a kvd older
+ * than the memory manager). On failure *out is unchanged.
+ */
+KVD_API kvd_result kvd_client_memory_stats(kvd_client *client, kvd_memory_stats *out);
+
+/** One sequence as the memory manager sees it (kvd.v1.SequenceStats). Set struct_size =
+ *  sizeof(kvd_sequence_lease) before the call: the library fills only that many bytes. */
+typedef struct kvd_sequence_lease {
+    size_t struct_size;
+    uint64_t sequence_id;
+    uint64_t idle_ms;                   /* ms since a request last touched it, before this call */
+    int64_t lease_remaining_ms;         /* ms until its lease ends; negative: an orphan; 0 when
+                                           the daemon runs without leases */
+    int orphan;                         /* 1: its lease had ended (it is an orphan) */
+    int pinned;                         /* 1: never compacted or evicted by the memory manager */
+    uint64_t bytes;                     /* bytes of the pages it holds (pages * page_bytes) */
+    uint32_t manager_compactions;       /* times the memory manager compacted it */
+    uint32_t pages;                     /* pages it holds, an open reservation's included */
+    uint64_t tokens_held;               /* tokens held, summed over every (layer, head) */
+    uint64_t length;                    /* logical length */
+    uint64_t generation;                /* layout generation (a compaction bumps it) */
+} kvd_sequence_lease;
+
+/**
+ * The lease and memory-manager state of `sequence_id` (a Stats request naming it). Like any request
+ * naming a sequence, this one touches it first: it renews its lease and makes this connection its
+ * owner (an orphan it names is owned again), so lease_remaining_ms is measured after that renewal
+ * (about the whole lease) and orphan is normally 0; idle_ms is the time before this call. Watch a
+ * sequence without renewing it with kvd_client_memory_stats (orphans) or the events instead.
+ * KVD_ERR_ARGUMENT for sequence_id 0, a NULL `out` or a struct_size that does not cover
+ * `sequence_id` or exceeds sizeof(kvd_sequence_lease); the daemon's KVD_ERR_NOT_FOUND /
+ * KVD_ERR_EVICTED for a sequence that is gone. On failure *out is unchanged.
+ */
+KVD_API kvd_result kvd_client_sequence_lease(kvd_client *client, uint64_t sequence_id,
+                                             kvd_sequence_lease *out);
 
 /* ------------------------------------------------------------------------------------------- */
 /* Memory-manager events                                                                        */

@@ -1,6 +1,8 @@
-/* libkvdclient sequences: create / pin / release / stats, and the sequence layouts this client knows. */
+/* libkvdclient sequences: create / pin / release / stats (arena, memory manager, one sequence's
+ * lease), and the sequence layouts this client knows. */
 #include "internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,6 +180,101 @@ kvd_result kvd_client_stats(kvd_client *c, uint64_t seq, kvd_stats *out) {
         out->sequence.staging_bytes = q->staging_bytes;
     }
     kvd__v1__response__free_unpacked(resp, NULL);
+    return kvd__leave(c, KVD_OK);
+}
+
+/* A caller's struct that starts with struct_size: it must hold at least the first field after it
+ * and be no larger than this library's (a program built against a newer header). */
+#define OUT_STRUCT_OK(out, type, first)                                                        \
+    ((out) && (out)->struct_size >= offsetof(type, first) + sizeof((out)->first) &&            \
+     (out)->struct_size <= sizeof(type))
+
+kvd_result kvd_client_memory_stats(kvd_client *c, kvd_memory_stats *out) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    if (!OUT_STRUCT_OK(out, kvd_memory_stats, high))
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
+                                          "kvd: memory_stats: out is NULL or out->struct_size is "
+                                          "%zu; set it to sizeof(kvd_memory_stats) (%zu)",
+                                          out ? out->struct_size : (size_t)0, sizeof *out));
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    Kvd__V1__Response *resp;
+    rc = stats_rpc(c, 0, &resp);
+    if (rc) return kvd__leave(c, rc);
+    const Kvd__V1__MemoryStats *m = resp->stats->memory;
+    if (!m) {
+        kvd__v1__response__free_unpacked(resp, NULL);
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_PROTOCOL,
+                                          "kvd: memory_stats: the daemon's Stats reply has no "
+                                          "memory figures (a kvd older than the memory manager?)"));
+    }
+    kvd_memory_stats full;
+    memset(&full, 0, sizeof full);
+    full.struct_size = out->struct_size;
+    full.high = m->high;
+    full.low = m->low;
+    full.reservations_aborted = m->reservations_aborted;
+    full.reservations_aborted_pages = m->reservations_aborted_pages;
+    full.orphans_released = m->orphans_released;
+    full.orphans_released_pages = m->orphans_released_pages;
+    full.compactions = m->compactions;
+    full.compactions_pages = m->compactions_pages;
+    full.evictions = m->evictions;
+    full.evictions_pages = m->evictions_pages;
+    full.reclaim_passes = m->reclaim_passes;
+    full.synchronous_reclaims = m->synchronous_reclaims;
+    full.last_reclaim_us = m->last_reclaim_us;
+    full.last_reclaim_reached_low = m->last_reclaim_reached_low ? 1 : 0;
+    full.orphans = m->orphans;
+    full.pinned_sequences = m->pinned_sequences;
+    full.pinned_pages = m->pinned_pages;
+    full.events_published = m->events_published;
+    kvd__v1__response__free_unpacked(resp, NULL);
+    memcpy(out, &full, full.struct_size); /* only what the caller's struct has room for */
+    return kvd__leave(c, KVD_OK);
+}
+
+kvd_result kvd_client_sequence_lease(kvd_client *c, uint64_t seq, kvd_sequence_lease *out) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    if (!OUT_STRUCT_OK(out, kvd_sequence_lease, sequence_id))
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
+                                          "kvd: sequence_lease: out is NULL or out->struct_size "
+                                          "is %zu; set it to sizeof(kvd_sequence_lease) (%zu)",
+                                          out ? out->struct_size : (size_t)0, sizeof *out));
+    if (seq == 0)
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
+                                          "kvd: sequence_lease: sequence id 0 names no sequence"));
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    Kvd__V1__Response *resp;
+    rc = stats_rpc(c, seq, &resp);
+    if (rc) return kvd__leave(c, rc);
+    const Kvd__V1__SequenceStats *q = resp->stats->sequence;
+    if (!q || q->sequence_id != seq) {
+        rc = kvd__set_err(c, KVD_ERR_PROTOCOL,
+                          "kvd: sequence_lease: Stats of sequence %llu answered %s",
+                          (unsigned long long)seq, q ? "for another sequence" : "without its details");
+        kvd__v1__response__free_unpacked(resp, NULL);
+        return kvd__leave(c, rc);
+    }
+    kvd_sequence_lease full;
+    memset(&full, 0, sizeof full);
+    full.struct_size = out->struct_size;
+    full.sequence_id = q->sequence_id;
+    full.idle_ms = q->idle_ms;
+    full.lease_remaining_ms = q->lease_remaining_ms;
+    full.orphan = q->orphan ? 1 : 0;
+    full.pinned = q->pinned ? 1 : 0;
+    full.bytes = q->bytes;
+    full.manager_compactions = q->manager_compactions;
+    full.pages = q->pages;
+    full.tokens_held = q->tokens_held;
+    full.length = q->length;
+    full.generation = q->generation;
+    kvd__v1__response__free_unpacked(resp, NULL);
+    memcpy(out, &full, full.struct_size);
     return kvd__leave(c, KVD_OK);
 }
 

@@ -1,6 +1,7 @@
 /* A fake kvd for tests that need no daemon: a ROUTER in a thread answering Hello (with a small
- * fake arena in /dev/shm), Stats, CreateSequence, KeepAlive and Pin, and recording what it got.
- * fake_start / fake_stop; read the recorded fields under f->mu. */
+ * fake arena in /dev/shm), Stats (with fixed memory figures, and fixed details of a named
+ * sequence: fake_memory_stats / fake_sequence_stats), CreateSequence, KeepAlive and Pin, and
+ * recording what it got. fake_start / fake_stop; read the recorded fields under f->mu. */
 #ifndef KVD_TEST_FAKE_KVD_H
 #define KVD_TEST_FAKE_KVD_H
 
@@ -30,6 +31,7 @@ typedef struct fake_kvd {
     int keepalive_error;           /* answer KeepAlive with this error code (0: normally) */
     int drop_keepalive;            /* never answer KeepAlive */
     int stats_error;               /* answer Stats with this error code (0: normally; under mu) */
+    int stats_without_details;     /* answer Stats with neither memory figures nor sequence details */
     /* Recorded (under mu). */
     pthread_mutex_t mu;
     int requests, keepalives, overlaps;
@@ -77,6 +79,45 @@ static int fake_make_arena(const char *name) {
     return ok;
 }
 
+/* What the fake's Stats reports: values that fill every bit width (uint64 above 2^32, a negative
+ * sint64), so a truncated or misplaced field shows. Sequence 5 is an orphan; others are not. */
+static void fake_memory_stats(Kvd__V1__MemoryStats *m) {
+    m->high = 0.875;
+    m->low = 0.625;
+    m->reservations_aborted = 3;
+    m->reservations_aborted_pages = 4;
+    m->orphans_released = 5;
+    m->orphans_released_pages = 6;
+    m->compactions = 7;
+    m->compactions_pages = 8;
+    m->evictions = 9;
+    m->evictions_pages = 10;
+    m->reclaim_passes = 11ull << 32;
+    m->synchronous_reclaims = 12;
+    m->last_reclaim_us = 13000000000ull;
+    m->last_reclaim_reached_low = 1;
+    m->orphans = 14;
+    m->pinned_sequences = 15;
+    m->pinned_pages = 4000000000u;
+    m->events_published = 17ull << 40;
+}
+
+static void fake_sequence_stats(uint64_t id, Kvd__V1__SequenceStats *s) {
+    s->sequence_id = id;
+    s->model = "m";
+    s->tenant = "alpha";
+    s->length = 21;
+    s->generation = 22;
+    s->pages = 23;
+    s->tokens_held = 24ull << 33;
+    s->idle_ms = 25ull << 34;
+    s->lease_remaining_ms = id == 5 ? -1500 : 29000;
+    s->orphan = id == 5;
+    s->pinned = id != 5;
+    s->bytes = 23 * 1024;
+    s->manager_compactions = 4000000001u;
+}
+
 static void fake_send(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Response *resp) {
     uint8_t buf[2048];
     size_t n = kvd__v1__response__pack(resp, buf);
@@ -96,6 +137,8 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
     Kvd__V1__SharedMemoryInfo shm = KVD__V1__SHARED_MEMORY_INFO__INIT;
     Kvd__V1__Limits limits = KVD__V1__LIMITS__INIT;
     Kvd__V1__StatsResponse stats = KVD__V1__STATS_RESPONSE__INIT;
+    Kvd__V1__MemoryStats memory = KVD__V1__MEMORY_STATS__INIT;
+    Kvd__V1__SequenceStats sequence = KVD__V1__SEQUENCE_STATS__INIT;
     Kvd__V1__CreateSequenceResponse created = KVD__V1__CREATE_SEQUENCE_RESPONSE__INIT;
     Kvd__V1__KeepAliveResponse ka = KVD__V1__KEEP_ALIVE_RESPONSE__INIT;
     Kvd__V1__PinResponse pin = KVD__V1__PIN_RESPONSE__INIT;
@@ -160,6 +203,14 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
             resp.error = &err;
         } else {
             stats.total_pages = 1;
+            if (req->body_case == KVD__V1__REQUEST__BODY_STATS && !f->stats_without_details) {
+                fake_memory_stats(&memory);
+                stats.memory = &memory;
+                if (req->stats->sequence_id) {
+                    fake_sequence_stats(req->stats->sequence_id, &sequence);
+                    stats.sequence = &sequence;
+                }
+            }
             resp.body_case = KVD__V1__RESPONSE__BODY_STATS;
             resp.stats = &stats;
         }

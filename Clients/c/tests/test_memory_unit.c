@@ -6,7 +6,9 @@
  *
  * Covers: KeepAlive and Pin bytes on the wire, the EVICTED code, create-pinned, the keep-alive
  * thread (renews an idle client every lease/3, never interleaves with calls, keeps its errors to
- * itself, stops promptly on close), and event decoding (fields, topics, bad messages).
+ * itself, stops promptly on close), event decoding (fields, topics, bad messages), and the
+ * memory-manager figures (kvd_client_memory_stats, kvd_client_sequence_lease: Stats bytes, every
+ * field, a shorter struct_size, bad arguments, replies without the figures).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -286,6 +288,182 @@ static void test_close_is_prompt(void) {
 }
 
 /* ============================================================================================= */
+/* Memory-manager figures                                                                         */
+
+/* 1 if bytes [from, to) of `p` are all `v`. */
+static int bytes_are(const void *p, size_t from, size_t to, unsigned char v) {
+    for (size_t i = from; i < to; i++)
+        if (((const unsigned char *)p)[i] != v) return 0;
+    return 1;
+}
+
+/* One Stats{} request (sequence 0); every MemoryStats field lands in its own kvd_memory_stats field. */
+static void test_memory_stats(void) {
+    fake_kvd f = {0};
+    REQUIRE(fake_start(&f, "memstats"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    REQUIRE(c, "client");
+    kvd_memory_stats m;
+    memset(&m, 0xab, sizeof m);
+    m.struct_size = sizeof m;
+    CHECK_RC(c, kvd_client_memory_stats(c, &m), KVD_OK);
+    uint8_t raw[1024];
+    size_t n = 0;
+    static const uint8_t want[] = {0x10, 0x01, 0x92, 0x01, 0x00}; /* protocol 1; stats (18) {} */
+    CHECK(raw_after_id(&f, 0, raw, &n) && bytes_equal(raw, n, want, sizeof want), "Stats bytes");
+    Kvd__V1__MemoryStats w = KVD__V1__MEMORY_STATS__INIT;
+    fake_memory_stats(&w);
+    CHECK(m.struct_size == sizeof m, "struct_size kept: %zu", m.struct_size);
+    CHECK(m.high == w.high && m.low == w.low, "watermarks %g %g", m.high, m.low);
+    CHECK(m.reservations_aborted == 3 && m.reservations_aborted_pages == 4 &&
+          m.orphans_released == 5 && m.orphans_released_pages == 6 && m.compactions == 7 &&
+          m.compactions_pages == 8 && m.evictions == 9 && m.evictions_pages == 10,
+          "action counts %llu %llu %llu %llu %llu %llu %llu %llu",
+          (unsigned long long)m.reservations_aborted, (unsigned long long)m.reservations_aborted_pages,
+          (unsigned long long)m.orphans_released, (unsigned long long)m.orphans_released_pages,
+          (unsigned long long)m.compactions, (unsigned long long)m.compactions_pages,
+          (unsigned long long)m.evictions, (unsigned long long)m.evictions_pages);
+    CHECK(m.reclaim_passes == w.reclaim_passes && m.synchronous_reclaims == 12 &&
+          m.last_reclaim_us == w.last_reclaim_us && m.last_reclaim_reached_low == 1,
+          "reclaims %llu %llu %llu %d", (unsigned long long)m.reclaim_passes,
+          (unsigned long long)m.synchronous_reclaims, (unsigned long long)m.last_reclaim_us,
+          m.last_reclaim_reached_low);
+    CHECK(m.orphans == 14 && m.pinned_sequences == 15 && m.pinned_pages == w.pinned_pages &&
+          m.events_published == w.events_published, "gauges %u %u %u %llu", m.orphans,
+          m.pinned_sequences, m.pinned_pages, (unsigned long long)m.events_published);
+
+    /* A program built against a shorter kvd_memory_stats: only its bytes are written. */
+    size_t short_size = offsetof(kvd_memory_stats, pinned_pages);
+    memset(&m, 0xab, sizeof m);
+    m.struct_size = short_size;
+    CHECK_RC(c, kvd_client_memory_stats(c, &m), KVD_OK);
+    CHECK(m.struct_size == short_size && m.orphans == 14 && m.pinned_sequences == 15 &&
+          m.high == w.high, "short struct: the fields it has are filled");
+    CHECK(bytes_are(&m, short_size, sizeof m, 0xab), "short struct: nothing written past struct_size");
+    m.struct_size = offsetof(kvd_memory_stats, high) + sizeof m.high; /* the smallest accepted */
+    CHECK_RC(c, kvd_client_memory_stats(c, &m), KVD_OK);
+
+    /* Refused before anything is sent; *out untouched. */
+    int before = fake_count(&f, &f.requests);
+    memset(&m, 0xab, sizeof m);
+    size_t bad[] = {0, sizeof(size_t), sizeof m + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        m.struct_size = bad[i];
+        CHECK_RC(c, kvd_client_memory_stats(c, &m), KVD_ERR_ARGUMENT);
+        CHECK(strstr(kvd_client_last_error(c), "struct_size") != NULL, "%s", kvd_client_last_error(c));
+        CHECK(m.struct_size == bad[i] && bytes_are(&m, sizeof m.struct_size, sizeof m, 0xab),
+              "out changed by a refused call (struct_size %zu)", bad[i]);
+    }
+    CHECK_RC(c, kvd_client_memory_stats(c, NULL), KVD_ERR_ARGUMENT);
+    CHECK(fake_count(&f, &f.requests) == before, "a refused call sent a request");
+    CHECK(kvd_client_memory_stats(NULL, &m) == KVD_ERR_ARGUMENT, "NULL client");
+
+    /* The daemon's errors pass through, and *out stays as it was. */
+    pthread_mutex_lock(&f.mu);
+    f.stats_error = 9;
+    pthread_mutex_unlock(&f.mu);
+    m.struct_size = sizeof m;
+    CHECK_RC(c, kvd_client_memory_stats(c, &m), KVD_ERR_UNAVAILABLE);
+    CHECK(kvd_client_last_server_code(c) == 9 && bytes_are(&m, sizeof m.struct_size, sizeof m, 0xab),
+          "daemon error: code %d, out untouched", kvd_client_last_server_code(c));
+    kvd_client_close(c);
+    CHECK_RC(c, kvd_client_memory_stats(c, &m), KVD_ERR_CLOSED);
+    kvd_client_free(c);
+    fake_stop(&f);
+
+    /* A daemon that predates the memory manager sends no figures: an error, not zeros. */
+    fake_kvd g = {0};
+    g.stats_without_details = 1;
+    REQUIRE(fake_start(&g, "memold"), "fake");
+    c = connect_fake(&g, 0, 2000);
+    memset(&m, 0xab, sizeof m);
+    m.struct_size = sizeof m;
+    CHECK_RC(c, kvd_client_memory_stats(c, &m), KVD_ERR_PROTOCOL);
+    CHECK(strstr(kvd_client_last_error(c), "memory") != NULL &&
+          bytes_are(&m, sizeof m.struct_size, sizeof m, 0xab), "%s", kvd_client_last_error(c));
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK); /* kvd_client_stats does not need them */
+    kvd_client_free(c);
+    fake_stop(&g);
+}
+
+/* Stats{sequence_id}; every lease field, an orphan's negative remaining lease included. */
+static void test_sequence_lease(void) {
+    fake_kvd f = {0};
+    REQUIRE(fake_start(&f, "lease"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    REQUIRE(c, "client");
+    kvd_sequence_lease l;
+    memset(&l, 0xab, sizeof l);
+    l.struct_size = sizeof l;
+    CHECK_RC(c, kvd_client_sequence_lease(c, 5, &l), KVD_OK);
+    uint8_t raw[1024];
+    size_t n = 0;
+    /* protocol 1; stats (18) { sequence_id (1): 5 } */
+    static const uint8_t want[] = {0x10, 0x01, 0x92, 0x01, 0x02, 0x08, 0x05};
+    CHECK(raw_after_id(&f, 0, raw, &n) && bytes_equal(raw, n, want, sizeof want), "Stats bytes");
+    Kvd__V1__SequenceStats w = KVD__V1__SEQUENCE_STATS__INIT;
+    fake_sequence_stats(5, &w);
+    CHECK(l.struct_size == sizeof l && l.sequence_id == 5, "id %llu", (unsigned long long)l.sequence_id);
+    CHECK(l.idle_ms == w.idle_ms && l.lease_remaining_ms == -1500 && l.orphan == 1 && l.pinned == 0,
+          "idle %llu remaining %lld orphan %d pinned %d", (unsigned long long)l.idle_ms,
+          (long long)l.lease_remaining_ms, l.orphan, l.pinned);
+    CHECK(l.bytes == 23 * 1024 && l.manager_compactions == w.manager_compactions && l.pages == 23 &&
+          l.tokens_held == w.tokens_held && l.length == 21 && l.generation == 22,
+          "bytes %llu compactions %u pages %u tokens %llu length %llu generation %llu",
+          (unsigned long long)l.bytes, l.manager_compactions, l.pages,
+          (unsigned long long)l.tokens_held, (unsigned long long)l.length,
+          (unsigned long long)l.generation);
+
+    uint64_t big = ((uint64_t)1 << 63) | 8;
+    CHECK_RC(c, kvd_client_sequence_lease(c, big, &l), KVD_OK);
+    CHECK(l.sequence_id == big && l.lease_remaining_ms == 29000 && l.orphan == 0 && l.pinned == 1,
+          "live: id %llx remaining %lld orphan %d pinned %d", (unsigned long long)l.sequence_id,
+          (long long)l.lease_remaining_ms, l.orphan, l.pinned);
+
+    /* Shorter struct (up to `pinned`): the rest is not written. */
+    size_t short_size = offsetof(kvd_sequence_lease, bytes);
+    memset(&l, 0xab, sizeof l);
+    l.struct_size = short_size;
+    CHECK_RC(c, kvd_client_sequence_lease(c, 5, &l), KVD_OK);
+    CHECK(l.orphan == 1 && l.lease_remaining_ms == -1500 && bytes_are(&l, short_size, sizeof l, 0xab),
+          "short struct");
+
+    int before = fake_count(&f, &f.requests);
+    memset(&l, 0xab, sizeof l);
+    l.struct_size = sizeof l;
+    CHECK_RC(c, kvd_client_sequence_lease(c, 0, &l), KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "names no sequence") != NULL, "%s", kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_sequence_lease(c, 5, NULL), KVD_ERR_ARGUMENT);
+    l.struct_size = sizeof l + 8;
+    CHECK_RC(c, kvd_client_sequence_lease(c, 5, &l), KVD_ERR_ARGUMENT);
+    l.struct_size = offsetof(kvd_sequence_lease, sequence_id); /* not even the id */
+    CHECK_RC(c, kvd_client_sequence_lease(c, 5, &l), KVD_ERR_ARGUMENT);
+    CHECK(fake_count(&f, &f.requests) == before, "a refused call sent a request");
+    CHECK(bytes_are(&l, sizeof l.struct_size, sizeof l, 0xab), "out changed by refused calls");
+
+    pthread_mutex_lock(&f.mu);
+    f.stats_error = 10;
+    pthread_mutex_unlock(&f.mu);
+    l.struct_size = sizeof l;
+    CHECK_RC(c, kvd_client_sequence_lease(c, 5, &l), KVD_ERR_EVICTED);
+    CHECK(strstr(kvd_client_last_error(c), "lease expired") != NULL &&
+          bytes_are(&l, sizeof l.struct_size, sizeof l, 0xab), "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&f);
+
+    fake_kvd g = {0};
+    g.stats_without_details = 1;
+    REQUIRE(fake_start(&g, "leaseold"), "fake");
+    c = connect_fake(&g, 0, 2000);
+    CHECK_RC(c, kvd_client_sequence_lease(c, 5, &l), KVD_ERR_PROTOCOL);
+    CHECK(strstr(kvd_client_last_error(c), "without its details") != NULL, "%s",
+          kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&g);
+}
+
+/* ============================================================================================= */
 /* Events                                                                                         */
 
 typedef struct fake_pub {
@@ -455,6 +633,8 @@ int main(void) {
     TEST(test_keepalive_never_interleaves);
     TEST(test_keepalive_errors_stay_private);
     TEST(test_close_is_prompt);
+    TEST(test_memory_stats);
+    TEST(test_sequence_lease);
     TEST(test_events_decode);
     TEST(test_client_events);
     return harness_summary();
