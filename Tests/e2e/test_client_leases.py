@@ -629,3 +629,182 @@ def test_c_library_against_the_daemon(c_build, lease_daemon):
                        text=True, timeout=120, stdin=subprocess.DEVNULL)
     passed, failed = _c_summary(p)
     assert p.returncode == 0 and failed == 0 and passed >= 3, p.stdout[-4000:]
+
+
+# =============================================================================================
+# The C library's memory-manager figures (kvd_client_memory_stats, kvd_client_sequence_lease)
+# against a real daemon, compared with the Python client's Stats of the same daemon. The C side is
+# ``Clients/c/tests/stats_probe.c``: one call per run, printed as ``name=value`` lines.
+
+# MemoryStats fields that stay put while nothing happens on the daemon (reclaim_passes and
+# events_published may move between two reads: a background pass, another tenant's event).
+C_MEMORY_STABLE = ("reservations_aborted", "reservations_aborted_pages", "orphans_released",
+                   "orphans_released_pages", "compactions", "compactions_pages", "evictions",
+                   "evictions_pages", "synchronous_reclaims", "last_reclaim_us",
+                   "last_reclaim_reached_low", "orphans", "pinned_sequences", "pinned_pages",
+                   "high", "low")
+C_MEMORY_GROWING = ("reclaim_passes", "events_published")
+C_LEASE_FIELDS = ("sequence_id", "idle_ms", "lease_remaining_ms", "orphan", "pinned", "bytes",
+                  "manager_compactions", "pages", "tokens_held", "length", "generation")
+
+
+def _probe(c_build, endpoint: str, *args: str, want: str = "KVD_OK") -> dict:
+    """Run ``stats_probe ENDPOINT ARGS...``; its ``name=value`` lines as numbers (``result`` and
+    ``error`` as text). Fails unless the call's result is ``want``."""
+    p = subprocess.run([str(c_build / "stats_probe"), endpoint, *args], capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    out = {}
+    for line in p.stdout.splitlines():
+        name, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if name in ("result", "error"):
+            out[name] = value
+        else:
+            out[name] = float(value) if name in ("high", "low") else int(value)
+    assert out.get("result") == want and p.returncode == (0 if want == "KVD_OK" else 1), (
+        f"stats_probe {' '.join(args)}: exit {p.returncode}, want {want}\n{p.stdout}{p.stderr}")
+    return out
+
+
+def _c_memory(c_build, endpoint: str) -> dict:
+    m = _probe(c_build, endpoint, "memory")
+    missing = set(C_MEMORY_STABLE + C_MEMORY_GROWING) - set(m)
+    assert not missing, f"stats_probe printed no {sorted(missing)}"
+    return m
+
+
+def _assert_c_memory_between(c: dict, before, after) -> None:
+    """The C figures, read between two Python reads of the same tenant's MemoryStats."""
+    for name in C_MEMORY_STABLE:
+        b, a = getattr(before, name), getattr(after, name)
+        assert b == a, f"{name} moved during the comparison ({b} -> {a}); the test is racy"
+        assert c[name] == b, f"C {name} = {c[name]}, Python {b}"
+    for name in C_MEMORY_GROWING:
+        assert getattr(before, name) <= c[name] <= getattr(after, name), (
+            f"C {name} = {c[name]} not within Python's {getattr(before, name)}..{getattr(after, name)}")
+
+
+def test_c_memory_stats_match_python_and_count_pins(c_build, lease_daemon, observer):
+    with Client(lease_daemon.endpoint) as owner:
+        c = _c_memory(c_build, lease_daemon.endpoint)
+        assert 0 < c["low"] < c["high"] <= 1, c
+        assert (c["pinned_sequences"], c["pinned_pages"], c["orphans"]) == (0, 0, 0), c
+        seq, _, _ = _filled(owner, seed=11)
+        born = owner.create_sequence(MODEL_F16, pinned=True)
+        k, v = make_kv(MODEL_F16, 5, seed=12)
+        owner.append(born, k, v)
+        owner.pin(seq)
+        pages = {s: owner.stats(s).sequence.pages for s in (seq, born)}
+        assert all(pages.values()), pages
+
+        before = observer.stats().memory
+        c = _c_memory(c_build, lease_daemon.endpoint)
+        after = observer.stats().memory
+        _assert_c_memory_between(c, before, after)
+        assert (c["pinned_sequences"], c["pinned_pages"]) == (2, pages[seq] + pages[born]), c
+
+        owner.unpin(seq)
+        before = observer.stats().memory
+        c = _c_memory(c_build, lease_daemon.endpoint)
+        _assert_c_memory_between(c, before, observer.stats().memory)
+        assert (c["pinned_sequences"], c["pinned_pages"]) == (1, pages[born]), c
+
+
+def test_c_sequence_lease_matches_python(c_build, lease_daemon):
+    with Client(lease_daemon.endpoint) as owner:  # keep-alive on: the lease stays renewed
+        seq, _, _ = _filled(owner, seed=13)
+        owner.pin(seq)
+        page_bytes = owner.stats().page_bytes
+        time.sleep(0.4)  # nothing names the sequence meanwhile (KeepAlive does not touch it)
+        c = _probe(c_build, lease_daemon.endpoint, "lease", str(seq))
+        assert set(C_LEASE_FIELDS) <= set(c), c
+        py = owner.stats(seq).sequence  # also takes the sequence back from the probe's connection
+        for name in ("sequence_id", "pages", "tokens_held", "length", "generation", "bytes",
+                     "manager_compactions"):
+            assert c[name] == getattr(py, name), f"C {name} = {c[name]}, Python {getattr(py, name)}"
+        assert (c["pinned"], c["orphan"]) == (int(py.pinned), int(py.orphan)) == (1, 0), c
+        assert c["length"] == 9 and c["pages"] > 0 and c["bytes"] == c["pages"] * page_bytes, c
+        # The probe's Stats renewed the lease first; idle_ms is the time before it.
+        assert LEASE_S * 1000 // 2 < c["lease_remaining_ms"] <= LEASE_S * 1000, c
+        assert 350 <= c["idle_ms"] < 5000, f"idle {c['idle_ms']} ms after 400 ms untouched"
+        assert py.idle_ms < c["idle_ms"] and py.idle_ms < 350, (
+            f"Python idle {py.idle_ms} ms: the probe's request did not touch the sequence")
+        assert 0 < py.lease_remaining_ms <= LEASE_S * 1000
+
+        missing = _probe(c_build, lease_daemon.endpoint, "lease", str(seq ^ 0x5A5A5A5A),
+                         want="KVD_ERR_NOT_FOUND")
+        assert "not found" in missing["error"], missing
+        owner.release(seq)
+        _probe(c_build, lease_daemon.endpoint, "lease", str(seq), want="KVD_ERR_NOT_FOUND")
+
+
+def test_c_memory_stats_count_a_vanished_c_client(c_build, lease_daemon, observer, events):
+    """A C client without keep-alive creates a sequence and exits: during the grace period both
+    clients count one orphan, after it one orphan released with the pages the event names."""
+    start = _c_memory(c_build, lease_daemon.endpoint)
+    assert start["orphans_released"] == 0 and start["orphans"] == 0, start
+    seq = _probe(c_build, lease_daemon.endpoint, "abandon", "9")["sequence_id"]
+
+    got, orphan_seen = [], None
+    deadline = time.monotonic() + RELEASE_DEADLINE_S
+    while not got or got[-1].kind != memory_pb2.Event.KIND_ORPHAN_RELEASED:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{seq} not released after lease + grace; events: {got}"
+        e = events.recv(min(50, int(remaining * 1000) + 1))
+        if e is None or e.sequence_id != seq:
+            continue
+        got.append(e)
+        if e.kind == memory_pb2.Event.KIND_LEASE_EXPIRED:
+            # The grace period (1 s) has just begun: read both clients' figures now.
+            before = observer.stats().memory
+            orphan_seen = _c_memory(c_build, lease_daemon.endpoint)
+            after = observer.stats().memory
+    _assert_abandoned_lifecycle(got, observer.hello().tenant)
+    assert orphan_seen is not None, "no LEASE_EXPIRED event"
+    _assert_c_memory_between(orphan_seen, before, after)
+    assert orphan_seen["orphans"] == 1 and orphan_seen["orphans_released"] == 0, orphan_seen
+
+    before = observer.stats().memory
+    c = _c_memory(c_build, lease_daemon.endpoint)
+    _assert_c_memory_between(c, before, observer.stats().memory)
+    assert (c["orphans"], c["orphans_released"], c["orphans_released_pages"]) == (
+        0, 1, got[-1].pages_freed), c
+    assert c["orphans_released_pages"] > 0
+    assert c["events_published"] >= start["events_published"] + 2, (start, c)
+    gone = _probe(c_build, lease_daemon.endpoint, "lease", str(seq), want="KVD_ERR_EVICTED")
+    assert "lease" in gone["error"], gone
+
+
+def test_c_memory_stats_after_a_reclaim_match_python(c_build, make_daemon):
+    """Above memory.high the manager compresses idle sequences down to low: the C figures of the
+    episode (compactions, last_reclaim_us, reached low) and of a compressed sequence match Python's."""
+    from memory_helpers import HEADS, filled, memory_config, wait_until
+
+    d = make_daemon(lambda cfg: memory_config(cfg, cfg["server"]["endpoints"][0], evict=False))
+    with Client(d.endpoint) as c:
+        s = c.stats()
+        idle, per = [], HEADS * 64 // 4
+        while (s.total_pages - s.free_pages) + per <= 0.95 * s.total_pages:  # above high at once
+            idle.append(filled(c, 64, seed=2000 + len(idle))[0])
+            s = c.stats()
+        wait_until(lambda: (lambda s: s.memory.last_reclaim_reached_low and s.memory.compactions > 0
+                            and s.total_pages - s.free_pages <= s.memory.low * s.total_pages)(c.stats()),
+                   5.0, "a reclaim to memory.low")
+        before = c.stats().memory
+        cm = _c_memory(c_build, d.endpoint)
+        after = c.stats().memory
+        _assert_c_memory_between(cm, before, after)
+        assert cm["last_reclaim_us"] > 0 and cm["last_reclaim_reached_low"] == 1, cm
+        assert cm["compactions"] >= 1 and cm["compactions_pages"] > 0 and cm["evictions"] == 0, cm
+        assert cm["reclaim_passes"] >= 1, cm
+        assert (cm["high"], cm["low"]) == (0.9, 0.8), cm
+
+        compacted = [q for q in idle if c.stats(q).sequence.manager_compactions > 0]
+        assert len(compacted) == cm["compactions"], (compacted, cm)
+        lease = _probe(c_build, d.endpoint, "lease", str(compacted[0]))
+        py = c.stats(compacted[0]).sequence
+        assert (lease["manager_compactions"], lease["generation"], lease["tokens_held"], lease["pages"],
+                lease["length"]) == (py.manager_compactions, py.generation, py.tokens_held, py.pages,
+                                     py.length) == (1, 2, py.tokens_held, py.pages, 64), (lease, py)
+        assert py.tokens_held < HEADS * 64, "the compressed sequence holds every token"

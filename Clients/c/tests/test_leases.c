@@ -1,5 +1,5 @@
 /*
- * libkvdclient's leases, pins and events against a real kvd, started by
+ * libkvdclient's leases, pins, events and memory-manager figures against a real kvd, started by
  * Tests/e2e/test_client_leases.py with a 1 s lease, a 1 s grace and an events endpoint (model
  * tiny-f16: 2 layers, 2 KV heads, head_dim 8, 4 tokens per page).
  *
@@ -68,6 +68,74 @@ static void test_hello_reports_the_lease(void) {
     CHECK(strncmp(info->events_endpoint, "ipc://", 6) == 0, "events endpoint \"%s\"",
           info->events_endpoint);
     kvd_hello_info_free(info);
+    kvd_client_free(c);
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* kvd_client_memory_stats and kvd_client_sequence_lease agree with kvd_client_stats and with Pin;
+ * naming a sequence renews its lease (lease_remaining_ms about the whole lease), idle_ms counts
+ * from the request before. Runs before the other cases leave sequences behind. */
+static void test_memory_figures(void) {
+    kvd_client *c = connect_with(1);
+    REQUIRE(c, "client");
+    kvd_memory_stats m0, m;
+    memset(&m0, 0, sizeof m0);
+    m0.struct_size = sizeof m0;
+    CHECK_RC(c, kvd_client_memory_stats(c, &m0), KVD_OK);
+    CHECK(m0.low > 0 && m0.low < m0.high && m0.high <= 1, "watermarks %g %g", m0.low, m0.high);
+    CHECK(m0.pinned_sequences == 0 && m0.pinned_pages == 0 && m0.orphans == 0 &&
+          m0.orphans_released == 0, "a fresh daemon: %u pinned, %u pages, %u orphans, %llu released",
+          m0.pinned_sequences, m0.pinned_pages, m0.orphans, (unsigned long long)m0.orphans_released);
+
+    uint64_t seq = filled(c, 9, NULL);
+    REQUIRE(seq, "sequence");
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, seq, &st), KVD_OK);
+    sleep_ms(300);
+    kvd_sequence_lease l;
+    memset(&l, 0, sizeof l);
+    l.struct_size = sizeof l;
+    CHECK_RC(c, kvd_client_sequence_lease(c, seq, &l), KVD_OK);
+    CHECK(l.sequence_id == seq && l.pages == st.sequence.pages && l.pages > 0 && l.length == 9 &&
+          l.generation == st.sequence.generation && l.tokens_held == st.sequence.tokens_held &&
+          l.bytes == (uint64_t)l.pages * st.page_bytes,
+          "lease vs stats: pages %u/%u length %llu tokens %llu/%llu bytes %llu", l.pages,
+          st.sequence.pages, (unsigned long long)l.length, (unsigned long long)l.tokens_held,
+          (unsigned long long)st.sequence.tokens_held, (unsigned long long)l.bytes);
+    CHECK(l.idle_ms >= 250 && l.idle_ms < 5000, "idle %llu ms after 300 ms", (unsigned long long)l.idle_ms);
+    CHECK(l.lease_remaining_ms > LEASE_MS / 2 && l.lease_remaining_ms <= LEASE_MS && !l.orphan,
+          "remaining %lld ms, orphan %d", (long long)l.lease_remaining_ms, l.orphan);
+    CHECK(!l.pinned && l.manager_compactions == 0, "pinned %d compactions %u", l.pinned,
+          l.manager_compactions);
+    CHECK_RC(c, kvd_client_sequence_lease(c, seq, &l), KVD_OK);
+    CHECK(l.idle_ms < 250, "idle %llu ms right after the previous call", (unsigned long long)l.idle_ms);
+
+    uint32_t pinned_pages = 0;
+    CHECK_RC(c, kvd_client_pin(c, seq, 1, NULL, &pinned_pages), KVD_OK);
+    CHECK_RC(c, kvd_client_sequence_lease(c, seq, &l), KVD_OK);
+    CHECK(l.pinned == 1, "pinned %d", l.pinned);
+    memset(&m, 0, sizeof m);
+    m.struct_size = sizeof m;
+    CHECK_RC(c, kvd_client_memory_stats(c, &m), KVD_OK);
+    CHECK(m.pinned_sequences == m0.pinned_sequences + 1 && m.pinned_pages == m0.pinned_pages + l.pages &&
+          m.pinned_pages == pinned_pages, "%u pinned sequences, %u pages (Pin said %u), want %u pages",
+          m.pinned_sequences, m.pinned_pages, pinned_pages, m0.pinned_pages + l.pages);
+    CHECK(m.high == m0.high && m.low == m0.low && m.reclaim_passes >= m0.reclaim_passes,
+          "watermarks moved or passes went back");
+    CHECK_RC(c, kvd_client_pin(c, seq, 0, NULL, NULL), KVD_OK);
+    CHECK_RC(c, kvd_client_memory_stats(c, &m), KVD_OK);
+    CHECK(m.pinned_sequences == m0.pinned_sequences && m.pinned_pages == m0.pinned_pages,
+          "after unpin: %u sequences %u pages", m.pinned_sequences, m.pinned_pages);
+
+    CHECK_RC(c, kvd_client_release(c, seq, NULL, NULL), KVD_OK);
+    memset(&l, 0xab, sizeof l);
+    l.struct_size = sizeof l;
+    CHECK_RC(c, kvd_client_sequence_lease(c, seq, &l), KVD_ERR_NOT_FOUND);
+    CHECK(l.struct_size == sizeof l && l.pages == 0xabababab, "out changed by a failed call");
     kvd_client_free(c);
 }
 
@@ -184,6 +252,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     g_endpoint = argv[1];
     TEST(test_hello_reports_the_lease);
+    TEST(test_memory_figures);
     TEST(test_pin_round_trip);
     TEST(test_lease_lifecycle);
     return harness_summary();
