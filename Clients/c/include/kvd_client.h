@@ -491,7 +491,7 @@ typedef struct kvd_memory_stats {
     uint32_t orphans;                   /* sequences whose lease has expired, right now */
     uint32_t pinned_sequences;          /* pinned sequences and their pages, right now */
     uint32_t pinned_pages;
-    uint64_t events_published;          /* events sent on the events endpoint (all tenants) */
+    uint64_t events_published;          /* events about this tenant's sequences sent on the events endpoint */
 } kvd_memory_stats;
 
 /**

@@ -46,7 +46,7 @@ enum StatsHandler {
                 m.pinnedPages += UInt32(clamping: e.lease.pages.load(ordering: .relaxed))
             }
         }
-        m.eventsPublished = store.shared.events?.published.load(ordering: .relaxed) ?? 0
+        m.eventsPublished = c.eventsPublished.load(ordering: .relaxed)
         return m
     }
 

@@ -72,13 +72,19 @@ enum ManagerActions {
         event.method = choice.policy.isEmpty ? choice.method.descriptor.name : "\(choice.policy) (\(choice.method.descriptor.name))"
         event.tokensBefore = UInt64(before)
         event.tokensAfter = UInt64(seq.tokensHeld)
-        store.events?.publish(event)
+        publish(event, e, store)
         return freed
     }
 
     static func publish(_ kind: Kvd_V1_Event.Kind, _ e: SequenceEntry, _ seq: KVSequence, _ store: Store, pages: Int, reason: String) {
+        publish(makeEvent(kind, e, generation: seq.generation, pages: pages, reason: reason), e, store)
+    }
+
+    /// Hands `event` to the events endpoint (if configured) and counts it for `e`'s tenant.
+    static func publish(_ event: Kvd_V1_Event, _ e: SequenceEntry, _ store: Store) {
         guard let events = store.events else { return }
-        events.publish(makeEvent(kind, e, generation: seq.generation, pages: pages, reason: reason))
+        events.publish(event)
+        e.space.counters.eventsPublished.add(1, ordering: .relaxed)
     }
 
     /// An event about `e`; `generation` 0 when the caller is not on the sequence's queue.

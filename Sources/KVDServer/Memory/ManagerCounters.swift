@@ -14,6 +14,8 @@ final class ManagerCounters: Sendable {
     let synchronousReclaims = Atomic<UInt64>(0)
     let lastReclaimMicroseconds = Atomic<UInt64>(0)
     let lastReclaimReachedLow = Atomic<Bool>(true)
+    /// Events about this tenant's sequences handed to the events endpoint.
+    let eventsPublished = Atomic<UInt64>(0)
 
     static func add(_ counter: borrowing Atomic<UInt64>, _ pages: borrowing Atomic<UInt64>, freed: Int) {
         counter.add(1, ordering: .relaxed)

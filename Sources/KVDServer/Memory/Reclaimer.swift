@@ -137,9 +137,9 @@ enum Reclaimer {
             }
             let expiry = e.lease.expiry(lease: lease, lastSeen: lastSeen)
             guard expiry < now else { continue }
-            if !e.lease.orphanAnnounced.exchange(true, ordering: .relaxed), let events = store.events {
+            if !e.lease.orphanAnnounced.exchange(true, ordering: .relaxed) {
                 let why = "no request or KeepAlive from its owner for \(seconds(now &- expiry &+ lease))"
-                events.publish(ManagerActions.makeEvent(.leaseExpired, e, generation: 0, pages: 0, reason: why))
+                ManagerActions.publish(ManagerActions.makeEvent(.leaseExpired, e, generation: 0, pages: 0, reason: why), e, store)
             }
             guard now &- expiry >= grace else { continue }
             freed += act(on: e) { state in
