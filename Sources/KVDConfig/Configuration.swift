@@ -59,7 +59,7 @@ public struct Configuration: Sendable, Equatable {
         /// The manager never leaves a head with fewer tokens than this (or than it had).
         public var floorTokens: Int = 64
         /// A sequence touched this recently is in use (a runtime's decode loop touches it every step):
-        /// never evicted, and compressed only for an append that needs room once idle ones are gone.
+        /// the background manager leaves it alone; an append that needs room reaches it after idle ones.
         public var busyMilliseconds: Int = 1000
         /// Evict whole least-recently-used sequences when compression is not enough.
         public var evict: Bool = true

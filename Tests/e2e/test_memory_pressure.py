@@ -230,7 +230,7 @@ def test_query_based_pressure_policy_uses_the_queries_a_sequence_kept(make_daemo
 
 def test_an_append_right_after_a_fast_fill_compresses_recently_used_sequences(make_daemon):
     # Every filled sequence is "recent" (memory.busy_ms 5 s): the background manager leaves them
-    # alone, but an append that needs room may compress them (never evict them).
+    # alone, but an append that needs room compresses them (compressing is enough here).
     d = pressured(make_daemon, busy_ms=5000)
     c = d.client()
     filled_seqs = fill_idle(c, 0.95)
@@ -242,3 +242,28 @@ def test_an_append_right_after_a_fast_fill_compresses_recently_used_sequences(ma
     assert m.synchronous_reclaims >= 1 and m.compactions >= 1 and m.evictions == 0
     assert c.stats().sequences == len(filled_seqs) + 1
     c.close()
+
+
+def test_an_append_that_needs_room_evicts_recently_used_sequences_last(make_daemon):
+    # No compression; everything filled is recent. The append still succeeds: the least recently
+    # used recent sequences are evicted, the newest survive.
+    d = pressured(make_daemon, busy_ms=5000, compress_policy="")
+    c = d.client()
+    filled_seqs = fill_idle(c, 0.95)
+    live = create(c)
+    k, v = make_kv(MODEL_F16, 64, seed=12)
+    for _ in range(int(0.2 * c.stats().total_pages) // (HEADS * 16)):
+        c.append(live, k, v)
+    m = c.stats().memory
+    assert m.compactions == 0 and m.evictions >= 1
+    gone = [s for s in filled_seqs if error_code_or_none(lambda: c.stats(s)) == ErrorCode.EVICTED]
+    assert len(gone) == m.evictions and gone == filled_seqs[:len(gone)], "oldest first"
+    c.close()
+
+
+def error_code_or_none(fn):
+    try:
+        fn()
+    except KvdError as e:
+        return e.code
+    return None

@@ -9,8 +9,8 @@ import KVDCore
 /// 2. when usage is above the target: compress idle sequences (orphans first, then least recently
 ///    used), never pinned or busy ones, never below memory.floor_tokens;
 /// 3. then evict whole idle sequences in the same order;
-/// 4. only for an append that needs room: compress recently used sequences (touched within
-///    memory.busy_ms but with no request running), least recently used first.
+/// 4. only for an append that needs room: compress, then evict, recently used sequences (touched
+///    within memory.busy_ms but with no request running), least recently used first.
 /// Passes of one segment run one at a time on its `reclaimQueue`; each action runs on the
 /// sequence's own queue after claiming it, so a sequence with a request queued or running is never
 /// touched (it is busy), and one touched within memory's busy window is left alone too.
@@ -56,8 +56,8 @@ enum Reclaimer {
 
         // Candidates: not pinned, no open reservation. Orphans (lease expired) first, each group least
         // recently used first. Those touched within memory.busy_ms (a decode loop between steps)
-        // are `recent`: compressed only for an append that needs room, after every idle sequence
-        // has gone, and never evicted.
+        // are `recent`: the background manager leaves them alone; an append that needs room
+        // reaches them last, after every idle sequence.
         let lease = UInt64(settings.leaseSeconds * 1e9)
         let busyNs = UInt64(settings.busyMilliseconds) * 1_000_000
         let lastSeen = store.connections.snapshot()
@@ -87,18 +87,24 @@ enum Reclaimer {
                 }
             }
         }
-        compress(idle, onlyIfIdle: true)
-        if settings.evict {
-            for e in idle {
+        func evict(_ list: [SequenceEntry], onlyIfIdle: Bool) {
+            guard settings.evict else { return }
+            for e in list {
                 if done() || DispatchTime.now().uptimeNanoseconds > deadline { break }
                 freed += act(on: e) { state in
-                    guard stillIdle(e, busyNs) else { return 0 }
+                    guard !onlyIfIdle || stillIdle(e, busyNs) else { return 0 }
                     return ManagerActions.release(
                         e, state, store, kind: .evicted, record: "evicted by the memory manager (\(why))", why: why)
                 }
             }
         }
-        if case .room = goal { compress(recent, onlyIfIdle: false) }
+        compress(idle, onlyIfIdle: true)
+        evict(idle, onlyIfIdle: true)
+        if case .room = goal {
+            // Only an append that would otherwise be refused reaches recently used sequences.
+            compress(recent, onlyIfIdle: false)
+            evict(recent, onlyIfIdle: false)
+        }
         return freed
     }
 
