@@ -31,31 +31,39 @@ final class SharingFixture {
     @discardableResult
     func append(_ s: KVSequence, _ n: Int) throws(KVDError) -> [UInt32] {
         let tags = (0..<UInt32(n)).map { nextTag + $0 }
+        try Self.append(s, tags: tags, allocator: allocator, memory: memory)
+        nextTag += UInt32(n)
+        return tags
+    }
+
+    /// Appends one token per tag (tags below 2^22, so `keyBits` does not wrap). Static so that
+    /// threads of a concurrent test can use it with their own tag ranges.
+    static func append(_ s: KVSequence, tags: [UInt32], allocator: PageAllocator, memory: PageMemory) throws(KVDError) {
         var keys: [UInt32] = []
         var values: [UInt32] = []
         for h in 0..<layout.headCount {
             for t in tags {
                 for d in 0..<layout.headDim {
-                    keys.append(Self.keyBits(tag: t, head: h, dim: d))
-                    values.append(Self.valueBits(tag: t, head: h, dim: d))
+                    keys.append(keyBits(tag: t, head: h, dim: d))
+                    values.append(valueBits(tag: t, head: h, dim: d))
                 }
             }
         }
         let result: Result<Void, KVDError> = keys.withUnsafeBytes { kb in
             values.withUnsafeBytes { vb in
                 Result { () throws(KVDError) in
-                    _ = try s.append(keys: kb, values: vb, tokens: n, allocator: allocator, memory: memory)
+                    _ = try s.append(keys: kb, values: vb, tokens: tags.count, allocator: allocator, memory: memory)
                 }
             }
         }
         try result.get()
-        nextTag += UInt32(n)
-        return tags
     }
+
+    func tags(_ s: KVSequence, head h: Int) -> [UInt32] { Self.tags(s, head: h, memory: memory) }
 
     /// Head `h`'s tokens as tags, read through its page table; 0 for a slot whose K and V are not
     /// one consistent token of this head.
-    func tags(_ s: KVSequence, head h: Int) -> [UInt32] {
+    static func tags(_ s: KVSequence, head h: Int, memory: PageMemory) -> [UInt32] {
         let head = s.heads[h]
         return (0..<head.count).map { t in
             let page = head.pages[t / layout.pageTokens]
@@ -65,7 +73,7 @@ final class SharingFixture {
             for d in 0..<layout.headDim {
                 let k = memory.key(page, slot: slot, layout).load(fromByteOffset: d * 4, as: UInt32.self)
                 let v = memory.value(page, slot: slot, layout).load(fromByteOffset: d * 4, as: UInt32.self)
-                if k != Self.keyBits(tag: tag, head: h, dim: d) || v != Self.valueBits(tag: tag, head: h, dim: d) { return 0 }
+                if k != keyBits(tag: tag, head: h, dim: d) || v != valueBits(tag: tag, head: h, dim: d) { return 0 }
             }
             return tag
         }
