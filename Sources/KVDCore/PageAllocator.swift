@@ -53,6 +53,11 @@ public final class PageAllocator: Sendable {
         return state.withLock { Int($0.refs[Int(page.raw)]) }
     }
 
+    /// Holders of each of `pages`, in order (one lock for all of them).
+    public func refCounts<S: Sequence>(of pages: S) -> [Int] where S.Element == PageID {
+        state.withLock { s in pages.map { Int(s.refs[Int($0.raw)]) } }
+    }
+
     /// Whether any of `pages` has more than one holder (one lock for all of them).
     public func anyShared<S: Sequence>(_ pages: S) -> Bool where S.Element == PageID {
         state.withLock { s in pages.contains { s.refs[Int($0.raw)] > 1 } }
