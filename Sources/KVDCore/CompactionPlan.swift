@@ -60,6 +60,16 @@ extension CompactionPlan {
     /// skipped. Applying the moves in order is safe: destination i never exceeds source kept[i], and a
     /// later source is always past every earlier destination.
     public static func packMoves(kept: [Int32], pageTokens: Int) -> [PackMove] {
+        runs(kept: kept, pageTokens: pageTokens, skipInPlace: true)
+    }
+
+    /// Every run of `kept` with its packed destination, including runs already in place: what a
+    /// copy of the kept tokens into fresh pages moves (a head with shared pages, see `KVSequence.compact`).
+    public static func copyMoves(kept: [Int32], pageTokens: Int) -> [PackMove] {
+        runs(kept: kept, pageTokens: pageTokens, skipInPlace: false)
+    }
+
+    private static func runs(kept: [Int32], pageTokens: Int, skipInPlace: Bool) -> [PackMove] {
         var moves: [PackMove] = []
         var i = 0
         while i < kept.count {
@@ -70,7 +80,7 @@ extension CompactionPlan {
             {
                 n += 1
             }
-            if source != i { moves.append(PackMove(source: source, destination: i, count: n)) }
+            if source != i || !skipInPlace { moves.append(PackMove(source: source, destination: i, count: n)) }
             i += n
         }
         return moves

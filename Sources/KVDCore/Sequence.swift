@@ -3,6 +3,13 @@ import Foundation
 /// One sequence's bookkeeping: per (layer, head) page lists, counts, positions and log-weights, plus
 /// an optional open reservation. It moves bytes only inside its own pages.
 ///
+/// Pages may be shared (reference counts in `PageAllocator`) with sequences forked from this one or
+/// from the same cached prefix, and with the prefix index. Two invariants keep sharing invisible:
+/// only full pages are ever shared, and nothing a sequence does writes into a shared page — appends
+/// write only into the unshared partial last page and new pages, and compaction copies a head that
+/// would write into a shared page (copy-on-write). Dropping a page is always a `release` (one holder
+/// less), never a free. See docs/PREFIX.md.
+///
 /// Not thread-safe by design: the server runs every request for a sequence on that sequence's serial
 /// queue, so one request changes it at a time while other sequences proceed in parallel. The shared
 /// `PageAllocator` has its own lock. Not Sendable, so the compiler keeps it where it was made; the
@@ -22,6 +29,9 @@ public final class KVSequence {
     /// Per layer: the layer whose cache it reads (KVSharer), or nil when it owns its own. Always an
     /// earlier layer that owns its cache (chains are resolved when applied).
     public private(set) var aliases: [Int?]
+    /// Set by the first compaction or layer alias that changed anything: from then on a head's pages
+    /// no longer hold tokens 0, 1, 2, ... in order, so they are no prefix to index or fork.
+    public private(set) var everCompacted = false
 
     /// An open zero-copy reservation: new pages per head and where the reserved tokens start.
     public struct Reservation: Sendable {
@@ -35,6 +45,18 @@ public final class KVSequence {
         self.layout = layout
         self.tenant = tenant
         self.heads = Array(repeating: HeadCache(), count: layout.headCount)
+        self.aliases = Array(repeating: nil, count: layout.layers)
+    }
+
+    /// A sequence that starts with `heads` (already holding their pages) and `length` tokens: what
+    /// `fork` and `adopt` build (Sequence+Sharing.swift).
+    init(id: SequenceID, layout: ModelLayout, tenant: String, heads: [HeadCache], length: Int) {
+        precondition(heads.count == layout.headCount && length >= 0 && length <= Self.maxLength)
+        self.id = id
+        self.layout = layout
+        self.tenant = tenant
+        self.heads = heads
+        self.length = length
         self.aliases = Array(repeating: nil, count: layout.layers)
     }
 
@@ -92,6 +114,16 @@ public final class KVSequence {
         }
     }
 
+    /// Traps when a head's partially filled last page — the one an append or reservation writes
+    /// into — is shared: sharing only full pages is what makes writing there safe, so a shared one
+    /// means the bookkeeping is broken and another holder's bytes would change.
+    private func requireUnsharedTail(_ allocator: PageAllocator) {
+        let pageTokens = layout.pageTokens
+        let tails = heads.indices.lazy.filter { h in !self.isAliased(head: h) && self.heads[h].count % pageTokens != 0 }
+            .map { h in self.heads[h].pages[self.heads[h].pages.count - 1] }
+        precondition(!allocator.anyShared(tails), "\(id): a partially filled page is shared")
+    }
+
     private func extend(tokens: Int) {
         // `requireRoom` ran before anything changed, so every new position is an Int32.
         guard let first = Int32(exactly: length), length + tokens <= Self.maxLength else {
@@ -118,6 +150,7 @@ public final class KVSequence {
         precondition(keys.count == layout.headCount * headBlock && values.count == keys.count)
         try requireNoReservation("appending")
         try requireRoom(for: tokens, "append")
+        requireUnsharedTail(allocator)
         let newPages = try allocateExtra(tokens, allocator)
         // Aliased layers store nothing: their part of the tensors is ignored.
         for h in heads.indices where !isAliased(head: h) {
@@ -144,6 +177,7 @@ public final class KVSequence {
         precondition(tokens > 0)
         try requireNoReservation("reserving again")
         try requireRoom(for: tokens, "reserve")
+        requireUnsharedTail(allocator)
         let newPages = try allocateExtra(tokens, allocator)
         reservation = Reservation(id: rid, tokens: tokens, newPages: newPages)
         return heads.indices.map { h in
@@ -171,7 +205,7 @@ public final class KVSequence {
         for h in heads.indices where !isAliased(head: h) {
             let keep = HeadCache.pagesNeeded(heads[h].count + tokens, pageTokens: layout.pageTokens) - heads[h].pages.count
             heads[h].pages.append(contentsOf: r.newPages[h].prefix(keep))
-            allocator.free(r.newPages[h].dropFirst(keep))
+            allocator.release(r.newPages[h].dropFirst(keep))
         }
         reservation = nil
         let first = length
@@ -182,7 +216,7 @@ public final class KVSequence {
     /// Drops an open reservation; the sequence is as before `reserve`.
     public func abort(_ rid: ReservationID, allocator: PageAllocator) throws(KVDError) {
         let r = try openReservation(rid)
-        for pages in r.newPages { allocator.free(pages) }
+        for pages in r.newPages { allocator.release(pages) }
         reservation = nil
     }
 
@@ -192,49 +226,97 @@ public final class KVSequence {
     public struct CompactionOutcome: Sendable {
         public let before: [Int]
         public let kept: [Int]
+        /// Pages the arena got back (a released page still held by another sequence or the prefix
+        /// index does not count).
         public let pagesFreed: Int
-        public init(before: [Int], kept: [Int], pagesFreed: Int) {
+        /// Fresh pages taken to copy heads that held shared pages; the arena's net gain is
+        /// `pagesFreed - pagesAllocated`, which may be negative.
+        public let pagesAllocated: Int
+        public init(before: [Int], kept: [Int], pagesFreed: Int, pagesAllocated: Int = 0) {
             self.before = before
             self.kept = kept
             self.pagesFreed = pagesFreed
+            self.pagesAllocated = pagesAllocated
         }
     }
 
-    /// Validates `plan`, packs the kept tokens of each head to the front of its pages, frees emptied
-    /// pages, rewrites positions and log-weights, and bumps the generation if anything changed.
+    /// How one head is compacted; decided for every head before anything changes, so that the
+    /// fresh pages of all copied heads are taken in one all-or-nothing allocation.
+    private enum HeadCompaction {
+        /// Keeps every token in place and no new log-weights: nothing to do.
+        case unchanged
+        /// Packs the kept tokens to the front of the head's own pages.
+        case inPlace([PackMove])
+        /// Copies the kept tokens into fresh pages: packing in place would write a shared page.
+        case copy
+    }
+
+    private func headCompaction(_ h: Int, plan: CompactionPlan, allocator: PageAllocator) -> HeadCompaction {
+        let kept = plan.kept[h]
+        let pageTokens = layout.pageTokens
+        // A valid plan's indices are sorted and unique, so keeping as many as the head holds
+        // keeps every token in place (KVSharer's plans, budgets above the length): skip the
+        // O(tokens) rebuild unless new log-weights arrive.
+        if kept.count == heads[h].count, plan.logWeights == nil { return .unchanged }
+        let moves = CompactionPlan.packMoves(kept: kept, pageTokens: pageTokens)
+        let pages = heads[h].pages
+        // Pages packing writes, plus the new last page when it ends partly filled: later appends
+        // write into it, and only full pages may be shared. Pages only read or dropped may stay shared.
+        var written = moves.map { pages[$0.destination / pageTokens] }
+        if kept.count % pageTokens != 0 { written.append(pages[kept.count / pageTokens]) }
+        return allocator.anyShared(written) ? .copy : .inPlace(moves)
+    }
+
+    /// Validates `plan`, packs the kept tokens of each head to the front of its pages, releases
+    /// emptied pages, rewrites positions and log-weights, and bumps the generation if anything
+    /// changed. A head whose packing would write into a shared page gets fresh pages for its kept
+    /// tokens instead (copy-on-write) and releases all its old ones; heads with no shared page pack
+    /// in place at no extra cost. All or nothing: if the fresh pages cannot be allocated, nothing
+    /// changes (RESOURCE_EXHAUSTED).
     public func compact(
         plan: CompactionPlan, method: String, allocator: PageAllocator, memory: PageMemory
     ) throws(KVDError) -> CompactionOutcome {
         try requireNoReservation("compacting")
         let before = heads.map(\.count)
         try plan.validate(headCounts: before, layout: layout, method: method)
+        let pageTokens = layout.pageTokens
+        let work = heads.indices.map { headCompaction($0, plan: plan, allocator: allocator) }
+        let copyPages = heads.indices.reduce(0) { n, h in
+            if case .copy = work[h] { return n + HeadCache.pagesNeeded(plan.kept[h].count, pageTokens: pageTokens) }
+            return n
+        }
+        var fresh = try allocator.allocate(copyPages)[...]
         var freed = 0
         var changed = false
-        let tokenBytes = layout.tokenBytes
-        let pageTokens = layout.pageTokens
         for h in heads.indices {
             let kept = plan.kept[h]
-            // A valid plan's indices are sorted and unique, so keeping as many as the head holds
-            // keeps every token in place (KVSharer's plans, budgets above the length): skip the
-            // O(tokens) rebuild unless new log-weights arrive.
-            if kept.count == heads[h].count, plan.logWeights == nil { continue }
-            let moves = CompactionPlan.packMoves(kept: kept, pageTokens: pageTokens)
             let pages = heads[h].pages
-            for m in moves {
-                let (sp, ss) = (pages[m.source / pageTokens], m.source % pageTokens)
-                let (dp, ds) = (pages[m.destination / pageTokens], m.destination % pageTokens)
-                let n = m.count * tokenBytes
-                memory.key(dp, slot: ds, layout).copyMemory(from: memory.key(sp, slot: ss, layout), byteCount: n)
-                memory.value(dp, slot: ds, layout).copyMemory(from: memory.value(sp, slot: ss, layout), byteCount: n)
-            }
             let keepPages = HeadCache.pagesNeeded(kept.count, pageTokens: pageTokens)
-            if keepPages < pages.count {
-                allocator.free(pages[keepPages...])
-                freed += pages.count - keepPages
+            var newPages: [PageID]
+            switch work[h] {
+            case .unchanged:
+                continue
+            case .inPlace(let moves):
+                for m in moves {
+                    memory.copyTokens(
+                        from: pages[m.source / pageTokens], slot: m.source % pageTokens,
+                        to: pages[m.destination / pageTokens], slot: m.destination % pageTokens, count: m.count, layout)
+                }
+                if keepPages < pages.count { freed += allocator.release(pages[keepPages...]) }
+                newPages = Array(pages.prefix(keepPages))
+            case .copy:
+                newPages = Array(fresh.prefix(keepPages))
+                fresh = fresh.dropFirst(keepPages)
+                for m in CompactionPlan.copyMoves(kept: kept, pageTokens: pageTokens) {
+                    memory.copyTokens(
+                        from: pages[m.source / pageTokens], slot: m.source % pageTokens,
+                        to: newPages[m.destination / pageTokens], slot: m.destination % pageTokens, count: m.count, layout)
+                }
+                freed += allocator.release(pages)
             }
             let head = heads[h]
             var next = HeadCache()
-            next.pages = Array(pages.prefix(keepPages))
+            next.pages = newPages
             next.count = kept.count
             // Read off the runs for the kept tokens only: a head of 2^24 tokens keeping a few must
             // not build its whole position (or zero log-weight) array.
@@ -243,27 +325,33 @@ public final class KVSequence {
             if next != head { changed = true }
             heads[h] = next
         }
-        if changed { generation += 1 }
-        return CompactionOutcome(before: before, kept: heads.map(\.count), pagesFreed: freed)
+        if changed {
+            generation += 1
+            everCompacted = true
+        }
+        return CompactionOutcome(before: before, kept: heads.map(\.count), pagesFreed: freed, pagesAllocated: copyPages)
     }
 
     // MARK: layer aliases (KVSharer)
 
-    /// Makes each `layer` of `map` read `owner`'s cache and frees its pages. Rules: layers in range,
+    /// Makes each `layer` of `map` read `owner`'s cache and releases its pages. Rules: layers in range,
     /// no self-alias, the owner is an earlier layer (a runtime computes layers in order, so a later
     /// layer's cache does not exist yet when an earlier one attends), and chains are resolved
-    /// (i → j → k becomes i → k). All or nothing. Returns the pages freed.
+    /// (i → j → k becomes i → k). All or nothing. Returns the pages the arena got back (pages still
+    /// held elsewhere, e.g. shared with a fork, are released but not freed).
     public func applyAliases(_ map: [Int: Int], allocator: PageAllocator) throws(KVDError) -> Int {
         let resolved = try resolveAliases(map)
         var freed = 0
         for l in resolved.indices where resolved[l] != nil && aliases[l] == nil {
             for h in (l * layout.kvHeads)..<((l + 1) * layout.kvHeads) {
-                freed += heads[h].pages.count
-                allocator.free(heads[h].pages)
+                freed += allocator.release(heads[h].pages)
                 heads[h] = HeadCache()
             }
         }
-        if resolved != aliases { generation += 1 }
+        if resolved != aliases {
+            generation += 1
+            everCompacted = true
+        }
         aliases = resolved
         return freed
     }
@@ -292,11 +380,13 @@ public final class KVSequence {
 
     // MARK: release
 
-    /// Frees every page, including an open reservation's. Returns the number of pages freed.
+    /// Releases every page, including an open reservation's. Returns the pages the arena got back:
+    /// pages shared with another sequence or the prefix index stay with them.
+    @discardableResult
     public func release(allocator: PageAllocator) -> Int {
-        let n = pageCount
-        for h in heads { allocator.free(h.pages) }
-        if let r = reservation { for pages in r.newPages { allocator.free(pages) } }
+        var n = 0
+        for h in heads { n += allocator.release(h.pages) }
+        if let r = reservation { for pages in r.newPages { n += allocator.release(pages) } }
         heads = Array(repeating: HeadCache(), count: layout.headCount)
         reservation = nil
         isReleased = true
