@@ -18,7 +18,9 @@ public enum CompactionRunner {
         var outcome = try seq.compact(plan: planned.plan, method: name, allocator: allocator, memory: memory)
         if !planned.aliases.isEmpty {
             let freed = try seq.applyAliases(planned.aliases, allocator: allocator)
-            outcome = KVSequence.CompactionOutcome(before: outcome.before, kept: seq.heads.map(\.count), pagesFreed: outcome.pagesFreed + freed)
+            outcome = KVSequence.CompactionOutcome(
+                before: outcome.before, kept: seq.heads.map(\.count), pagesFreed: outcome.pagesFreed + freed,
+                pagesAllocated: outcome.pagesAllocated)
         }
         return (planned, outcome)
     }
