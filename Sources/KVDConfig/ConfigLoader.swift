@@ -17,6 +17,10 @@ public enum ConfigLoader {
         func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : URL(fileURLWithPath: p, relativeTo: URL(fileURLWithPath: base + "/")).standardizedFileURL.path }
         config.fileDirectories = config.fileDirectories.isEmpty ? [base] : config.fileDirectories.map(absolute)
         config.server.curveSecretKeyFile = config.server.curveSecretKeyFile.map(absolute)
+        if let keyFile = config.prefix.keyFile {
+            config.prefix.keyFile = absolute(keyFile)
+            config.prefix.key = try PrefixLoader.readKey(absolute(keyFile), file: path)
+        }
         for i in config.tenants.indices {
             if let file = config.tenants[i].tokenFile {
                 config.tenants[i].token = try TenantLoader.readToken(absolute(file), tenant: config.tenants[i].name, file: path)
@@ -37,7 +41,7 @@ public enum ConfigLoader {
         }
         var config = Configuration()
         let top = try KeyedNode(node: root, path: "", file: file).mapping(
-            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory"])
+            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory", "prefix"])
         if let s = top["server"] { try readServer(s, into: &config.server) }
         if let a = top["arena"] { try readArena(a, into: &config.arena) }
         guard let models = top["models"] else {
@@ -74,6 +78,7 @@ public enum ConfigLoader {
         }
         if let t = top["tenants"] { config.tenants = try TenantLoader.tenants(t, defaults: config.arena) }
         if let m = top["memory"] { config.memory = try MemoryLoader.memory(m) }
+        if let p = top["prefix"] { config.prefix = try PrefixLoader.prefix(p) }
         try PolicyLoader.checkReferences(config, file: file)
         try MemoryLoader.checkPolicies(config, file: file)
         for tenant in config.effectiveTenants {

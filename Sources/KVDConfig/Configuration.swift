@@ -159,9 +159,23 @@ public struct Configuration: Sendable, Equatable {
         }
     }
 
+    /// Prefix reuse (docs/PREFIX.md): indexing pages by token-id block hashes so a new sequence can
+    /// adopt a cached prompt prefix.
+    public struct Prefix: Sendable, Equatable {
+        /// Off: nothing is indexed, Lookup finds nothing, adopt adopts nothing (Fork still works).
+        public var enabled: Bool = true
+        /// File holding the 128-bit block-hash key as 32 hex digits on its first line (absolute
+        /// after loading); nil = a random key per start (hashes then mean nothing across restarts).
+        public var keyFile: String?
+        /// The key read from `keyFile` by `ConfigLoader.load` (16 bytes).
+        public var key: [UInt8]?
+        public init() {}
+    }
+
     public var server = Server()
     public var arena = Arena()
     public var memory = Memory()
+    public var prefix = Prefix()
     public var models: [ModelLayout] = []
     public var logLevel: LogLevel = .info
     public var policies: [Policy] = []

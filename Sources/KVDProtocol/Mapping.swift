@@ -75,6 +75,8 @@ extension Kvd_V1_Request.OneOf_Body {
         case .rankLayers: "rank_layers"
         case .keepAlive: "keep_alive"
         case .pin: "pin"
+        case .lookup: "lookup"
+        case .fork: "fork"
         }
     }
 }

@@ -72,7 +72,7 @@ final class Dispatcher: Sendable {
             return reply(rid, .failure(.alreadyExists("request_id \(rid) was used recently by this connection; use a fresh id per request")))
         }
         guard let kind = request.body else {
-            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage, rank_layers, keep_alive, pin"
+            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage, rank_layers, keep_alive, pin, lookup, fork"
             // Unknown fields mean a body kind from a newer schema; nothing at all is a malformed request.
             if request.unknownFields.data.isEmpty {
                 return reply(rid, .failure(.invalidArgument("request has no body; set one of: \(known)")))
@@ -114,6 +114,9 @@ final class Dispatcher: Sendable {
         case .stage(let r): return onSequence(r.sequenceID, rid, route, scoped) { e, s throws(KVDError) in .body(.stage(try StageHandler.handle(r, e, s))) }
         case .keepAlive(let r): return reply(rid, run { () throws(KVDError) in .keepAlive(try KeepAliveHandler.handle(r, scoped)) })
         case .pin(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.pin(try PinHandler.handle(r, e, s))) }
+        case .lookup(let r): return reply(rid, run { () throws(KVDError) in .lookup(try LookupHandler.handle(r, scoped)) })
+        // Copies at most one partial page per head: cheap enough for the socket thread when idle.
+        case .fork(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.fork(try ForkHandler.handle(r, e, s))) }
         }
     }
 

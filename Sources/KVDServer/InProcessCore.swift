@@ -47,7 +47,7 @@ public final class InProcessCore {
         do {
             for t in tenants {
                 let sizing = try ArenaSizing.compute(segmentBytes: t.arena.sizeBytes, stagingBytes: t.arena.stagingBytes, models: config.models)
-                made.append(TenantSpace(tenant: t, arena: try Arena(name: t.arena.shmName, sizing: sizing)))
+                made.append(TenantSpace(tenant: t, arena: try Arena(name: t.arena.shmName, sizing: sizing), prefix: config.prefix, models: config.models))
             }
         } catch {
             for s in made { s.arena.close() }

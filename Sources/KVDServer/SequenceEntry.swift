@@ -25,12 +25,16 @@ final class SequenceEntry: Sendable {
     /// actual rule.)
     nonisolated(unsafe) private let state: SequenceState
 
-    init(sequence: KVSequence, space: TenantSpace, target: DispatchQueue, owner: UInt64, now: UInt64, pinned: Bool) {
+    init(
+        sequence: KVSequence, space: TenantSpace, target: DispatchQueue, owner: UInt64, now: UInt64, pinned: Bool,
+        prefix: PrefixTracker? = nil
+    ) {
         id = sequence.id.raw
         self.space = space
         let lease = SequenceLease(owner: owner, now: now, pinned: pinned)
         self.lease = lease
         state = SequenceState(sequence: sequence, lease: lease)
+        state.prefix = prefix
         queue = DispatchQueue(label: "kvd.sequence.\(sequence.id.raw)", target: target)
     }
 
@@ -93,6 +97,9 @@ final class SequenceState {
         space.keptQueryBytes.add(new - old, ordering: .relaxed)
     }
     private var lastReservation: UInt64 = 0
+    /// Block hashes of its tokens so far, while every append carried token ids and it was never
+    /// compacted (nil otherwise, for good): what indexes its pages for prefix reuse.
+    var prefix: PrefixTracker?
 
     init(sequence: KVSequence, lease: SequenceLease) {
         self.sequence = sequence

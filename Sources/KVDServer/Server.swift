@@ -65,7 +65,7 @@ public final class Server: Sendable {
             let sizing = try ArenaSizing.compute(segmentBytes: a.sizeBytes, stagingBytes: a.stagingBytes, models: config.models)
             let arena = try Arena(name: a.shmName, sizing: sizing, mode: a.mode, uid: a.ownerUID, gid: a.ownerGID)
             if arena.replacedStale { logger.warning("removed a stale shared-memory segment \(arena.name) left by an earlier run") }
-            spaces.append(TenantSpace(tenant: tenant, arena: arena))
+            spaces.append(TenantSpace(tenant: tenant, arena: arena, prefix: config.prefix, models: config.models))
         }
         ComputeThreads.set(config.server.computeThreads)
         let store = Store(config: config, spaces: spaces, policies: policies, logger: logger)

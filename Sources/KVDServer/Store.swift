@@ -86,12 +86,13 @@ final class Store: Sendable {
 
     /// Creates a sequence in `space`, within the tenant's quota and server.max_sequences.
     func create(
-        in space: TenantSpace, model: ModelLayout, requested: UInt64, label: String, owner: UInt64, now: UInt64, pinned: Bool
+        in space: TenantSpace, requested: UInt64, owner: UInt64, now: UInt64, pinned: Bool,
+        make: (SequenceID) throws(KVDError) -> (KVSequence, PrefixTracker?)
     ) throws(KVDError) -> SequenceEntry {
         let limit = config.server.maxSequences
         // The server-wide count is taken under its own lock inside the tenant's table lock (always in
         // that order), so two tenants cannot both take the last slot.
-        return try space.create(model: model, requested: requested, label: label, target: workers, owner: owner, now: now, pinned: pinned, admit: {
+        return try space.create(requested: requested, target: workers, owner: owner, now: now, pinned: pinned, make: make, admit: {
             liveSequences.withLock { n in
                 guard n < limit else {
                     return .resourceExhausted("\(n) sequences are alive, the limit server.max_sequences is \(limit); release some")
@@ -131,8 +132,10 @@ struct TenantStore: Sendable {
     var arenaUsed: Double { space.arenaUsed }
 
     func model(named name: String) throws(KVDError) -> ModelLayout { try shared.model(named: name) }
-    func create(model: ModelLayout, requested: UInt64, label: String, pinned: Bool) throws(KVDError) -> SequenceEntry {
-        try shared.create(in: space, model: model, requested: requested, label: label, owner: connectionNumber, now: now, pinned: pinned)
+    func create(
+        requested: UInt64, pinned: Bool, make: (SequenceID) throws(KVDError) -> (KVSequence, PrefixTracker?)
+    ) throws(KVDError) -> SequenceEntry {
+        try shared.create(in: space, requested: requested, owner: connectionNumber, now: now, pinned: pinned, make: make)
     }
     var memory: Configuration.Memory { shared.memory }
     func entry(_ id: UInt64) throws(KVDError) -> SequenceEntry { try space.entry(id) }

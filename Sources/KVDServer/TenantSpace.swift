@@ -19,6 +19,8 @@ final class TenantSpace: Sendable {
     let counters = ManagerCounters()
     /// Bytes of window queries kept for pressure compaction (memory.keep_queries_bytes bounds it).
     let keptQueryBytes = Atomic<Int>(0)
+    /// Cached prompt blocks of this tenant (prefix reuse).
+    let prefix: TenantPrefix
     /// Reclaim passes in this segment run one at a time (the manager's and those an Append waits for).
     let reclaimQueue: DispatchQueue
 
@@ -29,12 +31,14 @@ final class TenantSpace: Sendable {
 
     var name: String { tenant.name }
 
-    init(tenant: Configuration.Tenant, arena: Arena) {
+    init(tenant: Configuration.Tenant, arena: Arena, prefix: Configuration.Prefix = .init(), models: [ModelLayout] = []) {
         self.tenant = tenant
         self.arena = arena
-        pages = PageAllocator(
+        let pages = PageAllocator(
             pageCount: arena.sizing.pageCount, quota: tenant.maxPages,
             quotaName: "tenant '\(tenant.name)' page quota (quotas.pages)")
+        self.pages = pages
+        self.prefix = TenantPrefix(config: prefix, tenant: tenant.name, models: models, pages: pages)
         staging = RangeAllocator(capacity: arena.sizing.stagingBytes)
         reclaimQueue = DispatchQueue(label: "kvd.reclaim.\(tenant.name)")
     }
@@ -53,9 +57,11 @@ final class TenantSpace: Sendable {
     /// Creates a sequence with `requested` id, or an unguessable one when `requested` is 0.
     /// `admit` checks and takes a slot of the server-wide limit inside the table's lock (so two
     /// creations cannot both take the last slot), after every other check; it returns the error to
-    /// answer, or nil to go ahead.
+    /// answer, or nil to go ahead. `make` builds the sequence for the chosen id (empty, adopted or
+    /// forked) and its prefix tracker; a sequence made and then refused is released.
     func create(
-        model: ModelLayout, requested: UInt64, label: String, target: DispatchQueue, owner: UInt64, now: UInt64, pinned: Bool,
+        requested: UInt64, target: DispatchQueue, owner: UInt64, now: UInt64, pinned: Bool,
+        make: (SequenceID) throws(KVDError) -> (KVSequence, PrefixTracker?),
         admit: () -> KVDError?
     ) throws(KVDError) -> SequenceEntry {
         let quota = tenant.maxSequences
@@ -73,11 +79,15 @@ final class TenantSpace: Sendable {
             } else if t.entries[id] != nil {
                 return .failure(.alreadyExists("sequence \(id) already exists; pick another id or pass 0 to let kvd choose"))
             }
+            let made: (KVSequence, PrefixTracker?)
+            do throws(KVDError) { made = try make(SequenceID(id)) } catch { return .failure(error) }
             // Last, so that every refusal above leaves the server-wide count alone.
-            if let refused = admit() { return .failure(refused) }
+            if let refused = admit() {
+                _ = made.0.release(allocator: pages)
+                return .failure(refused)
+            }
             let entry = SequenceEntry(
-                sequence: KVSequence(id: SequenceID(id), layout: model, tenant: label), space: self, target: target,
-                owner: owner, now: now, pinned: pinned)
+                sequence: made.0, space: self, target: target, owner: owner, now: now, pinned: pinned, prefix: made.1)
             t.entries[id] = entry
             evictions.forget(id)
             return .success(entry)

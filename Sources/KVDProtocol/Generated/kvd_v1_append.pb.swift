@@ -58,6 +58,11 @@ public nonisolated struct Kvd_V1_AppendRequest: Sendable {
   /// Clears the value of `values`. Subsequent reads from it will return its default value.
   public mutating func clearValues() {self._values = nil}
 
+  /// Optional: the appended tokens' ids, uint32 little-endian, one per appended token (4 * tokens
+  /// bytes; anything else is INVALID_ARGUMENT). With them kvd indexes each page this append fills
+  /// for prefix reuse, while the sequence was never compacted and every earlier append carried ids.
+  public var tokenIds: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -201,6 +206,10 @@ public nonisolated struct Kvd_V1_CommitRequest: Sendable {
   /// Drop the whole reservation instead; the sequence is unchanged.
   public var abort: Bool = false
 
+  /// Optional: the committed tokens' ids, uint32 little-endian, num_tokens of them (as
+  /// AppendRequest.token_ids). Must be empty with abort.
+  public var tokenIds: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -231,7 +240,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_AppendRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppendRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}keys\0\u{1}values\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}keys\0\u{1}values\0\u{3}token_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -242,6 +251,7 @@ nonisolated extension Kvd_V1_AppendRequest: SwiftProtobuf.Message, SwiftProtobuf
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequenceID) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._keys) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._values) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.tokenIds) }()
       default: break
       }
     }
@@ -261,6 +271,9 @@ nonisolated extension Kvd_V1_AppendRequest: SwiftProtobuf.Message, SwiftProtobuf
     try { if let v = self._values {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if !self.tokenIds.isEmpty {
+      try visitor.visitSingularBytesField(value: self.tokenIds, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -268,6 +281,7 @@ nonisolated extension Kvd_V1_AppendRequest: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.sequenceID != rhs.sequenceID {return false}
     if lhs._keys != rhs._keys {return false}
     if lhs._values != rhs._values {return false}
+    if lhs.tokenIds != rhs.tokenIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -500,7 +514,7 @@ nonisolated extension Kvd_V1_ReserveResponse: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Kvd_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CommitRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{3}reservation_id\0\u{3}num_tokens\0\u{1}abort\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{3}reservation_id\0\u{3}num_tokens\0\u{1}abort\0\u{3}token_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -512,6 +526,7 @@ nonisolated extension Kvd_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.reservationID) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.numTokens) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.abort) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.tokenIds) }()
       default: break
       }
     }
@@ -530,6 +545,9 @@ nonisolated extension Kvd_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf
     if self.abort != false {
       try visitor.visitSingularBoolField(value: self.abort, fieldNumber: 4)
     }
+    if !self.tokenIds.isEmpty {
+      try visitor.visitSingularBytesField(value: self.tokenIds, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -538,6 +556,7 @@ nonisolated extension Kvd_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.reservationID != rhs.reservationID {return false}
     if lhs.numTokens != rhs.numTokens {return false}
     if lhs.abort != rhs.abort {return false}
+    if lhs.tokenIds != rhs.tokenIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

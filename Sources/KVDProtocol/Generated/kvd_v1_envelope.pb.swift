@@ -141,6 +141,22 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     set {body = .pin(newValue)}
   }
 
+  public var lookup: Kvd_V1_LookupRequest {
+    get {
+      if case .lookup(let v)? = body {return v}
+      return Kvd_V1_LookupRequest()
+    }
+    set {body = .lookup(newValue)}
+  }
+
+  public var fork: Kvd_V1_ForkRequest {
+    get {
+      if case .fork(let v)? = body {return v}
+      return Kvd_V1_ForkRequest()
+    }
+    set {body = .fork(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one body.
@@ -158,6 +174,8 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     case rankLayers(Kvd_V1_RankLayersRequest)
     case keepAlive(Kvd_V1_KeepAliveRequest)
     case pin(Kvd_V1_PinRequest)
+    case lookup(Kvd_V1_LookupRequest)
+    case fork(Kvd_V1_ForkRequest)
 
   }
 
@@ -331,6 +349,22 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     set {body = .pin(newValue)}
   }
 
+  public var lookup: Kvd_V1_LookupResponse {
+    get {
+      if case .lookup(let v)? = body {return v}
+      return Kvd_V1_LookupResponse()
+    }
+    set {body = .lookup(newValue)}
+  }
+
+  public var fork: Kvd_V1_ForkResponse {
+    get {
+      if case .fork(let v)? = body {return v}
+      return Kvd_V1_ForkResponse()
+    }
+    set {body = .fork(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one: an error or the body matching the request's.
@@ -349,6 +383,8 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     case rankLayers(Kvd_V1_RankLayersResponse)
     case keepAlive(Kvd_V1_KeepAliveResponse)
     case pin(Kvd_V1_PinResponse)
+    case lookup(Kvd_V1_LookupResponse)
+    case fork(Kvd_V1_ForkResponse)
 
   }
 
@@ -363,7 +399,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -542,6 +578,32 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
           self.body = .pin(v)
         }
       }()
+      case 23: try {
+        var v: Kvd_V1_LookupRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .lookup(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .lookup(v)
+        }
+      }()
+      case 24: try {
+        var v: Kvd_V1_ForkRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .fork(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .fork(v)
+        }
+      }()
       default: break
       }
     }
@@ -610,6 +672,14 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
     case .pin?: try {
       guard case .pin(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+    }()
+    case .lookup?: try {
+      guard case .lookup(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+    }()
+    case .fork?: try {
+      guard case .fork(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
     }()
     case nil: break
     }
@@ -702,7 +772,7 @@ nonisolated extension Kvd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -893,6 +963,32 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.body = .pin(v)
         }
       }()
+      case 23: try {
+        var v: Kvd_V1_LookupResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .lookup(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .lookup(v)
+        }
+      }()
+      case 24: try {
+        var v: Kvd_V1_ForkResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .fork(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .fork(v)
+        }
+      }()
       default: break
       }
     }
@@ -962,6 +1058,14 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
     case .pin?: try {
       guard case .pin(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+    }()
+    case .lookup?: try {
+      guard case .lookup(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+    }()
+    case .fork?: try {
+      guard case .fork(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
     }()
     case nil: break
     }

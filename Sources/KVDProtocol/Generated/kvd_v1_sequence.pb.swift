@@ -10,6 +10,11 @@
 
 /// Creating and releasing sequences.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -42,6 +47,11 @@ public nonisolated struct Kvd_V1_CreateSequenceRequest: Sendable {
   /// Create it pinned: the memory manager never compresses or evicts it (see PinRequest).
   public var pinned: Bool = false
 
+  /// Optional: a prompt's token ids (uint32 little-endian). The new sequence starts with the K/V of
+  /// the longest cached prefix of these tokens (whole pages, shared with the cache; see Lookup) and
+  /// the runtime appends the rest from position adopted_tokens on.
+  public var adoptTokenIds: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -57,6 +67,10 @@ public nonisolated struct Kvd_V1_CreateSequenceResponse: Sendable {
 
   /// Layout generation; starts at 1.
   public var generation: UInt64 = 0
+
+  /// Tokens adopted from the prefix cache (0 without adopt_token_ids or on a miss): the sequence's
+  /// length, a multiple of page_tokens.
+  public var adoptedTokens: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -99,7 +113,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_CreateSequenceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateSequenceRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}sequence_id\0\u{1}tenant\0\u{1}pinned\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{3}sequence_id\0\u{1}tenant\0\u{1}pinned\0\u{3}adopt_token_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -111,6 +125,7 @@ nonisolated extension Kvd_V1_CreateSequenceRequest: SwiftProtobuf.Message, Swift
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sequenceID) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.pinned) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.adoptTokenIds) }()
       default: break
       }
     }
@@ -129,6 +144,9 @@ nonisolated extension Kvd_V1_CreateSequenceRequest: SwiftProtobuf.Message, Swift
     if self.pinned != false {
       try visitor.visitSingularBoolField(value: self.pinned, fieldNumber: 4)
     }
+    if !self.adoptTokenIds.isEmpty {
+      try visitor.visitSingularBytesField(value: self.adoptTokenIds, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -137,6 +155,7 @@ nonisolated extension Kvd_V1_CreateSequenceRequest: SwiftProtobuf.Message, Swift
     if lhs.sequenceID != rhs.sequenceID {return false}
     if lhs.tenant != rhs.tenant {return false}
     if lhs.pinned != rhs.pinned {return false}
+    if lhs.adoptTokenIds != rhs.adoptTokenIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -144,7 +163,7 @@ nonisolated extension Kvd_V1_CreateSequenceRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Kvd_V1_CreateSequenceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateSequenceResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}generation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}generation\0\u{3}adopted_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -154,6 +173,7 @@ nonisolated extension Kvd_V1_CreateSequenceResponse: SwiftProtobuf.Message, Swif
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequenceID) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.adoptedTokens) }()
       default: break
       }
     }
@@ -166,12 +186,16 @@ nonisolated extension Kvd_V1_CreateSequenceResponse: SwiftProtobuf.Message, Swif
     if self.generation != 0 {
       try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 2)
     }
+    if self.adoptedTokens != 0 {
+      try visitor.visitSingularUInt64Field(value: self.adoptedTokens, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Kvd_V1_CreateSequenceResponse, rhs: Kvd_V1_CreateSequenceResponse) -> Bool {
     if lhs.sequenceID != rhs.sequenceID {return false}
     if lhs.generation != rhs.generation {return false}
+    if lhs.adoptedTokens != rhs.adoptedTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

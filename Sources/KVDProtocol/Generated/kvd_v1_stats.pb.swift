@@ -280,6 +280,16 @@ public nonisolated struct Kvd_V1_StatsResponse: @unchecked Sendable {
   /// Clears the value of `memory`. Subsequent reads from it will return its default value.
   public mutating func clearMemory() {_uniqueStorage()._memory = nil}
 
+  /// This tenant's prefix cache.
+  public var prefix: Kvd_V1_PrefixStats {
+    get {_storage._prefix ?? Kvd_V1_PrefixStats()}
+    set {_uniqueStorage()._prefix = newValue}
+  }
+  /// Returns true if `prefix` has been explicitly set.
+  public var hasPrefix: Bool {_storage._prefix != nil}
+  /// Clears the value of `prefix`. Subsequent reads from it will return its default value.
+  public mutating func clearPrefix() {_uniqueStorage()._prefix = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -613,7 +623,7 @@ nonisolated extension Kvd_V1_MemoryStats: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_pages\0\u{3}free_pages\0\u{3}page_bytes\0\u{1}sequences\0\u{3}staging_bytes\0\u{3}staging_used_bytes\0\u{1}requests\0\u{1}errors\0\u{1}sequence\0\u{1}memory\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_pages\0\u{3}free_pages\0\u{3}page_bytes\0\u{1}sequences\0\u{3}staging_bytes\0\u{3}staging_used_bytes\0\u{1}requests\0\u{1}errors\0\u{1}sequence\0\u{1}memory\0\u{1}prefix\0")
 
   fileprivate class _StorageClass {
     var _totalPages: UInt32 = 0
@@ -626,6 +636,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
     var _errors: UInt64 = 0
     var _sequence: Kvd_V1_SequenceStats? = nil
     var _memory: Kvd_V1_MemoryStats? = nil
+    var _prefix: Kvd_V1_PrefixStats? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -646,6 +657,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
       _errors = source._errors
       _sequence = source._sequence
       _memory = source._memory
+      _prefix = source._prefix
     }
   }
 
@@ -674,6 +686,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
         case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._errors) }()
         case 9: try { try decoder.decodeSingularMessageField(value: &_storage._sequence) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._memory) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._prefix) }()
         default: break
         }
       }
@@ -716,6 +729,9 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._memory {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
       } }()
+      try { if let v = _storage._prefix {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -735,6 +751,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._errors != rhs_storage._errors {return false}
         if _storage._sequence != rhs_storage._sequence {return false}
         if _storage._memory != rhs_storage._memory {return false}
+        if _storage._prefix != rhs_storage._prefix {return false}
         return true
       }
       if !storagesAreEqual {return false}

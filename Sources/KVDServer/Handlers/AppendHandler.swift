@@ -9,6 +9,7 @@ enum AppendHandler {
             keys: r.hasKeys ? r.keys : nil, values: r.hasValues ? r.values : nil, layout: seq.layout,
             maxTokens: store.config.server.maxTokensPerAppend)
         try SequenceLimit.check(seq, adding: tokens, limit: store.config.server.maxSequenceTokens, "append")
+        let ids = r.tokenIds.isEmpty ? nil : try TokenIDs.parse(r.tokenIds, field: "append.token_ids", expected: tokens)
         // Data's withUnsafeBytes is untyped-rethrows, so the typed error travels out as a Result.
         try PinQuota.check(entry, store, growingBy: seq.pagesNeeded(forTokens: tokens))
         let first = try store.withRoom(pages: seq.pagesNeeded(forTokens: tokens)) { () throws(KVDError) in
@@ -20,6 +21,7 @@ enum AppendHandler {
                 }
             }.get()
         }
+        PrefixRecorder.added(ids, entry, store.space.prefix)
         var out = Kvd_V1_AppendResponse()
         out.length = UInt64(seq.length)
         out.firstPosition = UInt64(first)

@@ -12,11 +12,16 @@ enum CommitHandler {
             throw .permissionDenied("commit: \(rid) was made by another connection; only that connection may commit or abort it")
         }
         var out = Kvd_V1_CommitResponse()
+        if r.abort, !r.tokenIds.isEmpty {
+            throw .invalidArgument("commit.token_ids: an abort commits no tokens; send token_ids only with the tokens committed")
+        }
+        let ids = r.abort || r.tokenIds.isEmpty ? nil : try TokenIDs.parse(r.tokenIds, field: "commit.token_ids", expected: Int(r.numTokens))
         if r.abort {
             try seq.abort(rid, allocator: store.pages)
             out.firstPosition = UInt64(seq.length)
         } else {
             out.firstPosition = UInt64(try seq.commit(rid, tokens: Int(r.numTokens), allocator: store.pages))
+            PrefixRecorder.added(ids, entry, store.space.prefix)
         }
         out.length = UInt64(seq.length)
         out.generation = seq.generation

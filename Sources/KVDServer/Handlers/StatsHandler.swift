@@ -15,6 +15,7 @@ enum StatsHandler {
         out.requests = store.shared.requests.load(ordering: .relaxed)
         out.errors = store.shared.errors.load(ordering: .relaxed)
         out.memory = memory(store)
+        out.prefix = store.space.prefix.stats(pageBytes: store.arena.sizing.pageBytes)
         return out
     }
 

@@ -5,7 +5,7 @@ import KVDCore
 
 /// One reclaim pass over one tenant's segment, cheapest loss first:
 /// 1. leases: abort reservations whose owner went quiet, announce new orphans, release orphans
-///    past the grace period;
+///    past the grace period; then, above the target, drop cached prefix blocks no sequence holds;
 /// 2. when usage is above the target: compress idle sequences (orphans first, then least recently
 ///    used), never pinned or busy ones, never below memory.floor_tokens;
 /// 3. then evict whole idle sequences in the same order;
@@ -53,6 +53,10 @@ enum Reclaimer {
         case .room(let pages): why = "tenant '\(space.name)' \(percent)% of \(limit) pages in use, and an append needed \(pages) more"
         }
         func done() -> Bool { space.pages.usedCount <= target }
+        // Cached prompt blocks no sequence holds cost nobody anything to drop (at most a later
+        // prefill), so they go before any sequence is compressed or evicted.
+        freed += space.prefix.evictUnused(limit: space.pages.usedCount - target)
+        if done() { return freed }
 
         // Candidates: not pinned, no open reservation. Orphans (lease expired) first, each group least
         // recently used first. Those touched within memory.busy_ms (a decode loop between steps)

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from kvd.v1 import common_pb2 as kvd_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13kvd/v1/append.proto\x12\x06kvd.v1\x1a\x13kvd/v1/common.proto\"b\n\rAppendRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x1c\n\x04keys\x18\x02 \x01(\x0b\x32\x0e.kvd.v1.Tensor\x12\x1e\n\x06values\x18\x03 \x01(\x0b\x32\x0e.kvd.v1.Tensor\"L\n\x0e\x41ppendResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x16\n\x0e\x66irst_position\x18\x02 \x01(\x04\x12\x12\n\ngeneration\x18\x03 \x01(\x04\"H\n\x0eReserveRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12\r\n\x05slots\x18\x03 \x01(\x08\"M\n\x04Slot\x12\x0c\n\x04page\x18\x01 \x01(\r\x12\x12\n\nkey_offset\x18\x02 \x01(\x04\x12\x14\n\x0cvalue_offset\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"|\n\tHeadSlots\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x0c\n\x04head\x18\x02 \x01(\r\x12\x1b\n\x05slots\x18\x03 \x03(\x0b\x32\x0c.kvd.v1.Slot\x12\x12\n\nfirst_slot\x18\x04 \x01(\r\x12\x10\n\x08page_ids\x18\x05 \x01(\x0c\x12\x0f\n\x07\x61liased\x18\x06 \x01(\x08\"t\n\x0fReserveResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\x04\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12 \n\x05heads\x18\x03 \x03(\x0b\x32\x11.kvd.v1.HeadSlots\x12\x13\n\x0bpage_tokens\x18\x04 \x01(\r\"_\n\rCommitRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x16\n\x0ereservation_id\x18\x02 \x01(\x04\x12\x12\n\nnum_tokens\x18\x03 \x01(\r\x12\r\n\x05\x61\x62ort\x18\x04 \x01(\x08\"L\n\x0e\x43ommitResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x16\n\x0e\x66irst_position\x18\x02 \x01(\x04\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13kvd/v1/append.proto\x12\x06kvd.v1\x1a\x13kvd/v1/common.proto\"u\n\rAppendRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x1c\n\x04keys\x18\x02 \x01(\x0b\x32\x0e.kvd.v1.Tensor\x12\x1e\n\x06values\x18\x03 \x01(\x0b\x32\x0e.kvd.v1.Tensor\x12\x11\n\ttoken_ids\x18\x04 \x01(\x0c\"L\n\x0e\x41ppendResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x16\n\x0e\x66irst_position\x18\x02 \x01(\x04\x12\x12\n\ngeneration\x18\x03 \x01(\x04\"H\n\x0eReserveRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12\r\n\x05slots\x18\x03 \x01(\x08\"M\n\x04Slot\x12\x0c\n\x04page\x18\x01 \x01(\r\x12\x12\n\nkey_offset\x18\x02 \x01(\x04\x12\x14\n\x0cvalue_offset\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"|\n\tHeadSlots\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x0c\n\x04head\x18\x02 \x01(\r\x12\x1b\n\x05slots\x18\x03 \x03(\x0b\x32\x0c.kvd.v1.Slot\x12\x12\n\nfirst_slot\x18\x04 \x01(\r\x12\x10\n\x08page_ids\x18\x05 \x01(\x0c\x12\x0f\n\x07\x61liased\x18\x06 \x01(\x08\"t\n\x0fReserveResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\x04\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12 \n\x05heads\x18\x03 \x03(\x0b\x32\x11.kvd.v1.HeadSlots\x12\x13\n\x0bpage_tokens\x18\x04 \x01(\r\"r\n\rCommitRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x16\n\x0ereservation_id\x18\x02 \x01(\x04\x12\x12\n\nnum_tokens\x18\x03 \x01(\r\x12\r\n\x05\x61\x62ort\x18\x04 \x01(\x08\x12\x11\n\ttoken_ids\x18\x05 \x01(\x0c\"L\n\x0e\x43ommitResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x16\n\x0e\x66irst_position\x18\x02 \x01(\x04\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvd.v1.append_pb2', globals())
@@ -22,19 +22,19 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   _APPENDREQUEST._serialized_start=52
-  _APPENDREQUEST._serialized_end=150
-  _APPENDRESPONSE._serialized_start=152
-  _APPENDRESPONSE._serialized_end=228
-  _RESERVEREQUEST._serialized_start=230
-  _RESERVEREQUEST._serialized_end=302
-  _SLOT._serialized_start=304
-  _SLOT._serialized_end=381
-  _HEADSLOTS._serialized_start=383
-  _HEADSLOTS._serialized_end=507
-  _RESERVERESPONSE._serialized_start=509
-  _RESERVERESPONSE._serialized_end=625
-  _COMMITREQUEST._serialized_start=627
-  _COMMITREQUEST._serialized_end=722
-  _COMMITRESPONSE._serialized_start=724
-  _COMMITRESPONSE._serialized_end=800
+  _APPENDREQUEST._serialized_end=169
+  _APPENDRESPONSE._serialized_start=171
+  _APPENDRESPONSE._serialized_end=247
+  _RESERVEREQUEST._serialized_start=249
+  _RESERVEREQUEST._serialized_end=321
+  _SLOT._serialized_start=323
+  _SLOT._serialized_end=400
+  _HEADSLOTS._serialized_start=402
+  _HEADSLOTS._serialized_end=526
+  _RESERVERESPONSE._serialized_start=528
+  _RESERVERESPONSE._serialized_end=644
+  _COMMITREQUEST._serialized_start=646
+  _COMMITREQUEST._serialized_end=760
+  _COMMITRESPONSE._serialized_start=762
+  _COMMITRESPONSE._serialized_end=838
 # @@protoc_insertion_point(module_scope)

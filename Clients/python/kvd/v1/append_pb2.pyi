@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AppendRequest(_message.Message):
-    __slots__ = ["keys", "sequence_id", "values"]
+    __slots__ = ["keys", "sequence_id", "token_ids", "values"]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     keys: _common_pb2.Tensor
     sequence_id: int
+    token_ids: bytes
     values: _common_pb2.Tensor
-    def __init__(self, sequence_id: _Optional[int] = ..., keys: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., values: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    def __init__(self, sequence_id: _Optional[int] = ..., keys: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., values: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., token_ids: _Optional[bytes] = ...) -> None: ...
 
 class AppendResponse(_message.Message):
     __slots__ = ["first_position", "generation", "length"]
@@ -27,16 +29,18 @@ class AppendResponse(_message.Message):
     def __init__(self, length: _Optional[int] = ..., first_position: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ["abort", "num_tokens", "reservation_id", "sequence_id"]
+    __slots__ = ["abort", "num_tokens", "reservation_id", "sequence_id", "token_ids"]
     ABORT_FIELD_NUMBER: _ClassVar[int]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     abort: bool
     num_tokens: int
     reservation_id: int
     sequence_id: int
-    def __init__(self, sequence_id: _Optional[int] = ..., reservation_id: _Optional[int] = ..., num_tokens: _Optional[int] = ..., abort: bool = ...) -> None: ...
+    token_ids: bytes
+    def __init__(self, sequence_id: _Optional[int] = ..., reservation_id: _Optional[int] = ..., num_tokens: _Optional[int] = ..., abort: bool = ..., token_ids: _Optional[bytes] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
     __slots__ = ["first_position", "generation", "length"]

@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kvd/v1/sequence.proto\x12\x06kvd.v1\"[\n\x15\x43reateSequenceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x04\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\"A\n\x16\x43reateSequenceResponse\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"%\n\x0eReleaseRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\";\n\x0fReleaseResponse\x12\x13\n\x0bpages_freed\x18\x01 \x01(\r\x12\x13\n\x0b\x62ytes_freed\x18\x02 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kvd/v1/sequence.proto\x12\x06kvd.v1\"t\n\x15\x43reateSequenceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x04\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\x12\x17\n\x0f\x61\x64opt_token_ids\x18\x05 \x01(\x0c\"Y\n\x16\x43reateSequenceResponse\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x16\n\x0e\x61\x64opted_tokens\x18\x03 \x01(\x04\"%\n\x0eReleaseRequest\x12\x13\n\x0bsequence_id\x18\x01 \x01(\x04\";\n\x0fReleaseResponse\x12\x13\n\x0bpages_freed\x18\x01 \x01(\r\x12\x13\n\x0b\x62ytes_freed\x18\x02 \x01(\x04\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvd.v1.sequence_pb2', globals())
@@ -21,11 +21,11 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   _CREATESEQUENCEREQUEST._serialized_start=33
-  _CREATESEQUENCEREQUEST._serialized_end=124
-  _CREATESEQUENCERESPONSE._serialized_start=126
-  _CREATESEQUENCERESPONSE._serialized_end=191
-  _RELEASEREQUEST._serialized_start=193
-  _RELEASEREQUEST._serialized_end=230
-  _RELEASERESPONSE._serialized_start=232
-  _RELEASERESPONSE._serialized_end=291
+  _CREATESEQUENCEREQUEST._serialized_end=149
+  _CREATESEQUENCERESPONSE._serialized_start=151
+  _CREATESEQUENCERESPONSE._serialized_end=240
+  _RELEASEREQUEST._serialized_start=242
+  _RELEASEREQUEST._serialized_end=279
+  _RELEASERESPONSE._serialized_start=281
+  _RELEASERESPONSE._serialized_end=340
 # @@protoc_insertion_point(module_scope)

@@ -5,24 +5,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateSequenceRequest(_message.Message):
-    __slots__ = ["model", "pinned", "sequence_id", "tenant"]
+    __slots__ = ["adopt_token_ids", "model", "pinned", "sequence_id", "tenant"]
+    ADOPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    adopt_token_ids: bytes
     model: str
     pinned: bool
     sequence_id: int
     tenant: str
-    def __init__(self, model: _Optional[str] = ..., sequence_id: _Optional[int] = ..., tenant: _Optional[str] = ..., pinned: bool = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., sequence_id: _Optional[int] = ..., tenant: _Optional[str] = ..., pinned: bool = ..., adopt_token_ids: _Optional[bytes] = ...) -> None: ...
 
 class CreateSequenceResponse(_message.Message):
-    __slots__ = ["generation", "sequence_id"]
+    __slots__ = ["adopted_tokens", "generation", "sequence_id"]
+    ADOPTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    adopted_tokens: int
     generation: int
     sequence_id: int
-    def __init__(self, sequence_id: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+    def __init__(self, sequence_id: _Optional[int] = ..., generation: _Optional[int] = ..., adopted_tokens: _Optional[int] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ["sequence_id"]

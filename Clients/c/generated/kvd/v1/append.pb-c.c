@@ -367,7 +367,7 @@ void   kvd__v1__commit_response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__commit_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__append_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor kvd__v1__append_request__field_descriptors[4] =
 {
   {
     "sequence_id",
@@ -405,16 +405,29 @@ static const ProtobufCFieldDescriptor kvd__v1__append_request__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "token_ids",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__AppendRequest, token_ids),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__append_request__field_indices_by_name[] = {
   1,   /* field[1] = keys */
   0,   /* field[0] = sequence_id */
+  3,   /* field[3] = token_ids */
   2,   /* field[2] = values */
 };
 static const ProtobufCIntRange kvd__v1__append_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor kvd__v1__append_request__descriptor =
 {
@@ -424,7 +437,7 @@ const ProtobufCMessageDescriptor kvd__v1__append_request__descriptor =
   "Kvd__V1__AppendRequest",
   "kvd.v1",
   sizeof(Kvd__V1__AppendRequest),
-  3,
+  4,
   kvd__v1__append_request__field_descriptors,
   kvd__v1__append_request__field_indices_by_name,
   1,  kvd__v1__append_request__number_ranges,
@@ -816,7 +829,7 @@ const ProtobufCMessageDescriptor kvd__v1__reserve_response__descriptor =
   (ProtobufCMessageInit) kvd__v1__reserve_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__commit_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor kvd__v1__commit_request__field_descriptors[5] =
 {
   {
     "sequence_id",
@@ -866,17 +879,30 @@ static const ProtobufCFieldDescriptor kvd__v1__commit_request__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "token_ids",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__CommitRequest, token_ids),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__commit_request__field_indices_by_name[] = {
   3,   /* field[3] = abort */
   2,   /* field[2] = num_tokens */
   1,   /* field[1] = reservation_id */
   0,   /* field[0] = sequence_id */
+  4,   /* field[4] = token_ids */
 };
 static const ProtobufCIntRange kvd__v1__commit_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor kvd__v1__commit_request__descriptor =
 {
@@ -886,7 +912,7 @@ const ProtobufCMessageDescriptor kvd__v1__commit_request__descriptor =
   "Kvd__V1__CommitRequest",
   "kvd.v1",
   sizeof(Kvd__V1__CommitRequest),
-  4,
+  5,
   kvd__v1__commit_request__field_descriptors,
   kvd__v1__commit_request__field_indices_by_name,
   1,  kvd__v1__commit_request__number_ranges,

@@ -51,10 +51,16 @@ struct  Kvd__V1__AppendRequest
    * Values, same shape and dtype as keys.
    */
   Kvd__V1__Tensor *values;
+  /*
+   * Optional: the appended tokens' ids, uint32 little-endian, one per appended token (4 * tokens
+   * bytes; anything else is INVALID_ARGUMENT). With them kvd indexes each page this append fills
+   * for prefix reuse, while the sequence was never compacted and every earlier append carried ids.
+   */
+  ProtobufCBinaryData token_ids;
 };
 #define KVD__V1__APPEND_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__append_request__descriptor) \
-    , 0, NULL, NULL }
+    , 0, NULL, NULL, {0,NULL} }
 
 
 struct  Kvd__V1__AppendResponse
@@ -219,10 +225,15 @@ struct  Kvd__V1__CommitRequest
    * Drop the whole reservation instead; the sequence is unchanged.
    */
   protobuf_c_boolean abort;
+  /*
+   * Optional: the committed tokens' ids, uint32 little-endian, num_tokens of them (as
+   * AppendRequest.token_ids). Must be empty with abort.
+   */
+  ProtobufCBinaryData token_ids;
 };
 #define KVD__V1__COMMIT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__commit_request__descriptor) \
-    , 0, 0, 0, 0 }
+    , 0, 0, 0, 0, {0,NULL} }
 
 
 struct  Kvd__V1__CommitResponse

@@ -187,7 +187,7 @@ void   kvd__v1__response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[15] =
+static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[17] =
 {
   {
     "request_id",
@@ -369,14 +369,40 @@ static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[15] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "lookup",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, lookup),
+    &kvd__v1__lookup_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fork",
+    24,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, fork),
+    &kvd__v1__fork_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__request__field_indices_by_name[] = {
   4,   /* field[4] = append */
   6,   /* field[6] = commit */
   8,   /* field[8] = compact */
   3,   /* field[3] = create_sequence */
+  16,   /* field[16] = fork */
   2,   /* field[2] = hello */
   13,   /* field[13] = keep_alive */
+  15,   /* field[15] = lookup */
   14,   /* field[14] = pin */
   1,   /* field[1] = protocol_version */
   7,   /* field[7] = query */
@@ -391,7 +417,7 @@ static const ProtobufCIntRange kvd__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 15 }
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
 {
@@ -401,7 +427,7 @@ const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
   "Kvd__V1__Request",
   "kvd.v1",
   sizeof(Kvd__V1__Request),
-  15,
+  17,
   kvd__v1__request__field_descriptors,
   kvd__v1__request__field_indices_by_name,
   2,  kvd__v1__request__number_ranges,
@@ -523,7 +549,7 @@ const ProtobufCMessageDescriptor kvd__v1__error__descriptor =
   (ProtobufCMessageInit) kvd__v1__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[15] =
+static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[17] =
 {
   {
     "header",
@@ -705,6 +731,30 @@ static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[15] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "lookup",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, lookup),
+    &kvd__v1__lookup_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fork",
+    24,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, fork),
+    &kvd__v1__fork_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__response__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -712,9 +762,11 @@ static const unsigned kvd__v1__response__field_indices_by_name[] = {
   8,   /* field[8] = compact */
   3,   /* field[3] = create_sequence */
   1,   /* field[1] = error */
+  16,   /* field[16] = fork */
   0,   /* field[0] = header */
   2,   /* field[2] = hello */
   13,   /* field[13] = keep_alive */
+  15,   /* field[15] = lookup */
   14,   /* field[14] = pin */
   7,   /* field[7] = query */
   12,   /* field[12] = rank_layers */
@@ -727,7 +779,7 @@ static const ProtobufCIntRange kvd__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 15 }
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
 {
@@ -737,7 +789,7 @@ const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
   "Kvd__V1__Response",
   "kvd.v1",
   sizeof(Kvd__V1__Response),
-  15,
+  17,
   kvd__v1__response__field_descriptors,
   kvd__v1__response__field_indices_by_name,
   2,  kvd__v1__response__number_ranges,

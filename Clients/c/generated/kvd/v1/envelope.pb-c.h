@@ -22,6 +22,7 @@ PROTOBUF_C__BEGIN_DECLS
 #include "kvd/v1/compact.pb-c.h"
 #include "kvd/v1/stats.pb-c.h"
 #include "kvd/v1/memory.pb-c.h"
+#include "kvd/v1/prefix.pb-c.h"
 
 typedef struct Kvd__V1__Request Kvd__V1__Request;
 typedef struct Kvd__V1__ResponseHeader Kvd__V1__ResponseHeader;
@@ -48,7 +49,9 @@ typedef enum {
   KVD__V1__REQUEST__BODY_STAGE = 19,
   KVD__V1__REQUEST__BODY_RANK_LAYERS = 20,
   KVD__V1__REQUEST__BODY_KEEP_ALIVE = 21,
-  KVD__V1__REQUEST__BODY_PIN = 22
+  KVD__V1__REQUEST__BODY_PIN = 22,
+  KVD__V1__REQUEST__BODY_LOOKUP = 23,
+  KVD__V1__REQUEST__BODY_FORK = 24
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__REQUEST__BODY__CASE)
 } Kvd__V1__Request__BodyCase;
 
@@ -81,6 +84,8 @@ struct  Kvd__V1__Request
     Kvd__V1__RankLayersRequest *rank_layers;
     Kvd__V1__KeepAliveRequest *keep_alive;
     Kvd__V1__PinRequest *pin;
+    Kvd__V1__LookupRequest *lookup;
+    Kvd__V1__ForkRequest *fork;
   };
 };
 #define KVD__V1__REQUEST__INIT \
@@ -147,7 +152,9 @@ typedef enum {
   KVD__V1__RESPONSE__BODY_STAGE = 19,
   KVD__V1__RESPONSE__BODY_RANK_LAYERS = 20,
   KVD__V1__RESPONSE__BODY_KEEP_ALIVE = 21,
-  KVD__V1__RESPONSE__BODY_PIN = 22
+  KVD__V1__RESPONSE__BODY_PIN = 22,
+  KVD__V1__RESPONSE__BODY_LOOKUP = 23,
+  KVD__V1__RESPONSE__BODY_FORK = 24
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__RESPONSE__BODY__CASE)
 } Kvd__V1__Response__BodyCase;
 
@@ -174,6 +181,8 @@ struct  Kvd__V1__Response
     Kvd__V1__RankLayersResponse *rank_layers;
     Kvd__V1__KeepAliveResponse *keep_alive;
     Kvd__V1__PinResponse *pin;
+    Kvd__V1__LookupResponse *lookup;
+    Kvd__V1__ForkResponse *fork;
   };
 };
 #define KVD__V1__RESPONSE__INIT \

@@ -187,7 +187,7 @@ void   kvd__v1__release_response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__release_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__create_sequence_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor kvd__v1__create_sequence_request__field_descriptors[5] =
 {
   {
     "model",
@@ -237,8 +237,21 @@ static const ProtobufCFieldDescriptor kvd__v1__create_sequence_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "adopt_token_ids",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__CreateSequenceRequest, adopt_token_ids),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__create_sequence_request__field_indices_by_name[] = {
+  4,   /* field[4] = adopt_token_ids */
   0,   /* field[0] = model */
   3,   /* field[3] = pinned */
   1,   /* field[1] = sequence_id */
@@ -247,7 +260,7 @@ static const unsigned kvd__v1__create_sequence_request__field_indices_by_name[] 
 static const ProtobufCIntRange kvd__v1__create_sequence_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor kvd__v1__create_sequence_request__descriptor =
 {
@@ -257,14 +270,14 @@ const ProtobufCMessageDescriptor kvd__v1__create_sequence_request__descriptor =
   "Kvd__V1__CreateSequenceRequest",
   "kvd.v1",
   sizeof(Kvd__V1__CreateSequenceRequest),
-  4,
+  5,
   kvd__v1__create_sequence_request__field_descriptors,
   kvd__v1__create_sequence_request__field_indices_by_name,
   1,  kvd__v1__create_sequence_request__number_ranges,
   (ProtobufCMessageInit) kvd__v1__create_sequence_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__create_sequence_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor kvd__v1__create_sequence_response__field_descriptors[3] =
 {
   {
     "sequence_id",
@@ -290,15 +303,28 @@ static const ProtobufCFieldDescriptor kvd__v1__create_sequence_response__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "adopted_tokens",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__CreateSequenceResponse, adopted_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__create_sequence_response__field_indices_by_name[] = {
+  2,   /* field[2] = adopted_tokens */
   1,   /* field[1] = generation */
   0,   /* field[0] = sequence_id */
 };
 static const ProtobufCIntRange kvd__v1__create_sequence_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor kvd__v1__create_sequence_response__descriptor =
 {
@@ -308,7 +334,7 @@ const ProtobufCMessageDescriptor kvd__v1__create_sequence_response__descriptor =
   "Kvd__V1__CreateSequenceResponse",
   "kvd.v1",
   sizeof(Kvd__V1__CreateSequenceResponse),
-  2,
+  3,
   kvd__v1__create_sequence_response__field_descriptors,
   kvd__v1__create_sequence_response__field_indices_by_name,
   1,  kvd__v1__create_sequence_response__number_ranges,

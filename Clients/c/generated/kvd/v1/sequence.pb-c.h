@@ -50,10 +50,16 @@ struct  Kvd__V1__CreateSequenceRequest
    * Create it pinned: the memory manager never compresses or evicts it (see PinRequest).
    */
   protobuf_c_boolean pinned;
+  /*
+   * Optional: a prompt's token ids (uint32 little-endian). The new sequence starts with the K/V of
+   * the longest cached prefix of these tokens (whole pages, shared with the cache; see Lookup) and
+   * the runtime appends the rest from position adopted_tokens on.
+   */
+  ProtobufCBinaryData adopt_token_ids;
 };
 #define KVD__V1__CREATE_SEQUENCE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__create_sequence_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, {0,NULL} }
 
 
 struct  Kvd__V1__CreateSequenceResponse
@@ -67,10 +73,15 @@ struct  Kvd__V1__CreateSequenceResponse
    * Layout generation; starts at 1.
    */
   uint64_t generation;
+  /*
+   * Tokens adopted from the prefix cache (0 without adopt_token_ids or on a miss): the sequence's
+   * length, a multiple of page_tokens.
+   */
+  uint64_t adopted_tokens;
 };
 #define KVD__V1__CREATE_SEQUENCE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__create_sequence_response__descriptor) \
-    , 0, 0 }
+    , 0, 0, 0 }
 
 
 /*

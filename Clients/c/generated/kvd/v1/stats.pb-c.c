@@ -717,7 +717,7 @@ const ProtobufCMessageDescriptor kvd__v1__memory_stats__descriptor =
   (ProtobufCMessageInit) kvd__v1__memory_stats__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__stats_response__field_descriptors[10] =
+static const ProtobufCFieldDescriptor kvd__v1__stats_response__field_descriptors[11] =
 {
   {
     "total_pages",
@@ -839,12 +839,25 @@ static const ProtobufCFieldDescriptor kvd__v1__stats_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "prefix",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__StatsResponse, prefix),
+    &kvd__v1__prefix_stats__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__stats_response__field_indices_by_name[] = {
   7,   /* field[7] = errors */
   1,   /* field[1] = free_pages */
   9,   /* field[9] = memory */
   2,   /* field[2] = page_bytes */
+  10,   /* field[10] = prefix */
   6,   /* field[6] = requests */
   8,   /* field[8] = sequence */
   3,   /* field[3] = sequences */
@@ -855,7 +868,7 @@ static const unsigned kvd__v1__stats_response__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__stats_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor kvd__v1__stats_response__descriptor =
 {
@@ -865,7 +878,7 @@ const ProtobufCMessageDescriptor kvd__v1__stats_response__descriptor =
   "Kvd__V1__StatsResponse",
   "kvd.v1",
   sizeof(Kvd__V1__StatsResponse),
-  10,
+  11,
   kvd__v1__stats_response__field_descriptors,
   kvd__v1__stats_response__field_indices_by_name,
   1,  kvd__v1__stats_response__number_ranges,

@@ -1,0 +1,90 @@
+import KVDConfig
+import KVDCore
+import KVDProtocol
+import Synchronization
+
+/// One tenant's prefix cache: its `PrefixIndex` behind a lock, and a block hasher per model whose
+/// salt is the tenant's name, so two tenants' hashes of the same tokens differ and they never share
+/// pages (each tenant also has its own segment). Lock order: a tenant's sequence table, then this,
+/// then the page allocator's own lock.
+final class TenantPrefix: Sendable {
+    let enabled: Bool
+    private let hashers: [String: PrefixHasher]
+    private struct State {
+        let index: PrefixIndex
+        var evictedPages: UInt64 = 0
+    }
+    private let state: Mutex<State>
+
+    init(config: Configuration.Prefix, tenant: String, models: [ModelLayout], pages: PageAllocator) {
+        enabled = config.enabled
+        // A random key per start when none is configured: hashes then mean nothing after a
+        // restart, which is fine while the index lives in this process.
+        let key = config.key.flatMap { SipKey(bytes: $0) }
+            ?? SipKey(k0: UInt64.random(in: .min ... .max), k1: UInt64.random(in: .min ... .max))
+        var h: [String: PrefixHasher] = [:]
+        for m in models {
+            // Names and salts are bounded by config loading; a failure here would be a bug.
+            do throws(KVDError) { h[m.name] = try PrefixHasher(key: key, model: m.name, tenantSalt: Array(tenant.utf8)) } catch {
+                preconditionFailure("prefix hasher for model '\(m.name)': \(error.message)")
+            }
+        }
+        hashers = h
+        state = Mutex(State(index: PrefixIndex(allocator: pages)))
+    }
+
+    /// The hasher of `model` when prefix reuse is on.
+    func hasher(_ model: String) -> PrefixHasher? { enabled ? hashers[model] : nil }
+
+    /// Indexes blocks that just became full: `pages[i]` holds block `blocks[i]` in every head.
+    /// Blocks already indexed (or under an evicted parent) are skipped by the index.
+    func insert(_ blocks: [PrefixTracker.FullBlock], pages: [[PageID]]) {
+        state.withLock { s in
+            for (b, p) in zip(blocks, pages) { s.index.insert(hash: b.hash, parent: b.parent, pages: p) }
+        }
+    }
+
+    /// The longest cached run of `hashes` from block 0 (marks it used; counts hits and misses).
+    func lookup(_ hashes: [PrefixHash]) -> Int {
+        state.withLock { $0.index.lookup(hashes: hashes).count }
+    }
+
+    /// Looks `hashes` up and, under the same lock (so eviction cannot drop the pages between the two),
+    /// hands the found blocks' pages per head and their hashes to `adopt`, which must retain them.
+    func adopt<T>(_ hashes: [PrefixHash], _ adopt: ([[PageID]], [PrefixHash]) throws(KVDError) -> T) throws(KVDError) -> T {
+        let r: Result<T, KVDError> = state.withLock { s in
+            let found = s.index.lookup(hashes: hashes)
+            do throws(KVDError) { return .success(try adopt(PrefixIndex.pagesPerHead(found), found.map(\.hash))) } catch { return .failure(error) }
+        }
+        return try r.get()
+    }
+
+    /// Frees up to `limit` pages of cached blocks no sequence uses (least recently used leaves
+    /// first). The memory manager calls it before compressing or evicting anything.
+    func evictUnused(limit: Int) -> Int {
+        state.withLock { s in
+            let freed = s.index.evictUnused(limit: limit)
+            s.evictedPages &+= UInt64(freed)
+            return freed
+        }
+    }
+
+    func stats(pageBytes: Int) -> Kvd_V1_PrefixStats {
+        state.withLock { s in
+            let u = s.index.usage()
+            var out = Kvd_V1_PrefixStats()
+            out.enabled = enabled
+            out.hits = UInt64(s.index.hits)
+            out.misses = UInt64(s.index.misses)
+            out.cachedBlocks = UInt64(s.index.entryCount)
+            out.cachedPages = UInt32(clamping: u.pages)
+            out.unusedPages = UInt32(clamping: u.unusedPages)
+            out.sharedPages = UInt32(clamping: u.sharedPages)
+            out.pagesSaved = UInt64(u.pagesSaved)
+            out.bytesSaved = UInt64(u.bytesSaved(pageBytes: pageBytes))
+            out.evictions = UInt64(s.index.evictions)
+            out.evictedPages = s.evictedPages
+            return out
+        }
+    }
+}
