@@ -23,7 +23,7 @@ from kvd.events import Events
 from kvd.keepalive import CANCEL_POLL_MS, KeepAliveResult, KeepAliveThread
 from kvd.shm import Arena
 from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, memory_pb2,
-                    query_pb2, sequence_pb2, stats_pb2)
+                    prefix_pb2, query_pb2, sequence_pb2, stats_pb2)
 from kvd import wire
 from kvd.views import PagedHead, HeadData, QueryResult
 
@@ -277,14 +277,29 @@ class Client:
     # sequences
 
     def create_sequence(self, model: str, sequence_id: int = 0, tenant: str = "",
-                        pinned: bool = False) -> int:
+                        pinned: bool = False, adopt_token_ids=None) -> int:
         """Create an empty sequence of ``model``; returns its id (``sequence_id`` or the server's).
-        ``pinned``: create it pinned (see :meth:`pin`)."""
+        ``pinned``: create it pinned (see :meth:`pin`). ``adopt_token_ids`` (the prompt's token
+        ids): start with the longest cached prefix of them; :meth:`create_sequence_ex` also tells
+        how many tokens that was."""
+        return self.create_sequence_ex(model, sequence_id, tenant, pinned,
+                                       adopt_token_ids).sequence_id
+
+    def create_sequence_ex(self, model: str, sequence_id: int = 0, tenant: str = "",
+                           pinned: bool = False,
+                           adopt_token_ids=None) -> sequence_pb2.CreateSequenceResponse:
+        """:meth:`create_sequence`, returning the whole response: ``.sequence_id`` and
+        ``.adopted_tokens`` (tokens taken from the prefix cache, a multiple of the model's
+        page_tokens, 0 on a miss or without ``adopt_token_ids``: the sequence's length; append the
+        rest of the prompt from that position)."""
         self._learn_lease()
-        resp = self.call("create_sequence", sequence_pb2.CreateSequenceRequest(
-            model=model, sequence_id=sequence_id, tenant=tenant, pinned=pinned))
+        req = sequence_pb2.CreateSequenceRequest(model=model, sequence_id=sequence_id,
+                                                 tenant=tenant, pinned=pinned)
+        if adopt_token_ids is not None:
+            req.adopt_token_ids = wire.token_ids(adopt_token_ids)
+        resp = self.call("create_sequence", req)
         self._seq_models[resp.sequence_id] = model
-        return resp.sequence_id
+        return resp
 
     def release(self, seq: int) -> sequence_pb2.ReleaseResponse:
         """Free every page, reservation and staging buffer of ``seq``; the id becomes unknown."""
@@ -293,8 +308,28 @@ class Client:
         return resp
 
     def stats(self, seq: int = 0) -> stats_pb2.StatsResponse:
-        """Arena-wide statistics, plus ``.sequence`` detail when ``seq`` is non-zero."""
+        """Arena-wide statistics, plus ``.sequence`` detail when ``seq`` is non-zero
+        (``.prefix``: this tenant's prefix cache)."""
         return self.call("stats", stats_pb2.StatsRequest(sequence_id=seq))
+
+    # ----------------------------------------------------------------------------------------
+    # prefix reuse (docs/PREFIX.md)
+
+    def lookup(self, model: str, token_ids) -> int:
+        """Tokens of the longest prefix of ``token_ids`` whose K/V this tenant's prefix cache holds
+        for ``model`` (whole pages; 0 on a miss). Changes nothing but the blocks' recency."""
+        return self.call("lookup", prefix_pb2.LookupRequest(
+            model=model, token_ids=wire.token_ids(token_ids))).tokens
+
+    def fork(self, seq: int, length: int, new_sequence_id: int = 0) -> int:
+        """A new sequence holding the first ``length`` tokens of ``seq`` (whole pages shared
+        copy-on-write, a partly filled last page copied); returns its id (``new_sequence_id`` or
+        the server's). ``seq`` must never have been compacted or aliased."""
+        resp = self.call("fork", prefix_pb2.ForkRequest(sequence_id=seq, length=length,
+                                                        new_sequence_id=new_sequence_id))
+        if seq in self._seq_models:
+            self._seq_models[resp.sequence_id] = self._seq_models[seq]
+        return resp.sequence_id
 
     # ----------------------------------------------------------------------------------------
     # leases, pins, events
@@ -375,17 +410,28 @@ class Client:
     # ----------------------------------------------------------------------------------------
     # appending
 
-    def append(self, seq: int, keys: np.ndarray, values: np.ndarray, zero_copy: bool = False):
+    def append(self, seq: int, keys: np.ndarray, values: np.ndarray, zero_copy: bool = False,
+               token_ids=None):
         """Append tokens; ``keys``/``values`` are ``[layers, kv_heads, tokens, head_dim]``.
 
         dtype float16, ml_dtypes.bfloat16 or float32 (the model's). Inline (default): the bytes
         travel in the message and the daemon validates everything. ``zero_copy``: Reserve, write
         every head's tokens straight into the arena, then Commit (aborted if a write fails).
+        ``token_ids`` (ints, one per token appended): index the pages that fill in the prefix
+        cache (sent on the Append, or on the Commit with ``zero_copy``); an append without them
+        stops the indexing of ``seq`` for good.
         Returns the AppendResponse / CommitResponse (``length``, ``first_position``, ``generation``).
         """
+        ids = b""
+        if token_ids is not None:
+            ids = wire.token_ids(token_ids)
+            tokens = np.shape(keys)[2] if np.ndim(keys) == 4 else None
+            if tokens is not None and len(ids) // 4 != tokens:
+                raise KvdError(ErrorCode.INVALID_ARGUMENT,
+                               f"kvd: {len(ids) // 4} token ids for {tokens} tokens")
         if not zero_copy:
             req = self._new_request()
-            payload = wire.inline_append(req.request_id, req.protocol_version, seq, keys, values)
+            payload = wire.inline_append(req.request_id, req.protocol_version, seq, keys, values, ids)
             return self._send("append", req, payload)
 
         k, v = dtypes.wire_array(keys), dtypes.wire_array(values)
@@ -405,7 +451,7 @@ class Client:
             except KvdError:
                 pass  # the original failure is the one worth reporting
             raise
-        return self.commit(seq, res.reservation_id, res.num_tokens)
+        return self.commit(seq, res.reservation_id, res.num_tokens, token_ids=token_ids)
 
     def _check_layout(self, seq: int, k: np.ndarray) -> None:
         # The daemon cannot see zero-copy bytes, so check shape/dtype here when the model is known;
@@ -430,10 +476,14 @@ class Client:
                                                               num_tokens=num_tokens, slots=slots))
 
     def commit(self, seq: int, reservation_id: int, num_tokens: int = 0,
-               abort: bool = False) -> append_pb2.CommitResponse:
-        """Make the first ``num_tokens`` reserved tokens visible (or drop all with ``abort``)."""
-        return self.call("commit", append_pb2.CommitRequest(
-            sequence_id=seq, reservation_id=reservation_id, num_tokens=num_tokens, abort=abort))
+               abort: bool = False, token_ids=None) -> append_pb2.CommitResponse:
+        """Make the first ``num_tokens`` reserved tokens visible (or drop all with ``abort``).
+        ``token_ids``: one per committed token, as in :meth:`append`."""
+        req = append_pb2.CommitRequest(sequence_id=seq, reservation_id=reservation_id,
+                                       num_tokens=num_tokens, abort=abort)
+        if token_ids is not None:
+            req.token_ids = wire.token_ids(token_ids)
+        return self.call("commit", req)
 
     # ----------------------------------------------------------------------------------------
     # reading
