@@ -75,7 +75,8 @@ def test_two_hundred_vanished_clients_give_every_page_back(make_daemon):
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
     held = live.stats()
-    assert held.sequences == 201
+    # On a slow build (sanitizers) the first vanished clients may already be past lease + grace.
+    assert held.sequences + held.memory.orphans_released == 201
     assert total - held.free_pages > total / 3, "the vanished clients held pages"
     for p in procs:
         p.send_signal(signal.SIGKILL)
