@@ -90,7 +90,7 @@ public struct TopKSelector: TokenSelector {
 }
 
 /// Lets concurrentPerform's iterations write disjoint elements of one buffer.
-/// `@unchecked Sendable`: safe only as used here, each iteration writing the elements of its own
+/// the unchecked Sendable conformance: safe only as used here, each iteration writing the elements of its own
 /// index and the owner reading them after `concurrentPerform` returns (which orders the writes).
 public struct SendableBuffer<T>: @unchecked Sendable {  // safe: iterations write disjoint elements
     public let buffer: UnsafeMutableBufferPointer<T>

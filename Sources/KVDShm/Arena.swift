@@ -5,7 +5,7 @@ import Synchronization
 /// The daemon creates it (removing a stale one of the same name left by a crashed run) and unlinks it
 /// on shutdown.
 ///
-/// `@unchecked Sendable`: `base` points at shared memory that every handler reads and writes, but
+/// the unchecked Sendable conformance: `base` points at shared memory that every handler reads and writes, but
 /// each byte range belongs to one sequence (or one staging buffer), touched only on that sequence's
 /// queue; the mapping itself is created in `init` and only removed by `close`, which the server
 /// calls once no worker can run (after the drain, see `Server.run`). `isClosed` is behind a Mutex.

@@ -11,7 +11,7 @@ import Darwin
 /// A plugin whose table passed every load-time check: its path, the members this host reads, and
 /// its parameters already mapped to `ParamSpec`.
 ///
-/// `@unchecked Sendable`: the table and everything it points to is PLUGIN-owned memory that the
+/// the unchecked Sendable conformance: the table and everything it points to is PLUGIN-owned memory that the
 /// header requires to stay valid and unchanged until `destroy`, and callbacks must be thread-safe,
 /// so sharing the raw pointers across threads is what the contract allows.
 final class CPlugin: @unchecked Sendable {  // safe: immutable plugin-owned table, see above

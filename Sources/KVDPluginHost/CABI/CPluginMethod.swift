@@ -77,7 +77,7 @@ struct CPluginMethod: CompactionMethod {
     }
 
     /// What every iteration of concurrentPerform reads (borrowed buffers that outlive it) and the
-    /// result slots it writes, one disjoint element per head; hence `@unchecked Sendable`.
+    /// result slots it writes, one disjoint element per head; hence the unchecked Sendable conformance.
     private struct SharedInputs: @unchecked Sendable {  // safe: read-only inputs, disjoint result slots
         let model: UnsafePointer<kvd_model_info>
         let queries: UnsafePointer<Float>?

@@ -4,7 +4,7 @@ import Foundation
 /// message. Large Query replies are a malloc'd block that libzmq takes over when sending, so their
 /// K/V bytes are never copied again after the handler wrote them.
 ///
-/// `@unchecked Sendable` because of that block's raw pointer: it is owned by exactly one reply,
+/// the unchecked Sendable conformance because of that block's raw pointer: it is owned by exactly one reply,
 /// which moves from the worker that built it to the outbox to the socket thread; no other code
 /// keeps the pointer, and whoever holds the reply last either hands the block to libzmq or frees it.
 struct OutgoingReply: @unchecked Sendable {  // safe: the block has exactly one owner at a time
