@@ -179,7 +179,7 @@ public nonisolated struct Kvd_V1_Limits: Sendable {
   public init() {}
 }
 
-public nonisolated struct Kvd_V1_HelloResponse: @unchecked Sendable {
+public nonisolated struct Kvd_V1_HelloResponse: @unchecked Sendable {  // safe: generated; swift-protobuf copies its storage on write, never shares it mutably
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.

@@ -97,7 +97,7 @@ public nonisolated struct Kvd_V1_SequenceStats: Sendable {
 
 /// What the memory manager did since start (this tenant's segment). Each action counts the pages
 /// it gave back.
-public nonisolated struct Kvd_V1_MemoryStats: @unchecked Sendable {
+public nonisolated struct Kvd_V1_MemoryStats: @unchecked Sendable {  // safe: generated; swift-protobuf copies its storage on write, never shares it mutably
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -209,7 +209,7 @@ public nonisolated struct Kvd_V1_MemoryStats: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Kvd_V1_StatsResponse: @unchecked Sendable {
+public nonisolated struct Kvd_V1_StatsResponse: @unchecked Sendable {  // safe: generated; swift-protobuf copies its storage on write, never shares it mutably
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
