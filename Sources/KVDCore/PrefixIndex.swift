@@ -25,8 +25,11 @@ public final class PrefixIndex {
         var lastUsed: UInt64
     }
 
-    private let allocator: PageAllocator
+    public let allocator: PageAllocator
     private var nodes: [PrefixHash: Node] = [:]
+    /// Every page some entry lists (a page belongs to at most one block: a block's hash is
+    /// indexed once, and later copies of the same tokens live in other pages that are not listed).
+    private var listed: Set<PageID> = []
     private var clock: UInt64 = 0
 
     /// Blocks asked for by `lookup` that were found / not found (counted up to the first missing
@@ -40,6 +43,8 @@ public final class PrefixIndex {
 
     public var entryCount: Int { nodes.count }
     public func contains(_ hash: PrefixHash) -> Bool { nodes[hash] != nil }
+    /// Whether the index holds a reference on `page`.
+    public func lists(_ page: PageID) -> Bool { listed.contains(page) }
 
     private func tick() -> UInt64 {
         clock += 1
@@ -61,6 +66,7 @@ public final class PrefixIndex {
             nodes[parent]!.children += 1
         }
         allocator.retain(pages)
+        listed.formUnion(pages)
         nodes[hash] = Node(entry: Entry(hash: hash, parent: parent, block: block, pages: pages), lastUsed: tick())
         return true
     }
@@ -109,6 +115,7 @@ public final class PrefixIndex {
         while freed < limit, let h = candidates.popLast() {
             guard let n = nodes[h], n.children == 0, !allocator.anyShared(n.entry.pages) else { continue }
             nodes[h] = nil
+            listed.subtract(n.entry.pages)
             evictions += 1
             freed += allocator.release(n.entry.pages)
             let parent = n.entry.parent
@@ -130,6 +137,7 @@ public final class PrefixIndex {
         var freed = 0
         for n in nodes.values { freed += allocator.release(n.entry.pages) }
         nodes = [:]
+        listed = []
         return freed
     }
 

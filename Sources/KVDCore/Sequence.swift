@@ -332,6 +332,31 @@ public final class KVSequence {
         return CompactionOutcome(before: before, kept: heads.map(\.count), pagesFreed: freed, pagesAllocated: copyPages)
     }
 
+    /// What applying `plan` (already validated) would do to the pages: the pages heads would
+    /// release (each loses one holder; a shared one stays in the arena) and the fresh pages heads
+    /// holding shared pages would take to copy their kept tokens. The arena's net gain is the
+    /// released pages nobody else holds minus `fresh`, which may be negative: compacting a
+    /// sequence whose pages a fork shares costs memory.
+    public func compactionPageChanges(plan: CompactionPlan, allocator: PageAllocator) -> (released: [PageID], fresh: Int) {
+        let pageTokens = layout.pageTokens
+        var released: [PageID] = []
+        var fresh = 0
+        for h in heads.indices where h < plan.kept.count {
+            let pages = heads[h].pages
+            let keepPages = HeadCache.pagesNeeded(plan.kept[h].count, pageTokens: pageTokens)
+            switch headCompaction(h, plan: plan, allocator: allocator) {
+            case .unchanged:
+                continue
+            case .inPlace:
+                released += pages.dropFirst(keepPages)
+            case .copy:
+                released += pages
+                fresh += keepPages
+            }
+        }
+        return (released, fresh)
+    }
+
     // MARK: layer aliases (KVSharer)
 
     /// Makes each `layer` of `map` read `owner`'s cache and releases its pages. Rules: layers in range,

@@ -7,7 +7,8 @@ import KVDPluginAPI
 public enum CompactionRunner {
     public static func run(
         _ method: any CompactionMethod, _ context: CompactionContext, sequence seq: KVSequence,
-        allocator: PageAllocator, memory: PageMemory, floor: Int = 0
+        allocator: PageAllocator, memory: PageMemory, floor: Int = 0,
+        accept: ((MethodPlan) throws(KVDError) -> Void)? = nil
     ) throws(KVDError) -> (planned: MethodPlan, outcome: KVSequence.CompactionOutcome) {
         let name = method.descriptor.name
         let planned = try method.plan(context)
@@ -15,6 +16,8 @@ public enum CompactionRunner {
         if floor > 0 { try checkFloor(planned, counts: context.view.headCounts, seq: seq, floor: floor, method: name) }
         // Check the aliases before anything moves, so a bad map leaves the sequence untouched.
         if !planned.aliases.isEmpty { _ = try seq.resolveAliases(planned.aliases) }
+        // The caller's last word on a checked plan (the memory manager refuses one that frees nothing).
+        try accept?(planned)
         var outcome = try seq.compact(plan: planned.plan, method: name, allocator: allocator, memory: memory)
         if !planned.aliases.isEmpty {
             let freed = try seq.applyAliases(planned.aliases, allocator: allocator)

@@ -35,6 +35,11 @@ import Testing
         #expect(index.insert(hash: Self.h(2), parent: Self.h(1), pages: other))
         #expect(index.lookup(hashes: [Self.h(1), Self.h(2)]).map(\.block) == [0, 1])
         #expect(index.entryCount == 2)
+        // `lists` names exactly the pages the index holds a reference on.
+        let stray = try a.allocate(1)
+        #expect((pages + other).allSatisfy(index.lists) && !index.lists(stray[0]))
+        index.removeAll()
+        #expect(!(pages + other).contains(where: index.lists))
     }
 
     @Test func lookupAnswersTheLongestIndexedPrefixFromBlockZero() throws {
@@ -60,7 +65,8 @@ import Testing
         // 2 pages per block: a limit of 3 pages takes two blocks, leaf 11 then its parent 10.
         #expect(index.evictUnused(limit: 3) == 4)
         #expect(!index.contains(Self.h(11)) && !index.contains(Self.h(10)))
-        #expect(second.joined().allSatisfy { a.refCount(of: $0) == 0 })
+        #expect(second.joined().allSatisfy { a.refCount(of: $0) == 0 && !index.lists($0) })
+        #expect(first.joined().allSatisfy(index.lists))
         #expect(index.evictUnused(limit: 2) == 2)
         #expect(!index.contains(Self.h(3)) && index.contains(Self.h(2)))  // the leaf, never its parent first
         #expect(index.evictUnused(limit: 100) == 4)

@@ -15,7 +15,7 @@ enum CompactionJob {
 
     static func run(
         _ choice: Choice, _ state: SequenceState, _ store: TenantStore, observation: Observation?,
-        requestParams: Set<String> = [], floor: Int = 0
+        requestParams: Set<String> = [], floor: Int = 0, accept: ((MethodPlan) throws(KVDError) -> Void)? = nil
     ) throws(KVDError) -> Result {
         let seq = state.sequence
         let book = store.policies
@@ -25,7 +25,7 @@ enum CompactionJob {
             view: view, observation: observation, params: choice.params, method: choice.method.descriptor.name,
             baseDirectory: book.baseDirectory, files: book.files(requestParams: requestParams))
         let (planned, outcome) = try CompactionRunner.run(
-            choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor)
+            choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor, accept: accept)
         return Result(planned: planned, outcome: outcome, elapsedNs: DispatchTime.now().uptimeNanoseconds - start)
     }
 }

@@ -24,10 +24,16 @@ enum ManagerActions {
     }
 
     /// Releases the whole sequence and records why, so its id answers EVICTED. Returns pages freed.
-    static func release(_ e: SequenceEntry, _ state: SequenceState, _ store: Store, kind: Kvd_V1_Event.Kind, record: String, why: String) -> Int {
+    /// `stillNeeded`: pages the pass still wants afterwards, taken from prefix blocks no sequence
+    /// holds any more (the ones this release just left to the index among them).
+    static func release(
+        _ e: SequenceEntry, _ state: SequenceState, _ store: Store, kind: Kvd_V1_Event.Kind, record: String, why: String,
+        stillNeeded: () -> Int = { 0 }
+    ) -> Int {
         let seq = state.sequence
         guard !seq.isReleased else { return 0 }
-        let freed = seq.release(allocator: e.space.pages)
+        var freed = seq.release(allocator: e.space.pages)
+        freed += e.space.prefix.evictUnused(limit: stillNeeded())
         if let s = state.staging {
             e.space.staging.free(s)
             state.staging = nil
@@ -49,7 +55,11 @@ enum ManagerActions {
     /// Compacts with the pressure policy (or its query-free fallback), never below the floor.
     /// Returns pages freed; 0 when no policy fits or the plan would cross the floor (the sequence is
     /// then left for eviction until it grows).
-    static func compress(_ e: SequenceEntry, _ state: SequenceState, _ store: Store, _ settings: Configuration.Memory, why: String) -> Int {
+    /// `stillNeeded` as for `release`: a compacted head's old pages may be held by the index too.
+    static func compress(
+        _ e: SequenceEntry, _ state: SequenceState, _ store: Store, _ settings: Configuration.Memory, why: String,
+        stillNeeded: () -> Int = { 0 }
+    ) -> Int {
         let seq = state.sequence
         guard !seq.isReleased, seq.reservation == nil else { return 0 }
         let before = seq.tokensHeld
@@ -58,13 +68,20 @@ enum ManagerActions {
         guard let (choice, observation) = PressurePolicy.choose(store.policies, settings, state, scoped) else { return 0 }
         let job: CompactionJob.Result
         do {
-            job = try CompactionJob.run(choice, state, scoped, observation: observation, floor: settings.floorTokens)
+            // Copy-on-write makes compacting a head with shared pages take fresh pages; a plan
+            // that would give back nothing net (a fork holds the same pages) is not worth running.
+            job = try CompactionJob.run(choice, state, scoped, observation: observation, floor: settings.floorTokens) { planned throws(KVDError) in
+                let change = seq.compactionPageChanges(plan: planned.plan, allocator: e.space.pages)
+                let gain = e.space.prefix.returnedOnRelease(change.released) - change.fresh
+                if gain <= 0 { throw .failedPrecondition("the plan would give back \(gain) pages net (its pages are shared)") }
+            }
         } catch {
             store.logger?.debug("memory manager: not compacting sequence \(e.id): \(error.message)")
             return 0
         }
         e.refreshGauges(state)
-        let freed = job.outcome.pagesFreed
+        // Net: fresh pages taken for copy-on-write count against what was released.
+        let freed = job.outcome.pagesFreed - job.outcome.pagesAllocated + e.space.prefix.evictUnused(limit: stillNeeded())
         e.lease.managerCompactions.add(1, ordering: .relaxed)
         let c = e.space.counters
         ManagerCounters.add(c.compactions, c.compactionsPages, freed: freed)

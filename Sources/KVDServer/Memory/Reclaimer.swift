@@ -53,9 +53,11 @@ enum Reclaimer {
         case .room(let pages): why = "tenant '\(space.name)' \(percent)% of \(limit) pages in use, and an append needed \(pages) more"
         }
         func done() -> Bool { space.pages.usedCount <= target }
+        func stillNeeded() -> Int { space.pages.usedCount - target }
         // Cached prompt blocks no sequence holds cost nobody anything to drop (at most a later
-        // prefill), so they go before any sequence is compressed or evicted.
-        freed += space.prefix.evictUnused(limit: space.pages.usedCount - target)
+        // prefill), so they go before any sequence is compressed or evicted — and again within each
+        // action: a compressed or evicted sequence's indexed pages come back only once its blocks go.
+        freed += space.prefix.evictUnused(limit: stillNeeded())
         if done() { return freed }
 
         // Candidates: not pinned, no open reservation. Orphans (lease expired) first, each group least
@@ -87,7 +89,7 @@ enum Reclaimer {
                 if e.lease.tokens.load(ordering: .relaxed) == e.lease.tokensAfterManagerCompaction.load(ordering: .relaxed) { continue }
                 freed += act(on: e) { state in
                     // Re-checked once claimed: a request may have touched it since the list was made.
-                    onlyIfIdle && !stillIdle(e, busyNs) ? 0 : ManagerActions.compress(e, state, store, settings, why: why)
+                    onlyIfIdle && !stillIdle(e, busyNs) ? 0 : ManagerActions.compress(e, state, store, settings, why: why, stillNeeded: stillNeeded)
                 }
             }
         }
@@ -98,7 +100,8 @@ enum Reclaimer {
                 freed += act(on: e) { state in
                     guard !onlyIfIdle || stillIdle(e, busyNs) else { return 0 }
                     return ManagerActions.release(
-                        e, state, store, kind: .evicted, record: "evicted by the memory manager (\(why))", why: why)
+                        e, state, store, kind: .evicted, record: "evicted by the memory manager (\(why))", why: why,
+                        stillNeeded: stillNeeded)
                 }
             }
         }

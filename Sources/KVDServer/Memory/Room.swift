@@ -2,7 +2,7 @@ import Dispatch
 import KVDCore
 
 extension TenantStore {
-    /// Runs `allocate` (an Append or Reserve on the sequence's queue); when the segment has no room
+    /// Runs `allocate` (an Append, Reserve or Fork on the sequence's queue); when the segment has no room
     /// for it, runs a reclaim pass for `pages` pages (bounded by memory.reclaim_wait_ms) and tries
     /// once more. The caller's own sequence is busy, so the pass never touches it. Afterwards, usage
     /// above memory.high wakes the background manager.

@@ -69,6 +69,15 @@ final class TenantPrefix: Sendable {
         }
     }
 
+    /// How many of `pages` come back to the arena when each loses one holder: those with no other
+    /// holder, or only this index (the memory manager drops such unused blocks right after it acts).
+    func returnedOnRelease(_ pages: [PageID]) -> Int {
+        state.withLock { s in
+            let counts = s.index.allocator.refCounts(of: pages)
+            return zip(pages, counts).reduce(0) { n, pc in n + (pc.1 == 1 || (pc.1 == 2 && s.index.lists(pc.0)) ? 1 : 0) }
+        }
+    }
+
     func stats(pageBytes: Int) -> Kvd_V1_PrefixStats {
         state.withLock { s in
             let u = s.index.usage()
