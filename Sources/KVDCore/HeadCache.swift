@@ -25,6 +25,15 @@ public struct HeadCache: Sendable, Equatable {
 
     public init() {}
 
+    /// A head rebuilt from its stored parts (a restart reading the journal);
+    /// `SequenceImage.validate` checks that they agree.
+    public init(pages: [PageID], count: Int, positionRuns: [PositionRun], logWeights: [Float]?) {
+        self.pages = pages
+        self.count = count
+        self.positionRuns = positionRuns
+        self.storedLogWeights = logWeights
+    }
+
     /// Pages needed to hold `tokens` tokens with `pageTokens` per page.
     @inline(__always) public static func pagesNeeded(_ tokens: Int, pageTokens: Int) -> Int {
         (tokens + pageTokens - 1) / pageTokens
