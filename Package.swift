@@ -34,6 +34,9 @@ let package = Package(
         .target(name: "CKVDPluginABI", path: "Sources/CKVDPluginABI"),
         // Pure model: layouts, ids, page allocator, head caches, plans, packing. No I/O.
         .target(name: "KVDCore", path: "Sources/KVDCore"),
+        // Crash safety: the journal and snapshot files that let a restarted kvd adopt its segment
+        // (docs/DURABILITY.md); the only code that calls libc for regular files.
+        .target(name: "KVDJournal", dependencies: ["KVDCore"], path: "Sources/KVDJournal"),
         // The POSIX shared-memory arena; the only code that calls libc for shm.
         .target(name: "KVDShm", dependencies: ["KVDCore"], path: "Sources/KVDShm"),
         // What a compaction method sees and returns: views, stages (scorer, allocator, selector),
@@ -111,6 +114,7 @@ let package = Package(
         ),
         .testTarget(name: "KVDCoreTests", dependencies: ["KVDCore"], path: "Tests/KVDCoreTests"),
         .testTarget(name: "KVDShmTests", dependencies: ["KVDShm"], path: "Tests/KVDShmTests"),
+        .testTarget(name: "KVDJournalTests", dependencies: ["KVDJournal", "KVDCore"], path: "Tests/KVDJournalTests"),
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
         .testTarget(name: "KVDServerTests", dependencies: ["KVDServer", "KVDConfig", "KVDCore", "KVDShm", "KVDPluginAPI", "KVDPluginHost", "KVDProtocol"], path: "Tests/KVDServerTests"),
         .testTarget(
