@@ -421,9 +421,21 @@ typedef struct kvd_sequence_options {
     uint64_t sequence_id;        /* 0: the daemon chooses */
     const char *tenant;          /* label for Stats; NULL = the tenant's name */
     int pinned;                  /* 1: create it pinned (see kvd_client_pin) */
+    /* ---- Prefix reuse. Added after `pinned`: a program built against the shorter struct passes
+     * its smaller struct_size and adopts nothing (the library reads only struct_size bytes). */
+    const uint32_t *adopt_token_ids; /* the prompt's token ids: the sequence starts with the K/V
+                                        of their longest cached prefix (whole pages, shared with
+                                        the prefix cache; see kvd_client_lookup) */
+    size_t adopt_count;          /* ids in adopt_token_ids; 0 = start empty (ids may be NULL) */
+    uint64_t *adopted_tokens;    /* out, may be NULL: written on success with the tokens adopted
+                                    (the new sequence's length: a multiple of the model's
+                                    page_tokens, 0 on a miss). Append the rest of the prompt from
+                                    that position on. */
 } kvd_sequence_options;
 
-/** kvd_client_create_sequence with options (`options` may be NULL: defaults). */
+/** kvd_client_create_sequence with options (`options` may be NULL: defaults). KVD_ERR_ARGUMENT
+ *  for adopt_count > 0 with NULL adopt_token_ids; the daemon refuses more ids than its
+ *  max_sequence_tokens (KVD_ERR_INVALID_ARGUMENT). */
 KVD_API kvd_result kvd_client_create_sequence_ex(kvd_client *client, const char *model,
                                                  const kvd_sequence_options *options,
                                                  uint64_t *out_id);
@@ -630,6 +642,29 @@ KVD_API kvd_result kvd_client_append_zero_copy(kvd_client *client, uint64_t sequ
                                                uint32_t head_dim, const void *keys,
                                                const void *values, kvd_append_result *out);
 
+/** Options of kvd_client_append_ex. Zero-initialise, set struct_size. */
+typedef struct kvd_append_options {
+    size_t struct_size;          /* sizeof(kvd_append_options) */
+    int zero_copy;               /* 1: Reserve, write into the arena, Commit (as
+                                    kvd_client_append_zero_copy); 0: inline (kvd_client_append) */
+    const uint32_t *token_ids;   /* the appended tokens' ids, one per token, for prefix reuse (sent
+                                    on the Append, or on the Commit with zero_copy); NULL = none */
+    size_t num_token_ids;        /* ids in token_ids: 0 (none) or exactly `tokens` */
+} kvd_append_options;
+
+/**
+ * kvd_client_append / kvd_client_append_zero_copy with options (`options` may be NULL: inline,
+ * no ids). With token ids, kvd indexes every page this append fills in the tenant's prefix cache
+ * (Lookup, adopting creates), as long as the sequence was never compacted and every earlier
+ * append carried ids: an append without ids stops the indexing of that sequence for good.
+ * A count other than `tokens` is KVD_ERR_ARGUMENT, found before anything is sent or reserved.
+ */
+KVD_API kvd_result kvd_client_append_ex(kvd_client *client, uint64_t sequence_id,
+                                        kvd_dtype dtype, uint32_t layers, uint32_t kv_heads,
+                                        uint32_t tokens, uint32_t head_dim, const void *keys,
+                                        const void *values, const kvd_append_options *options,
+                                        kvd_append_result *out);
+
 /**
  * Reserve `num_tokens` slots in every (layer, head) of a sequence. *out describes where each
  * token goes (free with kvd_reservation_free). Write with kvd_reservation_key/value or
@@ -652,10 +687,90 @@ KVD_API kvd_result kvd_reservation_write(const kvd_reservation *r, const void *k
 KVD_API kvd_result kvd_client_commit(kvd_client *client, const kvd_reservation *r,
                                      uint32_t num_tokens, kvd_append_result *out);
 
+/** kvd_client_commit with the committed tokens' ids (`num_token_ids` of them, exactly as many as
+ *  are committed; token_ids may be NULL when num_token_ids is 0), for prefix reuse as in
+ *  kvd_client_append_ex. A wrong count is KVD_ERR_ARGUMENT before anything is sent: the
+ *  reservation stays open (commit again, or abort). */
+KVD_API kvd_result kvd_client_commit_ex(kvd_client *client, const kvd_reservation *r,
+                                        uint32_t num_tokens, const uint32_t *token_ids,
+                                        size_t num_token_ids, kvd_append_result *out);
+
 /** Drop the whole reservation; the sequence is unchanged. */
 KVD_API kvd_result kvd_client_abort(kvd_client *client, const kvd_reservation *r);
 
 KVD_API void kvd_reservation_free(kvd_reservation *r);
+
+/* ------------------------------------------------------------------------------------------- */
+/* Prefix reuse (docs/PREFIX.md)                                                                */
+/*
+ * Token ids are uint32 and travel as little-endian bytes (this library is little-endian only, so
+ * the caller's array is sent as it is). Pages are indexed by appends that carry ids
+ * (kvd_client_append_ex, kvd_client_commit_ex); Lookup finds the longest cached prefix in whole
+ * pages; an adopting create (kvd_sequence_options.adopt_token_ids) starts a sequence on those pages
+ * (shared, held once); Fork copies a live sequence's first tokens (whole pages shared). A shared
+ * page is never written: appends and compactions copy first, so no sequence sees another's data.
+ */
+
+/** What Lookup found (kvd.v1.LookupResponse). */
+typedef struct kvd_lookup_result {
+    uint64_t tokens;             /* tokens of the longest cached prefix: a multiple of page_tokens,
+                                    0 on a miss */
+    uint32_t pages_per_head;     /* pages each (layer, head) would share: tokens / page_tokens */
+    uint32_t page_tokens;        /* tokens per page of the model */
+} kvd_lookup_result;
+
+/**
+ * The longest prefix of `token_ids` (`n_tokens` ids; may be NULL when n_tokens is 0) whose K/V
+ * this tenant's prefix cache holds for `model`, in whole pages. Changes nothing but the blocks'
+ * recency. KVD_ERR_ARGUMENT for a NULL/empty model, NULL ids with n_tokens > 0 or a NULL `out`;
+ * the daemon's KVD_ERR_NOT_FOUND for an unknown model. On failure *out is unchanged.
+ */
+KVD_API kvd_result kvd_client_lookup(kvd_client *client, const char *model,
+                                     const uint32_t *token_ids, size_t n_tokens,
+                                     kvd_lookup_result *out);
+
+/** What Fork created (kvd.v1.ForkResponse). */
+typedef struct kvd_fork_result {
+    uint64_t sequence_id;        /* the new sequence */
+    uint64_t length;             /* its length (the requested one) */
+    uint64_t generation;         /* its layout generation (starts at 1) */
+} kvd_fork_result;
+
+/**
+ * Create a sequence holding the first `length` tokens (0 .. the source's length) of `sequence_id`:
+ * whole pages are shared copy-on-write, a partly filled last page is copied. `new_sequence_id` 0
+ * lets the daemon choose (same rules as create). `out` may be NULL. The daemon's errors:
+ * KVD_ERR_INVALID_ARGUMENT for a length past the source's; KVD_ERR_FAILED_PRECONDITION for a
+ * source that was compacted or aliased, or has an open reservation; KVD_ERR_ALREADY_EXISTS,
+ * KVD_ERR_RESOURCE_EXHAUSTED as for create. On failure nothing changed.
+ */
+KVD_API kvd_result kvd_client_fork(kvd_client *client, uint64_t sequence_id, uint64_t length,
+                                   uint64_t new_sequence_id, kvd_fork_result *out);
+
+/** This tenant's prefix cache (kvd.v1.PrefixStats). Set struct_size = sizeof(kvd_prefix_stats)
+ *  before the call: the library fills only that many bytes, so the struct can grow compatibly. */
+typedef struct kvd_prefix_stats {
+    size_t struct_size;
+    int enabled;                 /* 0 when the daemon's prefix.enabled is false */
+    uint64_t hits, misses;       /* blocks found / not found by Lookup and adopting creates */
+    uint64_t cached_blocks;      /* blocks indexed now */
+    uint32_t cached_pages;       /* pages the index references ... */
+    uint32_t unused_pages;       /* ... of them held by no sequence (cache only; dropped first
+                                    under memory pressure) ... */
+    uint32_t shared_pages;       /* ... and held by two or more sequences */
+    uint64_t pages_saved;        /* page copies sharing avoids now (sum of holders - 1) */
+    uint64_t bytes_saved;        /* their bytes */
+    uint64_t evictions;          /* blocks dropped from the index by the memory manager */
+    uint64_t evicted_pages;      /* pages they freed */
+} kvd_prefix_stats;
+
+/**
+ * This tenant's prefix-cache figures (one Stats request naming no sequence). KVD_ERR_ARGUMENT
+ * when `out` is NULL or its struct_size does not cover `enabled` or exceeds
+ * sizeof(kvd_prefix_stats); KVD_ERR_PROTOCOL when the reply has no prefix figures (a kvd older
+ * than prefix reuse). On failure *out is unchanged.
+ */
+KVD_API kvd_result kvd_client_prefix_stats(kvd_client *client, kvd_prefix_stats *out);
 
 /* ------------------------------------------------------------------------------------------- */
 /* Reading                                                                                      */

@@ -1,4 +1,5 @@
-/* libkvdclient appending: inline Append and zero-copy Reserve / write / Commit / Abort. */
+/* libkvdclient appending: inline Append and zero-copy Reserve / write / Commit / Abort, with or
+ * without the tokens' ids (prefix reuse). */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -25,17 +26,22 @@ static kvd_result check_kv_args(kvd_client *c, const char *what, kvd_dtype dtype
     return KVD_OK;
 }
 
-kvd_result kvd_client_append(kvd_client *c, uint64_t seq, kvd_dtype dtype, uint32_t layers,
-                             uint32_t kv_heads, uint32_t tokens, uint32_t head_dim,
-                             const void *keys, const void *values, kvd_append_result *out) {
-    kvd_result rc = kvd__enter(c, 0);
-    if (rc) return rc;
-    size_t bytes;
-    rc = check_kv_args(c, "append", dtype, layers, kv_heads, tokens, head_dim, keys, values,
-                       &bytes);
-    if (rc) return kvd__leave(c, rc);
-    rc = kvd__ensure_session(c);
-    if (rc) return kvd__leave(c, rc);
+/* The ids of an append or commit of `tokens` tokens: none, or exactly one per token. Checked here
+ * so a wrong count is refused before anything is sent or reserved. */
+static kvd_result append_ids(kvd_client *c, const char *what, uint32_t tokens,
+                             const uint32_t *ids, size_t n, ProtobufCBinaryData *out) {
+    if (n != 0 && n != tokens)
+        return kvd__set_err(c, KVD_ERR_ARGUMENT,
+                            "kvd: %s: %zu token ids for %u tokens; give one id per token, or none",
+                            what, n, tokens);
+    return kvd__token_ids(c, what, ids, n, out);
+}
+
+/* Inline Append with the session established and the arguments checked (`bytes` per tensor). */
+static kvd_result append_inline(kvd_client *c, uint64_t seq, kvd_dtype dtype, uint32_t layers,
+                                uint32_t kv_heads, uint32_t tokens, uint32_t head_dim,
+                                size_t bytes, const void *keys, const void *values,
+                                ProtobufCBinaryData ids, kvd_append_result *out) {
     uint32_t shape[4] = {layers, kv_heads, tokens, head_dim};
     Kvd__V1__Tensor k = KVD__V1__TENSOR__INIT, v = KVD__V1__TENSOR__INIT;
     k.dtype = v.dtype = (Kvd__V1__DType)dtype;
@@ -48,19 +54,36 @@ kvd_result kvd_client_append(kvd_client *c, uint64_t seq, kvd_dtype dtype, uint3
     ar.sequence_id = seq;
     ar.keys = &k;
     ar.values = &v;
+    ar.token_ids = ids;
     Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
     req.body_case = KVD__V1__REQUEST__BODY_APPEND;
     req.append = &ar;
     Kvd__V1__Response *resp;
-    rc = kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_APPEND, &resp);
-    if (rc) return kvd__leave(c, rc);
+    kvd_result rc = kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_APPEND, &resp);
+    if (rc) return rc;
     if (out) {
         out->length = resp->append->length;
         out->first_position = resp->append->first_position;
         out->generation = resp->append->generation;
     }
     kvd__v1__response__free_unpacked(resp, NULL);
-    return kvd__leave(c, KVD_OK);
+    return KVD_OK;
+}
+
+kvd_result kvd_client_append(kvd_client *c, uint64_t seq, kvd_dtype dtype, uint32_t layers,
+                             uint32_t kv_heads, uint32_t tokens, uint32_t head_dim,
+                             const void *keys, const void *values, kvd_append_result *out) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    size_t bytes;
+    rc = check_kv_args(c, "append", dtype, layers, kv_heads, tokens, head_dim, keys, values,
+                       &bytes);
+    if (rc) return kvd__leave(c, rc);
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    ProtobufCBinaryData none = {0, NULL};
+    return kvd__leave(c, append_inline(c, seq, dtype, layers, kv_heads, tokens, head_dim, bytes,
+                                       keys, values, none, out));
 }
 
 typedef struct res_box {
@@ -79,13 +102,15 @@ void kvd_reservation_free(kvd_reservation *r) {
     free(b);
 }
 
+/* `ids` (may be NULL: none) are the committed tokens' ids; never with abort_. */
 static kvd_result commit_rpc(kvd_client *c, uint64_t seq, uint64_t rid, uint32_t n, int abort_,
-                             kvd_append_result *out) {
+                             const ProtobufCBinaryData *ids, kvd_append_result *out) {
     Kvd__V1__CommitRequest cr = KVD__V1__COMMIT_REQUEST__INIT;
     cr.sequence_id = seq;
     cr.reservation_id = rid;
     cr.num_tokens = n;
     cr.abort = abort_ ? 1 : 0;
+    if (ids) cr.token_ids = *ids;
     Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
     req.body_case = KVD__V1__REQUEST__BODY_COMMIT;
     req.commit = &cr;
@@ -184,7 +209,7 @@ abort_it: {
             free(b);
         }
         char *keep = strdup(c->err);
-        commit_rpc(c, seq, rid, 0, 1, NULL);
+        commit_rpc(c, seq, rid, 0, 1, NULL, NULL);
         if (keep) {
             kvd__set_err(c, rc, "%s", keep);
             free(keep);
@@ -247,15 +272,25 @@ kvd_result kvd_reservation_write(const kvd_reservation *r, const void *keys, con
 
 kvd_result kvd_client_commit(kvd_client *c, const kvd_reservation *r, uint32_t n,
                              kvd_append_result *out) {
+    return kvd_client_commit_ex(c, r, n, NULL, 0, out);
+}
+
+kvd_result kvd_client_commit_ex(kvd_client *c, const kvd_reservation *r, uint32_t n,
+                                const uint32_t *token_ids, size_t num_token_ids,
+                                kvd_append_result *out) {
     kvd_result rc = kvd__enter(c, 0);
     if (rc) return rc;
     if (!r)
         return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
                                           "kvd: commit: reservation is NULL"));
+    uint32_t count = n ? n : r->num_tokens;
+    ProtobufCBinaryData ids;
+    /* Checked against the count committed (the daemon refuses a count above the reservation). */
+    rc = append_ids(c, "commit", count, token_ids, num_token_ids, &ids);
+    if (rc) return kvd__leave(c, rc);
     rc = kvd__ensure_session(c);
     if (rc) return kvd__leave(c, rc);
-    return kvd__leave(c, commit_rpc(c, r->sequence_id, r->reservation_id,
-                                    n ? n : r->num_tokens, 0, out));
+    return kvd__leave(c, commit_rpc(c, r->sequence_id, r->reservation_id, count, 0, &ids, out));
 }
 
 kvd_result kvd_client_abort(kvd_client *c, const kvd_reservation *r) {
@@ -266,7 +301,40 @@ kvd_result kvd_client_abort(kvd_client *c, const kvd_reservation *r) {
                                           "kvd: abort: reservation is NULL"));
     rc = kvd__ensure_session(c);
     if (rc) return kvd__leave(c, rc);
-    return kvd__leave(c, commit_rpc(c, r->sequence_id, r->reservation_id, 0, 1, NULL));
+    return kvd__leave(c, commit_rpc(c, r->sequence_id, r->reservation_id, 0, 1, NULL, NULL));
+}
+
+/* Reserve / write / Commit with the session established and the arguments checked; the shape is
+ * checked against the model first (the daemon cannot see zero-copy bytes). */
+static kvd_result append_zero_copy(kvd_client *c, const char *what, uint64_t seq, kvd_dtype dtype,
+                                   uint32_t layers, uint32_t kv_heads, uint32_t tokens,
+                                   uint32_t head_dim, size_t bytes, const void *keys,
+                                   const void *values, ProtobufCBinaryData ids,
+                                   kvd_append_result *out) {
+    seq_layout L;
+    kvd_result rc = kvd__layout_of(c, seq, &L);
+    if (rc) return rc;
+    if (L.layers != layers || L.kv_heads != kv_heads || L.head_dim != head_dim || L.dtype != dtype)
+        return kvd__set_err(c, KVD_ERR_ARGUMENT,
+                            "kvd: %s: sequence %llu's model needs [%u, %u, tokens, %u] of dtype "
+                            "%d; got [%u, %u, %u, %u] of dtype %d",
+                            what, (unsigned long long)seq, L.layers, L.kv_heads, L.head_dim,
+                            (int)L.dtype, layers, kv_heads, tokens, head_dim, (int)dtype);
+    kvd_reservation *r;
+    rc = reserve_locked(c, seq, tokens, &r);
+    if (rc) return rc;
+    rc = kvd_reservation_write(r, keys, values, bytes);
+    if (rc) {
+        kvd__set_err(c, rc, "kvd: %s: writing the reservation failed", what);
+        char *keep = strdup(c->err);
+        commit_rpc(c, seq, r->reservation_id, 0, 1, NULL, NULL);
+        if (keep) { kvd__set_err(c, rc, "%s", keep); free(keep); }
+        kvd_reservation_free(r);
+        return rc;
+    }
+    rc = commit_rpc(c, seq, r->reservation_id, tokens, 0, &ids, out);
+    kvd_reservation_free(r);
+    return rc;
 }
 
 kvd_result kvd_client_append_zero_copy(kvd_client *c, uint64_t seq, kvd_dtype dtype,
@@ -281,30 +349,41 @@ kvd_result kvd_client_append_zero_copy(kvd_client *c, uint64_t seq, kvd_dtype dt
     if (rc) return kvd__leave(c, rc);
     rc = kvd__ensure_session(c);
     if (rc) return kvd__leave(c, rc);
-    seq_layout L;
-    rc = kvd__layout_of(c, seq, &L);
-    if (rc) return kvd__leave(c, rc);
-    if (L.layers != layers || L.kv_heads != kv_heads || L.head_dim != head_dim || L.dtype != dtype)
-        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
-                                          "kvd: append_zero_copy: sequence %llu's model "
-                                          "needs [%u, %u, tokens, %u] of dtype %d; got "
-                                          "[%u, %u, %u, %u] of dtype %d",
-                                          (unsigned long long)seq, L.layers, L.kv_heads,
-                                          L.head_dim, (int)L.dtype, layers, kv_heads, tokens,
-                                          head_dim, (int)dtype));
-    kvd_reservation *r;
-    rc = reserve_locked(c, seq, tokens, &r);
-    if (rc) return kvd__leave(c, rc);
-    rc = kvd_reservation_write(r, keys, values, bytes);
-    if (rc) {
-        kvd__set_err(c, rc, "kvd: append_zero_copy: writing the reservation failed");
-        char *keep = strdup(c->err);
-        commit_rpc(c, seq, r->reservation_id, 0, 1, NULL);
-        if (keep) { kvd__set_err(c, rc, "%s", keep); free(keep); }
-        kvd_reservation_free(r);
-        return kvd__leave(c, rc);
+    ProtobufCBinaryData none = {0, NULL};
+    return kvd__leave(c, append_zero_copy(c, "append_zero_copy", seq, dtype, layers, kv_heads,
+                                          tokens, head_dim, bytes, keys, values, none, out));
+}
+
+kvd_result kvd_client_append_ex(kvd_client *c, uint64_t seq, kvd_dtype dtype, uint32_t layers,
+                                uint32_t kv_heads, uint32_t tokens, uint32_t head_dim,
+                                const void *keys, const void *values,
+                                const kvd_append_options *opts, kvd_append_result *out) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    kvd_append_options o;
+    memset(&o, 0, sizeof o);
+    if (opts) {
+        if (opts->struct_size == 0 || opts->struct_size > sizeof o)
+            return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
+                                              "kvd: append_ex: options.struct_size is %zu; set "
+                                              "it to sizeof(kvd_append_options) (%zu)",
+                                              opts->struct_size, sizeof o));
+        memcpy(&o, opts, opts->struct_size); /* fields past the caller's struct stay zero */
     }
-    rc = commit_rpc(c, seq, r->reservation_id, tokens, 0, out);
-    kvd_reservation_free(r);
+    size_t bytes;
+    rc = check_kv_args(c, "append_ex", dtype, layers, kv_heads, tokens, head_dim, keys, values,
+                       &bytes);
+    if (rc) return kvd__leave(c, rc);
+    ProtobufCBinaryData ids;
+    rc = append_ids(c, "append_ex", tokens, o.token_ids, o.num_token_ids, &ids);
+    if (rc) return kvd__leave(c, rc);
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    if (o.zero_copy)
+        rc = append_zero_copy(c, "append_ex", seq, dtype, layers, kv_heads, tokens, head_dim,
+                              bytes, keys, values, ids, out);
+    else
+        rc = append_inline(c, seq, dtype, layers, kv_heads, tokens, head_dim, bytes, keys, values,
+                           ids, out);
     return kvd__leave(c, rc);
 }

@@ -162,6 +162,15 @@ kvd_result kvd__ensure_session(kvd_client *c);
 
 /* sequence.c */
 kvd_result kvd__layout_of(kvd_client *c, uint64_t seq, seq_layout *out);
+/* A fork has its source's layout: remember it when the source's is known (0 on out of memory). */
+int kvd__layout_inherit(kvd_client *c, uint64_t from, uint64_t to);
+
+/* prefix.c: `n` token ids as the wire's bytes field (uint32 little-endian, 4 bytes each). The
+ * bytes are the caller's array itself (no copy; see the byte-order check above), so `out` is
+ * valid while `ids` is. KVD_ERR_ARGUMENT (message naming `what`) for NULL ids with n > 0 or a
+ * byte count that overflows size_t. */
+kvd_result kvd__token_ids(kvd_client *c, const char *what, const uint32_t *ids, size_t n,
+                          ProtobufCBinaryData *out);
 
 /* keepalive.c: set up at connect; after each Hello, follow its lease (starting the thread on the
  * first lease); stop and join the thread (kvd__keepalive_stop is safe to call repeatedly). */

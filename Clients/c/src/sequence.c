@@ -1,5 +1,5 @@
-/* libkvdclient sequences: create / pin / release / stats (arena, memory manager, one sequence's
- * lease), and the sequence layouts this client knows. */
+/* libkvdclient sequences: create (adopting a cached prefix) / pin / release / stats (arena,
+ * memory manager, prefix cache, one sequence's lease), and the sequence layouts this client knows. */
 #include "internal.h"
 
 #include <stddef.h>
@@ -41,20 +41,24 @@ static int seq_remember(kvd_client *c, uint64_t id, const kvd_model_layout *m) {
     return 1;
 }
 
-static kvd_result create_sequence(kvd_client *c, const char *model, uint64_t sequence_id,
-                                  const char *tenant, int pinned, uint64_t *out_id) {
+/* `o` is a whole kvd_sequence_options (zero past the caller's struct_size). */
+static kvd_result create_sequence(kvd_client *c, const char *model, const kvd_sequence_options *o,
+                                  uint64_t *out_id) {
     kvd_result rc = kvd__enter(c, 0);
     if (rc) return rc;
     if (!model || !*model)
         return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
                                           "kvd: create_sequence: model is NULL or empty"));
+    Kvd__V1__CreateSequenceRequest cr = KVD__V1__CREATE_SEQUENCE_REQUEST__INIT;
+    rc = kvd__token_ids(c, "create_sequence: adopt", o->adopt_token_ids, o->adopt_count,
+                        &cr.adopt_token_ids);
+    if (rc) return kvd__leave(c, rc);
     rc = kvd__ensure_session(c);
     if (rc) return kvd__leave(c, rc);
-    Kvd__V1__CreateSequenceRequest cr = KVD__V1__CREATE_SEQUENCE_REQUEST__INIT;
     cr.model = (char *)model;
-    cr.sequence_id = sequence_id;
-    cr.tenant = (char *)(tenant ? tenant : "");
-    cr.pinned = pinned ? 1 : 0;
+    cr.sequence_id = o->sequence_id;
+    cr.tenant = (char *)(o->tenant ? o->tenant : "");
+    cr.pinned = o->pinned ? 1 : 0;
     Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
     req.body_case = KVD__V1__REQUEST__BODY_CREATE_SEQUENCE;
     req.create_sequence = &cr;
@@ -62,16 +66,31 @@ static kvd_result create_sequence(kvd_client *c, const char *model, uint64_t seq
     rc = kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_CREATE_SEQUENCE, &resp);
     if (rc) return kvd__leave(c, rc);
     uint64_t id = resp->create_sequence->sequence_id;
+    uint64_t adopted = resp->create_sequence->adopted_tokens;
     kvd__v1__response__free_unpacked(resp, NULL);
     const kvd_model_layout *m = kvd_hello_find_model(&c->hello->pub, model);
     if (m && !seq_remember(c, id, m)) return kvd__leave(c, kvd__oom(c));
     if (out_id) *out_id = id;
+    /* Adopted tokens are whole pages of the ids sent; anything else would make the caller skip
+     * positions it never prefilled. The sequence exists either way: *out_id names it (and so does
+     * the message) for the caller to release. */
+    if (adopted > o->adopt_count || (m && m->page_tokens && adopted % m->page_tokens))
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_PROTOCOL,
+                                          "kvd: create_sequence: sequence %llu adopted %llu "
+                                          "tokens of %zu ids, not whole pages of them",
+                                          (unsigned long long)id, (unsigned long long)adopted,
+                                          o->adopt_count));
+    if (o->adopted_tokens) *o->adopted_tokens = adopted;
     return kvd__leave(c, KVD_OK);
 }
 
 kvd_result kvd_client_create_sequence(kvd_client *c, const char *model, uint64_t sequence_id,
                                       const char *tenant, uint64_t *out_id) {
-    return create_sequence(c, model, sequence_id, tenant, 0, out_id);
+    kvd_sequence_options o;
+    memset(&o, 0, sizeof o);
+    o.sequence_id = sequence_id;
+    o.tenant = tenant;
+    return create_sequence(c, model, &o, out_id);
 }
 
 kvd_result kvd_client_create_sequence_ex(kvd_client *c, const char *model,
@@ -89,7 +108,7 @@ kvd_result kvd_client_create_sequence_ex(kvd_client *c, const char *model,
         }
         memcpy(&o, opts, opts->struct_size);
     }
-    return create_sequence(c, model, o.sequence_id, o.tenant, o.pinned, out_id);
+    return create_sequence(c, model, &o, out_id);
 }
 
 kvd_result kvd_client_release(kvd_client *c, uint64_t seq, uint32_t *pages_freed,
@@ -235,6 +254,45 @@ kvd_result kvd_client_memory_stats(kvd_client *c, kvd_memory_stats *out) {
     return kvd__leave(c, KVD_OK);
 }
 
+kvd_result kvd_client_prefix_stats(kvd_client *c, kvd_prefix_stats *out) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    if (!OUT_STRUCT_OK(out, kvd_prefix_stats, enabled))
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
+                                          "kvd: prefix_stats: out is NULL or out->struct_size is "
+                                          "%zu; set it to sizeof(kvd_prefix_stats) (%zu)",
+                                          out ? out->struct_size : (size_t)0, sizeof *out));
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    Kvd__V1__Response *resp;
+    rc = stats_rpc(c, 0, &resp);
+    if (rc) return kvd__leave(c, rc);
+    const Kvd__V1__PrefixStats *p = resp->stats->prefix;
+    if (!p) {
+        kvd__v1__response__free_unpacked(resp, NULL);
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_PROTOCOL,
+                                          "kvd: prefix_stats: the daemon's Stats reply has no "
+                                          "prefix figures (a kvd older than prefix reuse?)"));
+    }
+    kvd_prefix_stats full;
+    memset(&full, 0, sizeof full);
+    full.struct_size = out->struct_size;
+    full.enabled = p->enabled ? 1 : 0;
+    full.hits = p->hits;
+    full.misses = p->misses;
+    full.cached_blocks = p->cached_blocks;
+    full.cached_pages = p->cached_pages;
+    full.unused_pages = p->unused_pages;
+    full.shared_pages = p->shared_pages;
+    full.pages_saved = p->pages_saved;
+    full.bytes_saved = p->bytes_saved;
+    full.evictions = p->evictions;
+    full.evicted_pages = p->evicted_pages;
+    kvd__v1__response__free_unpacked(resp, NULL);
+    memcpy(out, &full, full.struct_size); /* only what the caller's struct has room for */
+    return kvd__leave(c, KVD_OK);
+}
+
 kvd_result kvd_client_sequence_lease(kvd_client *c, uint64_t seq, kvd_sequence_lease *out) {
     kvd_result rc = kvd__enter(c, 0);
     if (rc) return rc;
@@ -305,4 +363,13 @@ kvd_result kvd__layout_of(kvd_client *c, uint64_t seq, seq_layout *out) {
     if (!seq_remember(c, seq, m)) return kvd__oom(c);
     *out = *seq_find(c, seq);
     return KVD_OK;
+}
+
+int kvd__layout_inherit(kvd_client *c, uint64_t from, uint64_t to) {
+    seq_layout *s = seq_find(c, from);
+    if (!s) return 1; /* unknown source: the fork's layout is learnt like any foreign sequence's */
+    const kvd_model_layout m = {.layers = s->layers, .kv_heads = s->kv_heads,
+                                .head_dim = s->head_dim, .dtype = s->dtype,
+                                .page_tokens = s->page_tokens};
+    return seq_remember(c, to, &m); /* may move c->seqs: `s` is not used after this */
 }

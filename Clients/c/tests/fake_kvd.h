@@ -1,6 +1,7 @@
 /* A fake kvd for tests that need no daemon: a ROUTER in a thread answering Hello (with a small
- * fake arena in /dev/shm), Stats (with fixed memory figures, and fixed details of a named
- * sequence: fake_memory_stats / fake_sequence_stats), CreateSequence, KeepAlive and Pin, and
+ * fake arena in /dev/shm), Stats (with fixed memory and prefix figures, and fixed details of a
+ * named sequence: fake_memory_stats / fake_prefix_stats / fake_sequence_stats), CreateSequence
+ * (adopting whole 4-token pages of the ids sent), Append, Lookup, Fork, KeepAlive and Pin, and
  * recording what it got. fake_start / fake_stop; read the recorded fields under f->mu. */
 #ifndef KVD_TEST_FAKE_KVD_H
 #define KVD_TEST_FAKE_KVD_H
@@ -32,6 +33,8 @@ typedef struct fake_kvd {
     int drop_keepalive;            /* never answer KeepAlive */
     int stats_error;               /* answer Stats with this error code (0: normally; under mu) */
     int stats_without_details;     /* answer Stats with neither memory figures nor sequence details */
+    int bad_prefix_replies;        /* Lookup and adopting CreateSequence answer more tokens than
+                                      were sent (inconsistent replies) */
     /* Recorded (under mu). */
     pthread_mutex_t mu;
     int requests, keepalives, overlaps;
@@ -102,6 +105,21 @@ static void fake_memory_stats(Kvd__V1__MemoryStats *m) {
     m->events_published = 17ull << 40;
 }
 
+/* Prefix figures that fill every bit width, as fake_memory_stats. */
+static void fake_prefix_stats(Kvd__V1__PrefixStats *p) {
+    p->enabled = 1;
+    p->hits = 31ull << 33;
+    p->misses = 32;
+    p->cached_blocks = 33ull << 34;
+    p->cached_pages = 4000000034u;
+    p->unused_pages = 35;
+    p->shared_pages = 4000000036u;
+    p->pages_saved = 37ull << 35;
+    p->bytes_saved = 38ull << 40;
+    p->evictions = 39;
+    p->evicted_pages = 40ull << 36;
+}
+
 static void fake_sequence_stats(uint64_t id, Kvd__V1__SequenceStats *s) {
     s->sequence_id = id;
     s->model = "m";
@@ -142,6 +160,11 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
     Kvd__V1__CreateSequenceResponse created = KVD__V1__CREATE_SEQUENCE_RESPONSE__INIT;
     Kvd__V1__KeepAliveResponse ka = KVD__V1__KEEP_ALIVE_RESPONSE__INIT;
     Kvd__V1__PinResponse pin = KVD__V1__PIN_RESPONSE__INIT;
+    Kvd__V1__PrefixStats prefix = KVD__V1__PREFIX_STATS__INIT;
+    Kvd__V1__AppendResponse appended = KVD__V1__APPEND_RESPONSE__INIT;
+    Kvd__V1__LookupResponse lookup = KVD__V1__LOOKUP_RESPONSE__INIT;
+    Kvd__V1__ForkResponse forked = KVD__V1__FORK_RESPONSE__INIT;
+    uint64_t whole; /* tokens of whole 4-token pages among the ids sent */
     uint64_t missing[1] = {(uint64_t)1 << 63};
     switch (req->body_case) {
     case KVD__V1__REQUEST__BODY_HELLO:
@@ -190,8 +213,32 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
         break;
     case KVD__V1__REQUEST__BODY_CREATE_SEQUENCE:
         created.sequence_id = req->create_sequence->sequence_id ? req->create_sequence->sequence_id : 77;
+        whole = req->create_sequence->adopt_token_ids.len / 16 * 4;
+        created.adopted_tokens = whole + (f->bad_prefix_replies ? 4 : 0);
         resp.body_case = KVD__V1__RESPONSE__BODY_CREATE_SEQUENCE;
         resp.create_sequence = &created;
+        break;
+    case KVD__V1__REQUEST__BODY_APPEND:
+        appended.length = req->append->keys && req->append->keys->n_shape == 4
+                              ? req->append->keys->shape[2] : 0;
+        appended.generation = 1;
+        resp.body_case = KVD__V1__RESPONSE__BODY_APPEND;
+        resp.append = &appended;
+        break;
+    case KVD__V1__REQUEST__BODY_LOOKUP:
+        whole = req->lookup->token_ids.len / 16 * 4;
+        lookup.tokens = whole + (f->bad_prefix_replies ? 4 : 0);
+        lookup.pages_per_head = (uint32_t)(lookup.tokens / 4);
+        lookup.page_tokens = 4;
+        resp.body_case = KVD__V1__RESPONSE__BODY_LOOKUP;
+        resp.lookup = &lookup;
+        break;
+    case KVD__V1__REQUEST__BODY_FORK:
+        forked.sequence_id = req->fork->new_sequence_id ? req->fork->new_sequence_id : 78;
+        forked.length = req->fork->length;
+        forked.generation = 1;
+        resp.body_case = KVD__V1__RESPONSE__BODY_FORK;
+        resp.fork = &forked;
         break;
     default: /* Stats and anything else */
         pthread_mutex_lock(&f->mu);
@@ -206,6 +253,8 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
             if (req->body_case == KVD__V1__REQUEST__BODY_STATS && !f->stats_without_details) {
                 fake_memory_stats(&memory);
                 stats.memory = &memory;
+                fake_prefix_stats(&prefix);
+                stats.prefix = &prefix;
                 if (req->stats->sequence_id) {
                     fake_sequence_stats(req->stats->sequence_id, &sequence);
                     stats.sequence = &sequence;

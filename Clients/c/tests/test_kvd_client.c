@@ -6,6 +6,9 @@
  *   test_kvd_client all ENDPOINT            every call, bit-exactness, every bad-input case
  *   test_kvd_client write-cross ENDPOINT DIR  append known data from C for Python to read
  *   test_kvd_client read-cross ENDPOINT DIR   read data Python appended, compare with DIR files
+ *   test_kvd_client prefix ENDPOINT         only the prefix-reuse cases (also part of "all")
+ *   test_kvd_client prefix-write ENDPOINT DIR  append with token ids from C for Python to reuse
+ *   test_kvd_client prefix-read ENDPOINT DIR   look up, adopt and fork what Python appended with ids
  *   test_kvd_client restart ENDPOINT        interactive: waits for lines on stdin while the driver
  *                                           stops / restarts the daemon
  *   test_kvd_client curve ENDPOINT SERVER_PUB CLIENT_BASE OTHER_BASE
@@ -1353,6 +1356,530 @@ static void test_cross_read(void) {
 }
 
 /* ============================================================================================= */
+/* Prefix reuse: token ids on Append / Commit, Lookup, adopting creates, Fork (tiny-f16: 4 tokens */
+/* per page and L * H = 4 (layer, head) pairs, so T page-aligned tokens are T / 4 pages per head */
+/* and T pages in all). Each case uses its own id range: blocks cached by one never match another. */
+
+#define HEADS (L * H)
+
+/* Ids spread over all four bytes (and above 2^31), so a byte-order or sign slip changes the
+ * blocks' hashes: id t of a prompt starting at `base`. */
+static uint32_t prompt_id(uint32_t base, uint32_t t) { return base + t * 2654435761u; }
+
+static uint32_t *prompt_ids(uint32_t base, uint32_t n) {
+    uint32_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    for (uint32_t t = 0; t < n; t++) ids[t] = prompt_id(base, t);
+    return ids;
+}
+
+/* [L, H, a, D] followed by [L, H, b, D] along the tokens: [L, H, a + b, D] (a fresh copy). */
+static void *token_concat(const void *x, uint32_t a, const void *y, uint32_t b, size_t es) {
+    uint8_t *out = malloc((size_t)HEADS * (a + b) * D * es + 1);
+    for (size_t h = 0; h < HEADS; h++) {
+        memcpy(out + h * (a + b) * D * es, head_of(x, h, a, es), (size_t)a * D * es);
+        memcpy(out + (h * (a + b) + a) * D * es, head_of(y, h, b, es), (size_t)b * D * es);
+    }
+    return out;
+}
+
+static kvd_result append_with_ids(kvd_client *c, uint64_t s, uint32_t T, const void *k,
+                                  const void *v, const uint32_t *ids, int zero_copy,
+                                  kvd_append_result *out) {
+    kvd_append_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.zero_copy = zero_copy;
+    o.token_ids = ids;
+    o.num_token_ids = ids ? T : 0;
+    return kvd_client_append_ex(c, s, KVD_DTYPE_F16, L, H, T, D, k, v, &o, out);
+}
+
+/* A new tiny-f16 sequence holding random [L, H, T, D] K/V, appended with `ids` in chunks of at
+ * most 10 tokens, alternating inline and zero-copy. *k / *v receive the data. */
+static uint64_t written_with_ids(kvd_client *c, uint32_t T, const uint32_t *ids, void **k,
+                                 void **v) {
+    uint64_t s = 0;
+    *k = random_bits((size_t)HEADS * T * D * 2);
+    *v = random_bits((size_t)HEADS * T * D * 2);
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    for (uint32_t at = 0, i = 0; at < T; i++) {
+        uint32_t n = T - at < 10 ? T - at : 10;
+        void *ks = token_slice(*k, T, at, n, 2), *vs = token_slice(*v, T, at, n, 2);
+        kvd_append_result r;
+        CHECK_RC(c, append_with_ids(c, s, n, ks, vs, ids + at, (int)(i % 2), &r), KVD_OK);
+        CHECK(r.first_position == at && r.length == at + n, "append at %u", at);
+        free(ks);
+        free(vs);
+        at += n;
+    }
+    return s;
+}
+
+static kvd_prefix_stats prefix_stats(kvd_client *c) {
+    kvd_prefix_stats p;
+    memset(&p, 0, sizeof p);
+    p.struct_size = sizeof p;
+    CHECK_RC(c, kvd_client_prefix_stats(c, &p), KVD_OK);
+    return p;
+}
+
+static kvd_stats arena_stats(kvd_client *c) {
+    kvd_stats st;
+    memset(&st, 0, sizeof st);
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK);
+    return st;
+}
+
+static uint64_t lookup_tokens(kvd_client *c, const char *model, const uint32_t *ids, size_t n) {
+    kvd_lookup_result r = {99, 99, 99};
+    kvd_result rc = kvd_client_lookup(c, model, ids, n, &r);
+    CHECK_RC(c, rc, KVD_OK);
+    CHECK(rc != KVD_OK || (r.page_tokens == P && r.pages_per_head == r.tokens / P),
+          "lookup result %llu tokens, %u pages per head, P %u", (unsigned long long)r.tokens,
+          r.pages_per_head, r.page_tokens);
+    return rc == KVD_OK ? r.tokens : UINT64_MAX;
+}
+
+/* Lookup misses, then finds whole pages only after appends with ids; stops at a changed id. */
+static void test_prefix_lookup(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    const uint32_t T = 22; /* 5 full pages and 2 tokens */
+    uint32_t *ids = prompt_ids(0x1000, T + 1);
+    kvd_prefix_stats p0 = prefix_stats(c);
+    CHECK(p0.enabled == 1, "prefix cache enabled");
+    CHECK(lookup_tokens(c, "tiny-f16", ids, T) == 0, "miss before anything was appended");
+    void *k, *v;
+    uint64_t s = written_with_ids(c, T, ids, &k, &v);
+    check_sequence(c, s, KVD_DTYPE_F16, T, k, v, "appended with ids");
+
+    kvd_lookup_result r = {0, 0, 0};
+    CHECK_RC(c, kvd_client_lookup(c, "tiny-f16", ids, T + 1, &r), KVD_OK);
+    CHECK(r.tokens == 20 && r.pages_per_head == 5 && r.page_tokens == P,
+          "hit: %llu tokens, %u pages per head, P %u", (unsigned long long)r.tokens,
+          r.pages_per_head, r.page_tokens);
+    CHECK(lookup_tokens(c, "tiny-f16", ids, T) == 20, "the partial last page never matches");
+    CHECK(lookup_tokens(c, "tiny-f16", ids, 3) == 0, "less than a page never hits");
+    uint32_t saved = ids[9];
+    ids[9] ^= 0x01000000u; /* a different token in block 2: blocks 0 and 1 still match */
+    CHECK(lookup_tokens(c, "tiny-f16", ids, T) == 8, "changed id 9");
+    ids[9] = saved;
+    CHECK(lookup_tokens(c, "tiny-f32", ids, T) == 0, "another model's blocks never match");
+    CHECK(lookup_tokens(c, "tiny-f16", NULL, 0) == 0, "no ids");
+
+    kvd_prefix_stats p1 = prefix_stats(c);
+    CHECK(p1.cached_blocks == p0.cached_blocks + 5 && p1.cached_pages == p0.cached_pages + 5 * HEADS,
+          "cached blocks %llu, pages %u", (unsigned long long)p1.cached_blocks, p1.cached_pages);
+    CHECK(p1.hits == p0.hits + 5 + 5 + 2, "hits %llu -> %llu", (unsigned long long)p0.hits,
+          (unsigned long long)p1.hits);
+    CHECK(p1.misses > p0.misses, "misses counted");
+
+    /* Refusals, on the client and by the daemon; *out unchanged on failure. */
+    r = (kvd_lookup_result){7, 7, 7};
+    CHECK_RC(c, kvd_client_lookup(c, "tiny-f16", NULL, 4, &r), KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "NULL") != NULL, "%s", kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_lookup(c, NULL, ids, T, &r), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_lookup(c, "", ids, T, &r), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_lookup(c, "tiny-f16", ids, T, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_lookup(c, "no-such-model", ids, T, &r), KVD_ERR_NOT_FOUND);
+    CHECK(r.tokens == 7 && r.pages_per_head == 7 && r.page_tokens == 7, "out unchanged");
+    CHECK(kvd_client_lookup(NULL, "tiny-f16", ids, T, &r) == KVD_ERR_ARGUMENT, "NULL client");
+
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    /* Released, the blocks stay cached (only the index holds their pages) and still match. */
+    CHECK(lookup_tokens(c, "tiny-f16", ids, T) == 20, "cached after release");
+    kvd_prefix_stats p2 = prefix_stats(c);
+    CHECK(p2.unused_pages == p0.unused_pages + 5 * HEADS, "unused pages %u", p2.unused_pages);
+    free(ids);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+static uint64_t create_adopting(kvd_client *c, const uint32_t *ids, size_t n, uint64_t *adopted) {
+    kvd_sequence_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.adopt_token_ids = ids;
+    o.adopt_count = n;
+    o.adopted_tokens = adopted;
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence_ex(c, "tiny-f16", &o, &s), KVD_OK);
+    return s;
+}
+
+/* Two sequences adopt a cached prefix (held once), diverge, and read back bit-exact; the source
+ * is unchanged; released, only the index holds the prefix. */
+static void test_prefix_adopt(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    const uint32_t T = 16, TA = 6, TB = 9;
+    uint32_t *ids = prompt_ids(0x2000, T + 3);
+    kvd_stats st0 = arena_stats(c);
+    kvd_prefix_stats p0 = prefix_stats(c);
+    void *k, *v;
+    uint64_t src = written_with_ids(c, T, ids, &k, &v);
+    uint32_t free_after_source = arena_stats(c).free_pages;
+    CHECK(free_after_source == st0.free_pages - T, "the source holds %u pages",
+          st0.free_pages - free_after_source);
+
+    uint64_t adopted_a = 99, adopted_b = 99;
+    uint64_t a = create_adopting(c, ids, T + 3, &adopted_a);
+    uint64_t b = create_adopting(c, ids, T, &adopted_b);
+    CHECK(adopted_a == T && adopted_b == T, "adopted %llu and %llu tokens",
+          (unsigned long long)adopted_a, (unsigned long long)adopted_b);
+    CHECK(arena_stats(c).free_pages == free_after_source, "adopting allocates nothing");
+    kvd_stats sa;
+    CHECK_RC(c, kvd_client_stats(c, a, &sa), KVD_OK);
+    CHECK(sa.sequence.length == T && sa.sequence.pages == T, "adopted: length %llu, %u pages",
+          (unsigned long long)sa.sequence.length, sa.sequence.pages);
+
+    /* a continues with the rest of its prompt (ids included) zero-copy, b inline without ids. */
+    void *ka = random_bits((size_t)HEADS * TA * D * 2), *va = random_bits((size_t)HEADS * TA * D * 2);
+    void *kb = random_bits((size_t)HEADS * TB * D * 2), *vb = random_bits((size_t)HEADS * TB * D * 2);
+    uint32_t *ids_a = prompt_ids(0x2000 + 77, TA);
+    kvd_append_result ar;
+    CHECK_RC(c, append_with_ids(c, a, TA, ka, va, ids_a, 1, &ar), KVD_OK);
+    CHECK(ar.first_position == T && ar.length == T + TA, "a continues at %llu",
+          (unsigned long long)ar.first_position);
+    CHECK_RC(c, kvd_client_append(c, b, KVD_DTYPE_F16, L, H, TB, D, kb, vb, &ar), KVD_OK);
+    CHECK(ar.first_position == T && ar.length == T + TB, "b continues at %llu",
+          (unsigned long long)ar.first_position);
+    void *kfa = token_concat(k, T, ka, TA, 2), *vfa = token_concat(v, T, va, TA, 2);
+    void *kfb = token_concat(k, T, kb, TB, 2), *vfb = token_concat(v, T, vb, TB, 2);
+    check_sequence(c, a, KVD_DTYPE_F16, T + TA, kfa, vfa, "adopted a");
+    check_sequence(c, b, KVD_DTYPE_F16, T + TB, kfb, vfb, "adopted b");
+    check_sequence(c, src, KVD_DTYPE_F16, T, k, v, "source after the adopters appended");
+
+    /* Source, a and b hold the 16 prefix pages, with the index: shared, 2 copies saved each. */
+    kvd_stats st = arena_stats(c);
+    kvd_prefix_stats p = prefix_stats(c);
+    CHECK(p.shared_pages == p0.shared_pages + T && p.pages_saved == p0.pages_saved + 2 * T &&
+          p.bytes_saved == p0.bytes_saved + 2 * T * st.page_bytes,
+          "shared %u, saved %llu pages, %llu bytes", p.shared_pages,
+          (unsigned long long)p.pages_saved, (unsigned long long)p.bytes_saved);
+    /* a grew by 2 pages per head, b by 3: only those are new. */
+    CHECK(st.free_pages == free_after_source - (2 + 3) * HEADS, "free pages %u, want %u",
+          st.free_pages, free_after_source - (2 + 3) * HEADS);
+    /* a's ids extended the index; b appended without ids and indexes nothing more. */
+    uint32_t *ids_full = malloc((T + TA) * sizeof *ids_full);
+    memcpy(ids_full, ids, T * sizeof *ids);
+    memcpy(ids_full + T, ids_a, TA * sizeof *ids);
+    CHECK(lookup_tokens(c, "tiny-f16", ids_full, T + TA) == 20, "a's next block is indexed");
+
+    /* A miss adopts nothing; an older struct_size has no adopt fields (nor adopted_tokens). */
+    uint32_t other[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    uint64_t none = 99;
+    uint64_t m = create_adopting(c, other, 8, &none);
+    CHECK(none == 0, "miss: adopted %llu", (unsigned long long)none);
+    kvd_sequence_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = offsetof(kvd_sequence_options, adopt_token_ids);
+    o.adopt_token_ids = ids;
+    o.adopt_count = T;
+    uint64_t untouched = 12345;
+    o.adopted_tokens = &untouched;
+    uint64_t old = 0;
+    CHECK_RC(c, kvd_client_create_sequence_ex(c, "tiny-f16", &o, &old), KVD_OK);
+    CHECK_RC(c, kvd_client_stats(c, old, &sa), KVD_OK);
+    CHECK(sa.sequence.length == 0 && untouched == 12345, "old struct: length %llu",
+          (unsigned long long)sa.sequence.length);
+    /* NULL ids with a count: refused before anything is sent, no sequence created. */
+    uint32_t seqs = arena_stats(c).sequences;
+    o.struct_size = sizeof o;
+    o.adopt_token_ids = NULL;
+    CHECK_RC(c, kvd_client_create_sequence_ex(c, "tiny-f16", &o, &old), KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "adopt") != NULL, "%s", kvd_client_last_error(c));
+    CHECK(arena_stats(c).sequences == seqs && untouched == 12345, "nothing created");
+
+    uint64_t all[5] = {src, a, b, m, old};
+    for (int i = 0; i < 5; i++) CHECK_RC(c, kvd_client_release(c, all[i], NULL, NULL), KVD_OK);
+    /* Every page back except the cached blocks only the index holds now: 4 of the source, 1 of a. */
+    st = arena_stats(c);
+    p = prefix_stats(c);
+    CHECK(p.unused_pages == p0.unused_pages + (4 + 1) * HEADS && p.cached_pages == p.unused_pages &&
+          st.free_pages + p.unused_pages == st0.free_pages + p0.unused_pages,
+          "after release: %u free, %u cached, %u unused", st.free_pages, p.cached_pages,
+          p.unused_pages);
+    free(ids); free(ids_a); free(ids_full);
+    free(k); free(v); free(ka); free(va); free(kb); free(vb);
+    free(kfa); free(vfa); free(kfb); free(vfb);
+    kvd_client_free(c);
+}
+
+/* Fork shares whole pages and copies the partial one; both sides diverge bit-exact; the
+ * daemon's refusals change nothing. */
+static void test_prefix_fork(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    const uint32_t T = 30, TF = 26, TX = 5, TS = 3;
+    uint32_t seqs0 = arena_stats(c).sequences;
+    uint32_t *ids = prompt_ids(0x3000, T);
+    void *k, *v;
+    uint64_t src = written_with_ids(c, T, ids, &k, &v);
+    uint32_t free0 = arena_stats(c).free_pages;
+
+    kvd_fork_result f = {0, 0, 0};
+    CHECK_RC(c, kvd_client_fork(c, src, TF, 0, &f), KVD_OK);
+    CHECK(f.sequence_id != 0 && f.sequence_id != src && f.length == TF && f.generation == 1,
+          "fork %llu: length %llu generation %llu", (unsigned long long)f.sequence_id,
+          (unsigned long long)f.length, (unsigned long long)f.generation);
+    /* 6 whole pages per head shared, the 2-token last page copied: one new page per head. */
+    uint32_t free1 = arena_stats(c).free_pages;
+    CHECK(free1 == free0 - HEADS, "the fork allocated %u pages, want %u", free0 - free1, HEADS);
+    void *kf = token_slice(k, T, 0, TF, 2), *vf = token_slice(v, T, 0, TF, 2);
+    check_sequence(c, f.sequence_id, KVD_DTYPE_F16, TF, kf, vf, "fork");
+
+    void *kx = random_bits((size_t)HEADS * TX * D * 2), *vx = random_bits((size_t)HEADS * TX * D * 2);
+    void *ks = random_bits((size_t)HEADS * TS * D * 2), *vs = random_bits((size_t)HEADS * TS * D * 2);
+    uint32_t *ids_x = prompt_ids(0x3000 + 99, TX);
+    uint32_t *ids_f = malloc((TF + TX) * sizeof *ids_f);
+
+    /* A page-aligned fork shares every page (allocates nothing) and keeps indexing (done before
+     * the source appends without ids below, which stops the source's indexing and its forks'). */
+    kvd_fork_result al = {0, 0, 0};
+    CHECK_RC(c, kvd_client_fork(c, src, 24, 0, &al), KVD_OK);
+    CHECK(arena_stats(c).free_pages == free1, "a page-aligned fork allocated pages");
+    CHECK_RC(c, append_with_ids(c, al.sequence_id, TX, kx, vx, ids_x, 0, NULL), KVD_OK);
+    memcpy(ids_f, ids, 24 * sizeof *ids);
+    memcpy(ids_f + 24, ids_x, TX * sizeof *ids);
+    CHECK(lookup_tokens(c, "tiny-f16", ids_f, 24 + TX) == 28, "the aligned fork's block is indexed");
+    void *k24 = token_slice(k, T, 0, 24, 2), *v24 = token_slice(v, T, 0, 24, 2);
+    void *kax = token_concat(k24, 24, kx, TX, 2), *vax = token_concat(v24, 24, vx, TX, 2);
+    check_sequence(c, al.sequence_id, KVD_DTYPE_F16, 24 + TX, kax, vax, "page-aligned fork");
+
+    /* Different tokens on each side: the fork zero-copy (its layout came from the source), the
+     * source inline; the fork's write lands in its copied page, never in the shared ones. */
+    kvd_append_result ar;
+    CHECK_RC(c, append_with_ids(c, f.sequence_id, TX, kx, vx, ids_x, 1, &ar), KVD_OK);
+    CHECK(ar.first_position == TF && ar.length == TF + TX, "fork continues at %llu",
+          (unsigned long long)ar.first_position);
+    CHECK_RC(c, kvd_client_append(c, src, KVD_DTYPE_F16, L, H, TS, D, ks, vs, &ar), KVD_OK);
+    CHECK(ar.first_position == T, "source continues at %llu", (unsigned long long)ar.first_position);
+    void *kfx = token_concat(kf, TF, kx, TX, 2), *vfx = token_concat(vf, TF, vx, TX, 2);
+    void *ksx = token_concat(k, T, ks, TS, 2), *vsx = token_concat(v, T, vs, TS, 2);
+    check_sequence(c, f.sequence_id, KVD_DTYPE_F16, TF + TX, kfx, vfx, "fork after both appended");
+    check_sequence(c, src, KVD_DTYPE_F16, T + TS, ksx, vsx, "source after both appended");
+    /* A fork ending inside a block the source has hashed since (ids 24..27) no longer knows that
+     * block's ids, so the daemon does not index it: only the source's 6 blocks match. */
+    memcpy(ids_f, ids, TF * sizeof *ids);
+    memcpy(ids_f + TF, ids_x, TX * sizeof *ids);
+    CHECK(lookup_tokens(c, "tiny-f16", ids_f, TF + TX) == 24, "the source's blocks only");
+
+    /* A wanted id and a fork of the fork; a zero-length fork; a taken id. */
+    kvd_fork_result g = {0, 0, 0};
+    CHECK_RC(c, kvd_client_fork(c, f.sequence_id, TF + TX, 888001, &g), KVD_OK);
+    CHECK(g.sequence_id == 888001 && g.length == TF + TX, "wanted id %llu",
+          (unsigned long long)g.sequence_id);
+    check_sequence(c, g.sequence_id, KVD_DTYPE_F16, TF + TX, kfx, vfx, "fork of the fork");
+    kvd_fork_result e = {0, 9, 0};
+    CHECK_RC(c, kvd_client_fork(c, src, 0, 0, &e), KVD_OK);
+    CHECK(e.sequence_id != 0 && e.length == 0, "zero-length fork");
+    kvd_stats es;
+    CHECK_RC(c, kvd_client_stats(c, e.sequence_id, &es), KVD_OK);
+    CHECK(es.sequence.length == 0 && es.sequence.pages == 0, "the empty fork holds nothing");
+    CHECK_RC(c, kvd_client_fork(c, src, 4, 888001, NULL), KVD_ERR_ALREADY_EXISTS);
+
+    /* Refusals: nothing changes. */
+    kvd_stats before = arena_stats(c);
+    kvd_prefix_stats pb = prefix_stats(c);
+    kvd_fork_result keep = {5, 6, 7};
+    CHECK_RC(c, kvd_client_fork(c, src, T + TS + 1, 0, &keep), KVD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "length") != NULL, "%s", kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_fork(c, src, UINT64_MAX, 0, &keep), KVD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(c, kvd_client_fork(c, 424243, 1, 0, &keep), KVD_ERR_NOT_FOUND);
+    kvd_reservation *r = NULL;
+    CHECK_RC(c, kvd_client_reserve(c, src, 2, &r), KVD_OK);
+    CHECK_RC(c, kvd_client_fork(c, src, 4, 0, &keep), KVD_ERR_FAILED_PRECONDITION);
+    if (r) CHECK_RC(c, kvd_client_abort(c, r), KVD_OK);
+    kvd_reservation_free(r);
+    CHECK(keep.sequence_id == 5 && keep.length == 6 && keep.generation == 7, "out unchanged");
+    kvd_stats after = arena_stats(c);
+    kvd_prefix_stats pa = prefix_stats(c);
+    CHECK(after.free_pages == before.free_pages && after.sequences == before.sequences &&
+          pa.cached_blocks == pb.cached_blocks, "refused forks changed nothing");
+    check_sequence(c, src, KVD_DTYPE_F16, T + TS, ksx, vsx, "source after refused forks");
+    CHECK(kvd_client_fork(NULL, src, 1, 0, NULL) == KVD_ERR_ARGUMENT, "NULL client");
+
+    /* Compacting the source copies what it shares first: both forks stay bit-exact; a compacted
+     * sequence can no longer be forked. */
+    kvd_compact_options co;
+    memset(&co, 0, sizeof co);
+    co.struct_size = sizeof co;
+    co.policy = "stream_small";
+    CHECK_RC(c, kvd_client_compact(c, src, &co, NULL), KVD_OK);
+    check_sequence(c, f.sequence_id, KVD_DTYPE_F16, TF + TX, kfx, vfx, "fork, source compacted");
+    check_sequence(c, g.sequence_id, KVD_DTYPE_F16, TF + TX, kfx, vfx, "fork of the fork, source compacted");
+    CHECK_RC(c, kvd_client_fork(c, src, 4, 0, &keep), KVD_ERR_FAILED_PRECONDITION);
+    CHECK(strstr(kvd_client_last_error(c), "compact") != NULL, "%s", kvd_client_last_error(c));
+
+    uint64_t all[5] = {src, f.sequence_id, g.sequence_id, e.sequence_id, al.sequence_id};
+    for (int i = 0; i < 5; i++) CHECK_RC(c, kvd_client_release(c, all[i], NULL, NULL), KVD_OK);
+    CHECK(arena_stats(c).sequences == seqs0, "every sequence released");
+    free(ids); free(ids_x); free(ids_f);
+    free(k); free(v); free(kf); free(vf); free(kx); free(vx); free(ks); free(vs);
+    free(kfx); free(vfx); free(ksx); free(vsx); free(k24); free(v24); free(kax); free(vax);
+    kvd_client_free(c);
+}
+
+/* Token ids on Append and Commit: a wrong count is refused before anything is sent or reserved
+ * (nothing changes, the sequence keeps indexing); ids on a partial Commit; an append without ids
+ * stops the indexing for good. */
+static void test_prefix_token_ids(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    uint32_t *ids = prompt_ids(0x4000, 24);
+    void *k, *v;
+    uint64_t s = written_with_ids(c, 8, ids, &k, &v);
+    void *k2 = random_bits((size_t)HEADS * 4 * D * 2), *v2 = random_bits((size_t)HEADS * 4 * D * 2);
+    kvd_stats before = arena_stats(c);
+    kvd_prefix_stats pb = prefix_stats(c);
+
+    kvd_append_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    for (int zc = 0; zc < 2; zc++) {
+        o.zero_copy = zc;
+        o.token_ids = ids + 8;
+        o.num_token_ids = 3; /* for 4 tokens */
+        CHECK_RC(c, kvd_client_append_ex(c, s, KVD_DTYPE_F16, L, H, 4, D, k2, v2, &o, NULL),
+                 KVD_ERR_ARGUMENT);
+        CHECK(strstr(kvd_client_last_error(c), "3 token ids for 4 tokens") != NULL, "%s",
+              kvd_client_last_error(c));
+        o.num_token_ids = 5;
+        CHECK_RC(c, kvd_client_append_ex(c, s, KVD_DTYPE_F16, L, H, 4, D, k2, v2, &o, NULL),
+                 KVD_ERR_ARGUMENT);
+        o.token_ids = NULL;
+        o.num_token_ids = 4;
+        CHECK_RC(c, kvd_client_append_ex(c, s, KVD_DTYPE_F16, L, H, 4, D, k2, v2, &o, NULL),
+                 KVD_ERR_ARGUMENT);
+        CHECK(strstr(kvd_client_last_error(c), "NULL") != NULL, "%s", kvd_client_last_error(c));
+    }
+    o.struct_size = sizeof o + 1;
+    CHECK_RC(c, kvd_client_append_ex(c, s, KVD_DTYPE_F16, L, H, 4, D, k2, v2, &o, NULL),
+             KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "struct_size") != NULL, "%s", kvd_client_last_error(c));
+    CHECK(kvd_client_append_ex(NULL, s, KVD_DTYPE_F16, L, H, 4, D, k2, v2, NULL, NULL) ==
+          KVD_ERR_ARGUMENT, "NULL client");
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK);
+    kvd_stats after = arena_stats(c);
+    kvd_prefix_stats pa = prefix_stats(c);
+    CHECK(st.sequence.length == 8 && st.sequence.reserved_tokens == 0 &&
+          after.free_pages == before.free_pages && pa.cached_blocks == pb.cached_blocks,
+          "refused appends changed nothing (length %llu)", (unsigned long long)st.sequence.length);
+    check_sequence(c, s, KVD_DTYPE_F16, 8, k, v, "after refused appends");
+
+    /* Reserve 6, commit 4 with ids: a wrong count leaves the reservation open. */
+    kvd_reservation *r = NULL;
+    CHECK_RC(c, kvd_client_reserve(c, s, 6, &r), KVD_OK);
+    REQUIRE(r, "reservation");
+    uint8_t *kr = random_bits((size_t)HEADS * 6 * D * 2), *vr = random_bits((size_t)HEADS * 6 * D * 2);
+    CHECK(kvd_reservation_write(r, kr, vr, (size_t)HEADS * 6 * D * 2) == KVD_OK, "write");
+    CHECK_RC(c, kvd_client_commit_ex(c, r, 4, ids + 8, 6, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_commit_ex(c, r, 0, ids + 8, 4, NULL), KVD_ERR_ARGUMENT); /* 0 = all 6 */
+    CHECK_RC(c, kvd_client_commit_ex(c, r, 4, NULL, 4, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_commit_ex(c, NULL, 4, ids + 8, 4, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK);
+    CHECK(st.sequence.reserved_tokens == 6 && st.sequence.length == 8, "still reserved: %u",
+          st.sequence.reserved_tokens);
+    kvd_append_result ar;
+    CHECK_RC(c, kvd_client_commit_ex(c, r, 4, ids + 8, 4, &ar), KVD_OK);
+    CHECK(ar.length == 12 && ar.first_position == 8, "committed: length %llu",
+          (unsigned long long)ar.length);
+    kvd_reservation_free(r);
+    /* expected contents: the 8 written tokens, then the reservation's first 4 */
+    void *kr4 = token_slice(kr, 6, 0, 4, 2), *vr4 = token_slice(vr, 6, 0, 4, 2);
+    void *k12 = token_concat(k, 8, kr4, 4, 2), *v12 = token_concat(v, 8, vr4, 4, 2);
+    check_sequence(c, s, KVD_DTYPE_F16, 12, k12, v12, "after the commit with ids");
+    CHECK(lookup_tokens(c, "tiny-f16", ids, 24) == 12, "the committed block is indexed");
+
+    /* Zero-copy with ids through kvd_client_commit_ex's "all" (n = 0). */
+    CHECK_RC(c, kvd_client_reserve(c, s, 4, &r), KVD_OK);
+    REQUIRE(r, "reservation");
+    CHECK(kvd_reservation_write(r, k2, v2, (size_t)HEADS * 4 * D * 2) == KVD_OK, "write");
+    CHECK_RC(c, kvd_client_commit_ex(c, r, 0, ids + 12, 4, NULL), KVD_OK);
+    kvd_reservation_free(r);
+    CHECK(lookup_tokens(c, "tiny-f16", ids, 24) == 16, "n = 0 commits all, with their ids");
+
+    /* An append without ids stops the indexing of the sequence for good: the next block filled
+     * with ids is not indexed either. */
+    uint64_t blocks = prefix_stats(c).cached_blocks;
+    CHECK_RC(c, kvd_client_append_ex(c, s, KVD_DTYPE_F16, L, H, 4, D, k2, v2, NULL, NULL), KVD_OK);
+    CHECK_RC(c, append_with_ids(c, s, 4, k2, v2, ids + 20, 0, NULL), KVD_OK);
+    CHECK(prefix_stats(c).cached_blocks == blocks, "no block indexed after an append without ids");
+    CHECK(lookup_tokens(c, "tiny-f16", ids, 24) == 16, "lookup still stops at 16");
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(ids); free(k); free(v); free(k2); free(v2); free(kr); free(vr);
+    free(kr4); free(vr4); free(k12); free(v12);
+    kvd_client_free(c);
+}
+
+/* Cross-language prefix reuse (Tests/e2e/test_c_prefix.py): the same ids hash the same in both
+ * clients only if both send the same bytes. DIR/prefix.txt is "model sequence_id tokens base";
+ * DIR/prefix.k / prefix.v hold the sequence's K/V, [L, H, tokens, D] f16. */
+
+/* C appends 22 tokens with ids (inline and zero-copy) for Python to look up, adopt and fork. */
+static void test_prefix_cross_write(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    const uint32_t T = 22, base = 0x9abc0000u;
+    uint32_t *ids = prompt_ids(base, T);
+    void *k, *v;
+    uint64_t s = written_with_ids(c, T, ids, &k, &v);
+    size_t bytes = (size_t)HEADS * T * D * 2;
+    CHECK(write_file(g_dir, "prefix", "k", k, bytes) && write_file(g_dir, "prefix", "v", v, bytes),
+          "write files");
+    char path[512];
+    snprintf(path, sizeof path, "%s/prefix.txt", g_dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f, "manifest");
+    fprintf(f, "tiny-f16 %llu %u %u\n", (unsigned long long)s, T, base);
+    fclose(f);
+    free(ids);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+/* Python appended with ids: C finds the prefix, adopts it and forks the sequence, bit-exact. */
+static void test_prefix_cross_read(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    char path[512], model[64];
+    snprintf(path, sizeof path, "%s/prefix.txt", g_dir);
+    FILE *f = fopen(path, "r");
+    REQUIRE(f, "manifest %s", path);
+    unsigned long long s = 0;
+    unsigned T = 0, base = 0;
+    int got = fscanf(f, "%63s %llu %u %u", model, &s, &T, &base);
+    fclose(f);
+    REQUIRE(got == 4 && strcmp(model, "tiny-f16") == 0 && T > 0 && T <= 64, "manifest line");
+    size_t nk = 0, nv = 0;
+    void *k = read_file(g_dir, "prefix", "k", &nk), *v = read_file(g_dir, "prefix", "v", &nv);
+    REQUIRE(k && v && nk == (size_t)HEADS * T * D * 2 && nv == nk, "data files");
+    uint32_t *ids = prompt_ids(base, T);
+    uint32_t whole = T / P * P;
+    CHECK(lookup_tokens(c, model, ids, T) == whole, "lookup of Python's ids");
+    uint64_t adopted = 0;
+    uint64_t a = create_adopting(c, ids, T, &adopted);
+    CHECK(adopted == whole, "adopted %llu of %u", (unsigned long long)adopted, whole);
+    void *kw = token_slice(k, T, 0, whole, 2), *vw = token_slice(v, T, 0, whole, 2);
+    check_sequence(c, a, KVD_DTYPE_F16, whole, kw, vw, "adopted from Python's blocks");
+    kvd_fork_result fr = {0, 0, 0};
+    CHECK_RC(c, kvd_client_fork(c, s, T, 0, &fr), KVD_OK);
+    check_sequence(c, fr.sequence_id, KVD_DTYPE_F16, T, k, v, "fork of Python's sequence");
+    CHECK_RC(c, kvd_client_release(c, a, NULL, NULL), KVD_OK);
+    CHECK_RC(c, kvd_client_release(c, fr.sequence_id, NULL, NULL), KVD_OK);
+    free(ids);
+    free(k);
+    free(v);
+    free(kw);
+    free(vw);
+    kvd_client_free(c);
+}
+
+/* ============================================================================================= */
 /* Restart (driven by the pytest side through stdin/stdout)                                       */
 
 static void wait_line(const char *tell) {
@@ -1418,7 +1945,8 @@ static void test_restart(void) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s all|write-cross|read-cross|restart ENDPOINT [DIR]\n"
+        fprintf(stderr, "usage: %s all|prefix|write-cross|read-cross|prefix-write|prefix-read|restart "
+                        "ENDPOINT [DIR]\n"
                         "       %s curve ENDPOINT SERVER_PUB CLIENT_BASE OTHER_BASE\n", argv[0], argv[0]);
         return 2;
     }
@@ -1439,6 +1967,10 @@ int main(int argc, char **argv) {
         TEST(test_arena_full);
         TEST(test_query_modes_and_copies);
         TEST(test_compact);
+        TEST(test_prefix_lookup);
+        TEST(test_prefix_adopt);
+        TEST(test_prefix_fork);
+        TEST(test_prefix_token_ids);
         TEST(test_closed_client);
         TEST(test_protocol_version_mismatch);
         TEST(test_daemon_not_running);
@@ -1460,6 +1992,17 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "read-cross") == 0 && argc == 4) {
         g_dir = argv[3];
         TEST(test_cross_read);
+    } else if (strcmp(cmd, "prefix") == 0) {
+        TEST(test_prefix_lookup);
+        TEST(test_prefix_adopt);
+        TEST(test_prefix_fork);
+        TEST(test_prefix_token_ids);
+    } else if (strcmp(cmd, "prefix-write") == 0 && argc == 4) {
+        g_dir = argv[3];
+        TEST(test_prefix_cross_write);
+    } else if (strcmp(cmd, "prefix-read") == 0 && argc == 4) {
+        g_dir = argv[3];
+        TEST(test_prefix_cross_read);
     } else if (strcmp(cmd, "restart") == 0) {
         TEST(test_restart);
     } else {

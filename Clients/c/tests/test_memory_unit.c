@@ -1,6 +1,6 @@
 /*
- * libkvdclient's lease, pin and event support, without a daemon: a fake kvd (tests/fake_kvd.h)
- * and a fake PUB socket. `make -C Clients/c unit` runs it.
+ * libkvdclient's lease, pin, event and prefix-reuse wire support, without a daemon: a fake kvd
+ * (tests/fake_kvd.h) and a fake PUB socket. `make -C Clients/c unit` runs it.
  *
  *   test_memory_unit     every case below; "ok - name" / "FAIL - name", then "N passed, M failed"
  *
@@ -8,7 +8,10 @@
  * thread (renews an idle client every lease/3, never interleaves with calls, keeps its errors to
  * itself, stops promptly on close), event decoding (fields, topics, bad messages), and the
  * memory-manager figures (kvd_client_memory_stats, kvd_client_sequence_lease: Stats bytes, every
- * field, a shorter struct_size, bad arguments, replies without the figures).
+ * field, a shorter struct_size, bad arguments, replies without the figures); prefix reuse on the
+ * wire (Lookup, Fork, adopting CreateSequence and Append with token ids: uint32 little-endian
+ * bytes, results, refusals before anything is sent, inconsistent replies) and
+ * kvd_client_prefix_stats (every field, a shorter struct_size, a reply without the figures).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -623,6 +626,199 @@ static void test_client_events(void) {
     fake_stop(&g);
 }
 
+/* ============================================================================================= */
+/* Prefix reuse on the wire (the real daemon's semantics: tests/test_kvd_client.c "prefix")      */
+
+/* The fake's last recorded request, decoded (free with kvd__v1__request__free_unpacked). */
+static Kvd__V1__Request *last_request(fake_kvd *f) {
+    pthread_mutex_lock(&f->mu);
+    Kvd__V1__Request *r = kvd__v1__request__unpack(NULL, f->last_raw_len, f->last_raw);
+    pthread_mutex_unlock(&f->mu);
+    return r;
+}
+
+/* Ids whose four bytes all differ, one above 2^31: the wire must carry them little-endian. */
+static const uint32_t wire_ids[9] = {0x01020304u, 0xfffffffeu, 5, 6, 7, 8, 9, 10, 11};
+static const uint8_t wire_ids_le[8] = {0x04, 0x03, 0x02, 0x01, 0xfe, 0xff, 0xff, 0xff};
+
+static int ids_on_wire(ProtobufCBinaryData b, size_t n) {
+    if (b.len != 4 * n || memcmp(b.data, wire_ids_le, 8) != 0) return 0;
+    for (size_t i = 2; i < n; i++)
+        if (b.data[4 * i] != wire_ids[i] || b.data[4 * i + 1] || b.data[4 * i + 2] || b.data[4 * i + 3])
+            return 0;
+    return 1;
+}
+
+static void test_prefix_wire(void) {
+    fake_kvd f = {0};
+    REQUIRE(fake_start(&f, "prefix"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    REQUIRE(c, "client");
+    uint8_t raw[1024];
+    size_t n = 0;
+
+    /* Lookup: exact bytes; the reply's whole pages. */
+    kvd_lookup_result lr = {9, 9, 9};
+    CHECK_RC(c, kvd_client_lookup(c, "m", wire_ids, 5, &lr), KVD_OK);
+    /* protocol_version = 1; lookup (23) { model "m", token_ids: 5 ids, uint32 LE } */
+    static const uint8_t want_lookup[] = {
+        0x10, 0x01, 0xba, 0x01, 0x19, 0x0a, 0x01, 0x6d, 0x12, 0x14, 0x04, 0x03, 0x02, 0x01,
+        0xfe, 0xff, 0xff, 0xff, 0x05, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00, 0x07, 0x00,
+        0x00, 0x00};
+    CHECK(raw_after_id(&f, 0, raw, &n) && bytes_equal(raw, n, want_lookup, sizeof want_lookup),
+          "Lookup bytes");
+    CHECK(lr.tokens == 4 && lr.pages_per_head == 1 && lr.page_tokens == 4, "lookup %llu %u %u",
+          (unsigned long long)lr.tokens, lr.pages_per_head, lr.page_tokens);
+    CHECK_RC(c, kvd_client_lookup(c, "m", NULL, 0, &lr), KVD_OK);
+    CHECK(lr.tokens == 0, "no ids: %llu", (unsigned long long)lr.tokens);
+    /* Refused before anything is sent. */
+    int before = fake_count(&f, &f.requests);
+    CHECK_RC(c, kvd_client_lookup(c, "m", NULL, 3, &lr), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_lookup(c, "m", wire_ids, SIZE_MAX / 4 + 1, &lr), KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "overflow") != NULL, "%s", kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_lookup(c, NULL, wire_ids, 5, &lr), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_lookup(c, "m", wire_ids, 5, NULL), KVD_ERR_ARGUMENT);
+    CHECK(fake_count(&f, &f.requests) == before, "a refused lookup sent a request");
+
+    /* Fork: exact bytes, every result field. */
+    kvd_fork_result fr = {0, 0, 0};
+    CHECK_RC(c, kvd_client_fork(c, 5, 300, (uint64_t)1 << 63, &fr), KVD_OK);
+    static const uint8_t want_fork[] = {0x10, 0x01, 0xc2, 0x01, 0x10, 0x08, 0x05, 0x10, 0xac,
+                                        0x02, 0x18, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+                                        0x80, 0x80, 0x01};
+    CHECK(raw_after_id(&f, 0, raw, &n) && bytes_equal(raw, n, want_fork, sizeof want_fork),
+          "Fork bytes");
+    CHECK(fr.sequence_id == (uint64_t)1 << 63 && fr.length == 300 && fr.generation == 1,
+          "fork result %llu %llu %llu", (unsigned long long)fr.sequence_id,
+          (unsigned long long)fr.length, (unsigned long long)fr.generation);
+    CHECK_RC(c, kvd_client_fork(c, 5, 0, 0, NULL), KVD_OK);
+
+    /* Adopting create: the ids, and adopted_tokens back; without ids, none on the wire. */
+    kvd_sequence_options o;
+    memset(&o, 0, sizeof o);
+    o.struct_size = sizeof o;
+    o.adopt_token_ids = wire_ids;
+    o.adopt_count = 9;
+    uint64_t adopted = 99, id = 0;
+    o.adopted_tokens = &adopted;
+    CHECK_RC(c, kvd_client_create_sequence_ex(c, "m", &o, &id), KVD_OK);
+    Kvd__V1__Request *r = last_request(&f);
+    CHECK(r && r->body_case == KVD__V1__REQUEST__BODY_CREATE_SEQUENCE &&
+          ids_on_wire(r->create_sequence->adopt_token_ids, 9), "adopt ids on the wire");
+    kvd__v1__request__free_unpacked(r, NULL);
+    CHECK(id == 77 && adopted == 8, "adopted %llu", (unsigned long long)adopted);
+    CHECK_RC(c, kvd_client_create_sequence(c, "m", 0, NULL, &id), KVD_OK);
+    r = last_request(&f);
+    CHECK(r && r->create_sequence->adopt_token_ids.len == 0, "plain create sends no ids");
+    kvd__v1__request__free_unpacked(r, NULL);
+
+    /* Append with ids, inline: the ids follow the tensors; a wrong count is never sent. */
+    uint16_t kv[2 * 8] = {0};
+    kvd_append_options ao;
+    memset(&ao, 0, sizeof ao);
+    ao.struct_size = sizeof ao;
+    ao.token_ids = wire_ids;
+    ao.num_token_ids = 2;
+    kvd_append_result ar;
+    CHECK_RC(c, kvd_client_append_ex(c, 3, KVD_DTYPE_F16, 1, 1, 2, 8, kv, kv, &ao, &ar), KVD_OK);
+    r = last_request(&f);
+    CHECK(r && r->body_case == KVD__V1__REQUEST__BODY_APPEND && r->append->sequence_id == 3 &&
+          ids_on_wire(r->append->token_ids, 2) && r->append->keys->data.len == sizeof kv,
+          "append ids on the wire");
+    kvd__v1__request__free_unpacked(r, NULL);
+    CHECK(ar.length == 2, "append result %llu", (unsigned long long)ar.length);
+    CHECK_RC(c, kvd_client_append(c, 3, KVD_DTYPE_F16, 1, 1, 2, 8, kv, kv, NULL), KVD_OK);
+    r = last_request(&f);
+    CHECK(r && r->append->token_ids.len == 0, "plain append sends no ids");
+    kvd__v1__request__free_unpacked(r, NULL);
+    /* A program built against a header without token ids: its struct_size ends before them. */
+    ao.struct_size = offsetof(kvd_append_options, token_ids);
+    CHECK_RC(c, kvd_client_append_ex(c, 3, KVD_DTYPE_F16, 1, 1, 2, 8, kv, kv, &ao, NULL), KVD_OK);
+    r = last_request(&f);
+    CHECK(r && r->append->token_ids.len == 0, "an older struct_size sends no ids");
+    kvd__v1__request__free_unpacked(r, NULL);
+    ao.struct_size = sizeof ao;
+    before = fake_count(&f, &f.requests);
+    ao.num_token_ids = 1;
+    CHECK_RC(c, kvd_client_append_ex(c, 3, KVD_DTYPE_F16, 1, 1, 2, 8, kv, kv, &ao, NULL),
+             KVD_ERR_ARGUMENT);
+    ao.struct_size = 0;
+    CHECK_RC(c, kvd_client_append_ex(c, 3, KVD_DTYPE_F16, 1, 1, 2, 8, kv, kv, &ao, NULL),
+             KVD_ERR_ARGUMENT);
+    CHECK(fake_count(&f, &f.requests) == before, "a refused append sent a request");
+    kvd_client_free(c);
+    fake_stop(&f);
+
+    /* Replies that claim more tokens than were sent are refused (the caller would skip
+     * positions it never prefilled); an adopting create still names its sequence. */
+    fake_kvd g = {0};
+    g.bad_prefix_replies = 1;
+    REQUIRE(fake_start(&g, "prefixbad"), "fake");
+    c = connect_fake(&g, 0, 2000);
+    REQUIRE(c, "client");
+    lr = (kvd_lookup_result){9, 9, 9};
+    CHECK_RC(c, kvd_client_lookup(c, "m", wire_ids, 5, &lr), KVD_ERR_PROTOCOL);
+    CHECK(lr.tokens == 9 && lr.pages_per_head == 9, "out unchanged");
+    adopted = 99;
+    id = 0;
+    CHECK_RC(c, kvd_client_create_sequence_ex(c, "m", &o, &id), KVD_ERR_PROTOCOL);
+    CHECK(id == 77 && adopted == 99 && strstr(kvd_client_last_error(c), "sequence 77") != NULL,
+          "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&g);
+}
+
+static void test_prefix_stats(void) {
+    fake_kvd f = {0};
+    REQUIRE(fake_start(&f, "pstats"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    REQUIRE(c, "client");
+    kvd_prefix_stats p;
+    memset(&p, 0xab, sizeof p);
+    p.struct_size = sizeof p;
+    CHECK_RC(c, kvd_client_prefix_stats(c, &p), KVD_OK);
+    Kvd__V1__PrefixStats w = KVD__V1__PREFIX_STATS__INIT;
+    fake_prefix_stats(&w);
+    CHECK(p.struct_size == sizeof p && p.enabled == 1 && p.hits == w.hits && p.misses == 32 &&
+          p.cached_blocks == w.cached_blocks && p.cached_pages == w.cached_pages &&
+          p.unused_pages == 35 && p.shared_pages == w.shared_pages &&
+          p.pages_saved == w.pages_saved && p.bytes_saved == w.bytes_saved &&
+          p.evictions == 39 && p.evicted_pages == w.evicted_pages, "every field at full width");
+    /* A program built against a shorter kvd_prefix_stats: only its bytes are written. */
+    size_t short_size = offsetof(kvd_prefix_stats, pages_saved);
+    memset(&p, 0xab, sizeof p);
+    p.struct_size = short_size;
+    CHECK_RC(c, kvd_client_prefix_stats(c, &p), KVD_OK);
+    CHECK(p.shared_pages == w.shared_pages && bytes_are(&p, short_size, sizeof p, 0xab),
+          "short struct: nothing written past struct_size");
+    int before = fake_count(&f, &f.requests);
+    size_t bad[] = {0, sizeof(size_t), sizeof p + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        memset(&p, 0xab, sizeof p);
+        p.struct_size = bad[i];
+        CHECK_RC(c, kvd_client_prefix_stats(c, &p), KVD_ERR_ARGUMENT);
+        CHECK(bytes_are(&p, sizeof p.struct_size, sizeof p, 0xab), "out changed (size %zu)", bad[i]);
+    }
+    CHECK_RC(c, kvd_client_prefix_stats(c, NULL), KVD_ERR_ARGUMENT);
+    CHECK(fake_count(&f, &f.requests) == before, "a refused call sent a request");
+    kvd_client_free(c);
+    fake_stop(&f);
+
+    /* A daemon older than prefix reuse sends no figures: an error, not zeros. */
+    fake_kvd g = {0};
+    g.stats_without_details = 1;
+    REQUIRE(fake_start(&g, "pstatsold"), "fake");
+    c = connect_fake(&g, 0, 2000);
+    REQUIRE(c, "client");
+    memset(&p, 0xab, sizeof p);
+    p.struct_size = sizeof p;
+    CHECK_RC(c, kvd_client_prefix_stats(c, &p), KVD_ERR_PROTOCOL);
+    CHECK(strstr(kvd_client_last_error(c), "prefix") != NULL &&
+          bytes_are(&p, sizeof p.struct_size, sizeof p, 0xab), "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&g);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     TEST(test_names);
@@ -637,5 +833,7 @@ int main(void) {
     TEST(test_sequence_lease);
     TEST(test_events_decode);
     TEST(test_client_events);
+    TEST(test_prefix_wire);
+    TEST(test_prefix_stats);
     return harness_summary();
 }
