@@ -17,6 +17,7 @@ public enum ConfigLoader {
         func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : URL(fileURLWithPath: p, relativeTo: URL(fileURLWithPath: base + "/")).standardizedFileURL.path }
         config.fileDirectories = config.fileDirectories.isEmpty ? [base] : config.fileDirectories.map(absolute)
         config.server.curveSecretKeyFile = config.server.curveSecretKeyFile.map(absolute)
+        if !config.durability.directory.hasPrefix("/") { config.durability.directory = absolute(config.durability.directory) }
         if let keyFile = config.prefix.keyFile {
             config.prefix.keyFile = absolute(keyFile)
             config.prefix.key = try PrefixLoader.readKey(absolute(keyFile), file: path)
@@ -41,7 +42,7 @@ public enum ConfigLoader {
         }
         var config = Configuration()
         let top = try KeyedNode(node: root, path: "", file: file).mapping(
-            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory", "prefix"])
+            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory", "prefix", "durability"])
         if let s = top["server"] { try readServer(s, into: &config.server) }
         if let a = top["arena"] { try readArena(a, into: &config.arena) }
         guard let models = top["models"] else {
@@ -79,6 +80,7 @@ public enum ConfigLoader {
         if let t = top["tenants"] { config.tenants = try TenantLoader.tenants(t, defaults: config.arena) }
         if let m = top["memory"] { config.memory = try MemoryLoader.memory(m) }
         if let p = top["prefix"] { config.prefix = try PrefixLoader.prefix(p) }
+        if let d = top["durability"] { config.durability = try DurabilityLoader.durability(d) }
         try PolicyLoader.checkReferences(config, file: file)
         try MemoryLoader.checkPolicies(config, file: file)
         for tenant in config.effectiveTenants {

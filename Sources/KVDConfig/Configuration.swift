@@ -172,10 +172,29 @@ public struct Configuration: Sendable, Equatable {
         public init() {}
     }
 
+    /// Crash safety (docs/DURABILITY.md): a journal of every committed change next to each
+    /// segment, so a restarted kvd adopts the segment and serves its sequences again.
+    public struct Durability: Sendable, Equatable {
+        /// Off: a start replaces any segment it finds; nothing survives the process.
+        public var enabled: Bool = false
+        /// Where the journal and snapshot files live (absolute after loading). /dev/shm by default:
+        /// the files then last exactly as long as the segments (until reboot).
+        public var directory: String = "/dev/shm"
+        /// The journal is folded into a new snapshot once it grows past this.
+        public var checkpointBytes: Int = 64 << 20
+        /// On SIGTERM/SIGINT, leave the segments and journals for the next start to adopt (a
+        /// planned restart or upgrade) instead of removing them.
+        public var keepOnExit: Bool = false
+        /// Set by `kvd --fresh`: replace whatever segment and journal are found.
+        public var fresh: Bool = false
+        public init() {}
+    }
+
     public var server = Server()
     public var arena = Arena()
     public var memory = Memory()
     public var prefix = Prefix()
+    public var durability = Durability()
     public var models: [ModelLayout] = []
     public var logLevel: LogLevel = .info
     public var policies: [Policy] = []

@@ -125,6 +125,19 @@ public final class PageAllocator: Sendable {
         }
     }
 
+    /// Sets every page's holders at once (a restart adopting its segment: counts rebuilt from the
+    /// journal, see `DurableState.holders`); pages with none form the free list. Only on an
+    /// allocator that has handed out nothing yet.
+    public func restore(holders: [Int]) {
+        precondition(holders.count == pageCount && holders.allSatisfy { $0 >= 0 && $0 < Int(UInt32.max) })
+        state.withLock { s in
+            precondition(s.free.count == pageCount, "restore on an allocator in use")
+            s.refs = holders.map { UInt32($0) }
+            s.free = (0..<pageCount).reversed().filter { holders[$0] == 0 }.map { PageID(UInt32($0)) }
+            s.shared = holders.lazy.filter { $0 > 1 }.count
+        }
+    }
+
     /// `release`, under the name callers used before pages could be shared: for a page with one
     /// holder it is exactly the old free.
     @discardableResult

@@ -57,6 +57,17 @@ public final class PrefixIndex {
     /// block would be unreachable: lookups walk from block 0).
     @discardableResult
     public func insert(hash: PrefixHash, parent: PrefixHash, pages: [PageID]) -> Bool {
+        insert(hash: hash, parent: parent, pages: pages, retaining: true)
+    }
+
+    /// `insert` for a restart rebuilding the index from the journal: the page allocator's counts
+    /// already include the index's reference (`PageAllocator.restore`), so none is taken.
+    @discardableResult
+    public func restore(hash: PrefixHash, parent: PrefixHash, pages: [PageID]) -> Bool {
+        insert(hash: hash, parent: parent, pages: pages, retaining: false)
+    }
+
+    private func insert(hash: PrefixHash, parent: PrefixHash, pages: [PageID], retaining: Bool) -> Bool {
         precondition(!pages.isEmpty && hash != .root)
         guard nodes[hash] == nil else { return false }
         var block = 0
@@ -65,7 +76,7 @@ public final class PrefixIndex {
             block = p.entry.block + 1
             nodes[parent]!.children += 1
         }
-        allocator.retain(pages)
+        if retaining { allocator.retain(pages) }
         listed.formUnion(pages)
         nodes[hash] = Node(entry: Entry(hash: hash, parent: parent, block: block, pages: pages), lastUsed: tick())
         return true
@@ -105,8 +116,10 @@ public final class PrefixIndex {
     /// drop. A parent whose last child goes becomes a candidate in turn, so chains shrink from the
     /// end. Returns the pages freed. O(entries · log entries) per call: it runs under memory
     /// pressure, not per request.
+    /// `willDrop` hears of each entry just before its pages are released (crash safety records the
+    /// eviction first, so a restart never lists pages another sequence has taken since).
     @discardableResult
-    public func evictUnused(limit: Int) -> Int {
+    public func evictUnused(limit: Int, willDrop: (Entry) -> Void = { _ in }) -> Int {
         guard limit > 0 else { return 0 }
         // Candidates, most recent first, so the least recent is popped from the end.
         var candidates = nodes.values.filter { $0.children == 0 }.map(\.entry.hash)
@@ -114,6 +127,7 @@ public final class PrefixIndex {
         var freed = 0
         while freed < limit, let h = candidates.popLast() {
             guard let n = nodes[h], n.children == 0, !allocator.anyShared(n.entry.pages) else { continue }
+            willDrop(n.entry)
             nodes[h] = nil
             listed.subtract(n.entry.pages)
             evictions += 1

@@ -49,15 +49,19 @@ public final class KVSequence {
     }
 
     /// A sequence that starts with `heads` (already holding their pages) and `length` tokens: what
-    /// `fork` and `adopt` build (Sequence+Sharing.swift).
-    init(id: SequenceID, layout: ModelLayout, tenant: String, heads: [HeadCache], length: Int) {
+    /// `fork` and `adopt` build (Sequence+Sharing.swift), and a restart rebuilds from the journal
+    /// with its generation, compaction mark and aliases (Durability/Sequence+Image.swift).
+    init(id: SequenceID, layout: ModelLayout, tenant: String, heads: [HeadCache], length: Int,
+         generation: UInt64 = 1, everCompacted: Bool = false, aliases: [Int?]? = nil) {
         precondition(heads.count == layout.headCount && length >= 0 && length <= Self.maxLength)
         self.id = id
         self.layout = layout
         self.tenant = tenant
         self.heads = heads
         self.length = length
-        self.aliases = Array(repeating: nil, count: layout.layers)
+        self.generation = generation
+        self.everCompacted = everCompacted
+        self.aliases = aliases ?? Array(repeating: nil, count: layout.layers)
     }
 
     /// Whether head index `h` (layer-major) belongs to an aliased layer, which stores nothing.
@@ -232,11 +236,14 @@ public final class KVSequence {
         /// Fresh pages taken to copy heads that held shared pages; the arena's net gain is
         /// `pagesFreed - pagesAllocated`, which may be negative.
         public let pagesAllocated: Int
-        public init(before: [Int], kept: [Int], pagesFreed: Int, pagesAllocated: Int = 0) {
+        /// With `holdReleased`: the old pages the compaction dropped but has not released yet.
+        public let held: [PageID]
+        public init(before: [Int], kept: [Int], pagesFreed: Int, pagesAllocated: Int = 0, held: [PageID] = []) {
             self.before = before
             self.kept = kept
             self.pagesFreed = pagesFreed
             self.pagesAllocated = pagesAllocated
+            self.held = held
         }
     }
 
@@ -251,13 +258,18 @@ public final class KVSequence {
         case copy
     }
 
-    private func headCompaction(_ h: Int, plan: CompactionPlan, allocator: PageAllocator) -> HeadCompaction {
+    private func headCompaction(_ h: Int, plan: CompactionPlan, allocator: PageAllocator, copyOnly: Bool = false) -> HeadCompaction {
         let kept = plan.kept[h]
         let pageTokens = layout.pageTokens
         // A valid plan's indices are sorted and unique, so keeping as many as the head holds
         // keeps every token in place (KVSharer's plans, budgets above the length): skip the
         // O(tokens) rebuild unless new log-weights arrive.
         if kept.count == heads[h].count, plan.logWeights == nil { return .unchanged }
+        if copyOnly {
+            // Nothing written where the old state can see it: the old pages stay intact until the
+            // caller has recorded the new state (a crash in between leaves the old one whole).
+            return kept.count == heads[h].count ? .inPlace([]) : .copy
+        }
         let moves = CompactionPlan.packMoves(kept: kept, pageTokens: pageTokens)
         let pages = heads[h].pages
         // Pages packing writes, plus the new last page when it ends partly filled: later appends
@@ -273,20 +285,29 @@ public final class KVSequence {
     /// tokens instead (copy-on-write) and releases all its old ones; heads with no shared page pack
     /// in place at no extra cost. All or nothing: if the fresh pages cannot be allocated, nothing
     /// changes (RESOURCE_EXHAUSTED).
+    ///
+    /// `holdReleased` (crash safety): no page the current state uses is written — every head that
+    /// drops tokens is copied to fresh pages — and the dropped pages are returned in
+    /// `CompactionOutcome.held` instead of released, for the caller to release once it has
+    /// recorded the new state.
     public func compact(
-        plan: CompactionPlan, method: String, allocator: PageAllocator, memory: PageMemory
+        plan: CompactionPlan, method: String, allocator: PageAllocator, memory: PageMemory, holdReleased: Bool = false
     ) throws(KVDError) -> CompactionOutcome {
         try requireNoReservation("compacting")
         let before = heads.map(\.count)
         try plan.validate(headCounts: before, layout: layout, method: method)
         let pageTokens = layout.pageTokens
-        let work = heads.indices.map { headCompaction($0, plan: plan, allocator: allocator) }
+        let work = heads.indices.map { headCompaction($0, plan: plan, allocator: allocator, copyOnly: holdReleased) }
         let copyPages = heads.indices.reduce(0) { n, h in
             if case .copy = work[h] { return n + HeadCache.pagesNeeded(plan.kept[h].count, pageTokens: pageTokens) }
             return n
         }
         var fresh = try allocator.allocate(copyPages)[...]
         var freed = 0
+        var held: [PageID] = []
+        func drop(_ pages: ArraySlice<PageID>) {
+            if holdReleased { held += pages } else { freed += allocator.release(pages) }
+        }
         var changed = false
         for h in heads.indices {
             let kept = plan.kept[h]
@@ -302,7 +323,7 @@ public final class KVSequence {
                         from: pages[m.source / pageTokens], slot: m.source % pageTokens,
                         to: pages[m.destination / pageTokens], slot: m.destination % pageTokens, count: m.count, layout)
                 }
-                if keepPages < pages.count { freed += allocator.release(pages[keepPages...]) }
+                if keepPages < pages.count { drop(pages[keepPages...]) }
                 newPages = Array(pages.prefix(keepPages))
             case .copy:
                 newPages = Array(fresh.prefix(keepPages))
@@ -312,7 +333,7 @@ public final class KVSequence {
                         from: pages[m.source / pageTokens], slot: m.source % pageTokens,
                         to: newPages[m.destination / pageTokens], slot: m.destination % pageTokens, count: m.count, layout)
                 }
-                freed += allocator.release(pages)
+                drop(pages[...])
             }
             let head = heads[h]
             var next = HeadCache()
@@ -329,7 +350,7 @@ public final class KVSequence {
             generation += 1
             everCompacted = true
         }
-        return CompactionOutcome(before: before, kept: heads.map(\.count), pagesFreed: freed, pagesAllocated: copyPages)
+        return CompactionOutcome(before: before, kept: heads.map(\.count), pagesFreed: freed, pagesAllocated: copyPages, held: held)
     }
 
     /// What applying `plan` (already validated) would do to the pages: the pages heads would
@@ -337,14 +358,15 @@ public final class KVSequence {
     /// holding shared pages would take to copy their kept tokens. The arena's net gain is the
     /// released pages nobody else holds minus `fresh`, which may be negative: compacting a
     /// sequence whose pages a fork shares costs memory.
-    public func compactionPageChanges(plan: CompactionPlan, allocator: PageAllocator) -> (released: [PageID], fresh: Int) {
+    /// `copyOnly`: as `compact`'s `holdReleased` does it (every changed head copied).
+    public func compactionPageChanges(plan: CompactionPlan, allocator: PageAllocator, copyOnly: Bool = false) -> (released: [PageID], fresh: Int) {
         let pageTokens = layout.pageTokens
         var released: [PageID] = []
         var fresh = 0
         for h in heads.indices where h < plan.kept.count {
             let pages = heads[h].pages
             let keepPages = HeadCache.pagesNeeded(plan.kept[h].count, pageTokens: pageTokens)
-            switch headCompaction(h, plan: plan, allocator: allocator) {
+            switch headCompaction(h, plan: plan, allocator: allocator, copyOnly: copyOnly) {
             case .unchanged:
                 continue
             case .inPlace:
@@ -365,11 +387,17 @@ public final class KVSequence {
     /// (i → j → k becomes i → k). All or nothing. Returns the pages the arena got back (pages still
     /// held elsewhere, e.g. shared with a fork, are released but not freed).
     public func applyAliases(_ map: [Int: Int], allocator: PageAllocator) throws(KVDError) -> Int {
+        allocator.release(try applyAliasesHolding(map))
+    }
+
+    /// `applyAliases`, returning the dropped pages instead of releasing them (as `compact`'s
+    /// `holdReleased`): the caller releases them once it has recorded the new state.
+    public func applyAliasesHolding(_ map: [Int: Int]) throws(KVDError) -> [PageID] {
         let resolved = try resolveAliases(map)
-        var freed = 0
+        var held: [PageID] = []
         for l in resolved.indices where resolved[l] != nil && aliases[l] == nil {
             for h in (l * layout.kvHeads)..<((l + 1) * layout.kvHeads) {
-                freed += allocator.release(heads[h].pages)
+                held += heads[h].pages
                 heads[h] = HeadCache()
             }
         }
@@ -378,7 +406,7 @@ public final class KVSequence {
             everCompacted = true
         }
         aliases = resolved
-        return freed
+        return held
     }
 
     /// The per-layer owners after applying `map`, or the error `applyAliases` would throw; changes nothing.

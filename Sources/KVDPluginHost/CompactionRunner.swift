@@ -8,7 +8,8 @@ public enum CompactionRunner {
     public static func run(
         _ method: any CompactionMethod, _ context: CompactionContext, sequence seq: KVSequence,
         allocator: PageAllocator, memory: PageMemory, floor: Int = 0,
-        accept: ((MethodPlan) throws(KVDError) -> Void)? = nil
+        accept: ((MethodPlan) throws(KVDError) -> Void)? = nil,
+        record: ((KVSequence) -> Void)? = nil
     ) throws(KVDError) -> (planned: MethodPlan, outcome: KVSequence.CompactionOutcome) {
         let name = method.descriptor.name
         let planned = try method.plan(context)
@@ -18,14 +19,25 @@ public enum CompactionRunner {
         if !planned.aliases.isEmpty { _ = try seq.resolveAliases(planned.aliases) }
         // The caller's last word on a checked plan (the memory manager refuses one that frees nothing).
         try accept?(planned)
-        var outcome = try seq.compact(plan: planned.plan, method: name, allocator: allocator, memory: memory)
-        if !planned.aliases.isEmpty {
-            let freed = try seq.applyAliases(planned.aliases, allocator: allocator)
-            outcome = KVSequence.CompactionOutcome(
-                before: outcome.before, kept: seq.heads.map(\.count), pagesFreed: outcome.pagesFreed + freed,
-                pagesAllocated: outcome.pagesAllocated)
+        guard let record else {
+            var outcome = try seq.compact(plan: planned.plan, method: name, allocator: allocator, memory: memory)
+            if !planned.aliases.isEmpty {
+                let freed = try seq.applyAliases(planned.aliases, allocator: allocator)
+                outcome = KVSequence.CompactionOutcome(
+                    before: outcome.before, kept: seq.heads.map(\.count), pagesFreed: outcome.pagesFreed + freed,
+                    pagesAllocated: outcome.pagesAllocated)
+            }
+            return (planned, outcome)
         }
-        return (planned, outcome)
+        // Crash safety: the old pages stay untouched and held until the new state is recorded, so
+        // a crash at any point leaves either the old state or the new one whole.
+        let outcome = try seq.compact(plan: planned.plan, method: name, allocator: allocator, memory: memory, holdReleased: true)
+        var held = outcome.held
+        if !planned.aliases.isEmpty { held += try seq.applyAliasesHolding(planned.aliases) }
+        record(seq)
+        let freed = allocator.release(held)
+        return (planned, KVSequence.CompactionOutcome(
+            before: outcome.before, kept: seq.heads.map(\.count), pagesFreed: freed, pagesAllocated: outcome.pagesAllocated))
     }
 
     /// The memory manager's floor: no head may be left with fewer than `floor` tokens (or than it

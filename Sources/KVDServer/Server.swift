@@ -55,20 +55,34 @@ public final class Server: Sendable {
         var spaces: [TenantSpace] = []
         // Until the drain has finished, workers may touch any tenant's pages: unmap only then.
         var drained = true
+        // A durable segment kept on exit stays for the next start to adopt, with its journal.
+        let keep = config.durability.enabled && config.durability.keepOnExit
         defer {
             for space in spaces {
-                if drained { space.arena.close() } else { space.arena.unlinkKeepingMapping() }
+                if keep && drained {
+                    space.arena.close(keepSegment: true)
+                } else {
+                    if drained { space.arena.close() } else { space.arena.unlinkKeepingMapping() }
+                    SegmentOpener.removeFiles(space)
+                }
             }
         }
+        var recovered: [(TenantSpace, SegmentOpener.Recovered)] = []
         for tenant in config.effectiveTenants {
-            let a = tenant.arena
-            let sizing = try ArenaSizing.compute(segmentBytes: a.sizeBytes, stagingBytes: a.stagingBytes, models: config.models)
-            let arena = try Arena(name: a.shmName, sizing: sizing, mode: a.mode, uid: a.ownerUID, gid: a.ownerGID)
-            if arena.replacedStale { logger.warning("removed a stale shared-memory segment \(arena.name) left by an earlier run") }
-            spaces.append(TenantSpace(tenant: tenant, arena: arena, prefix: config.prefix, models: config.models))
+            let (space, found) = try SegmentOpener.open(tenant, config, logger)
+            spaces.append(space)
+            if let found { recovered.append((space, found)) }
         }
         ComputeThreads.set(config.server.computeThreads)
         let store = Store(config: config, spaces: spaces, policies: policies, logger: logger)
+        for (space, r) in recovered {
+            store.restore(space, r.state, holders: r.holders)
+            logger.info(
+                "tenant \(space.name): adopted shm \(space.arena.name) left by an earlier kvd: \(r.state.sequences.count) sequences, "
+                    + "\(space.pages.usedCount) pages in use, \(r.report.snapshotRecords) snapshot + \(r.report.journalRecords) journal records"
+                    + (r.report.tornBytes > 0 ? ", \(r.report.tornBytes) bytes of an unanswered last record dropped" : "")
+                    + String(format: ", %.1f ms", r.elapsedMs))
+        }
         let manager = MemoryManager(store: store)
         // Before the segments are unmapped (defers run in reverse order).
         defer { manager.stop() }

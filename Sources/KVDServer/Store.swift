@@ -103,6 +103,10 @@ final class Store: Sendable {
         })
     }
 
+    /// Sequences a restart brought back count against server.max_sequences like created ones (they
+    /// may exceed it when the limit was lowered; then no new one is admitted until enough go).
+    func countRestored(_ n: Int) { liveSequences.withLock { $0 += n } }
+
     func remove(id: UInt64, from space: TenantSpace) {
         if space.remove(id) { liveSequences.withLock { $0 -= 1 } }
     }

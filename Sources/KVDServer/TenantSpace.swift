@@ -23,6 +23,8 @@ final class TenantSpace: Sendable {
     let prefix: TenantPrefix
     /// Reclaim passes in this segment run one at a time (the manager's and those an Append waits for).
     let reclaimQueue: DispatchQueue
+    /// Crash safety: the segment's journal, nil when durability is off.
+    let journal: SegmentJournal?
 
     private struct Table {
         var entries: [UInt64: SequenceEntry] = [:]
@@ -31,14 +33,16 @@ final class TenantSpace: Sendable {
 
     var name: String { tenant.name }
 
-    init(tenant: Configuration.Tenant, arena: Arena, prefix: Configuration.Prefix = .init(), models: [ModelLayout] = []) {
+    init(tenant: Configuration.Tenant, arena: Arena, prefix: Configuration.Prefix = .init(), models: [ModelLayout] = [],
+         journal: SegmentJournal? = nil, prefixKey: [UInt8]? = nil) {
         self.tenant = tenant
         self.arena = arena
+        self.journal = journal
         let pages = PageAllocator(
             pageCount: arena.sizing.pageCount, quota: tenant.maxPages,
             quotaName: "tenant '\(tenant.name)' page quota (quotas.pages)")
         self.pages = pages
-        self.prefix = TenantPrefix(config: prefix, tenant: tenant.name, models: models, pages: pages)
+        self.prefix = TenantPrefix(config: prefix, tenant: tenant.name, models: models, pages: pages, journal: journal, key: prefixKey)
         staging = RangeAllocator(capacity: arena.sizing.stagingBytes)
         reclaimQueue = DispatchQueue(label: "kvd.reclaim.\(tenant.name)")
     }
@@ -86,6 +90,8 @@ final class TenantSpace: Sendable {
                 _ = made.0.release(allocator: pages)
                 return .failure(refused)
             }
+            // Recorded before the id is visible: no request can change the sequence meanwhile.
+            journal?.put(made.0, pinned: pinned)
             let entry = SequenceEntry(
                 sequence: made.0, space: self, target: target, owner: owner, now: now, pinned: pinned, prefix: made.1)
             t.entries[id] = entry
@@ -105,6 +111,11 @@ final class TenantSpace: Sendable {
     }
 
     /// Forgets `id`; true when it was there.
+    /// Adds a sequence rebuilt from the journal (a restart adopting this segment).
+    func insertRestored(_ entry: SequenceEntry) {
+        table.withLock { $0.entries[entry.id] = entry }
+    }
+
     func remove(_ id: UInt64) -> Bool {
         table.withLock { $0.entries.removeValue(forKey: id) } != nil
     }

@@ -22,6 +22,9 @@ public final class Arena: @unchecked Sendable {  // safe: see above; lifecycle b
     private let lifecycle = Mutex(Lifecycle())
     /// True when a segment of the same name existed at start (left by a crashed run) and was replaced.
     public let replacedStale: Bool
+    /// True when the segment was left by an earlier kvd and kept as it was (`adopting:`), pages
+    /// and header included.
+    public let adopted: Bool
 
     public var geometry: PageGeometry {
         PageGeometry(pagesOffset: sizing.pagesOffset, pageBytes: sizing.pageBytes, pageCount: sizing.pageCount)
@@ -65,7 +68,60 @@ public final class Arena: @unchecked Sendable {  // safe: see above; lifecycle b
             throw .resourceExhausted("cannot size shared memory \(name) to \(sizing.segmentBytes) bytes: \(error); lower arena.size_bytes or free /dev/shm")
         }
         generation = ShmSyscalls.generationSeed()
+        adopted = false
         header.write(to: base)
+    }
+
+    /// Maps the segment `name` an earlier kvd left, as it is (header, pages, staging), when its
+    /// header matches `sizing`; nil when there is no such segment. A segment a live kvd serves,
+    /// or one of another layout, is refused with what differs (start with --fresh to replace it).
+    public init?(adopting name: String, sizing: ArenaSizing) throws(KVDError) {
+        if ShmSyscalls.isLockedByLiveProcess(name) {
+            throw .failedPrecondition(
+                "shared memory \(name) is in use by another running kvd; stop it or choose another arena.shm_name")
+        }
+        let opened: Int32?
+        do { opened = try ShmSyscalls.openExisting(name) } catch { throw .internalError("cannot open shared memory \(name): \(error)") }
+        guard let fd = opened else { return nil }
+        do {
+            try ShmSyscalls.lock(fd, name)
+            let size = try ShmSyscalls.size(fd, name)
+            guard size == sizing.segmentBytes else {
+                throw KVDError.failedPrecondition(
+                    "shared memory \(name) left by an earlier kvd is \(size) bytes; this config makes \(sizing.segmentBytes) (arena.size_bytes, staging_bytes, models); start with --fresh to replace it (its sequences are lost) or restore the old config")
+            }
+            base = try ShmSyscalls.map(fd, size: size)
+        } catch let e as KVDError {
+            ShmSyscalls.close(fd)
+            throw e
+        } catch {
+            ShmSyscalls.close(fd)
+            throw .internalError("cannot map shared memory \(name): \(error)")
+        }
+        self.name = name
+        self.sizing = sizing
+        self.fd = fd
+        replacedStale = false
+        adopted = true
+        let wanted = ArenaHeader(
+            generation: 0, segmentBytes: UInt64(sizing.segmentBytes), pageBytes: UInt64(sizing.pageBytes),
+            pageCount: UInt32(sizing.pageCount), pagesOffset: UInt64(sizing.pagesOffset),
+            stagingOffset: UInt64(sizing.stagingOffset), stagingBytes: UInt64(sizing.stagingBytes))
+        guard let found = ArenaHeader.read(from: base) else {
+            ShmSyscalls.unmap(base, size: sizing.segmentBytes)
+            ShmSyscalls.close(fd)
+            throw .failedPrecondition(
+                "shared memory \(name) has no kvd header of layout version \(ArenaHeader.layoutVersion); start with --fresh to replace it")
+        }
+        var same = found
+        same.generation = 0
+        guard same == wanted else {
+            ShmSyscalls.unmap(base, size: sizing.segmentBytes)
+            ShmSyscalls.close(fd)
+            throw .failedPrecondition(
+                "shared memory \(name) was laid out as \(found.pageCount) pages of \(found.pageBytes) bytes, \(found.stagingBytes) staging bytes; this config needs \(sizing.pageCount) of \(sizing.pageBytes), \(sizing.stagingBytes); start with --fresh to replace it (its sequences are lost) or restore the old config")
+        }
+        generation = found.generation
     }
 
     public var header: ArenaHeader {
@@ -75,11 +131,12 @@ public final class Arena: @unchecked Sendable {  // safe: see above; lifecycle b
             stagingOffset: UInt64(sizing.stagingOffset), stagingBytes: UInt64(sizing.stagingBytes))
     }
 
-    /// Unmaps and unlinks the segment. Safe to call twice.
-    public func close() {
+    /// Unmaps and unlinks the segment; `keepSegment` leaves the name (and pages) for a later kvd to
+    /// adopt (durability). Safe to call twice.
+    public func close(keepSegment: Bool = false) {
         let (unmap, unlink) = lifecycle.withLock { s in
-            defer { (s.unmapped, s.unlinked) = (true, true) }
-            return (!s.unmapped, !s.unlinked)
+            defer { (s.unmapped, s.unlinked) = (true, s.unlinked || !keepSegment) }
+            return (!s.unmapped, !s.unlinked && !keepSegment)
         }
         if unlink { _ = try? ShmSyscalls.unlink(name) }
         if unmap {

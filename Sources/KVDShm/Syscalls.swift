@@ -38,6 +38,23 @@ enum ShmSyscalls {
         return flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK
     }
 
+    /// `shm_open(name, O_RDWR)` of an existing segment; nil when there is none.
+    static func openExisting(_ name: String) throws -> Int32? {
+        let fd = shm_open(name, O_RDWR, 0)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw Failure(call: "shm_open(\(name))", errno: errno)
+        }
+        return fd
+    }
+
+    /// `fstat(fd).st_size`.
+    static func size(_ fd: Int32, _ name: String) throws -> Int {
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw Failure(call: "fstat(\(name))", errno: errno) }
+        return Int(st.st_size)
+    }
+
     /// `flock(fd, LOCK_EX | LOCK_NB)`: marks the segment as served while this process lives (the
     /// kernel drops the lock when it exits, however it exits).
     static func lock(_ fd: Int32, _ name: String) throws {

@@ -32,13 +32,16 @@ struct KVDCommand: ParsableCommand {
     @Option(name: .long, help: "YAML configuration file (see Config/kvd.yaml for every key).")
     var config: String?
 
+    @Flag(name: .long, help: "With durability on: replace the segments and journals an earlier kvd left instead of adopting them (their sequences are lost).")
+    var fresh = false
+
     func run() throws {
         guard let config else { throw ValidationError("Missing expected argument '--config <config>'") }
         // Before any thread exists, so that every thread inherits the mask (see SignalWaiter).
         SignalWaiter.block()
         let (configuration, logger, book): (Configuration, Logger, PolicyBook)
         do {
-            (configuration, logger, book) = try Self.load(config)
+            (configuration, logger, book) = try Self.load(config, fresh: fresh)
         } catch {
             FileHandle.standardError.write(Data("kvd: configuration error: \(error)\n".utf8))
             throw ExitCode(2)
@@ -65,8 +68,9 @@ struct KVDCommand: ParsableCommand {
     }
 
     /// The config, its logger and its compiled policies; any problem is a ConfigError.
-    static func load(_ path: String) throws -> (Configuration, Logger, PolicyBook) {
-        let configuration = try ConfigLoader.load(path: path)
+    static func load(_ path: String, fresh: Bool = false) throws -> (Configuration, Logger, PolicyBook) {
+        var configuration = try ConfigLoader.load(path: path)
+        configuration.durability.fresh = fresh
         _ = try TransportSecurity(config: configuration, file: path)  // endpoints and CURVE keys
         let logger = Logger(level: configuration.logLevel)
         let registry = try registry(configuration, logger)

@@ -142,9 +142,11 @@ class Daemon:
         except FileNotFoundError:
             return ""
 
-    def start(self, wait: bool = True) -> "Daemon":
-        with open(self.log_path, "wb") as err:
-            self.proc = subprocess.Popen([str(KVD_BIN), "--config", str(self.config_path)],
+    def start(self, wait: bool = True, args=()) -> "Daemon":
+        """Start (or start again after `stop`); `args` are extra command-line arguments."""
+        self.returncode = None
+        with open(self.log_path, "ab") as err:
+            self.proc = subprocess.Popen([str(KVD_BIN), "--config", str(self.config_path), *args],
                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         if wait:
             self.wait_ready()

@@ -12,6 +12,7 @@ enum AppendHandler {
         let ids = r.tokenIds.isEmpty ? nil : try TokenIDs.parse(r.tokenIds, field: "append.token_ids", expected: tokens)
         // Data's withUnsafeBytes is untyped-rethrows, so the typed error travels out as a Result.
         try PinQuota.check(entry, store, growingBy: seq.pagesNeeded(forTokens: tokens))
+        let pagesBefore = store.space.journal == nil ? [] : seq.heads.map(\.pages.count)
         let first = try store.withRoom(pages: seq.pagesNeeded(forTokens: tokens)) { () throws(KVDError) in
             try r.keys.data.withUnsafeBytes { k in
                 r.values.data.withUnsafeBytes { v in
@@ -21,6 +22,7 @@ enum AppendHandler {
                 }
             }.get()
         }
+        store.space.journal?.appended(seq, tokens: tokens, pagesBefore: pagesBefore)
         PrefixRecorder.added(ids, entry, store.space.prefix)
         var out = Kvd_V1_AppendResponse()
         out.length = UInt64(seq.length)

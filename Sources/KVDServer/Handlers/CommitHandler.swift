@@ -20,7 +20,9 @@ enum CommitHandler {
             try seq.abort(rid, allocator: store.pages)
             out.firstPosition = UInt64(seq.length)
         } else {
+            let pagesBefore = store.space.journal == nil ? [] : seq.heads.map(\.pages.count)
             out.firstPosition = UInt64(try seq.commit(rid, tokens: Int(r.numTokens), allocator: store.pages))
+            store.space.journal?.appended(seq, tokens: Int(r.numTokens), pagesBefore: pagesBefore)
             PrefixRecorder.added(ids, entry, store.space.prefix)
         }
         out.length = UInt64(seq.length)

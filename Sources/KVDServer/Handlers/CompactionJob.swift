@@ -24,8 +24,13 @@ enum CompactionJob {
         let context = CompactionContext(
             view: view, observation: observation, params: choice.params, method: choice.method.descriptor.name,
             baseDirectory: book.baseDirectory, files: book.files(requestParams: requestParams))
+        // With a journal, the new state is recorded before any old page is released or overwritten.
+        let record: ((KVSequence) -> Void)? = store.space.journal.map { journal in
+            { seq in journal.put(seq, pinned: state.lease.pinned.load(ordering: .relaxed)) }
+        }
         let (planned, outcome) = try CompactionRunner.run(
-            choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor, accept: accept)
+            choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor,
+            accept: accept, record: record)
         return Result(planned: planned, outcome: outcome, elapsedNs: DispatchTime.now().uptimeNanoseconds - start)
     }
 }

@@ -10,6 +10,7 @@ enum PinHandler {
             try PinQuota.check(entry, store, growingBy: entry.sequence.pageCount, pinning: true)
         }
         entry.lease.pinned.store(r.pinned, ordering: .relaxed)
+        if r.pinned != wasPinned { store.space.journal?.record(.pin(id: entry.sequence.id.raw, pinned: r.pinned)) }
         var out = Kvd_V1_PinResponse()
         out.pinned = r.pinned
         out.pinnedPages = UInt32(clamping: store.space.pinnedPages)

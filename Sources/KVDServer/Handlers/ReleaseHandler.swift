@@ -4,6 +4,8 @@ import KVDProtocol
 /// Release: every page, reservation and staging buffer of the sequence goes back; the id is forgotten.
 enum ReleaseHandler {
     static func handle(_ r: Kvd_V1_ReleaseRequest, _ entry: SequenceState, _ store: TenantStore) throws(KVDError) -> Kvd_V1_ReleaseResponse {
+        // Recorded first: once the pages are free another sequence may take and record them.
+        store.space.journal?.record(.release(id: entry.sequence.id.raw))
         let freed = entry.sequence.release(allocator: store.pages)
         if let s = entry.staging {
             store.staging.free(s)

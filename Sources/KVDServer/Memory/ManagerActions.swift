@@ -32,6 +32,7 @@ enum ManagerActions {
     ) -> Int {
         let seq = state.sequence
         guard !seq.isReleased else { return 0 }
+        e.space.journal?.record(.release(id: e.id))  // before the pages can go to anyone else
         var freed = seq.release(allocator: e.space.pages)
         freed += e.space.prefix.evictUnused(limit: stillNeeded())
         if let s = state.staging {
@@ -71,7 +72,7 @@ enum ManagerActions {
             // Copy-on-write makes compacting a head with shared pages take fresh pages; a plan
             // that would give back nothing net (a fork holds the same pages) is not worth running.
             job = try CompactionJob.run(choice, state, scoped, observation: observation, floor: settings.floorTokens) { planned throws(KVDError) in
-                let change = seq.compactionPageChanges(plan: planned.plan, allocator: e.space.pages)
+                let change = seq.compactionPageChanges(plan: planned.plan, allocator: e.space.pages, copyOnly: e.space.journal != nil)
                 let gain = e.space.prefix.returnedOnRelease(change.released) - change.fresh
                 if gain <= 0 { throw .failedPrecondition("the plan would give back \(gain) pages net (its pages are shared)") }
             }

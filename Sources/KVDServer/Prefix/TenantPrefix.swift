@@ -15,12 +15,19 @@ final class TenantPrefix: Sendable {
         var evictedPages: UInt64 = 0
     }
     private let state: Mutex<State>
+    /// Index changes are recorded under the index lock, so the journal lists parents before
+    /// children and evictions before the pages go back.
+    private let journal: SegmentJournal?
 
-    init(config: Configuration.Prefix, tenant: String, models: [ModelLayout], pages: PageAllocator) {
+    /// `key`: the block-hash key when the config names none (a durable segment keeps its own, so
+    /// blocks recovered after a restart still match); random per start otherwise.
+    init(config: Configuration.Prefix, tenant: String, models: [ModelLayout], pages: PageAllocator,
+         journal: SegmentJournal? = nil, key fallbackKey: [UInt8]? = nil) {
         enabled = config.enabled
+        self.journal = journal
         // A random key per start when none is configured: hashes then mean nothing after a
         // restart, which is fine while the index lives in this process.
-        let key = config.key.flatMap { SipKey(bytes: $0) }
+        let key = (config.key ?? fallbackKey).flatMap { SipKey(bytes: $0) }
             ?? SipKey(k0: UInt64.random(in: .min ... .max), k1: UInt64.random(in: .min ... .max))
         var h: [String: PrefixHasher] = [:]
         for m in models {
@@ -40,7 +47,9 @@ final class TenantPrefix: Sendable {
     /// Blocks already indexed (or under an evicted parent) are skipped by the index.
     func insert(_ blocks: [PrefixTracker.FullBlock], pages: [[PageID]]) {
         state.withLock { s in
-            for (b, p) in zip(blocks, pages) { s.index.insert(hash: b.hash, parent: b.parent, pages: p) }
+            for (b, p) in zip(blocks, pages) where s.index.insert(hash: b.hash, parent: b.parent, pages: p) {
+                journal?.record(.prefixInsert(hash: b.hash, parent: b.parent, pages: p))
+            }
         }
     }
 
@@ -63,7 +72,9 @@ final class TenantPrefix: Sendable {
     /// first). The memory manager calls it before compressing or evicting anything.
     func evictUnused(limit: Int) -> Int {
         state.withLock { s in
-            let freed = s.index.evictUnused(limit: limit)
+            let freed = s.index.evictUnused(limit: limit) { dropped in
+                journal?.record(.prefixEvict(hash: dropped.hash))
+            }
             s.evictedPages &+= UInt64(freed)
             return freed
         }
@@ -75,6 +86,14 @@ final class TenantPrefix: Sendable {
         state.withLock { s in
             let counts = s.index.allocator.refCounts(of: pages)
             return zip(pages, counts).reduce(0) { n, pc in n + (pc.1 == 1 || (pc.1 == 2 && s.index.lists(pc.0)) ? 1 : 0) }
+        }
+    }
+
+    /// Rebuilds the index from a recovered journal (blocks parents first); the page counts already
+    /// include the index's references.
+    func restore(_ blocks: [(hash: PrefixHash, parent: PrefixHash, pages: [PageID])]) {
+        state.withLock { s in
+            for b in blocks { s.index.restore(hash: b.hash, parent: b.parent, pages: b.pages) }
         }
     }
 
