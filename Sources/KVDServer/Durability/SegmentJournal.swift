@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// Recording never fails a request: if the journal cannot be written (the file system is full),
 /// kvd logs it, deletes the journal so no later start adopts a segment it no longer describes, and
-/// goes on without durability for this tenant (Stats: `durable` false). Nothing the clients hold
+/// goes on without durability for this tenant (logged as an error). Nothing the clients hold
 /// is lost by that; only a later crash would be.
 final class SegmentJournal: Sendable {
     let journal: Journal
