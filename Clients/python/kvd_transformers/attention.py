@@ -65,6 +65,20 @@ def kvd_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.T
         raise ValueError(f"kvd attention: {s} keys for {t} new tokens after a prefix of "
                          f"{prefix_bias.shape[-1]}")
 
+    if t > 1 and query.dtype == torch.float32 and not (dropout and module is not None and module.training):
+        # A prefill (chunk): torch's fused attention never materialises the [q_heads, T, S]
+        # logits, ~5x faster than the path below on a 1.5k-token prompt. The mask is the same
+        # bias: one [T, S] for all heads when there are no log-weights or padding, else one per
+        # query head (head j*g + i uses KV head j, as enable_gqa pairs them).
+        bias = attention_bias(prefix_bias, t, hkv, torch.float32, query.device)
+        bias = bias[:1] if not bool(prefix_bias.any()) else bias.repeat_interleave(g, dim=0)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=bias[None], scale=scaling, enable_gqa=True)
+        out = out.transpose(1, 2).contiguous()                         # [B, T, q_heads, D]
+        if ctx is not None:
+            ctx.cache._attention_done(ctx.layer)
+        return out, None
+
     # Query head j*g + i uses KV head j (transformers' repeat_kv order).
     logits = torch.matmul(query.reshape(b, hkv, g * t, d), key.transpose(-1, -2)) * scaling
     logits = logits.view(b, hkv, g, t, s).float()

@@ -15,10 +15,19 @@ Per forward pass (batch size 1):
 
 ``get_seq_length`` is the logical length (tokens ever appended), so positions (RoPE) of new tokens
 stay right after compaction. KVSharer-aliased layers read their owner layer's tokens, old and new.
+
+Prefix reuse (``reuse_prefix=True``, docs/PREFIX.md): every ``Append`` carries the token ids of the
+tokens it adds — the ``input_ids`` of the forward pass, recorded by a forward pre-hook on the model —
+so kvd indexes the sequence's full pages; with ``prompt_ids`` the sequence is created adopting the
+longest cached prefix of the prompt (at most all but its last token, which the model needs to
+produce logits), and ``get_seq_length`` starts at the adopted length, so ``model.generate`` with the
+whole prompt prefills only the rest (generate slices ``input_ids`` by the cache's length).
 """
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -81,19 +90,38 @@ class KvdCache(Cache):
     shapes are also checked at the first update). ``zero_copy``: append through Reserve/Commit
     instead of inline bytes. Use with a model whose ``attn_implementation`` is ``"kvd"``
     (:func:`kvd_transformers.register_attention`); without it, a compacted cache is refused.
+
+    Prefix reuse: ``reuse_prefix=True`` needs ``model`` (the transformers model this cache is used
+    with; its config is then checked as ``config`` is). Every forward pass's ``input_ids`` are
+    recorded and sent with its Append, so kvd indexes this sequence's full pages (prompt and
+    generated tokens alike: a later turn of the chat reuses earlier answers). ``prompt_ids`` (the
+    whole prompt, 1-D or ``[1, T]``): create the sequence adopting the longest cached prefix of
+    ``prompt_ids[:-1]``; :attr:`adopted_tokens` says how many tokens (whole pages) that was, and
+    ``model.generate(prompt_ids, past_key_values=cache)`` then prefills only the rest. A forward
+    pass whose ids are unknown (``inputs_embeds``, or a module other than ``model`` called) is
+    appended without ids, which stops kvd indexing this sequence for good (a warning says so); so
+    does a compaction.
     """
 
     def __init__(self, client, model_name: str, policy: str = "", method: str = "",
                  params: Optional[dict] = None, window: int = 32,
                  compact_after_prefill: bool = True, *, config=None, tenant: str = "",
-                 zero_copy: bool = False, queries_in_shm: bool = False):
+                 zero_copy: bool = False, queries_in_shm: bool = False, model=None,
+                 reuse_prefix: bool = False, prompt_ids=None):
         models = client.models  # Hello on first use
         if model_name not in models:
             raise ValueError(f"kvd_transformers: kvd serves no model {model_name!r} "
                              f"(it serves {sorted(models)})")
         self.layout = models[model_name]
+        if config is None and model is not None:
+            config = model.config
         if config is not None:
             check_layout(config, self.layout)
+        if reuse_prefix and model is None:
+            raise ValueError("kvd_transformers: reuse_prefix=True needs model= (the cache records "
+                             "each forward pass's input_ids from it, to send them with the Append)")
+        if prompt_ids is not None and not reuse_prefix:
+            raise ValueError("kvd_transformers: prompt_ids is only used with reuse_prefix=True")
         if window < 1:
             raise ValueError(f"kvd_transformers: window must be >= 1, got {window}")
         self.client = client
@@ -112,11 +140,19 @@ class KvdCache(Cache):
         self.kvd_dtype = dtypes.to_numpy(self.layout.dtype)
         super().__init__(layers=[KvdLayer(self, i) for i in range(self.num_layers)])
 
-        self.sequence_id = client.create_sequence(model_name, tenant=tenant)
+        self.reuse_prefix = reuse_prefix
+        prompt = None if prompt_ids is None else _ids_list(prompt_ids, "prompt_ids")
+        if prompt:
+            # The last prompt token is always fed to the model: its logits pick the first new token.
+            resp = client.create_sequence_ex(model_name, tenant=tenant,
+                                             adopt_token_ids=prompt[:-1])
+            self.sequence_id, self.adopted_tokens = resp.sequence_id, int(resp.adopted_tokens)
+        else:
+            self.sequence_id, self.adopted_tokens = client.create_sequence(model_name, tenant=tenant), 0
         self.released = False
         self.compactions = []            # CompactResponse of every compaction, in order
         self.aliases: dict = {}          # layer -> owner in force (KVSharer)
-        self._length = 0                 # logical length: tokens ever appended
+        self._length = self.adopted_tokens  # logical length: tokens adopted or ever appended
         self._forwards = 0               # completed forward passes (appends)
         self._compact_due = False
         self._saw_kvd_attention = False
@@ -124,6 +160,19 @@ class KvdCache(Cache):
         self._query = None               # this forward's Query result (all layers)
         self._new = [None] * self.num_layers   # this forward's new (K, V) per layer
         self._queries = [None] * self.num_layers  # captured window queries [q_heads, w, D]
+        # Prefix reuse: ids of every token the sequence holds (while indexing), the prompt (to check
+        # the first forward continues it), the ids the model hook saw for the next / this forward.
+        self.indexing = reuse_prefix     # every Append so far carried ids: kvd indexes the pages
+        self._token_ids: list = prompt[:self.adopted_tokens] if prompt else []
+        self._prompt = prompt
+        self._next_ids = None
+        self._forward_ids = None
+        self._hook = None
+        if reuse_prefix:
+            self._hook = model.register_forward_pre_hook(_record_input_ids(self), with_kwargs=True)
+            # Remove the hook if the cache is dropped without release(); the hook only holds a
+            # weak reference, so it never keeps the cache alive.
+            weakref.finalize(self, self._hook.remove)
 
     # ------------------------------------------------------------------------------------
     # transformers Cache API
@@ -165,6 +214,7 @@ class KvdCache(Cache):
                 "attn_implementation='kvd' after kvd_transformers.register_attention()")
         self._new = [None] * self.num_layers
         self._prefilling = self._forwards == 0
+        self._forward_ids, self._next_ids = self._next_ids, None
         self._query = self.client.query(self.sequence_id) if self._length > 0 else None
 
     def _prefix(self, layer_idx: int, dtype, device):
@@ -191,9 +241,11 @@ class KvdCache(Cache):
 
     def _update_layer(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int):
         self._check_states(key_states, value_states, layer_idx)
+        t = key_states.shape[2]
         if layer_idx == 0:
             self._begin_forward()
-        t = key_states.shape[2]
+            if self.reuse_prefix:
+                self._check_forward_ids(t)
         self._new[layer_idx] = (key_states.detach(), value_states.detach())
         pk, pv, bias, owner = self._prefix(layer_idx, key_states.dtype, key_states.device)
         if owner != layer_idx:
@@ -217,12 +269,60 @@ class KvdCache(Cache):
                                "tokens in this forward pass")
         to_np = lambda i: (torch.cat([kv[i] for kv in self._new], dim=0)  # [L, H, T, D]
                            .to(torch.float32).cpu().numpy().astype(self.kvd_dtype, copy=False))
-        self.client.append(self.sequence_id, to_np(0), to_np(1), zero_copy=self.zero_copy)
+        ids = self._ids_for_append(t)
+        self.client.append(self.sequence_id, to_np(0), to_np(1), zero_copy=self.zero_copy,
+                           token_ids=ids)
+        if ids is not None:
+            self._token_ids.extend(ids)
         self._length += t
         self._forwards += 1
         self._query = None
         if (self._forwards == 1 and self.compact_after_prefill and (self.method or self.policy)):
             self._compact_due = True
+
+    # ------------------------------------------------------------------------------------
+    # prefix reuse: the token ids of each forward pass
+
+    def _check_forward_ids(self, t: int) -> None:
+        """Layer 0 of a forward pass with ``t`` new tokens: the ids the model hook recorded must be
+        exactly those tokens, and the first forward after an adoption must continue the prompt
+        (else the adopted K/V would belong to another text)."""
+        ids = self._forward_ids
+        if ids is None:
+            return  # unknown: appended without ids (_ids_for_append)
+        if len(ids) != t:
+            raise RuntimeError(
+                f"kvd_transformers: the forward pass appends {t} tokens but the model's input_ids "
+                f"had {len(ids)}; token ids must match the appended K/V one for one")
+        if self._forwards == 0 and self.adopted_tokens and self._prompt is not None:
+            want = self._prompt[self.adopted_tokens:self.adopted_tokens + t]
+            if ids[:len(want)] != want:
+                raise RuntimeError(
+                    f"kvd_transformers: the cache adopted the first {self.adopted_tokens} tokens of "
+                    "prompt_ids, but the first forward pass does not continue prompt_ids from "
+                    "there: pass the same ids to generate (or the model) as to KvdCache")
+
+    def _ids_for_append(self, t: int) -> Optional[list]:
+        """The ids to send with this forward's Append, or None (not indexing, or unknown)."""
+        ids, self._forward_ids = self._forward_ids, None
+        if not self.indexing:
+            return None
+        if ids is None:
+            self.indexing = False
+            warnings.warn(
+                f"kvd_transformers: forward pass {self._forwards} of sequence {self.sequence_id} "
+                "came without input_ids (inputs_embeds, or the hooked model was not called); it is "
+                "appended without token ids, so kvd stops indexing this sequence for good",
+                RuntimeWarning, stacklevel=4)
+            return None
+        assert len(ids) == t, (len(ids), t)  # _check_forward_ids raised otherwise
+        return ids
+
+    @property
+    def token_ids(self) -> Optional[list]:
+        """Ids of every token the sequence holds (adopted prefix, then each forward's), or None
+        when not known (no ``reuse_prefix``, or a forward without ids)."""
+        return list(self._token_ids) if self.indexing else None
 
     # ------------------------------------------------------------------------------------
     # hooks from the attention function
@@ -257,6 +357,7 @@ class KvdCache(Cache):
             policy=self.policy if policy is None else policy, queries=self.window_queries(),
             queries_in_shm=self.queries_in_shm, **merged)
         self.compactions.append(resp)
+        self.indexing = False  # kvd never indexes a compacted sequence again: stop sending ids
         self.aliases = {a.layer: a.owner for a in resp.aliases}
         self._query = None
         return resp
@@ -267,6 +368,9 @@ class KvdCache(Cache):
 
     def release(self) -> None:
         """Free the kvd sequence (idempotent)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
         if not self.released:
             self.released = True
             self.client.release(self.sequence_id)
@@ -279,4 +383,36 @@ class KvdCache(Cache):
 
     def __repr__(self) -> str:
         return (f"KvdCache(model={self.model_name!r}, sequence={self.sequence_id}, "
-                f"length={self._length}, compactions={len(self.compactions)})")
+                f"length={self._length}, compactions={len(self.compactions)}, "
+                f"adopted={self.adopted_tokens})")
+
+
+def _ids_list(ids, what: str) -> list:
+    """Token ids (list, 1-D array, or ``[1, T]`` tensor/array: batch size 1) as a list of ints."""
+    if isinstance(ids, torch.Tensor):
+        ids = ids.detach().cpu().numpy()
+    a = np.asarray(ids)
+    if a.ndim == 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"kvd_transformers: {what} must be integer token ids, 1-D or [1, T] "
+                         f"(batch size 1); got shape {list(a.shape)} dtype {a.dtype}")
+    return a.tolist()
+
+
+def _record_input_ids(cache: "KvdCache"):
+    """A forward pre-hook (``with_kwargs``) for the model: when a forward pass is given ``cache``
+    (under whatever argument name this transformers version uses), remember its ``input_ids``
+    (None if it has none, e.g. ``inputs_embeds``) for the cache's next Append."""
+    ref = weakref.ref(cache)
+
+    def hook(module, args, kwargs):
+        c = ref()
+        if c is None or not any(v is c for v in (*args, *kwargs.values())):
+            return None  # another cache's (or no cache's) forward pass
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        ok = isinstance(ids, torch.Tensor) and not ids.is_floating_point()
+        c._next_ids = _ids_list(ids, "input_ids") if ok else None
+        return None
+
+    return hook
