@@ -1,6 +1,6 @@
 """The benchmark suite's one command (see Benchmarks/README.md):
 
-    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix]
+    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability]
 
 Every section runs `--runs` times; each table cell is the median (min–max) over those runs of one
 figure measured against a baseline in the same run. Prints Markdown and writes it, with the raw
@@ -14,11 +14,11 @@ import json
 import platform
 from pathlib import Path
 
-from . import cbench, compaction, memory, memory_manager, prefix, rtt_python
+from . import cbench, compaction, durability, memory, memory_manager, prefix, rtt_python
 from .processes import ROOT, Daemon, Echo
 from .summary import fmt, goal_mark, spread
 
-SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix")
+SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix", "durability")
 
 
 class Sizes:
@@ -40,6 +40,9 @@ class Sizes:
         # Section 7: tokens of the shared document, greedy tokens generated per prompt.
         self.prefix_doc_tokens = 256 if smoke else 1500
         self.prefix_new_tokens = 4 if smoke else 16
+        # Section 8: operations per daemon per run; sequences held at restart.
+        self.durability_repeats = 5 if smoke else 40
+        self.durability_counts = (100,) if smoke else (1000, 10000)
 
 
 def collect(sections, runs: int, sizes: Sizes) -> dict:
@@ -73,6 +76,8 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
             raw["manager"].append(memory_manager.measure(*sizes.manager_arena, sizes.manager_chunks, sizes.manager_repeats))
         if "prefix" in sections:
             raw["prefix"].append([prefix.measure(sizes.prefix_doc_tokens, sizes.prefix_new_tokens)])
+        if "durability" in sections:
+            raw["durability"].append(durability.measure(sizes.durability_repeats, sizes.durability_counts))
     return raw
 
 
@@ -186,7 +191,7 @@ def memory_table(runs: list) -> list:
 
 
 TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table,
-          "manager": memory_manager.table, "prefix": prefix.table}
+          "manager": memory_manager.table, "prefix": prefix.table, "durability": durability.table}
 
 
 def machine() -> str:
