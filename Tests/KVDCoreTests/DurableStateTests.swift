@@ -129,4 +129,21 @@ import Testing
         try s.apply(.append(id: 2, tokens: 1, newPages: (0..<heads).map { [PageID(UInt32(8 + $0))] }))
         #expect(throws: DurableFormatError.self) { try s.holders() }
     }
+
+    @Test func anAllocatorRestoredFromHoldersServesOnlyFreePages() throws {
+        let a = PageAllocator(pageCount: 8)
+        a.restore(holders: [1, 0, 2, 0, 0, 3, 0, 1])
+        #expect(a.freeCount == 4 && a.usedCount == 4 && a.sharedCount == 2)
+        #expect(a.refCounts(of: (0..<8).map { PageID(UInt32($0)) }) == [1, 0, 2, 0, 0, 3, 0, 1])
+        #expect(try a.allocate(4).map(\.raw).sorted() == [1, 3, 4, 6])
+        #expect(throws: KVDError.self) { try a.allocate(1) }
+        #expect(a.release([PageID(5), PageID(5), PageID(5)]) == 1)
+    }
+
+    @Test func aSequenceRebuiltFromItsImageIsTheSame() throws {
+        let image = compacted(id: 9)
+        let seq = KVSequence(restoring: image, layout: Self.layout, tenant: "t")
+        #expect(seq.image(pinned: true) == image)
+        #expect(seq.generation == 3 && seq.everCompacted && seq.aliases == [nil, 0] && seq.length == 11)
+    }
 }

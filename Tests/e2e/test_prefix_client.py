@@ -112,3 +112,28 @@ def test_token_id_count_is_checked_client_side(client, zero_copy):
     client.append(seq, k, v, zero_copy=zero_copy, token_ids=[1, 2, 3, 4])
     assert client.lookup(MODEL_F16, [1, 2, 3, 4]) == 4
     client.release(seq)
+
+
+def test_a_failed_commit_leaves_no_reservation_open(client, monkeypatch):
+    # The Commit of a zero-copy append fails (here: before it is sent, as a timeout or an
+    # interrupt would make it); the client must abort the reservation so the sequence can take
+    # its next append at once instead of answering FAILED_PRECONDITION until the lease ends.
+    k, v = make_kv(MODEL_F16, 4, seed=32)
+    seq = client.create_sequence(MODEL_F16)
+    real = client.commit
+
+    def failing(s, rid, num_tokens=0, abort=False, **kw):
+        if not abort:
+            raise KvdError(ErrorCode.UNAVAILABLE, "kvd: simulated lost Commit")
+        return real(s, rid, num_tokens, abort=abort, **kw)
+
+    monkeypatch.setattr(client, "commit", failing)
+    with pytest.raises(KvdError) as e:
+        client.append(seq, k, v, zero_copy=True)
+    assert "simulated" in e.value.message
+    monkeypatch.undo()
+    st = client.stats(seq).sequence
+    assert st.length == 0 and st.pages == 0  # the reservation's pages went back
+    client.append(seq, k, v, zero_copy=True)
+    assert_sequence(client, seq, k, v)
+    client.release(seq)

@@ -324,15 +324,18 @@ static kvd_result append_zero_copy(kvd_client *c, const char *what, uint64_t seq
     rc = reserve_locked(c, seq, tokens, &r);
     if (rc) return rc;
     rc = kvd_reservation_write(r, keys, values, bytes);
-    if (rc) {
+    if (rc)
         kvd__set_err(c, rc, "kvd: %s: writing the reservation failed", what);
+    else
+        rc = commit_rpc(c, seq, r->reservation_id, tokens, 0, &ids, out);
+    if (rc) {
+        /* Whatever failed after the Reserve, the reservation must not stay open (it would block
+         * the sequence's next append until its lease ran out): abort it, keeping the first error.
+         * After a timed-out Commit that did land, the abort is refused and changes nothing. */
         char *keep = strdup(c->err);
         commit_rpc(c, seq, r->reservation_id, 0, 1, NULL, NULL);
         if (keep) { kvd__set_err(c, rc, "%s", keep); free(keep); }
-        kvd_reservation_free(r);
-        return rc;
     }
-    rc = commit_rpc(c, seq, r->reservation_id, tokens, 0, &ids, out);
     kvd_reservation_free(r);
     return rc;
 }

@@ -416,7 +416,7 @@ class Client:
 
         dtype float16, ml_dtypes.bfloat16 or float32 (the model's). Inline (default): the bytes
         travel in the message and the daemon validates everything. ``zero_copy``: Reserve, write
-        every head's tokens straight into the arena, then Commit (aborted if a write fails).
+        every head's tokens straight into the arena, then Commit (aborted if the write or the Commit fails).
         ``token_ids`` (ints, one per token appended): index the pages that fill in the prefix
         cache (sent on the Append, or on the Commit with ``zero_copy``); an append without them
         stops the indexing of ``seq`` for good.
@@ -445,13 +445,16 @@ class Client:
         res = self.reserve(seq, k.shape[2])
         try:
             arena.write_reservation(res, k, v)
+            return self.commit(seq, res.reservation_id, res.num_tokens, token_ids=token_ids)
         except BaseException:
+            # Whatever failed after the Reserve (the write, or a refused Commit), the reservation
+            # must not stay open: it would block this sequence's next append until its lease ends.
+            # After a timed-out Commit that did land, the abort is refused and changes nothing.
             try:
                 self.commit(seq, res.reservation_id, abort=True)
             except KvdError:
                 pass  # the original failure is the one worth reporting
             raise
-        return self.commit(seq, res.reservation_id, res.num_tokens, token_ids=token_ids)
 
     def _check_layout(self, seq: int, k: np.ndarray) -> None:
         # The daemon cannot see zero-copy bytes, so check shape/dtype here when the model is known;
