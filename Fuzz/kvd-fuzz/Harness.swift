@@ -76,7 +76,7 @@ final class Harness {
         core.resetRequestIDs()
         session = Session()
         if let mode = input.first {
-            switch mode % 3 {
+            switch mode % 4 {
             case 0:
                 // One frame, verbatim: decoding and envelope checks see the raw bytes.
                 send(Array(input.dropFirst()))
@@ -84,9 +84,11 @@ final class Harness {
                 // Several frames; those that decode get a fresh request id, so a sequence such as
                 // Stage then Compact survives mutation of the ids.
                 for frame in FrameSplitter.split(input.dropFirst()).prefix(32) { sendWithFreshID(frame) }
-            default:
+            case 2:
                 var reader = ByteReader(input, from: 1)
                 runProgram(&reader)
+            default:
+                replayJournal(input.dropFirst())
             }
         }
         finishInput()

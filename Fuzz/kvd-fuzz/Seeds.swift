@@ -114,6 +114,21 @@ enum Seeds {
         seeds.append(("program-every-op", [2] + order.flatMap { record($0) }))
         // Zero-copy: Reserve 3, write K/V into the slots, Commit 2, read them back inline.
         seeds.append(("program-zero-copy", [2] + record(.reserve) + record(.writeReserved, [0, 9]) + record(.commit) + record(.query, [0, 2])))
+        // Journal mode: a sequence's life as a restart reads it (every record applies).
+        let heads = m.headCount
+        let block = PrefixHash(lo: 7, hi: 7)
+        let journal: [JournalRecord] = [
+            .put(SequenceImage(id: 5, layout: m)),
+            .append(id: 5, tokens: 6, newPages: (0..<heads).map { h in [PageID(UInt32(2 * h)), PageID(UInt32(2 * h + 1))] }),
+            .pin(id: 5, pinned: true),
+            .prefixInsert(hash: block, parent: .root, pages: (0..<heads).map { PageID(UInt32(2 * $0)) }),
+            .prefixEvict(hash: block),
+            .release(id: 5),
+        ]
+        seeds.append(("journal-records", [3] + journal.flatMap { r -> [UInt8] in
+            let b = r.encoded
+            return [UInt8(b.count & 0xFF), UInt8(b.count >> 8)] + b
+        }))
         return seeds
     }
 
