@@ -206,6 +206,7 @@ final class Dispatcher: Sendable {
         response.header.protocolVersion = ProtocolVersion.current
         response.header.serverVersion = KVDVersion.string
         response.header.requestID = requestID
+        response.header.instanceID = store.instanceID
         store.requests.add(1, ordering: .relaxed)
         var wire: (field: Int, writer: WireWriter)?
         switch result {

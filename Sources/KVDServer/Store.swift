@@ -21,6 +21,9 @@ final class Store: Sendable {
     /// Sequences alive in all tenants, against server.max_sequences.
     private let liveSequences = Mutex(0)
 
+    /// Random per process, in every reply's header: a client that sees it change knows the daemon
+    /// restarted (docs/DURABILITY.md, "What a client sees").
+    let instanceID = UInt64.random(in: 1...UInt64.max)
     let requests = Atomic<UInt64>(0)
     let errors = Atomic<UInt64>(0)
 

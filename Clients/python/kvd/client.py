@@ -28,6 +28,9 @@ from kvd import wire
 from kvd.views import PagedHead, HeadData, QueryResult
 
 PROTOCOL_VERSION = 1
+# In the PERMISSION_DENIED a daemon answers a connection that has not said Hello to its tenant
+# (docs/PROTOCOL.md): after a restart, the client says Hello again and resends.
+NOT_BOUND = "not bound to a tenant"
 
 _MODES = {
     "pages": query_pb2.QUERY_MODE_PAGES,
@@ -118,6 +121,9 @@ class Client:
         self._lease_ms = 0     # from the last Hello; 0 = the daemon runs without leases
         self._keepalive_wanted = bool(keepalive)
         self._keepalive: Optional[KeepAliveThread] = None
+        # The daemon process answering (ResponseHeader.instance_id); a change is a restart.
+        self._instance = 0
+        self._restarted = False
         self._open_socket()
 
     # ----------------------------------------------------------------------------------------
@@ -156,12 +162,44 @@ class Client:
             raise KvdError(ErrorCode.FAILED_PRECONDITION, "kvd: client is closed")
         return envelope_pb2.Request(request_id=next(self._ids), protocol_version=PROTOCOL_VERSION)
 
-    def _send(self, kind: str, req: envelope_pb2.Request, payload: Optional[bytes] = None) -> object:
-        """Round trip of a request whose body ``kind`` is already set, or whose serialized form is
-        ``payload`` (inline appends, assembled by ``kvd.wire`` without extra copies)."""
-        rid = req.request_id
-        resp = self._roundtrip(req, payload)
-        return self._body(kind, resp, rid)
+    def _send(self, kind: str, req: envelope_pb2.Request, payload_for=None) -> object:
+        """Round trip of a request whose body ``kind`` is already set, or whose serialized form
+        ``payload_for(req)`` builds (inline appends, assembled by ``kvd.wire`` without extra copies).
+
+        When the reply comes from a daemon that restarted since the last one (a durable kvd that
+        adopted its segment), the client first rejoins it (:meth:`_rejoin`); a request the new
+        daemon refused only because this connection is not bound to a tenant yet is sent again,
+        once, with a new id."""
+        resp = self._roundtrip(req, payload_for(req) if payload_for else None)
+        if self._restarted and kind != "hello":
+            self._rejoin(map_arena=True)
+            if resp.WhichOneof("body") == "error" and NOT_BOUND in resp.error.message:
+                req.request_id = next(self._ids)
+                resp = self._roundtrip(req, payload_for(req) if payload_for else None)
+        return self._body(kind, resp, req.request_id)
+
+    def _note_instance(self, resp: envelope_pb2.Response) -> None:
+        instance = resp.header.instance_id
+        if instance and self._instance and instance != self._instance:
+            self._restarted = True
+        if instance:
+            self._instance = instance
+
+    def _rejoin(self, map_arena: bool) -> None:
+        """After a daemon restart: say Hello again (binds this connection to its tenant; re-maps
+        the segment if the daemon made a new one) and take back the sequences this client created
+        (KeepAlive adopt): a restarted daemon's leases start afresh, owned by nobody, and would
+        otherwise run out. Sequences the daemon no longer has are forgotten."""
+        self._restarted = False
+        if map_arena:
+            self.hello()
+        else:
+            self._exchange_hello()  # the keep-alive thread never re-maps under the caller's views
+        known = list(self._seq_models)
+        for start in range(0, len(known), 4096):
+            result = self.keep_alive(known[start:start + 4096])
+            for seq in result.missing:
+                self._seq_models.pop(seq, None)
 
     @staticmethod
     def _body(kind: str, resp: envelope_pb2.Response, rid: int) -> object:
@@ -215,11 +253,13 @@ class Client:
                                f"kvd: undecodable reply ({len(frames[-1])} bytes) from "
                                f"{self.endpoint}", req.request_id) from None
             if resp.header.request_id == req.request_id:
+                self._note_instance(resp)
                 return resp
             if resp.header.request_id == 0 and resp.WhichOneof("body") == "error":
                 # The daemon could not read our request (e.g. too large or undecodable) and so
                 # could not echo its id. This socket only ever has this one request in flight
                 # (it is replaced after a timeout), so the error is ours.
+                self._note_instance(resp)
                 return resp
             # Otherwise: the late reply of an earlier call that timed out; drop it and keep waiting.
 
@@ -405,6 +445,8 @@ class Client:
             ka.last_error = None
         finally:
             self._io.release()
+        if self._restarted:
+            self._rejoin(map_arena=False)
         return interval
 
     # ----------------------------------------------------------------------------------------
@@ -431,8 +473,8 @@ class Client:
                                f"kvd: {len(ids) // 4} token ids for {tokens} tokens")
         if not zero_copy:
             req = self._new_request()
-            payload = wire.inline_append(req.request_id, req.protocol_version, seq, keys, values, ids)
-            return self._send("append", req, payload)
+            return self._send("append", req, lambda r: wire.inline_append(
+                r.request_id, r.protocol_version, seq, keys, values, ids))
 
         k, v = dtypes.wire_array(keys), dtypes.wire_array(values)
         if k.ndim != 4 or k.shape != v.shape or k.dtype != v.dtype:

@@ -197,6 +197,10 @@ public nonisolated struct Kvd_V1_ResponseHeader: Sendable {
   /// The request's id (0 if the request could not be decoded).
   public var requestID: UInt64 = 0
 
+  /// Random per daemon process (as HelloResponse.instance_id): a change means the daemon
+  /// restarted; see HelloResponse.instance_id for what a client does then.
+  public var instanceID: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -697,7 +701,7 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Kvd_V1_ResponseHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ResponseHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}server_version\0\u{3}request_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}server_version\0\u{3}request_id\0\u{3}instance_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -708,6 +712,7 @@ nonisolated extension Kvd_V1_ResponseHeader: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.protocolVersion) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.serverVersion) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.instanceID) }()
       default: break
       }
     }
@@ -723,6 +728,9 @@ nonisolated extension Kvd_V1_ResponseHeader: SwiftProtobuf.Message, SwiftProtobu
     if self.requestID != 0 {
       try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 3)
     }
+    if self.instanceID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.instanceID, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -730,6 +738,7 @@ nonisolated extension Kvd_V1_ResponseHeader: SwiftProtobuf.Message, SwiftProtobu
     if lhs.protocolVersion != rhs.protocolVersion {return false}
     if lhs.serverVersion != rhs.serverVersion {return false}
     if lhs.requestID != rhs.requestID {return false}
+    if lhs.instanceID != rhs.instanceID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -252,6 +252,21 @@ public nonisolated struct Kvd_V1_HelloResponse: @unchecked Sendable {  // safe: 
     set {_uniqueStorage()._eventsEndpoint = newValue}
   }
 
+  /// Random per daemon process. A client that sees it change while shm.arena_generation stays the
+  /// same reached a kvd that restarted and adopted the segment (docs/DURABILITY.md): its mapping and
+  /// sequence ids are still valid, but leases and tenant bindings started afresh, so it says Hello
+  /// again and takes its sequences back (KeepAlive.sequence_ids).
+  public var instanceID: UInt64 {
+    get {_storage._instanceID}
+    set {_uniqueStorage()._instanceID = newValue}
+  }
+
+  /// Whether this tenant's segment is journaled: committed sequences survive the daemon's death.
+  public var durable: Bool {
+    get {_storage._durable}
+    set {_uniqueStorage()._durable = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -575,7 +590,7 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HelloResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0\u{1}tenant\0\u{3}events_endpoint\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0\u{1}tenant\0\u{3}events_endpoint\0\u{3}instance_id\0\u{1}durable\0")
 
   fileprivate class _StorageClass {
     var _protocolVersion: UInt32 = 0
@@ -588,6 +603,8 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
     var _policies: [Kvd_V1_PolicyInfo] = []
     var _tenant: String = String()
     var _eventsEndpoint: String = String()
+    var _instanceID: UInt64 = 0
+    var _durable: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -608,6 +625,8 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       _policies = source._policies
       _tenant = source._tenant
       _eventsEndpoint = source._eventsEndpoint
+      _instanceID = source._instanceID
+      _durable = source._durable
     }
   }
 
@@ -636,6 +655,8 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._policies) }()
         case 9: try { try decoder.decodeSingularStringField(value: &_storage._tenant) }()
         case 10: try { try decoder.decodeSingularStringField(value: &_storage._eventsEndpoint) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._instanceID) }()
+        case 12: try { try decoder.decodeSingularBoolField(value: &_storage._durable) }()
         default: break
         }
       }
@@ -678,6 +699,12 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       if !_storage._eventsEndpoint.isEmpty {
         try visitor.visitSingularStringField(value: _storage._eventsEndpoint, fieldNumber: 10)
       }
+      if _storage._instanceID != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._instanceID, fieldNumber: 11)
+      }
+      if _storage._durable != false {
+        try visitor.visitSingularBoolField(value: _storage._durable, fieldNumber: 12)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -697,6 +724,8 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._policies != rhs_storage._policies {return false}
         if _storage._tenant != rhs_storage._tenant {return false}
         if _storage._eventsEndpoint != rhs_storage._eventsEndpoint {return false}
+        if _storage._instanceID != rhs_storage._instanceID {return false}
+        if _storage._durable != rhs_storage._durable {return false}
         return true
       }
       if !storagesAreEqual {return false}

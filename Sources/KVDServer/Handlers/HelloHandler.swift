@@ -52,6 +52,8 @@ enum HelloHandler {
         out.limits.orphanGraceMs = UInt64(memory.orphanGraceSeconds * 1000)
         out.limits.quotaPinnedPages = UInt32(clamping: store.space.tenant.maxPinnedPages)
         out.eventsEndpoint = store.shared.events?.endpoint ?? ""
+        out.instanceID = store.shared.instanceID
+        out.durable = store.space.journal?.isDurable ?? false
         return out
     }
 

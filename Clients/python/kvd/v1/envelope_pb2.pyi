@@ -98,11 +98,13 @@ class Response(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[_hello_pb2.HelloResponse, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceResponse, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendResponse, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitResponse, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactResponse, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseResponse, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsResponse, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageResponse, _Mapping]] = ..., rank_layers: _Optional[_Union[_compact_pb2.RankLayersResponse, _Mapping]] = ..., keep_alive: _Optional[_Union[_memory_pb2.KeepAliveResponse, _Mapping]] = ..., pin: _Optional[_Union[_memory_pb2.PinResponse, _Mapping]] = ..., lookup: _Optional[_Union[_prefix_pb2.LookupResponse, _Mapping]] = ..., fork: _Optional[_Union[_prefix_pb2.ForkResponse, _Mapping]] = ...) -> None: ...
 
 class ResponseHeader(_message.Message):
-    __slots__ = ["protocol_version", "request_id", "server_version"]
+    __slots__ = ["instance_id", "protocol_version", "request_id", "server_version"]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    instance_id: int
     protocol_version: int
     request_id: int
     server_version: str
-    def __init__(self, protocol_version: _Optional[int] = ..., server_version: _Optional[str] = ..., request_id: _Optional[int] = ...) -> None: ...
+    def __init__(self, protocol_version: _Optional[int] = ..., server_version: _Optional[str] = ..., request_id: _Optional[int] = ..., instance_id: _Optional[int] = ...) -> None: ...

@@ -19,8 +19,10 @@ class HelloRequest(_message.Message):
     def __init__(self, protocol_versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ..., tenant: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ["events_endpoint", "limits", "methods", "models", "policies", "protocol_version", "server_version", "shm", "supported_protocol_versions", "tenant"]
+    __slots__ = ["durable", "events_endpoint", "instance_id", "limits", "methods", "models", "policies", "protocol_version", "server_version", "shm", "supported_protocol_versions", "tenant"]
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
     EVENTS_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -30,7 +32,9 @@ class HelloResponse(_message.Message):
     SHM_FIELD_NUMBER: _ClassVar[int]
     SUPPORTED_PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    durable: bool
     events_endpoint: str
+    instance_id: int
     limits: Limits
     methods: _containers.RepeatedCompositeFieldContainer[MethodInfo]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelLayout]
@@ -40,7 +44,7 @@ class HelloResponse(_message.Message):
     shm: SharedMemoryInfo
     supported_protocol_versions: _containers.RepeatedScalarFieldContainer[int]
     tenant: str
-    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ..., tenant: _Optional[str] = ..., events_endpoint: _Optional[str] = ...) -> None: ...
+    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ..., tenant: _Optional[str] = ..., events_endpoint: _Optional[str] = ..., instance_id: _Optional[int] = ..., durable: bool = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ["lease_ms", "max_message_bytes", "max_sequence_tokens", "max_sequences", "max_tokens_per_append", "orphan_grace_ms", "quota_pages", "quota_pinned_pages", "quota_sequences"]

@@ -434,7 +434,7 @@ const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
   (ProtobufCMessageInit) kvd__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__response_header__field_descriptors[3] =
+static const ProtobufCFieldDescriptor kvd__v1__response_header__field_descriptors[4] =
 {
   {
     "protocol_version",
@@ -472,8 +472,21 @@ static const ProtobufCFieldDescriptor kvd__v1__response_header__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "instance_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__ResponseHeader, instance_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__response_header__field_indices_by_name[] = {
+  3,   /* field[3] = instance_id */
   0,   /* field[0] = protocol_version */
   2,   /* field[2] = request_id */
   1,   /* field[1] = server_version */
@@ -481,7 +494,7 @@ static const unsigned kvd__v1__response_header__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__response_header__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor kvd__v1__response_header__descriptor =
 {
@@ -491,7 +504,7 @@ const ProtobufCMessageDescriptor kvd__v1__response_header__descriptor =
   "Kvd__V1__ResponseHeader",
   "kvd.v1",
   sizeof(Kvd__V1__ResponseHeader),
-  3,
+  4,
   kvd__v1__response_header__field_descriptors,
   kvd__v1__response_header__field_indices_by_name,
   1,  kvd__v1__response_header__number_ranges,

@@ -111,10 +111,15 @@ struct  Kvd__V1__ResponseHeader
    * The request's id (0 if the request could not be decoded).
    */
   uint64_t request_id;
+  /*
+   * Random per daemon process (as HelloResponse.instance_id): a change means the daemon
+   * restarted; see HelloResponse.instance_id for what a client does then.
+   */
+  uint64_t instance_id;
 };
 #define KVD__V1__RESPONSE_HEADER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__response_header__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 /*

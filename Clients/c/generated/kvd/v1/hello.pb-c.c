@@ -876,7 +876,7 @@ const ProtobufCMessageDescriptor kvd__v1__limits__descriptor =
   (ProtobufCMessageInit) kvd__v1__limits__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[10] =
+static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[12] =
 {
   {
     "protocol_version",
@@ -998,9 +998,35 @@ static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "instance_id",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HelloResponse, instance_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "durable",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HelloResponse, durable),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
+  11,   /* field[11] = durable */
   9,   /* field[9] = events_endpoint */
+  10,   /* field[10] = instance_id */
   6,   /* field[6] = limits */
   5,   /* field[5] = methods */
   4,   /* field[4] = models */
@@ -1014,7 +1040,7 @@ static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__hello_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
 {
@@ -1024,7 +1050,7 @@ const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
   "Kvd__V1__HelloResponse",
   "kvd.v1",
   sizeof(Kvd__V1__HelloResponse),
-  10,
+  12,
   kvd__v1__hello_response__field_descriptors,
   kvd__v1__hello_response__field_indices_by_name,
   1,  kvd__v1__hello_response__number_ranges,

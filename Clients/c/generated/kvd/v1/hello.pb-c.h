@@ -274,10 +274,21 @@ struct  Kvd__V1__HelloResponse
    * ZeroMQ PUB endpoint publishing memory-manager events (kvd.v1.Event), or empty when off.
    */
   char *events_endpoint;
+  /*
+   * Random per daemon process. A client that sees it change while shm.arena_generation stays the
+   * same reached a kvd that restarted and adopted the segment (docs/DURABILITY.md): its mapping and
+   * sequence ids are still valid, but leases and tenant bindings started afresh, so it says Hello
+   * again and takes its sequences back (KeepAlive.sequence_ids).
+   */
+  uint64_t instance_id;
+  /*
+   * Whether this tenant's segment is journaled: committed sequences survive the daemon's death.
+   */
+  protobuf_c_boolean durable;
 };
 #define KVD__V1__HELLO_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__hello_response__descriptor) \
-    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 /*
