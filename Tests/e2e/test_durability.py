@@ -10,8 +10,7 @@ import signal
 
 import numpy as np
 
-from conftest import (MODEL_F16, MODEL_SEED_F32, ErrorCode, KvdError, add_seed_models, make_kv,
-                      sequence_snapshot)
+from conftest import MODEL_F16, MODEL_SEED_F32, ErrorCode, add_seed_models, make_kv, sequence_snapshot
 from memory_helpers import error_code
 
 

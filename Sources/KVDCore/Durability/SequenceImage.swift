@@ -36,16 +36,25 @@ public struct SequenceImage: Sendable, Equatable {
 
     /// The bookkeeping half of an append of `tokens` tokens whose new pages are `newPages[h]`
     /// (empty for aliased layers): what `KVSequence.append` and `commit` do besides writing bytes.
-    public mutating func append(tokens: Int, newPages: [[PageID]], kvHeads: Int) throws(DurableFormatError) {
+    /// Checks everything first and changes nothing when it throws. O(heads + new pages), whatever
+    /// the sequence's length: a decode loop appends one token at a time.
+    public mutating func append(tokens: Int, newPages: [[PageID]], layout: ModelLayout, pageCount: Int) throws(DurableFormatError) {
         guard tokens > 0, newPages.count == heads.count,
               let first = Int32(exactly: length), length + tokens <= KVSequence.maxLength else {
             throw DurableFormatError("sequence \(id): append of \(tokens) tokens with \(newPages.count) page lists does not fit its \(heads.count) heads at length \(length)")
         }
         for h in heads.indices {
-            guard aliases[h / kvHeads] == nil else {
-                guard newPages[h].isEmpty else { throw DurableFormatError("sequence \(id): pages for aliased head \(h)") }
+            let new = newPages[h]
+            if aliases[h / layout.kvHeads] != nil {
+                guard new.isEmpty else { throw DurableFormatError("sequence \(id): pages for aliased head \(h)") }
                 continue
             }
+            guard heads[h].pages.count + new.count == HeadCache.pagesNeeded(heads[h].count + tokens, pageTokens: layout.pageTokens),
+                  new.allSatisfy({ Int($0.raw) < pageCount }) else {
+                throw DurableFormatError("sequence \(id): head \(h) gets \(new.count) pages for \(tokens) more tokens, or pages outside the segment")
+            }
+        }
+        for h in heads.indices where aliases[h / layout.kvHeads] == nil {
             heads[h].pages += newPages[h]
             heads[h].extend(first: first, tokens: tokens)
         }
