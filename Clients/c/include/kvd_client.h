@@ -36,6 +36,13 @@
  *   the old daemon are lost and must be recreated; the client never silently sends a request that
  *   names an old sequence to a new daemon. If the new daemon is not up yet the call returns
  *   KVD_ERR_TIMEOUT and the next call tries again.
+ *   A durable daemon (kvd_hello_info.durable) killed and restarted keeps its segment, sequences
+ *   and K/V; only its process is new (every reply carries its instance_id). The client then
+ *   rejoins by itself, before the call returns (or in the keep-alive thread when idle): Hello again,
+ *   and KeepAlive adopting the sequences it created. A request the new daemon refused because the
+ *   connection was bound to no tenant yet is sent once more. A request in flight when the daemon
+ *   died (KVD_ERR_TIMEOUT) may or may not have taken effect, and open reservations are gone: re-read
+ *   the sequence before retrying, reserve again. See README.md.
  *
  * Timeouts
  *   Every request waits at most kvd_client_options.timeout_ms for its reply (default 5000 ms);
@@ -226,6 +233,12 @@ typedef struct kvd_hello_info {
     uint64_t orphan_grace_ms;          /* how long an orphan (lease expired) is kept */
     uint32_t quota_pinned_pages;       /* this tenant's pinned-page quota (0 = only quota_pages) */
     const char *events_endpoint;       /* PUB endpoint of memory-manager events; "" = none */
+    /* Added with daemon restarts (after events_endpoint; older programs never read them): */
+    uint64_t instance_id;              /* random per daemon process; another value in a later
+                                          Hello means the daemon restarted (0: a daemon older
+                                          than instance ids) */
+    int durable;                       /* 1: the tenant's segment is journaled, so a killed and
+                                          restarted daemon keeps its sequences (docs/DURABILITY.md) */
 } kvd_hello_info;
 
 /** The model called `name` in `info`, or NULL. The pointer lives as long as `info`. */

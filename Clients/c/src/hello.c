@@ -57,6 +57,8 @@ static kvd_result build_hello(kvd_client *c, Kvd__V1__Response *resp, hello_box 
         i->quota_pinned_pages = h->limits->quota_pinned_pages;
     }
     i->events_endpoint = h->events_endpoint ? h->events_endpoint : "";
+    i->instance_id = h->instance_id;
+    i->durable = h->durable ? 1 : 0;
     size_t nparams = 0;
     for (size_t k = 0; k < h->n_methods; k++) nparams += h->methods[k]->n_params;
     b->models = calloc(h->n_models + 1, sizeof *b->models);
@@ -101,7 +103,7 @@ static kvd_result build_hello(kvd_client *c, Kvd__V1__Response *resp, hello_box 
 
 /* Hello + (re)map. Sets c->attached. If the arena changed from a previous one, forgets sequences
  * and sets *replaced. */
-kvd_result kvd__do_hello(kvd_client *c, int *replaced) {
+kvd_result kvd__do_hello(kvd_client *c, int *replaced, int may_map) {
     if (replaced) *replaced = 0;
     Kvd__V1__HelloRequest hr = KVD__V1__HELLO_REQUEST__INIT;
     uint32_t versions[1] = {c->proto};
@@ -134,6 +136,14 @@ kvd_result kvd__do_hello(kvd_client *c, int *replaced) {
     int same = c->arena && strcmp(c->hello->pub.shm_name, h->shm->name) == 0 &&
                c->arena->generation == h->shm->arena_generation && kvd__arena_current(c, &why);
     arena *fresh = NULL;
+    if (!same && !may_map) {
+        /* The keep-alive thread: c->hello must keep describing the mapped arena, so this Hello is
+         * dropped; the caller's next call finds the new segment and re-attaches. */
+        kvd__v1__response__free_unpacked(resp, NULL);
+        return kvd__set_err(c, KVD_ERR_RESTARTED,
+                            "kvd: the daemon at %s restarted with a new shared memory segment",
+                            c->endpoint);
+    }
     if (!same) {
         rc = kvd__map_arena(c, h->shm, &fresh);
         if (rc) {
@@ -152,6 +162,7 @@ kvd_result kvd__do_hello(kvd_client *c, int *replaced) {
         if (c->arena) {
             if (replaced) *replaced = 1;
             c->n_seqs = 0; /* the old daemon's sequences are gone */
+            c->restarted = 0; /* so there is nothing to take back, and this Hello bound us */
         }
         kvd__arena_unref(c->arena);
         c->arena = fresh;

@@ -83,7 +83,9 @@ typedef struct hello_box {
 } hello_box;
 
 void kvd__hello_unref(hello_box *b);
-kvd_result kvd__do_hello(kvd_client *c, int *replaced);
+/* Hello; maps the arena when it is new unless may_map is 0 (the keep-alive thread: it must not
+ * replace the mapping under the caller), which then fails with KVD_ERR_RESTARTED instead. */
+kvd_result kvd__do_hello(kvd_client *c, int *replaced, int may_map);
 
 /* ============================================================================================= */
 /* The client                                                                                     */
@@ -92,6 +94,7 @@ typedef struct seq_layout {
     uint64_t id;
     uint32_t layers, kv_heads, head_dim, page_tokens;
     kvd_dtype dtype;
+    int created;       /* created (or forked) by this client: taken back after a daemon restart */
 } seq_layout;
 
 struct kvd_client {
@@ -141,6 +144,11 @@ struct kvd_client {
     int ka_active;
     kvd_result ka_last;
     char ka_err[256];
+    /* Daemon restarts that adopt the segment (rejoin.c). `instance` is the last non-zero
+     * ResponseHeader.instance_id seen; a reply with another one sets `restarted` until a rejoin
+     * (Hello, then KeepAlive-adopt of the created sequences) has finished. Under `io`. */
+    uint64_t instance;
+    int restarted;
 };
 
 /* errors.c */
@@ -155,13 +163,33 @@ int kvd__z85_key_ok(const char *key);
 
 /* transport.c */
 kvd_result kvd__open_socket(kvd_client *c);
-kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
-                    Kvd__V1__Response **out);
+/* One round trip, nothing else: kvd__rpc without the rejoin. *not_bound (may be NULL) is set to 1
+ * when the daemon refused the request because this connection is bound to no tenant. */
+kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
+                         Kvd__V1__Response **out, int *not_bound);
 kvd_result kvd__reattach_after_loss(kvd_client *c, const char *why);
 kvd_result kvd__ensure_session(kvd_client *c);
 
+/* rejoin.c. kvd__rpc: send `req` and wait for the matching reply (kvd__rpc_once); when a reply
+ * shows the daemon restarted, rejoin it first, and send a request it refused as not bound once
+ * more. On success *out is the unpacked response whose body is `want` (free with
+ * kvd__v1__response__free_unpacked). */
+kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
+                    Kvd__V1__Response **out);
+/* After a restart that kept the segment, say Hello again and take back the created sequences
+ * (forgetting those the daemon no longer has). If that Hello shows a new segment, it is mapped
+ * (may_map) and *replaced set (may be NULL): the sequences are gone, nothing is taken back;
+ * without may_map it fails with KVD_ERR_RESTARTED and leaves that to the caller's next call. */
+kvd_result kvd__rejoin(kvd_client *c, int may_map, int *replaced);
+/* kvd__ensure_session's part: finish a rejoin an earlier reply asked for (c->restarted). */
+kvd_result kvd__rejoin_pending(kvd_client *c);
+
 /* sequence.c */
 kvd_result kvd__layout_of(kvd_client *c, uint64_t seq, seq_layout *out);
+/* A malloc'd copy of the ids of the sequences this client created (*n of them; NULL when none or
+ * out of memory: *n tells which), and forgetting one the daemon no longer has. */
+uint64_t *kvd__created_ids(kvd_client *c, size_t *n);
+void kvd__layout_forget(kvd_client *c, uint64_t seq);
 /* A fork has its source's layout: remember it when the source's is known (0 on out of memory). */
 int kvd__layout_inherit(kvd_client *c, uint64_t from, uint64_t to);
 

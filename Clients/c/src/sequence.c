@@ -20,7 +20,9 @@ static void seq_forget(kvd_client *c, uint64_t id) {
         }
 }
 
-static int seq_remember(kvd_client *c, uint64_t id, const kvd_model_layout *m) {
+/* `created`: this client made the sequence (CreateSequence, Fork), as opposed to learning the
+ * layout of someone else's with Stats; only created ones are taken back after a daemon restart. */
+static int seq_remember(kvd_client *c, uint64_t id, const kvd_model_layout *m, int created) {
     seq_layout *s = seq_find(c, id);
     if (!s) {
         if (c->n_seqs == c->cap_seqs) {
@@ -31,8 +33,10 @@ static int seq_remember(kvd_client *c, uint64_t id, const kvd_model_layout *m) {
             c->cap_seqs = cap;
         }
         s = &c->seqs[c->n_seqs++];
+        s->created = 0;
     }
     s->id = id;
+    s->created |= created;
     s->layers = m->layers;
     s->kv_heads = m->kv_heads;
     s->head_dim = m->head_dim;
@@ -69,7 +73,7 @@ static kvd_result create_sequence(kvd_client *c, const char *model, const kvd_se
     uint64_t adopted = resp->create_sequence->adopted_tokens;
     kvd__v1__response__free_unpacked(resp, NULL);
     const kvd_model_layout *m = kvd_hello_find_model(&c->hello->pub, model);
-    if (m && !seq_remember(c, id, m)) return kvd__leave(c, kvd__oom(c));
+    if (m && !seq_remember(c, id, m, 1)) return kvd__leave(c, kvd__oom(c));
     if (out_id) *out_id = id;
     /* Adopted tokens are whole pages of the ids sent; anything else would make the caller skip
      * positions it never prefilled. The sequence exists either way: *out_id names it (and so does
@@ -360,7 +364,7 @@ kvd_result kvd__layout_of(kvd_client *c, uint64_t seq, seq_layout *out) {
         return rc;
     }
     kvd__v1__response__free_unpacked(resp, NULL);
-    if (!seq_remember(c, seq, m)) return kvd__oom(c);
+    if (!seq_remember(c, seq, m, 0)) return kvd__oom(c);
     *out = *seq_find(c, seq);
     return KVD_OK;
 }
@@ -371,5 +375,22 @@ int kvd__layout_inherit(kvd_client *c, uint64_t from, uint64_t to) {
     const kvd_model_layout m = {.layers = s->layers, .kv_heads = s->kv_heads,
                                 .head_dim = s->head_dim, .dtype = s->dtype,
                                 .page_tokens = s->page_tokens};
-    return seq_remember(c, to, &m); /* may move c->seqs: `s` is not used after this */
+    return seq_remember(c, to, &m, 1); /* may move c->seqs: `s` is not used after this */
+}
+
+uint64_t *kvd__created_ids(kvd_client *c, size_t *n) {
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_seqs; i++) k += c->seqs[i].created != 0;
+    *n = k;
+    if (k == 0) return NULL;
+    uint64_t *ids = malloc(k * sizeof *ids); /* k <= n_seqs, whose array of larger items exists */
+    if (!ids) return NULL;
+    k = 0;
+    for (size_t i = 0; i < c->n_seqs; i++)
+        if (c->seqs[i].created) ids[k++] = c->seqs[i].id;
+    return ids;
+}
+
+void kvd__layout_forget(kvd_client *c, uint64_t seq) {
+    seq_forget(c, seq);
 }

@@ -95,7 +95,10 @@ kvd_result kvd_client_hello(kvd_client *c, kvd_hello_info **info) {
     if (rc) return rc;
     if (info) *info = NULL;
     int replaced = 0;
-    rc = kvd__do_hello(c, &replaced);
+    rc = kvd__do_hello(c, &replaced, 1);
+    /* This Hello may be the first reply from a restarted daemon: take the sequences back now
+     * rather than at the next call (the rejoin's Hello replaces c->hello with an equal one). */
+    if (rc == KVD_OK && c->restarted) rc = kvd__rejoin(c, 1, NULL);
     if (rc == KVD_OK) {
         c->lost = 0;
         if (info) {

@@ -90,13 +90,27 @@ static const char *body_name(Kvd__V1__Response__BodyCase b) {
     }
 }
 
+/* The stable part of the daemon's PERMISSION_DENIED for a connection that has not said Hello to
+ * a tenant (docs/PROTOCOL.md): after a restart, a request that got it is sent again once. */
+#define NOT_BOUND_TEXT "not bound to a tenant"
+
+/* Every reply names the daemon process that sent it; another one than last time is a restart.
+ * 0 (a daemon older than instance ids) tells nothing. */
+static void note_instance(kvd_client *c, uint64_t instance) {
+    if (instance == 0) return;
+    if (c->instance != 0 && instance != c->instance) c->restarted = 1;
+    c->instance = instance;
+}
+
 /*
  * Send `req` and wait for the matching reply. On success *out is the unpacked response whose body
- * is `want` (free with kvd__v1__response__free_unpacked).
+ * is `want` (free with kvd__v1__response__free_unpacked). Notes the replying daemon's instance
+ * (c->restarted) but does not rejoin: kvd__rpc does.
  */
-kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
-                      Kvd__V1__Response **out) {
+kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
+                         Kvd__V1__Response **out, int *not_bound) {
     *out = NULL;
+    if (not_bound) *not_bound = 0;
     if (!c->sock) {
         kvd_result rc = kvd__open_socket(c);
         if (rc) return rc;
@@ -211,6 +225,7 @@ kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__Bod
             return kvd__set_err(c, KVD_ERR_PROTOCOL, "kvd: reply from %s has no header",
                                 c->endpoint);
         }
+        note_instance(c, resp->header->instance_id);
         /* A reply sent by a daemon that replaced the arena we mapped: do not trust it. */
         const char *why = NULL;
         if (want != KVD__V1__RESPONSE__BODY_HELLO && c->attached && !kvd__arena_current(c, &why)) {
@@ -230,6 +245,10 @@ kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__Bod
                                 "speaks %u", pv, KVD_PROTOCOL_VERSION);
         }
         if (resp->body_case == KVD__V1__RESPONSE__BODY_ERROR) {
+            const Kvd__V1__Error *e = resp->error;
+            if (not_bound && e && e->code == KVD__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED &&
+                e->message && strstr(e->message, NOT_BOUND_TEXT))
+                *not_bound = 1;
             kvd_result rc = resp->error
                                 ? map_server_error(c, resp->error)
                                 : kvd__set_err(c, KVD_ERR_PROTOCOL, "kvd: empty error reply");
@@ -252,7 +271,7 @@ kvd_result kvd__reattach_after_loss(kvd_client *c, const char *why) {
     c->attached = 0;
     c->lost = 1;
     c->n_seqs = 0;
-    kvd_result rc = kvd__do_hello(c, NULL);
+    kvd_result rc = kvd__do_hello(c, NULL, 1);
     if (rc) {
         char *inner = strdup(c->err);
         kvd__set_err(c, rc,
@@ -273,7 +292,7 @@ kvd_result kvd__ensure_session(kvd_client *c) {
     const char *why = NULL;
     if (c->attached && !kvd__arena_current(c, &why)) return kvd__reattach_after_loss(c, why);
     if (!c->attached) {
-        kvd_result rc = kvd__do_hello(c, NULL);
+        kvd_result rc = kvd__do_hello(c, NULL, 1);
         if (rc) {
             if (c->lost) {
                 char *inner = strdup(c->err);
@@ -291,5 +310,5 @@ kvd_result kvd__ensure_session(kvd_client *c) {
                                 "again", c->endpoint);
         }
     }
-    return KVD_OK;
+    return kvd__rejoin_pending(c);
 }

@@ -2,7 +2,9 @@
  * fake arena in /dev/shm), Stats (with fixed memory and prefix figures, and fixed details of a
  * named sequence: fake_memory_stats / fake_prefix_stats / fake_sequence_stats), CreateSequence
  * (adopting whole 4-token pages of the ids sent), Append, Lookup, Fork, KeepAlive and Pin, and
- * recording what it got. fake_start / fake_stop; read the recorded fields under f->mu. */
+ * recording what it got. fake_start / fake_stop; read the recorded fields under f->mu.
+ * A restart that keeps the segment is faked by changing instance_id (and clearing `bound`) under
+ * f->mu; fake_replace_arena makes a new segment as a restart without durability does. */
 #ifndef KVD_TEST_FAKE_KVD_H
 #define KVD_TEST_FAKE_KVD_H
 
@@ -35,6 +37,16 @@ typedef struct fake_kvd {
     int stats_without_details;     /* answer Stats with neither memory figures nor sequence details */
     int bad_prefix_replies;        /* Lookup and adopting CreateSequence answer more tokens than
                                       were sent (inconsistent replies) */
+    int with_model;                /* Hello lists model "m" (1 layer, 1 KV head, head_dim 4, f16) */
+    int require_hello;             /* refuse anything but Hello while !bound, as kvd refuses a
+                                      connection bound to no (token) tenant */
+    uint64_t ka_missing;           /* KeepAlive reports this id missing when it was sent (0: the
+                                      last id sent, reported as 2^63) */
+    /* Under mu (a test changes them while the fake runs). */
+    uint64_t instance_id;          /* ResponseHeader / HelloResponse instance_id (0: none) */
+    uint64_t generation;           /* Hello's arena generation (0: 1) */
+    int durable;
+    int bound;                     /* a Hello was answered since the last fake restart */
     /* Recorded (under mu). */
     pthread_mutex_t mu;
     int requests, keepalives, overlaps;
@@ -44,6 +56,11 @@ typedef struct fake_kvd {
     uint8_t keepalive_raw[1024];   /* the last KeepAlive's bytes */
     size_t keepalive_raw_len;
     int last_create_pinned;
+    int hellos, refusals;          /* Hellos answered; requests refused as not bound */
+    uint64_t refused_id, last_id;  /* request ids: the last refused; the last not Hello/KeepAlive */
+    uint64_t adopt_ids[16];        /* the last KeepAlive that named sequences: its ids */
+    size_t n_adopt;
+    int adopt_keepalives;          /* KeepAlives that named sequences */
     /* Private. */
     char endpoint[128], shm_name[64];
     void *ctx, *sock;
@@ -57,15 +74,15 @@ static int64_t fake_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The arena header the clients check: magic, layout 1, generation 1, one page. */
-static int fake_make_arena(const char *name) {
+/* The arena header the clients check: magic, layout 1, generation `gen`, one page. */
+static int fake_make_arena(const char *name, uint64_t gen) {
     char path[96];
     snprintf(path, sizeof path, "/dev/shm/%s", name + 1);
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     if (fd < 0) return 0;
     uint8_t h[FAKE_ARENA_BYTES] = {0};
     uint32_t layout = 1, header = 72, pages = 1;
-    uint64_t gen = 1, size = FAKE_ARENA_BYTES, page = 1024, pages_off = 1024, stg_off = 2048,
+    uint64_t size = FAKE_ARENA_BYTES, page = 1024, pages_off = 1024, stg_off = 2048,
              stg = 1024;
     memcpy(h, "KVDARENA", 8);
     memcpy(h + 8, &layout, 4);
@@ -164,8 +181,33 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
     Kvd__V1__AppendResponse appended = KVD__V1__APPEND_RESPONSE__INIT;
     Kvd__V1__LookupResponse lookup = KVD__V1__LOOKUP_RESPONSE__INIT;
     Kvd__V1__ForkResponse forked = KVD__V1__FORK_RESPONSE__INIT;
+    Kvd__V1__ModelLayout model = KVD__V1__MODEL_LAYOUT__INIT;
+    Kvd__V1__ModelLayout *models[1] = {&model};
     uint64_t whole; /* tokens of whole 4-token pages among the ids sent */
     uint64_t missing[1] = {(uint64_t)1 << 63};
+    pthread_mutex_lock(&f->mu);
+    hdr.instance_id = f->instance_id;
+    uint64_t generation = f->generation ? f->generation : 1;
+    int durable = f->durable;
+    int refuse = f->require_hello && !f->bound && req->body_case != KVD__V1__REQUEST__BODY_HELLO;
+    if (req->body_case == KVD__V1__REQUEST__BODY_HELLO) {
+        f->bound = 1;
+        f->hellos++;
+    }
+    if (refuse) {
+        f->refusals++;
+        f->refused_id = req->request_id;
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (refuse) {
+        err.code = KVD__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
+        err.message = "kvd: this connection is not bound to a tenant; send Hello with the "
+                      "tenant's token first";
+        resp.body_case = KVD__V1__RESPONSE__BODY_ERROR;
+        resp.error = &err;
+        fake_send(f, id, &resp);
+        return;
+    }
     switch (req->body_case) {
     case KVD__V1__REQUEST__BODY_HELLO:
         shm.name = f->shm_name;
@@ -176,7 +218,20 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
         shm.staging_offset = 2048;
         shm.staging_bytes = 1024;
         shm.layout_version = 1;
-        shm.arena_generation = 1;
+        shm.arena_generation = generation;
+        hello.instance_id = hdr.instance_id;
+        hello.durable = durable;
+        if (f->with_model) {
+            model.name = "m";
+            model.layers = 1;
+            model.kv_heads = 1;
+            model.q_heads = 1;
+            model.head_dim = 4;
+            model.dtype = KVD__V1__DTYPE__DTYPE_F16;
+            model.page_tokens = 4;
+            hello.n_models = 1;
+            hello.models = models;
+        }
         limits.lease_ms = f->lease_ms;
         limits.orphan_grace_ms = 2 * f->lease_ms;
         limits.quota_pinned_pages = 7;
@@ -202,6 +257,13 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
         ka.adopted = (uint32_t)(req->keep_alive->n_sequence_ids ? req->keep_alive->n_sequence_ids - 1 : 0);
         ka.n_missing = req->keep_alive->n_sequence_ids ? 1 : 0; /* "the last one is unknown" */
         ka.missing = missing;
+        if (f->ka_missing) { /* that id, if it was sent */
+            ka.n_missing = 0;
+            for (size_t i = 0; i < req->keep_alive->n_sequence_ids; i++)
+                if (req->keep_alive->sequence_ids[i] == f->ka_missing) ka.n_missing = 1;
+            missing[0] = f->ka_missing;
+            ka.adopted = (uint32_t)(req->keep_alive->n_sequence_ids - ka.n_missing);
+        }
         resp.body_case = KVD__V1__RESPONSE__BODY_KEEP_ALIVE;
         resp.keep_alive = &ka;
         break;
@@ -271,6 +333,15 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
 static void fake_record(fake_kvd *f, const Kvd__V1__Request *req, const void *raw, size_t n) {
     pthread_mutex_lock(&f->mu);
     f->requests++;
+    if (req->body_case != KVD__V1__REQUEST__BODY_HELLO &&
+        req->body_case != KVD__V1__REQUEST__BODY_KEEP_ALIVE)
+        f->last_id = req->request_id;
+    if (req->body_case == KVD__V1__REQUEST__BODY_KEEP_ALIVE && req->keep_alive->n_sequence_ids) {
+        size_t k = req->keep_alive->n_sequence_ids;
+        f->n_adopt = k < 16 ? k : 16;
+        memcpy(f->adopt_ids, req->keep_alive->sequence_ids, f->n_adopt * sizeof *f->adopt_ids);
+        f->adopt_keepalives++;
+    }
     if (req->body_case == KVD__V1__REQUEST__BODY_KEEP_ALIVE) {
         if (f->keepalives < FAKE_MAX_STAMPS) f->keepalive_at_ms[f->keepalives] = fake_now_ms();
         f->keepalives++;
@@ -326,13 +397,34 @@ static int fake_start(fake_kvd *f, const char *tag) {
     atomic_init(&f->stop, 0);
     snprintf(f->endpoint, sizeof f->endpoint, "ipc:///tmp/kvd-c-unit-%d-%s.sock", (int)getpid(), tag);
     snprintf(f->shm_name, sizeof f->shm_name, "/kvd-c-unit-%d-%s", (int)getpid(), tag);
-    if (!fake_make_arena(f->shm_name)) return 0;
+    if (!fake_make_arena(f->shm_name, 1)) return 0;
     f->ctx = zmq_ctx_new();
     f->sock = zmq_socket(f->ctx, ZMQ_ROUTER);
     int zero = 0;
     zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero);
     if (zmq_bind(f->sock, f->endpoint) != 0) return 0;
     return pthread_create(&f->thread, NULL, fake_main, f) == 0;
+}
+
+/* A restart without durability: a new segment object (new inode) of generation `gen`, which Hello
+ * reports from now on, and a new instance. */
+static int fake_replace_arena(fake_kvd *f, uint64_t gen) {
+    shm_unlink(f->shm_name);
+    int ok = fake_make_arena(f->shm_name, gen);
+    pthread_mutex_lock(&f->mu);
+    f->generation = gen;
+    f->instance_id++;
+    f->bound = 0;
+    pthread_mutex_unlock(&f->mu);
+    return ok;
+}
+
+/* A restart that adopts the segment: only the instance changes, and nobody is bound. */
+static void fake_restart(fake_kvd *f, uint64_t instance) {
+    pthread_mutex_lock(&f->mu);
+    f->instance_id = instance;
+    f->bound = 0;
+    pthread_mutex_unlock(&f->mu);
 }
 
 static void fake_stop(fake_kvd *f) {

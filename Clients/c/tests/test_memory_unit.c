@@ -11,7 +11,10 @@
  * field, a shorter struct_size, bad arguments, replies without the figures); prefix reuse on the
  * wire (Lookup, Fork, adopting CreateSequence and Append with token ids: uint32 little-endian
  * bytes, results, refusals before anything is sent, inconsistent replies) and
- * kvd_client_prefix_stats (every field, a shorter struct_size, a reply without the figures).
+ * kvd_client_prefix_stats (every field, a shorter struct_size, a reply without the figures);
+ * rejoining a restarted daemon that kept its segment (instance_id: Hello again, the created
+ * sequences adopted, a not-bound refusal sent again once; from the keep-alive thread too) and a
+ * restart with a new segment still reported as KVD_ERR_RESTARTED.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -819,6 +822,153 @@ static void test_prefix_stats(void) {
     fake_stop(&g);
 }
 
+/* ============================================================================================= */
+/* Daemon restarts                                                                                */
+
+/* 1 if the last KeepAlive that named sequences named exactly `want` (in this order). */
+static int adopted_were(fake_kvd *f, const uint64_t *want, size_t n) {
+    pthread_mutex_lock(&f->mu);
+    int ok = f->n_adopt == n && memcmp(f->adopt_ids, want, n * sizeof *want) == 0;
+    if (!ok) {
+        printf("    adopted:");
+        for (size_t i = 0; i < f->n_adopt; i++) printf(" %llu", (unsigned long long)f->adopt_ids[i]);
+        printf("\n");
+    }
+    pthread_mutex_unlock(&f->mu);
+    return ok;
+}
+
+static uint64_t fake_u64(fake_kvd *f, const uint64_t *field) {
+    pthread_mutex_lock(&f->mu);
+    uint64_t v = *field;
+    pthread_mutex_unlock(&f->mu);
+    return v;
+}
+
+/* A caller's call after a restart that kept the segment: the client says Hello again, adopts the
+ * sequences it created, and sends the request the new daemon refused as not bound once more. */
+static void test_rejoin_after_restart(void) {
+    fake_kvd f = {0};
+    f.with_model = 1;
+    f.require_hello = 1;
+    f.instance_id = 0x1111;
+    f.durable = 1;
+    f.ka_missing = 11;
+    REQUIRE(fake_start(&f, "rejoin"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    REQUIRE(c, "client");
+    kvd_hello_info *info = NULL;
+    CHECK_RC(c, kvd_client_hello(c, &info), KVD_OK);
+    REQUIRE(info, "hello info");
+    CHECK(info->instance_id == 0x1111 && info->durable == 1, "instance %llx durable %d",
+          (unsigned long long)info->instance_id, info->durable);
+    kvd_hello_info_free(info);
+    uint64_t id = 0;
+    for (uint64_t s = 10; s <= 12; s++)
+        CHECK_RC(c, kvd_client_create_sequence(c, "m", s, NULL, &id), KVD_OK);
+    CHECK(fake_count(&f, &f.hellos) == 1 && fake_count(&f, &f.keepalives) == 0, "before");
+
+    fake_restart(&f, 0x2222);
+    kvd_stats st;
+    memset(&st, 0, sizeof st);
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK);
+    CHECK(st.total_pages == 1, "the resent Stats' answer");
+    CHECK(fake_count(&f, &f.hellos) == 2, "%d Hellos", fake_count(&f, &f.hellos));
+    CHECK(fake_count(&f, &f.refusals) == 1, "%d refusals", fake_count(&f, &f.refusals));
+    uint64_t refused = fake_u64(&f, &f.refused_id), last = fake_u64(&f, &f.last_id);
+    CHECK(last != refused && last > refused, "resent as %llu after %llu was refused",
+          (unsigned long long)last, (unsigned long long)refused);
+    const uint64_t all[3] = {10, 11, 12};
+    CHECK(fake_count(&f, &f.adopt_keepalives) == 1 && adopted_were(&f, all, 3), "adopted 10 11 12");
+
+    /* 11 was reported missing: forgotten, so the next rejoin does not name it. */
+    fake_restart(&f, 0x3333);
+    CHECK_RC(c, kvd_client_pin(c, 10, 1, NULL, NULL), KVD_OK);
+    const uint64_t kept[2] = {10, 12};
+    CHECK(fake_count(&f, &f.adopt_keepalives) == 2 && adopted_were(&f, kept, 2), "adopted 10 12");
+    CHECK(fake_count(&f, &f.refusals) == 2 && fake_count(&f, &f.hellos) == 3, "second restart");
+
+    /* An open tenant: the request is answered, then the client rejoins all the same. */
+    pthread_mutex_lock(&f.mu);
+    f.require_hello = 0;
+    pthread_mutex_unlock(&f.mu);
+    fake_restart(&f, 0x4444);
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK);
+    CHECK(fake_count(&f, &f.refusals) == 2 && fake_count(&f, &f.hellos) == 4 &&
+          fake_count(&f, &f.adopt_keepalives) == 3, "open tenant: Hello and adopt, no resend");
+
+    /* Hello itself sees the restart: kvd_client_hello finishes the rejoin. */
+    fake_restart(&f, 0x5555);
+    CHECK_RC(c, kvd_client_hello(c, &info), KVD_OK);
+    CHECK(info && info->instance_id == 0x5555, "hello info after the restart");
+    kvd_hello_info_free(info);
+    CHECK(fake_count(&f, &f.adopt_keepalives) == 4 && adopted_were(&f, kept, 2), "adopted at Hello");
+    int hellos = fake_count(&f, &f.hellos);
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK);
+    CHECK(fake_count(&f, &f.hellos) == hellos && fake_count(&f, &f.adopt_keepalives) == 4,
+          "no rejoin without a restart");
+
+    /* A daemon error during a rejoin's round is the caller's answer, message and all. */
+    pthread_mutex_lock(&f.mu);
+    f.stats_error = 2;
+    pthread_mutex_unlock(&f.mu);
+    fake_restart(&f, 0x6666);
+    CHECK_RC(c, kvd_client_stats(c, 5, &st), KVD_ERR_NOT_FOUND);
+    CHECK(strstr(kvd_client_last_error(c), "sequence 5 was released") != NULL &&
+          kvd_client_last_server_code(c) == 2, "%s", kvd_client_last_error(c));
+    CHECK(fake_count(&f, &f.adopt_keepalives) == 5, "adopted after an error reply too");
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+/* The keep-alive thread of an idle client rejoins by itself (without mapping anything), keeping
+ * its errors to itself; a restart with a new segment is still KVD_ERR_RESTARTED for the caller,
+ * and the thread leaves it alone. */
+static void test_rejoin_from_keepalive_thread(void) {
+    fake_kvd f = {0};
+    f.with_model = 1;
+    f.require_hello = 1;
+    f.instance_id = 1;
+    f.lease_ms = 150; /* a KeepAlive every 50 ms of idleness */
+    REQUIRE(fake_start(&f, "karejoin"), "fake");
+    kvd_client *c = connect_fake(&f, 1, 2000);
+    REQUIRE(c, "client");
+    uint64_t id = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "m", 40, NULL, &id), KVD_OK);
+    fake_restart(&f, 2);
+    int64_t deadline = fake_now_ms() + 2000;
+    while (fake_count(&f, &f.adopt_keepalives) == 0 && fake_now_ms() < deadline) sleep_ms(10);
+    const uint64_t want[1] = {40};
+    CHECK(fake_count(&f, &f.adopt_keepalives) == 1 && adopted_were(&f, want, 1),
+          "the thread adopted 40");
+    CHECK(fake_count(&f, &f.hellos) == 2 && fake_count(&f, &f.refusals) == 1, "hellos %d refusals %d",
+          fake_count(&f, &f.hellos), fake_count(&f, &f.refusals));
+    CHECK(kvd_client_last_result(c) == KVD_OK && kvd_client_last_error(c)[0] == '\0',
+          "the caller's last error: %s", kvd_client_last_error(c));
+    kvd_hello_info *info = NULL;
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK);
+    CHECK(fake_count(&f, &f.refusals) == 1 && fake_count(&f, &f.hellos) == 2,
+          "the caller's call needs no rejoin");
+
+    /* A new segment: the thread sends nothing to it; the caller's call re-attaches and says so. */
+    int before = fake_count(&f, &f.keepalives);
+    REQUIRE(fake_replace_arena(&f, 7), "new segment");
+    sleep_ms(250);
+    CHECK(fake_count(&f, &f.keepalives) == before && fake_count(&f, &f.hellos) == 2,
+          "the thread left a replaced segment alone (%d KeepAlives, %d Hellos)",
+          fake_count(&f, &f.keepalives) - before, fake_count(&f, &f.hellos));
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_ERR_RESTARTED);
+    CHECK(strstr(kvd_client_last_error(c), "sequences are gone") != NULL, "%s",
+          kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_hello(c, &info), KVD_OK);
+    CHECK(info && info->arena_generation == 7, "the new segment is mapped");
+    kvd_hello_info_free(info);
+    CHECK(fake_count(&f, &f.adopt_keepalives) == 1, "nothing adopted from a new segment");
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     TEST(test_names);
@@ -835,5 +985,7 @@ int main(void) {
     TEST(test_client_events);
     TEST(test_prefix_wire);
     TEST(test_prefix_stats);
+    TEST(test_rejoin_after_restart);
+    TEST(test_rejoin_from_keepalive_thread);
     return harness_summary();
 }
