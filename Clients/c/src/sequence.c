@@ -212,18 +212,27 @@ kvd_result kvd_client_stats(kvd_client *c, uint64_t seq, kvd_stats *out) {
     ((out) && (out)->struct_size >= offsetof(type, first) + sizeof((out)->first) &&            \
      (out)->struct_size <= sizeof(type))
 
+/* The start of the tenant-wide, struct_size-versioned Stats reads: the caller's struct checked
+ * (`ok`, `given` its struct_size), the session made, the tenant's Stats fetched into *resp (the
+ * caller frees it). Returns the error to leave with, if any. */
+static kvd_result versioned_stats(kvd_client *c, const char *what, const char *type, int ok,
+                                  size_t given, size_t full, Kvd__V1__Response **resp) {
+    if (!ok)
+        return kvd__set_err(c, KVD_ERR_ARGUMENT,
+                            "kvd: %s: out is NULL or out->struct_size is %zu; set it to sizeof(%s) "
+                            "(%zu)", what, given, type, full);
+    kvd_result rc = kvd__ensure_session(c);
+    if (rc) return rc;
+    return stats_rpc(c, 0, resp);
+}
+
 kvd_result kvd_client_memory_stats(kvd_client *c, kvd_memory_stats *out) {
     kvd_result rc = kvd__enter(c, 0);
     if (rc) return rc;
-    if (!OUT_STRUCT_OK(out, kvd_memory_stats, high))
-        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
-                                          "kvd: memory_stats: out is NULL or out->struct_size is "
-                                          "%zu; set it to sizeof(kvd_memory_stats) (%zu)",
-                                          out ? out->struct_size : (size_t)0, sizeof *out));
-    rc = kvd__ensure_session(c);
-    if (rc) return kvd__leave(c, rc);
     Kvd__V1__Response *resp;
-    rc = stats_rpc(c, 0, &resp);
+    rc = versioned_stats(c, "memory_stats", "kvd_memory_stats",
+                         OUT_STRUCT_OK(out, kvd_memory_stats, high),
+                         out ? out->struct_size : (size_t)0, sizeof *out, &resp);
     if (rc) return kvd__leave(c, rc);
     const Kvd__V1__MemoryStats *m = resp->stats->memory;
     if (!m) {
@@ -261,15 +270,10 @@ kvd_result kvd_client_memory_stats(kvd_client *c, kvd_memory_stats *out) {
 kvd_result kvd_client_prefix_stats(kvd_client *c, kvd_prefix_stats *out) {
     kvd_result rc = kvd__enter(c, 0);
     if (rc) return rc;
-    if (!OUT_STRUCT_OK(out, kvd_prefix_stats, enabled))
-        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
-                                          "kvd: prefix_stats: out is NULL or out->struct_size is "
-                                          "%zu; set it to sizeof(kvd_prefix_stats) (%zu)",
-                                          out ? out->struct_size : (size_t)0, sizeof *out));
-    rc = kvd__ensure_session(c);
-    if (rc) return kvd__leave(c, rc);
     Kvd__V1__Response *resp;
-    rc = stats_rpc(c, 0, &resp);
+    rc = versioned_stats(c, "prefix_stats", "kvd_prefix_stats",
+                         OUT_STRUCT_OK(out, kvd_prefix_stats, enabled),
+                         out ? out->struct_size : (size_t)0, sizeof *out, &resp);
     if (rc) return kvd__leave(c, rc);
     const Kvd__V1__PrefixStats *p = resp->stats->prefix;
     if (!p) {
