@@ -66,6 +66,18 @@ public struct SequenceImage: Sendable, Equatable {
     /// token, aliases pointing at earlier unaliased layers. What a restart relies on before it
     /// serves anything from the pages.
     public func validate(_ layout: ModelLayout, pageCount: Int) throws(DurableFormatError) {
+        try validateContents(layout)
+        for (h, head) in heads.enumerated() {
+            guard head.pages.count == HeadCache.pagesNeeded(head.count, pageTokens: layout.pageTokens),
+                  head.pages.allSatisfy({ Int($0.raw) < pageCount }) else {
+                throw DurableFormatError("sequence \(id): head \(h) (\(head.count) tokens) holds \(head.pages.count) pages, or pages outside the segment")
+            }
+        }
+    }
+
+    /// `validate` without the pages: counts, positions, log-weights, aliases and the length agree
+    /// with each other and `layout` (a remote-tier blob, which carries no pages).
+    public func validateContents(_ layout: ModelLayout) throws(DurableFormatError) {
         let what = "sequence \(id) (model '\(model)')"
         guard model == layout.name, heads.count == layout.headCount, aliases.count == layout.layers else {
             throw DurableFormatError("\(what): \(heads.count) heads / \(aliases.count) layers do not match model '\(layout.name)'")
@@ -80,12 +92,10 @@ public struct SequenceImage: Sendable, Equatable {
         for (h, head) in heads.enumerated() {
             let aliased = aliases[h / layout.kvHeads] != nil
             guard head.count >= 0, head.count <= length, !aliased || head.count == 0,
-                  head.pages.count == HeadCache.pagesNeeded(head.count, pageTokens: layout.pageTokens),
-                  head.pages.allSatisfy({ Int($0.raw) < pageCount }),
                   head.positionRuns.reduce(0, { $0 + Int($1.count) }) == head.count,
-                  head.positionRuns.allSatisfy({ $0.count > 0 && $0.first >= 0 }),
+                  head.positionRuns.allSatisfy({ $0.count > 0 && $0.first >= 0 && Int($0.first) + Int($0.count) <= length }),
                   (head.storedLogWeights?.count ?? head.count) == head.count else {
-                throw DurableFormatError("\(what): head \(h) (\(head.count) tokens, \(head.pages.count) pages) is inconsistent")
+                throw DurableFormatError("\(what): head \(h) (\(head.count) tokens) is inconsistent")
             }
         }
     }

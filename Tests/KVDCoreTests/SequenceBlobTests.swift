@@ -1,0 +1,77 @@
+import KVDCore
+import Testing
+
+/// The remote tier's sequence format: a captured sequence comes back bit-exact (K, V, positions,
+/// log-weights, aliases, generation) in fresh pages; a cut, corrupted or foreign blob is an error
+/// naming why, never a trap; a restore that does not fit changes nothing.
+@Suite struct SequenceBlobTests {
+    typealias F = SharingFixture
+    let heads = SharingFixture.layout.headCount
+
+    /// A sequence with everything a blob carries: 11 tokens, compacted with log-weights on every
+    /// head (positions with gaps), then layer 1 aliased to layer 0.
+    func rich(_ f: F) throws -> (KVSequence, [[UInt32]]) {
+        let s = KVSequence(id: SequenceID(5), layout: F.layout, tenant: "t")
+        try f.append(s, 11)
+        let kept: [Int32] = [0, 1, 4, 7, 8, 10]
+        let weights = (0..<heads).map { h in kept.map { Float($0) * 0.25 - Float(h) } }
+        _ = try s.compact(plan: CompactionPlan(kept: Array(repeating: kept, count: heads), logWeights: weights),
+                          method: "t", allocator: f.allocator, memory: f.memory)
+        _ = try s.applyAliases([1: 0], allocator: f.allocator)
+        return (s, f.allTags(s))
+    }
+
+    @Test func aCapturedSequenceRestoresBitExactInFreshPages() throws {
+        let f = F(pages: 128)
+        let (s, tags) = try rich(f)
+        let bytes = SequenceBlob(capturing: s, memory: f.memory).encoded()
+        let blob = try SequenceBlob.decode(bytes, expected: F.layout)
+        let used = f.allocator.usedCount
+        let r = try blob.restore(id: SequenceID(9), tenant: "t", allocator: f.allocator, memory: f.memory)
+        #expect(r.id == SequenceID(9) && r.length == s.length && r.generation == s.generation && r.everCompacted)
+        #expect(r.aliases == s.aliases)
+        #expect(f.allTags(r) == tags)
+        for h in 0..<heads {
+            #expect(r.heads[h].positions == s.heads[h].positions)
+            #expect(r.heads[h].logWeights == s.heads[h].logWeights)
+            #expect(Set(r.heads[h].pages).isDisjoint(with: Set(s.heads[h].pages)))
+        }
+        #expect(f.allocator.usedCount - used == r.pageCount)
+        // Captured again from its new pages, it is the same blob (but for the id).
+        let again = try SequenceBlob.decode(SequenceBlob(capturing: r, memory: f.memory).encoded(), expected: F.layout)
+        #expect(again.keys == blob.keys && again.values == blob.values && again.image.heads == blob.image.heads)
+        #expect(again.image.id == 9 && blob.image.id == 5)
+    }
+
+    @Test func cutCorruptAndForeignBlobsAreErrors() throws {
+        let f = F(pages: 128)
+        let (s, _) = try rich(f)
+        let bytes = SequenceBlob(capturing: s, memory: f.memory).encoded()
+        for cut in stride(from: 0, to: bytes.count, by: 7) {
+            #expect(throws: DurableFormatError.self) { try SequenceBlob.decode(Array(bytes.prefix(cut)), expected: F.layout) }
+        }
+        var rng = SplitMix64(seed: 3)
+        for _ in 0..<300 {
+            var b = bytes
+            b[Int(rng.next() % UInt64(b.count))] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+            #expect(throws: DurableFormatError.self) { try SequenceBlob.decode(b, expected: F.layout) }
+        }
+        var payloadFlip = bytes
+        payloadFlip[bytes.count - 1] ^= 0x40
+        let corrupted = #expect(throws: DurableFormatError.self) { try SequenceBlob.decode(payloadFlip, expected: F.layout) }
+        #expect(corrupted?.message.contains("checksum") == true)
+        let other = ModelLayout(name: "t", layers: 2, kvHeads: 2, qHeads: 4, headDim: 4, dtype: .f32, pageTokens: 3, defaultMethod: "x")
+        let foreign = #expect(throws: DurableFormatError.self) { try SequenceBlob.decode(bytes, expected: other) }
+        #expect(foreign?.message.contains("written for model 't'") == true)
+    }
+
+    @Test func aRestoreThatDoesNotFitTakesNothing() throws {
+        let f = F(pages: 40)
+        let (s, _) = try rich(f)
+        let blob = SequenceBlob(capturing: s, memory: f.memory)
+        let hold = try f.allocator.allocate(f.allocator.freeCount - 1)
+        #expect(throws: KVDError.self) { try blob.restore(id: SequenceID(2), tenant: "t", allocator: f.allocator, memory: f.memory) }
+        #expect(f.allocator.freeCount == 1)
+        f.allocator.release(hold)
+    }
+}
