@@ -42,7 +42,7 @@ public enum ConfigLoader {
         }
         var config = Configuration()
         let top = try KeyedNode(node: root, path: "", file: file).mapping(
-            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory", "prefix", "durability"])
+            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory", "prefix", "durability", "remote"])
         if let s = top["server"] { try readServer(s, into: &config.server) }
         if let a = top["arena"] { try readArena(a, into: &config.arena) }
         guard let models = top["models"] else {
@@ -81,6 +81,7 @@ public enum ConfigLoader {
         if let m = top["memory"] { config.memory = try MemoryLoader.memory(m) }
         if let p = top["prefix"] { config.prefix = try PrefixLoader.prefix(p) }
         if let d = top["durability"] { config.durability = try DurabilityLoader.durability(d) }
+        if let r = top["remote"] { config.remote = try RemoteLoader.remote(r) }
         try PolicyLoader.checkReferences(config, file: file)
         try MemoryLoader.checkPolicies(config, file: file)
         for tenant in config.effectiveTenants {

@@ -190,11 +190,34 @@ public struct Configuration: Sendable, Equatable {
         public init() {}
     }
 
+    /// The remote tier (docs/REMOTE.md): sequences the memory manager evicts go to Redis instead
+    /// of being dropped, and come back with a Restore request.
+    public struct Remote: Sendable, Equatable {
+        public enum Mode: String, Sendable { case single, cluster }
+        /// Off by default: eviction drops sequences as without a remote tier.
+        public var enabled: Bool = false
+        public var mode: Mode = .single
+        /// "host:port" of the node (single) or of seed nodes (cluster).
+        public var nodes: [String] = ["127.0.0.1:6379"]
+        /// Every key starts with it (several daemons or deployments can share one Redis).
+        public var keyPrefix: String = "kvd:"
+        /// Expiry of offloaded sequences in the store (0 = none).
+        public var ttlSeconds: Int = 0
+        public var connectTimeoutMilliseconds: Int = 200
+        public var commandTimeoutMilliseconds: Int = 1000
+        /// Offload evicted sequences (the only data this version ships).
+        public var offloadEvicted: Bool = true
+        /// Bytes of offloads waiting to be shipped at once; past it an eviction drops the sequence.
+        public var queueBytes: Int = 256 << 20
+        public init() {}
+    }
+
     public var server = Server()
     public var arena = Arena()
     public var memory = Memory()
     public var prefix = Prefix()
     public var durability = Durability()
+    public var remote = Remote()
     public var models: [ModelLayout] = []
     public var logLevel: LogLevel = .info
     public var policies: [Policy] = []

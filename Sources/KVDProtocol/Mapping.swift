@@ -77,6 +77,7 @@ extension Kvd_V1_Request.OneOf_Body {
         case .pin: "pin"
         case .lookup: "lookup"
         case .fork: "fork"
+        case .restore: "restore"
         }
     }
 }

@@ -72,7 +72,7 @@ final class Dispatcher: Sendable {
             return reply(rid, .failure(.alreadyExists("request_id \(rid) was used recently by this connection; use a fresh id per request")))
         }
         guard let kind = request.body else {
-            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage, rank_layers, keep_alive, pin, lookup, fork"
+            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage, rank_layers, keep_alive, pin, lookup, fork, restore"
             // Unknown fields mean a body kind from a newer schema; nothing at all is a malformed request.
             if request.unknownFields.data.isEmpty {
                 return reply(rid, .failure(.invalidArgument("request has no body; set one of: \(known)")))
@@ -117,6 +117,10 @@ final class Dispatcher: Sendable {
         case .lookup(let r): return reply(rid, run { () throws(KVDError) in .lookup(try LookupHandler.handle(r, scoped)) })
         // Copies at most one partial page per head: cheap enough for the socket thread when idle.
         case .fork(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.fork(try ForkHandler.handle(r, e, s))) }
+        // Waits for the remote store: on a worker, never here.
+        case .restore(let r):
+            let restoring = scoped
+            return onWorker(rid, route) { () throws(KVDError) in .restore(try RestoreHandler.handle(r, restoring)) }
         }
     }
 
@@ -169,6 +173,18 @@ final class Dispatcher: Sendable {
             // Idle before the post, so the client's next cheap request can already run inline.
             entry.pending.subtract(1, ordering: .releasing)
             outbox.post(reply)
+            inFlight.subtract(1, ordering: .relaxed)
+        }
+        return nil
+    }
+
+    /// Runs `work` on a worker and replies through the outbox (work that may wait, e.g. for Redis).
+    private func onWorker(_ rid: UInt64, _ route: [[UInt8]], _ work: @escaping @Sendable () throws(KVDError) -> Kvd_V1_Response.OneOf_Body) -> OutgoingReply? {
+        inFlight.add(1, ordering: .relaxed)
+        store.workers.async { [self] in
+            let result: Result<Reply, KVDError>
+            do throws(KVDError) { result = .success(.body(try work())) } catch { result = .failure(error) }
+            outbox.post(OutgoingReply(route: route, payload: encode(rid, result)))
             inFlight.subtract(1, ordering: .relaxed)
         }
         return nil

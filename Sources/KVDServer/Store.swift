@@ -41,9 +41,13 @@ final class Store: Sendable {
     /// For the memory manager's messages (nil in the fuzz harness).
     let logger: Logger?
 
-    init(config: Configuration, spaces: [TenantSpace], policies: PolicyBook, logger: Logger? = nil) {
+    /// The remote tier (remote.enabled), or nil.
+    let remote: RemoteTier?
+
+    init(config: Configuration, spaces: [TenantSpace], policies: PolicyBook, logger: Logger? = nil, remote: RemoteTier? = nil) {
         self.config = config
         self.logger = logger
+        self.remote = remote
         self.spaces = spaces
         openSpace = spaces.first { $0.tenant.token == nil && $0.tenant.curvePublicKeys.isEmpty }
         book = Mutex(policies)

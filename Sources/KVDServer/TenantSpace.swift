@@ -17,6 +17,8 @@ final class TenantSpace: Sendable {
     let evictions = EvictionLog()
     /// What the memory manager did here.
     let counters = ManagerCounters()
+    /// What the remote tier did for this tenant.
+    let remoteCounters = RemoteCounters()
     /// Bytes of window queries kept for pressure compaction (memory.keep_queries_bytes bounds it).
     let keptQueryBytes = Atomic<Int>(0)
     /// Cached prompt blocks of this tenant (prefix reuse).

@@ -23,7 +23,7 @@ from kvd.events import Events
 from kvd.keepalive import CANCEL_POLL_MS, KeepAliveResult, KeepAliveThread
 from kvd.shm import Arena
 from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, memory_pb2,
-                    prefix_pb2, query_pb2, sequence_pb2, stats_pb2)
+                    prefix_pb2, query_pb2, remote_pb2, sequence_pb2, stats_pb2)
 from kvd import wire
 from kvd.views import PagedHead, HeadData, QueryResult
 
@@ -370,6 +370,18 @@ class Client:
         if seq in self._seq_models:
             self._seq_models[resp.sequence_id] = self._seq_models[seq]
         return resp.sequence_id
+
+    def restore(self, seq: int, model: Optional[str] = None) -> remote_pb2.RestoreResponse:
+        """Bring back ``seq`` after the memory manager evicted it to the remote tier (its id then
+        answers EVICTED saying so): same id, length, generation and K/V, in fresh pages. Returns
+        ``.length``, ``.generation``, ``.from_remote`` (False: it had not left this daemon's queue
+        yet) and ``.restore_us``. EVICTED when the store no longer has it or its copy is corrupted
+        (then it is lost); UNAVAILABLE when the store does not answer. ``model``: remembered for
+        zero-copy appends when this client did not create ``seq``."""
+        resp = self.call("restore", remote_pb2.RestoreRequest(sequence_id=seq))
+        if model is not None:
+            self._seq_models[seq] = model
+        return resp
 
     # ----------------------------------------------------------------------------------------
     # leases, pins, events

@@ -77,6 +77,12 @@ public struct SequenceBlob: Sendable, Equatable {
     /// for exactly `expected` (name and every dimension) and that every head's counts, positions,
     /// log-weights and byte counts agree. Never traps on any input.
     public static func decode(_ bytes: [UInt8], expected: ModelLayout) throws(DurableFormatError) -> SequenceBlob {
+        try decode(bytes) { $0 == expected.name ? expected : nil }
+    }
+
+    /// `decode` for whichever of this daemon's models the blob names (`layouts` by name; nil for a
+    /// model it does not serve).
+    public static func decode(_ bytes: [UInt8], layouts: (String) -> ModelLayout?) throws(DurableFormatError) -> SequenceBlob {
         var r = ByteReader(bytes)
         guard try r.raw(8, "blob magic") == magic else { throw DurableFormatError("not a kvd sequence blob (bad magic)") }
         let v = try r.u32("blob version")
@@ -94,7 +100,8 @@ public struct SequenceBlob: Sendable, Equatable {
         var dims: [Int] = []
         for what in ["layers", "kv heads", "query heads", "head dim", "page tokens"] { dims.append(Int(try p.u32(what))) }
         let dtype = try p.string("dtype", max: 8)
-        guard name == expected.name, dims == [expected.layers, expected.kvHeads, expected.qHeads, expected.headDim, expected.pageTokens],
+        guard let expected = layouts(name) else { throw DurableFormatError("blob was written for model '\(name)', which this daemon does not serve") }
+        guard dims == [expected.layers, expected.kvHeads, expected.qHeads, expected.headDim, expected.pageTokens],
               dtype == expected.dtype.rawValue else {
             throw DurableFormatError(
                 "blob was written for model '\(name)' (\(dims.map(String.init).joined(separator: "×")), \(dtype)); this daemon's '\(expected.name)' differs")

@@ -157,6 +157,14 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     set {body = .fork(newValue)}
   }
 
+  public var restore: Kvd_V1_RestoreRequest {
+    get {
+      if case .restore(let v)? = body {return v}
+      return Kvd_V1_RestoreRequest()
+    }
+    set {body = .restore(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one body.
@@ -176,6 +184,7 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     case pin(Kvd_V1_PinRequest)
     case lookup(Kvd_V1_LookupRequest)
     case fork(Kvd_V1_ForkRequest)
+    case restore(Kvd_V1_RestoreRequest)
 
   }
 
@@ -369,6 +378,14 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     set {body = .fork(newValue)}
   }
 
+  public var restore: Kvd_V1_RestoreResponse {
+    get {
+      if case .restore(let v)? = body {return v}
+      return Kvd_V1_RestoreResponse()
+    }
+    set {body = .restore(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one: an error or the body matching the request's.
@@ -389,6 +406,7 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     case pin(Kvd_V1_PinResponse)
     case lookup(Kvd_V1_LookupResponse)
     case fork(Kvd_V1_ForkResponse)
+    case restore(Kvd_V1_RestoreResponse)
 
   }
 
@@ -403,7 +421,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0\u{1}restore\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -608,6 +626,19 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
           self.body = .fork(v)
         }
       }()
+      case 25: try {
+        var v: Kvd_V1_RestoreRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .restore(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .restore(v)
+        }
+      }()
       default: break
       }
     }
@@ -684,6 +715,10 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
     case .fork?: try {
       guard case .fork(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
+    }()
+    case .restore?: try {
+      guard case .restore(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
     }()
     case nil: break
     }
@@ -781,7 +816,7 @@ nonisolated extension Kvd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0\u{1}restore\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -998,6 +1033,19 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.body = .fork(v)
         }
       }()
+      case 25: try {
+        var v: Kvd_V1_RestoreResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .restore(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .restore(v)
+        }
+      }()
       default: break
       }
     }
@@ -1075,6 +1123,10 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
     case .fork?: try {
       guard case .fork(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
+    }()
+    case .restore?: try {
+      guard case .restore(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
     }()
     case nil: break
     }

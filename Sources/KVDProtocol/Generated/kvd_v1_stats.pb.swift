@@ -290,6 +290,16 @@ public nonisolated struct Kvd_V1_StatsResponse: @unchecked Sendable {  // safe: 
   /// Clears the value of `prefix`. Subsequent reads from it will return its default value.
   public mutating func clearPrefix() {_uniqueStorage()._prefix = nil}
 
+  /// This tenant's remote tier.
+  public var remote: Kvd_V1_RemoteStats {
+    get {_storage._remote ?? Kvd_V1_RemoteStats()}
+    set {_uniqueStorage()._remote = newValue}
+  }
+  /// Returns true if `remote` has been explicitly set.
+  public var hasRemote: Bool {_storage._remote != nil}
+  /// Clears the value of `remote`. Subsequent reads from it will return its default value.
+  public mutating func clearRemote() {_uniqueStorage()._remote = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -623,7 +633,7 @@ nonisolated extension Kvd_V1_MemoryStats: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_pages\0\u{3}free_pages\0\u{3}page_bytes\0\u{1}sequences\0\u{3}staging_bytes\0\u{3}staging_used_bytes\0\u{1}requests\0\u{1}errors\0\u{1}sequence\0\u{1}memory\0\u{1}prefix\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_pages\0\u{3}free_pages\0\u{3}page_bytes\0\u{1}sequences\0\u{3}staging_bytes\0\u{3}staging_used_bytes\0\u{1}requests\0\u{1}errors\0\u{1}sequence\0\u{1}memory\0\u{1}prefix\0\u{1}remote\0")
 
   fileprivate class _StorageClass {
     var _totalPages: UInt32 = 0
@@ -637,6 +647,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
     var _sequence: Kvd_V1_SequenceStats? = nil
     var _memory: Kvd_V1_MemoryStats? = nil
     var _prefix: Kvd_V1_PrefixStats? = nil
+    var _remote: Kvd_V1_RemoteStats? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -658,6 +669,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
       _sequence = source._sequence
       _memory = source._memory
       _prefix = source._prefix
+      _remote = source._remote
     }
   }
 
@@ -687,6 +699,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
         case 9: try { try decoder.decodeSingularMessageField(value: &_storage._sequence) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._memory) }()
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._prefix) }()
+        case 12: try { try decoder.decodeSingularMessageField(value: &_storage._remote) }()
         default: break
         }
       }
@@ -732,6 +745,9 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._prefix {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
       } }()
+      try { if let v = _storage._remote {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -752,6 +768,7 @@ nonisolated extension Kvd_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._sequence != rhs_storage._sequence {return false}
         if _storage._memory != rhs_storage._memory {return false}
         if _storage._prefix != rhs_storage._prefix {return false}
+        if _storage._remote != rhs_storage._remote {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -16,7 +16,28 @@ enum StatsHandler {
         out.errors = store.shared.errors.load(ordering: .relaxed)
         out.memory = memory(store)
         out.prefix = store.space.prefix.stats(pageBytes: store.arena.sizing.pageBytes)
+        out.remote = remote(store)
         return out
+    }
+
+    static func remote(_ store: TenantStore) -> Kvd_V1_RemoteStats {
+        var r = Kvd_V1_RemoteStats()
+        guard let tier = store.shared.remote else { return r }
+        let c = store.space.remoteCounters
+        r.enabled = true
+        r.offloaded = c.offloaded.load(ordering: .relaxed)
+        r.offloadedBytes = c.offloadedBytes.load(ordering: .relaxed)
+        r.offloadFailures = c.offloadFailures.load(ordering: .relaxed)
+        r.offloadDropped = c.offloadDropped.load(ordering: .relaxed)
+        r.restored = c.restored.load(ordering: .relaxed)
+        r.restoreFailures = c.restoreFailures.load(ordering: .relaxed)
+        r.restoreCorrupted = c.restoreCorrupted.load(ordering: .relaxed)
+        r.lastRestoreUs = c.lastRestoreMicroseconds.load(ordering: .relaxed)
+        r.meanRestoreUs = r.restored == 0 ? 0 : c.totalRestoreMicroseconds.load(ordering: .relaxed) / r.restored
+        let (count, bytes) = tier.queued
+        r.queued = UInt32(clamping: count)
+        r.queuedBytes = UInt64(bytes)
+        return r
     }
 
     static func memory(_ store: TenantStore) -> Kvd_V1_MemoryStats {

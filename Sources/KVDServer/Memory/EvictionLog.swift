@@ -9,6 +9,8 @@ final class EvictionLog: Sendable {
     struct Record: Sendable {
         let what: String
         let when: Date
+        /// Its K/V went to the remote tier: Restore brings it back.
+        let offloaded: Bool
     }
     private struct State {
         var records: [UInt64: Record] = [:]
@@ -20,9 +22,9 @@ final class EvictionLog: Sendable {
 
     init(capacity: Int = 65536) { self.capacity = capacity }
 
-    func record(_ id: UInt64, _ what: String, at when: Date = Date()) {
+    func record(_ id: UInt64, _ what: String, at when: Date = Date(), offloaded: Bool = false) {
         state.withLock { s in
-            if s.records.updateValue(Record(what: what, when: when), forKey: id) == nil { s.order.append(id) }
+            if s.records.updateValue(Record(what: what, when: when, offloaded: offloaded), forKey: id) == nil { s.order.append(id) }
             // Drop the oldest records; compact the order list once half of it is dead.
             while s.records.count > capacity, s.head < s.order.count {
                 s.records.removeValue(forKey: s.order[s.head])
@@ -35,12 +37,18 @@ final class EvictionLog: Sendable {
         }
     }
 
+    /// Whether `id`'s record says its K/V went to the remote tier.
+    func offloaded(_ id: UInt64) -> Bool { state.withLock { $0.records[id]?.offloaded ?? false } }
+
     func forget(_ id: UInt64) { _ = state.withLock { $0.records.removeValue(forKey: id) } }
 
     /// The EVICTED error for `id`, or nil when the manager never took it back.
     func error(for id: UInt64) -> KVDError? {
         guard let r = state.withLock({ $0.records[id] }) else { return nil }
         let stamp = ISO8601DateFormatter().string(from: r.when)
+        if r.offloaded {
+            return .evicted("sequence \(id) was \(r.what) at \(stamp); its K/V went to the remote tier: send Restore to bring it back")
+        }
         return .evicted("sequence \(id) was \(r.what) at \(stamp); its K/V is gone: create it again and re-run prefill")
     }
 }

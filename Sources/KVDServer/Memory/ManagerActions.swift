@@ -33,6 +33,11 @@ enum ManagerActions {
         let seq = state.sequence
         guard !seq.isReleased else { return 0 }
         e.space.journal?.record(.release(id: e.id))  // before the pages can go to anyone else
+        // An evicted sequence's K/V is copied out for the remote tier before its pages go.
+        var offloaded = false
+        if kind == .evicted, let remote = store.remote, remote.settings.offloadEvicted, seq.tokensHeld > 0 {
+            offloaded = remote.offload(e.space, id: e.id, blob: SequenceBlob(capturing: seq, memory: e.space.arena.pageMemory).encoded())
+        }
         var freed = seq.release(allocator: e.space.pages)
         freed += e.space.prefix.evictUnused(limit: stillNeeded())
         if let s = state.staging {
@@ -40,7 +45,7 @@ enum ManagerActions {
             state.staging = nil
         }
         state.keepObservation(nil, in: e.space, budget: 0)
-        e.space.evictions.record(e.id, record)
+        e.space.evictions.record(e.id, record, offloaded: offloaded)
         store.remove(id: e.id, from: e.space)
         e.refreshGauges(state)
         let c = e.space.counters

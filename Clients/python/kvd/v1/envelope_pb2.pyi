@@ -7,6 +7,7 @@ from kvd.v1 import compact_pb2 as _compact_pb2
 from kvd.v1 import stats_pb2 as _stats_pb2
 from kvd.v1 import memory_pb2 as _memory_pb2
 from kvd.v1 import prefix_pb2 as _prefix_pb2
+from kvd.v1 import remote_pb2 as _remote_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
@@ -22,7 +23,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[_common_pb2.ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Request(_message.Message):
-    __slots__ = ["append", "commit", "compact", "create_sequence", "fork", "hello", "keep_alive", "lookup", "pin", "protocol_version", "query", "rank_layers", "release", "request_id", "reserve", "stage", "stats"]
+    __slots__ = ["append", "commit", "compact", "create_sequence", "fork", "hello", "keep_alive", "lookup", "pin", "protocol_version", "query", "rank_layers", "release", "request_id", "reserve", "restore", "stage", "stats"]
     APPEND_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     COMPACT_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +39,7 @@ class Request(_message.Message):
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESERVE_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     append: _append_pb2.AppendRequest
@@ -55,12 +57,13 @@ class Request(_message.Message):
     release: _sequence_pb2.ReleaseRequest
     request_id: int
     reserve: _append_pb2.ReserveRequest
+    restore: _remote_pb2.RestoreRequest
     stage: _compact_pb2.StageRequest
     stats: _stats_pb2.StatsRequest
-    def __init__(self, request_id: _Optional[int] = ..., protocol_version: _Optional[int] = ..., hello: _Optional[_Union[_hello_pb2.HelloRequest, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceRequest, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendRequest, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveRequest, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitRequest, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryRequest, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactRequest, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseRequest, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsRequest, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageRequest, _Mapping]] = ..., rank_layers: _Optional[_Union[_compact_pb2.RankLayersRequest, _Mapping]] = ..., keep_alive: _Optional[_Union[_memory_pb2.KeepAliveRequest, _Mapping]] = ..., pin: _Optional[_Union[_memory_pb2.PinRequest, _Mapping]] = ..., lookup: _Optional[_Union[_prefix_pb2.LookupRequest, _Mapping]] = ..., fork: _Optional[_Union[_prefix_pb2.ForkRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., protocol_version: _Optional[int] = ..., hello: _Optional[_Union[_hello_pb2.HelloRequest, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceRequest, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendRequest, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveRequest, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitRequest, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryRequest, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactRequest, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseRequest, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsRequest, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageRequest, _Mapping]] = ..., rank_layers: _Optional[_Union[_compact_pb2.RankLayersRequest, _Mapping]] = ..., keep_alive: _Optional[_Union[_memory_pb2.KeepAliveRequest, _Mapping]] = ..., pin: _Optional[_Union[_memory_pb2.PinRequest, _Mapping]] = ..., lookup: _Optional[_Union[_prefix_pb2.LookupRequest, _Mapping]] = ..., fork: _Optional[_Union[_prefix_pb2.ForkRequest, _Mapping]] = ..., restore: _Optional[_Union[_remote_pb2.RestoreRequest, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ["append", "commit", "compact", "create_sequence", "error", "fork", "header", "hello", "keep_alive", "lookup", "pin", "query", "rank_layers", "release", "reserve", "stage", "stats"]
+    __slots__ = ["append", "commit", "compact", "create_sequence", "error", "fork", "header", "hello", "keep_alive", "lookup", "pin", "query", "rank_layers", "release", "reserve", "restore", "stage", "stats"]
     APPEND_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     COMPACT_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +79,7 @@ class Response(_message.Message):
     RANK_LAYERS_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     RESERVE_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     append: _append_pb2.AppendResponse
@@ -93,9 +97,10 @@ class Response(_message.Message):
     rank_layers: _compact_pb2.RankLayersResponse
     release: _sequence_pb2.ReleaseResponse
     reserve: _append_pb2.ReserveResponse
+    restore: _remote_pb2.RestoreResponse
     stage: _compact_pb2.StageResponse
     stats: _stats_pb2.StatsResponse
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[_hello_pb2.HelloResponse, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceResponse, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendResponse, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitResponse, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactResponse, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseResponse, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsResponse, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageResponse, _Mapping]] = ..., rank_layers: _Optional[_Union[_compact_pb2.RankLayersResponse, _Mapping]] = ..., keep_alive: _Optional[_Union[_memory_pb2.KeepAliveResponse, _Mapping]] = ..., pin: _Optional[_Union[_memory_pb2.PinResponse, _Mapping]] = ..., lookup: _Optional[_Union[_prefix_pb2.LookupResponse, _Mapping]] = ..., fork: _Optional[_Union[_prefix_pb2.ForkResponse, _Mapping]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[_hello_pb2.HelloResponse, _Mapping]] = ..., create_sequence: _Optional[_Union[_sequence_pb2.CreateSequenceResponse, _Mapping]] = ..., append: _Optional[_Union[_append_pb2.AppendResponse, _Mapping]] = ..., reserve: _Optional[_Union[_append_pb2.ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[_append_pb2.CommitResponse, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., compact: _Optional[_Union[_compact_pb2.CompactResponse, _Mapping]] = ..., release: _Optional[_Union[_sequence_pb2.ReleaseResponse, _Mapping]] = ..., stats: _Optional[_Union[_stats_pb2.StatsResponse, _Mapping]] = ..., stage: _Optional[_Union[_compact_pb2.StageResponse, _Mapping]] = ..., rank_layers: _Optional[_Union[_compact_pb2.RankLayersResponse, _Mapping]] = ..., keep_alive: _Optional[_Union[_memory_pb2.KeepAliveResponse, _Mapping]] = ..., pin: _Optional[_Union[_memory_pb2.PinResponse, _Mapping]] = ..., lookup: _Optional[_Union[_prefix_pb2.LookupResponse, _Mapping]] = ..., fork: _Optional[_Union[_prefix_pb2.ForkResponse, _Mapping]] = ..., restore: _Optional[_Union[_remote_pb2.RestoreResponse, _Mapping]] = ...) -> None: ...
 
 class ResponseHeader(_message.Message):
     __slots__ = ["instance_id", "protocol_version", "request_id", "server_version"]

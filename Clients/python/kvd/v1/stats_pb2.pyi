@@ -1,4 +1,5 @@
 from kvd.v1 import prefix_pb2 as _prefix_pb2
+from kvd.v1 import remote_pb2 as _remote_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
@@ -88,12 +89,13 @@ class StatsRequest(_message.Message):
     def __init__(self, sequence_id: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ["errors", "free_pages", "memory", "page_bytes", "prefix", "requests", "sequence", "sequences", "staging_bytes", "staging_used_bytes", "total_pages"]
+    __slots__ = ["errors", "free_pages", "memory", "page_bytes", "prefix", "remote", "requests", "sequence", "sequences", "staging_bytes", "staging_used_bytes", "total_pages"]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     FREE_PAGES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     PAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -105,10 +107,11 @@ class StatsResponse(_message.Message):
     memory: MemoryStats
     page_bytes: int
     prefix: _prefix_pb2.PrefixStats
+    remote: _remote_pb2.RemoteStats
     requests: int
     sequence: SequenceStats
     sequences: int
     staging_bytes: int
     staging_used_bytes: int
     total_pages: int
-    def __init__(self, total_pages: _Optional[int] = ..., free_pages: _Optional[int] = ..., page_bytes: _Optional[int] = ..., sequences: _Optional[int] = ..., staging_bytes: _Optional[int] = ..., staging_used_bytes: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., sequence: _Optional[_Union[SequenceStats, _Mapping]] = ..., memory: _Optional[_Union[MemoryStats, _Mapping]] = ..., prefix: _Optional[_Union[_prefix_pb2.PrefixStats, _Mapping]] = ...) -> None: ...
+    def __init__(self, total_pages: _Optional[int] = ..., free_pages: _Optional[int] = ..., page_bytes: _Optional[int] = ..., sequences: _Optional[int] = ..., staging_bytes: _Optional[int] = ..., staging_used_bytes: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., sequence: _Optional[_Union[SequenceStats, _Mapping]] = ..., memory: _Optional[_Union[MemoryStats, _Mapping]] = ..., prefix: _Optional[_Union[_prefix_pb2.PrefixStats, _Mapping]] = ..., remote: _Optional[_Union[_remote_pb2.RemoteStats, _Mapping]] = ...) -> None: ...

@@ -187,7 +187,7 @@ void   kvd__v1__response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[17] =
+static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[18] =
 {
   {
     "request_id",
@@ -393,6 +393,18 @@ static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[17] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "restore",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, restore),
+    &kvd__v1__restore_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__request__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -410,6 +422,7 @@ static const unsigned kvd__v1__request__field_indices_by_name[] = {
   9,   /* field[9] = release */
   0,   /* field[0] = request_id */
   5,   /* field[5] = reserve */
+  17,   /* field[17] = restore */
   11,   /* field[11] = stage */
   10,   /* field[10] = stats */
 };
@@ -417,7 +430,7 @@ static const ProtobufCIntRange kvd__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 17 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
 {
@@ -427,7 +440,7 @@ const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
   "Kvd__V1__Request",
   "kvd.v1",
   sizeof(Kvd__V1__Request),
-  17,
+  18,
   kvd__v1__request__field_descriptors,
   kvd__v1__request__field_indices_by_name,
   2,  kvd__v1__request__number_ranges,
@@ -562,7 +575,7 @@ const ProtobufCMessageDescriptor kvd__v1__error__descriptor =
   (ProtobufCMessageInit) kvd__v1__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[17] =
+static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[18] =
 {
   {
     "header",
@@ -768,6 +781,18 @@ static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[17] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "restore",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, restore),
+    &kvd__v1__restore_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__response__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -785,6 +810,7 @@ static const unsigned kvd__v1__response__field_indices_by_name[] = {
   12,   /* field[12] = rank_layers */
   9,   /* field[9] = release */
   5,   /* field[5] = reserve */
+  17,   /* field[17] = restore */
   11,   /* field[11] = stage */
   10,   /* field[10] = stats */
 };
@@ -792,7 +818,7 @@ static const ProtobufCIntRange kvd__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 17 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
 {
@@ -802,7 +828,7 @@ const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
   "Kvd__V1__Response",
   "kvd.v1",
   sizeof(Kvd__V1__Response),
-  17,
+  18,
   kvd__v1__response__field_descriptors,
   kvd__v1__response__field_indices_by_name,
   2,  kvd__v1__response__number_ranges,

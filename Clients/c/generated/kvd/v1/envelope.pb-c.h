@@ -23,6 +23,7 @@ PROTOBUF_C__BEGIN_DECLS
 #include "kvd/v1/stats.pb-c.h"
 #include "kvd/v1/memory.pb-c.h"
 #include "kvd/v1/prefix.pb-c.h"
+#include "kvd/v1/remote.pb-c.h"
 
 typedef struct Kvd__V1__Request Kvd__V1__Request;
 typedef struct Kvd__V1__ResponseHeader Kvd__V1__ResponseHeader;
@@ -51,7 +52,8 @@ typedef enum {
   KVD__V1__REQUEST__BODY_KEEP_ALIVE = 21,
   KVD__V1__REQUEST__BODY_PIN = 22,
   KVD__V1__REQUEST__BODY_LOOKUP = 23,
-  KVD__V1__REQUEST__BODY_FORK = 24
+  KVD__V1__REQUEST__BODY_FORK = 24,
+  KVD__V1__REQUEST__BODY_RESTORE = 25
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__REQUEST__BODY__CASE)
 } Kvd__V1__Request__BodyCase;
 
@@ -86,6 +88,7 @@ struct  Kvd__V1__Request
     Kvd__V1__PinRequest *pin;
     Kvd__V1__LookupRequest *lookup;
     Kvd__V1__ForkRequest *fork;
+    Kvd__V1__RestoreRequest *restore;
   };
 };
 #define KVD__V1__REQUEST__INIT \
@@ -159,7 +162,8 @@ typedef enum {
   KVD__V1__RESPONSE__BODY_KEEP_ALIVE = 21,
   KVD__V1__RESPONSE__BODY_PIN = 22,
   KVD__V1__RESPONSE__BODY_LOOKUP = 23,
-  KVD__V1__RESPONSE__BODY_FORK = 24
+  KVD__V1__RESPONSE__BODY_FORK = 24,
+  KVD__V1__RESPONSE__BODY_RESTORE = 25
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__RESPONSE__BODY__CASE)
 } Kvd__V1__Response__BodyCase;
 
@@ -188,6 +192,7 @@ struct  Kvd__V1__Response
     Kvd__V1__PinResponse *pin;
     Kvd__V1__LookupResponse *lookup;
     Kvd__V1__ForkResponse *fork;
+    Kvd__V1__RestoreResponse *restore;
   };
 };
 #define KVD__V1__RESPONSE__INIT \

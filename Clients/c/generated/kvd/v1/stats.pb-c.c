@@ -717,7 +717,7 @@ const ProtobufCMessageDescriptor kvd__v1__memory_stats__descriptor =
   (ProtobufCMessageInit) kvd__v1__memory_stats__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__stats_response__field_descriptors[11] =
+static const ProtobufCFieldDescriptor kvd__v1__stats_response__field_descriptors[12] =
 {
   {
     "total_pages",
@@ -851,6 +851,18 @@ static const ProtobufCFieldDescriptor kvd__v1__stats_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "remote",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__StatsResponse, remote),
+    &kvd__v1__remote_stats__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__stats_response__field_indices_by_name[] = {
   7,   /* field[7] = errors */
@@ -858,6 +870,7 @@ static const unsigned kvd__v1__stats_response__field_indices_by_name[] = {
   9,   /* field[9] = memory */
   2,   /* field[2] = page_bytes */
   10,   /* field[10] = prefix */
+  11,   /* field[11] = remote */
   6,   /* field[6] = requests */
   8,   /* field[8] = sequence */
   3,   /* field[3] = sequences */
@@ -868,7 +881,7 @@ static const unsigned kvd__v1__stats_response__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__stats_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor kvd__v1__stats_response__descriptor =
 {
@@ -878,7 +891,7 @@ const ProtobufCMessageDescriptor kvd__v1__stats_response__descriptor =
   "Kvd__V1__StatsResponse",
   "kvd.v1",
   sizeof(Kvd__V1__StatsResponse),
-  11,
+  12,
   kvd__v1__stats_response__field_descriptors,
   kvd__v1__stats_response__field_indices_by_name,
   1,  kvd__v1__stats_response__number_ranges,

@@ -15,6 +15,7 @@ PROTOBUF_C__BEGIN_DECLS
 #endif
 
 #include "kvd/v1/prefix.pb-c.h"
+#include "kvd/v1/remote.pb-c.h"
 
 typedef struct Kvd__V1__StatsRequest Kvd__V1__StatsRequest;
 typedef struct Kvd__V1__SequenceStats Kvd__V1__SequenceStats;
@@ -217,10 +218,14 @@ struct  Kvd__V1__StatsResponse
    * This tenant's prefix cache.
    */
   Kvd__V1__PrefixStats *prefix;
+  /*
+   * This tenant's remote tier.
+   */
+  Kvd__V1__RemoteStats *remote;
 };
 #define KVD__V1__STATS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__stats_response__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL }
+    , 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL }
 
 
 /* Kvd__V1__StatsRequest methods */

@@ -1,0 +1,67 @@
+import Dispatch
+import KVDCore
+import KVDProtocol
+
+/// Restore: brings back a sequence the memory manager evicted to the remote tier, under its id, in
+/// the caller's tenant (docs/REMOTE.md). Runs on a worker: it may wait for the store.
+enum RestoreHandler {
+    static func handle(_ r: Kvd_V1_RestoreRequest, _ store: TenantStore) throws(KVDError) -> Kvd_V1_RestoreResponse {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let id = r.sequenceID
+        guard id != 0 else { throw .invalidArgument("restore.sequence_id must be set (non-zero)") }
+        let space = store.space
+        let c = space.remoteCounters
+        guard let remote = store.shared.remote else {
+            throw .failedPrecondition("restore: this daemon has no remote tier (remote.enabled is false)")
+        }
+        if (try? store.entry(id)) != nil { throw .alreadyExists("restore: sequence \(id) is live; there is nothing to restore") }
+        guard space.evictions.offloaded(id) else {
+            throw space.evictions.error(for: id) ?? .notFound("restore: sequence \(id) was never offloaded to the remote tier")
+        }
+        let found: (bytes: [UInt8], fromRemote: Bool)?
+        do throws(RemoteFailure) { found = try remote.fetch(space, id: id) } catch {
+            c.restoreFailures.add(1, ordering: .relaxed)
+            throw .unavailable("restore: the remote tier did not answer for sequence \(id) (\(error.message)); try again")
+        }
+        guard let found else {
+            c.restoreFailures.add(1, ordering: .relaxed)
+            throw .evicted("restore: the remote tier no longer holds sequence \(id) (expired or removed); create it again and re-run prefill")
+        }
+        let blob: SequenceBlob
+        do throws(DurableFormatError) {
+            blob = try SequenceBlob.decode(found.bytes) { name in store.shared.models[name] }
+        } catch {
+            c.restoreCorrupted.add(1, ordering: .relaxed)
+            space.evictions.record(id, "lost: its remote copy could not be read (\(error.message))")
+            remote.drop(space, id: id)
+            throw .evicted("restore: the remote copy of sequence \(id) is unusable (\(error.message)); it is lost: create it again and re-run prefill")
+        }
+        guard blob.image.id == id else {
+            c.restoreCorrupted.add(1, ordering: .relaxed)
+            throw .evicted("restore: the remote copy under sequence \(id)'s key holds sequence \(blob.image.id); it is lost")
+        }
+        let need = blob.image.heads.reduce(0) { $0 + HeadCache.pagesNeeded($1.count, pageTokens: blob.layout.pageTokens) }
+        let restored = try store.withRoom(pages: need) { () throws(KVDError) in
+            try blob.restore(id: SequenceID(id), tenant: space.name, allocator: store.pages, memory: store.arena.pageMemory)
+        }
+        do throws(KVDError) {
+            _ = try store.create(requested: id, pinned: false) { _ throws(KVDError) in (restored, nil) }
+        } catch {
+            _ = restored.release(allocator: store.pages)
+            throw error
+        }
+        remote.drop(space, id: id)
+        let us = (DispatchTime.now().uptimeNanoseconds - start) / 1000
+        c.restored.add(1, ordering: .relaxed)
+        c.lastRestoreMicroseconds.store(us, ordering: .relaxed)
+        c.totalRestoreMicroseconds.add(us, ordering: .relaxed)
+        var out = Kvd_V1_RestoreResponse()
+        out.sequenceID = id
+        out.length = UInt64(restored.length)
+        out.generation = restored.generation
+        out.fromRemote = found.fromRemote
+        out.restoreUs = us
+        out.bytes = UInt64(blob.kvBytes)
+        return out
+    }
+}

@@ -1,0 +1,135 @@
+import Dispatch
+import KVDConfig
+import KVDCore
+import Synchronization
+
+/// What the remote tier needs from a store: one Redis node or a Redis Cluster. Implementations
+/// hold connections that are not thread-safe, so `RemoteTier` uses one only on its own queue.
+protocol RemoteStoreClient: AnyObject {
+    func get(_ key: [UInt8]) throws(RemoteFailure) -> [UInt8]?
+    func set(_ key: [UInt8], _ value: [UInt8], ttlSeconds: Int) throws(RemoteFailure)
+    func delete(_ key: [UInt8]) throws(RemoteFailure)
+}
+
+/// A store operation that failed: down, slow (timeout), full or answering an error.
+struct RemoteFailure: Error, Sendable {
+    let message: String
+}
+
+/// The remote tier of one daemon (docs/REMOTE.md): sequences the memory manager evicts are shipped
+/// to the store as `SequenceBlob`s and fetched back by Restore.
+///
+/// Every store operation runs on `queue` (a serial queue: never the socket thread, never a
+/// sequence's queue), so the connection needs no lock. An offload is asynchronous: the blob waits in
+/// `pending` (bounded by `remote.queue_bytes`) until shipped, and a Restore that comes first takes
+/// it from there. A Restore fetch blocks the worker it runs on, not the socket thread.
+final class RemoteTier: Sendable {
+    let settings: Configuration.Remote
+    let queue = DispatchQueue(label: "kvd.remote")
+    private let connection: QueueConfined<RemoteStoreClient?>
+    private let connect: @Sendable () -> RemoteStoreClient
+    private struct Pending {
+        var blobs: [String: [UInt8]] = [:]
+        var bytes = 0
+    }
+    private let pending = Mutex(Pending())
+
+    init(settings: Configuration.Remote, connect: @escaping @Sendable () -> RemoteStoreClient) {
+        self.settings = settings
+        self.connect = connect
+        connection = QueueConfined(nil, queue: queue)
+    }
+
+    /// The store key of sequence `id` of `tenant`: `<key_prefix><tenant>:seq:<id>`.
+    func key(tenant: String, id: UInt64) -> String { "\(settings.keyPrefix)\(tenant):seq:\(id)" }
+
+    /// The client, connected on first use (on `queue`).
+    private func client() -> RemoteStoreClient {
+        dispatchPrecondition(condition: .onQueue(queue))
+        if let c = connection.value { return c }
+        let c = connect()
+        connection.value = c
+        return c
+    }
+
+    /// Queues `blob` for shipping; false (and nothing queued) when the queue has no room for it.
+    func offload(_ space: TenantSpace, id: UInt64, blob: [UInt8]) -> Bool {
+        let k = key(tenant: space.name, id: id)
+        let limit = settings.queueBytes
+        let accepted = pending.withLock { p in
+            guard p.bytes + blob.count <= limit else { return false }
+            if let old = p.blobs.updateValue(blob, forKey: k) { p.bytes -= old.count }
+            p.bytes += blob.count
+            return true
+        }
+        guard accepted else {
+            space.remoteCounters.offloadDropped.add(1, ordering: .relaxed)
+            return false
+        }
+        queue.async { [self] in
+            // A Restore may have taken it meanwhile: then there is nothing to ship.
+            guard let bytes = pending.withLock({ $0.blobs[k] }) else { return }
+            do throws(RemoteFailure) {
+                try client().set(Array(k.utf8), bytes, ttlSeconds: settings.ttlSeconds)
+                space.remoteCounters.offloaded.add(1, ordering: .relaxed)
+                space.remoteCounters.offloadedBytes.add(UInt64(bytes.count), ordering: .relaxed)
+            } catch {
+                space.remoteCounters.offloadFailures.add(1, ordering: .relaxed)
+                space.remoteCounters.lastFailure.withLock { $0 = error.message }
+            }
+            pending.withLock { p in
+                if let b = p.blobs[k], b.count == bytes.count {
+                    p.blobs[k] = nil
+                    p.bytes -= b.count
+                }
+            }
+        }
+        return true
+    }
+
+    /// The blob of sequence `id`: from the offload queue if not shipped yet (taken out of it), or
+    /// from the store (call from a worker: it waits for the store). nil when neither has it.
+    func fetch(_ space: TenantSpace, id: UInt64) throws(RemoteFailure) -> (bytes: [UInt8], fromRemote: Bool)? {
+        let k = key(tenant: space.name, id: id)
+        let queued: [UInt8]? = pending.withLock { p in
+            guard let b = p.blobs.removeValue(forKey: k) else { return nil }
+            p.bytes -= b.count
+            return b
+        }
+        if let queued { return (queued, false) }
+        let got: Result<[UInt8]?, RemoteFailure> = queue.sync {
+            do throws(RemoteFailure) { return .success(try client().get(Array(k.utf8))) } catch { return .failure(error) }
+        }
+        return try got.get().map { ($0, true) }
+    }
+
+    /// Deletes the store's copy of sequence `id` (restored, or found corrupted), in the background.
+    func drop(_ space: TenantSpace, id: UInt64) {
+        let k = key(tenant: space.name, id: id)
+        queue.async { [self] in try? client().delete(Array(k.utf8)) }
+    }
+
+    /// Offloads waiting to be shipped, and their bytes.
+    var queued: (count: Int, bytes: Int) { pending.withLock { ($0.blobs.count, $0.bytes) } }
+}
+
+/// A value only one serial queue may touch, asserted on every access.
+/// Unchecked Sendable: the value is reached only through `value`, which checks it runs on `queue`.
+final class QueueConfined<Value>: @unchecked Sendable {  // safe: every access asserts it is on `queue`
+    private var stored: Value
+    private let queue: DispatchQueue
+    init(_ value: Value, queue: DispatchQueue) {
+        stored = value
+        self.queue = queue
+    }
+    var value: Value {
+        get {
+            dispatchPrecondition(condition: .onQueue(queue))
+            return stored
+        }
+        set {
+            dispatchPrecondition(condition: .onQueue(queue))
+            stored = newValue
+        }
+    }
+}
