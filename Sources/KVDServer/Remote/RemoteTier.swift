@@ -76,6 +76,10 @@ final class RemoteTier: Sendable {
             } catch {
                 space.remoteCounters.offloadFailures.add(1, ordering: .relaxed)
                 space.remoteCounters.lastFailure.withLock { $0 = error.message }
+                // Unless a Restore took it meanwhile, the sequence is lost: its id says so now.
+                if pending.withLock({ $0.blobs[k] != nil }) {
+                    space.evictions.record(id, "evicted by the memory manager, and its offload to the remote tier failed (\(error.message))")
+                }
             }
             pending.withLock { p in
                 if let b = p.blobs[k], b.count == bytes.count {
