@@ -5,7 +5,7 @@
 // - swift-protobuf: the wire format (generated code is committed; only the runtime library builds).
 // - Yams: YAML config files (`kvd --config Config/kvd.yaml`), with line numbers for errors.
 // - swift-argument-parser: `kvd --help`, `--version`, `--config`, with standard behaviour.
-// System libraries: libzmq (transport), linked; OpenBLAS (sgemm for window attention), opened at run time.
+// System libraries: libzmq (transport) and hiredis (the Redis tier), linked; OpenBLAS (sgemm for window attention), opened at run time.
 import PackageDescription
 
 let package = Package(
@@ -27,11 +27,21 @@ let package = Package(
             pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]
         ),
+        // hiredis through pkg-config (Debian: libhiredis-dev, 0.14 API only).
+        .systemLibrary(
+            name: "CHiredis",
+            path: "Sources/CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
         // C kernels with run-time CPU dispatch: f16/bf16 → f32 (F16C), window softmax, and OpenBLAS
         // opened at first use (see blas.c for why it is not linked).
         .target(name: "CKVDKernels", path: "Sources/CKVDKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // The C ABI third-party plugins are built against (header only).
         .target(name: "CKVDPluginABI", path: "Sources/CKVDPluginABI"),
+        // The Redis client layer (docs/REMOTE.md): one node or a Redis Cluster, synchronous and bounded
+        // by timeouts; the only code that calls hiredis.
+        .target(name: "KVDRemote", dependencies: ["CHiredis"], path: "Sources/KVDRemote"),
         // Pure model: layouts, ids, page allocator, head caches, plans, packing. No I/O.
         .target(name: "KVDCore", path: "Sources/KVDCore"),
         // Crash safety: the journal and snapshot files that let a restarted kvd adopt its segment
@@ -115,6 +125,7 @@ let package = Package(
         .testTarget(name: "KVDCoreTests", dependencies: ["KVDCore"], path: "Tests/KVDCoreTests"),
         .testTarget(name: "KVDShmTests", dependencies: ["KVDShm"], path: "Tests/KVDShmTests"),
         .testTarget(name: "KVDJournalTests", dependencies: ["KVDJournal", "KVDCore"], path: "Tests/KVDJournalTests"),
+        .testTarget(name: "KVDRemoteTests", dependencies: ["KVDRemote"], path: "Tests/KVDRemoteTests"),
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
         .testTarget(name: "KVDServerTests", dependencies: ["KVDServer", "KVDConfig", "KVDCore", "KVDShm", "KVDPluginAPI", "KVDPluginHost", "KVDProtocol"], path: "Tests/KVDServerTests"),
         .testTarget(

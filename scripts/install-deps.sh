@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs what kvd needs and is missing: Debian packages (libzmq, protobuf tools, pkg-config) and a
-# Python virtual environment with the client and its test dependencies. Safe to run again.
+# Installs what kvd needs and is missing: Debian packages (libzmq, protobuf tools, pkg-config; hiredis
+# and redis-server for the Redis tier and its tests) and a Python virtual environment with the
+# client and its test dependencies. Safe to run again.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/env.sh"
 
-apt_packages=(libzmq3-dev libprotobuf-c-dev protobuf-compiler protobuf-c-compiler pkg-config libopenblas-dev build-essential valgrind)
+apt_packages=(libzmq3-dev libprotobuf-c-dev protobuf-compiler protobuf-c-compiler pkg-config libopenblas-dev build-essential valgrind libhiredis-dev redis-server redis-tools)
 python3 -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do
