@@ -92,7 +92,7 @@ let package = Package(
         // ZeroMQ server, request handlers, sequence store.
         .target(
             name: "KVDServer",
-            dependencies: ["KVDCore", "KVDShm", "KVDJournal", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "KVDPluginHost", "KVSharer", "CZMQ"],
+            dependencies: ["KVDCore", "KVDShm", "KVDJournal", "KVDRemote", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "KVDPluginHost", "KVSharer", "CZMQ"],
             path: "Sources/KVDServer"
         ),
         .executableTarget(

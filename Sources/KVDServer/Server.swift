@@ -74,7 +74,7 @@ public final class Server: Sendable {
             if let found { recovered.append((space, found)) }
         }
         ComputeThreads.set(config.server.computeThreads)
-        let store = Store(config: config, spaces: spaces, policies: policies, logger: logger)
+        let store = Store(config: config, spaces: spaces, policies: policies, logger: logger, remote: RemoteConnector.tier(config.remote))
         for (space, r) in recovered {
             store.restore(space, r.state, holders: r.holders)
             logger.info(

@@ -1,6 +1,7 @@
 import Dispatch
 import KVDCore
 import KVDProtocol
+import KVDRemote
 
 /// Restore: brings back a sequence the memory manager evicted to the remote tier, under its id, in
 /// the caller's tenant (docs/REMOTE.md). Runs on a worker: it may wait for the store.
@@ -19,9 +20,9 @@ enum RestoreHandler {
             throw space.evictions.error(for: id) ?? .notFound("restore: sequence \(id) was never offloaded to the remote tier")
         }
         let found: (bytes: [UInt8], fromRemote: Bool)?
-        do throws(RemoteFailure) { found = try remote.fetch(space, id: id) } catch {
+        do throws(RemoteError) { found = try remote.fetch(space, id: id) } catch {
             c.restoreFailures.add(1, ordering: .relaxed)
-            throw .unavailable("restore: the remote tier did not answer for sequence \(id) (\(error.message)); try again")
+            throw .unavailable("restore: the remote tier did not answer for sequence \(id) (\(error.description)); try again")
         }
         guard let found else {
             c.restoreFailures.add(1, ordering: .relaxed)

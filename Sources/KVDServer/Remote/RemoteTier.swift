@@ -1,20 +1,8 @@
 import Dispatch
 import KVDConfig
 import KVDCore
+import KVDRemote
 import Synchronization
-
-/// What the remote tier needs from a store: one Redis node or a Redis Cluster. Implementations
-/// hold connections that are not thread-safe, so `RemoteTier` uses one only on its own queue.
-protocol RemoteStoreClient: AnyObject {
-    func get(_ key: [UInt8]) throws(RemoteFailure) -> [UInt8]?
-    func set(_ key: [UInt8], _ value: [UInt8], ttlSeconds: Int) throws(RemoteFailure)
-    func delete(_ key: [UInt8]) throws(RemoteFailure)
-}
-
-/// A store operation that failed: down, slow (timeout), full or answering an error.
-struct RemoteFailure: Error, Sendable {
-    let message: String
-}
 
 /// The remote tier of one daemon (docs/REMOTE.md): sequences the memory manager evicts are shipped
 /// to the store as `SequenceBlob`s and fetched back by Restore.
@@ -26,15 +14,15 @@ struct RemoteFailure: Error, Sendable {
 final class RemoteTier: Sendable {
     let settings: Configuration.Remote
     let queue = DispatchQueue(label: "kvd.remote")
-    private let connection: QueueConfined<RemoteStoreClient?>
-    private let connect: @Sendable () -> RemoteStoreClient
+    private let connection: QueueConfined<RemoteKV?>
+    private let connect: @Sendable () -> RemoteKV
     private struct Pending {
         var blobs: [String: [UInt8]] = [:]
         var bytes = 0
     }
     private let pending = Mutex(Pending())
 
-    init(settings: Configuration.Remote, connect: @escaping @Sendable () -> RemoteStoreClient) {
+    init(settings: Configuration.Remote, connect: @escaping @Sendable () -> RemoteKV) {
         self.settings = settings
         self.connect = connect
         connection = QueueConfined(nil, queue: queue)
@@ -44,7 +32,7 @@ final class RemoteTier: Sendable {
     func key(tenant: String, id: UInt64) -> String { "\(settings.keyPrefix)\(tenant):seq:\(id)" }
 
     /// The client, connected on first use (on `queue`).
-    private func client() -> RemoteStoreClient {
+    private func client() -> RemoteKV {
         dispatchPrecondition(condition: .onQueue(queue))
         if let c = connection.value { return c }
         let c = connect()
@@ -69,16 +57,16 @@ final class RemoteTier: Sendable {
         queue.async { [self] in
             // A Restore may have taken it meanwhile: then there is nothing to ship.
             guard let bytes = pending.withLock({ $0.blobs[k] }) else { return }
-            do throws(RemoteFailure) {
+            do throws(RemoteError) {
                 try client().set(Array(k.utf8), bytes, ttlSeconds: settings.ttlSeconds)
                 space.remoteCounters.offloaded.add(1, ordering: .relaxed)
                 space.remoteCounters.offloadedBytes.add(UInt64(bytes.count), ordering: .relaxed)
             } catch {
                 space.remoteCounters.offloadFailures.add(1, ordering: .relaxed)
-                space.remoteCounters.lastFailure.withLock { $0 = error.message }
+                space.remoteCounters.lastFailure.withLock { $0 = error.description }
                 // Unless a Restore took it meanwhile, the sequence is lost: its id says so now.
                 if pending.withLock({ $0.blobs[k] != nil }) {
-                    space.evictions.record(id, "evicted by the memory manager, and its offload to the remote tier failed (\(error.message))")
+                    space.evictions.record(id, "evicted by the memory manager, and its offload to the remote tier failed (\(error.description))")
                 }
             }
             pending.withLock { p in
@@ -93,7 +81,7 @@ final class RemoteTier: Sendable {
 
     /// The blob of sequence `id`: from the offload queue if not shipped yet (taken out of it), or
     /// from the store (call from a worker: it waits for the store). nil when neither has it.
-    func fetch(_ space: TenantSpace, id: UInt64) throws(RemoteFailure) -> (bytes: [UInt8], fromRemote: Bool)? {
+    func fetch(_ space: TenantSpace, id: UInt64) throws(RemoteError) -> (bytes: [UInt8], fromRemote: Bool)? {
         let k = key(tenant: space.name, id: id)
         let queued: [UInt8]? = pending.withLock { p in
             guard let b = p.blobs.removeValue(forKey: k) else { return nil }
@@ -101,8 +89,8 @@ final class RemoteTier: Sendable {
             return b
         }
         if let queued { return (queued, false) }
-        let got: Result<[UInt8]?, RemoteFailure> = queue.sync {
-            do throws(RemoteFailure) { return .success(try client().get(Array(k.utf8))) } catch { return .failure(error) }
+        let got: Result<[UInt8]?, RemoteError> = queue.sync {
+            do throws(RemoteError) { return .success(try client().get(Array(k.utf8))) } catch { return .failure(error) }
         }
         return try got.get().map { ($0, true) }
     }
@@ -110,7 +98,7 @@ final class RemoteTier: Sendable {
     /// Deletes the store's copy of sequence `id` (restored, or found corrupted), in the background.
     func drop(_ space: TenantSpace, id: UInt64) {
         let k = key(tenant: space.name, id: id)
-        queue.async { [self] in try? client().delete(Array(k.utf8)) }
+        queue.async { [self] in _ = try? client().delete([Array(k.utf8)]) }
     }
 
     /// Offloads waiting to be shipped, and their bytes.
