@@ -167,3 +167,41 @@ def test_restore_without_a_remote_tier_is_refused(make_daemon):
     with d.client() as c:
         err = error_code(lambda: c.restore(42))
         assert err.code == ErrorCode.FAILED_PRECONDITION and "remote.enabled" in err.message
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    from conftest import REPO
+    from redis_helpers import RedisCluster
+    c = RedisCluster(tmp_path / "cluster", REPO / "scripts" / "redis.sh")
+    (tmp_path / "cluster").mkdir()
+    c.start()
+    yield c
+    c.stop()
+
+
+def test_a_cluster_spreads_offloads_and_survives_a_dead_master(make_daemon, cluster):
+    def mutate(cfg):
+        memory_config(cfg, cfg["server"]["endpoints"][0], compress_policy="", high=0.9, low=0.8)
+        cfg["remote"] = {"enabled": True, "mode": "cluster", "nodes": cluster.addresses[:2], "key_prefix": "kvdtest:",
+                         "connect_timeout_ms": 200, "command_timeout_ms": 500}
+    d = make_daemon(mutate)
+    with d.client() as c:
+        made = fill(c, 20)
+        evicted = push_over_high(c, made)
+        wait_until(lambda: c.stats().remote.queued == 0, 10.0, "the offloads to ship")
+        assert c.stats().remote.offloaded == len(evicted)
+        owners = {seq: cluster.slot_owner(f"kvdtest:default:seq:{seq}") for seq in evicted}
+        assert len(set(owners.values())) >= 2, "keys spread over the masters"
+        # A master dies: what it holds cannot come back now; everything else can.
+        dead = owners[evicted[0]]
+        cluster.kill(dead)
+        for seq in evicted:
+            if owners[seq] == dead:
+                assert error_code(lambda: c.restore(seq)).code == ErrorCode.UNAVAILABLE
+            else:
+                out = c.restore(seq)
+                assert out.from_remote
+                assert_sequence(c, seq, *made[seq], modes=("pages",))
+                c.release(seq)
+        assert c.stats().remote.restore_failures == sum(1 for s in evicted if owners[s] == dead)
