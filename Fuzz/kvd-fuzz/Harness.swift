@@ -76,7 +76,7 @@ final class Harness {
         core.resetRequestIDs()
         session = Session()
         if let mode = input.first {
-            switch mode % 4 {
+            switch mode % 5 {
             case 0:
                 // One frame, verbatim: decoding and envelope checks see the raw bytes.
                 send(Array(input.dropFirst()))
@@ -87,8 +87,10 @@ final class Harness {
             case 2:
                 var reader = ByteReader(input, from: 1)
                 runProgram(&reader)
-            default:
+            case 3:
                 replayJournal(input.dropFirst())
+            default:
+                decodeBlob(input.dropFirst())
             }
         }
         finishInput()

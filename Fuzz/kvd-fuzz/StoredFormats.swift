@@ -34,3 +34,14 @@ extension Harness {
         }
     }
 }
+
+/// Blob mode: what Restore reads back from the remote tier. The rest of the input is a candidate
+/// `SequenceBlob`; decoding it against the harness's models must never trap, and one that decodes
+/// must encode back to exactly the same bytes (the format has one spelling per blob).
+extension Harness {
+    func decodeBlob(_ input: ArraySlice<UInt8>) {
+        let bytes = Array(input)
+        guard let blob = try? SequenceBlob.decode(bytes, layouts: { self.models[$0] }) else { return }
+        if blob.encoded() != bytes { fatalError("a decoded blob does not encode back to its bytes") }
+    }
+}
