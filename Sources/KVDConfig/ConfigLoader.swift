@@ -22,6 +22,10 @@ public enum ConfigLoader {
             config.prefix.keyFile = absolute(keyFile)
             config.prefix.key = try PrefixLoader.readKey(absolute(keyFile), file: path)
         }
+        // Block hashes only match across daemons that hash with the same key.
+        if config.remote.enabled, config.remote.sharePrefixes, config.prefix.key == nil || !config.prefix.enabled {
+            throw ConfigError("\(path): remote.share_prefixes needs prefix.enabled and a prefix.key_file (the same key on every daemon sharing the Redis), or block hashes would never match")
+        }
         for i in config.tenants.indices {
             if let file = config.tenants[i].tokenFile {
                 config.tenants[i].token = try TenantLoader.readToken(absolute(file), tenant: config.tenants[i].name, file: path)

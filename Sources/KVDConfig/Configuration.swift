@@ -205,8 +205,11 @@ public struct Configuration: Sendable, Equatable {
         public var ttlSeconds: Int = 0
         public var connectTimeoutMilliseconds: Int = 200
         public var commandTimeoutMilliseconds: Int = 1000
-        /// Offload evicted sequences (the only data this version ships).
+        /// Offload evicted sequences.
         public var offloadEvicted: Bool = true
+        /// Publish cached prompt blocks, and look a prompt up there on a local miss, so daemons
+        /// sharing this Redis share prefixes. Needs `prefix.key_file` (the same file everywhere).
+        public var sharePrefixes: Bool = false
         /// Bytes of offloads waiting to be shipped at once; past it an eviction drops the sequence.
         public var queueBytes: Int = 256 << 20
         public init() {}

@@ -101,6 +101,9 @@ final class Dispatcher: Sendable {
         scoped.now = now
         switch kind {
         case .hello: preconditionFailure("answered above")
+        case .createSequence(let r) where !r.adoptTokenIds.isEmpty && store.sharesPrefixes:
+            let creating = scoped  // may wait for the remote tier: on a worker
+            return onWorker(rid, route) { () throws(KVDError) in .createSequence(try CreateSequenceHandler.handle(r, creating)) }
         case .createSequence(let r): return reply(rid, run { () throws(KVDError) in .createSequence(try CreateSequenceHandler.handle(r, scoped)) })
         case .stats(let r) where r.sequenceID == 0: return reply(rid, run { .stats(StatsHandler.arena(scoped)) })
         case .stats(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s in .body(.stats(StatsHandler.handle(r, e, s))) }
@@ -114,6 +117,9 @@ final class Dispatcher: Sendable {
         case .stage(let r): return onSequence(r.sequenceID, rid, route, scoped) { e, s throws(KVDError) in .body(.stage(try StageHandler.handle(r, e, s))) }
         case .keepAlive(let r): return reply(rid, run { () throws(KVDError) in .keepAlive(try KeepAliveHandler.handle(r, scoped)) })
         case .pin(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.pin(try PinHandler.handle(r, e, s))) }
+        case .lookup(let r) where store.sharesPrefixes:
+            let looking = scoped  // may wait for the remote tier: on a worker
+            return onWorker(rid, route) { () throws(KVDError) in .lookup(try LookupHandler.handle(r, looking)) }
         case .lookup(let r): return reply(rid, run { () throws(KVDError) in .lookup(try LookupHandler.handle(r, scoped)) })
         // Copies at most one partial page per head: cheap enough for the socket thread when idle.
         case .fork(let r): return onSequence(r.sequenceID, rid, route, scoped, cheap: true) { e, s throws(KVDError) in .body(.fork(try ForkHandler.handle(r, e, s))) }

@@ -43,6 +43,8 @@ final class Store: Sendable {
 
     /// The remote tier (remote.enabled), or nil.
     let remote: RemoteTier?
+    /// Prompt blocks are shared with other daemons through the remote tier.
+    var sharesPrefixes: Bool { remote?.settings.sharePrefixes ?? false }
 
     init(config: Configuration, spaces: [TenantSpace], policies: PolicyBook, logger: Logger? = nil, remote: RemoteTier? = nil) {
         self.config = config

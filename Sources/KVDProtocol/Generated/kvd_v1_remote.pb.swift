@@ -101,6 +101,17 @@ public nonisolated struct Kvd_V1_RemoteStats: Sendable {
 
   public var queuedBytes: UInt64 = 0
 
+  /// Prompt blocks shared with other daemons (remote.share_prefixes): published to the store, not
+  /// published (store failure, or the queue was full), taken from the store on a local miss, and
+  /// refused when taken (corrupted, or not the block asked for: never served).
+  public var blocksPublished: UInt64 = 0
+
+  public var blocksPublishFailures: UInt64 = 0
+
+  public var blocksImported: UInt64 = 0
+
+  public var blocksRejected: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -197,7 +208,7 @@ nonisolated extension Kvd_V1_RestoreResponse: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Kvd_V1_RemoteStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RemoteStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}enabled\0\u{1}offloaded\0\u{3}offloaded_bytes\0\u{3}offload_failures\0\u{3}offload_dropped\0\u{1}restored\0\u{3}restore_failures\0\u{3}restore_corrupted\0\u{3}last_restore_us\0\u{3}mean_restore_us\0\u{1}queued\0\u{3}queued_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}enabled\0\u{1}offloaded\0\u{3}offloaded_bytes\0\u{3}offload_failures\0\u{3}offload_dropped\0\u{1}restored\0\u{3}restore_failures\0\u{3}restore_corrupted\0\u{3}last_restore_us\0\u{3}mean_restore_us\0\u{1}queued\0\u{3}queued_bytes\0\u{3}blocks_published\0\u{3}blocks_publish_failures\0\u{3}blocks_imported\0\u{3}blocks_rejected\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -217,6 +228,10 @@ nonisolated extension Kvd_V1_RemoteStats: SwiftProtobuf.Message, SwiftProtobuf._
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.meanRestoreUs) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.queued) }()
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.queuedBytes) }()
+      case 13: try { try decoder.decodeSingularUInt64Field(value: &self.blocksPublished) }()
+      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.blocksPublishFailures) }()
+      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.blocksImported) }()
+      case 16: try { try decoder.decodeSingularUInt64Field(value: &self.blocksRejected) }()
       default: break
       }
     }
@@ -259,6 +274,18 @@ nonisolated extension Kvd_V1_RemoteStats: SwiftProtobuf.Message, SwiftProtobuf._
     if self.queuedBytes != 0 {
       try visitor.visitSingularUInt64Field(value: self.queuedBytes, fieldNumber: 12)
     }
+    if self.blocksPublished != 0 {
+      try visitor.visitSingularUInt64Field(value: self.blocksPublished, fieldNumber: 13)
+    }
+    if self.blocksPublishFailures != 0 {
+      try visitor.visitSingularUInt64Field(value: self.blocksPublishFailures, fieldNumber: 14)
+    }
+    if self.blocksImported != 0 {
+      try visitor.visitSingularUInt64Field(value: self.blocksImported, fieldNumber: 15)
+    }
+    if self.blocksRejected != 0 {
+      try visitor.visitSingularUInt64Field(value: self.blocksRejected, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -275,6 +302,10 @@ nonisolated extension Kvd_V1_RemoteStats: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.meanRestoreUs != rhs.meanRestoreUs {return false}
     if lhs.queued != rhs.queued {return false}
     if lhs.queuedBytes != rhs.queuedBytes {return false}
+    if lhs.blocksPublished != rhs.blocksPublished {return false}
+    if lhs.blocksPublishFailures != rhs.blocksPublishFailures {return false}
+    if lhs.blocksImported != rhs.blocksImported {return false}
+    if lhs.blocksRejected != rhs.blocksRejected {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -23,7 +23,7 @@ enum AppendHandler {
             }.get()
         }
         store.space.journal?.appended(seq, tokens: tokens, pagesBefore: pagesBefore)
-        PrefixRecorder.added(ids, entry, store.space.prefix)
+        PrefixRecorder.added(ids, entry, store)
         var out = Kvd_V1_AppendResponse()
         out.length = UInt64(seq.length)
         out.firstPosition = UInt64(first)

@@ -23,7 +23,7 @@ enum CommitHandler {
             let pagesBefore = store.space.journal == nil ? [] : seq.heads.map(\.pages.count)
             out.firstPosition = UInt64(try seq.commit(rid, tokens: Int(r.numTokens), allocator: store.pages))
             store.space.journal?.appended(seq, tokens: Int(r.numTokens), pagesBefore: pagesBefore)
-            PrefixRecorder.added(ids, entry, store.space.prefix)
+            PrefixRecorder.added(ids, entry, store)
         }
         out.length = UInt64(seq.length)
         out.generation = seq.generation

@@ -24,6 +24,10 @@ enum CreateSequenceHandler {
         }
         let label = r.tenant.isEmpty ? store.space.name : r.tenant
         let prefix = store.space.prefix
+        // Blocks other daemons published, fetched before the adopt below looks (on a worker).
+        if !adoptIDs.isEmpty, let hasher = prefix.hasher(model.name) {
+            RemotePrefixImport.importMissing(hasher.chain(tokens: adoptIDs, blockTokens: model.pageTokens), model: model, store)
+        }
         let pages = store.pages
         let entry = try store.create(requested: r.sequenceID, pinned: r.pinned) { id throws(KVDError) in
             guard !adoptIDs.isEmpty, let hasher = prefix.hasher(model.name) else {

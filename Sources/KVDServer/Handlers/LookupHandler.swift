@@ -2,7 +2,8 @@ import KVDCore
 import KVDProtocol
 
 /// Lookup: how much of a prompt the tenant's prefix cache holds. Reads only the index (one lock),
-/// so it runs on the socket thread.
+/// so it runs on the socket thread — unless the remote tier shares prefixes: then it runs on a
+/// worker and first takes the blocks other daemons published (`RemotePrefixImport`).
 enum LookupHandler {
     static func handle(_ r: Kvd_V1_LookupRequest, _ store: TenantStore) throws(KVDError) -> Kvd_V1_LookupResponse {
         let model = try store.model(named: r.model)
@@ -14,7 +15,9 @@ enum LookupHandler {
         var out = Kvd_V1_LookupResponse()
         out.pageTokens = UInt32(model.pageTokens)
         guard let hasher = store.space.prefix.hasher(model.name) else { return out }
-        let blocks = store.space.prefix.lookup(hasher.chain(tokens: ids, blockTokens: model.pageTokens))
+        let hashes = hasher.chain(tokens: ids, blockTokens: model.pageTokens)
+        RemotePrefixImport.importMissing(hashes, model: model, store)
+        let blocks = store.space.prefix.lookup(hashes)
         out.pagesPerHead = UInt32(blocks)
         out.tokens = UInt64(blocks) * UInt64(model.pageTokens)
         return out

@@ -34,6 +34,10 @@ enum StatsHandler {
         r.restoreCorrupted = c.restoreCorrupted.load(ordering: .relaxed)
         r.lastRestoreUs = c.lastRestoreMicroseconds.load(ordering: .relaxed)
         r.meanRestoreUs = r.restored == 0 ? 0 : c.totalRestoreMicroseconds.load(ordering: .relaxed) / r.restored
+        r.blocksPublished = c.published.load(ordering: .relaxed)
+        r.blocksPublishFailures = c.publishFailures.load(ordering: .relaxed) + c.publishDropped.load(ordering: .relaxed)
+        r.blocksImported = c.imported.load(ordering: .relaxed)
+        r.blocksRejected = c.importRejected.load(ordering: .relaxed)
         let (count, bytes) = tier.queued
         r.queued = UInt32(clamping: count)
         r.queuedBytes = UInt64(bytes)

@@ -45,11 +45,35 @@ final class TenantPrefix: Sendable {
 
     /// Indexes blocks that just became full: `pages[i]` holds block `blocks[i]` in every head.
     /// Blocks already indexed (or under an evicted parent) are skipped by the index.
-    func insert(_ blocks: [PrefixTracker.FullBlock], pages: [[PageID]]) {
+    /// Returns the blocks it indexed (for the remote tier to publish).
+    @discardableResult
+    func insert(_ blocks: [PrefixTracker.FullBlock], pages: [[PageID]]) -> [(PrefixTracker.FullBlock, [PageID])] {
         state.withLock { s in
+            var added: [(PrefixTracker.FullBlock, [PageID])] = []
             for (b, p) in zip(blocks, pages) where s.index.insert(hash: b.hash, parent: b.parent, pages: p) {
                 journal?.record(.prefixInsert(hash: b.hash, parent: b.parent, pages: p))
+                added.append((b, p))
             }
+            return added
+        }
+    }
+
+    /// Indexes a block another daemon computed (fetched from the remote tier) held in `pages`;
+    /// false when its parent is not indexed (any more) or it already is.
+    func importBlock(hash: PrefixHash, parent: PrefixHash, pages: [PageID]) -> Bool {
+        state.withLock { s in
+            guard s.index.insert(hash: hash, parent: parent, pages: pages) else { return false }
+            journal?.record(.prefixInsert(hash: hash, parent: parent, pages: pages))
+            return true
+        }
+    }
+
+    /// How many of `hashes`, from block 0, are indexed here (changes nothing, counts nothing).
+    func cachedRun(_ hashes: [PrefixHash]) -> Int {
+        state.withLock { s in
+            var n = 0
+            while n < hashes.count, s.index.contains(hashes[n]) { n += 1 }
+            return n
         }
     }
 

@@ -31,7 +31,8 @@ enum PrefixRecorder {
     /// After tokens were added to `state`'s sequence (`ids`: theirs, nil when the request sent
     /// none): hashes the blocks they filled and indexes those pages. A sequence that was compacted
     /// or aliased, or got tokens without ids, stops being tracked for good.
-    static func added(_ ids: [UInt32]?, _ state: SequenceState, _ prefix: TenantPrefix) {
+    static func added(_ ids: [UInt32]?, _ state: SequenceState, _ store: TenantStore) {
+        let prefix = store.space.prefix
         guard var t = state.prefix else { return }
         let seq = state.sequence
         guard let ids, let hasher = prefix.hasher(seq.layout.name), !seq.everCompacted,
@@ -44,6 +45,14 @@ enum PrefixRecorder {
         state.prefix = t
         guard !full.isEmpty else { return }
         // Never compacted: head h's page b holds tokens b*P ..< (b+1)*P, now all written.
-        prefix.insert(full, pages: full.map { b in seq.heads.map { $0.pages[b.block] } })
+        let added = prefix.insert(full, pages: full.map { b in seq.heads.map { $0.pages[b.block] } })
+        // Shared with other daemons through the remote tier: full pages are never written again,
+        // so copying them here (on the sequence's queue) reads settled bytes.
+        if let remote = store.shared.remote, remote.settings.sharePrefixes {
+            for (b, pages) in added {
+                remote.publish(store.space, PrefixBlockBlob(
+                    hash: b.hash, parent: b.parent, block: b.block, pages: pages, layout: seq.layout, memory: store.arena.pageMemory))
+            }
+        }
     }
 }

@@ -40,9 +40,51 @@ final class RemoteTier: Sendable {
         return c
     }
 
-    /// Queues `blob` for shipping; false (and nothing queued) when the queue has no room for it.
+    /// The store key of a cached prompt block: `<key_prefix><tenant>:blk:<hash>`.
+    func blockKey(tenant: String, hash: PrefixHash) -> String { "\(settings.keyPrefix)\(tenant):blk:\(hash)" }
+
+    /// Queues evicted sequence `id`'s blob for shipping; false (and nothing queued) when the queue
+    /// has no room for it. A failed shipment records the sequence as lost.
     func offload(_ space: TenantSpace, id: UInt64, blob: [UInt8]) -> Bool {
-        let k = key(tenant: space.name, id: id)
+        let c = space.remoteCounters
+        return enqueue(key(tenant: space.name, id: id), blob, dropped: c.offloadDropped) { bytes in
+            c.offloaded.add(1, ordering: .relaxed)
+            c.offloadedBytes.add(UInt64(bytes), ordering: .relaxed)
+        } failed: { error, stillQueued in
+            c.offloadFailures.add(1, ordering: .relaxed)
+            c.lastFailure.withLock { $0 = error.description }
+            // Unless a Restore took it meanwhile, the sequence is lost: its id says so now.
+            if stillQueued {
+                space.evictions.record(id, "evicted by the memory manager, and its offload to the remote tier failed (\(error.description))")
+            }
+        }
+    }
+
+    /// Queues a cached prompt block for other daemons (remote.share_prefixes).
+    func publish(_ space: TenantSpace, _ block: PrefixBlockBlob) {
+        let c = space.remoteCounters
+        _ = enqueue(blockKey(tenant: space.name, hash: block.hash), block.encoded(), dropped: c.publishDropped) { _ in
+            c.published.add(1, ordering: .relaxed)
+        } failed: { error, _ in
+            c.publishFailures.add(1, ordering: .relaxed)
+            c.lastFailure.withLock { $0 = error.description }
+        }
+    }
+
+    /// A stored prompt block's bytes, or nil (call from a worker: it waits for the store).
+    func fetchBlock(_ space: TenantSpace, hash: PrefixHash) throws(RemoteError) -> [UInt8]? {
+        let k = Array(blockKey(tenant: space.name, hash: hash).utf8)
+        let got: Result<[UInt8]?, RemoteError> = queue.sync {
+            do throws(RemoteError) { return .success(try client().get(k)) } catch { return .failure(error) }
+        }
+        return try got.get()
+    }
+
+    /// Puts `blob` in the bounded queue under `k` and ships it on `queue`; false when it does not fit.
+    private func enqueue(
+        _ k: String, _ blob: [UInt8], dropped: borrowing Atomic<UInt64>,
+        shipped: @escaping @Sendable (Int) -> Void, failed: @escaping @Sendable (RemoteError, Bool) -> Void
+    ) -> Bool {
         let limit = settings.queueBytes
         let accepted = pending.withLock { p in
             guard p.bytes + blob.count <= limit else { return false }
@@ -51,7 +93,7 @@ final class RemoteTier: Sendable {
             return true
         }
         guard accepted else {
-            space.remoteCounters.offloadDropped.add(1, ordering: .relaxed)
+            dropped.add(1, ordering: .relaxed)
             return false
         }
         queue.async { [self] in
@@ -59,15 +101,9 @@ final class RemoteTier: Sendable {
             guard let bytes = pending.withLock({ $0.blobs[k] }) else { return }
             do throws(RemoteError) {
                 try client().set(Array(k.utf8), bytes, ttlSeconds: settings.ttlSeconds)
-                space.remoteCounters.offloaded.add(1, ordering: .relaxed)
-                space.remoteCounters.offloadedBytes.add(UInt64(bytes.count), ordering: .relaxed)
+                shipped(bytes.count)
             } catch {
-                space.remoteCounters.offloadFailures.add(1, ordering: .relaxed)
-                space.remoteCounters.lastFailure.withLock { $0 = error.description }
-                // Unless a Restore took it meanwhile, the sequence is lost: its id says so now.
-                if pending.withLock({ $0.blobs[k] != nil }) {
-                    space.evictions.record(id, "evicted by the memory manager, and its offload to the remote tier failed (\(error.description))")
-                }
+                failed(error, pending.withLock { $0.blobs[k] != nil })
             }
             pending.withLock { p in
                 if let b = p.blobs[k], b.count == bytes.count {

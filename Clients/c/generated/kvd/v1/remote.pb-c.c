@@ -283,7 +283,7 @@ const ProtobufCMessageDescriptor kvd__v1__restore_response__descriptor =
   (ProtobufCMessageInit) kvd__v1__restore_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__remote_stats__field_descriptors[12] =
+static const ProtobufCFieldDescriptor kvd__v1__remote_stats__field_descriptors[16] =
 {
   {
     "enabled",
@@ -429,8 +429,60 @@ static const ProtobufCFieldDescriptor kvd__v1__remote_stats__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "blocks_published",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__RemoteStats, blocks_published),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "blocks_publish_failures",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__RemoteStats, blocks_publish_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "blocks_imported",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__RemoteStats, blocks_imported),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "blocks_rejected",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__RemoteStats, blocks_rejected),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__remote_stats__field_indices_by_name[] = {
+  14,   /* field[14] = blocks_imported */
+  13,   /* field[13] = blocks_publish_failures */
+  12,   /* field[12] = blocks_published */
+  15,   /* field[15] = blocks_rejected */
   0,   /* field[0] = enabled */
   8,   /* field[8] = last_restore_us */
   9,   /* field[9] = mean_restore_us */
@@ -447,7 +499,7 @@ static const unsigned kvd__v1__remote_stats__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__remote_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor kvd__v1__remote_stats__descriptor =
 {
@@ -457,7 +509,7 @@ const ProtobufCMessageDescriptor kvd__v1__remote_stats__descriptor =
   "Kvd__V1__RemoteStats",
   "kvd.v1",
   sizeof(Kvd__V1__RemoteStats),
-  12,
+  16,
   kvd__v1__remote_stats__field_descriptors,
   kvd__v1__remote_stats__field_indices_by_name,
   1,  kvd__v1__remote_stats__number_ranges,

@@ -105,10 +105,19 @@ struct  Kvd__V1__RemoteStats
    */
   uint32_t queued;
   uint64_t queued_bytes;
+  /*
+   * Prompt blocks shared with other daemons (remote.share_prefixes): published to the store, not
+   * published (store failure, or the queue was full), taken from the store on a local miss, and
+   * refused when taken (corrupted, or not the block asked for: never served).
+   */
+  uint64_t blocks_published;
+  uint64_t blocks_publish_failures;
+  uint64_t blocks_imported;
+  uint64_t blocks_rejected;
 };
 #define KVD__V1__REMOTE_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__remote_stats__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /* Kvd__V1__RestoreRequest methods */
