@@ -207,6 +207,10 @@ public struct Configuration: Sendable, Equatable {
         public var commandTimeoutMilliseconds: Int = 1000
         /// Offload evicted sequences.
         public var offloadEvicted: Bool = true
+        /// A policy an evicted sequence is compacted with before it is shipped (compress, then
+        /// ship): fewer bytes to Redis and back. "" = ship as held. As memory.compress_policy: a
+        /// query-based policy uses the queries the sequence's last Compact sent.
+        public var offloadPolicy: String = ""
         /// Publish cached prompt blocks, and look a prompt up there on a local miss, so daemons
         /// sharing this Redis share prefixes. Needs `prefix.key_file` (the same file everywhere).
         public var sharePrefixes: Bool = false

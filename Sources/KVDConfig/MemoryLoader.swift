@@ -39,9 +39,10 @@ enum MemoryLoader {
         let names = Set(c.policies.map(\.name))
         // The bundled names are optional: without a `pressure` policy the manager uses streamingllm's
         // defaults (see PressurePolicy in the server).
-        for (key, name) in [("compress_policy", c.memory.compressPolicy), ("fallback_policy", c.memory.fallbackPolicy)]
+        for (key, name) in [("memory.compress_policy", c.memory.compressPolicy), ("memory.fallback_policy", c.memory.fallbackPolicy),
+                            ("remote.offload_policy", c.remote.offloadPolicy)]
         where !name.isEmpty && name != "pressure" && !names.contains(name) {
-            throw ConfigError("\(file): memory.\(key): policy '\(name)' is not defined under policies")
+            throw ConfigError("\(file): \(key): policy '\(name)' is not defined under policies")
         }
     }
 }

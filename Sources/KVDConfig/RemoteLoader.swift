@@ -3,7 +3,7 @@ enum RemoteLoader {
     static func remote(_ node: KeyedNode) throws(ConfigError) -> Configuration.Remote {
         let m = try node.mapping(known: [
             "enabled", "mode", "nodes", "key_prefix", "ttl_seconds", "connect_timeout_ms", "command_timeout_ms",
-            "offload_evicted", "share_prefixes", "queue_bytes",
+            "offload_evicted", "offload_policy", "share_prefixes", "queue_bytes",
         ])
         var r = Configuration.Remote()
         if let v = m["enabled"] { r.enabled = try v.bool() }
@@ -37,6 +37,7 @@ enum RemoteLoader {
         if let v = m["command_timeout_ms"] { r.commandTimeoutMilliseconds = try v.int(min: 1, max: 600_000) }
         if let v = m["offload_evicted"] { r.offloadEvicted = try v.bool() }
         if let v = m["share_prefixes"] { r.sharePrefixes = try v.bool() }
+        if let v = m["offload_policy"] { r.offloadPolicy = try v.string() }
         if let v = m["queue_bytes"] { r.queueBytes = try v.bytes(min: 0) }
         return r
     }

@@ -205,3 +205,19 @@ def test_a_cluster_spreads_offloads_and_survives_a_dead_master(make_daemon, clus
                 assert_sequence(c, seq, *made[seq], modes=("pages",))
                 c.release(seq)
         assert c.stats().remote.restore_failures == sum(1 for s in evicted if owners[s] == dead)
+
+
+def test_offload_policy_compresses_before_shipping(make_daemon, redis):
+    # remote.offload_policy "pressure": StreamingLLM with 4 sinks + 12 recent (memory_config's).
+    d = daemon(make_daemon, redis, offload_policy="pressure")
+    with d.client() as c:
+        made = fill(c, 20)
+        evicted = push_over_high(c, made)
+        wait_until(lambda: c.stats().remote.queued == 0, 10.0, "the offloads to ship")
+        seq = evicted[0]
+        out = c.restore(seq)
+        assert out.length == 64 and out.generation == 2  # compacted once, before the offload
+        kept = list(range(4)) + list(range(52, 64))
+        k, v = made[seq]
+        assert_sequence(c, seq, k[:, :, kept], v[:, :, kept], positions=kept)
+        assert out.bytes == HEADS * len(kept) * 8 * 2 * 2  # K and V, head_dim 8, f16

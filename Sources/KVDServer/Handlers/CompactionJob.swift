@@ -15,7 +15,8 @@ enum CompactionJob {
 
     static func run(
         _ choice: Choice, _ state: SequenceState, _ store: TenantStore, observation: Observation?,
-        requestParams: Set<String> = [], floor: Int = 0, accept: ((MethodPlan) throws(KVDError) -> Void)? = nil
+        requestParams: Set<String> = [], floor: Int = 0, accept: ((MethodPlan) throws(KVDError) -> Void)? = nil,
+        journaled: Bool = true
     ) throws(KVDError) -> Result {
         let seq = state.sequence
         let book = store.policies
@@ -25,7 +26,8 @@ enum CompactionJob {
             view: view, observation: observation, params: choice.params, method: choice.method.descriptor.name,
             baseDirectory: book.baseDirectory, files: book.files(requestParams: requestParams))
         // With a journal, the new state is recorded before any old page is released or overwritten.
-        let record: ((KVSequence) -> Void)? = store.space.journal.map { journal in
+        // `journaled` false: a sequence about to be released (its release is already on record).
+        let record: ((KVSequence) -> Void)? = !journaled ? nil : store.space.journal.map { journal in
             { seq in journal.put(seq, pinned: state.lease.pinned.load(ordering: .relaxed)) }
         }
         let (planned, outcome) = try CompactionRunner.run(

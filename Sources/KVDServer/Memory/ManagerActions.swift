@@ -36,6 +36,7 @@ enum ManagerActions {
         // An evicted sequence's K/V is copied out for the remote tier before its pages go.
         var offloaded = false
         if kind == .evicted, let remote = store.remote, remote.settings.offloadEvicted, seq.tokensHeld > 0 {
+            compactBeforeOffload(remote.settings.offloadPolicy, e, state, store)
             offloaded = remote.offload(e.space, id: e.id, blob: SequenceBlob(capturing: seq, memory: e.space.arena.pageMemory).encoded())
         }
         var freed = seq.release(allocator: e.space.pages)
@@ -56,6 +57,22 @@ enum ManagerActions {
         }
         publish(kind, e, seq, store, pages: freed, reason: why)
         return freed
+    }
+
+    /// remote.offload_policy: compress, then ship. The sequence's release is already journaled, so
+    /// the compaction is not; a plan that cannot run leaves the sequence to be shipped as it is.
+    private static func compactBeforeOffload(_ policy: String, _ e: SequenceEntry, _ state: SequenceState, _ store: Store) {
+        guard !policy.isEmpty else { return }
+        var settings = store.memory
+        settings.compressPolicy = policy
+        settings.fallbackPolicy = policy
+        let scoped = TenantStore(shared: store, space: e.space, connection: [])
+        guard let (choice, observation) = PressurePolicy.choose(store.policies, settings, state, scoped) else { return }
+        do {
+            _ = try CompactionJob.run(choice, state, scoped, observation: observation, journaled: false)
+        } catch {
+            store.logger?.debug("remote tier: not compacting sequence \(e.id) before offload: \(error.message)")
+        }
     }
 
     /// Compacts with the pressure policy (or its query-free fallback), never below the floor.
