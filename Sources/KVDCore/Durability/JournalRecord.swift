@@ -118,18 +118,7 @@ public enum JournalRecord: Sendable, Equatable {
         w.count(s.heads.count)
         for head in s.heads {
             encode(head.pages, into: &w)
-            w.count(head.count)
-            w.count(head.positionRuns.count)
-            for run in head.positionRuns {
-                w.i32(run.first)
-                w.i32(run.count)
-            }
-            if let weights = head.storedLogWeights {
-                w.bool(true)
-                for x in weights { w.f32(x) }
-            } else {
-                w.bool(false)
-            }
+            head.encodeTokens(into: &w)
         }
     }
 
@@ -153,20 +142,7 @@ public enum JournalRecord: Sendable, Equatable {
         heads.reserveCapacity(headCount)
         for _ in 0..<headCount {
             let pages = try decodePages(&r)
-            let count = Int(try r.u32("head tokens"))
-            let runCount = try r.count("position runs", itemBytes: 8)
-            var runs: [HeadCache.PositionRun] = []
-            runs.reserveCapacity(runCount)
-            for _ in 0..<runCount { runs.append(HeadCache.PositionRun(first: try r.i32("run first"), count: try r.i32("run count"))) }
-            var weights: [Float]? = nil
-            if try r.bool("has log-weights") {
-                guard count <= r.remaining / 4 else { throw DurableFormatError("\(count) log-weights do not fit") }
-                var w: [Float] = []
-                w.reserveCapacity(count)
-                for _ in 0..<count { w.append(try r.f32("log-weight")) }
-                weights = w
-            }
-            heads.append(HeadCache(pages: pages, count: count, positionRuns: runs, logWeights: weights))
+            heads.append(try HeadCache.decodeTokens(&r, pages: pages))
         }
         return SequenceImage(id: id, model: model, generation: generation, length: length, everCompacted: everCompacted,
                              pinned: pinned, aliases: aliases, heads: heads)

@@ -47,18 +47,7 @@ public struct SequenceBlob: Sendable, Equatable {
         for a in image.aliases { p.i32(a.map { Int32($0) } ?? -1) }
         p.count(image.heads.count)
         for (h, head) in image.heads.enumerated() {
-            p.count(head.count)
-            p.count(head.positionRuns.count)
-            for run in head.positionRuns {
-                p.i32(run.first)
-                p.i32(run.count)
-            }
-            if let weights = head.storedLogWeights {
-                p.bool(true)
-                for x in weights { p.f32(x) }
-            } else {
-                p.bool(false)
-            }
+            head.encodeTokens(into: &p)
             p.raw(keys[h])
             p.raw(values[h])
         }
@@ -124,22 +113,12 @@ public struct SequenceBlob: Sendable, Equatable {
         var keys: [[UInt8]] = []
         var values: [[UInt8]] = []
         for h in 0..<headCount {
-            let count = Int(try p.u32("head tokens"))
-            let runCount = try p.count("position runs", itemBytes: 8)
-            var runs: [HeadCache.PositionRun] = []
-            runs.reserveCapacity(runCount)
-            for _ in 0..<runCount { runs.append(HeadCache.PositionRun(first: try p.i32("run first"), count: try p.i32("run count"))) }
-            var weights: [Float]? = nil
-            if try p.bool("has log-weights") {
-                guard count <= p.remaining / 4 else { throw DurableFormatError("head \(h): \(count) log-weights do not fit") }
-                weights = []
-                for _ in 0..<count { weights!.append(try p.f32("log-weight")) }
-            }
+            let head = try HeadCache.decodeTokens(&p, pages: [])
             // count ≤ 2^32 and tokenBytes ≤ a few KiB: no overflow in Int, and `raw` checks the bytes left.
-            let bytes = count * expected.tokenBytes
+            let bytes = head.count * expected.tokenBytes
             keys.append(try p.raw(bytes, "head \(h) keys"))
             values.append(try p.raw(bytes, "head \(h) values"))
-            heads.append(HeadCache(pages: [], count: count, positionRuns: runs, logWeights: weights))
+            heads.append(head)
         }
         guard p.atEnd else { throw DurableFormatError("blob has \(p.remaining) bytes past its last head") }
         let image = SequenceImage(id: id, model: name, generation: generation, length: seqLength, everCompacted: everCompacted,
