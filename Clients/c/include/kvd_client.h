@@ -786,6 +786,74 @@ typedef struct kvd_prefix_stats {
 KVD_API kvd_result kvd_client_prefix_stats(kvd_client *client, kvd_prefix_stats *out);
 
 /* ------------------------------------------------------------------------------------------- */
+/* The remote tier (docs/REMOTE.md)                                                             */
+/*
+ * With the daemon's remote.enabled, the memory manager ships each sequence it evicts to Redis;
+ * the id then answers KVD_ERR_EVICTED saying "send Restore", and kvd_client_restore brings it
+ * back under the same id, bit-exact.
+ */
+
+/** What Restore brought back (kvd.v1.RestoreResponse). */
+typedef struct kvd_restore_result {
+    uint64_t sequence_id;        /* the restored sequence (the id asked for) */
+    uint64_t length;             /* its length and generation, as when it was evicted */
+    uint64_t generation;
+    int from_remote;             /* 1: read from the remote store; 0: taken from the daemon's queue
+                                    of offloads not shipped yet */
+    uint64_t restore_us;         /* from the request's start to the sequence being served, us */
+    uint64_t bytes;              /* K/V bytes restored */
+} kvd_restore_result;
+
+/**
+ * Bring back `sequence_id`, which the memory manager evicted to the remote tier: same id, length,
+ * generation, positions, log-weights and K/V, in fresh pages of this client's tenant, owned by this
+ * connection. It needs room for all its pages (the memory manager may make room, as for an
+ * append). `out` may be NULL. KVD_ERR_ARGUMENT for sequence id 0 (nothing is sent). The daemon's
+ * errors: KVD_ERR_FAILED_PRECONDITION when it has no remote tier (remote.enabled is false);
+ * KVD_ERR_ALREADY_EXISTS when the id is live; KVD_ERR_NOT_FOUND / KVD_ERR_EVICTED when it was never
+ * offloaded, the store no longer has it (TTL, flushed) or its copy is corrupted (then it is lost:
+ * create it again and re-run prefill); KVD_ERR_UNAVAILABLE when the store does not answer (nothing
+ * changed: try again); KVD_ERR_RESOURCE_EXHAUSTED when no room can be made.
+ *
+ * Layout: the reply does not name the model. A sequence this client created (or forked) keeps its
+ * remembered layout through the eviction, so zero-copy appends to it after the restore need no
+ * extra request, and it is taken back after a durable daemon's restart like any created one. For a
+ * sequence this client did not create, the layout is learnt with one Stats request the first time
+ * a zero-copy append needs it (as for any sequence of another client), and a durable daemon's
+ * restart does not take it back by itself (kvd_client_keep_alive adopts it).
+ */
+KVD_API kvd_result kvd_client_restore(kvd_client *client, uint64_t sequence_id,
+                                      kvd_restore_result *out);
+
+/** This tenant's remote tier (kvd.v1.RemoteStats), counted since the daemon started. Set
+ *  struct_size = sizeof(kvd_remote_stats) before the call: the library fills only that many
+ *  bytes, so the struct can grow compatibly. */
+typedef struct kvd_remote_stats {
+    size_t struct_size;
+    int enabled;                 /* 0 when the daemon's remote.enabled is false (all zero then) */
+    uint64_t offloaded;          /* sequences shipped to the remote store ... */
+    uint64_t offloaded_bytes;    /* ... and their bytes (blob sizes) */
+    uint64_t offload_failures;   /* offloads that failed (store down, full or slow) ... */
+    uint64_t offload_dropped;    /* ... or were dropped because the queue was full: those
+                                    sequences were evicted as without a remote tier */
+    uint64_t restored;           /* restores served */
+    uint64_t restore_failures;   /* restores that failed (copy missing, store down) */
+    uint64_t restore_corrupted;  /* restores that found a corrupted copy (never served) */
+    uint64_t last_restore_us;    /* latency of the restores served: the last one ... */
+    uint64_t mean_restore_us;    /* ... and the mean, microseconds */
+    uint32_t queued;             /* offloads waiting to be shipped now ... */
+    uint64_t queued_bytes;       /* ... and their bytes */
+} kvd_remote_stats;
+
+/**
+ * This tenant's remote-tier figures (one Stats request naming no sequence). KVD_ERR_ARGUMENT when
+ * `out` is NULL or its struct_size does not cover `enabled` or exceeds sizeof(kvd_remote_stats);
+ * KVD_ERR_PROTOCOL when the reply has no remote figures (a kvd older than the remote tier). A
+ * daemon without a remote tier answers KVD_OK with enabled 0. On failure *out is unchanged.
+ */
+KVD_API kvd_result kvd_client_remote_stats(kvd_client *client, kvd_remote_stats *out);
+
+/* ------------------------------------------------------------------------------------------- */
 /* Reading                                                                                      */
 
 /**

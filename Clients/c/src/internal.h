@@ -192,6 +192,9 @@ uint64_t *kvd__created_ids(kvd_client *c, size_t *n);
 void kvd__layout_forget(kvd_client *c, uint64_t seq);
 /* A fork has its source's layout: remember it when the source's is known (0 on out of memory). */
 int kvd__layout_inherit(kvd_client *c, uint64_t from, uint64_t to);
+/* A restored sequence is this client's again: when its layout is known, mark it created (taken
+ * back after a restart); an unknown one is left to kvd__layout_of. */
+void kvd__layout_claim(kvd_client *c, uint64_t seq);
 
 /* prefix.c: `n` token ids as the wire's bytes field (uint32 little-endian, 4 bytes each). The
  * bytes are the caller's array itself (no copy; see the byte-order check above), so `out` is

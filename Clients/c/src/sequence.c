@@ -1,5 +1,6 @@
 /* libkvdclient sequences: create (adopting a cached prefix) / pin / release / stats (arena,
- * memory manager, prefix cache, one sequence's lease), and the sequence layouts this client knows. */
+ * memory manager, prefix cache, remote tier, one sequence's lease), and the sequence layouts this
+ * client knows. */
 #include "internal.h"
 
 #include <stddef.h>
@@ -301,6 +302,41 @@ kvd_result kvd_client_prefix_stats(kvd_client *c, kvd_prefix_stats *out) {
     return kvd__leave(c, KVD_OK);
 }
 
+kvd_result kvd_client_remote_stats(kvd_client *c, kvd_remote_stats *out) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    Kvd__V1__Response *resp;
+    rc = versioned_stats(c, "remote_stats", "kvd_remote_stats",
+                         OUT_STRUCT_OK(out, kvd_remote_stats, enabled),
+                         out ? out->struct_size : (size_t)0, sizeof *out, &resp);
+    if (rc) return kvd__leave(c, rc);
+    const Kvd__V1__RemoteStats *r = resp->stats->remote;
+    if (!r) {
+        kvd__v1__response__free_unpacked(resp, NULL);
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_PROTOCOL,
+                                          "kvd: remote_stats: the daemon's Stats reply has no "
+                                          "remote figures (a kvd older than the remote tier?)"));
+    }
+    kvd_remote_stats full;
+    memset(&full, 0, sizeof full);
+    full.struct_size = out->struct_size;
+    full.enabled = r->enabled ? 1 : 0;
+    full.offloaded = r->offloaded;
+    full.offloaded_bytes = r->offloaded_bytes;
+    full.offload_failures = r->offload_failures;
+    full.offload_dropped = r->offload_dropped;
+    full.restored = r->restored;
+    full.restore_failures = r->restore_failures;
+    full.restore_corrupted = r->restore_corrupted;
+    full.last_restore_us = r->last_restore_us;
+    full.mean_restore_us = r->mean_restore_us;
+    full.queued = r->queued;
+    full.queued_bytes = r->queued_bytes;
+    kvd__v1__response__free_unpacked(resp, NULL);
+    memcpy(out, &full, full.struct_size); /* only what the caller's struct has room for */
+    return kvd__leave(c, KVD_OK);
+}
+
 kvd_result kvd_client_sequence_lease(kvd_client *c, uint64_t seq, kvd_sequence_lease *out) {
     kvd_result rc = kvd__enter(c, 0);
     if (rc) return rc;
@@ -380,6 +416,11 @@ int kvd__layout_inherit(kvd_client *c, uint64_t from, uint64_t to) {
                                 .head_dim = s->head_dim, .dtype = s->dtype,
                                 .page_tokens = s->page_tokens};
     return seq_remember(c, to, &m, 1); /* may move c->seqs: `s` is not used after this */
+}
+
+void kvd__layout_claim(kvd_client *c, uint64_t seq) {
+    seq_layout *s = seq_find(c, seq);
+    if (s) s->created = 1; /* an existing entry: nothing to allocate */
 }
 
 uint64_t *kvd__created_ids(kvd_client *c, size_t *n) {

@@ -1,8 +1,9 @@
 /* A fake kvd for tests that need no daemon: a ROUTER in a thread answering Hello (with a small
- * fake arena in /dev/shm), Stats (with fixed memory and prefix figures, and fixed details of a
- * named sequence: fake_memory_stats / fake_prefix_stats / fake_sequence_stats), CreateSequence
- * (adopting whole 4-token pages of the ids sent), Append, Lookup, Fork, KeepAlive and Pin, and
- * recording what it got. fake_start / fake_stop; read the recorded fields under f->mu.
+ * fake arena in /dev/shm), Stats (with fixed memory, prefix and remote figures, and fixed details
+ * of a named sequence: fake_memory_stats / fake_prefix_stats / fake_remote_stats /
+ * fake_sequence_stats), CreateSequence (adopting whole 4-token pages of the ids sent), Append,
+ * Lookup, Fork, Restore (fake_restore_response; sequence 13 answers for 14), KeepAlive and Pin,
+ * and recording what it got. fake_start / fake_stop; read the recorded fields under f->mu.
  * A restart that keeps the segment is faked by changing instance_id (and clearing `bound`) under
  * f->mu; fake_replace_arena makes a new segment as a restart without durability does. */
 #ifndef KVD_TEST_FAKE_KVD_H
@@ -137,6 +138,33 @@ static void fake_prefix_stats(Kvd__V1__PrefixStats *p) {
     p->evicted_pages = 40ull << 36;
 }
 
+/* Remote-tier figures that fill every bit width, as fake_memory_stats. */
+static void fake_remote_stats(Kvd__V1__RemoteStats *r) {
+    r->enabled = 1;
+    r->offloaded = 51ull << 33;
+    r->offloaded_bytes = 52ull << 40;
+    r->offload_failures = 53;
+    r->offload_dropped = 54ull << 34;
+    r->restored = 55;
+    r->restore_failures = 56ull << 35;
+    r->restore_corrupted = 57;
+    r->last_restore_us = 58ull << 36;
+    r->mean_restore_us = 59;
+    r->queued = 4000000060u;
+    r->queued_bytes = 61ull << 37;
+}
+
+/* Restore's answer for `id`: the same id (sequence 13: 14, a daemon answering for another),
+ * values that fill every bit width. */
+static void fake_restore_response(uint64_t id, Kvd__V1__RestoreResponse *r) {
+    r->sequence_id = id == 13 ? 14 : id;
+    r->length = 300;
+    r->generation = 1ull << 33;
+    r->from_remote = 1;
+    r->restore_us = 41ull << 32;
+    r->bytes = 42ull << 36;
+}
+
 static void fake_sequence_stats(uint64_t id, Kvd__V1__SequenceStats *s) {
     s->sequence_id = id;
     s->model = "m";
@@ -181,6 +209,8 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
     Kvd__V1__AppendResponse appended = KVD__V1__APPEND_RESPONSE__INIT;
     Kvd__V1__LookupResponse lookup = KVD__V1__LOOKUP_RESPONSE__INIT;
     Kvd__V1__ForkResponse forked = KVD__V1__FORK_RESPONSE__INIT;
+    Kvd__V1__RestoreResponse restored = KVD__V1__RESTORE_RESPONSE__INIT;
+    Kvd__V1__RemoteStats remote = KVD__V1__REMOTE_STATS__INIT;
     Kvd__V1__ModelLayout model = KVD__V1__MODEL_LAYOUT__INIT;
     Kvd__V1__ModelLayout *models[1] = {&model};
     uint64_t whole; /* tokens of whole 4-token pages among the ids sent */
@@ -302,6 +332,11 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
         resp.body_case = KVD__V1__RESPONSE__BODY_FORK;
         resp.fork = &forked;
         break;
+    case KVD__V1__REQUEST__BODY_RESTORE:
+        fake_restore_response(req->restore->sequence_id, &restored);
+        resp.body_case = KVD__V1__RESPONSE__BODY_RESTORE;
+        resp.restore = &restored;
+        break;
     default: /* Stats and anything else */
         pthread_mutex_lock(&f->mu);
         err.code = (Kvd__V1__ErrorCode)f->stats_error; /* a test may change it meanwhile */
@@ -317,6 +352,8 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
                 stats.memory = &memory;
                 fake_prefix_stats(&prefix);
                 stats.prefix = &prefix;
+                fake_remote_stats(&remote);
+                stats.remote = &remote;
                 if (req->stats->sequence_id) {
                     fake_sequence_stats(req->stats->sequence_id, &sequence);
                     stats.sequence = &sequence;

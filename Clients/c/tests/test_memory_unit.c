@@ -12,6 +12,9 @@
  * wire (Lookup, Fork, adopting CreateSequence and Append with token ids: uint32 little-endian
  * bytes, results, refusals before anything is sent, inconsistent replies) and
  * kvd_client_prefix_stats (every field, a shorter struct_size, a reply without the figures);
+ * the remote tier (Restore bytes and every result field, refusals before anything is sent, a reply
+ * for another sequence, which restored sequences a rejoin takes back; kvd_client_remote_stats as
+ * kvd_client_prefix_stats);
  * rejoining a restarted daemon that kept its segment (instance_id: Hello again, the created
  * sequences adopted, a not-bound refusal sent again once; from the keep-alive thread too) and a
  * restart with a new segment still reported as KVD_ERR_RESTARTED.
@@ -823,6 +826,127 @@ static void test_prefix_stats(void) {
 }
 
 /* ============================================================================================= */
+/* The remote tier                                                                                */
+
+static int adopted_were(fake_kvd *f, const uint64_t *want, size_t n);
+
+static void test_remote_restore_wire(void) {
+    fake_kvd f = {0};
+    f.with_model = 1;
+    f.instance_id = 0x1111;
+    f.durable = 1;
+    f.ka_missing = 99; /* never sent: nothing is reported missing */
+    REQUIRE(fake_start(&f, "restore"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    REQUIRE(c, "client");
+    uint8_t raw[1024];
+    size_t n = 0;
+    uint64_t id = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "m", 10, NULL, &id), KVD_OK);
+
+    /* Restore: exact bytes; every result field at full width. */
+    kvd_restore_result r;
+    memset(&r, 0xab, sizeof r);
+    CHECK_RC(c, kvd_client_restore(c, 10, &r), KVD_OK);
+    /* protocol_version = 1; restore (25) { sequence_id 10 } */
+    static const uint8_t want[] = {0x10, 0x01, 0xca, 0x01, 0x02, 0x08, 0x0a};
+    CHECK(raw_after_id(&f, 0, raw, &n) && bytes_equal(raw, n, want, sizeof want), "Restore bytes");
+    Kvd__V1__RestoreResponse w = KVD__V1__RESTORE_RESPONSE__INIT;
+    fake_restore_response(10, &w);
+    CHECK(r.sequence_id == 10 && r.length == 300 && r.generation == w.generation &&
+          r.from_remote == 1 && r.restore_us == w.restore_us && r.bytes == w.bytes,
+          "restore result %llu %llu %llu %d %llu %llu", (unsigned long long)r.sequence_id,
+          (unsigned long long)r.length, (unsigned long long)r.generation, r.from_remote,
+          (unsigned long long)r.restore_us, (unsigned long long)r.bytes);
+    /* A sequence this client never created: `out` may be NULL. */
+    CHECK_RC(c, kvd_client_restore(c, (uint64_t)1 << 63, NULL), KVD_OK);
+
+    /* Refused before anything is sent. */
+    int before = fake_count(&f, &f.requests);
+    memset(&r, 0xab, sizeof r);
+    CHECK_RC(c, kvd_client_restore(c, 0, &r), KVD_ERR_ARGUMENT);
+    CHECK(strstr(kvd_client_last_error(c), "restore") != NULL && bytes_are(&r, 0, sizeof r, 0xab),
+          "%s", kvd_client_last_error(c));
+    CHECK(fake_count(&f, &f.requests) == before, "a refused restore sent a request");
+    CHECK_RC(NULL, kvd_client_restore(NULL, 10, &r), KVD_ERR_ARGUMENT);
+
+    /* A reply for another sequence than the one asked for is refused, naming both. */
+    CHECK_RC(c, kvd_client_restore(c, 13, &r), KVD_ERR_PROTOCOL);
+    CHECK(strstr(kvd_client_last_error(c), "13") != NULL &&
+          strstr(kvd_client_last_error(c), "14") != NULL && bytes_are(&r, 0, sizeof r, 0xab),
+          "%s", kvd_client_last_error(c));
+
+    /* After a durable restart the client takes back what it created and restored (its layout is
+     * known), and nothing it restored without knowing the layout (it was never remembered). */
+    fake_restart(&f, 0x2222);
+    kvd_stats st;
+    memset(&st, 0, sizeof st);
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK);
+    const uint64_t mine[1] = {10};
+    CHECK(fake_count(&f, &f.adopt_keepalives) == 1 && adopted_were(&f, mine, 1), "adopted 10 only");
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
+static void test_remote_stats(void) {
+    fake_kvd f = {0};
+    REQUIRE(fake_start(&f, "rstats"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    REQUIRE(c, "client");
+    kvd_remote_stats p;
+    memset(&p, 0xab, sizeof p);
+    p.struct_size = sizeof p;
+    CHECK_RC(c, kvd_client_remote_stats(c, &p), KVD_OK);
+    uint8_t raw[1024];
+    size_t n = 0;
+    static const uint8_t want[] = {0x10, 0x01, 0x92, 0x01, 0x00}; /* protocol 1; stats (18) {} */
+    CHECK(raw_after_id(&f, 0, raw, &n) && bytes_equal(raw, n, want, sizeof want), "Stats bytes");
+    Kvd__V1__RemoteStats w = KVD__V1__REMOTE_STATS__INIT;
+    fake_remote_stats(&w);
+    CHECK(p.struct_size == sizeof p && p.enabled == 1 && p.offloaded == w.offloaded &&
+          p.offloaded_bytes == w.offloaded_bytes && p.offload_failures == 53 &&
+          p.offload_dropped == w.offload_dropped && p.restored == 55 &&
+          p.restore_failures == w.restore_failures && p.restore_corrupted == 57 &&
+          p.last_restore_us == w.last_restore_us && p.mean_restore_us == 59 &&
+          p.queued == w.queued && p.queued_bytes == w.queued_bytes, "every field at full width");
+    /* A program built against a shorter kvd_remote_stats: only its bytes are written. */
+    size_t short_size = offsetof(kvd_remote_stats, restored);
+    memset(&p, 0xab, sizeof p);
+    p.struct_size = short_size;
+    CHECK_RC(c, kvd_client_remote_stats(c, &p), KVD_OK);
+    CHECK(p.offload_dropped == w.offload_dropped && bytes_are(&p, short_size, sizeof p, 0xab),
+          "short struct: nothing written past struct_size");
+    int before = fake_count(&f, &f.requests);
+    size_t bad[] = {0, sizeof(size_t), sizeof p + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        memset(&p, 0xab, sizeof p);
+        p.struct_size = bad[i];
+        CHECK_RC(c, kvd_client_remote_stats(c, &p), KVD_ERR_ARGUMENT);
+        CHECK(strstr(kvd_client_last_error(c), "sizeof(kvd_remote_stats)") != NULL &&
+              bytes_are(&p, sizeof p.struct_size, sizeof p, 0xab), "out changed (size %zu): %s",
+              bad[i], kvd_client_last_error(c));
+    }
+    CHECK_RC(c, kvd_client_remote_stats(c, NULL), KVD_ERR_ARGUMENT);
+    CHECK(fake_count(&f, &f.requests) == before, "a refused call sent a request");
+    kvd_client_free(c);
+    fake_stop(&f);
+
+    /* A daemon older than the remote tier sends no figures: an error, not zeros. */
+    fake_kvd g = {0};
+    g.stats_without_details = 1;
+    REQUIRE(fake_start(&g, "rstatsold"), "fake");
+    c = connect_fake(&g, 0, 2000);
+    REQUIRE(c, "client");
+    memset(&p, 0xab, sizeof p);
+    p.struct_size = sizeof p;
+    CHECK_RC(c, kvd_client_remote_stats(c, &p), KVD_ERR_PROTOCOL);
+    CHECK(strstr(kvd_client_last_error(c), "remote") != NULL &&
+          bytes_are(&p, sizeof p.struct_size, sizeof p, 0xab), "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&g);
+}
+
+/* ============================================================================================= */
 /* Daemon restarts                                                                                */
 
 /* 1 if the last KeepAlive that named sequences named exactly `want` (in this order). */
@@ -985,6 +1109,8 @@ int main(void) {
     TEST(test_client_events);
     TEST(test_prefix_wire);
     TEST(test_prefix_stats);
+    TEST(test_remote_restore_wire);
+    TEST(test_remote_stats);
     TEST(test_rejoin_after_restart);
     TEST(test_rejoin_from_keepalive_thread);
     return harness_summary();
