@@ -843,6 +843,11 @@ typedef struct kvd_remote_stats {
     uint64_t mean_restore_us;    /* ... and the mean, microseconds */
     uint32_t queued;             /* offloads waiting to be shipped now ... */
     uint64_t queued_bytes;       /* ... and their bytes */
+    /* Prompt blocks shared with other daemons (remote.share_prefixes): */
+    uint64_t blocks_published;        /* published to the store ... */
+    uint64_t blocks_publish_failures; /* ... or not (store failure, or the queue was full) */
+    uint64_t blocks_imported;         /* taken from the store on a local miss ... */
+    uint64_t blocks_rejected;         /* ... or refused when taken (never served) */
 } kvd_remote_stats;
 
 /**

@@ -332,6 +332,10 @@ kvd_result kvd_client_remote_stats(kvd_client *c, kvd_remote_stats *out) {
     full.mean_restore_us = r->mean_restore_us;
     full.queued = r->queued;
     full.queued_bytes = r->queued_bytes;
+    full.blocks_published = r->blocks_published;
+    full.blocks_publish_failures = r->blocks_publish_failures;
+    full.blocks_imported = r->blocks_imported;
+    full.blocks_rejected = r->blocks_rejected;
     kvd__v1__response__free_unpacked(resp, NULL);
     memcpy(out, &full, full.struct_size); /* only what the caller's struct has room for */
     return kvd__leave(c, KVD_OK);

@@ -152,6 +152,10 @@ static void fake_remote_stats(Kvd__V1__RemoteStats *r) {
     r->mean_restore_us = 59;
     r->queued = 4000000060u;
     r->queued_bytes = 61ull << 37;
+    r->blocks_published = 62ull << 38;
+    r->blocks_publish_failures = 63;
+    r->blocks_imported = 64ull << 39;
+    r->blocks_rejected = 65;
 }
 
 /* Restore's answer for `id`: the same id (sequence 13: 14, a daemon answering for another),

@@ -908,7 +908,10 @@ static void test_remote_stats(void) {
           p.offload_dropped == w.offload_dropped && p.restored == 55 &&
           p.restore_failures == w.restore_failures && p.restore_corrupted == 57 &&
           p.last_restore_us == w.last_restore_us && p.mean_restore_us == 59 &&
-          p.queued == w.queued && p.queued_bytes == w.queued_bytes, "every field at full width");
+          p.queued == w.queued && p.queued_bytes == w.queued_bytes &&
+              p.blocks_published == w.blocks_published && p.blocks_publish_failures == 63 &&
+              p.blocks_imported == w.blocks_imported && p.blocks_rejected == 65,
+          "every field at full width");
     /* A program built against a shorter kvd_remote_stats: only its bytes are written. */
     size_t short_size = offsetof(kvd_remote_stats, restored);
     memset(&p, 0xab, sizeof p);
