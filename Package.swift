@@ -98,7 +98,7 @@ let package = Package(
         .executableTarget(
             name: "kvd",
             dependencies: [
-                "KVDServer", "KVDConfig", "KVDPluginHost",
+                "KVDServer", "KVDConfig", "KVDPluginHost", "CKVDKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/kvd"

@@ -1,6 +1,6 @@
 """The benchmark suite's one command (see Benchmarks/README.md):
 
-    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability]
+    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote]
 
 Every section runs `--runs` times; each table cell is the median (min–max) over those runs of one
 figure measured against a baseline in the same run. Prints Markdown and writes it, with the raw
@@ -14,11 +14,11 @@ import json
 import platform
 from pathlib import Path
 
-from . import cbench, compaction, durability, memory, memory_manager, prefix, rtt_python
+from . import cbench, compaction, durability, memory, memory_manager, prefix, remote, rtt_python
 from .processes import ROOT, Daemon, Echo
 from .summary import fmt, goal_mark, spread
 
-SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix", "durability")
+SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix", "durability", "remote")
 
 
 class Sizes:
@@ -43,6 +43,8 @@ class Sizes:
         # Section 8: operations per daemon per run; sequences held at restart.
         self.durability_repeats = 5 if smoke else 40
         self.durability_counts = (100,) if smoke else (1000, 10000)
+        # Section 9: sequences offloaded and restored, tokens each.
+        self.remote = (4, 64) if smoke else (16, 256)
 
 
 def collect(sections, runs: int, sizes: Sizes) -> dict:
@@ -78,6 +80,8 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
             raw["prefix"].append([prefix.measure(sizes.prefix_doc_tokens, sizes.prefix_new_tokens)])
         if "durability" in sections:
             raw["durability"].append(durability.measure(sizes.durability_repeats, sizes.durability_counts))
+        if "remote" in sections:
+            raw["remote"].append([remote.measure(*sizes.remote)])
     return raw
 
 
@@ -191,7 +195,7 @@ def memory_table(runs: list) -> list:
 
 
 TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table,
-          "manager": memory_manager.table, "prefix": prefix.table, "durability": durability.table}
+          "manager": memory_manager.table, "prefix": prefix.table, "durability": durability.table, "remote": remote.table}
 
 
 def machine() -> str:

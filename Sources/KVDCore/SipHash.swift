@@ -24,6 +24,11 @@ public struct SipKey: Sendable, Hashable {
 public enum SipHash {
     /// 64-bit SipHash-2-4 of `message`; the result's little-endian bytes are the reference's output.
     public static func hash64(_ message: [UInt8], key: SipKey) -> UInt64 {
+        message.withUnsafeBytes { hash64($0, key: key) }
+    }
+
+    /// 64-bit SipHash-2-4 of the bytes `message` points at (checksums of large blobs: no copy).
+    public static func hash64(_ message: UnsafeRawBufferPointer, key: SipKey) -> UInt64 {
         var s = State(key: key, wide: false)
         s.absorb(message)
         return s.finish()
@@ -33,7 +38,7 @@ public enum SipHash {
     /// (little-endian), `hi` the next 8.
     public static func hash128(_ message: [UInt8], key: SipKey) -> (lo: UInt64, hi: UInt64) {
         var s = State(key: key, wide: true)
-        s.absorb(message)
+        message.withUnsafeBytes { s.absorb($0) }
         let lo = s.finish()
         // The second half: another finalization from the same state, told apart by 0xdd.
         s.v1 ^= 0xdd
@@ -79,15 +84,18 @@ public enum SipHash {
             v0 ^= m
         }
 
-        /// Whole 8-byte words, then the last 0–7 bytes with the length's low byte on top.
-        mutating func absorb(_ message: [UInt8]) {
-            let whole = message.count / 8 * 8
+        /// Whole 8-byte words (loaded straight from memory: megabyte blobs are checksummed too),
+        /// then the last 0–7 bytes with the length's low byte on top.
+        mutating func absorb(_ message: UnsafeRawBufferPointer) {
+            let count = message.count
+            let whole = count / 8 * 8
             var i = 0
             while i < whole {
-                compress(SipHash.littleEndianWord(message, i, 8))
+                compress(UInt64(littleEndian: message.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
                 i += 8
             }
-            let last = SipHash.littleEndianWord(message, whole, message.count - whole) | (UInt64(truncatingIfNeeded: message.count) << 56)
+            var last = UInt64(truncatingIfNeeded: count) << 56
+            for j in 0..<(count - whole) { last |= UInt64(message[whole + j]) << (8 * UInt64(j)) }
             compress(last)
         }
 

@@ -25,6 +25,8 @@ import Testing
         let f = F(pages: 128)
         let (s, tags) = try rich(f)
         let bytes = SequenceBlob(capturing: s, memory: f.memory).encoded()
+        // What an offload ships (straight from the pages) is the same bytes.
+        #expect(SequenceBlob.encode(capturing: s, memory: f.memory) == bytes)
         let blob = try SequenceBlob.decode(bytes, expected: F.layout)
         let used = f.allocator.usedCount
         let r = try blob.restore(id: SequenceID(9), tenant: "t", allocator: f.allocator, memory: f.memory)

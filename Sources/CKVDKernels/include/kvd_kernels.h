@@ -66,6 +66,11 @@ const char *kvd_blas_core(void);
 void kvd_blas_set_threads(int n);
 /// Row-major C[m][n] = alpha · A[m][k] · B[n][k]ᵀ. Call only when kvd_blas_available().
 void kvd_sgemm_abt(int m, int n, int k, float alpha, const float *a, const float *b, float *c);
+/* glibc malloc settings for multi-megabyte buffers (remote-tier blobs, large inline appends): such
+ * blocks come from the heap and freed heap stays mapped, so the next buffer of the same size reuses
+ * pages already faulted in instead of mapping (and zeroing) fresh ones. No-op without glibc. */
+void kvd_malloc_tune(void);
+
 #ifdef __cplusplus
 }
 #endif

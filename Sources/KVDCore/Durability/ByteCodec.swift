@@ -12,6 +12,8 @@ public struct DurableFormatError: Error, Sendable, Equatable, CustomStringConver
 public struct ByteWriter: Sendable {
     public private(set) var bytes: [UInt8] = []
     public init() {}
+    /// Room for `capacity` bytes up front (large blobs: no reallocation while writing).
+    public init(capacity: Int) { bytes.reserveCapacity(capacity) }
 
     public mutating func u8(_ v: UInt8) { bytes.append(v) }
     public mutating func bool(_ v: Bool) { bytes.append(v ? 1 : 0) }
@@ -27,6 +29,12 @@ public struct ByteWriter: Sendable {
         bytes.append(contentsOf: utf8)
     }
     public mutating func raw(_ b: [UInt8]) { bytes.append(contentsOf: b) }
+    public mutating func raw(_ b: UnsafeRawBufferPointer) { bytes.append(contentsOf: b) }
+    /// Replaces bytes already written (a header reserved first and filled in last).
+    public mutating func overwrite(at offset: Int, with b: [UInt8]) {
+        precondition(offset >= 0 && offset + b.count <= bytes.count)
+        bytes.replaceSubrange(offset..<(offset + b.count), with: b)
+    }
 }
 
 public struct ByteReader {
@@ -83,4 +91,6 @@ public struct ByteReader {
     }
 
     public mutating func raw(_ n: Int, _ what: String) throws(DurableFormatError) -> [UInt8] { Array(try take(n, what)) }
+    /// Moves past `n` bytes (checked like a read), leaving them where they are.
+    public mutating func skip(_ n: Int, _ what: String) throws(DurableFormatError) { _ = try take(n, what) }
 }

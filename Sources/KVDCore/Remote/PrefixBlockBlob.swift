@@ -2,14 +2,13 @@
 /// chained hash, its parent's, and the K/V of its `page_tokens` tokens in every (layer, head), so a
 /// daemon that misses a prefix locally can take it from Redis instead of recomputing it.
 ///
-/// Bytes: magic `KVDBLKB1` (8), format version (u32), reserved (u32), checksum (u64: SipHash-2-4 of
-/// everything after it under a fixed key), the block's hash (lo, hi), its parent's hash (lo, hi),
+/// Bytes: magic `KVDBLKB1` (8), format version (u32), reserved (u32), checksum (u64: xxHash64 of
+/// everything after it), the block's hash (lo, hi), its parent's hash (lo, hi),
 /// then a `SequenceBlob` of the block (length = (block + 1) × P, every head P tokens at positions
 /// block × P ..< (block + 1) × P, no log-weights) — which names the model and carries its own checks.
 public struct PrefixBlockBlob: Sendable, Equatable {
     public static let magic = Array("KVDBLKB1".utf8)
     public static let version: UInt32 = 1
-    static let checksumKey = SipKey(k0: 0x6B76_645F_626C_6F63, k1: 0x6B5F_7375_6D5F_7631)
 
     public let hash: PrefixHash
     public let parent: PrefixHash
@@ -48,7 +47,7 @@ public struct PrefixBlockBlob: Sendable, Equatable {
         w.raw(Self.magic)
         w.u32(Self.version)
         w.u32(0)
-        w.u64(SipHash.hash64(body.bytes, key: Self.checksumKey))
+        w.u64(XXHash64.hash(body.bytes))
         w.raw(body.bytes)
         return w.bytes
     }
@@ -66,7 +65,7 @@ public struct PrefixBlockBlob: Sendable, Equatable {
         guard try r.u32("block reserved") == 0 else { throw DurableFormatError("prefix block reserved field is not zero") }
         let sum = try r.u64("block checksum")
         let body = Array(bytes[r.offset...])
-        guard SipHash.hash64(body, key: checksumKey) == sum else { throw DurableFormatError("prefix block checksum mismatch (corrupted)") }
+        guard XXHash64.hash(body) == sum else { throw DurableFormatError("prefix block checksum mismatch (corrupted)") }
         var b = ByteReader(body)
         let gotHash = PrefixHash(lo: try b.u64("hash"), hi: try b.u64("hash"))
         let gotParent = PrefixHash(lo: try b.u64("parent"), hi: try b.u64("parent"))
@@ -89,8 +88,10 @@ public struct PrefixBlockBlob: Sendable, Equatable {
         let layout = content.layout
         precondition(pages.count == layout.headCount)
         for (h, page) in pages.enumerated() {
-            content.keys[h].withUnsafeBytes { memory.key(page, slot: 0, layout).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            content.values[h].withUnsafeBytes { memory.value(page, slot: 0, layout).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            content.withHead(h) { k, v in
+                memory.key(page, slot: 0, layout).copyMemory(from: k.baseAddress!, byteCount: k.count)
+                memory.value(page, slot: 0, layout).copyMemory(from: v.baseAddress!, byteCount: v.count)
+            }
         }
     }
 }

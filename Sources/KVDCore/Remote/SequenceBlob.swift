@@ -3,8 +3,8 @@
 /// eviction, or another one — can tell it is whole and meant for the model it serves before a byte
 /// reaches a page.
 ///
-/// Bytes: magic `KVDSEQB1` (8), format version (u32), reserved (u32), checksum (u64: SipHash-2-4 of
-/// the payload under a fixed key; it finds corruption, it authenticates nothing), payload length
+/// Bytes: magic `KVDSEQB1` (8), format version (u32), reserved (u32), checksum (u64: xxHash64 of
+/// the payload, seed 0; it finds corruption, it authenticates nothing), payload length
 /// (u64), then the payload: the layout (model name, layers, KV heads, query heads, head dim, dtype,
 /// page tokens), the sequence (id, generation, length, compaction mark, aliases) and per (layer,
 /// head): token count, position runs, log-weights if any, then the K bytes and the V bytes of its
@@ -13,29 +13,69 @@ public struct SequenceBlob: Sendable, Equatable {
     public static let magic = Array("KVDSEQB1".utf8)
     public static let version: UInt32 = 1
     static let headerBytes = 32
-    static let checksumKey = SipKey(k0: 0x6B76_645F_7365_7162, k1: 0x6C6F_625F_7375_6D31)
 
     public let layout: ModelLayout
     /// The bookkeeping, with no pages (pages are local to a segment).
     public let image: SequenceImage
-    /// Per (layer, head): K bytes and V bytes of its tokens, in token order.
-    public let keys: [[UInt8]]
-    public let values: [[UInt8]]
+    /// The K/V bytes: head h's keys start at `offsets[h]` in `storage`, its values right after
+    /// (count × token bytes each). A decoded blob points into the bytes it was read from: restoring
+    /// copies each head once, from the store's reply straight into the pages.
+    private let storage: [UInt8]
+    private let offsets: [Int]
 
     public init(layout: ModelLayout, image: SequenceImage, keys: [[UInt8]], values: [[UInt8]]) {
+        var storage: [UInt8] = []
+        var offsets: [Int] = []
+        for (k, v) in zip(keys, values) {
+            offsets.append(storage.count)
+            storage += k
+            storage += v
+        }
+        self.init(layout: layout, image: image, storage: storage, offsets: offsets)
+    }
+
+    private init(layout: ModelLayout, image: SequenceImage, storage: [UInt8], offsets: [Int]) {
         self.layout = layout
         self.image = image
-        self.keys = keys
-        self.values = values
+        self.storage = storage
+        self.offsets = offsets
+    }
+
+    public static func == (a: SequenceBlob, b: SequenceBlob) -> Bool {
+        a.layout == b.layout && a.image == b.image && a.keys == b.keys && a.values == b.values
+    }
+
+    private func headBytes(_ h: Int) -> Int { image.heads[h].count * layout.tokenBytes }
+    /// Per (layer, head): its tokens' K bytes, and V bytes, in token order (copies).
+    public var keys: [[UInt8]] { image.heads.indices.map { h in Array(storage[offsets[h]..<(offsets[h] + headBytes(h))]) } }
+    public var values: [[UInt8]] {
+        image.heads.indices.map { h in Array(storage[(offsets[h] + headBytes(h))..<(offsets[h] + 2 * headBytes(h))]) }
     }
 
     /// Bytes of K and V this blob carries.
-    public var kvBytes: Int { keys.reduce(0) { $0 + $1.count } + values.reduce(0) { $0 + $1.count } }
+    public var kvBytes: Int { image.heads.indices.reduce(0) { $0 + 2 * headBytes($1) } }
+
+    /// Runs `body` with head `h`'s K bytes and V bytes, without copying them.
+    public func withHead<T>(_ h: Int, _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> T) -> T {
+        let n = headBytes(h)
+        return storage.withUnsafeBytes { all in
+            body(UnsafeRawBufferPointer(rebasing: all[offsets[h]..<(offsets[h] + n)]),
+                 UnsafeRawBufferPointer(rebasing: all[(offsets[h] + n)..<(offsets[h] + 2 * n)]))
+        }
+    }
 
     // MARK: encoding
 
     public func encoded() -> [UInt8] {
-        var p = ByteWriter()
+        Self.encode(layout: layout, image: image) { h, w in withHead(h) { k, v in w.raw(k); w.raw(v) } }
+    }
+
+    /// The blob's bytes for `image` of `layout`, `writeKV(h, &w)` appending head h's K then V bytes.
+    private static func encode(layout: ModelLayout, image: SequenceImage, writeKV: (Int, inout ByteWriter) -> Void) -> [UInt8] {
+        let kvBytes = image.heads.reduce(0) { $0 + 2 * $1.count * layout.tokenBytes }
+        var p = ByteWriter(capacity: Self.headerBytes + 256 + kvBytes + image.heads.reduce(0) { $0 + 16 + 8 * $1.positionRuns.count + 4 * ($1.storedLogWeights?.count ?? 0) })
+        // The header is reserved first and filled in last: the K/V is copied once.
+        p.raw([UInt8](repeating: 0, count: Self.headerBytes))
         p.string(layout.name)
         for n in [layout.layers, layout.kvHeads, layout.qHeads, layout.headDim, layout.pageTokens] { p.count(n) }
         p.string(layout.dtype.rawValue)
@@ -48,18 +88,17 @@ public struct SequenceBlob: Sendable, Equatable {
         p.count(image.heads.count)
         for (h, head) in image.heads.enumerated() {
             head.encodeTokens(into: &p)
-            p.raw(keys[h])
-            p.raw(values[h])
+            writeKV(h, &p)
         }
-        let payload = p.bytes
+        let sum = p.bytes.withUnsafeBytes { XXHash64.hash(UnsafeRawBufferPointer(rebasing: $0[Self.headerBytes...])) }
         var w = ByteWriter()
         w.raw(Self.magic)
         w.u32(Self.version)
         w.u32(0)
-        w.u64(SipHash.hash64(payload, key: Self.checksumKey))
-        w.u64(UInt64(payload.count))
-        w.raw(payload)
-        return w.bytes
+        w.u64(sum)
+        w.u64(UInt64(p.bytes.count - Self.headerBytes))
+        p.overwrite(at: 0, with: w.bytes)
+        return p.bytes
     }
 
     /// Reads a blob and checks it whole: magic, version, length, checksum, then that it was written
@@ -82,9 +121,9 @@ public struct SequenceBlob: Sendable, Equatable {
         guard length == UInt64(r.remaining) else {
             throw DurableFormatError("blob says \(length) payload bytes but has \(r.remaining) (cut or padded)")
         }
-        let payload = Array(bytes[headerBytes...])
-        guard SipHash.hash64(payload, key: checksumKey) == sum else { throw DurableFormatError("blob checksum mismatch (corrupted)") }
-        var p = ByteReader(payload)
+        let matches = bytes.withUnsafeBytes { all in XXHash64.hash(UnsafeRawBufferPointer(rebasing: all[headerBytes...])) == sum }
+        guard matches else { throw DurableFormatError("blob checksum mismatch (corrupted)") }
+        var p = ByteReader(bytes, from: headerBytes)
         let name = try p.string("model", max: 255)
         var dims: [Int] = []
         for what in ["layers", "kv heads", "query heads", "head dim", "page tokens"] { dims.append(Int(try p.u32(what))) }
@@ -110,25 +149,37 @@ public struct SequenceBlob: Sendable, Equatable {
         let headCount = try p.count("heads", itemBytes: 9)
         guard headCount == expected.headCount else { throw DurableFormatError("blob has \(headCount) heads; the model has \(expected.headCount)") }
         var heads: [HeadCache] = []
-        var keys: [[UInt8]] = []
-        var values: [[UInt8]] = []
+        var offsets: [Int] = []
         for h in 0..<headCount {
             let head = try HeadCache.decodeTokens(&p, pages: [])
-            // count ≤ 2^32 and tokenBytes ≤ a few KiB: no overflow in Int, and `raw` checks the bytes left.
-            let bytes = head.count * expected.tokenBytes
-            keys.append(try p.raw(bytes, "head \(h) keys"))
-            values.append(try p.raw(bytes, "head \(h) values"))
+            // count ≤ 2^32 and tokenBytes ≤ a few KiB: no overflow in Int, and `skip` checks the bytes left.
+            offsets.append(p.offset)
+            try p.skip(2 * head.count * expected.tokenBytes, "head \(h) keys and values")
             heads.append(head)
         }
         guard p.atEnd else { throw DurableFormatError("blob has \(p.remaining) bytes past its last head") }
         let image = SequenceImage(id: id, model: name, generation: generation, length: seqLength, everCompacted: everCompacted,
                                   pinned: false, aliases: aliases, heads: heads)
         try image.validateContents(expected)
-        return SequenceBlob(layout: expected, image: image, keys: keys, values: values)
+        return SequenceBlob(layout: expected, image: image, storage: bytes, offsets: offsets)
     }
 }
 
 extension SequenceBlob {
+    /// The encoded blob of `seq`, its K/V read straight out of its pages into the blob (one copy;
+    /// call on the sequence's queue): what an offload ships.
+    public static func encode(capturing seq: KVSequence, memory: PageMemory) -> [UInt8] {
+        let layout = seq.layout
+        var image = seq.image(pinned: false)
+        for h in image.heads.indices { image.heads[h].pages = [] }
+        return encode(layout: layout, image: image) { h, w in
+            let head = seq.heads[h]
+            let runs = HeadCache.runs(pages: head.pages, start: 0, count: head.count, pageTokens: layout.pageTokens)
+            for run in runs { w.raw(UnsafeRawBufferPointer(start: memory.key(run.page, slot: run.slot, layout), count: run.count * layout.tokenBytes)) }
+            for run in runs { w.raw(UnsafeRawBufferPointer(start: memory.value(run.page, slot: run.slot, layout), count: run.count * layout.tokenBytes)) }
+        }
+    }
+
     /// A copy of `seq`'s K/V and bookkeeping, read out of its pages (call on the sequence's queue).
     public init(capturing seq: KVSequence, memory: PageMemory) {
         let layout = seq.layout
@@ -162,12 +213,14 @@ extension SequenceBlob {
         for (h, head) in image.heads.enumerated() {
             let pages = Array(fresh.prefix(need[h]))
             fresh = fresh.dropFirst(need[h])
-            var at = 0
-            for run in HeadCache.runs(pages: pages, start: 0, count: head.count, pageTokens: pageTokens) {
-                let n = run.count * layout.tokenBytes
-                keys[h].withUnsafeBytes { memory.key(run.page, slot: run.slot, layout).copyMemory(from: $0.baseAddress!.advanced(by: at), byteCount: n) }
-                values[h].withUnsafeBytes { memory.value(run.page, slot: run.slot, layout).copyMemory(from: $0.baseAddress!.advanced(by: at), byteCount: n) }
-                at += n
+            withHead(h) { k, v in
+                var at = 0
+                for run in HeadCache.runs(pages: pages, start: 0, count: head.count, pageTokens: pageTokens) {
+                    let n = run.count * layout.tokenBytes
+                    memory.key(run.page, slot: run.slot, layout).copyMemory(from: k.baseAddress! + at, byteCount: n)
+                    memory.value(run.page, slot: run.slot, layout).copyMemory(from: v.baseAddress! + at, byteCount: n)
+                    at += n
+                }
             }
             heads.append(HeadCache(pages: pages, count: head.count, positionRuns: head.positionRuns, logWeights: head.storedLogWeights))
         }

@@ -37,7 +37,7 @@ enum ManagerActions {
         var offloaded = false
         if kind == .evicted, let remote = store.remote, remote.settings.offloadEvicted, seq.tokensHeld > 0 {
             compactBeforeOffload(remote.settings.offloadPolicy, e, state, store)
-            offloaded = remote.offload(e.space, id: e.id, blob: SequenceBlob(capturing: seq, memory: e.space.arena.pageMemory).encoded())
+            offloaded = remote.offload(e.space, id: e.id, blob: SequenceBlob.encode(capturing: seq, memory: e.space.arena.pageMemory))
         }
         var freed = seq.release(allocator: e.space.pages)
         freed += e.space.prefix.evictUnused(limit: stillNeeded())
