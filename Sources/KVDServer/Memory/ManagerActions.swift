@@ -37,7 +37,11 @@ enum ManagerActions {
         var offloaded = false
         if kind == .evicted, let remote = store.remote, remote.settings.offloadEvicted, seq.tokensHeld > 0 {
             compactBeforeOffload(remote.settings.offloadPolicy, e, state, store)
-            offloaded = remote.offload(e.space, id: e.id, blob: SequenceBlob.encode(capturing: seq, memory: e.space.arena.pageMemory))
+            let blob = SequenceBlob.encode(capturing: seq, memory: e.space.arena.pageMemory)
+            // Recorded before the blob is queued: a shipment that fails at once (Redis down) must
+            // find this record to overwrite with "lost", not be overwritten by it afterwards.
+            e.space.evictions.record(e.id, record, offloaded: true)
+            offloaded = remote.offload(e.space, id: e.id, blob: blob)
         }
         var freed = seq.release(allocator: e.space.pages)
         freed += e.space.prefix.evictUnused(limit: stillNeeded())
@@ -46,7 +50,7 @@ enum ManagerActions {
             state.staging = nil
         }
         state.keepObservation(nil, in: e.space, budget: 0)
-        e.space.evictions.record(e.id, record, offloaded: offloaded)
+        if !offloaded { e.space.evictions.record(e.id, record) }
         store.remove(id: e.id, from: e.space)
         e.refreshGauges(state)
         let c = e.space.counters
