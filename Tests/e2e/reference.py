@@ -139,6 +139,12 @@ def uniform_budgets(B: int, heads: int) -> list:
     return [B] * heads
 
 
+def decimal(x: float) -> Fraction:
+    """A float parameter as the decimal it was written as (0.2 → 1/5, not the binary double just
+    above it): kvd reads parameters of ≤ 9 decimals that way."""
+    return Fraction(repr(float(x)))
+
+
 def pyramid_budgets(B: int, beta: float, L: int, H: int) -> list:
     """PyramidKV: min = B/β, max = 2B − min, b_l = max − l(max − min)/(L − 1), largest remainder
     over layers to Σ_l b_l = L·B; every head of layer l gets b_l."""
@@ -177,7 +183,7 @@ def adakv_hits(layer_scores: list, B: int) -> list:
 
 
 def adakv_budgets_from_hits(hits, B, floor, prefix) -> list:
-    f = Fraction(floor)
+    f = decimal(floor)
     weights = [h * (1 - f) + f * B for h in hits]
     shares = largest_remainder(weights, len(hits) * B)
     return [min(s, p) for s, p in zip(shares, prefix)]
