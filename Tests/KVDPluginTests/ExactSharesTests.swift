@@ -2,11 +2,12 @@ import AdaKV
 import Foundation
 import KVDCore
 import KVDPluginAPI
+import PyramidKV
 import Testing
 
 /// Largest-remainder shares computed exactly (issue 16): exact ties follow the documented
-/// lower-index-first rule instead of float noise. Every expectation is worked out by hand in the
-/// comments.
+/// lower-index-first rule instead of float noise, and PyramidKV's top clamp. Every expectation is
+/// worked out by hand in the comments.
 @Suite struct ExactSharesTests {
     @Test func integerSharesFollowTheTieRule() {
         // 7 : 7 : 1 of 10 → 4.667, 4.667, 0.667: floors 4, 4, 0 (8); the two missing go to the
@@ -46,5 +47,35 @@ import Testing
         let scores: [[Float]] = [81, 56, 55].map { k in (0..<n).map { $0 < k ? 1 : 0 } }
         let b = try! a.budgets(ctx, prefix: [n, n, n], scores: scores)
         #expect(b == [78, 57, 57])
+    }
+
+    @Test func pyramidClampsItsTopToThePrefix() {
+        // B = 40, β = 4, L = 3: min 10, max 70. Prefix 80 ≥ 70: the plain line 70, 40, 10.
+        #expect(pyramidBudgets(layers: 3, budget: 40, beta: 4, prefix: 80) == [70, 40, 10])
+        // Prefix 48 < 70: top 48, bottom 2·40 − 48 = 32 → 48, 40, 32 (Σ 120 = 3·40). Unclamped,
+        // layer 0 would have been cut to 48 by the prefix and 22 tokens lost (Σ 98).
+        #expect(pyramidBudgets(layers: 3, budget: 40, beta: 4, prefix: 48) == [48, 40, 32])
+        // B = 30, β = 20, L = 3, prefix 42: max 58.5 → top 42, bottom 18 → 42, 30, 18.
+        #expect(pyramidBudgets(layers: 3, budget: 30, beta: 20, prefix: 42) == [42, 30, 18])
+        // L = 4, B = 10, prefix 15: top 15, bottom 5, step 10/3 → 15, 11.67, 8.33, 5: floors
+        // 15, 11, 8, 5 (39); the missing 1 goes to .67 (layer 1) → 15, 12, 8, 5.
+        #expect(pyramidBudgets(layers: 4, budget: 10, beta: 20, prefix: 15) == [15, 12, 8, 5])
+        // Prefix shorter than B: top n, bottom 2B − n > n; every layer keeps its whole prefix.
+        #expect(pyramidBudgets(layers: 3, budget: 10, beta: 20, prefix: 6) == [6, 10, 14])
+        #expect(pyramidBudgets(layers: 1, budget: 10, beta: 20, prefix: 6) == [10])
+    }
+
+    @Test func pyramidExactTieGoesToTheLowerLayer() {
+        // L = 5, B = 10, β = 2.5: min 4, max 16, step 3 → 16, 13, 10, 7, 4 (no remainders).
+        #expect(pyramidBudgets(layers: 5, budget: 10, beta: 2.5, prefix: 100) == [16, 13, 10, 7, 4])
+        // L = 3, B = 10, β = 20: 19.5, 10, 0.5 → the .5/.5 tie goes to layer 0 → 20, 10, 0.
+        #expect(pyramidBudgets(layers: 3, budget: 10, beta: 20, prefix: 42) == [20, 10, 0])
+        // L = 4, B = 10, β = 20: 19.5, 13.17, 6.83, 0.5: floors 19, 13, 6, 0 (38); the 2 missing go
+        // to .83 (layer 2), then the .5/.5 tie to layer 0 → 20, 13, 7, 0. (In Double the last
+        // layer's 0.5 came out larger and the result was 19, 13, 7, 1.)
+        #expect(pyramidBudgets(layers: 4, budget: 10, beta: 20, prefix: 100) == [20, 13, 7, 0])
+        // L = 7, B = 7, β = 1.4: min 5, max 9, step 2/3 → 9, 8.33, 7.67, 7, 6.33, 5.67, 5:
+        // floors 9, 8, 7, 7, 6, 5, 5 (47); the 2 missing go to the .67s, layers 2 and 5.
+        #expect(pyramidBudgets(layers: 7, budget: 7, beta: 1.4, prefix: 100) == [9, 8, 8, 7, 6, 6, 5])
     }
 }

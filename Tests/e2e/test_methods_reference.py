@@ -242,6 +242,18 @@ def test_adakv_ties_go_to_lower_head(gqa_client):
     assert list(r.budgets) == [11, 1] * L
 
 
+def test_pyramid_top_clamped_to_the_prefix(gqa_client):
+    """B = 30, β = 20 on a 42-token prefix (3 layers): max = 2·30 − 1.5 = 58.5 ≥ 42, so as in
+    PyramidKV's released code the top becomes 42 and the bottom 2·30 − 42 = 18: budgets 42, 30, 18
+    (Σ over the layers = 3·30). Without the clamp: 59, 30, 1, of which layer 0 can keep only 42."""
+    K, V, Q = planted_data(MODEL_GQA_F32, seed=34)
+    r, kept = check_compaction(gqa_client, MODEL_GQA_F32, K, V, "pyramidkv",
+                               dict(queries=Q, budget=30), dict(Q=Q.astype(np.float64), budget=30),
+                               exact=False)
+    assert list(r.budgets) == [42, 42, 30, 30, 18, 18]
+    assert [len(k) - W for k in kept] == [42, 42, 30, 30, 18, 18]
+
+
 def test_streamingllm_reports_no_budgets(gqa_client):
     """compact.proto: CompactResponse.budgets is "empty for methods without budgets, e.g.
     streamingllm"."""
