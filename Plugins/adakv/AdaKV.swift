@@ -6,6 +6,7 @@ import KVDPluginAPI
 /// (2024). The heads of a layer share H·B tokens: take the layer's global top-(H·B) scores, give head
 /// h count_h = hits_h·(1 − f) + f·B (floor fraction f), rounded by largest remainder so the layer
 /// total stays H·B (exact arithmetic, see `adaKVShares`); then top-count_h inside each head.
+/// Scores: window attention max-pooled with kernel 7, the AdaKV code's setting.
 public struct AdaKVAllocator: BudgetAllocator {
     public init() {}
     public let name = "adakv"
@@ -75,6 +76,8 @@ func layerHits(_ scores: [[Float]], heads: [Int], take: Int) -> [Int] {
 
 public enum AdaKV {
     public static let method = ComposedMethod(
-        name: "adakv", description: "AdaKV (Feng et al. 2024): a layer's budget moves to the heads that need it, SnapKV scores",
-        scorer: WindowAttentionScorer(pooling: .avg, kernel: 5), allocator: AdaKVAllocator())
+        name: "adakv", description: "AdaKV (Feng et al. 2024): a layer's budget moves to the heads that need it, window attention max-pooled (kernel 7)",
+        // Max pooling with kernel 7 as in the AdaKV code: AdaptiveSnapKVCluster's defaults and the
+        // compress configs of its LongBench runs (c*_w32_k7_maxpool). SnapKV's own default is avg, 5.
+        scorer: WindowAttentionScorer(pooling: .max, kernel: 7), allocator: AdaKVAllocator())
 }

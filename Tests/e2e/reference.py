@@ -29,7 +29,7 @@ PRESETS = {
     "snapkv": ("window", "avg", 5, "uniform"),
     "h2o": ("window", "none", 1, "uniform"),
     "pyramidkv": ("window", "avg", 5, "pyramidkv"),
-    "adakv": ("window", "avg", 5, "adakv"),
+    "adakv": ("window", "max", 7, "adakv"),
     "headkv": ("window", "max", 7, "headkv"),
 }
 # Scorer names a config policy may compose (Catalog.scorers).
