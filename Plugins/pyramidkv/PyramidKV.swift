@@ -6,6 +6,14 @@ import KVDPluginAPI
 /// Funneling" (2024). Lower layers keep more: with average budget B and β, min = B/β,
 /// max = 2B − min, b_l = max − l·(max − min)/(L − 1); every head of layer l gets b_l (rounded by
 /// largest remainder over layers so the total is exactly L·H·B).
+///
+/// When max would pass the prefix n (the tokens before the window), the top is clamped to n and the
+/// bottom raised to 2B − n, as `PyramidKVCluster.update_kv` in the released code
+/// (pyramidkv/pyramidkv_utils.py: `if max_num >= q_len - window_size: max_num = q_len -
+/// window_size; min_num = 2·(max_capacity_prompt − window_size) − max_num`). The line still
+/// averages B, so what the top layers cannot use goes to the deeper ones instead of being lost.
+/// n is the longest head's prefix (all heads have the same unless an earlier compaction made them
+/// uneven; a shorter head still keeps at most its own prefix).
 public struct PyramidAllocator: BudgetAllocator {
     public init() {}
     public let name = "pyramidkv"
@@ -15,17 +23,54 @@ public struct PyramidAllocator: BudgetAllocator {
 
     public func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int] {
         let m = context.layout
-        let b = Double(BudgetParams.average(context.params, prefix: prefix))
-        let beta = context.params.float("beta")
-        let low = b / beta
-        let high = 2 * b - low
-        let perLayer: [Double] = (0..<m.layers).map { l in
-            m.layers == 1 ? b : high - Double(l) * (high - low) / Double(m.layers - 1)
-        }
-        // b_l is what every head of layer l keeps; rounding by largest remainder keeps Σ_l b_l = L·B.
-        let perHead = largestRemainder(perLayer, total: Int(b) * m.layers)
-        return (0..<m.headCount).map { perHead[$0 / m.kvHeads] }
+        let b = BudgetParams.average(context.params, prefix: prefix)
+        let perLayer = pyramidBudgets(layers: m.layers, budget: b, beta: context.params.float("beta"), prefix: prefix.max() ?? 0)
+        return (0..<m.headCount).map { perLayer[$0 / m.kvHeads] }
     }
+}
+
+/// b_l for each layer, Σ_l b_l = L·B, by largest remainder (ties to the lower layer). The line's
+/// shares are computed in integers when they can be — clamped: b_l·(L − 1) = n(L − 1) − 2l(n − B);
+/// unclamped with β = p/q (a decimal of ≤ 9 places): b_l ∝ (2p − q)(L − 1) − 2l(p − q) — so equal
+/// remainders stay equal and the lower layer gets the extra token; floating point otherwise.
+public func pyramidBudgets(layers: Int, budget b: Int, beta: Double, prefix n: Int) -> [Int] {
+    guard layers > 1 else { return [Int](repeating: b, count: max(0, layers)) }
+    let total = b * layers
+    let steps = layers - 1
+    let low = Double(b) / beta
+    let high = 2 * Double(b) - low
+    let clamped = high >= Double(n)
+    var numerators: [Int]? = []
+    for l in 0..<layers {
+        let value: Int?
+        if clamped {
+            value = sub(mul(n, steps), mul(2 * l, sub(n, b)))
+        } else if let (p, q) = decimalFraction(beta) {
+            value = sub(mul(sub(mul(2, p), q), steps), mul(2 * l, sub(p, q)))
+        } else {
+            value = nil
+        }
+        guard let value else { numerators = nil; break }
+        numerators?.append(value)
+    }
+    if let numerators, let shares = largestRemainder(numerators: numerators, total: total) { return shares }
+    let top = clamped ? Double(n) : high
+    let bottom = clamped ? 2 * Double(b) - Double(n) : low
+    return largestRemainder((0..<layers).map { top - Double($0) * (top - bottom) / Double(steps) }, total: total)
+}
+
+// Overflow-checked Int steps (nil propagates): absurd parameters fall back to floating point
+// instead of trapping.
+private func mul(_ a: Int?, _ b: Int?) -> Int? {
+    guard let a, let b else { return nil }
+    let (r, overflow) = a.multipliedReportingOverflow(by: b)
+    return overflow ? nil : r
+}
+
+private func sub(_ a: Int?, _ b: Int?) -> Int? {
+    guard let a, let b else { return nil }
+    let (r, overflow) = a.subtractingReportingOverflow(b)
+    return overflow ? nil : r
 }
 
 public enum PyramidKV {

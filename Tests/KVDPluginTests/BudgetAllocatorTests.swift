@@ -15,9 +15,13 @@ import Testing
 
     @Test func pyramidFollowsTheLine() throws {
         let a = PyramidAllocator()
-        // B = 40, β = 4: min 10, max 70; L = 3 → 70, 40, 10 per head.
-        let b = try a.budgets(try context([("budget", .int(40)), ("beta", .float(4))], a.params), prefix: Array(repeating: 48, count: 6), scores: nil)
+        // B = 40, β = 4: min 10, max 70; L = 3 → 70, 40, 10 per head (prefix 80 ≥ 70).
+        let ctx = try context([("budget", .int(40)), ("beta", .float(4))], a.params)
+        let b = try a.budgets(ctx, prefix: Array(repeating: 80, count: 6), scores: nil)
         #expect(b == [70, 70, 40, 40, 10, 10])
+        // Prefix 48 < 70: the top is clamped to 48 and the bottom raised to 2·40 − 48 = 32.
+        let clamped = try a.budgets(ctx, prefix: Array(repeating: 48, count: 6), scores: nil)
+        #expect(clamped == [48, 48, 40, 40, 32, 32])
         // B = 10, β = 3: min 3.33, max 16.67, mid 10 → floors 16, 10, 3 (29); +1 to the largest remainder (.67, first layer).
         let c = try a.budgets(try context([("budget", .int(10)), ("beta", .float(3))], a.params), prefix: Array(repeating: 48, count: 6), scores: nil)
         #expect(c == [17, 17, 10, 10, 3, 3])

@@ -29,7 +29,7 @@ PRESETS = {
     "snapkv": ("window", "avg", 5, "uniform"),
     "h2o": ("window", "none", 1, "uniform"),
     "pyramidkv": ("window", "avg", 5, "pyramidkv"),
-    "adakv": ("window", "avg", 5, "adakv"),
+    "adakv": ("window", "max", 7, "adakv"),
     "headkv": ("window", "max", 7, "headkv"),
 }
 # Scorer names a config policy may compose (Catalog.scorers).
@@ -139,12 +139,21 @@ def uniform_budgets(B: int, heads: int) -> list:
     return [B] * heads
 
 
-def pyramid_budgets(B: int, beta: float, L: int, H: int) -> list:
-    """PyramidKV: min = B/β, max = 2B − min, b_l = max − l(max − min)/(L − 1), largest remainder
-    over layers to Σ_l b_l = L·B; every head of layer l gets b_l."""
+def decimal(x: float) -> Fraction:
+    """A float parameter as the decimal it was written as (0.2 → 1/5, not the binary double just
+    above it): kvd reads parameters of ≤ 9 decimals that way."""
+    return Fraction(repr(float(x)))
+
+
+def pyramid_budgets(B: int, beta: float, L: int, H: int, n: int = None) -> list:
+    """PyramidKV: min = B/β, max = 2B − min; if max ≥ n (the prefix before the window; the longest
+    head's), max = n and min = 2B − n (the released code's clamp); b_l = max − l(max − min)/(L − 1),
+    largest remainder over layers to Σ_l b_l = L·B; every head of layer l gets b_l."""
     B_ = Fraction(B)
-    lo = B_ / Fraction(beta)
+    lo = B_ / decimal(beta)
     hi = 2 * B_ - lo
+    if n is not None and hi >= n:
+        hi, lo = Fraction(n), 2 * B_ - n
     per_layer = [B_] if L == 1 else [hi - l * (hi - lo) / (L - 1) for l in range(L)]
     shares = _lr_exact(per_layer, L * B)
     return [shares[i // H] for i in range(L * H)]
@@ -177,7 +186,7 @@ def adakv_hits(layer_scores: list, B: int) -> list:
 
 
 def adakv_budgets_from_hits(hits, B, floor, prefix) -> list:
-    f = Fraction(floor)
+    f = decimal(floor)
     weights = [h * (1 - f) + f * B for h in hits]
     shares = largest_remainder(weights, len(hits) * B)
     return [min(s, p) for s, p in zip(shares, prefix)]
@@ -332,7 +341,7 @@ def reference(method: str, K, Q=None, *, budget=128, fraction=0.0, window=0, poo
     if alloc == "uniform":
         budgets = uniform_budgets(B, L * H)
     elif alloc == "pyramidkv":
-        budgets = pyramid_budgets(B, 20.0 if beta is None else beta, L, H)
+        budgets = pyramid_budgets(B, 20.0 if beta is None else beta, L, H, max(prefix))
     elif alloc == "adakv":
         budgets = adakv_budgets(scores, B, L, H, floor, prefix)
     elif alloc == "headkv":

@@ -83,6 +83,87 @@ def test_cli_help():
     assert r.returncode == 0 and "--min-correct" in r.stdout and "--resume" in r.stdout, r.stderr
 
 
+# ---------------------------------------------------------------------------------------------
+# HeadKV-R2 scoring on a synthetic case (no model): only the steps that generated the answer count
+
+class FakeTokenizer:
+    """Token id i decodes to VOCAB[i]; a decoded prefix is the concatenation."""
+    VOCAB = ["The", " locker", " is", " 93", "76", ".", " 9", ",", "376", " \"", "Pe", "pper",
+             "\"", "\n"]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.VOCAB[i] for i in ids)
+
+
+def needle(answer, kind):
+    from kvd_transformers.calibrate.needles import Needle
+    return Needle("fact", "Which locker? Answer with the number.", answer, kind)
+
+
+def synthetic_recorder(steps=6, layers=2, q_heads=3, S=10, start=4, end=7, seed=0):
+    """A recorder fed ``steps`` decoding steps of random attention; returns it and the attention
+    [steps, layers, q_heads, S] (numpy)."""
+    import torch
+
+    from kvd_transformers.calibrate.capture import NeedleRecorder
+
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((steps, layers, q_heads, S)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    rec = NeedleRecorder(layers, q_heads, start, end)
+    for s in range(steps):
+        for l in range(layers):
+            rec.add(l, torch.tensor(probs[s, l], dtype=torch.float32))
+        rec.end_step()
+    return rec, probs
+
+
+def released_step_scores(probs, start, end):
+    """Per step, layer, head: Σ over the top-N attended positions inside [start, end) of a / N,
+    N = end − start (HeadKV-R2's retrieval_calculate without its factor 10), in NumPy."""
+    n = end - start
+    top = np.argsort(-probs, axis=-1)[..., :n]
+    vals = np.take_along_axis(probs, top, -1)
+    return (vals * ((top >= start) & (top < end))).sum(-1) / n
+
+
+def test_headkv_answer_steps():
+    from kvd_transformers.calibrate.headkv import answer_steps
+
+    tok = FakeTokenizer()
+    # "The locker is 9376." → the answer's tokens " 93", "76" are steps 3 and 4
+    assert answer_steps(tok, [0, 1, 2, 3, 4, 5], needle("9376", "number")) == [3, 4]
+    # answered at once ("9376" first): steps 0 and 1, the released code's first A = 2 steps
+    assert answer_steps(tok, [3, 4, 5], needle("9376", "number")) == [0, 1]
+    # "The locker is 9,376." → " 9", ",", "376"
+    assert answer_steps(tok, [0, 1, 2, 6, 7, 8, 5], needle("9376", "number")) == [3, 4, 5]
+    # a word in quotes: ' "', "Pe", "pper", '"' → "Pe", "pper"
+    assert answer_steps(tok, [0, 9, 10, 11, 12, 13], needle("Pepper", "text")) == [2, 3]
+    # not there (a wrong answer, or a longer number that only contains it)
+    assert answer_steps(tok, [0, 1, 2, 8, 5], needle("9376", "number")) == []    # "... 376."
+    assert answer_steps(tok, [0, 1, 2, 3, 4, 5], needle("376", "number")) == []  # "... 9376."
+
+
+def test_headkv_scores_only_the_answer_steps():
+    from kvd_transformers.calibrate.headkv import answer_steps
+
+    start, end = 4, 7
+    rec, probs = synthetic_recorder(start=start, end=end)
+    per_step = released_step_scores(probs, start, end)           # [steps, layers, q_heads]
+    steps = answer_steps(FakeTokenizer(), [0, 1, 2, 3, 4, 5], needle("9376", "number"))
+    got = rec.score(steps).numpy()
+    want = per_step[[3, 4]].mean(0)                              # the answer's 2 steps, / A = 2
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    # every decoding step (what the tool did before) is a different score
+    assert not np.allclose(per_step.mean(0), want, rtol=1e-3)
+    # answered at once: exactly the released rule, Σ over the first A steps of a / (N·A)
+    rec0, probs0 = synthetic_recorder(steps=3, seed=1)
+    a = len(answer_steps(FakeTokenizer(), [3, 4, 5], needle("9376", "number")))
+    released = released_step_scores(probs0, start, end)[:a].sum(0) / a
+    np.testing.assert_allclose(rec0.score(range(a)).numpy(), released, rtol=1e-6, atol=1e-9)
+    assert not rec.score([]).any()
+
+
 def test_headkv_scores_accepted_by_kvd(smollm2, daemon, client, tmp_path, capsys):
     out = tmp_path / "scores.json"
     rc, cap = run_headkv(["--out", str(out)] + HEADKV_TINY, smollm2, capsys)

@@ -176,6 +176,17 @@ def test_head_views_single_run_is_view_several_runs_concatenate():
     assert empty.keys.shape == (0, 4)
 
 
+def test_head_copy_keeps_alias_fields():
+    """A KVSharer-aliased head (layer 3 reading layer 1) is still aliased, owner 1, once copied."""
+    backing = np.arange(12, dtype=np.float32).reshape(3, 4)
+    h = HeadData(3, 0, 3, 4, np.dtype(np.float32), np.arange(3, dtype=np.int32),
+                 np.zeros(3, np.float32), [backing], [backing], aliased=True, owner_layer=1)
+    cp = h.copy()
+    assert (cp.layer, cp.aliased, cp.owner_layer) == (3, True, 1)
+    own = _head(2, 1, [backing]).copy()
+    assert (own.aliased, own.owner_layer) == (False, 2)
+
+
 def test_stacked():
     rng = np.random.default_rng(0)
     k = rng.standard_normal((2, 2, 3, 4)).astype(np.float32)

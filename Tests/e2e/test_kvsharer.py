@@ -184,6 +184,28 @@ def test_alias_frees_pages_and_reads_owner(c):
     c.release(seq)
 
 
+@pytest.mark.parametrize("mode", ["pages", "inline", "gather", "metadata"])
+def test_copied_query_keeps_alias_fields(c, mode):
+    """``query(copy=True)`` detaches the arrays but keeps what each head is: after the chain
+    "2:1,3:2" (→ 2 and 3 alias 1), heads of layers 2 and 3 say aliased, owner 1, with layer 1's
+    data; the others are their own owners. Same fields as the uncopied result."""
+    K, V = layered_kv(46)
+    seq = fill_sequence(c, MODEL_SEED_F32, K, V, chunk=40)
+    c.compact(seq, "kvsharer", alias_map="2:1,3:2")
+    want = {0: 0, 1: 1, 2: 1, 3: 1}
+    copied = list(c.query(seq, mode=mode, copy=True))
+    plain = list(c.query(seq, mode=mode))
+    assert [(h.layer, h.head) for h in copied] == [(l, h) for l in range(L) for h in range(H)]
+    for cp, pl in zip(copied, plain):
+        assert (cp.aliased, cp.owner_layer) == (cp.layer != want[cp.layer], want[cp.layer]), \
+            f"{mode} layer {cp.layer} head {cp.head}: aliased {cp.aliased} owner {cp.owner_layer}"
+        assert (cp.aliased, cp.owner_layer) == (pl.aliased, pl.owner_layer)
+        if mode != "metadata":
+            assert_bits_equal(cp.keys, K[want[cp.layer], cp.head], f"{mode} copied K {cp.layer}")
+            assert not np.shares_memory(cp.keys, pl.keys)
+    c.release(seq)
+
+
 @pytest.mark.parametrize("zero_copy", [False, True])
 def test_append_after_alias_ignores_aliased_layers(c, zero_copy):
     K, V = layered_kv(41)

@@ -242,6 +242,35 @@ def test_adakv_ties_go_to_lower_head(gqa_client):
     assert list(r.budgets) == [11, 1] * L
 
 
+def test_adakv_pools_like_the_adakv_code(gqa_client):
+    """AdaKV's default scores are max-pooled with kernel 7, as in the AdaKV code
+    (AdaptiveSnapKVCluster; its LongBench configs c*_w32_k7_maxpool): Hello says so, and a request
+    without pooling parameters matches the NumPy reference run with max/7 (here the avg/5 reference
+    keeps other tokens, so the check tells the two apart)."""
+    params = {p.name: p.default_value for m in gqa_client.hello().methods if m.name == "adakv"
+              for p in m.params}
+    assert (params["pooling"], params["kernel"]) == ("max", "7")
+    K, V, Q = planted_data(MODEL_GQA_F32, seed=33)
+    kw, rk = request_for("adakv", ("budget", 9), Q)
+    _, kept = check_compaction(gqa_client, MODEL_GQA_F32, K, V, "adakv", kw,
+                               dict(rk, pooling="max", kernel=7), exact=False)
+    _, kept_avg, _ = ref.reference("adakv", K.astype(np.float64), Q.astype(np.float64), budget=9,
+                                   pooling="avg", kernel=5)
+    assert any(a.tolist() != b.tolist() for a, b in zip(kept, kept_avg))
+
+
+def test_pyramid_top_clamped_to_the_prefix(gqa_client):
+    """B = 30, β = 20 on a 42-token prefix (3 layers): max = 2·30 − 1.5 = 58.5 ≥ 42, so as in
+    PyramidKV's released code the top becomes 42 and the bottom 2·30 − 42 = 18: budgets 42, 30, 18
+    (Σ over the layers = 3·30). Without the clamp: 59, 30, 1, of which layer 0 can keep only 42."""
+    K, V, Q = planted_data(MODEL_GQA_F32, seed=34)
+    r, kept = check_compaction(gqa_client, MODEL_GQA_F32, K, V, "pyramidkv",
+                               dict(queries=Q, budget=30), dict(Q=Q.astype(np.float64), budget=30),
+                               exact=False)
+    assert list(r.budgets) == [42, 42, 30, 30, 18, 18]
+    assert [len(k) - W for k in kept] == [42, 42, 30, 30, 18, 18]
+
+
 def test_streamingllm_reports_no_budgets(gqa_client):
     """compact.proto: CompactResponse.budgets is "empty for methods without budgets, e.g.
     streamingllm"."""

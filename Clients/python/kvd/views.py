@@ -141,9 +141,11 @@ class HeadData:
         """A detached copy: every array owns its memory (safe after the generation changes)."""
         cp = lambda a: None if a is None else np.array(a, copy=True)
         keys, values = cp(self.keys), cp(self.values)
+        # A KVSharer-aliased head stays marked as one (its data is its owner layer's).
         return HeadData(self.layer, self.head, self.num_tokens, self.head_dim, self.dtype,
                         cp(self.positions), cp(self.log_weights),
-                        None if keys is None else [keys], None if values is None else [values])
+                        None if keys is None else [keys], None if values is None else [values],
+                        aliased=self.aliased, owner_layer=self.owner_layer)
 
     def __repr__(self) -> str:
         runs = "-" if self._kp is None else len(self.key_pages)

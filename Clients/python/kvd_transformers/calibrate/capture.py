@@ -4,7 +4,9 @@ decoding step (one new token) of every query head.
 
 Per step and query head with attention a over all cached positions: take the top-N positions
 (N = needle length in tokens) and add a[p] / N for each p inside the needle span. Multi-token
-calls (the prefill) are plain SDPA attention and are not scored.
+calls (the prefill) are plain SDPA attention and are not scored. Each step's scores are kept apart
+so that a question is scored over the steps that generated its answer only (:meth:`score`), as the
+HeadKV code stops scoring at the answer's length.
 """
 
 from __future__ import annotations
@@ -15,24 +17,35 @@ ATTN_NAME = "kvd_calib_headkv"
 
 
 class NeedleRecorder:
-    """Accumulates per-(layer, query head) scores over the decoding steps of one question."""
+    """Per-(layer, query head) scores of each decoding step of one question."""
 
     def __init__(self, layers: int, q_heads: int, start: int, end: int):
         self.start, self.end = int(start), int(end)
         self.n = self.end - self.start
-        self.scores = torch.zeros((layers, q_heads), dtype=torch.float64)
-        self.steps = 0
+        self.current = torch.zeros((layers, q_heads), dtype=torch.float64)
+        self.steps: list[torch.Tensor] = []
 
     def add(self, layer: int, probs: torch.Tensor) -> None:
-        """``probs``: [q_heads, S] attention of the step's query."""
+        """``probs``: [q_heads, S] attention of the current step's query."""
         k = min(self.n, probs.shape[-1])
         vals, idx = probs.topk(k, dim=-1)
         inside = (idx >= self.start) & (idx < self.end)
-        self.scores[layer] += (vals * inside).sum(-1).double() / self.n
+        self.current[layer] += (vals * inside).sum(-1).double() / self.n
 
-    def per_step(self) -> torch.Tensor:
-        """Scores averaged over the decoding steps (so answers of any length weigh the same)."""
-        return self.scores / max(1, self.steps)
+    def end_step(self) -> None:
+        """Close the current decoding step (every layer has added its attention)."""
+        self.steps.append(self.current)
+        self.current = torch.zeros_like(self.current)
+
+    def score(self, steps) -> torch.Tensor:
+        """The question's scores [layers, q_heads]: the sum over ``steps`` (indices of decoding
+        steps) divided by their count A. The HeadKV-R2 code (retrieval_head_detection_r2.py)
+        decodes at most A = the answer's token count steps and adds a/(N·A) per step, so this is its
+        score (without its constant factor 10) over the A steps that generated the answer."""
+        steps = list(steps)
+        if not steps:
+            return torch.zeros_like(self.current)
+        return torch.stack([self.steps[i] for i in steps]).sum(0) / len(steps)
 
 
 _active: NeedleRecorder | None = None

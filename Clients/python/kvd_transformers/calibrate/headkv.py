@@ -5,8 +5,10 @@
 For each needle question (a fact that needs a reasoning step, hidden in ``pydoc_data.topics``
 text): prefill all but the last prompt token, then decode greedily one token at a time; at every
 decoding step each query head adds, for each of its top-N attended positions (N = needle length in
-tokens) inside the needle span, attention / N. A question's scores (averaged over its decoding
-steps) are kept only if the answer is right (number match; token F1 > 50 for text). The file holds,
+tokens) inside the needle span, attention / N. A question's score is the mean over the steps that
+generated the answer's tokens (the HeadKV code scores the first A steps, A = the answer's length,
+because its models answer at once; SmolLM2 answers in a sentence, so kvd finds the answer in it),
+kept only if the answer is right (number match; token F1 > 50 for text). The file holds,
 per query head, the list of kept per-question scores: ``{"layer-head": [score, ...]}`` — kvd takes
 the mean as the head's importance (and the mean or max over each KV head's query heads).
 
@@ -78,8 +80,29 @@ def question_plan(args, i: int):
     return make_needle(rng), length, depth, args.seed * 1_000_003 + i
 
 
+def answer_steps(tokenizer, new: list, needle) -> list:
+    """Indices of the decoding steps that generated the answer: step i produced token ``new[i]``,
+    and the steps kept are those whose token overlaps the answer's first occurrence in the decoded
+    text (:func:`needles.answer_span`). Empty when the answer is not in the text."""
+    from kvd_transformers.calibrate.needles import answer_span
+
+    span = answer_span(needle, tokenizer.decode(new, skip_special_tokens=True))
+    if span is None:
+        return []
+    a, b = span
+    steps, start = [], 0
+    for i in range(len(new)):
+        end = len(tokenizer.decode(new[:i + 1], skip_special_tokens=True))
+        if end > start and start < b and end > a:  # token i covers characters [start, end)
+            steps.append(i)
+        start = max(start, end)
+    return steps
+
+
 def answer_question(model, tokenizer, needle, length, depth, hay_seed, max_new: int):
-    """``(generated text, per-step scores [layers, q_heads] or None if no step ran, prompt len)``."""
+    """``(generated text, scores [layers, q_heads] over the answer's steps, prompt length, scored
+    steps)``. Decoding goes on past the answer (up to ``max_new`` tokens, EOS or a newline) so a
+    sentence answer can be judged whole, but only the steps that generated the answer count."""
     import torch
     from transformers import DynamicCache
 
@@ -99,7 +122,7 @@ def answer_question(model, tokenizer, needle, length, depth, hay_seed, max_new: 
         try:
             for _ in range(max_new):
                 out = model(nxt, past_key_values=cache, use_cache=True)
-                rec.steps += 1
+                rec.end_step()
                 tok = int(out.logits[0, -1].argmax())
                 if tok in eos:
                     break
@@ -109,7 +132,9 @@ def answer_question(model, tokenizer, needle, length, depth, hay_seed, max_new: 
                 nxt = torch.tensor([[tok]])
         finally:
             capture.set_recorder(None)
-    return tokenizer.decode(new, skip_special_tokens=True).strip(), rec.per_step(), ids.shape[1]
+    steps = answer_steps(tokenizer, new, needle)
+    return (tokenizer.decode(new, skip_special_tokens=True).strip(), rec.score(steps),
+            ids.shape[1], steps)
 
 
 def head_table(state: dict, layers: int, q_heads: int, per_kv: int = 0) -> dict:
@@ -135,7 +160,10 @@ def run(args, loaded=None) -> int:
     cpath = ckpt.checkpoint_path(out)
     settings = {"tool": "headkv", "model": args.model or "smollm2", "questions": args.questions,
                 "lengths": args.lengths, "depths": args.depths, "seed": args.seed,
-                "max_new_tokens": args.max_new_tokens}
+                "max_new_tokens": args.max_new_tokens,
+                # Scores over the answer's steps only; a checkpoint scored over every decoding
+                # step (no such key) is not resumed into it.
+                "scoring": "answer-steps"}
     if args.resume:
         try:
             state = ckpt.load(cpath, settings)
@@ -182,14 +210,15 @@ def run(args, loaded=None) -> int:
                 return EXIT_STOPPED
             i = state["next"]
             needle, length, depth, hay_seed = question_plan(args, i)
-            text, scores, n = answer_question(model, tokenizer, needle, length, depth, hay_seed,
-                                              args.max_new_tokens)
+            text, scores, n, steps = answer_question(model, tokenizer, needle, length, depth,
+                                                     hay_seed, args.max_new_tokens)
             from kvd_transformers.calibrate.needles import is_correct
-            ok = is_correct(needle, text)
+            # A right answer is in the text, so it has scored steps; `not steps` is a safeguard.
+            ok = is_correct(needle, text) and bool(steps)
             if ok:
                 state["kept"].append([[round(float(x), 8) for x in row] for row in scores.tolist()])
             state["answers"].append({"i": i, "tokens": n, "depth": depth, "answer": needle.answer,
-                                     "generated": text, "correct": ok})
+                                     "generated": text, "correct": ok, "scored_steps": steps})
             state["next"] = i + 1
             answered += 1
             ckpt.save(cpath, settings, state)

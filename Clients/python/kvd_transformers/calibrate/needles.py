@@ -88,3 +88,17 @@ def is_correct(needle: Needle, text: str) -> bool:
     if needle.kind == "number":
         return first_number(text) == needle.answer
     return f1(needle.answer, answer_words(needle, text)) > 0.5
+
+
+def answer_span(needle: Needle, text: str) -> tuple[int, int] | None:
+    """Where the expected answer first appears in ``text`` as characters ``(start, end)``, or None:
+    numbers as a whole digit run (thousands commas allowed, as :func:`first_number` allows them),
+    text as a whole word, case-insensitive. For an answer :func:`is_correct` accepts, this is the
+    answer the model gave."""
+    if needle.kind == "number":
+        pattern = r"(?<![0-9,])" + ",?".join(re.escape(d) for d in needle.answer) + r"(?![0-9])"
+        m = re.search(pattern, text)
+    else:
+        m = re.search(r"(?<![a-z0-9])" + re.escape(needle.answer.lower()) + r"(?![a-z0-9])",
+                      text.lower())
+    return (m.start(), m.end()) if m else None
