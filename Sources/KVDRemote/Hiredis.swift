@@ -6,7 +6,7 @@ import Darwin
 #endif
 
 /// The only file in kvd that calls hiredis (0.14 synchronous API: `redisConnectWithTimeout`,
-/// `redisSetTimeout`, `redisCommandArgv`, `freeReplyObject`, `redisFree`). Each function wraps one
+/// `redisSetTimeout`, `redisGetReply` and its reader, `freeReplyObject`, `redisFree`). Each function wraps one
 /// call and turns hiredis' error state into a `Failure` that says what failed and what to check;
 /// `RedisConnection` adds the node and the command.
 enum Hiredis {
@@ -42,25 +42,22 @@ enum Hiredis {
     /// `redisFree`: closes the socket and frees the context.
     static func free(_ c: Context) { redisFree(c) }
 
-    /// `redisCommandArgv` (binary-safe: every argument goes with its length) and a copy of the reply.
-    /// A thrown failure leaves the context unusable (hiredis' rule after any I/O or protocol error):
-    /// the caller must free it.
-    static func command(_ c: Context, _ args: [[UInt8]], commandMs: Int) throws(Failure) -> RedisReply {
+    /// Sends `args` (binary-safe: every argument goes with its length) and returns a copy of the reply.
+    /// The bytes go through `RESPWire`, which spares a large value hiredis' copies; hiredis parses
+    /// every reply but a large bulk string. A thrown failure leaves the context unusable (hiredis'
+    /// rule after any I/O or protocol error): the caller must free it.
+    static func command(_ c: Context, _ args: [[UInt8]], observing: ValueObserver? = nil) throws(Failure) -> RedisReply {
         precondition(!args.isEmpty, "a Redis command needs at least its name")
-        guard let argc = Int32(exactly: args.count) else {
-            throw Failure(kind: .rejected, what: "\(args.count) arguments is more than hiredis takes")
+        try RESPWire.send(fd: c.pointee.fd, args)
+        switch try RESPWire.receive(c, observing: observing) {
+        case .bulk(let bytes):
+            return .string(bytes)
+        case .hiredis(let raw):
+            defer { freeReplyObject(raw) }
+            let reply = try copy(raw.assumingMemoryBound(to: redisReply.self), depth: 0)
+            if let observing, case .string(let bytes) = reply { bytes.withUnsafeBytes { observing(0, $0) } }
+            return reply
         }
-        var savedErrno: Int32 = 0
-        let raw = withSigpipeBlocked {
-            withArgv(args) { argv, lens in
-                let r = redisCommandArgv(c, argc, argv, lens)
-                savedErrno = errno  // before anything else can overwrite it: tells a timeout apart
-                return r
-            }
-        }
-        guard let raw else { throw contextFailure(c, errno: savedErrno, commandMs: commandMs) }
-        defer { freeReplyObject(raw) }
-        return try copy(raw.assumingMemoryBound(to: redisReply.self), depth: 0)
     }
 
     // MARK: - Replies
@@ -116,50 +113,10 @@ enum Hiredis {
         return Array(UnsafeRawBufferPointer(start: str, count: n))
     }
 
-    // MARK: - Arguments
-
-    /// Runs `body` with `argv`/`argvlen` arrays for `redisCommandArgv`. Up to 8 non-empty arguments
-    /// (every KV command: `SET key value EX ttl` is 5) are pinned in place, so an 8 MiB value is not
-    /// copied once more before hiredis formats it; more arguments (a DEL of many keys) are copied
-    /// into one buffer, so the nesting below stays shallow whatever the count.
-    private static func withArgv<R>(
-        _ args: [[UInt8]],
-        _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R
-    ) -> R {
-        let lens = args.map(\.count)
-        var argv = [UnsafePointer<CChar>?](repeating: nil, count: args.count)
-        func run() -> R {
-            argv.withUnsafeMutableBufferPointer { a in lens.withUnsafeBufferPointer { l in body(a.baseAddress!, l.baseAddress!) } }
-        }
-        if args.count <= 8 && !args.contains(where: \.isEmpty) {
-            // Each level keeps one argument's storage alive and its address valid while `run` calls hiredis.
-            func pin(_ i: Int) -> R {
-                if i == args.count { return run() }
-                return args[i].withUnsafeBytes { b in
-                    argv[i] = b.baseAddress!.assumingMemoryBound(to: CChar.self)  // non-empty: has an address
-                    return pin(i + 1)
-                }
-            }
-            return pin(0)
-        }
-        var flat: [UInt8] = []
-        flat.reserveCapacity(lens.reduce(1, +))
-        for a in args { flat += a }
-        flat.append(0)  // never empty, so the buffer has an address even when every argument is empty
-        return flat.withUnsafeBytes { b in
-            var offset = 0
-            for i in args.indices {
-                argv[i] = (b.baseAddress! + offset).assumingMemoryBound(to: CChar.self)
-                offset += lens[i]
-            }
-            return run()
-        }
-    }
-
     // MARK: - Errors
 
     /// What the context's `err`/`errstr` say after a failed call, as a failure with a hint.
-    private static func contextFailure(_ c: Context, errno saved: Int32, commandMs: Int) -> Failure {
+    static func contextFailure(_ c: Context, errno saved: Int32) -> Failure {
         let text = errorText(c)
         switch c.pointee.err {
         case REDIS_ERR_PROTOCOL:
@@ -167,7 +124,7 @@ enum Hiredis {
         case REDIS_ERR_EOF:
             return Failure(kind: .unavailable, what: "connection closed by the server (\(text)): the node crashed, restarted or dropped the client")
         case REDIS_ERR_IO where saved == EAGAIN || saved == EWOULDBLOCK:
-            return Failure(kind: .unavailable, what: "no reply within the \(commandMs) ms command timeout: the node is stopped, overloaded or unreachable")
+            return Failure(kind: .unavailable, what: "no reply within the command timeout: the node is stopped, overloaded or unreachable")
         case REDIS_ERR_OOM:
             // Usually a declared size no allocation can hold (`*1000000000000`): not worth a retry.
             return Failure(kind: .protocol, what: "hiredis could not allocate the reply (a huge declared size, or out of memory): \(text)")
@@ -177,44 +134,12 @@ enum Hiredis {
     }
 
     /// `errstr` (a NUL-terminated `char[128]` inside the context), read without trusting the NUL.
-    private static func errorText(_ c: Context) -> String {
+    static func errorText(_ c: Context) -> String {
         withUnsafeBytes(of: c.pointee.errstr) { raw in
             let end = raw.firstIndex(of: 0) ?? raw.count
             let text = String(decoding: raw[..<end], as: UTF8.self)
             return text.isEmpty ? "unknown error" : text
         }
-    }
-
-    // MARK: - SIGPIPE
-
-    /// hiredis 0.14 sends with write(2), not send(MSG_NOSIGNAL): writing to a node that has closed the
-    /// connection would raise SIGPIPE, whose default action kills kvd. Rather than change the whole
-    /// process' disposition, block SIGPIPE on this thread for the call and discard one that the call
-    /// raised (the scheme libpq uses); the write itself then fails with EPIPE, an ordinary I/O error.
-    private static func withSigpipeBlocked<R>(_ body: () -> R) -> R {
-        #if os(Linux)
-        var pipe = sigset_t()
-        sigemptyset(&pipe)
-        sigaddset(&pipe, SIGPIPE)
-        var old = sigset_t()
-        pthread_sigmask(SIG_BLOCK, &pipe, &old)
-        // Already blocked by the caller, or already pending: that SIGPIPE is not ours to discard.
-        var pending = sigset_t()
-        sigpending(&pending)
-        let leaveAlone = sigismember(&old, SIGPIPE) == 1 || sigismember(&pending, SIGPIPE) == 1
-        let result = body()
-        if !leaveAlone {
-            sigpending(&pending)
-            if sigismember(&pending, SIGPIPE) == 1 {
-                var zero = timespec(tv_sec: 0, tv_nsec: 0)
-                _ = sigtimedwait(&pipe, nil, &zero)
-            }
-        }
-        pthread_sigmask(SIG_SETMASK, &old, nil)
-        return result
-        #else
-        return body()
-        #endif
     }
 }
 

@@ -6,7 +6,8 @@
 /// most the timeouts (a few of them for a cluster call that is redirected or meets a dead node).
 public protocol RemoteKV: AnyObject {
     /// The value stored under `key`, or nil when there is none (never stored, expired, evicted).
-    func get(_ key: [UInt8]) throws(RemoteError) -> [UInt8]?
+    /// `observing` sees the value's bytes while they arrive (see `ValueObserver`).
+    func get(_ key: [UInt8], observing: ValueObserver?) throws(RemoteError) -> [UInt8]?
     /// Stores `value` under `key`, replacing what was there. `ttlSeconds` > 0 lets Redis drop it after
     /// that long (`SET key value EX ttl`); 0 keeps it until it is deleted or evicted.
     func set(_ key: [UInt8], _ value: [UInt8], ttlSeconds: Int) throws(RemoteError)
@@ -14,6 +15,17 @@ public protocol RemoteKV: AnyObject {
     func delete(_ keys: [[UInt8]]) throws(RemoteError) -> Int
     /// Whether `key` exists, without transferring its value.
     func exists(_ key: [UInt8]) throws(RemoteError) -> Bool
+}
+
+/// Sees a value's bytes while they come off the socket, so a caller can work on each piece while it
+/// is in cache (the remote tier checksums a blob this way). Called with consecutive pieces, `offset`
+/// being where the piece starts in the value; a piece at offset 0 starts the value over (a cluster
+/// call that was redirected). A value hiredis read comes as one piece at the end. Only a bulk-string
+/// reply is observed; the value `get` returns is the same bytes.
+public typealias ValueObserver = (_ offset: Int, _ bytes: UnsafeRawBufferPointer) -> Void
+
+extension RemoteKV {
+    public func get(_ key: [UInt8]) throws(RemoteError) -> [UInt8]? { try get(key, observing: nil) }
 }
 
 /// The commands behind `RemoteKV` and how their replies are read; shared by both implementations so
@@ -28,7 +40,9 @@ enum KVCommand {
         return args
     }
 
-    static func delete(_ keys: [[UInt8]]) -> [[UInt8]] { [Array("DEL".utf8)] + keys }
+    /// UNLINK, not DEL: Redis frees a multi-megabyte value in a background thread instead of while
+    /// the next command (often the next restore's GET) waits. Same reply as DEL (Redis ≥ 4).
+    static func delete(_ keys: [[UInt8]]) -> [[UInt8]] { [Array("UNLINK".utf8)] + keys }
 
     static func exists(_ key: [UInt8]) -> [[UInt8]] { [Array("EXISTS".utf8), key] }
 

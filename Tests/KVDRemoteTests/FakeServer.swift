@@ -11,7 +11,13 @@ final class FakeServer {
     let port: Int
     private let listener: Int32
 
-    init(_ respond: @escaping @Sendable (_ request: [UInt8]) -> [UInt8]?) throws {
+    convenience init(_ respond: @escaping @Sendable (_ request: [UInt8]) -> [UInt8]?) throws {
+        try self.init(inPieces: { request in respond(request).map { [$0] } })
+    }
+
+    /// Answers in pieces sent a few milliseconds apart, so the client's reads split where the test
+    /// says (inside a header, inside a value). An empty piece closes the connection there.
+    init(inPieces respond: @escaping @Sendable (_ request: [UInt8]) -> [[UInt8]]?) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw RedisServers.Failure(description: "socket: errno \(errno)") }
         var addr = sockaddr_in()
@@ -46,7 +52,7 @@ final class FakeServer {
         shutdown(listener, Int32(SHUT_RDWR))
     }
 
-    private static func serve(_ listener: Int32, _ respond: @Sendable ([UInt8]) -> [UInt8]?) {
+    private static func serve(_ listener: Int32, _ respond: @Sendable ([UInt8]) -> [[UInt8]]?) {
         defer { close(listener) }
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
@@ -55,12 +61,22 @@ final class FakeServer {
             while true {
                 let n = buffer.withUnsafeMutableBytes { read(conn, $0.baseAddress, $0.count) }
                 if n <= 0 { break }
-                guard let reply = respond(Array(buffer[0..<n])) else { break }
-                // MSG_NOSIGNAL: a client that hung up must not kill the test process with SIGPIPE.
-                _ = reply.withUnsafeBytes { send(conn, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                guard let pieces = respond(Array(buffer[0..<n])) else { break }
+                if !send(pieces, to: conn) { break }
             }
             close(conn)
         }
+    }
+
+    /// Sends each piece, pausing between them; false at an empty piece (close here).
+    private static func send(_ pieces: [[UInt8]], to conn: Int32) -> Bool {
+        for (i, piece) in pieces.enumerated() {
+            if piece.isEmpty { return false }
+            if i > 0 { usleep(5_000) }
+            // MSG_NOSIGNAL: a client that hung up must not kill the test process with SIGPIPE.
+            _ = piece.withUnsafeBytes { Glibc.send(conn, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+        return true
     }
 }
 

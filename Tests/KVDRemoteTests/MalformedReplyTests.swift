@@ -87,6 +87,85 @@ import Testing
         #expect(try kv.get(b("k")) == b("abc"))
     }
 
+    // MARK: - Large values read straight into their array (RESPWire)
+
+    func node(answeringInPieces pieces: [[UInt8]], timeouts: RedisTimeouts = Self.timeouts) throws -> (FakeServer, RedisNodeKV) {
+        let server = try FakeServer(inPieces: { _ in pieces })
+        return (server, RedisNodeKV(endpoint: RedisEndpoint(host: "127.0.0.1", port: server.port), timeouts: timeouts))
+    }
+
+    static let large = (0..<(RESPWire.directBytes + 1000)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+
+    /// A large value whose header and body arrive split across reads (inside the length digits, in
+    /// the middle of the value, before the CRLF) comes back whole.
+    @Test func largeValueInPieces() throws {
+        let v = Self.large
+        let header = Array("$\(v.count)\r\n".utf8)
+        for split in [[header, Array(v[..<100]), Array(v[100...]) + b("\r\n")],
+                      [Array(header[..<2]), Array(header[2...]) + v + b("\r\n")],
+                      [header + v, b("\r"), b("\n")]] {
+            let (server, kv) = try node(answeringInPieces: split)
+            defer { server.stop() }
+            let got = try kv.get(b("k"))
+            #expect(got?.count == v.count)
+            #expect(got.map { $0 == v } == true)  // not `got == v`: a failure would print 33 KB twice
+            #expect(kv.connection.isConnected)
+        }
+    }
+
+    /// A large value not followed by CRLF, or followed by bytes nobody asked for: `protocol`, and
+    /// the connection (whose stream is no longer in step) is dropped.
+    @Test func largeValueBadEndingIsProtocol() throws {
+        let v = Self.large
+        for reply in [b("$\(v.count)\r\n") + v + b("XY"), b("$\(v.count)\r\n") + v + b("\r\n+OK\r\n")] {
+            let (server, kv) = try node(answeringInPieces: [reply])
+            defer { server.stop() }
+            var error: RemoteError?
+            do { _ = try kv.get(b("k")) } catch let e { error = e }  // no #expect(throws:): it would print the value
+            #expect(error?.kind == .protocol, "\(String(describing: error))")
+            #expect(!kv.connection.isConnected)
+        }
+    }
+
+    /// The server hangs up in the middle of a large value: `unavailable`, nothing half-read returned.
+    @Test func largeValueCutOff() throws {
+        let v = Self.large
+        let (server, kv) = try node(answeringInPieces: [b("$\(v.count)\r\n") + v[..<5000], []])
+        defer { server.stop() }
+        let error = #expect(throws: RemoteError.self) { try kv.get(b("k")) }
+        #expect(error?.kind == .unavailable)
+        #expect(error?.message.contains("closed") == true)
+        #expect(!kv.connection.isConnected)
+    }
+
+    /// A large value that stops arriving: the command timeout ends the read.
+    @Test func largeValueStalls() throws {
+        let v = Self.large
+        let (server, kv) = try node(answeringInPieces: [b("$\(v.count)\r\n") + v[..<5000]], timeouts: Self.short)
+        defer { server.stop() }
+        let start = ContinuousClock.now
+        let error = #expect(throws: RemoteError.self) { try kv.get(b("k")) }
+        #expect(error?.kind == .unavailable)
+        #expect(seconds(since: start) < 1.5)
+    }
+
+    /// The header parser on its own: only a complete, plain, large enough `$<len>\r\n` is read
+    /// directly; everything else is hiredis' to parse (and reject).
+    @Test func largeBulkHeaderParsing() {
+        let d = RESPWire.directBytes
+        func parse(_ s: String) -> (Int, Int)? { RESPWire.largeBulkHeader(ArraySlice(b(s))).map { ($0.length, $0.headerEnd) } }
+        #expect(parse("$\(d)\r\nxyz").map { [$0.0, $0.1] } == [d, "$\(d)\r\n".utf8.count])
+        #expect(parse("$\(d - 1)\r\n") == nil)  // small: hiredis reads it
+        #expect(parse("$\(d)\r") == nil)  // header not complete yet
+        #expect(parse("$\r\n") == nil)
+        #expect(parse("$-1\r\n") == nil)
+        #expect(parse("$+40000\r\n") == nil)
+        #expect(parse("$99999999999999999999999999\r\n") == nil)  // above the ceiling: no overflow
+        #expect(parse("$\(RESPWire.maxBulkBytes + 1)\r\n") == nil)
+        #expect(parse("+OK\r\n") == nil)
+        #expect(RESPWire.largeBulkHeader(ArraySlice(b("x$40000\r\n").dropFirst())).map(\.length) == 40000)  // slices keep their indices
+    }
+
     // MARK: - Cluster routing against fake nodes
 
     /// A node that always redirects to itself: the call stops after `maxRedirections`.

@@ -1,5 +1,5 @@
 import Foundation
-import KVDRemote
+@testable import KVDRemote
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -36,15 +36,64 @@ import Glibc
         try kv.set(key, every, ttlSeconds: 0)
         #expect(try kv.get(key) == every)
         #expect(try kv.get([0, 1, 0, 0xFF, 13]) == nil)  // a prefix of the key is another key
-        // Empty value and empty key are valid (they take the copying argument path).
+        // Empty value and empty key are valid.
         try kv.set(b("empty"), [], ttlSeconds: 0)
         #expect(try kv.get(b("empty")) == [])
         try kv.set([], b("for the empty key"), ttlSeconds: 0)
         #expect(try kv.get([]) == b("for the empty key"))
-        // A DEL of many binary keys (more than the pinned-argument path takes).
+        // An UNLINK of many binary keys.
         let keys = (0..<40).map { [UInt8(0), UInt8($0), 0] }
         for k in keys { try kv.set(k, k, ttlSeconds: 0) }
         #expect(try kv.delete(keys) == 40)
+    }
+
+    /// Values on both sides of the size from which `RESPWire` sends an argument from its own memory
+    /// and reads a bulk reply straight into its array: each comes back byte for byte.
+    @Test func valuesAroundTheDirectSize() throws {
+        let servers = try RedisServers()
+        let kv = RedisNodeKV(endpoint: servers.endpoint(try servers.startNode()), timeouts: Self.timeouts)
+        let edge = RESPWire.directBytes
+        for size in [1, edge - 3, edge - 2, edge - 1, edge, edge + 1, RESPWire.chunkBytes - 8, 3 * edge + 5] {
+            let value = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ size) }
+            try kv.set(b("v\(size)"), value, ttlSeconds: 7)
+            #expect(try kv.get(b("v\(size)")).map { $0 == value } == true, "size \(size)")  // not `==` on arrays: a failure would print them
+        }
+    }
+
+    /// An observer sees a large value in consecutive pieces as they arrive and a small one (read by
+    /// hiredis) in one piece; either way the pieces are exactly the value `get` returns.
+    @Test func observerSeesTheValueInOrder() throws {
+        let servers = try RedisServers()
+        let kv = RedisNodeKV(endpoint: servers.endpoint(try servers.startNode()), timeouts: RedisTimeouts(connectMs: 500, commandMs: 5000))
+        for size in [10, 3 << 20] {
+            let value = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+            try kv.set(b("o"), value, ttlSeconds: 0)
+            var seen: [UInt8] = []
+            var offsets: [Int] = []
+            let got = try kv.get(b("o")) { offset, piece in
+                offsets.append(offset)
+                seen += piece
+            }
+            #expect(got.map { $0 == value } == true && seen == value, "size \(size)")  // arrays not printed on failure
+            #expect(offsets.first == 0)
+            if size > RESPWire.directBytes { #expect(offsets.count > 1, "a 3 MiB value should arrive in more than one read") }
+        }
+        var called = false
+        #expect(try kv.get(b("missing")) { _, _ in called = true } == nil)
+        #expect(!called)
+    }
+
+    /// One command with more large arguments than one `sendmsg` takes (1,024 vectors): every
+    /// argument arrives, in order.
+    @Test func moreLargeArgumentsThanOneSendTakes() throws {
+        let servers = try RedisServers()
+        let kv = RedisNodeKV(endpoint: servers.endpoint(try servers.startNode()), timeouts: RedisTimeouts(connectMs: 500, commandMs: 5000))
+        let n = 1_100
+        let values = (0..<n).map { i in [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: RESPWire.directBytes) + [UInt8(i & 0xFF), UInt8(i >> 8)] }
+        #expect(try kv.connection.command([b("RPUSH"), b("list")] + values) == .int(Int64(n)))
+        for i in [0, 511, 512, 1023, 1024, n - 1] {
+            #expect(try kv.connection.command([b("LINDEX"), b("list"), b(String(i))]) == .string(values[i]) ? true : false, "element \(i)")
+        }
     }
 
     @Test func eightMiBValue() throws {
