@@ -130,7 +130,7 @@ enum Seeds {
             id: 5, model: m.name, length: 6, aliases: Array(repeating: nil, count: m.layers),
             heads: (0..<heads).map { _ in HeadCache(pages: [], count: 6, positionRuns: [.init(first: 0, count: 6)], logWeights: nil) })
         let kv = (0..<heads).map { h in (0..<(6 * m.tokenBytes)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ h) } }
-        seeds.append(("blob-sequence", [4] + SequenceBlob(layout: m, image: blobImage, keys: kv, values: kv).encoded()))
+        seeds.append(("blob-sequence", [4, 31] + SequenceBlob(layout: m, image: blobImage, keys: kv, values: kv).encoded()))
         seeds.append(("journal-records", [3] + journal.flatMap { r -> [UInt8] in
             let b = r.encoded
             return [UInt8(b.count & 0xFF), UInt8(b.count >> 8)] + b

@@ -37,11 +37,46 @@ extension Harness {
 
 /// Blob mode: what Restore reads back from the remote tier. The rest of the input is a candidate
 /// `SequenceBlob`; decoding it against the harness's models must never trap, and one that decodes
-/// must encode back to exactly the same bytes (the format has one spelling per blob).
+/// must encode back to exactly the same bytes (the format has one spelling per blob). The same
+/// bytes restored while arriving (`SequenceBlob.Arrival`, in pieces whose sizes the input's first
+/// byte picks) must agree with `decode` — restored exactly when it decodes, with the same
+/// bookkeeping — and must give back every page it took whether it succeeds or not.
 extension Harness {
+    /// Pages for blob mode's arrivals, apart from the daemon's segment.
+    static let blobPages = 512
+    static let blobArena: (memory: PageMemory, allocator: PageAllocator) = {
+        let pageBytes = 4096 * 64  // more than any harness model's page
+        let g = PageGeometry(pagesOffset: 0, pageBytes: pageBytes, pageCount: blobPages)
+        let base = UnsafeMutableRawPointer.allocate(byteCount: pageBytes * blobPages, alignment: 64)  // lives as long as the process
+        return (PageMemory(base: base, geometry: g), PageAllocator(pageCount: blobPages))
+    }()
+
     func decodeBlob(_ input: ArraySlice<UInt8>) {
-        let bytes = Array(input)
-        guard let blob = try? SequenceBlob.decode(bytes, layouts: { self.models[$0] }) else { return }
-        if blob.encoded() != bytes { fatalError("a decoded blob does not encode back to its bytes") }
+        let piece = Int(input.first ?? 0) + 1
+        let bytes = Array(input.dropFirst())
+        let decoded = try? SequenceBlob.decode(bytes, layouts: { self.models[$0] })
+        if let decoded, decoded.encoded() != bytes { fatalError("a decoded blob does not encode back to its bytes") }
+        let arena = Self.blobArena
+        var a = SequenceBlob.Arrival(layouts: { self.models[$0] },
+                                     allocate: { (n: Int) throws(KVDError) -> [PageID] in try arena.allocator.allocate(n) },
+                                     release: { _ = arena.allocator.release($0) }, memory: arena.memory)
+        var at = 0
+        while at < bytes.count {
+            let end = min(bytes.count, at + piece)
+            bytes[at..<end].withUnsafeBytes { a.take(at, $0) }
+            at = end
+        }
+        let id = decoded?.image.id ?? 1
+        switch a.finish(id: SequenceID(id), tenant: "fuzz", blobBytes: bytes.count) {
+        case .success(let s):
+            guard let decoded else { fatalError("a blob restored while arriving that decode refuses") }
+            if s.image(pinned: false).heads.map(\.count) != decoded.image.heads.map(\.count) { fatalError("arrival and decode disagree") }
+            _ = s.release(allocator: arena.allocator)
+        case .failure(.noRoom):
+            break  // more pages than the scratch arena has: nothing to compare
+        case .failure(.unusable):
+            if decoded != nil { fatalError("decode accepts a blob that arrival refuses") }
+        }
+        if arena.allocator.freeCount != Self.blobPages { fatalError("an arrival kept pages") }
     }
 }

@@ -67,6 +67,103 @@ import Testing
         #expect(foreign?.message.contains("written for model 't'") == true)
     }
 
+    // MARK: - Restored while it arrives
+
+    func arrival(_ f: F) -> SequenceBlob.Arrival {
+        SequenceBlob.Arrival(layouts: { $0 == F.layout.name ? F.layout : nil },
+                             allocate: { (n: Int) throws(KVDError) -> [PageID] in try f.allocator.allocate(n) },
+                             release: { _ = f.allocator.release($0) }, memory: f.memory)
+    }
+
+    /// Hands `bytes[from...]` to `a` in pieces of the given sizes (cycled).
+    func feed(_ a: inout SequenceBlob.Arrival, _ bytes: [UInt8], _ sizes: [Int], from start: Int = 0, to end: Int? = nil) {
+        var at = start
+        var i = 0
+        while at < (end ?? bytes.count) {
+            let stop = min(end ?? bytes.count, at + sizes[i % sizes.count])
+            bytes[at..<stop].withUnsafeBytes { a.take(at, $0) }
+            at = stop
+            i += 1
+        }
+    }
+
+    /// Whatever the pieces (one byte, inside and across the header, the meta, a token, a page), the
+    /// sequence restored while arriving is the one captured, in exactly the pages it counts.
+    @Test func restoredWhileArrivingIsBitExact() throws {
+        let f = F(pages: 128)
+        let (s, tags) = try rich(f)
+        let bytes = SequenceBlob.encode(capturing: s, memory: f.memory)
+        for sizes in [[1], [7, 31, 2], [32], [33, 100], [bytes.count]] {
+            let used = f.allocator.usedCount
+            var a = arrival(f)
+            feed(&a, bytes, sizes)
+            let r = try a.finish(id: SequenceID(5), tenant: "t", blobBytes: bytes.count).get()
+            #expect(f.allTags(r) == tags, "pieces \(sizes)")
+            #expect(r.aliases == s.aliases && r.length == s.length && r.generation == s.generation)
+            for h in 0..<heads {
+                #expect(r.heads[h].positions == s.heads[h].positions && r.heads[h].logWeights == s.heads[h].logWeights)
+            }
+            #expect(f.allocator.usedCount - used == r.pageCount)
+            _ = r.release(allocator: f.allocator)
+        }
+    }
+
+    /// A corrupted byte anywhere, a cut, another id, or no room: `finish` (or `take`) fails with
+    /// the reason and every page it took is back; a start-over (a redirected GET) gives back the
+    /// first attempt's pages and restores from the second.
+    @Test func anArrivalThatFailsGivesEveryPageBack() throws {
+        let f = F(pages: 128)
+        let (s, _) = try rich(f)
+        let bytes = SequenceBlob.encode(capturing: s, memory: f.memory)
+        let free = f.allocator.freeCount
+        func outcome(_ b: [UInt8], id: UInt64 = 5, blobBytes: Int? = nil) -> SequenceBlob.Arrival.Failure? {
+            var a = arrival(f)
+            feed(&a, b, [13])
+            switch a.finish(id: SequenceID(id), tenant: "t", blobBytes: blobBytes ?? b.count) {
+            case .success(let r):
+                _ = r.release(allocator: f.allocator)
+                return nil
+            case .failure(let e): return e
+            }
+        }
+        func message(_ e: SequenceBlob.Arrival.Failure?) -> String {
+            if case .unusable(let d) = e { return d.message }
+            return "not unusable: \(String(describing: e))"
+        }
+        var rng = SplitMix64(seed: 11)
+        for _ in 0..<200 {
+            var b = bytes
+            b[Int(rng.next() % UInt64(b.count))] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+            #expect(outcome(b) != nil)
+            #expect(f.allocator.freeCount == free)
+        }
+        var tail = bytes
+        tail[tail.count - 1] ^= 0x40
+        #expect(message(outcome(tail)).contains("checksum"))
+        #expect(message(outcome(Array(bytes.dropLast(5)), blobBytes: bytes.count)).contains("cut short"))
+        #expect(message(outcome(bytes, id: 6)).contains("holds sequence 5"))
+        #expect(f.allocator.freeCount == free)
+        // No room: nothing taken, nothing left behind.
+        let hold = try f.allocator.allocate(f.allocator.freeCount - 1)
+        if case .noRoom(let e) = outcome(bytes) { #expect(e.code == .resourceExhausted) } else { Issue.record("expected noRoom") }
+        f.allocator.release(hold)
+        #expect(f.allocator.freeCount == free)
+        // Started over after most of the blob: the second attempt's pages only.
+        var a = arrival(f)
+        feed(&a, bytes, [64], to: bytes.count - 10)
+        #expect(f.allocator.freeCount < free)
+        feed(&a, bytes, [50])
+        let r = try a.finish(id: SequenceID(5), tenant: "t", blobBytes: bytes.count).get()
+        #expect(f.allocator.freeCount == free - r.pageCount)
+        _ = r.release(allocator: f.allocator)
+        // Out of order: unusable, pages back.
+        var gap = arrival(f)
+        feed(&gap, bytes, [40], to: 400)
+        feed(&gap, bytes, [40], from: 420)
+        #expect(message(gap.finish(id: SequenceID(5), tenant: "t", blobBytes: bytes.count).failureValue).contains("out of order"))
+        #expect(f.allocator.freeCount == free)
+    }
+
     @Test func aRestoreThatDoesNotFitTakesNothing() throws {
         let f = F(pages: 40)
         let (s, _) = try rich(f)
@@ -75,5 +172,12 @@ import Testing
         #expect(throws: KVDError.self) { try blob.restore(id: SequenceID(2), tenant: "t", allocator: f.allocator, memory: f.memory) }
         #expect(f.allocator.freeCount == 1)
         f.allocator.release(hold)
+    }
+}
+
+extension Result {
+    var failureValue: Failure? {
+        if case .failure(let e) = self { return e }
+        return nil
     }
 }

@@ -1,17 +1,21 @@
 /// A sequence as the remote tier stores it (docs/REMOTE.md): self-describing (the model's layout
 /// travels with it), versioned and checksummed, so a daemon that reads it back — this one after an
-/// eviction, or another one — can tell it is whole and meant for the model it serves before a byte
-/// reaches a page.
+/// eviction, or another one — can tell it is whole and meant for the model it serves before the
+/// sequence is created.
 ///
-/// Bytes: magic `KVDSEQB1` (8), format version (u32), reserved (u32), checksum (u64: xxHash64 of
-/// the payload, seed 0; it finds corruption, it authenticates nothing), payload length
-/// (u64), then the payload: the layout (model name, layers, KV heads, query heads, head dim, dtype,
-/// page tokens), the sequence (id, generation, length, compaction mark, aliases) and per (layer,
-/// head): token count, position runs, log-weights if any, then the K bytes and the V bytes of its
-/// tokens in order (count × head_dim × dtype size each). All integers little-endian.
+/// Bytes (version 2): magic `KVDSEQB1` (8), format version (u32), meta length (u32), checksum (u64:
+/// xxHash64 of the payload, seed 0; it finds corruption, it authenticates nothing), payload length
+/// (u64), then the payload: first the meta — the layout (model name, layers, KV heads, query
+/// heads, head dim, dtype, page tokens), the sequence (id, generation, length, compaction mark,
+/// aliases) and per (layer, head) its token count, position runs and log-weights if any — then
+/// the K/V: per (layer, head) in order, the K bytes then the V bytes of its tokens (count ×
+/// head_dim × dtype size each). All integers little-endian. The meta comes first so a restore
+/// knows every head's size — and can take the pages — before the K/V arrives, and writes each
+/// piece of it into the pages as it comes off the socket (`SequenceBlob.Arrival`).
 public struct SequenceBlob: Sendable, Equatable {
     public static let magic = Array("KVDSEQB1".utf8)
-    public static let version: UInt32 = 1
+    /// 2: meta first, then all K/V (version 1 interleaved each head's meta and K/V).
+    public static let version: UInt32 = 2
     static let headerBytes = 32
 
     public let layout: ModelLayout
@@ -71,7 +75,7 @@ public struct SequenceBlob: Sendable, Equatable {
     }
 
     /// The blob's bytes for `image` of `layout`, `writeKV(h, &w)` appending head h's K then V bytes.
-    private static func encode(layout: ModelLayout, image: SequenceImage, writeKV: (Int, inout ByteWriter) -> Void) -> [UInt8] {
+    static func encode(layout: ModelLayout, image: SequenceImage, writeKV: (Int, inout ByteWriter) -> Void) -> [UInt8] {
         let kvBytes = image.heads.reduce(0) { $0 + 2 * $1.count * layout.tokenBytes }
         var p = ByteWriter(capacity: Self.headerBytes + 256 + kvBytes + image.heads.reduce(0) { $0 + 16 + 8 * $1.positionRuns.count + 4 * ($1.storedLogWeights?.count ?? 0) })
         // The header is reserved first and filled in last: the K/V is copied once.
@@ -86,16 +90,21 @@ public struct SequenceBlob: Sendable, Equatable {
         p.count(image.aliases.count)
         for a in image.aliases { p.i32(a.map { Int32($0) } ?? -1) }
         p.count(image.heads.count)
-        for (h, head) in image.heads.enumerated() {
-            head.encodeTokens(into: &p)
+        for head in image.heads { head.encodeTokens(into: &p) }
+        let metaBytes = p.bytes.count - Self.headerBytes
+        // Each head's K/V is hashed right after it is written, while it is still in cache.
+        var sum = XXHash64.Stream()
+        p.bytes.withUnsafeBytes { sum.update(UnsafeRawBufferPointer(rebasing: $0[Self.headerBytes...])) }
+        for h in image.heads.indices {
+            let start = p.bytes.count
             writeKV(h, &p)
+            p.bytes.withUnsafeBytes { sum.update(UnsafeRawBufferPointer(rebasing: $0[start...])) }
         }
-        let sum = p.bytes.withUnsafeBytes { XXHash64.hash(UnsafeRawBufferPointer(rebasing: $0[Self.headerBytes...])) }
         var w = ByteWriter()
         w.raw(Self.magic)
         w.u32(Self.version)
-        w.u32(0)
-        w.u64(sum)
+        w.u32(UInt32(metaBytes))  // a few KiB per head at most: fits
+        w.u64(sum.digest())
         w.u64(UInt64(p.bytes.count - Self.headerBytes))
         p.overwrite(at: 0, with: w.bytes)
         return p.bytes
@@ -109,124 +118,96 @@ public struct SequenceBlob: Sendable, Equatable {
     }
 
     /// `decode` for whichever of this daemon's models the blob names (`layouts` by name; nil for a
-    /// model it does not serve).
-    public static func decode(_ bytes: [UInt8], layouts: (String) -> ModelLayout?) throws(DurableFormatError) -> SequenceBlob {
-        var r = ByteReader(bytes)
-        guard try r.raw(8, "blob magic") == magic else { throw DurableFormatError("not a kvd sequence blob (bad magic)") }
-        let v = try r.u32("blob version")
-        guard v == version else { throw DurableFormatError("blob format version \(v); this kvd reads version \(version)") }
-        guard try r.u32("blob reserved") == 0 else { throw DurableFormatError("blob reserved field is not zero (corrupted or a newer format)") }
-        let sum = try r.u64("blob checksum")
-        let length = try r.u64("blob length")
-        guard length == UInt64(r.remaining) else {
-            throw DurableFormatError("blob says \(length) payload bytes but has \(r.remaining) (cut or padded)")
+    /// model it does not serve). `payloadChecksum`, when already known, saves hashing the payload again.
+    public static func decode(_ bytes: [UInt8], payloadChecksum: UInt64? = nil,
+                              layouts: (String) -> ModelLayout?) throws(DurableFormatError) -> SequenceBlob {
+        let header = try Header(bytes)
+        guard header.payloadBytes == UInt64(bytes.count - headerBytes) else {
+            throw DurableFormatError("blob says \(header.payloadBytes) payload bytes but has \(bytes.count - headerBytes) (cut or padded)")
         }
-        let matches = bytes.withUnsafeBytes { all in XXHash64.hash(UnsafeRawBufferPointer(rebasing: all[headerBytes...])) == sum }
-        guard matches else { throw DurableFormatError("blob checksum mismatch (corrupted)") }
-        var p = ByteReader(bytes, from: headerBytes)
-        let name = try p.string("model", max: 255)
-        var dims: [Int] = []
-        for what in ["layers", "kv heads", "query heads", "head dim", "page tokens"] { dims.append(Int(try p.u32(what))) }
-        let dtype = try p.string("dtype", max: 8)
-        guard let expected = layouts(name) else { throw DurableFormatError("blob was written for model '\(name)', which this daemon does not serve") }
-        guard dims == [expected.layers, expected.kvHeads, expected.qHeads, expected.headDim, expected.pageTokens],
-              dtype == expected.dtype.rawValue else {
-            throw DurableFormatError(
-                "blob was written for model '\(name)' (\(dims.map(String.init).joined(separator: "×")), \(dtype)); this daemon's '\(expected.name)' differs")
-        }
-        let id = try p.u64("sequence id")
-        let generation = try p.u64("generation")
-        let seqLength = Int(try p.u32("length"))
-        let everCompacted = try p.bool("ever compacted")
-        let layerCount = try p.count("layers", itemBytes: 4)
-        guard layerCount == expected.layers else { throw DurableFormatError("blob has \(layerCount) alias entries for \(expected.layers) layers") }
-        var aliases: [Int?] = []
-        for _ in 0..<layerCount {
-            let a = try p.i32("alias")
-            guard a >= -1 else { throw DurableFormatError("alias \(a)") }
-            aliases.append(a < 0 ? nil : Int(a))
-        }
-        let headCount = try p.count("heads", itemBytes: 9)
-        guard headCount == expected.headCount else { throw DurableFormatError("blob has \(headCount) heads; the model has \(expected.headCount)") }
-        var heads: [HeadCache] = []
+        let actual = payloadChecksum ?? bytes.withUnsafeBytes { all in XXHash64.hash(UnsafeRawBufferPointer(rebasing: all[headerBytes...])) }
+        guard actual == header.checksum else { throw DurableFormatError("blob checksum mismatch (corrupted)") }
+        let meta = try Meta(bytes, header: header, layouts: layouts)
         var offsets: [Int] = []
-        for h in 0..<headCount {
-            let head = try HeadCache.decodeTokens(&p, pages: [])
-            // count ≤ 2^32 and tokenBytes ≤ a few KiB: no overflow in Int, and `skip` checks the bytes left.
-            offsets.append(p.offset)
-            try p.skip(2 * head.count * expected.tokenBytes, "head \(h) keys and values")
-            heads.append(head)
+        var at = headerBytes + header.metaBytes
+        for head in meta.image.heads {
+            offsets.append(at)
+            at += 2 * head.count * meta.layout.tokenBytes  // Meta checked the total fits the blob
         }
-        guard p.atEnd else { throw DurableFormatError("blob has \(p.remaining) bytes past its last head") }
-        let image = SequenceImage(id: id, model: name, generation: generation, length: seqLength, everCompacted: everCompacted,
-                                  pinned: false, aliases: aliases, heads: heads)
-        try image.validateContents(expected)
-        return SequenceBlob(layout: expected, image: image, storage: bytes, offsets: offsets)
-    }
-}
-
-extension SequenceBlob {
-    /// The encoded blob of `seq`, its K/V read straight out of its pages into the blob (one copy;
-    /// call on the sequence's queue): what an offload ships.
-    public static func encode(capturing seq: KVSequence, memory: PageMemory) -> [UInt8] {
-        let layout = seq.layout
-        var image = seq.image(pinned: false)
-        for h in image.heads.indices { image.heads[h].pages = [] }
-        return encode(layout: layout, image: image) { h, w in
-            let head = seq.heads[h]
-            let runs = HeadCache.runs(pages: head.pages, start: 0, count: head.count, pageTokens: layout.pageTokens)
-            for run in runs { w.raw(UnsafeRawBufferPointer(start: memory.key(run.page, slot: run.slot, layout), count: run.count * layout.tokenBytes)) }
-            for run in runs { w.raw(UnsafeRawBufferPointer(start: memory.value(run.page, slot: run.slot, layout), count: run.count * layout.tokenBytes)) }
-        }
+        return SequenceBlob(layout: meta.layout, image: meta.image, storage: bytes, offsets: offsets)
     }
 
-    /// A copy of `seq`'s K/V and bookkeeping, read out of its pages (call on the sequence's queue).
-    public init(capturing seq: KVSequence, memory: PageMemory) {
-        let layout = seq.layout
-        var keys: [[UInt8]] = []
-        var values: [[UInt8]] = []
-        for head in seq.heads {
-            var k = [UInt8](repeating: 0, count: head.count * layout.tokenBytes)
-            var v = k
-            var at = 0
-            for run in HeadCache.runs(pages: head.pages, start: 0, count: head.count, pageTokens: layout.pageTokens) {
-                let n = run.count * layout.tokenBytes
-                k.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: at).copyMemory(from: memory.key(run.page, slot: run.slot, layout), byteCount: n) }
-                v.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: at).copyMemory(from: memory.value(run.page, slot: run.slot, layout), byteCount: n) }
-                at += n
+    /// The fixed 32 bytes in front: magic, version, meta length, checksum, payload length.
+    struct Header {
+        let metaBytes: Int
+        let checksum: UInt64
+        let payloadBytes: UInt64
+
+        /// Reads and checks the header at the start of `bytes` (which may be longer).
+        init(_ bytes: [UInt8]) throws(DurableFormatError) {
+            var r = ByteReader(bytes, from: 0, to: min(bytes.count, headerBytes))
+            guard try r.raw(8, "blob magic") == magic else { throw DurableFormatError("not a kvd sequence blob (bad magic)") }
+            let v = try r.u32("blob version")
+            guard v == version else { throw DurableFormatError("blob format version \(v); this kvd reads version \(version)") }
+            metaBytes = Int(try r.u32("blob meta length"))
+            checksum = try r.u64("blob checksum")
+            payloadBytes = try r.u64("blob length")
+            guard UInt64(metaBytes) <= payloadBytes else {
+                throw DurableFormatError("blob says its meta is \(metaBytes) bytes, more than its \(payloadBytes)-byte payload")
             }
-            keys.append(k)
-            values.append(v)
         }
-        var image = seq.image(pinned: false)
-        for h in image.heads.indices { image.heads[h].pages = [] }
-        self.init(layout: layout, image: image, keys: keys, values: values)
     }
 
-    /// A new sequence `id` holding this blob's tokens in fresh pages (all taken at once, or none:
-    /// RESOURCE_EXHAUSTED changes nothing).
-    public func restore(id: SequenceID, tenant: String, allocator: PageAllocator, memory: PageMemory) throws(KVDError) -> KVSequence {
-        let pageTokens = layout.pageTokens
-        let need = image.heads.map { HeadCache.pagesNeeded($0.count, pageTokens: pageTokens) }
-        var fresh = try allocator.allocate(need.reduce(0, +))[...]
-        var heads: [HeadCache] = []
-        for (h, head) in image.heads.enumerated() {
-            let pages = Array(fresh.prefix(need[h]))
-            fresh = fresh.dropFirst(need[h])
-            withHead(h) { k, v in
-                var at = 0
-                for run in HeadCache.runs(pages: pages, start: 0, count: head.count, pageTokens: pageTokens) {
-                    let n = run.count * layout.tokenBytes
-                    memory.key(run.page, slot: run.slot, layout).copyMemory(from: k.baseAddress! + at, byteCount: n)
-                    memory.value(run.page, slot: run.slot, layout).copyMemory(from: v.baseAddress! + at, byteCount: n)
-                    at += n
-                }
+    /// The meta section (layout and bookkeeping), read from `bytes` (the header and at least the
+    /// meta) and checked against the model it names and the header's K/V length.
+    struct Meta {
+        let layout: ModelLayout
+        let image: SequenceImage
+
+        init(_ bytes: [UInt8], header: Header, layouts: (String) -> ModelLayout?) throws(DurableFormatError) {
+            guard bytes.count >= headerBytes + header.metaBytes else { throw DurableFormatError("blob cut inside its meta") }
+            var p = ByteReader(bytes, from: headerBytes, to: headerBytes + header.metaBytes)
+            let name = try p.string("model", max: 255)
+            var dims: [Int] = []
+            for what in ["layers", "kv heads", "query heads", "head dim", "page tokens"] { dims.append(Int(try p.u32(what))) }
+            let dtype = try p.string("dtype", max: 8)
+            guard let expected = layouts(name) else { throw DurableFormatError("blob was written for model '\(name)', which this daemon does not serve") }
+            guard dims == [expected.layers, expected.kvHeads, expected.qHeads, expected.headDim, expected.pageTokens],
+                  dtype == expected.dtype.rawValue else {
+                throw DurableFormatError(
+                    "blob was written for model '\(name)' (\(dims.map(String.init).joined(separator: "×")), \(dtype)); this daemon's '\(expected.name)' differs")
             }
-            heads.append(HeadCache(pages: pages, count: head.count, positionRuns: head.positionRuns, logWeights: head.storedLogWeights))
+            let id = try p.u64("sequence id")
+            let generation = try p.u64("generation")
+            let seqLength = Int(try p.u32("length"))
+            let everCompacted = try p.bool("ever compacted")
+            let layerCount = try p.count("layers", itemBytes: 4)
+            guard layerCount == expected.layers else { throw DurableFormatError("blob has \(layerCount) alias entries for \(expected.layers) layers") }
+            var aliases: [Int?] = []
+            for _ in 0..<layerCount {
+                let a = try p.i32("alias")
+                guard a >= -1 else { throw DurableFormatError("alias \(a)") }
+                aliases.append(a < 0 ? nil : Int(a))
+            }
+            let headCount = try p.count("heads", itemBytes: 9)
+            guard headCount == expected.headCount else { throw DurableFormatError("blob has \(headCount) heads; the model has \(expected.headCount)") }
+            var heads: [HeadCache] = []
+            var kvBytes: UInt64 = 0
+            for _ in 0..<headCount {
+                let head = try HeadCache.decodeTokens(&p, pages: [])
+                // count < 2^32, tokenBytes a few KiB, heads a few thousand: far from UInt64's range.
+                kvBytes += 2 * UInt64(head.count) * UInt64(expected.tokenBytes)
+                heads.append(head)
+            }
+            guard p.atEnd else { throw DurableFormatError("blob meta has \(p.remaining) bytes past its last head") }
+            guard kvBytes == header.payloadBytes - UInt64(header.metaBytes) else {
+                throw DurableFormatError("blob heads hold \(kvBytes) K/V bytes but the blob carries \(header.payloadBytes - UInt64(header.metaBytes))")
+            }
+            let image = SequenceImage(id: id, model: name, generation: generation, length: seqLength, everCompacted: everCompacted,
+                                      pinned: false, aliases: aliases, heads: heads)
+            try image.validateContents(expected)
+            layout = expected
+            self.image = image
         }
-        var restored = image
-        restored.id = id.raw
-        restored.heads = heads
-        return KVSequence(restoring: restored, layout: layout, tenant: tenant)
     }
 }

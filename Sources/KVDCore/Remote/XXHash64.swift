@@ -9,7 +9,8 @@ public enum XXHash64 {
     private static let p4: UInt64 = 0x85EB_CA77_C2B2_AE63
     private static let p5: UInt64 = 0x27D4_EB2F_1656_67C5
 
-    @inline(__always) private static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
+    // Masking shifts: `<<`/`>>` would add an over-shift branch to every step of the inner loop.
+    @inline(__always) private static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x &<< r) | (x &>> (64 &- r)) }
     @inline(__always) private static func round(_ acc: UInt64, _ input: UInt64) -> UInt64 {
         rotl(acc &+ input &* p2, 31) &* p1
     }
@@ -18,20 +19,18 @@ public enum XXHash64 {
     }
 
     public static func hash(_ data: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
-        let n = data.count
-        @inline(__always) func u64(_ i: Int) -> UInt64 { UInt64(littleEndian: data.loadUnaligned(fromByteOffset: i, as: UInt64.self)) }
-        @inline(__always) func u32(_ i: Int) -> UInt64 { UInt64(UInt32(littleEndian: data.loadUnaligned(fromByteOffset: i, as: UInt32.self))) }
-        var i = 0
+        var s = Stream(seed: seed)
+        s.update(data)
+        return s.digest()
+    }
+
+    /// The last steps: fold the four lanes (if a whole stripe was seen), mix in the length, then the
+    /// bytes after the last stripe, then avalanche.
+    private static func finish(_ lanes: (UInt64, UInt64, UInt64, UInt64)?, seed: UInt64, total: Int, rest: UnsafeRawBufferPointer) -> UInt64 {
+        @inline(__always) func u64(_ i: Int) -> UInt64 { UInt64(littleEndian: rest.loadUnaligned(fromByteOffset: i, as: UInt64.self)) }
+        @inline(__always) func u32(_ i: Int) -> UInt64 { UInt64(UInt32(littleEndian: rest.loadUnaligned(fromByteOffset: i, as: UInt32.self))) }
         var h: UInt64
-        if n >= 32 {
-            var v1 = seed &+ p1 &+ p2, v2 = seed &+ p2, v3 = seed, v4 = seed &- p1
-            while i + 32 <= n {
-                v1 = round(v1, u64(i))
-                v2 = round(v2, u64(i + 8))
-                v3 = round(v3, u64(i + 16))
-                v4 = round(v4, u64(i + 24))
-                i += 32
-            }
+        if let (v1, v2, v3, v4) = lanes {
             h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
             h = merge(h, v1)
             h = merge(h, v2)
@@ -40,7 +39,9 @@ public enum XXHash64 {
         } else {
             h = seed &+ p5
         }
-        h &+= UInt64(n)
+        h &+= UInt64(total)
+        let n = rest.count
+        var i = 0
         while i + 8 <= n {
             h ^= round(0, u64(i))
             h = rotl(h, 27) &* p1 &+ p4
@@ -52,7 +53,7 @@ public enum XXHash64 {
             i += 4
         }
         while i < n {
-            h ^= UInt64(data[i]) &* p5
+            h ^= UInt64(rest[i]) &* p5
             h = rotl(h, 11) &* p1
             i += 1
         }
@@ -65,4 +66,70 @@ public enum XXHash64 {
     }
 
     public static func hash(_ bytes: [UInt8], seed: UInt64 = 0) -> UInt64 { bytes.withUnsafeBytes { hash($0, seed: seed) } }
+
+    // MARK: - Streaming
+
+    /// xxHash64 over bytes that arrive in pieces (a blob being written head by head, a reply being
+    /// read from a socket): each piece is hashed while it is still in cache, instead of the whole
+    /// blob again from memory at the end. Any split gives the one-shot `hash` of the concatenation.
+    public struct Stream {
+        private var v1, v2, v3, v4: UInt64
+        private let seed: UInt64
+        private var total = 0
+        /// Up to 31 bytes that did not make a whole 32-byte stripe yet.
+        private var tail: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        private var tailCount = 0
+
+        public init(seed: UInt64 = 0) {
+            self.seed = seed
+            v1 = seed &+ XXHash64.p1 &+ XXHash64.p2
+            v2 = seed &+ XXHash64.p2
+            v3 = seed
+            v4 = seed &- XXHash64.p1
+        }
+
+        public mutating func update(_ data: UnsafeRawBufferPointer) {
+            let n = data.count
+            if n == 0 { return }
+            var i = 0
+            total += n
+            if tailCount > 0 {
+                let take = min(32 - tailCount, n)
+                withUnsafeMutableBytes(of: &tail) { t in
+                    t.baseAddress!.advanced(by: tailCount).copyMemory(from: data.baseAddress!, byteCount: take)
+                }
+                tailCount += take
+                i = take
+                if tailCount < 32 { return }
+                stripe(withUnsafeBytes(of: &tail) { UnsafeRawBufferPointer($0) }, at: 0)
+                tailCount = 0
+            }
+            while i + 32 <= n {
+                stripe(data, at: i)
+                i += 32
+            }
+            if i < n {
+                withUnsafeMutableBytes(of: &tail) { t in
+                    t.baseAddress!.copyMemory(from: data.baseAddress! + i, byteCount: n - i)
+                }
+                tailCount = n - i
+            }
+        }
+
+        @inline(__always) private mutating func stripe(_ d: UnsafeRawBufferPointer, at i: Int) {
+            v1 = XXHash64.round(v1, UInt64(littleEndian: d.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
+            v2 = XXHash64.round(v2, UInt64(littleEndian: d.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)))
+            v3 = XXHash64.round(v3, UInt64(littleEndian: d.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)))
+            v4 = XXHash64.round(v4, UInt64(littleEndian: d.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)))
+        }
+
+        /// The hash of everything given so far (the stream can go on after).
+        public func digest() -> UInt64 {
+            var copy = self
+            return withUnsafeBytes(of: &copy.tail) { t in
+                XXHash64.finish(total >= 32 ? (v1, v2, v3, v4) : nil, seed: seed, total: total,
+                                rest: UnsafeRawBufferPointer(rebasing: t[0..<tailCount]))
+            }
+        }
+    }
 }

@@ -19,31 +19,50 @@ enum RestoreHandler {
         guard space.evictions.offloaded(id) else {
             throw space.evictions.error(for: id) ?? .notFound("restore: sequence \(id) was never offloaded to the remote tier")
         }
-        let found: (bytes: [UInt8], fromRemote: Bool)?
-        do throws(RemoteError) { found = try remote.fetch(space, id: id) } catch {
+        // A blob from the store is written into pages while it arrives (SequenceBlob.Arrival).
+        var arrival = SequenceBlob.Arrival(
+            layouts: { name in store.shared.models[name] },
+            allocate: { (n: Int) throws(KVDError) -> [PageID] in
+                try store.withRoom(pages: n) { () throws(KVDError) in try store.pages.allocate(n) }
+            },
+            release: { _ = store.pages.release($0) },
+            memory: store.arena.pageMemory)
+        let found: RemoteTier.Fetched?
+        do throws(RemoteError) { found = try remote.fetch(space, id: id) { arrival.take($0, $1) } } catch {
+            arrival.abandon()
             c.restoreFailures.add(1, ordering: .relaxed)
             throw .unavailable("restore: the remote tier did not answer for sequence \(id) (\(error.description)); try again")
         }
         guard let found else {
+            arrival.abandon()
             c.restoreFailures.add(1, ordering: .relaxed)
             throw .evicted("restore: the remote tier no longer holds sequence \(id) (expired or removed); create it again and re-run prefill")
         }
-        let blob: SequenceBlob
-        do throws(DurableFormatError) {
-            blob = try SequenceBlob.decode(found.bytes) { name in store.shared.models[name] }
-        } catch {
-            c.restoreCorrupted.add(1, ordering: .relaxed)
-            space.evictions.record(id, "lost: its remote copy could not be read (\(error.message))")
-            remote.drop(space, id: id)
-            throw .evicted("restore: the remote copy of sequence \(id) is unusable (\(error.message)); it is lost: create it again and re-run prefill")
-        }
-        guard blob.image.id == id else {
-            c.restoreCorrupted.add(1, ordering: .relaxed)
-            throw .evicted("restore: the remote copy under sequence \(id)'s key holds sequence \(blob.image.id); it is lost")
-        }
-        let need = blob.image.heads.reduce(0) { $0 + HeadCache.pagesNeeded($1.count, pageTokens: blob.layout.pageTokens) }
-        let restored = try store.withRoom(pages: need) { () throws(KVDError) in
-            try blob.restore(id: SequenceID(id), tenant: space.name, allocator: store.pages, memory: store.arena.pageMemory)
+        let restored: KVSequence
+        let fromRemote: Bool
+        switch found {
+        case .remote(let bytes):
+            fromRemote = true
+            switch arrival.finish(id: SequenceID(id), tenant: space.name, blobBytes: bytes) {
+            case .success(let s): restored = s
+            case .failure(.noRoom(let error)): throw error  // the store keeps its copy: a later Restore may fit
+            case .failure(.unusable(let error)): throw unusable(error, id, space, remote)
+            }
+        case .queued(let bytes):
+            fromRemote = false
+            let blob: SequenceBlob
+            do throws(DurableFormatError) {
+                blob = try SequenceBlob.decode(bytes) { name in store.shared.models[name] }
+            } catch {
+                throw unusable(error, id, space, remote)
+            }
+            guard blob.image.id == id else {
+                throw unusable(DurableFormatError("the copy under its key holds sequence \(blob.image.id)"), id, space, remote)
+            }
+            let need = blob.image.heads.reduce(0) { $0 + HeadCache.pagesNeeded($1.count, pageTokens: blob.layout.pageTokens) }
+            restored = try store.withRoom(pages: need) { () throws(KVDError) in
+                try blob.restore(id: SequenceID(id), tenant: space.name, allocator: store.pages, memory: store.arena.pageMemory)
+            }
         }
         do throws(KVDError) {
             _ = try store.create(requested: id, pinned: false) { _ throws(KVDError) in (restored, nil) }
@@ -60,9 +79,17 @@ enum RestoreHandler {
         out.sequenceID = id
         out.length = UInt64(restored.length)
         out.generation = restored.generation
-        out.fromRemote = found.fromRemote
+        out.fromRemote = fromRemote
         out.restoreUs = us
-        out.bytes = UInt64(blob.kvBytes)
+        out.bytes = UInt64(restored.heads.reduce(0) { $0 + 2 * $1.count } * restored.layout.tokenBytes)
         return out
+    }
+
+    /// A copy that fails its checks is never served: the id is recorded as lost and the copy deleted.
+    private static func unusable(_ error: DurableFormatError, _ id: UInt64, _ space: TenantSpace, _ remote: RemoteTier) -> KVDError {
+        space.remoteCounters.restoreCorrupted.add(1, ordering: .relaxed)
+        space.evictions.record(id, "lost: its remote copy could not be read (\(error.message))")
+        remote.drop(space, id: id)
+        return .evicted("restore: the remote copy of sequence \(id) is unusable (\(error.message)); it is lost: create it again and re-run prefill")
     }
 }

@@ -40,8 +40,8 @@ final class RemoteTier: Sendable {
         return c
     }
 
-    /// The store key of a cached prompt block: `<key_prefix><tenant>:blk:<hash>`.
-    func blockKey(tenant: String, hash: PrefixHash) -> String { "\(settings.keyPrefix)\(tenant):blk:\(hash)" }
+    /// The store key of a cached prompt block: `<block_key_prefix><tenant>:blk:<hash>`.
+    func blockKey(tenant: String, hash: PrefixHash) -> String { "\(settings.effectiveBlockKeyPrefix)\(tenant):blk:\(hash)" }
 
     /// Queues evicted sequence `id`'s blob for shipping; false (and nothing queued) when the queue
     /// has no room for it. A failed shipment records the sequence as lost.
@@ -115,20 +115,30 @@ final class RemoteTier: Sendable {
         return true
     }
 
+    /// A fetched blob: from the store (its pieces went to the observer as they came) or from the
+    /// offload queue (never shipped: nothing was observed).
+    enum Fetched {
+        case remote(bytes: Int)
+        case queued([UInt8])
+    }
+
     /// The blob of sequence `id`: from the offload queue if not shipped yet (taken out of it), or
-    /// from the store (call from a worker: it waits for the store). nil when neither has it.
-    func fetch(_ space: TenantSpace, id: UInt64) throws(RemoteError) -> (bytes: [UInt8], fromRemote: Bool)? {
+    /// from the store, `observing` each piece of the reply as it arrives (call from a worker: it
+    /// waits for the store; `observing` runs on `queue`). nil when neither has it.
+    func fetch(_ space: TenantSpace, id: UInt64, observing: @escaping ValueObserver) throws(RemoteError) -> Fetched? {
         let k = key(tenant: space.name, id: id)
         let queued: [UInt8]? = pending.withLock { p in
             guard let b = p.blobs.removeValue(forKey: k) else { return nil }
             p.bytes -= b.count
             return b
         }
-        if let queued { return (queued, false) }
-        let got: Result<[UInt8]?, RemoteError> = queue.sync {
-            do throws(RemoteError) { return .success(try client().get(Array(k.utf8))) } catch { return .failure(error) }
+        if let queued { return .queued(queued) }
+        let got: Result<Fetched?, RemoteError> = queue.sync {
+            do throws(RemoteError) {
+                return .success(try client().get(Array(k.utf8), observing: observing).map { .remote(bytes: $0.count) })
+            } catch { return .failure(error) }
         }
-        return try got.get().map { ($0, true) }
+        return try got.get()
     }
 
     /// Deletes the store's copy of sequence `id` (restored, or found corrupted), in the background.
