@@ -201,6 +201,11 @@ public struct Configuration: Sendable, Equatable {
         public var nodes: [String] = ["127.0.0.1:6379"]
         /// Every key starts with it (several daemons or deployments can share one Redis).
         public var keyPrefix: String = "kvd:"
+        /// The prefix of shared prompt blocks' keys, when it differs from `keyPrefix`: daemons that
+        /// share prefixes share this one and keep their own `keyPrefix` for evicted sequences (whose
+        /// ids are chosen per daemon). nil = `keyPrefix`.
+        public var blockKeyPrefix: String? = nil
+        public var effectiveBlockKeyPrefix: String { blockKeyPrefix ?? keyPrefix }
         /// Expiry of offloaded sequences in the store (0 = none).
         public var ttlSeconds: Int = 0
         public var connectTimeoutMilliseconds: Int = 200

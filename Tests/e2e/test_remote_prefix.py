@@ -20,18 +20,19 @@ def redis(tmp_path):
     node.stop()
 
 
-def sharing(redis: RedisNode, key_file):
+def sharing(redis: RedisNode, key_file, own_prefix="kvdtest:"):
+    """Daemons that share blocks under one `block_key_prefix`, each with its own `key_prefix`."""
     def mutate(cfg):
         cfg["prefix"] = {"enabled": True, "key_file": str(key_file)}
-        cfg["remote"] = {"enabled": True, "nodes": [redis.address], "key_prefix": "kvdtest:", "share_prefixes": True,
-                         "offload_evicted": False}
+        cfg["remote"] = {"enabled": True, "nodes": [redis.address], "key_prefix": own_prefix, "block_key_prefix": "kvdtest:",
+                         "share_prefixes": True, "offload_evicted": False}
     return mutate
 
 
 def test_a_second_daemon_adopts_a_prefix_the_first_computed(make_daemon, redis, tmp_path):
     key_file = tmp_path / "prefix.key"
     key_file.write_text(KEY + "\n")
-    first, second = make_daemon(sharing(redis, key_file)), make_daemon(sharing(redis, key_file))
+    first, second = make_daemon(sharing(redis, key_file, "one:")), make_daemon(sharing(redis, key_file, "two:"))
     ids = [7000 + t for t in range(40)]
     k, v = make_kv(MODEL_F16, 40, seed=11)
     with first.client() as a:
