@@ -31,6 +31,8 @@ enum RESPWire {
     /// Redis' own ceiling for a bulk string (`proto-max-bulk-len` is at most 512 MiB by default); a
     /// declared length above it is a protocol error, not an allocation.
     static let maxBulkBytes = 1 << 30
+    /// The largest read of an observed value (a fraction of a core's L2 cache).
+    static let observedPieceBytes = 256 * 1024
     /// Vectors per `sendmsg` (Linux' IOV_MAX, which Glibc does not export to Swift).
     static let maxVectors = 1024
 
@@ -203,7 +205,10 @@ enum RESPWire {
             observe()
             while have < total {
                 do throws(Failure) {
-                    have += try readSome(fd: fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[have...]), "reading a \(length)-byte value")
+                    // With an observer, reads of at most `observedPieceBytes`, so each piece is still
+                    // in cache when the observer works on it.
+                    let end = observing == nil ? total : min(total, have + observedPieceBytes)
+                    have += try readSome(fd: fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[have..<end]), "reading a \(length)-byte value")
                 } catch {
                     failure = error
                     break

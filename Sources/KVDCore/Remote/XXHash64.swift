@@ -104,9 +104,18 @@ public enum XXHash64 {
                 stripe(withUnsafeBytes(of: &tail) { UnsafeRawBufferPointer($0) }, at: 0)
                 tailCount = 0
             }
-            while i + 32 <= n {
-                stripe(data, at: i)
-                i += 32
+            if i + 32 <= n {
+                // The lanes in locals for the loop: as stored properties of `self` they would be
+                // loaded and stored at every stripe.
+                var a = v1, b = v2, c = v3, d = v4
+                while i + 32 <= n {
+                    a = XXHash64.round(a, UInt64(littleEndian: data.loadUnaligned(fromByteOffset: i, as: UInt64.self)))
+                    b = XXHash64.round(b, UInt64(littleEndian: data.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)))
+                    c = XXHash64.round(c, UInt64(littleEndian: data.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)))
+                    d = XXHash64.round(d, UInt64(littleEndian: data.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)))
+                    i += 32
+                }
+                (v1, v2, v3, v4) = (a, b, c, d)
             }
             if i < n {
                 withUnsafeMutableBytes(of: &tail) { t in
