@@ -57,20 +57,21 @@ extension Harness {
         let decoded = try? SequenceBlob.decode(bytes, layouts: { self.models[$0] })
         if let decoded, decoded.encoded() != bytes { fatalError("a decoded blob does not encode back to its bytes") }
         let arena = Self.blobArena
-        var a = SequenceBlob.Arrival(layouts: { self.models[$0] },
+        let a = SequenceBlob.Arrival(layouts: { self.models[$0] },
                                      allocate: { (n: Int) throws(KVDError) -> [PageID] in try arena.allocator.allocate(n) },
                                      release: { _ = arena.allocator.release($0) }, memory: arena.memory)
+        a.begin(length: bytes.count)
         var at = 0
         while at < bytes.count {
             let end = min(bytes.count, at + piece)
-            bytes[at..<end].withUnsafeBytes { a.take(at, $0) }
+            bytes[at..<end].withUnsafeBytes { a.arrive($0) }
             at = end
         }
         let id = decoded?.image.id ?? 1
-        switch a.finish(id: SequenceID(id), tenant: "fuzz", blobBytes: bytes.count) {
+        switch a.finish(id: SequenceID(id), tenant: "fuzz") {
         case .success(let s):
             guard let decoded else { fatalError("a blob restored while arriving that decode refuses") }
-            if s.image(pinned: false).heads.map(\.count) != decoded.image.heads.map(\.count) { fatalError("arrival and decode disagree") }
+            if s.heads.map({ $0.count }) != decoded.image.heads.map({ $0.count }) { fatalError("arrival and decode disagree") }
             _ = s.release(allocator: arena.allocator)
         case .failure(.noRoom):
             break  // more pages than the scratch arena has: nothing to compare

@@ -46,16 +46,22 @@ enum Hiredis {
     /// The bytes go through `RESPWire`, which spares a large value hiredis' copies; hiredis parses
     /// every reply but a large bulk string. A thrown failure leaves the context unusable (hiredis'
     /// rule after any I/O or protocol error): the caller must free it.
-    static func command(_ c: Context, _ args: [[UInt8]], observing: ValueObserver? = nil) throws(Failure) -> RedisReply {
+    static func command(_ c: Context, _ args: [[UInt8]], into sink: ValueSink? = nil) throws(Failure) -> RedisReply {
         precondition(!args.isEmpty, "a Redis command needs at least its name")
         try RESPWire.send(fd: c.pointee.fd, args)
-        switch try RESPWire.receive(c, observing: observing) {
+        switch try RESPWire.receive(c, into: sink) {
         case .bulk(let bytes):
             return .string(bytes)
+        case .sunk(let length):
+            return .sunk(length)
         case .hiredis(let raw):
             defer { freeReplyObject(raw) }
             let reply = try copy(raw.assumingMemoryBound(to: redisReply.self), depth: 0)
-            if let observing, case .string(let bytes) = reply { bytes.withUnsafeBytes { observing(0, $0) } }
+            if let sink, case .string(let bytes) = reply {
+                sink.begin(length: bytes.count)
+                bytes.withUnsafeBytes { sink.copy($0) }
+                return .sunk(bytes.count)
+            }
             return reply
         }
     }

@@ -31,8 +31,8 @@ enum RESPWire {
     /// Redis' own ceiling for a bulk string (`proto-max-bulk-len` is at most 512 MiB by default); a
     /// declared length above it is a protocol error, not an allocation.
     static let maxBulkBytes = 1 << 30
-    /// The largest read of an observed value (a fraction of a core's L2 cache).
-    static let observedPieceBytes = 256 * 1024
+    /// The largest read into a sink (a fraction of a core's L2 cache).
+    static let sunkPieceBytes = 256 * 1024
     /// Vectors per `sendmsg` (Linux' IOV_MAX, which Glibc does not export to Swift).
     static let maxVectors = 1024
 
@@ -138,18 +138,24 @@ enum RESPWire {
     /// handed to hiredis, and `.hiredis` is its reply object (the caller frees it).
     enum Received {
         case bulk([UInt8])
+        /// A large bulk string of this length went into the sink.
+        case sunk(Int)
         case hiredis(UnsafeMutableRawPointer)
     }
 
-    static func receive(_ c: UnsafeMutablePointer<redisContext>, observing: ValueObserver? = nil) throws(Failure) -> Received {
+    static func receive(_ c: UnsafeMutablePointer<redisContext>, into sink: ValueSink? = nil) throws(Failure) -> Received {
         let fd = c.pointee.fd
         var chunk = [UInt8](repeating: 0, count: chunkBytes)
         let got: Result<Int, Failure> = chunk.withUnsafeMutableBytes { b in
-            do throws(Failure) { return .success(try readSome(fd: fd, into: b, "reading the reply")) } catch { return .failure(error) }
+            do throws(Failure) { return .success(try readSome(fd: fd, into: [b], "reading the reply")) } catch { return .failure(error) }
         }
         let n = try got.get()
         if let (length, headerEnd) = largeBulkHeader(chunk[..<n]) {
-            return .bulk(try readBulk(fd: fd, length: length, first: chunk[headerEnd..<n], observing: observing))
+            if let sink {
+                try readBulk(fd: fd, length: length, first: chunk[headerEnd..<n], into: sink)
+                return .sunk(length)
+            }
+            return .bulk(try readBulk(fd: fd, length: length, first: chunk[headerEnd..<n]))
         }
         let fed = chunk.withUnsafeBytes { b in
             redisReaderFeed(c.pointee.reader, b.baseAddress!.assumingMemoryBound(to: CChar.self), n)
@@ -184,7 +190,7 @@ enum RESPWire {
 
     /// The rest of a bulk string of `length` bytes whose first bytes (and maybe its trailing CRLF)
     /// are `first`: read straight into an array of its exact size, then the CRLF is checked.
-    private static func readBulk(fd: Int32, length: Int, first: ArraySlice<UInt8>, observing: ValueObserver?) throws(Failure) -> [UInt8] {
+    private static func readBulk(fd: Int32, length: Int, first: ArraySlice<UInt8>) throws(Failure) -> [UInt8] {
         let total = length + 2  // the value, then \r\n
         guard first.count <= total else {
             throw Failure(kind: .protocol, what: "\(first.count - total) bytes after a reply nobody asked for")
@@ -195,30 +201,52 @@ enum RESPWire {
             let raw = UnsafeMutableRawBufferPointer(buffer)
             first.withUnsafeBytes { raw.copyMemory(from: $0) }
             var have = first.count
-            var seen = 0
-            // Each piece that came in, to the observer while it is in cache (never the CRLF).
-            func observe() {
-                let upTo = min(have, length)
-                if let observing, upTo > seen { observing(seen, UnsafeRawBufferPointer(rebasing: raw[seen..<upTo])) }
-                seen = max(seen, upTo)
-            }
-            observe()
             while have < total {
                 do throws(Failure) {
-                    // With an observer, reads of at most `observedPieceBytes`, so each piece is still
-                    // in cache when the observer works on it.
-                    let end = observing == nil ? total : min(total, have + observedPieceBytes)
-                    have += try readSome(fd: fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[have..<end]), "reading a \(length)-byte value")
+                    have += try readSome(fd: fd, into: [UnsafeMutableRawBufferPointer(rebasing: raw[have...])], "reading a \(length)-byte value")
                 } catch {
                     failure = error
                     break
                 }
-                observe()
             }
             count = failure == nil ? total : 0
         }
         if let failure { throw failure }
-        guard value[length] == UInt8(ascii: "\r"), value[length + 1] == UInt8(ascii: "\n") else {
+        try checkEnd(fd: fd, length: length, crlf: value[length...])
+        value.removeLast(2)
+        return value
+    }
+
+    /// The rest of a bulk string of `length` bytes, read straight into `sink`'s destinations (at
+    /// most `sunkPieceBytes` per read, so what the sink does with each piece finds it in cache).
+    private static func readBulk(fd: Int32, length: Int, first: ArraySlice<UInt8>, into sink: ValueSink) throws(Failure) {
+        guard first.count <= length + 2 else {
+            throw Failure(kind: .protocol, what: "\(first.count - length - 2) bytes after a reply nobody asked for")
+        }
+        sink.begin(length: length)
+        let early = min(first.count, length)
+        first.prefix(early).withUnsafeBytes { sink.copy($0) }
+        var have = early
+        while have < length {
+            let destinations = sink.next(limit: min(length - have, sunkPieceBytes))
+            let n = try readSome(fd: fd, into: destinations, "reading a \(length)-byte value")
+            sink.landed(n)
+            have += n
+        }
+        var crlf = Array(first.dropFirst(early))
+        let two = UnsafeMutableRawBufferPointer.allocate(byteCount: 2, alignment: 1)
+        defer { two.deallocate() }
+        while crlf.count < 2 {
+            let n = try readSome(fd: fd, into: [UnsafeMutableRawBufferPointer(rebasing: two[..<(2 - crlf.count)])],
+                                 "reading the end of a \(length)-byte value")
+            crlf += two.prefix(n)
+        }
+        try checkEnd(fd: fd, length: length, crlf: crlf[...])
+    }
+
+    /// The CRLF after a bulk string, and nothing behind it.
+    private static func checkEnd(fd: Int32, length: Int, crlf: ArraySlice<UInt8>) throws(Failure) {
+        guard crlf.elementsEqual([UInt8(ascii: "\r"), UInt8(ascii: "\n")]) else {
             throw Failure(kind: .protocol, what: "a \(length)-byte bulk string not followed by CRLF")
         }
         // One command, one reply: bytes already waiting behind it would be taken for the next
@@ -227,14 +255,13 @@ enum RESPWire {
         if recv(fd, &stray, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0 {
             throw Failure(kind: .protocol, what: "bytes after a \(length)-byte reply nobody asked for")
         }
-        value.removeLast(2)
-        return value
     }
 
-    /// One `read` into `buffer`: how many bytes came (at least one).
-    private static func readSome(fd: Int32, into buffer: UnsafeMutableRawBufferPointer, _ what: String) throws(Failure) -> Int {
+    /// One `readv` into `buffers` (filled in order): how many bytes came (at least one).
+    private static func readSome(fd: Int32, into buffers: [UnsafeMutableRawBufferPointer], _ what: String) throws(Failure) -> Int {
+        var vectors = buffers.prefix(maxVectors).map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
         while true {
-            let n = read(fd, buffer.baseAddress!, buffer.count)
+            let n = readv(fd, &vectors, Int32(vectors.count))
             if n > 0 { return n }
             if n == 0 {
                 throw Failure(kind: .unavailable, what: "connection closed by the server while \(what): the node crashed, restarted or dropped the client")

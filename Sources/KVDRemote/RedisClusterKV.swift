@@ -79,10 +79,16 @@ public final class RedisClusterKV: RemoteKV {
 
     // MARK: - RemoteKV
 
-    public func get(_ key: [UInt8], observing: ValueObserver?) throws(RemoteError) -> [UInt8]? {
+    public func get(_ key: [UInt8]) throws(RemoteError) -> [UInt8]? {
         let args = KVCommand.get(key)
-        let (reply, node) = try send(args, key: key, observing: observing)
+        let (reply, node) = try send(args, key: key)
         return try KVCommand.value(reply, node, args)
+    }
+
+    public func get(_ key: [UInt8], into sink: ValueSink) throws(RemoteError) -> Int? {
+        let args = KVCommand.get(key)
+        let (reply, node) = try send(args, key: key, into: sink)
+        return try KVCommand.sunk(reply, node, args)
     }
 
     public func set(_ key: [UInt8], _ value: [UInt8], ttlSeconds: Int) throws(RemoteError) {
@@ -127,7 +133,7 @@ public final class RedisClusterKV: RemoteKV {
     /// Sends `args` (whose keys all hash like `key`) to the slot's master, following redirections.
     /// Returns the final reply (any error reply but a redirection is returned, for the caller to
     /// read) and the node that gave it.
-    private func send(_ args: [[UInt8]], key: [UInt8], observing: ValueObserver? = nil) throws(RemoteError) -> (RedisReply, RedisEndpoint) {
+    private func send(_ args: [[UInt8]], key: [UInt8], into sink: ValueSink? = nil) throws(RemoteError) -> (RedisReply, RedisEndpoint) {
         let slot = ClusterKeySlot.of(key)
         var target = try master(of: slot, args)
         var asking = false
@@ -135,7 +141,7 @@ public final class RedisClusterKV: RemoteKV {
         while true {
             let reply: RedisReply
             do throws(RemoteError) {
-                reply = try sendOnce(args, to: target, asking: asking, observing: observing)
+                reply = try sendOnce(args, to: target, asking: asking, into: sink)
             } catch let error where error.kind == .unavailable && !asking {
                 // The node is down or unreachable. If the cluster has moved the slot elsewhere (a
                 // replica promoted, a reshard) the refreshed map says so; otherwise the slot is down.
@@ -169,14 +175,14 @@ public final class RedisClusterKV: RemoteKV {
 
     /// One command on `node`, preceded by `ASKING` after an `ASK` redirection (which lets the
     /// importing node serve a slot it does not own yet, for this one command).
-    private func sendOnce(_ args: [[UInt8]], to node: RedisEndpoint, asking: Bool, observing: ValueObserver?) throws(RemoteError) -> RedisReply {
+    private func sendOnce(_ args: [[UInt8]], to node: RedisEndpoint, asking: Bool, into sink: ValueSink?) throws(RemoteError) -> RedisReply {
         let connection = self.connection(to: node)
         if asking {
             let askingArgs = [Array("ASKING".utf8)]
             let reply = try connection.command(askingArgs)
             guard reply == .status("OK") else { throw KVCommand.unexpected(reply, "+OK", node, askingArgs) }
         }
-        return try connection.command(args, observing: observing)
+        return try connection.command(args, into: sink)
     }
 
     /// `MOVED <slot> <host:port>` or `ASK <slot> <host:port>`; nil for any other reply. An empty host

@@ -28,11 +28,11 @@ public final class RedisConnection {
     /// An error reply (`-ERR …`, `-MOVED …`) is returned as `.error`, not thrown: whether it is a
     /// failure is the caller's call. Throws `unavailable` when the node cannot be reached or does not
     /// answer in time, `protocol` for a malformed reply.
-    /// `observing` sees a bulk-string reply's bytes as they arrive (see `ValueObserver`).
-    public func command(_ args: [[UInt8]], observing: ValueObserver? = nil) throws(RemoteError) -> RedisReply {
+    /// With a `sink`, a bulk-string reply goes into it and comes back as `.sunk(length)`.
+    public func command(_ args: [[UInt8]], into sink: ValueSink? = nil) throws(RemoteError) -> RedisReply {
         let c = try open(args)
         do throws(Hiredis.Failure) {
-            return try Hiredis.command(c, args, observing: observing)
+            return try Hiredis.command(c, args, into: sink)
         } catch {
             // A failed read or write may leave half a reply in the socket: this context is done.
             close()

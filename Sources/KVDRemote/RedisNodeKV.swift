@@ -10,9 +10,14 @@ public final class RedisNodeKV: RemoteKV {
         connection = RedisConnection(endpoint: endpoint, timeouts: timeouts)
     }
 
-    public func get(_ key: [UInt8], observing: ValueObserver?) throws(RemoteError) -> [UInt8]? {
+    public func get(_ key: [UInt8]) throws(RemoteError) -> [UInt8]? {
         let args = KVCommand.get(key)
-        return try KVCommand.value(connection.command(args, observing: observing), connection.endpoint, args)
+        return try KVCommand.value(connection.command(args), connection.endpoint, args)
+    }
+
+    public func get(_ key: [UInt8], into sink: ValueSink) throws(RemoteError) -> Int? {
+        let args = KVCommand.get(key)
+        return try KVCommand.sunk(connection.command(args, into: sink), connection.endpoint, args)
     }
 
     public func set(_ key: [UInt8], _ value: [UInt8], ttlSeconds: Int) throws(RemoteError) {

@@ -9,6 +9,8 @@ public enum RedisReply: Sendable, Equatable {
     case int(Int64)
     /// A bulk string (`$<len>`): binary-safe bytes.
     case string([UInt8])
+    /// A bulk string of this many bytes that went into a `ValueSink` instead.
+    case sunk(Int)
     /// A status reply (`+OK`, `+PONG`).
     case status(String)
     /// An error reply (`-ERR …`, `-MOVED …`), without the leading `-`.
@@ -22,6 +24,7 @@ public enum RedisReply: Sendable, Equatable {
         case .null: return "nil"
         case .int: return "an integer"
         case .string(let b): return "a bulk string of \(b.count) bytes"
+        case .sunk(let n): return "a bulk string of \(n) bytes"
         case .status(let s): return "status \(s.prefix(64))"
         case .error(let e): return "error \(e.prefix(200))"
         case .array(let a): return "an array of \(a.count)"

@@ -6,8 +6,10 @@
 /// most the timeouts (a few of them for a cluster call that is redirected or meets a dead node).
 public protocol RemoteKV: AnyObject {
     /// The value stored under `key`, or nil when there is none (never stored, expired, evicted).
-    /// `observing` sees the value's bytes while they arrive (see `ValueObserver`).
-    func get(_ key: [UInt8], observing: ValueObserver?) throws(RemoteError) -> [UInt8]?
+    func get(_ key: [UInt8]) throws(RemoteError) -> [UInt8]?
+    /// The value under `key` read into `sink`'s memory as it arrives (see `ValueSink`) instead of an
+    /// array: its length, or nil when there is none.
+    func get(_ key: [UInt8], into sink: ValueSink) throws(RemoteError) -> Int?
     /// Stores `value` under `key`, replacing what was there. `ttlSeconds` > 0 lets Redis drop it after
     /// that long (`SET key value EX ttl`); 0 keeps it until it is deleted or evicted.
     func set(_ key: [UInt8], _ value: [UInt8], ttlSeconds: Int) throws(RemoteError)
@@ -17,15 +19,36 @@ public protocol RemoteKV: AnyObject {
     func exists(_ key: [UInt8]) throws(RemoteError) -> Bool
 }
 
-/// Sees a value's bytes while they come off the socket, so a caller can work on each piece while it
-/// is in cache (the remote tier checksums a blob this way). Called with consecutive pieces, `offset`
-/// being where the piece starts in the value; a piece at offset 0 starts the value over (a cluster
-/// call that was redirected). A value hiredis read comes as one piece at the end. Only a bulk-string
-/// reply is observed; the value `get` returns is the same bytes.
-public typealias ValueObserver = (_ offset: Int, _ bytes: UnsafeRawBufferPointer) -> Void
+/// Where a value's bytes go while they come off the socket, so they land where they are needed
+/// (a restore: straight into the pages) instead of in an array first. Only a bulk-string reply goes
+/// to a sink.
+///
+/// `begin(length:)` starts the value (again, after a cluster call was redirected or retried: the
+/// sink forgets what it had). Then, until `length` bytes have landed: `next(limit:)` gives
+/// destinations for the next bytes (in order, at most `limit` bytes in all, at least one), the
+/// socket is read into them, and `landed(_:)` says how many bytes arrived (filling them in order).
+/// A value hiredis read (a small one) is copied in the same way once it is whole.
+public protocol ValueSink: AnyObject {
+    func begin(length: Int)
+    func next(limit: Int) -> [UnsafeMutableRawBufferPointer]
+    func landed(_ count: Int)
+}
 
-extension RemoteKV {
-    public func get(_ key: [UInt8]) throws(RemoteError) -> [UInt8]? { try get(key, observing: nil) }
+extension ValueSink {
+    /// `bytes` into the sink's destinations: for bytes already read.
+    func copy(_ bytes: UnsafeRawBufferPointer) {
+        var at = 0
+        while at < bytes.count {
+            var n = 0
+            for d in next(limit: bytes.count - at) {
+                let take = min(d.count, bytes.count - at - n)
+                d.baseAddress!.copyMemory(from: bytes.baseAddress! + at + n, byteCount: take)
+                n += take
+            }
+            landed(n)
+            at += n
+        }
+    }
 }
 
 /// The commands behind `RemoteKV` and how their replies are read; shared by both implementations so
@@ -50,6 +73,15 @@ enum KVCommand {
     static func value(_ reply: RedisReply, _ node: RedisEndpoint, _ args: [[UInt8]]) throws(RemoteError) -> [UInt8]? {
         switch reply {
         case .string(let bytes): return bytes
+        case .null: return nil
+        default: throw unexpected(reply, "a bulk string or nil", node, args)
+        }
+    }
+
+    /// GET into a sink: the length of the bulk string that went into it, or nil for a missing key.
+    static func sunk(_ reply: RedisReply, _ node: RedisEndpoint, _ args: [[UInt8]]) throws(RemoteError) -> Int? {
+        switch reply {
+        case .sunk(let n): return n
         case .null: return nil
         default: throw unexpected(reply, "a bulk string or nil", node, args)
         }

@@ -75,13 +75,15 @@ import Testing
                              release: { _ = f.allocator.release($0) }, memory: f.memory)
     }
 
-    /// Hands `bytes[from...]` to `a` in pieces of the given sizes (cycled).
-    func feed(_ a: inout SequenceBlob.Arrival, _ bytes: [UInt8], _ sizes: [Int], from start: Int = 0, to end: Int? = nil) {
-        var at = start
+    /// Starts `a` on a value of `bytes.count` bytes and hands it `bytes[..<end]` in reads of the
+    /// given sizes (cycled).
+    func feed(_ a: SequenceBlob.Arrival, _ bytes: [UInt8], _ sizes: [Int], to end: Int? = nil, length: Int? = nil) {
+        a.begin(length: length ?? bytes.count)
+        var at = 0
         var i = 0
         while at < (end ?? bytes.count) {
             let stop = min(end ?? bytes.count, at + sizes[i % sizes.count])
-            bytes[at..<stop].withUnsafeBytes { a.take(at, $0) }
+            bytes[at..<stop].withUnsafeBytes { a.arrive($0) }
             at = stop
             i += 1
         }
@@ -95,9 +97,9 @@ import Testing
         let bytes = SequenceBlob.encode(capturing: s, memory: f.memory)
         for sizes in [[1], [7, 31, 2], [32], [33, 100], [bytes.count]] {
             let used = f.allocator.usedCount
-            var a = arrival(f)
-            feed(&a, bytes, sizes)
-            let r = try a.finish(id: SequenceID(5), tenant: "t", blobBytes: bytes.count).get()
+            let a = arrival(f)
+            feed(a, bytes, sizes)
+            let r = try a.finish(id: SequenceID(5), tenant: "t").get()
             #expect(f.allTags(r) == tags, "pieces \(sizes)")
             #expect(r.aliases == s.aliases && r.length == s.length && r.generation == s.generation)
             for h in 0..<heads {
@@ -116,10 +118,10 @@ import Testing
         let (s, _) = try rich(f)
         let bytes = SequenceBlob.encode(capturing: s, memory: f.memory)
         let free = f.allocator.freeCount
-        func outcome(_ b: [UInt8], id: UInt64 = 5, blobBytes: Int? = nil) -> SequenceBlob.Arrival.Failure? {
-            var a = arrival(f)
-            feed(&a, b, [13])
-            switch a.finish(id: SequenceID(id), tenant: "t", blobBytes: blobBytes ?? b.count) {
+        func outcome(_ b: [UInt8], id: UInt64 = 5, length: Int? = nil) -> SequenceBlob.Arrival.Failure? {
+            let a = arrival(f)
+            feed(a, b, [13], length: length)
+            switch a.finish(id: SequenceID(id), tenant: "t") {
             case .success(let r):
                 _ = r.release(allocator: f.allocator)
                 return nil
@@ -140,7 +142,7 @@ import Testing
         var tail = bytes
         tail[tail.count - 1] ^= 0x40
         #expect(message(outcome(tail)).contains("checksum"))
-        #expect(message(outcome(Array(bytes.dropLast(5)), blobBytes: bytes.count)).contains("cut short"))
+        #expect(message(outcome(Array(bytes.dropLast(5)), length: bytes.count)).contains("cut short"))
         #expect(message(outcome(bytes, id: 6)).contains("holds sequence 5"))
         #expect(f.allocator.freeCount == free)
         // No room: nothing taken, nothing left behind.
@@ -149,18 +151,21 @@ import Testing
         f.allocator.release(hold)
         #expect(f.allocator.freeCount == free)
         // Started over after most of the blob: the second attempt's pages only.
-        var a = arrival(f)
-        feed(&a, bytes, [64], to: bytes.count - 10)
+        let a = arrival(f)
+        feed(a, bytes, [64], to: bytes.count - 10)
         #expect(f.allocator.freeCount < free)
-        feed(&a, bytes, [50])
-        let r = try a.finish(id: SequenceID(5), tenant: "t", blobBytes: bytes.count).get()
+        feed(a, bytes, [50])
+        let r = try a.finish(id: SequenceID(5), tenant: "t").get()
         #expect(f.allocator.freeCount == free - r.pageCount)
         _ = r.release(allocator: f.allocator)
-        // Out of order: unusable, pages back.
-        var gap = arrival(f)
-        feed(&gap, bytes, [40], to: 400)
-        feed(&gap, bytes, [40], from: 420)
-        #expect(message(gap.finish(id: SequenceID(5), tenant: "t", blobBytes: bytes.count).failureValue).contains("out of order"))
+        // Dropped mid-way (the fetch failed): pages back.
+        let dropped = arrival(f)
+        feed(dropped, bytes, [64], to: bytes.count / 2)
+        dropped.abandon()
+        #expect(f.allocator.freeCount == free)
+        // Longer than the blob says (bytes after the last head): unusable, the rest goes to scratch.
+        #expect(message(outcome(bytes + [1, 2, 3], length: bytes.count + 3)).contains("past its last head") ||
+                message(outcome(bytes + [1, 2, 3], length: bytes.count + 3)).contains("payload"))
         #expect(f.allocator.freeCount == free)
     }
 

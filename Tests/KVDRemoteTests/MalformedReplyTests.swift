@@ -110,6 +110,11 @@ import Testing
             #expect(got?.count == v.count)
             #expect(got.map { $0 == v } == true)  // not `got == v`: a failure would print 33 KB twice
             #expect(kv.connection.isConnected)
+            // The same reply into a sink.
+            let sink = CollectingSink(place: 333)
+            #expect(try kv.get(b("k"), into: sink) == v.count)
+            #expect(sink.bytes == v ? true : false)
+            #expect(kv.connection.isConnected)
         }
     }
 
@@ -124,6 +129,9 @@ import Testing
             do { _ = try kv.get(b("k")) } catch let e { error = e }  // no #expect(throws:): it would print the value
             #expect(error?.kind == .protocol, "\(String(describing: error))")
             #expect(!kv.connection.isConnected)
+            let sinkError = #expect(throws: RemoteError.self) { try kv.get(b("k"), into: CollectingSink(place: 4096)) }
+            #expect(sinkError?.kind == .protocol, "\(String(describing: sinkError))")
+            #expect(!kv.connection.isConnected)
         }
     }
 
@@ -136,6 +144,8 @@ import Testing
         #expect(error?.kind == .unavailable)
         #expect(error?.message.contains("closed") == true)
         #expect(!kv.connection.isConnected)
+        let sinkError = #expect(throws: RemoteError.self) { try kv.get(b("k"), into: CollectingSink(place: 4096)) }
+        #expect(sinkError?.kind == .unavailable)
     }
 
     /// A large value that stops arriving: the command timeout ends the read.

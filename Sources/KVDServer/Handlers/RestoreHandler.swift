@@ -19,8 +19,8 @@ enum RestoreHandler {
         guard space.evictions.offloaded(id) else {
             throw space.evictions.error(for: id) ?? .notFound("restore: sequence \(id) was never offloaded to the remote tier")
         }
-        // A blob from the store is written into pages while it arrives (SequenceBlob.Arrival).
-        var arrival = SequenceBlob.Arrival(
+        // A blob from the store is read into its pages while it arrives (SequenceBlob.Arrival).
+        let arrival = SequenceBlob.Arrival(
             layouts: { name in store.shared.models[name] },
             allocate: { (n: Int) throws(KVDError) -> [PageID] in
                 try store.withRoom(pages: n) { () throws(KVDError) in try store.pages.allocate(n) }
@@ -28,7 +28,7 @@ enum RestoreHandler {
             release: { _ = store.pages.release($0) },
             memory: store.arena.pageMemory)
         let found: RemoteTier.Fetched?
-        do throws(RemoteError) { found = try remote.fetch(space, id: id) { arrival.take($0, $1) } } catch {
+        do throws(RemoteError) { found = try remote.fetch(space, id: id, into: arrival) } catch {
             arrival.abandon()
             c.restoreFailures.add(1, ordering: .relaxed)
             throw .unavailable("restore: the remote tier did not answer for sequence \(id) (\(error.description)); try again")
@@ -41,9 +41,9 @@ enum RestoreHandler {
         let restored: KVSequence
         let fromRemote: Bool
         switch found {
-        case .remote(let bytes):
+        case .remote:
             fromRemote = true
-            switch arrival.finish(id: SequenceID(id), tenant: space.name, blobBytes: bytes) {
+            switch arrival.finish(id: SequenceID(id), tenant: space.name) {
             case .success(let s): restored = s
             case .failure(.noRoom(let error)): throw error  // the store keeps its copy: a later Restore may fit
             case .failure(.unusable(let error)): throw unusable(error, id, space, remote)
@@ -93,3 +93,7 @@ enum RestoreHandler {
         return .evicted("restore: the remote copy of sequence \(id) is unusable (\(error.message)); it is lost: create it again and re-run prefill")
     }
 }
+
+/// The remote tier's reader fills an arrival's pages straight from the socket. (KVDCore, where the
+/// arrival lives, does not depend on the Redis layer, so the conformance is stated here.)
+extension SequenceBlob.Arrival: ValueSink {}

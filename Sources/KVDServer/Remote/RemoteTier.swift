@@ -115,17 +115,17 @@ final class RemoteTier: Sendable {
         return true
     }
 
-    /// A fetched blob: from the store (its pieces went to the observer as they came) or from the
-    /// offload queue (never shipped: nothing was observed).
+    /// A fetched blob: from the store (read into the sink as it came) or from the offload queue
+    /// (never shipped: the sink saw nothing).
     enum Fetched {
         case remote(bytes: Int)
         case queued([UInt8])
     }
 
     /// The blob of sequence `id`: from the offload queue if not shipped yet (taken out of it), or
-    /// from the store, `observing` each piece of the reply as it arrives (call from a worker: it
-    /// waits for the store; `observing` runs on `queue`). nil when neither has it.
-    func fetch(_ space: TenantSpace, id: UInt64, observing: @escaping ValueObserver) throws(RemoteError) -> Fetched? {
+    /// from the store, read into `sink` as it arrives (call from a worker: it waits for the store;
+    /// the sink is fed on `queue`). nil when neither has it.
+    func fetch(_ space: TenantSpace, id: UInt64, into sink: ValueSink) throws(RemoteError) -> Fetched? {
         let k = key(tenant: space.name, id: id)
         let queued: [UInt8]? = pending.withLock { p in
             guard let b = p.blobs.removeValue(forKey: k) else { return nil }
@@ -135,7 +135,7 @@ final class RemoteTier: Sendable {
         if let queued { return .queued(queued) }
         let got: Result<Fetched?, RemoteError> = queue.sync {
             do throws(RemoteError) {
-                return .success(try client().get(Array(k.utf8), observing: observing).map { .remote(bytes: $0.count) })
+                return .success(try client().get(Array(k.utf8), into: sink).map { .remote(bytes: $0) })
             } catch { return .failure(error) }
         }
         return try got.get()
