@@ -15,9 +15,9 @@ import Darwin
 ///
 /// So kvd sends every command itself with `sendmsg` — small pieces gathered into one header buffer,
 /// large arguments straight from their arrays — and reads the first chunk of the reply itself. A bulk
-/// string of at least `directBulkBytes` is read straight into an array of its exact size; anything
-/// else is fed to hiredis' reader and completed by `redisGetReply`, so hiredis still parses every
-/// reply kvd does not read directly.
+/// string of at least `directBytes` is read straight into an array of its exact size, or with a
+/// `ValueSink` into the sink's places (a restore: the pages); anything else is fed to hiredis' reader
+/// and completed by `redisGetReply`, so hiredis still parses every reply kvd does not read directly.
 ///
 /// Valid only with a blocking context used synchronously (one command, then its reply), which is how
 /// `RedisConnection` uses it: hiredis' output buffer and reader are then empty between commands.
