@@ -26,7 +26,7 @@ MARGIN = 1e-6
 
 # The bundled defaults (Plugins/dbudgetkv/DBudgetKV.swift, chosen in docs/QUALITY.md) and the
 # paper's stop (ℓ2 over every prefix token; the released code's ranking window of 8 = W here).
-DEFAULTS = {"threshold": 0.05, "norm": "l1", "sinks": 0, "rank_window": 8}
+DEFAULTS = {"threshold": 0.005, "norm": "l1", "sinks": 4, "rank_window": 8}
 PAPER = {"norm": "l2", "sinks": 0}
 
 POLICIES = {
@@ -148,10 +148,10 @@ def test_budgets_shrink_as_threshold_grows(c, kind, norm):
     K, V, Q = DATA[kind](2)
     seen = []
     for T in [0.001, 0.01, 0.03, 0.05, 0.1, 0.2, 0.4, 0.7, 0.95]:
-        floors, cuts, scores, margin = reference_floors(K, Q, T, {"norm": norm})
+        floors, cuts, scores, margin = reference_floors(K, Q, T, {"norm": norm, "sinks": 0})
         assert margin > MARGIN, f"test data: T={T}: a ratio is within {margin:.2g} of T"
         seq = fill_sequence(c, MODEL_SEED_F32, K, V, chunk=32)
-        r = c.compact(seq, "dbudgetkv", queries=Q, threshold=T, norm=norm)
+        r = c.compact(seq, "dbudgetkv", queries=Q, threshold=T, norm=norm, sinks=0)
         assert list(r.budgets) == floors, f"T={T}: budgets {list(r.budgets)} != reference {floors}"
         check_kept(c, seq, floors, scores, f"T={T}")
         seen.append(list(r.budgets))
@@ -342,8 +342,8 @@ def test_bad_threshold(c, threshold):
 
 @pytest.mark.parametrize("kind", ["peaked", "flat"])
 @pytest.mark.parametrize("policy,scorer,budget,T,overrides", [
-    ("snap_stop", "snapkv", 5, 0.05, {}),
-    ("snap_stop", "snapkv", 20, 0.05, {"budget": 20}),
+    ("snap_stop", "snapkv", 5, DEFAULTS["threshold"], {}),
+    ("snap_stop", "snapkv", 20, DEFAULTS["threshold"], {"budget": 20}),
     ("snap_stop", "snapkv", 5, 0.3, {"threshold": 0.3}),
     ("h2o_stop", "h2o", 3, 0.2, {}),
 ], ids=["snap-B5", "snap-B20", "snap-T0.3", "h2o-B3-T0.2"])
@@ -374,7 +374,7 @@ def test_stopper_variants(c, kind, norm, sinks):
     assert margin > MARGIN, f"test data: a ratio is within {margin:.2g} of T"
     want = [max(5, f) for f in floors]
     seq = fill_sequence(c, MODEL_SEED_F32, K, V, chunk=32)
-    r = c.compact(seq, policy="snap_stop", queries=Q, norm=norm, sinks=sinks)
+    r = c.compact(seq, policy="snap_stop", queries=Q, threshold=0.05, norm=norm, sinks=sinks)
     assert list(r.budgets) == want, f"budgets {list(r.budgets)} != max(5, floors {floors})"
     assert [hc.kept for hc in r.heads] == [b + W + sinks for b in want]
     check_kept(c, seq, want, scores, f"snap_stop {kind} {norm} sinks {sinks}", sinks=sinks)
@@ -387,7 +387,7 @@ def test_stopper_changes_something(c):
     for kind, expect_floor in [("flat", True), ("peaked", False)]:
         K, V, Q = DATA[kind](5)
         seq = fill_sequence(c, MODEL_SEED_F32, K, V, chunk=32)
-        r = c.compact(seq, policy="snap_stop", queries=Q, **PAPER)
+        r = c.compact(seq, policy="snap_stop", queries=Q, threshold=0.05, **PAPER)
         if expect_floor:
             assert all(b > 5 for b in r.budgets), list(r.budgets)
         else:
