@@ -5,81 +5,122 @@ import KVDAttention
 import KVDCore
 import KVDPluginAPI
 
+/// The norm DBudgetKV's stop measures the last query's attention with.
+public enum DBudgetNorm: String, Sendable, CaseIterable {
+    /// ‖a‖₂ over the candidates: the paper's and the released code's stop.
+    case l2
+    /// Σ a over the candidates, the attention mass (kvd's extension): one heavy token cannot hide
+    /// the loss of many light ones, as it can under ℓ2 (docs/QUALITY.md, DBudgetKV).
+    case l1
+}
+
 /// DBudgetKV — Ni et al., "DBudgetKV: Dynamic Budget in KV Cache Compression for Ensuring Optimal
 /// Performance" (2025), following the released code (Patrick-Ni/ReFreeKV). A stop, not a budget:
 /// tokens are pruned in the ranking's order (least important first) while the last query's
 /// attention norm over the kept candidates stays within a relative loss T of the full one.
 ///
 /// Per layer: a_h = softmax(q_last · K_hᵀ / √d + log-weights) over all tokens of KV head h (GQA:
-/// the mean of its query heads' attention rows); base = mean_h ‖a_h[candidates]‖₂;
-/// kept(i) = mean_h √(Σ_{j ∈ π_h[i:]} a_h[j]²) after dropping the i least important; the cut i* is
-/// the largest i with (base − kept(i)) / base ≤ T, the same count for every head of the layer. The
-/// ranking π_h orders the candidates by score ascending, ties by position descending (so dropping
-/// the first i keeps exactly the host's top-k). Everything is O(n) per head after the ranking.
+/// the mean of its query heads' attention rows). The candidates are the prefix tokens after the
+/// first `sinks` (kept, outside the norm). With p = 2 (`norm: l2`) or 1 (`l1`):
+/// base = mean_h ‖a_h[candidates]‖_p; kept(i) = mean_h ‖a_h[π_h[i:]]‖_p after dropping the i least
+/// important; the cut i* is the largest i with (base − kept(i)) / base ≤ T, the same count for
+/// every head of the layer. The ranking π_h orders the candidates by score ascending (NaN as −∞,
+/// as the host's top-k), ties by position descending, so dropping the first i keeps exactly the
+/// host's top-k. Everything is O(n) per head after the ranking.
 public struct DBudgetStopper: PruneStopper {
+    /// Defaults chosen on SmolLM2-135M held-out text (docs/QUALITY.md, DBudgetKV): of the variants
+    /// measured, ℓ1 with 4 sinks at T = 0.005 comes closest to near-lossless (it meets KL ≤ 0.02
+    /// with ≥ 25 % dropped at 2048–4096 tokens, not at 512–1024). The paper's stop is
+    /// `norm: l2, sinks: 0`, whose T = 0.01 keeps 3–12 % of the KV at KL 0.3–0.7 there.
+    public static let defaultThreshold = 0.005
+    public static let defaultNorm = DBudgetNorm.l1
+    public static let defaultSinks = 4
+
     public init() {}
     public let name = "dbudgetkv"
     public let needsQueries = true
     public let params: [ParamSpec] = [
-        ParamSpec("threshold", .float, default: .float(0.05), min: 0, max: 1, "largest relative loss of the last query's attention norm, in (0, 1)"),
+        ParamSpec("threshold", .float, default: .float(defaultThreshold), min: 0, max: 1, "largest relative loss of the last query's attention norm, in (0, 1)"),
+        ParamSpec("norm", .string, default: .string(defaultNorm.rawValue), "norm of the last query's attention the stop measures: l2 (the paper's) or l1 (attention mass, kvd's extension)"),
+        ParamSpec("sinks", .int, default: .int(Int64(defaultSinks)), min: 0, max: 16_777_216, "tokens at the start of each head always kept and left out of the norm"),
     ]
 
     public func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError) {
         let t = params.float("threshold")
         guard t > 0, t < 1 else { throw .invalidArgument("dbudgetkv: threshold must be in (0, 1), got \(t)") }
+        let norm = params.string("norm")
+        guard DBudgetNorm(rawValue: norm) != nil else {
+            throw .invalidArgument("parameter 'norm' must be l2 or l1, got '\(norm)'")
+        }
     }
+
+    public func sinks(_ params: ResolvedParams) -> Int { params.int("sinks") }
 
     public func floors(_ context: CompactionContext, window: Int, scores: [[Float]]) throws(KVDError) -> [Int] {
         let obs = try context.requireObservation()
         let view = context.view
         let m = view.layout
         let t = context.params.float("threshold")
+        let norm = DBudgetNorm(rawValue: context.params.string("norm")) ?? .l2
+        let sinks = context.params.int("sinks")
         var floors = [Int](repeating: 0, count: m.headCount)
         guard kvd_blas_available() != 0 else {
             throw .internalError("dbudgetkv needs OpenBLAS (libopenblas.so.0), which could not be loaded; install libopenblas0")
         }
-        // Suffix sums of squared last-query attention along each head's pruning order, heads in parallel.
+        // Suffix sums of the last query's attention (squared for ℓ2) along each head's pruning order, heads in parallel.
         var all = [[Double]](repeating: [], count: m.headCount)
         all.withUnsafeMutableBufferPointer { out in
             let out = SendableBuffer(out)
             ComputeThreads.forEach(m.headCount) { h in
-                out.buffer[h] = Self.suffixSquares(view, obs, h: h, window: window, scores: scores[h])
+                out.buffer[h] = Self.suffixSums(view, obs, h: h, window: window, sinks: sinks, norm: norm, scores: scores[h])
             }
         }
         for layer in 0..<m.layers {
             let heads = (layer * m.kvHeads)..<((layer + 1) * m.kvHeads)
-            let prefix = heads.map { max(0, view.headCounts[$0] - window) }
+            let candidates = heads.map { max(0, view.headCounts[$0] - window - sinks) }
             let suffixes = heads.map { all[$0] }
-            let longest = prefix.max() ?? 0
+            let longest = candidates.max() ?? 0
             func kept(_ i: Int) -> Double {
-                suffixes.reduce(0) { $0 + $1[min(i, $1.count - 1)].squareRoot() } / Double(suffixes.count)
+                suffixes.reduce(0) { acc, s in
+                    let v = s[min(i, s.count - 1)]
+                    return acc + (norm == .l2 ? v.squareRoot() : v)
+                } / Double(suffixes.count)
             }
             let base = kept(0)
             var cut = 0
             if base <= 0 {
-                cut = longest  // no attention outside the window: nothing to lose
+                cut = longest  // no attention on the candidates: nothing to lose
             } else {
                 while cut < longest, (base - kept(cut + 1)) / base <= t { cut += 1 }
             }
-            for (i, h) in heads.enumerated() { floors[h] = max(prefix[i] - cut, 0) }
+            for (i, h) in heads.enumerated() { floors[h] = max(candidates[i] - cut, 0) }
         }
         return floors
     }
 
-    /// S[i] = Σ_{k ≥ i} a[π[k]]² for i in 0...prefix (S[prefix] = 0), in Double.
-    static func suffixSquares(_ view: SequenceView, _ obs: Observation, h: Int, window: Int, scores: [Float]) -> [Double] {
-        let m = view.layout
-        let n = view.headCounts[h]
-        let prefix = n - window
-        guard prefix > 0 else { return [0] }
+    /// The pruning order of a head's candidates (prefix positions `sinks ..< prefix`): score
+    /// ascending, ties by position descending, NaN ranked as −∞ exactly as `topK` does, so dropping
+    /// the first i leaves the set top-k keeps with budget `prefix − sinks − i`. (Compared raw, NaN
+    /// is neither below nor above anything and the sort's order becomes arbitrary.)
+    static func pruneOrder(_ scores: [Float], sinks: Int, prefix: Int) -> [Int] {
+        let s = scores.map { $0.isNaN ? -Float.infinity : $0 }
+        return (min(sinks, prefix)..<prefix).sorted { a, b in s[a] != s[b] ? s[a] < s[b] : a > b }
+    }
+
+    /// S[i] = Σ_{k ≥ i} a[π[k]]^p for i in 0...candidates (S[candidates] = 0), in Double; p = 2 for
+    /// ℓ2 (the norm is its square root), 1 for ℓ1.
+    static func suffixSums(
+        _ view: SequenceView, _ obs: Observation, h: Int, window: Int, sinks: Int, norm: DBudgetNorm, scores: [Float]
+    ) -> [Double] {
+        let prefix = view.headCounts[h] - window
+        guard prefix - sinks > 0 else { return [0] }
         let attention = lastQueryAttention(view, obs, h: h)
-        let order = (0..<prefix).sorted { a, b in scores[a] != scores[b] ? scores[a] < scores[b] : a > b }
-        var suffix = [Double](repeating: 0, count: prefix + 1)
-        for i in stride(from: prefix - 1, through: 0, by: -1) {
+        let order = pruneOrder(scores, sinks: sinks, prefix: prefix)
+        var suffix = [Double](repeating: 0, count: order.count + 1)
+        for i in stride(from: order.count - 1, through: 0, by: -1) {
             let a = attention[order[i]]
-            suffix[i] = suffix[i + 1] + a * a
+            suffix[i] = suffix[i + 1] + (norm == .l2 ? a * a : a)
         }
-        _ = m
         return suffix
     }
 
@@ -114,10 +155,39 @@ public struct DBudgetStopper: PruneStopper {
     }
 }
 
+/// DBudgetKV's own ranking: H2O's window attention (no pooling by default) from the last
+/// `rank_window` observation queries only, as the released code ranks with a window of 8.
+public struct DBudgetRankScorer: TokenScorer {
+    public static let defaultRankWindow = 8
+
+    private let base = WindowAttentionScorer(pooling: .none, kernel: 1)
+    public init() {}
+    public let name = "dbudgetkv_rank"
+    public let needsQueries = true
+    public var params: [ParamSpec] {
+        base.params + [
+            ParamSpec("rank_window", .int, default: .int(Int64(Self.defaultRankWindow)), min: 0, max: 16_777_216,
+                      "rank by the last this many observation queries (0 or more than sent: all of them)"),
+        ]
+    }
+
+    public func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError) {
+        try base.check(params, context)
+    }
+
+    public func scores(_ context: CompactionContext, window: Int) throws(KVDError) -> [[Float]] {
+        let r = context.params.int("rank_window")
+        let raw = try WindowAttention.scores(context, window: window, last: r == 0 ? nil : min(r, window))
+        let kind = PoolingKind(rawValue: context.params.string("pooling")) ?? .none
+        let kernel = context.params.int("kernel")
+        return raw.map { pool($0, kind: kind, kernel: kernel) }
+    }
+}
+
 public enum DBudgetKV {
-    /// DBudgetKV alone: H2O-style ranking (window attention, no pooling), no budget of its own; the
-    /// stop decides how many tokens each layer keeps.
+    /// DBudgetKV alone: H2O-style ranking over the last `rank_window` queries, no budget of its
+    /// own; the stop decides how many tokens each layer keeps.
     public static let method = ComposedMethod(
         name: "dbudgetkv", description: "DBudgetKV (Ni et al. 2025): prune by H2O ranking until the attention-norm loss reaches T",
-        scorer: WindowAttentionScorer(pooling: .none, kernel: 1), allocator: NoBudgetAllocator(), stopper: DBudgetStopper())
+        scorer: DBudgetRankScorer(), allocator: NoBudgetAllocator(), stopper: DBudgetStopper())
 }

@@ -53,10 +53,12 @@ public struct ComposedMethod: CompactionMethod {
         guard budgets.count == prefix.count, budgets.allSatisfy({ $0 >= 0 }) else {
             throw .internalError("allocator '\(allocator.name)' of '\(descriptor.name)' returned \(budgets.count) budgets (need \(prefix.count), none negative)")
         }
+        var sinks = 0
         if let stopper {
             let floors = try stopper.floors(context, window: window, scores: scores)
             budgets = zip(budgets, floors).map { max($0, $1) }
+            sinks = stopper.sinks(context.params)
         }
-        return try selector.select(context, scores: scores, budgets: budgets, window: window)
+        return try selector.select(context, scores: scores, budgets: budgets, window: window, sinks: sinks)
     }
 }

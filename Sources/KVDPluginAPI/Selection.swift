@@ -69,23 +69,37 @@ public protocol TokenSelector: Sendable {
     var name: String { get }
     var params: [ParamSpec] { get }
     func select(_ context: CompactionContext, scores: [[Float]], budgets: [Int], window: Int) throws(KVDError) -> MethodPlan
+    /// The same with the first `sinks` tokens of every head kept on top of its budget (a stopper's sinks).
+    func select(_ context: CompactionContext, scores: [[Float]], budgets: [Int], window: Int, sinks: Int) throws(KVDError) -> MethodPlan
 }
 
-/// Default selector: top-budget by score, plus the window, per head.
+extension TokenSelector {
+    public func select(_ context: CompactionContext, scores: [[Float]], budgets: [Int], window: Int, sinks: Int) throws(KVDError) -> MethodPlan {
+        // A selector that does not know sinks would silently drop them: refuse rather than break the stop's promise.
+        guard sinks == 0 else { throw .invalidArgument("selector '\(name)' cannot keep \(sinks) sink tokens; use sinks = 0") }
+        return try select(context, scores: scores, budgets: budgets, window: window)
+    }
+}
+
+/// Default selector: top-budget by score, plus the window (and a stopper's sinks), per head.
 public struct TopKSelector: TokenSelector {
     public init() {}
     public let name = "topk"
     public let params: [ParamSpec] = []
     public func select(_ context: CompactionContext, scores: [[Float]], budgets: [Int], window: Int) throws(KVDError) -> MethodPlan {
+        try select(context, scores: scores, budgets: budgets, window: window, sinks: 0)
+    }
+
+    public func select(_ context: CompactionContext, scores: [[Float]], budgets: [Int], window: Int, sinks: Int) throws(KVDError) -> MethodPlan {
         let counts = context.view.headCounts
         var kept = [[Int32]](repeating: [], count: counts.count)
         kept.withUnsafeMutableBufferPointer { out in
             let out = SendableBuffer(out)
             ComputeThreads.forEach(counts.count) { h in
-                out.buffer[h] = topK(scores: scores[h], budget: budgets[h], window: min(window, counts[h]), count: counts[h])
+                out.buffer[h] = topK(scores: scores[h], budget: budgets[h], sinks: sinks, window: min(window, counts[h]), count: counts[h])
             }
         }
-        return MethodPlan(plan: CompactionPlan(kept: kept), window: window, budgets: budgets)
+        return MethodPlan(plan: CompactionPlan(kept: kept), sinks: sinks, window: window, budgets: budgets)
     }
 }
 

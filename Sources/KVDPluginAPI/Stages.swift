@@ -72,6 +72,13 @@ public protocol PruneStopper: Sendable {
     var needsQueries: Bool { get }
     func check(_ params: ResolvedParams, _ context: CheckContext) throws(KVDError)
     func floors(_ context: CompactionContext, window: Int, scores: [[Float]]) throws(KVDError) -> [Int]
+    /// Tokens at the start of every head the stop keeps outside its floors (DBudgetKV's `sinks`):
+    /// the selector keeps them on top of each head's budget, and floors count the rest of the prefix.
+    func sinks(_ params: ResolvedParams) -> Int
+}
+
+extension PruneStopper {
+    public func sinks(_ params: ResolvedParams) -> Int { 0 }
 }
 
 /// No budget of its own (0 per head): with a stopper, the stop alone decides how much stays.

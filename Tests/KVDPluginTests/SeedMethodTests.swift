@@ -48,6 +48,31 @@ import Testing
         }
     }
 
+    @Test func dbudgetPruneOrderAgreesWithTopKOnNaN() {
+        // NaN scores (an inf or NaN in keys or queries makes them) must rank as the host's top-k
+        // ranks them, lowest: dropping the first i of the pruning order then leaves exactly the
+        // candidates top-k keeps with budget (candidates − i). Compared raw, NaN made the sort's
+        // order arbitrary, so the stop measured the loss of other tokens than the ones dropped.
+        let nan = Float.nan
+        let cases: [[Float]] = [
+            [0.3, nan, 0.1, 0.7, nan, 0.1, 0.5, -0.2, nan, 0.9],
+            [nan, nan, nan, nan],
+            [nan, 1, nan, 0, 1, nan, -Float.infinity, 2],
+        ]
+        for scores in cases {
+            let prefix = scores.count
+            for sinks in [0, 2] {
+                let order = DBudgetStopper.pruneOrder(scores, sinks: sinks, prefix: prefix)
+                #expect(Set(order) == Set(min(sinks, prefix)..<prefix))
+                for i in 0...order.count {
+                    let kept = topK(scores: scores, budget: order.count - i, sinks: sinks, window: 0, count: prefix)
+                    let want = (0..<min(sinks, prefix)).map { $0 } + order[i...].sorted()
+                    #expect(kept.map(Int.init) == want.sorted(), "scores \(scores) sinks \(sinks) drop \(i)")
+                }
+            }
+        }
+    }
+
     @Test func layerDistanceMatchesTheFormula() {
         // Two layers, one head, two tokens, dim 2: K0 = [[0,0],[0,0]], K1 = [[3,4],[0,0]]; V equal.
         let ranked = LayerDistance.rank(keys: [[0, 0, 0, 0], [3, 4, 0, 0], [0, 0, 6, 8]], values: [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], heads: 1, tokens: 2, dim: 2)

@@ -283,11 +283,12 @@ def streaming_keep(n: int, sinks: int, recent: int) -> np.ndarray:
 
 
 def check_topk(got, scores, budget: int, window: int, n: int, what: str = "",
-               rtol: float = NEAR_TIE_RTOL) -> None:
-    """``got`` (kept positions of one head) equals the reference top-k, except that tokens whose
-    scores are near-tied (relative ``rtol``) with the cut score may be swapped with each other."""
+               rtol: float = NEAR_TIE_RTOL, sinks: int = 0) -> None:
+    """``got`` (kept positions of one head) equals the reference top-k (with the first ``sinks``
+    kept outside the budget), except that tokens whose scores are near-tied (relative ``rtol``)
+    with the cut score may be swapped with each other."""
     got = np.asarray(got, np.int64)
-    want = topk(scores, budget, window, n)
+    want = topk(scores, budget, window, n, sinks)
     assert np.all(np.diff(got) > 0), f"{what}: kept positions not sorted and unique: {got.tolist()}"
     assert got.size == want.size, (f"{what}: kept {got.size} tokens, reference {want.size} "
                                    f"(budget {budget}, window {window}, n {n})")
@@ -295,14 +296,15 @@ def check_topk(got, scores, budget: int, window: int, n: int, what: str = "",
     if np.array_equal(got, want):
         return
     prefix = n - window
+    sink_end = min(sinks, prefix)
     s = np.asarray(scores, np.float64)
-    kept_prefix = min(budget, prefix)
-    cut = np.sort(s)[::-1][kept_prefix - 1] if kept_prefix > 0 else None
+    kept_prefix = min(budget, prefix - sink_end)
+    cut = np.sort(s[sink_end:prefix])[::-1][kept_prefix - 1] if kept_prefix > 0 else None
     g, r = set(got.tolist()), set(want.tolist())
     extra, missing = sorted(g - r), sorted(r - g)
     bad = []
     for t in extra + missing:
-        if t >= prefix or cut is None or abs(s[t] - cut) > rtol * abs(cut) + NEAR_TIE_ATOL:
+        if t >= prefix or t < sink_end or cut is None or abs(s[t] - cut) > rtol * abs(cut) + NEAR_TIE_ATOL:
             bad.append(t)
     assert not bad, (f"{what}: kept set differs from the reference beyond near-ties: kvd also keeps "
                      f"{extra}, reference also keeps {missing}; cut score {cut!r}; scores there: "

@@ -2,8 +2,9 @@
 choices kvd documents in its plugins), used by test_dbudgetkv.py, test_balancekv.py and
 test_kvsharer.py.
 
-* DBudgetKV: H2O ranking (window attention, no pooling) or any given ranking; the last query's
-  attention a_h; the per-layer cut i* of the stop rule; floors = prefix − i*. Float64, with the
+* DBudgetKV: H2O ranking (window attention, no pooling, from the last ``rank_window`` queries) or
+  any given ranking; the last query's attention a_h; the per-layer cut i* of the ℓ2 or ℓ1 stop
+  with the first ``sinks`` tokens outside it; floors = candidates − i*. Float64, with the
   distance of every deciding ratio from T reported so a test can tell a real disagreement from a
   float32 near-tie.
 * BalanceKV: SplitMix64 and a port of the weighted halving walk, in float32 where kvd computes in
@@ -161,48 +162,63 @@ def last_query_attention(Kh, Qg, log_weights=None) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).mean(axis=0)
 
 
-def prune_order(scores) -> list:
-    """π: candidates by score ascending, ties by position descending."""
+def prune_order(scores, sinks: int = 0) -> list:
+    """π: the candidates (positions ≥ ``sinks``) by score ascending, ties by position descending;
+    NaN counts as −∞ (the lowest score, as in the top-k selection)."""
     s = np.asarray(scores, np.float64)
-    return sorted(range(s.size), key=lambda j: (s[j], -j))
+    s = np.where(np.isnan(s), -np.inf, s)
+    return sorted(range(min(sinks, s.size), s.size), key=lambda j: (s[j], -j))
 
 
-def dbudget_floors(K, Q, threshold: float, *, scores=None, log_weights=None):
+def rank_window_scores(Kh, Qg, rank_window: int, window: int, log_weights=None) -> np.ndarray:
+    """DBudgetKV's own ranking: window attention from the last ``rank_window`` of the ``window``
+    queries (0, or more than ``window``: all), reported for the ``n − window`` prefix tokens."""
+    Qg = np.asarray(Qg, np.float64)
+    r = window if rank_window <= 0 or rank_window > window else rank_window
+    n = np.asarray(Kh).shape[0]
+    return ref.head_window_scores(Kh, Qg[:, window - r:, :], log_weights)[:n - window]
+
+
+def dbudget_floors(K, Q, threshold: float, *, scores=None, log_weights=None, norm: str = "l2",
+                   sinks: int = 0, rank_window: int = 0):
     """DBudgetKV's floors per (layer, head). ``K`` [L, H, n, d] or a layer-major list of per-head
     arrays [n_h, d] (then L is taken from Q); ``scores``: the ranking per head (default: H2O window
-    scores). Returns (floors, cuts per layer, scores, margin) where margin is the smallest
-    |ratio − T| over the ratios the scan compared (a float32 implementation can only disagree when
-    it is tiny)."""
+    scores from the last ``rank_window`` queries, 0 = all). ``norm``: ``l2`` (‖·‖₂) or ``l1`` (sum)
+    of the last query's attention over the candidates; ``sinks``: the first tokens, kept and left
+    out of the norm and of the floors. Returns (floors, cuts per layer, scores, margin) where margin
+    is the smallest |ratio − T| over the ratios the scan compared (a float32 implementation can
+    only disagree when it is tiny)."""
     heads = ref._head_list(K)
     Q = np.asarray(Q, np.float64)
     L, Hq, w, _ = Q.shape
     H = len(heads) // L
     G = Hq // H
+    p = {"l2": 2, "l1": 1}[norm]
     if scores is None:
-        scores = [ref.head_window_scores(heads[i], Q[i // H, (i % H) * G:(i % H + 1) * G],
-                                         None if log_weights is None else log_weights[i])
+        scores = [rank_window_scores(heads[i], Q[i // H, (i % H) * G:(i % H + 1) * G], rank_window, w,
+                                     None if log_weights is None else log_weights[i])
                   for i in range(L * H)]
     floors, cuts = [], []
     margin = math.inf
     for l in range(L):
-        suffixes, prefixes = [], []
+        suffixes, cands = [], []
         for hh in range(H):
             i = l * H + hh
             n = heads[i].shape[0]
             prefix = max(0, n - w)
-            prefixes.append(prefix)
-            if prefix == 0:
+            cands.append(max(0, prefix - sinks))
+            if prefix - sinks <= 0:
                 suffixes.append(np.zeros(1))
                 continue
             a = last_query_attention(heads[i], Q[l, hh * G:(hh + 1) * G],
                                      None if log_weights is None else log_weights[i])
-            order = prune_order(np.asarray(scores[i])[:prefix])
-            sq = a[order] ** 2
-            suffixes.append(np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]]))
-        longest = max(prefixes)
+            order = prune_order(np.asarray(scores[i])[:prefix], sinks)
+            x = a[order] ** p
+            suffixes.append(np.concatenate([np.cumsum(x[::-1])[::-1], [0.0]]))
+        longest = max(cands)
 
         def kept(i):
-            return sum(math.sqrt(s[min(i, s.size - 1)]) for s in suffixes) / len(suffixes)
+            return sum(s[min(i, s.size - 1)] ** (1.0 / p) for s in suffixes) / len(suffixes)
 
         base = kept(0)
         cut = 0
@@ -216,7 +232,7 @@ def dbudget_floors(K, Q, threshold: float, *, scores=None, log_weights=None):
                     break
                 cut += 1
         cuts.append(cut)
-        floors.extend(max(p - cut, 0) for p in prefixes)
+        floors.extend(max(c - cut, 0) for c in cands)
     return floors, cuts, scores, margin
 
 
