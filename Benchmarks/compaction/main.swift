@@ -105,7 +105,7 @@ for method in Catalog.builtinMethods where options.methods?.contains(method.desc
             memcpyBest[threads] = min(memcpyBest[threads]!, baselines.memcpy(threads: threads))
             if row.flops > 0 { sgemmBest[threads] = min(sgemmBest[threads]!, baselines.sgemm(threads: threads)) }
             let seq = try fixture.sequence()
-            let view = SequenceView(layout: layout, heads: seq.heads, memory: fixture.memory)
+            let view = SequenceView(layout: layout, heads: seq.heads, memory: fixture.memory, aliases: seq.aliases)
             let context = CompactionContext(view: view, observation: fixture.observation, params: resolved, method: name, baseDirectory: "")
             ComputeThreads.set(threads)
             var planned: MethodPlan?

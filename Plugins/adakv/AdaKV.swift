@@ -18,10 +18,12 @@ public struct AdaKVAllocator: BudgetAllocator {
     public func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int] {
         guard let scores else { throw .internalError("adakv needs scores") }
         let m = context.layout
-        let b = BudgetParams.average(context.params, prefix: prefix)
+        let b = BudgetParams.average(context, prefix: prefix)
         let f = context.params.float("floor")
         var out = [Int](repeating: 0, count: m.headCount)
-        for l in 0..<m.layers {
+        // Aliased layers keep 0: their empty heads would be capped to 0 anyway, but skipping them
+        // says so instead of relying on the cap.
+        for l in BudgetParams.budgetedLayers(context) {
             let heads = Array((l * m.kvHeads)..<((l + 1) * m.kvHeads))
             let hits = layerHits(scores, heads: heads, take: m.kvHeads * b)
             let shares = adaKVShares(hits: hits, budget: b, floor: f)

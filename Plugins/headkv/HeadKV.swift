@@ -6,7 +6,8 @@ import KVDPluginAPI
 /// HeadKV — Fu et al., "Not All Heads Matter: A Head-Level KV Cache Compression Method with
 /// Integrated Retrieval and Reasoning" (ICLR 2025). Per-head budgets from head importance:
 /// p = imp^temp / Σ imp^temp, pool = ⌊B/β⌋·L·H, min = B − ⌊B/β⌋, b = p·pool + min with the pool
-/// split by largest remainder so Σ b = L·H·B exactly. Inside a head: window attention, max-pool 7.
+/// split by largest remainder so Σ b = L·H·B exactly. After KVSharer the sums run over the heads of
+/// layers holding their own cache; aliased heads get 0. Inside a head: window attention, max-pool 7.
 public struct HeadKVAllocator: BudgetAllocator {
     public init() {}
     public let name = "headkv"
@@ -39,12 +40,18 @@ public struct HeadKVAllocator: BudgetAllocator {
         let file = try HeadScores.load(
             param: "scores", p.string("scores"), files: context.files, layers: m.layers, kvHeads: m.kvHeads, qHeads: m.qHeads)
         let importance = file.kvImportance(kvHeads: m.kvHeads, aggregate: p.string("aggregate"))
-        let b = BudgetParams.average(p, prefix: prefix)
+        let b = BudgetParams.average(context, prefix: prefix)
         let shared = Int((Double(b) / p.float("beta")).rounded(.down))
         let floor = b - shared
         let weights = Self.weights(importance, temperature: p.float("temperature"))
-        let pool = largestRemainder(weights, total: shared * m.headCount)
-        return pool.map { $0 + floor }
+        // Only heads of layers holding a cache share the pool and get the floor: an aliased layer's
+        // heads keep nothing, so their importance-weighted share would be lost. p is renormalised
+        // over the rest (largestRemainder divides by their sum).
+        let heads = BudgetParams.budgetedHeads(context)
+        let pool = largestRemainder(heads.map { weights[$0] }, total: shared * heads.count)
+        var out = [Int](repeating: 0, count: m.headCount)
+        for (i, h) in heads.enumerated() { out[h] = pool[i] + floor }
+        return out
     }
 
     /// imp^temperature, up to a common factor (budgets only depend on ratios). Importances above 1

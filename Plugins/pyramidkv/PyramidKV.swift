@@ -5,7 +5,8 @@ import KVDPluginAPI
 /// PyramidKV — Cai et al., "PyramidKV: Dynamic KV Cache Compression based on Pyramidal Information
 /// Funneling" (2024). Lower layers keep more: with average budget B and β, min = B/β,
 /// max = 2B − min, b_l = max − l·(max − min)/(L − 1); every head of layer l gets b_l (rounded by
-/// largest remainder over layers so the total is exactly L·H·B).
+/// largest remainder over layers so the total is exactly L·H·B). After KVSharer, l counts only the
+/// layers holding their own cache (L of them); aliased layers get 0.
 ///
 /// When max would pass the prefix n (the tokens before the window), the top is clamped to n and the
 /// bottom raised to 2B − n, as `PyramidKVCluster.update_kv` in the released code
@@ -23,8 +24,14 @@ public struct PyramidAllocator: BudgetAllocator {
 
     public func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int] {
         let m = context.layout
-        let b = BudgetParams.average(context.params, prefix: prefix)
-        let perLayer = pyramidBudgets(layers: m.layers, budget: b, beta: context.params.float("beta"), prefix: prefix.max() ?? 0)
+        let b = BudgetParams.average(context, prefix: prefix)
+        // The line runs over the layers that hold a cache, in depth order: an aliased layer keeps
+        // nothing, so a step of the line spent on it would be lost and the kept total fall short of
+        // L'·H·B (L' such layers). Aliased heads get 0.
+        let layers = BudgetParams.budgetedLayers(context)
+        let line = pyramidBudgets(layers: layers.count, budget: b, beta: context.params.float("beta"), prefix: prefix.max() ?? 0)
+        var perLayer = [Int](repeating: 0, count: m.layers)
+        for (i, l) in layers.enumerated() { perLayer[l] = line[i] }
         return (0..<m.headCount).map { perLayer[$0 / m.kvHeads] }
     }
 }

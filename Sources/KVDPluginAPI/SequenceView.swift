@@ -15,6 +15,9 @@ public struct SequenceView: Sendable {
     public let logWeights: PerHead<[Float]>
     /// Whether head h has any log-weight other than 0.
     public let hasLogWeights: [Bool]
+    /// Per layer: the owner layer it reads when KVSharer aliased it, nil when it holds its own cache.
+    /// An aliased layer's heads are empty and stay so; budgets are spread over the other layers.
+    public let aliases: [Int?]
 
     private enum Storage: Sendable {
         case pages(PageMemory, [[PageID]])
@@ -22,19 +25,25 @@ public struct SequenceView: Sendable {
     }
     private let storage: Storage
 
-    /// A view over a sequence's pages.
-    public init(layout: ModelLayout, heads: [HeadCache], memory: PageMemory) {
+    /// A view over a sequence's pages; `aliases` is the sequence's layer map (`KVSequence.aliases`).
+    public init(layout: ModelLayout, heads: [HeadCache], memory: PageMemory, aliases: [Int?]) {
         self.layout = layout
         headCounts = heads.map(\.count)
         positions = PerHead(count: heads.count) { heads[$0].positions }
         logWeights = PerHead(count: heads.count) { heads[$0].logWeights }
         hasLogWeights = heads.map(\.hasLogWeights)
+        precondition(aliases.count == layout.layers, "one alias entry per layer")
+        self.aliases = aliases
         storage = .pages(memory, heads.map(\.pages))
     }
 
-    /// A view over f32 arrays, `[count * head_dim]` per head (tests, tools).
-    public init(layout: ModelLayout, keys: [[Float]], values: [[Float]], positions: [[Int32]]? = nil) {
+    /// A view over f32 arrays, `[count * head_dim]` per head (tests, tools). Heads of layers listed
+    /// as aliased in `aliases` should be empty, as a sequence's are.
+    public init(layout: ModelLayout, keys: [[Float]], values: [[Float]], positions: [[Int32]]? = nil, aliases: [Int?]? = nil) {
         self.layout = layout
+        let aliases = aliases ?? Array(repeating: nil, count: layout.layers)
+        precondition(aliases.count == layout.layers, "one alias entry per layer")
+        self.aliases = aliases
         headCounts = keys.map { $0.count / layout.headDim }
         let counts = headCounts
         self.positions = PerHead(count: counts.count) { positions?[$0] ?? Array(0..<Int32(counts[$0])) }
@@ -42,6 +51,11 @@ public struct SequenceView: Sendable {
         hasLogWeights = Array(repeating: false, count: counts.count)
         storage = .arrays(keys: keys, values: values)
     }
+
+    /// Whether `layer` reads another layer's cache (KVSharer) instead of holding its own.
+    @inline(__always) public func isAliased(layer: Int) -> Bool { aliases[layer] != nil }
+    /// Whether head `h` (layer-major) belongs to an aliased layer.
+    @inline(__always) public func isAliased(head h: Int) -> Bool { aliases[h / layout.kvHeads] != nil }
 
     /// Keys of head `h` (layer-major index) as f32, `[count, head_dim]` row-major.
     public func keys(_ h: Int) -> [Float] { read(h, values: false) }

@@ -36,19 +36,36 @@ extension BudgetAllocator {
 public enum BudgetParams {
     public static let specs: [ParamSpec] = [
         ParamSpec("budget", .int, default: .int(128), min: 0, max: 16_777_216, "average tokens kept per head outside the window"),
-        ParamSpec("fraction", .float, default: .float(0), min: 0, max: 1, "if > 0: budget = fraction × tokens before the window (overrides budget)"),
+        ParamSpec("fraction", .float, default: .float(0), min: 0, max: 1, "if > 0: budget = fraction × tokens before the window, averaged over heads of layers that are not aliased (overrides budget)"),
         ParamSpec("window", .int, default: .int(0), min: 0, max: 16_777_216, "tokens at the end always kept when no observation queries are sent (with queries: their count)"),
     ]
 
-    /// The average per-head budget: `fraction` of the mean eligible prefix when set, else `budget`.
-    public static func average(_ params: ResolvedParams, prefix: [Int]) -> Int {
-        let fraction = params.float("fraction")
-        if fraction > 0, !prefix.isEmpty {
-            let mean = Double(prefix.reduce(0, +)) / Double(prefix.count)
+    /// The average per-head budget B: `fraction` of the mean eligible prefix when set, else `budget`.
+    /// The mean runs over the heads that hold a cache (`budgetedHeads`): an aliased layer's heads
+    /// are empty, and counting them would shrink B by the aliased share (4 of 30 layers: −13%), so
+    /// a fraction would keep less than that fraction of the tokens actually held.
+    public static func average(_ context: CompactionContext, prefix: [Int]) -> Int {
+        let fraction = context.params.float("fraction")
+        let heads = budgetedHeads(context)
+        if fraction > 0, !heads.isEmpty {
+            let mean = Double(heads.reduce(0) { $0 + prefix[$1] }) / Double(heads.count)
             // fraction is checked to be in [0, 1] and mean is at most a head's count; converted checked all the same.
             return Int(exactly: (fraction * mean).rounded()) ?? 0
         }
-        return params.int("budget")
+        return context.params.int("budget")
+    }
+
+    /// The heads (layer-major) a budget is spread over: those of layers that hold their own cache.
+    /// An aliased layer (KVSharer) reads its owner's tokens and can keep none, so a budget given to
+    /// it would be lost and Σ b_h would overstate what is kept. Allocators hand out B per head of
+    /// these (Σ b_h = B · their count) and give aliased heads 0.
+    public static func budgetedHeads(_ context: CompactionContext) -> [Int] {
+        (0..<context.layout.headCount).filter { !context.view.isAliased(head: $0) }
+    }
+
+    /// The layers holding their own cache, in depth order (what `budgetedHeads` keeps, by layer).
+    public static func budgetedLayers(_ context: CompactionContext) -> [Int] {
+        (0..<context.layout.layers).filter { !context.view.isAliased(layer: $0) }
     }
 }
 
@@ -58,8 +75,8 @@ public struct UniformAllocator: BudgetAllocator {
     public let name = "uniform"
     public var params: [ParamSpec] { BudgetParams.specs }
     public func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int] {
-        let b = BudgetParams.average(context.params, prefix: prefix)
-        return prefix.map { _ in b }
+        let b = BudgetParams.average(context, prefix: prefix)
+        return prefix.indices.map { context.view.isAliased(head: $0) ? 0 : b }
     }
 }
 

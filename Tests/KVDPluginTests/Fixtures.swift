@@ -13,13 +13,17 @@ extension SplitMix64 {
 let testLayout = ModelLayout(name: "t", layers: 3, kvHeads: 2, qHeads: 4, headDim: 8, dtype: .f32, pageTokens: 4, defaultMethod: "snapkv")
 
 /// Random keys/values per head (`count` tokens each) and `window` random queries per query head.
-func randomInputs(count: Int, window: Int, seed: UInt64, layout m: ModelLayout = testLayout) -> (SequenceView, Observation) {
+/// Heads of layers `aliases` marks as aliased are empty, as KVSharer leaves them.
+func randomInputs(
+    count: Int, window: Int, seed: UInt64, layout m: ModelLayout = testLayout, aliases: [Int?]? = nil
+) -> (SequenceView, Observation) {
     var rng = SplitMix(seed: seed)
-    let keys = (0..<m.headCount).map { _ in (0..<(count * m.headDim)).map { _ in rng.float() } }
-    let values = (0..<m.headCount).map { _ in (0..<(count * m.headDim)).map { _ in rng.float() } }
+    let held = { (h: Int) in aliases?[h / m.kvHeads] == nil ? count : 0 }
+    let keys = (0..<m.headCount).map { h in (0..<(held(h) * m.headDim)).map { _ in rng.float() } }
+    let values = (0..<m.headCount).map { h in (0..<(held(h) * m.headDim)).map { _ in rng.float() } }
     let queries = (0..<(m.layers * m.qHeads * window * m.headDim)).map { _ in rng.float() * 2 }
     return (
-        SequenceView(layout: m, keys: keys, values: values),
+        SequenceView(layout: m, keys: keys, values: values, aliases: aliases),
         Observation(layers: m.layers, qHeads: m.qHeads, window: window, headDim: m.headDim, queries: queries)
     )
 }

@@ -65,6 +65,23 @@ import Testing
         }
     }
 
+    /// After KVSharer aliased layer 2 to layer 0 its heads are empty: every method plans around
+    /// them, gives them budget 0, and a budgeted one spreads exactly L'·H·B over the 2 layers left.
+    @Test func aliasedLayersGetNoBudget() throws {
+        let count = 30, window = 4, budget = 3
+        let (view, obs) = randomInputs(count: count, window: window, seed: 9, aliases: [nil, nil, 0])
+        for (label, method) in Self.methods {
+            let p = try params(method, budget: budget)
+            let context = CompactionContext(view: view, observation: obs, params: p, method: label, baseDirectory: "")
+            let plan = try method.plan(context)
+            try PlanChecker.check(plan, counts: view.headCounts, layout: testLayout, method: label)
+            #expect(plan.plan.kept.suffix(testLayout.kvHeads).allSatisfy { $0.isEmpty }, "\(label) kept tokens of an aliased layer")
+            guard let budgets = plan.budgets, method.descriptor.params.contains(where: { $0.name == "budget" }) else { continue }
+            #expect(budgets.suffix(testLayout.kvHeads).allSatisfy { $0 == 0 }, "\(label): aliased heads got \(budgets)")
+            #expect(budgets.reduce(0, +) == 2 * testLayout.kvHeads * budget, "\(label): budgets \(budgets)")
+        }
+    }
+
     @Test func queryMethodsRefuseToRunWithoutQueries() throws {
         let (view, _) = randomInputs(count: 20, window: 4, seed: 3)
         for (label, method) in Self.methods where method.needsQueries {

@@ -73,8 +73,9 @@ def window_attention_scores(K, Q: np.ndarray) -> list:
     heads = _head_list(K)
     H = len(heads) // Lq
     G = Hq // H
+    # An aliased layer's heads hold nothing (KVSharer): no tokens, no scores.
     return [head_window_scores(heads[i], Q[i // H, (i % H) * G:(i % H + 1) * G])
-            for i in range(len(heads))]
+            if heads[i].shape[0] else np.zeros(0) for i in range(len(heads))]
 
 
 def key_norm_scores(K, window: int) -> list:
@@ -128,7 +129,7 @@ def largest_remainder(weights, total: int) -> list:
 
 def average_budget(budget: int, fraction: float, prefix: list) -> int:
     """``budget``, or round(fraction × mean prefix) when fraction > 0 (halves round up; the tests
-    avoid exact halves)."""
+    avoid exact halves). ``prefix`` lists the heads that hold a cache: leave out aliased layers'."""
     if fraction > 0 and prefix:
         mean = Fraction(sum(prefix), len(prefix))
         return math.floor(Fraction(fraction) * mean + Fraction(1, 2))
@@ -324,11 +325,14 @@ def method_scores(method: str, K, Q, window: int, pooling=None, kernel=None) -> 
 
 def reference(method: str, K, Q=None, *, budget=128, fraction=0.0, window=0, pooling=None,
               kernel=None, beta=None, floor=0.2, temperature=1.0, scores_table=None,
-              aggregate="mean", q_heads=None, allocator=None, sinks=4, recent=64, layers=None):
+              aggregate="mean", q_heads=None, allocator=None, sinks=4, recent=64, layers=None,
+              aliased=()):
     """Reference (budgets, kept indices per head, scores per head) of a method. ``K`` is
     [L, H, n, d] or a layer-major list of per-head key arrays [n_h, d] (then give ``layers``);
     kept indices index each head's current tokens. ``allocator`` composes a scorer (``method``)
-    with an allocator."""
+    with an allocator. ``aliased``: layers KVSharer aliased earlier, whose heads (empty in ``K``)
+    keep nothing and get budget 0; B and every allocator then work on the other L' layers as if
+    the model had only those, in depth order (Σ budgets = L'·H·B)."""
     heads = _head_list(K)
     L = layers or (np.asarray(K).shape[0] if isinstance(K, np.ndarray) else None)
     H = len(heads) // L
@@ -337,21 +341,29 @@ def reference(method: str, K, Q=None, *, budget=128, fraction=0.0, window=0, poo
         return None, [streaming_keep(n, sinks, recent) for n in counts], None
     w = np.asarray(Q).shape[2] if Q is not None else window
     scores = method_scores(method, heads, Q, w, pooling, kernel)
-    prefix = [n - w for n in counts]
-    B = average_budget(budget, fraction, prefix)
+    prefix = [max(0, n - w) for n in counts]
+    live = [i for i in range(L * H) if i // H not in aliased]
+    Lh = len(live) // H
+    lprefix = [prefix[i] for i in live]
+    B = average_budget(budget, fraction, lprefix)
     alloc = allocator or PRESETS[method][3]
     if alloc == "uniform":
-        budgets = uniform_budgets(B, L * H)
+        lbudgets = uniform_budgets(B, Lh * H)
     elif alloc == "pyramidkv":
-        budgets = pyramid_budgets(B, 20.0 if beta is None else beta, L, H, max(prefix))
+        lbudgets = pyramid_budgets(B, 20.0 if beta is None else beta, Lh, H, max(prefix))
     elif alloc == "adakv":
-        budgets = adakv_budgets(scores, B, L, H, floor, prefix)
+        lbudgets = adakv_budgets([scores[i] for i in live], B, Lh, H, floor, lprefix)
     elif alloc == "headkv":
         imp = headkv_importance(scores_table, L, H, q_heads or H, aggregate)
-        budgets = headkv_budgets(imp, B, 1.01 if beta is None else beta, temperature, L, H)
+        lbudgets = headkv_budgets([imp[i] for i in live], B, 1.01 if beta is None else beta,
+                                  temperature, Lh, H)
     else:
         raise ValueError(alloc)
-    kept = [topk(scores[i], budgets[i], w, counts[i]) for i in range(L * H)]
+    budgets = [0] * (L * H)
+    for i, b in zip(live, lbudgets):
+        budgets[i] = b
+    kept = [topk(scores[i], budgets[i], w, counts[i]) if counts[i] else np.zeros(0, np.int64)
+            for i in range(L * H)]
     return budgets, kept, scores
 # ---------------------------------------------------------------------------------------------
 # Test data

@@ -5,6 +5,8 @@ bit-exact, appends ignoring aliased layers, chains), the alias rules, and the sh
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -291,6 +293,66 @@ def test_compaction_after_alias(c):
     assert all(q2[(3, h)].positions.tolist() == q2[(1, h)].positions.tolist() for h in range(H))
     assert all(q2[(l, h)].num_tokens == 2 + 7 + 2 for l in range(L) for h in range(H))
     c.release(seq)
+
+
+# Hand-worked budgets after "3:1" on a 42-token prefix (50 tokens, window 8): B and the allocators
+# count only layers 0–2, which hold a cache. fraction 0.5 → B = 0.5·42 = 21 (counting layer 3's
+# empty heads gave 0.5·31.5 → 16); pyramidkv's β = 20 line over 3 layers: 40.95, 21, 1.05 → 41, 21, 1
+# (before: 31, 21, 11, 1 over 4 layers, layer 3's lost).
+AFTER_ALIAS = {
+    ("snapkv", ("fraction", 0.5)): [21] * 6 + [0, 0],
+    ("pyramidkv", ("fraction", 0.5)): [41, 41, 21, 21, 1, 1, 0, 0],
+}
+
+
+@pytest.mark.parametrize("budget_case", [("fraction", 0.5), ("budget", 10)], ids=lambda b: f"{b[0]}={b[1]}")
+@pytest.mark.parametrize("method", ["snapkv", "pyramidkv", "adakv", "headkv"])
+def test_budgets_after_alias_go_to_held_layers(daemon, c, method, budget_case):
+    """After KVSharer aliased layer 3, a budgeted method spreads L'·H·B over the 3 layers that hold
+    a cache (B from their prefixes alone) and gives the aliased heads 0; budgets and kept sets match
+    the NumPy reference run with ``aliased={3}``, and layer 3 still reads layer 1's kept tokens."""
+    n, w = 50, 8
+    K, V = layered_kv(48, n=n)
+    Q = np.random.default_rng(9).standard_normal((L, HQ, w, D)).astype(np.float32)
+    name, value = budget_case
+    kw, rk = {name: value, "queries": Q}, {name: value}
+    if method == "headkv":
+        # Layer 3 is the most important on file: aliased, it must get nothing all the same.
+        table = {f"{l}-{h}": [0.1 + 0.2 * l + 0.05 * h, 0.3] for l in range(L) for h in range(H)}
+        (daemon.workdir / "alias-headscores.json").write_text(json.dumps(table))
+        kw["scores"] = "alias-headscores.json"
+        rk["scores_table"] = table
+    seq = fill_sequence(c, MODEL_SEED_F32, K, V, chunk=n)
+    try:
+        c.compact(seq, "kvsharer", alias_map="3:1")
+        r = c.compact(seq, method, **kw)
+        assert aliases_of(r) == [(3, 1)]
+        heads = [K[l, h].astype(float) if l != 3 else np.zeros((0, D)) for l in range(L) for h in range(H)]
+        budgets, _, scores = ref.reference(method, heads, Q.astype(float), layers=L, aliased={3}, **rk)
+        got = list(r.budgets)
+        B = ref.average_budget(rk.get("budget", 128), rk.get("fraction", 0.0), [n - w] * (3 * H))
+        if method == "adakv":
+            # The layer-wide cut may fall between float32 near-ties: any admissible hits vector.
+            for l in range(3):
+                sl = slice(l * H, (l + 1) * H)
+                allowed = [ref.adakv_budgets_from_hits(hh, B, 0.2, [n - w] * H)
+                           for hh in ref.adakv_admissible_hits(scores[sl], B)]
+                assert got[sl] in allowed, f"adakv layer {l}: {got[sl]} not in {allowed}"
+            assert got[3 * H:] == [0] * H
+        else:
+            assert got == budgets, f"{method}: budgets {got} != reference {budgets}"
+        if (method, budget_case) in AFTER_ALIAS:
+            assert got == AFTER_ALIAS[(method, budget_case)]
+        assert sum(got) == 3 * H * B, f"{method}: Σ budgets {sum(got)} != L'·H·B = {3 * H * B}"
+        q = heads_by_layer(c, seq)
+        for l in range(L):
+            for h in range(H):
+                o = 1 if l == 3 else l
+                pos = q[(l, h)].positions.astype(np.int64)
+                ref.check_topk(pos, scores[o * H + h], got[o * H + h], w, n, f"{method} layer {l} head {h}")
+                assert_bits_equal(q[(l, h)].keys, K[o, h][pos], f"K layer {l} head {h}")
+    finally:
+        c.release(seq)
 
 
 # ---------------------------------------------------------------------------------------------

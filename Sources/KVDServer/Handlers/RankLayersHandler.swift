@@ -27,7 +27,7 @@ enum RankLayersHandler {
                     return .failure(.failedPrecondition(
                         "rank_layers: sequence \(seq.id.raw) must hold the same number of tokens (> 0) in every head; rank before compacting"))
                 }
-                let view = SequenceView(layout: seq.layout, heads: seq.heads, memory: store.arena.pageMemory)
+                let view = SequenceView(layout: seq.layout, heads: seq.heads, memory: store.arena.pageMemory, aliases: seq.aliases)
                 let perLayer = { (values: Bool) in
                     (0..<layout.layers).map { l in
                         (0..<layout.kvHeads).flatMap { h in values ? view.values(l * layout.kvHeads + h) : view.keys(l * layout.kvHeads + h) }
