@@ -112,16 +112,18 @@ def cycle(c: Client, d: RemoteDaemon, k, count: int) -> dict:
         time.sleep(0.0005)
     offload_s = time.perf_counter() - started
     react_s = started - signalled
+    # Restores run once the pressure is over (as a runtime would bring a sequence back), so the
+    # manager is not evicting while they are timed.
+    d.settings["memory"].update(high=0.95, low=0.9)
+    d.write()
+    d.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.1)
     restore_s = 0.0
     for s in seqs:
         t = time.perf_counter()
         c.restore(s)
         restore_s += time.perf_counter() - t
         c.release(s)  # keep the arena empty for the next restore
-    d.settings["memory"].update(high=0.95, low=0.9)
-    d.write()
-    d.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.1)  # the reload lands before the next round's appends
     return {"offloaded": r.offloaded - before.offloaded, "failures": done - (r.offloaded - before.offloaded),
             "offloaded_bytes": r.offloaded_bytes - before.offloaded_bytes, "offload_s": offload_s, "react_s": react_s,
             "restore_s": restore_s}
