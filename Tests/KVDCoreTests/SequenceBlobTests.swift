@@ -67,6 +67,21 @@ import Testing
         #expect(foreign?.message.contains("written for model 't'") == true)
     }
 
+    /// Encoding into a used buffer (a shipped blob's) gives the same bytes as into a fresh one, and
+    /// keeps its capacity.
+    @Test func encodingIntoAUsedBufferGivesTheSameBytes() throws {
+        let f = F(pages: 128)
+        let (s, _) = try rich(f)
+        let fresh = SequenceBlob.encode(capturing: s, memory: f.memory)
+        var used = [UInt8](repeating: 0xAB, count: 3 * fresh.count)
+        used.reserveCapacity(4 * fresh.count)
+        let capacity = used.capacity
+        let again = SequenceBlob.encode(capturing: s, memory: f.memory, reusing: used)
+        used = []  // the only reference left is the result's
+        #expect(again == fresh)
+        #expect(again.capacity == capacity)
+    }
+
     // MARK: - Restored while it arrives
 
     func arrival(_ f: F) -> SequenceBlob.Arrival {

@@ -15,6 +15,14 @@ public struct ByteWriter: Sendable {
     /// Room for `capacity` bytes up front (large blobs: no reallocation while writing).
     public init(capacity: Int) { bytes.reserveCapacity(capacity) }
 
+    /// Writes into `buffer`'s memory (emptied, its capacity kept; grown to `capacity` if smaller):
+    /// a buffer used before has its pages already mapped, a fresh one faults on every page.
+    public init(reusing buffer: [UInt8], capacity: Int) {
+        bytes = buffer
+        bytes.removeAll(keepingCapacity: true)
+        bytes.reserveCapacity(capacity)
+    }
+
     public mutating func u8(_ v: UInt8) { bytes.append(v) }
     public mutating func bool(_ v: Bool) { bytes.append(v ? 1 : 0) }
     public mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }

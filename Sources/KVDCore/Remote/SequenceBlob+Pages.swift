@@ -1,11 +1,12 @@
 extension SequenceBlob {
     /// The encoded blob of `seq`, its K/V read straight out of its pages into the blob (one copy;
     /// call on the sequence's queue): what an offload ships.
-    public static func encode(capturing seq: KVSequence, memory: PageMemory) -> [UInt8] {
+    /// `buffer`: memory to write into (a shipped blob's, whose pages are mapped already).
+    public static func encode(capturing seq: KVSequence, memory: PageMemory, reusing buffer: [UInt8] = []) -> [UInt8] {
         let layout = seq.layout
         var image = seq.image(pinned: false)
         for h in image.heads.indices { image.heads[h].pages = [] }
-        return encode(layout: layout, image: image) { h, w in
+        return encode(layout: layout, image: image, reusing: buffer) { h, w in
             let head = seq.heads[h]
             let runs = HeadCache.runs(pages: head.pages, start: 0, count: head.count, pageTokens: layout.pageTokens)
             for run in runs { w.raw(UnsafeRawBufferPointer(start: memory.key(run.page, slot: run.slot, layout), count: run.count * layout.tokenBytes)) }

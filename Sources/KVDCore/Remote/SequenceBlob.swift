@@ -75,9 +75,11 @@ public struct SequenceBlob: Sendable, Equatable {
     }
 
     /// The blob's bytes for `image` of `layout`, `writeKV(h, &w)` appending head h's K then V bytes.
-    static func encode(layout: ModelLayout, image: SequenceImage, writeKV: (Int, inout ByteWriter) -> Void) -> [UInt8] {
+    static func encode(layout: ModelLayout, image: SequenceImage, reusing buffer: [UInt8] = [],
+                       writeKV: (Int, inout ByteWriter) -> Void) -> [UInt8] {
         let kvBytes = image.heads.reduce(0) { $0 + 2 * $1.count * layout.tokenBytes }
-        var p = ByteWriter(capacity: Self.headerBytes + 256 + kvBytes + image.heads.reduce(0) { $0 + 16 + 8 * $1.positionRuns.count + 4 * ($1.storedLogWeights?.count ?? 0) })
+        let capacity = Self.headerBytes + 256 + kvBytes + image.heads.reduce(0) { $0 + 16 + 8 * $1.positionRuns.count + 4 * ($1.storedLogWeights?.count ?? 0) }
+        var p = ByteWriter(reusing: buffer, capacity: capacity)
         // The header is reserved first and filled in last: the K/V is copied once.
         p.raw([UInt8](repeating: 0, count: Self.headerBytes))
         p.string(layout.name)

@@ -37,7 +37,7 @@ enum ManagerActions {
         var offloaded = false
         if kind == .evicted, let remote = store.remote, remote.settings.offloadEvicted, seq.tokensHeld > 0 {
             compactBeforeOffload(remote.settings.offloadPolicy, e, state, store)
-            let blob = SequenceBlob.encode(capturing: seq, memory: e.space.arena.pageMemory)
+            let blob = SequenceBlob.encode(capturing: seq, memory: e.space.arena.pageMemory, reusing: remote.spareBuffer())
             // Recorded before the blob is queued: a shipment that fails at once (Redis down) must
             // find this record to overwrite with "lost", not be overwritten by it afterwards.
             e.space.evictions.record(e.id, record, offloaded: true)

@@ -21,6 +21,11 @@ final class RemoteTier: Sendable {
         var bytes = 0
     }
     private let pending = Mutex(Pending())
+    /// Buffers of blobs already shipped, for the next offloads to write into: their pages are
+    /// mapped, where a fresh multi-megabyte buffer would fault on every page.
+    private let spares = Mutex<[[UInt8]]>([])
+    /// Memory kept that way, at most (so a burst of huge blobs does not stay resident).
+    static let maxSpareBytes = 64 << 20
 
     init(settings: Configuration.Remote, connect: @escaping @Sendable () -> RemoteKV) {
         self.settings = settings
@@ -111,8 +116,18 @@ final class RemoteTier: Sendable {
                     p.bytes -= b.count
                 }
             }
+            recycle(bytes)
         }
         return true
+    }
+
+    /// A shipped blob's buffer, or an empty array when there is none.
+    func spareBuffer() -> [UInt8] { spares.withLock { $0.popLast() ?? [] } }
+
+    private func recycle(_ buffer: [UInt8]) {
+        spares.withLock { s in
+            if s.reduce(buffer.capacity, { $0 + $1.capacity }) <= Self.maxSpareBytes { s.append(buffer) }
+        }
     }
 
     /// A fetched blob: from the store (read into the sink as it came) or from the offload queue
