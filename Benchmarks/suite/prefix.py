@@ -98,14 +98,14 @@ def warm_up(model, ids, kvd_cache) -> None:
     generate(model, ids[:64], kvd_cache, 1)[2].release()
 
 
-def baselines(model, ids, kvd_cache, new_tokens: int):
+def baselines(model, ids, kvd_cache, new_tokens: int, repeats: int = 2):
     """Steps 2 and 3 for prompt ``ids``: (plain transformers prefill s, cold KvdCache prefill s, cold
-    greedy ids). Each runs twice, alternating, and the best of two counts: the warm prefill it is
-    compared with runs once (a second one would also find its own pages), so noise can only lower
+    greedy ids). Each runs ``repeats`` times, alternating, and the best counts. Section 7 runs its
+    warm prefill once (a second one would also find its own pages), so there noise can only lower
     the ratios."""
     import torch
     sdpa_s, cold_s = [], []
-    for _ in range(2):
+    for _ in range(repeats):
         model.set_attn_implementation("sdpa")  # plain transformers, its own DynamicCache
         try:
             with torch.no_grad():

@@ -43,6 +43,8 @@ class Sizes:
         # document, greedy tokens generated per prompt.
         self.prefix_doc_tokens = 256 if smoke else 1500
         self.prefix_new_tokens = 4 if smoke else 16
+        # Section 10: times each run starts Redis and both daemons afresh (best of them counts).
+        self.remote_prefix_repeats = 1 if smoke else 2
         # Section 8: operations per daemon per run; sequences held at restart.
         self.durability_repeats = 5 if smoke else 40
         self.durability_counts = (100,) if smoke else (1000, 10000)
@@ -86,7 +88,8 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
         if "remote" in sections:
             raw["remote"].append([remote.measure(*sizes.remote)])
         if "remote_prefix" in sections:
-            raw["remote_prefix"].append([remote_prefix.measure(sizes.prefix_doc_tokens, sizes.prefix_new_tokens)])
+            raw["remote_prefix"].append([remote_prefix.measure(sizes.prefix_doc_tokens, sizes.prefix_new_tokens,
+                                                               sizes.remote_prefix_repeats)])
     return raw
 
 
