@@ -58,14 +58,9 @@ def run_kvpress(a) -> None:
     from kvpress.utils import get_prerope_query_states
 
     sys.path.insert(0, str(HERE))
-    from kvpress_peer import load_model, prompt_ids     # same model loading and prompt text
+    from kvpress_peer import hooked_prefill, setup     # same model loading, prompt text and prefill
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model, tok, gguf = load_model()
-    ids = prompt_ids(tok, a.tokens)
+    out, model, tok, gguf, ids = setup(a)
     n = ids.shape[1]
     layers = model.model.layers
 
@@ -77,15 +72,8 @@ def run_kvpress(a) -> None:
                                   {"position_embeddings": tuple(t.detach().clone() for t in
                                                                 kwargs["position_embeddings"])},
                                   output[1])
-    hooks = [l.self_attn.register_forward_hook(grab, with_kwargs=True) for l in layers]
-    cache = DynamicCache()
     t0 = time.perf_counter()
-    try:
-        with torch.inference_mode():
-            model(ids, past_key_values=cache, use_cache=True)
-    finally:
-        for h in hooks:
-            h.remove()
+    cache = hooked_prefill(model, ids, grab)
     print(f"kept_sets: prefill of {n} tokens in {time.perf_counter() - t0:.1f} s", flush=True)
     L = len(layers)
     K = torch.stack([cache.layers[l].keys[0] for l in range(L)])        # [L, H, n, d]

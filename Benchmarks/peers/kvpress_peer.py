@@ -68,6 +68,17 @@ def prompt_ids(tok, n_tokens: int) -> torch.Tensor:
     return ids
 
 
+def setup(a):
+    """What both peer scripts start with: torch threads, the output folder, the model and the
+    prompt's ids (`a`: parsed arguments with threads, out and tokens)."""
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tok, gguf = load_model()
+    return out, model, tok, gguf, prompt_ids(tok, a.tokens)
+
+
 def presses():
     """(kvd method name, factory(ratio)) for the four presses, at kvpress's defaults."""
     from kvpress import KnormPress, PyramidKVPress, SnapKVPress, StreamingLLMPress
@@ -108,11 +119,25 @@ def timed_prefill(model, ids, press):
     return spent[0] * 1e3, kept
 
 
+def hooked_prefill(model, ids, hook):
+    """One prefill of `ids` into a fresh DynamicCache with `hook` as a forward hook (with kwargs)
+    on every attention module; the hooks are gone afterwards. Returns the cache."""
+    from transformers import DynamicCache
+    hooks = [layer.self_attn.register_forward_hook(hook, with_kwargs=True) for layer in model.model.layers]
+    cache = DynamicCache()
+    try:
+        with torch.inference_mode():
+            model(ids, past_key_values=cache, use_cache=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    return cache
+
+
 def dump_cache(model, ids, window: int):
     """Post-RoPE K/V [layers, kv_heads, tokens, head_dim] from the uncompressed cache, and the
     last `window` post-RoPE queries [layers, q_heads, window, head_dim] of every layer (computed
     from the layer's input with its own q_proj and rotary embedding, as SnapKV does)."""
-    from transformers import DynamicCache
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
     queries = {}
 
@@ -124,15 +149,7 @@ def dump_cache(model, ids, window: int):
         q, _ = apply_rotary_pos_emb(q, q, cos[:, -window:], sin[:, -window:])
         queries[module.layer_idx] = q[0].float().numpy()
 
-    hooks = [layer.self_attn.register_forward_hook(hook, with_kwargs=True)
-             for layer in model.model.layers]
-    cache = DynamicCache()
-    try:
-        with torch.inference_mode():
-            model(ids, past_key_values=cache, use_cache=True)
-    finally:
-        for h in hooks:
-            h.remove()
+    cache = hooked_prefill(model, ids, hook)
     L = len(model.model.layers)
     K = np.stack([cache.layers[l].keys[0].float().numpy() for l in range(L)])
     V = np.stack([cache.layers[l].values[0].float().numpy() for l in range(L)])
@@ -151,16 +168,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, model, tok, gguf, ids = setup(a)
+    n = ids.shape[1]
 
     from importlib import metadata
     import transformers
-    model, tok, gguf = load_model()
-    ids = prompt_ids(tok, a.tokens)
-    n = ids.shape[1]
     rows = []
     window = None
     # One untimed prefill per press type first: the first call of each code path pays for

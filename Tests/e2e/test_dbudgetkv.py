@@ -51,9 +51,9 @@ def c(daemon):
     cl.close()
 
 
-def peaked(seed, model=MODEL_SEED_F32):
-    """Every query of a KV head's group ≈ 4u; HEAVY[l] prefix keys ≈ 5u, so the last query's
-    attention sits on a few tokens that the H2O ranking also puts last to drop."""
+def _group_direction(seed, model, scale, keys_along):
+    """Random K, V and small queries; then each KV head's group of queries gets `scale`·u along a
+    random unit u, and `keys_along(rng, l, h, u, K)` points some of that head's keys along u."""
     rng = np.random.default_rng(seed)
     K = rng.standard_normal((L, H, N, D))
     V = rng.standard_normal((L, H, N, D))
@@ -62,11 +62,19 @@ def peaked(seed, model=MODEL_SEED_F32):
         for h in range(H):
             u = rng.standard_normal(D)
             u /= np.linalg.norm(u)
-            Q[l, h * G:(h + 1) * G] += 4 * u
-            heavy = rng.choice(P, HEAVY[l], replace=False)
-            K[l, h, heavy] = 5 * u + 0.3 * rng.standard_normal((HEAVY[l], D))
+            Q[l, h * G:(h + 1) * G] += scale * u
+            keys_along(rng, l, h, u, K)
     dt = SEED_MODELS[model]
     return K.astype(dt), V.astype(dt), Q.astype(dt)
+
+
+def peaked(seed, model=MODEL_SEED_F32):
+    """Every query of a KV head's group ≈ 4u; HEAVY[l] prefix keys ≈ 5u, so the last query's
+    attention sits on a few tokens that the H2O ranking also puts last to drop."""
+    def heavy(rng, l, h, u, K):
+        chosen = rng.choice(P, HEAVY[l], replace=False)
+        K[l, h, chosen] = 5 * u + 0.3 * rng.standard_normal((HEAVY[l], D))
+    return _group_direction(seed, model, 4, heavy)
 
 
 def flat(seed, model=MODEL_SEED_F32):
@@ -80,20 +88,11 @@ def flat(seed, model=MODEL_SEED_F32):
 def sinky(seed, model=MODEL_SEED_F32):
     """Token 0 draws most of every query's attention (as the attention sink does in real models),
     the rest is spread over a few mildly favoured keys and noise."""
-    rng = np.random.default_rng(seed)
-    K = rng.standard_normal((L, H, N, D))
-    V = rng.standard_normal((L, H, N, D))
-    Q = 0.3 * rng.standard_normal((L, HQ, W, D))
-    for l in range(L):
-        for h in range(H):
-            u = rng.standard_normal(D)
-            u /= np.linalg.norm(u)
-            Q[l, h * G:(h + 1) * G] += 3 * u
-            K[l, h, 0] = 3 * u
-            mild = rng.choice(np.arange(1, P), 12, replace=False)
-            K[l, h, mild] += 1.0 * u
-    dt = SEED_MODELS[model]
-    return K.astype(dt), V.astype(dt), Q.astype(dt)
+    def sink(rng, l, h, u, K):
+        K[l, h, 0] = 3 * u
+        mild = rng.choice(np.arange(1, P), 12, replace=False)
+        K[l, h, mild] += 1.0 * u
+    return _group_direction(seed, model, 3, sink)
 
 
 DATA = {"peaked": peaked, "flat": flat, "sinky": sinky}
