@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from c_build import build_c_client
 from conftest import (DTYPES, REPO, TINY, Daemon, assert_sequence, make_kv)
 
 C_DIR = REPO / "Clients" / "c"
@@ -44,15 +45,8 @@ def _with_policies(cfg: dict) -> None:
 @pytest.fixture(scope="module")
 def c_build():
     """``make -C Clients/c`` (library, kvdclient.pc, test program, examples); -Werror."""
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        pytest.fail("make and gcc are needed for the C client tests")
-    p = subprocess.run(["make", "-C", str(C_DIR), "-j2", "all"], capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, f"make failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-    for f in (TEST_BIN, EXAMPLE_C, EXAMPLE_CPP, BUILD / "libkvdclient.a", BUILD / "libkvdclient.so",
-              BUILD / "kvdclient.pc"):
-        assert f.exists(), f"make did not produce {f}"
-    return BUILD
+    return build_c_client(TEST_BIN, EXAMPLE_C, EXAMPLE_CPP, BUILD / "libkvdclient.a", BUILD / "libkvdclient.so",
+                          BUILD / "kvdclient.pc")
 
 
 @pytest.fixture

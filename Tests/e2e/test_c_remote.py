@@ -20,6 +20,7 @@ import sys
 
 import pytest
 
+from c_build import build_c_client
 from conftest import REPO
 from memory_helpers import memory_config, wait_until
 from redis_helpers import RedisNode
@@ -33,12 +34,7 @@ KEY_PREFIX = "kvdctest:"
 
 @pytest.fixture(scope="module")
 def c_build():
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        pytest.fail("make and gcc are needed for the C client tests")
-    p = subprocess.run(["make", "-C", str(C_DIR), "-j2", "all"], capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, f"make failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-    assert REMOTE_BIN.exists(), f"make did not produce {REMOTE_BIN}"
+    build_c_client(REMOTE_BIN)
 
 
 @pytest.fixture

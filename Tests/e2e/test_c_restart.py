@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from c_build import build_c_client
 from conftest import MODEL_F16, REPO, START_TIMEOUT_S, Client, ErrorCode, KvdError, make_kv
 from memory_helpers import error_code
 
@@ -39,12 +40,7 @@ TOKEN = "restart-token-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def c_build():
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        pytest.fail("make and gcc are needed for the C client tests")
-    p = subprocess.run(["make", "-C", str(C_DIR), "-j2", "all"], capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, f"make failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-    assert RESTART_BIN.exists(), f"make did not produce {RESTART_BIN}"
+    build_c_client(RESTART_BIN)
 
 
 def durable(cfg: dict) -> None:

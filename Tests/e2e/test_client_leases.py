@@ -29,6 +29,7 @@ import uuid
 import pytest
 import zmq
 
+from c_build import build_c_client
 from conftest import MODEL_F16, REPO, assert_sequence, make_kv
 from kvd import Client, ErrorCode, EvictedError, Events, KvdError
 from kvd.errors import error_for
@@ -411,12 +412,7 @@ def test_client_events_uses_hello_endpoint_and_exact_tenant_topic(fake, publishe
 @pytest.fixture(scope="module")
 def c_build():
     """``make -C Clients/c`` (library, test programs, examples); -Werror."""
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        pytest.fail("make and gcc are needed for the C client tests")
-    p = subprocess.run(["make", "-C", str(C_DIR), "-j2", "all"], capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, f"make failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-    return C_DIR / "build"
+    return build_c_client()
 
 
 def _c_summary(p: subprocess.CompletedProcess):
