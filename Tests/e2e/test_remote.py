@@ -110,6 +110,40 @@ def test_a_corrupted_copy_is_never_served(make_daemon, redis):
         assert_sequence(c, intact, *made[intact])
 
 
+def test_a_restore_that_does_not_fit_loses_nothing(make_daemon, redis):
+    """Memory full of pinned sequences: Restore answers RESOURCE_EXHAUSTED, the remote copy stays
+    (the id still says "send Restore"), nothing held changes, and once there is room the same
+    Restore brings the sequence back bit-exact."""
+    d = daemon(make_daemon, redis)
+    with d.client() as c:
+        made = fill(c, 20)
+        evicted = push_over_high(c, made)
+        wait_until(lambda: c.stats().remote.queued == 0, 10.0, "the offloads to ship")
+        live = [s for s in made if s not in evicted]
+        for s in live:
+            c.pin(s, True)
+        per = HEADS * 64 // 4
+        hold = []
+        while c.stats().free_pages >= per:
+            seq = c.create_sequence(MODEL_F16, pinned=True)
+            c.append(seq, *make_kv(MODEL_F16, 64, seed=20_000 + len(hold)))
+            hold.append(seq)
+        victim = evicted[0]
+        key = f"kvdtest:default:seq:{victim}"
+        free = c.stats().free_pages
+        err = error_code(lambda: c.restore(victim))
+        assert err.code == ErrorCode.RESOURCE_EXHAUSTED
+        assert redis.cli("EXISTS", key) == "1"
+        assert "send Restore" in error_code(lambda: c.stats(victim)).message
+        assert c.stats().free_pages == free  # the pages a failed restore took went back
+        for s in live[:3]:
+            assert_sequence(c, s, *made[s])
+        for seq in hold:
+            c.release(seq)
+        c.restore(victim)
+        assert_sequence(c, victim, *made[victim])
+
+
 def test_redis_down_keeps_kvd_serving_and_counts_failures(make_daemon, redis):
     d = daemon(make_daemon, redis)
     with d.client() as c:
