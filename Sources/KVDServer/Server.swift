@@ -50,8 +50,19 @@ public final class Server: Sendable {
         wake.wake()
     }
 
+    /// How a serving loop ended.
+    public enum Ending: Sendable {
+        /// Every request finished; nothing runs on the worker threads.
+        case drained
+        /// The drain time ran out with requests still running on worker threads. The caller must
+        /// end the process without running static destructors (`_exit`): libraries such as
+        /// OpenBLAS free their buffers in them, under a worker that may still be inside one.
+        case workersStillRunning
+    }
+
     /// Serves until `stop()`; throws if start-up fails (arena or bind), after cleaning up.
-    public func run() throws {
+    @discardableResult
+    public func run() throws -> Ending {
         var spaces: [TenantSpace] = []
         // Until the drain has finished, workers may touch any tenant's pages: unmap only then.
         var drained = true
@@ -168,5 +179,6 @@ public final class Server: Sendable {
             }
         }
         logger.info("stopped; removed \(spaces.map(\.arena.name).joined(separator: ", ")) and the ipc socket files")
+        return drained ? .drained : .workersStillRunning
     }
 }

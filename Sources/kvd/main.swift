@@ -64,7 +64,12 @@ struct KVDCommand: ParsableCommand {
         // Signals become a flag plus a wake-up of the socket thread; nothing else runs on that thread.
         SignalWaiter.start(stop: server.stop, reload: server.reload)
         do {
-            try server.run()
+            if try server.run() == .workersStillRunning {
+                // A compaction may still be inside OpenBLAS: exit() would run its destructors
+                // (freeing the buffers that worker uses) and crash the process on the way out.
+                fflush(nil)  // every C stream; the logger writes unbuffered
+                _exit(0)
+            }
         } catch {
             logger.error("\(error)")
             throw ExitCode(1)
