@@ -9,4 +9,5 @@ cd "$root"
 require_venv
 for product in kvd kvd-echo kvd-bench; do swift build -c release --product "$product"; done
 make -C Benchmarks/c
+make -C Benchmarks/redis
 PYTHONPATH="$root/Clients/python:$root${PYTHONPATH:+:$PYTHONPATH}" "$KVD_PYTHON" -m Benchmarks.suite.run "$@"
