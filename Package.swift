@@ -5,6 +5,8 @@
 // - swift-protobuf: the wire format (generated code is committed; only the runtime library builds).
 // - Yams: YAML config files (`kvd --config Config/kvd.yaml`), with line numbers for errors.
 // - swift-argument-parser: `kvd --help`, `--version`, `--config`, with standard behaviour.
+// - swift-log: the logging API the server-side Swift world shares; kvd adds its plain / JSON-lines
+//   handler (no dependencies of its own, seconds of build time).
 // System libraries: libzmq (transport) and hiredis (the Redis tier), linked; OpenBLAS (sgemm for window attention), opened at run time.
 import PackageDescription
 
@@ -18,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
     ],
     targets: [
         // libzmq through pkg-config (Debian: libzmq3-dev).
@@ -92,7 +95,10 @@ let package = Package(
         // ZeroMQ server, request handlers, sequence store.
         .target(
             name: "KVDServer",
-            dependencies: ["KVDCore", "KVDShm", "KVDJournal", "KVDRemote", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "KVDPluginHost", "KVSharer", "CZMQ"],
+            dependencies: [
+                "KVDCore", "KVDShm", "KVDJournal", "KVDRemote", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "KVDPluginHost", "KVSharer",
+                "CZMQ", .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/KVDServer"
         ),
         .executableTarget(

@@ -7,6 +7,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/env.sh"
 
 apt_packages=(libzmq3-dev libprotobuf-c-dev protobuf-compiler protobuf-c-compiler pkg-config libopenblas-dev build-essential valgrind libhiredis-dev redis-server redis-tools)
+# systemd-analyze checks the bundled unit (Config/systemd/kvd.service) in the tests.
+apt_packages+=(systemd)
 python3 -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do

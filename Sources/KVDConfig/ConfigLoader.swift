@@ -54,13 +54,20 @@ public enum ConfigLoader {
         }
         config.models = try readModels(models)
         if let log = top["log"] {
-            let l = try log.mapping(known: ["level"])
+            let l = try log.mapping(known: ["level", "format"])
             if let level = l["level"] {
                 let name = try level.string()
                 guard let v = Configuration.LogLevel(rawValue: name) else {
                     throw level.fail("must be one of \(Configuration.LogLevel.allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'")
                 }
                 config.logLevel = v
+            }
+            if let format = l["format"] {
+                let name = try format.string()
+                guard let f = Configuration.LogFormat(rawValue: name) else {
+                    throw format.fail("must be one of \(Configuration.LogFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'")
+                }
+                config.logFormat = f
             }
         }
         if let p = top["policies"] { config.policies = try PolicyLoader.policies(p) }

@@ -104,6 +104,12 @@ public struct Configuration: Sendable, Equatable {
         }
     }
 
+    /// How a log line looks on stderr: `plain` for people, `json` (one object per line) for
+    /// collectors (journald, Loki, Fluent Bit, Vector).
+    public enum LogFormat: String, Sendable, CaseIterable {
+        case plain, json
+    }
+
     public enum LogLevel: String, Sendable, CaseIterable, Comparable {
         case error, warning, info, debug
         private var rank: Int { Self.allCases.firstIndex(of: self)! }
@@ -232,6 +238,7 @@ public struct Configuration: Sendable, Equatable {
     public var remote = Remote()
     public var models: [ModelLayout] = []
     public var logLevel: LogLevel = .info
+    public var logFormat: LogFormat = .plain
     public var policies: [Policy] = []
     public var rules: [Rule] = []
     /// Absolute directories whose *.so C-ABI plugins are loaded at start-up.

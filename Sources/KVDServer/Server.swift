@@ -118,6 +118,8 @@ public final class Server: Sendable {
         }
         manager.start()
         logger.info("kvd \(KVDVersion.string) serving on \(config.server.endpoints.joined(separator: ", "))")
+        let service = ServiceNotifier()
+        service.ready(status: "serving on \(config.server.endpoints.joined(separator: ", "))")
         for space in spaces {
             let z = space.arena.sizing
             logger.info(
@@ -134,6 +136,9 @@ public final class Server: Sendable {
             if woken { wake.drain() }
             for reply in outbox.takeAll() { try? socket.send(reply) }
             if reloadRequested.exchange(false, ordering: .sequentiallyConsistent) {
+                service.reloading()
+                // Serving again either way: a refused reload keeps the policies that were running.
+                defer { service.ready(status: "serving on \(config.server.endpoints.joined(separator: ", "))") }
                 do {
                     let (book, memory) = try reloadPolicies()
                     store.replacePolicies(book)
@@ -152,6 +157,7 @@ public final class Server: Sendable {
                 drainDeadline = .now + .milliseconds(Int(config.server.drainSeconds * 1000))
                 socket.unbindAll()
                 logger.info("shutting down: finishing \(dispatcher.inFlight.load(ordering: .relaxed)) in-flight requests")
+                service.stopping(status: "draining \(dispatcher.inFlight.load(ordering: .relaxed)) in-flight requests")
             }
             if readable {
                 // Drain what is queued, but bounded, so replies and the stop flag are seen promptly.

@@ -81,7 +81,7 @@ struct KVDCommand: ParsableCommand {
         var configuration = try ConfigLoader.load(path: path)
         configuration.durability.fresh = fresh
         _ = try TransportSecurity(config: configuration, file: path)  // endpoints and CURVE keys
-        let logger = Logger(level: configuration.logLevel)
+        let logger = Logger(level: configuration.logLevel, format: configuration.logFormat)
         let registry = try registry(configuration, logger)
         return (configuration, logger, try PolicyBook(config: configuration, registry: registry, file: path))
     }

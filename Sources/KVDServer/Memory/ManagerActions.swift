@@ -125,7 +125,12 @@ enum ManagerActions {
     }
 
     /// Hands `event` to the events endpoint (if configured) and counts it for `e`'s tenant.
+    /// Every manager action ends here: it is logged at info whether or not events are published.
     static func publish(_ event: Kvd_V1_Event, _ e: SequenceEntry, _ store: Store) {
+        store.logger?.info("memory manager: \(event.kind) sequence \(e.id)", [
+            "tenant": e.space.name, "sequence": e.id, "action": "\(event.kind)", "pages_freed": event.pagesFreed,
+            "reason": event.reason,
+        ])
         guard let events = store.events else { return }
         events.publish(event)
         e.space.counters.eventsPublished.add(1, ordering: .relaxed)
