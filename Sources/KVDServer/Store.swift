@@ -38,6 +38,11 @@ final class Store: Sendable {
     private let managerNudged = Atomic<Bool>(false)
     private let managerPass = Mutex<(@Sendable () -> Void)?>(nil)
 
+    /// Loads new policies and memory settings from the config file (SIGHUP and the Reload request;
+    /// nil where there is no file, as in the fuzz harness). The lock also keeps two reloads from
+    /// interleaving.
+    let reloader = Mutex<(@Sendable () throws -> (PolicyBook, Configuration.Memory))?>(nil)
+
     /// For the memory manager's messages (nil in the fuzz harness).
     let logger: Logger?
 
@@ -128,6 +133,8 @@ struct TenantStore: Sendable {
     let space: TenantSpace
     /// Routing identity of the calling connection (reservations belong to it).
     let connection: [UInt8]
+    /// The connection may send admin requests (set by the dispatcher for Hello and admin kinds).
+    var isAdmin = false
     /// Its number in `ConnectionLeases` (owners are recorded by number); 0 for the manager itself.
     var connectionNumber: UInt64 = 0
     /// When the request arrived (uptime ns).

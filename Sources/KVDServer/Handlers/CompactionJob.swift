@@ -33,6 +33,8 @@ enum CompactionJob {
         let (planned, outcome) = try CompactionRunner.run(
             choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor,
             accept: accept, record: record)
+        let name = choice.method.descriptor.name
+        state.lastMethod = choice.policy.isEmpty ? name : "\(choice.policy) (\(name))"
         return Result(planned: planned, outcome: outcome, elapsedNs: DispatchTime.now().uptimeNanoseconds - start)
     }
 }

@@ -54,6 +54,7 @@ enum HelloHandler {
         out.eventsEndpoint = store.shared.events?.endpoint ?? ""
         out.instanceID = store.shared.instanceID
         out.durable = store.space.journal?.isDurable ?? false
+        out.admin = store.isAdmin
         return out
     }
 
