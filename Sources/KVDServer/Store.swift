@@ -62,6 +62,10 @@ final class Store: Sendable {
         memorySettings = Mutex(config.memory)
     }
 
+    /// One open tenant and no admin token: nobody authenticates, so everyone who reaches the
+    /// socket may also operate the daemon (docs/SECURITY.md, "Admin credential").
+    var hasNoCredentials: Bool { spaces.count == 1 && openSpace != nil && !config.admin.isConfigured }
+
     var policies: PolicyBook { book.withLock { $0 } }
     var memory: Configuration.Memory { memorySettings.withLock { $0 } }
 

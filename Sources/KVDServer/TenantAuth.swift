@@ -77,11 +77,11 @@ enum TenantAuth {
     }
 
     /// Whether this connection may send admin requests (Reload, Evict): it is bound as admin, or
-    /// the daemon has no credentials at all (no `tenants:`, no `admin:`: one local user's daemon,
-    /// whose open tenant is everyone who can reach the socket).
+    /// the daemon has no credential at all (its only tenant is open and there is no `admin:`: one
+    /// local user's daemon, where whoever reaches the socket already holds every sequence).
     static func isAdmin(_ peer: PeerIdentity, _ bindings: borrowing TenantBindings, _ store: Store) -> Bool {
         if bindings.isAdmin(peer.routingID, peerAddress: peer.peerAddress) { return true }
-        return store.config.tenants.isEmpty && !store.config.admin.isConfigured
+        return store.hasNoCredentials
     }
 
     /// A tenant that lists unix_uids accepts ipc:// peers with one of them; tcp:// peers (no

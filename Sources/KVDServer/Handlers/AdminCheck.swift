@@ -7,6 +7,6 @@ enum AdminCheck {
         if store.config.admin.isConfigured {
             throw .permissionDenied("\(request) needs an admin connection; say Hello with admin_token (kvctl --admin-token-file FILE)")
         }
-        throw .permissionDenied("\(request) needs an admin connection, and this daemon has tenants but no admin credential; configure admin.token_file")
+        throw .permissionDenied("\(request) needs an admin connection, and this daemon has credentials but no admin token; configure admin.token_file")
     }
 }
