@@ -61,7 +61,7 @@ enum TenantAuth {
         guard let expected = store.config.admin.token, constantTimeEqual(expected, r.adminToken) else {
             return .failure(.permissionDenied("admin token not accepted; check admin.token (or admin.token_file) in the daemon's config"))
         }
-        let name = (peer.userID?.isEmpty == false) ? peer.userID! : r.tenant
+        let name = peer.userID.flatMap { $0.isEmpty ? nil : $0 } ?? r.tenant
         let found = name.isEmpty ? store.openSpace : store.space(named: name)
         guard let space = found else {
             return .failure(.notFound(name.isEmpty
