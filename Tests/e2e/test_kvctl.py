@@ -441,3 +441,26 @@ def test_config_names_the_endpoint(kvd):
     bad.write_text("server: [\n")
     r = subprocess.run([str(KVCTL_BIN), "status", "--config", str(bad)], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "bad.yaml" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# CURVE
+
+from test_endpoints_curve import curve_daemon, keys  # noqa: E402,F401  (fixtures)
+
+
+def test_curve_tcp_endpoint(curve_daemon, keys):
+    d = curve_daemon
+    server_pub = (keys / "server.pub").read_text().strip()
+    for server_key in (str(keys / "server.pub"), server_pub):  # a key file or the Z85 text
+        r = kvctl(d, "status", "--curve-server-key", server_key, "--curve-key", str(keys / "client.key"),
+                  json_out=True, endpoint=d.tcp)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["tenant"] == "alpha"  # the key's tenant
+    # A key no tenant lists gets no reply: unreachable within the timeout, exit 3.
+    start = time.monotonic()
+    r = kvctl(d, "status", "--curve-server-key", server_pub, "--curve-key", str(keys / "other.key"),
+              "--timeout", "1", endpoint=d.tcp)
+    assert r.returncode == 3 and "cannot reach kvd" in r.stderr and time.monotonic() - start < 5
+    r = kvctl(d, "status", "--curve-server-key", server_pub, endpoint=d.tcp)
+    assert r.returncode == 2 and "--curve-key" in r.stderr
