@@ -198,6 +198,22 @@ def test_policies_and_reload(make_daemon):
     assert [p["name"] for p in ok_json(d, "policies")["policies"]] == ["long", "short"]
 
 
+def test_python_client_calls_match_kvctl(make_daemon):
+    d = make_daemon(with_policies)
+    with d.client() as c:
+        p = c.list_policies()
+        doc = ok_json(d, "policies")
+        assert [(x.name, x.method, dict(kv.split("=", 1) for kv in x.params)) for x in p.policies] == [
+            (x["name"], x["method"], x["params"]) for x in doc["policies"]]
+        assert [(r.index, r.condition, r.policy) for r in p.rules] == [(r["index"], r["condition"], r["policy"]) for r in doc["rules"]]
+        assert list(c.reload().policies) == ["short"]  # no credential configured: every connection is admin
+        seq = filled(c, 12, seed=30)
+        out = c.evict(seq)
+        assert (out.sequence_id, out.pages_freed, out.tokens_held, out.offloaded) == (seq, HEADS * 3, 12 * HEADS, False)
+        assert error_code(lambda: c.stats(seq)).code == ErrorCode.EVICTED
+        assert c.list_sequences().sequences == []
+
+
 # ---------------------------------------------------------------------------------------------
 # compact, release, pin, evict, restore
 
