@@ -49,7 +49,9 @@ public struct Keygen: ParsableCommand {
             }
             print(pair.publicKey)
         } catch {
-            FileHandle.standardError.write(Data("kvd keygen: \(error.message)\n".utf8))
+            // "kvd keygen: ..." or "kvctl keygen: ...": whichever program the user ran.
+            let program = URL(fileURLWithPath: CommandLine.arguments.first ?? "kvd").lastPathComponent
+            FileHandle.standardError.write(Data("\(program) keygen: \(error.message)\n".utf8))
             throw ExitCode(1)
         }
     }
