@@ -25,7 +25,7 @@ struct Table {
     }
 
     private static func looksNumeric(_ s: String) -> Bool {
-        !s.isEmpty && s.allSatisfy { $0.isNumber || $0 == "." || $0 == "-" }
+        s.contains(where: \.isNumber) && s.allSatisfy { $0.isNumber || $0 == "." || $0 == "-" }
     }
 }
 
