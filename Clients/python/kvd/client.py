@@ -84,7 +84,8 @@ class Client:
     endpoint secured with CURVE, give ``curve_server_key`` (the daemon's public key) and this
     client's ``curve_public_key`` / ``curve_secret_key`` (Z85 text, e.g. from
     :func:`kvd.load_curve_keypair`); a daemon that does not accept the key never answers, so calls
-    time out.
+    time out. ``admin_token`` (the daemon's ``admin.token``) binds this connection as admin for
+    ``tenant`` instead of its token, for :meth:`reload` and :meth:`evict` (docs/SECURITY.md).
 
     ``keepalive`` (default on): when the daemon runs with leases (Hello's ``limits.lease_ms``), a
     daemon thread sends a KeepAlive whenever this client has sent nothing for a third of the lease,
