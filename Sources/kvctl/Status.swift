@@ -17,7 +17,7 @@ struct Status: Verb {
         let text = keyValues([
             ("endpoint", session.connection.endpoint),
             ("server", "kvd \(h.serverVersion), protocol \(h.protocolVersion), instance \(h.instanceID)"),
-            ("tenant", h.tenant + (h.admin ? " (admin)" : "")),
+            ("tenant", h.tenant + (h.admin ? " (admin; tenants: \(h.tenants.joined(separator: ", ")))" : "")),
             ("shm", "\(h.shm.name), generation \(h.shm.arenaGeneration)"),
             ("durable", h.durable ? "yes" : "no"),
             ("pages", "\(used) used, \(s.freePages) free of \(s.totalPages) (\(percent(used, s.totalPages))), \(s.pageBytes) bytes each"),
@@ -36,6 +36,7 @@ struct Status: Verb {
             "instance_id": j(h.instanceID),
             "tenant": j(h.tenant),
             "admin": j(h.admin),
+            "tenants": .array(h.tenants.map { j($0) }),
             "durable": j(h.durable),
             "shm": j(h.shm.name),
             "arena_generation": j(h.shm.arenaGeneration),

@@ -81,13 +81,13 @@ def test_status(kvd):
         doc = ok_json(kvd, "status")
         assert doc["tenant"] == "default" and doc["sequences"] == 2 and doc["protocol_version"] == 1
         # Nobody authenticates on this daemon (one open tenant, no admin token): everyone is admin.
-        assert doc["admin"] is True
+        assert doc["admin"] is True and doc["tenants"] == ["default"]
         assert doc["pages"]["total"] == st.total_pages and doc["pages"]["used"] == st.total_pages - st.free_pages
         assert doc["pages"]["used"] == HEADS * 3 + HEADS * 5  # ceil(9/4), ceil(20/4) pages per head
         assert {m["name"] for m in doc["models"]} == {"tiny-f16", "tiny-bf16", "tiny-f32", "wide-f32"}
         assert doc["remote"]["enabled"] is False and doc["durable"] in (True, False)
         text = ok_text(kvd, "status")
-        assert "sequences: 2" in text and "tenant:    default (admin)" in text and "tiny-bf16" in text
+        assert "sequences: 2" in text and "tenant:    default (admin; tenants: default)" in text and "tiny-bf16" in text
         assert f"{doc['pages']['used']} used" in text
 
 
@@ -364,7 +364,9 @@ def test_admin_acts_for_the_tenant_it_names(make_daemon):
         # An admin lists, reloads and evicts in the tenant it names, and only there.
         doc = ok_json(d, "sequences", "--tenant", "bravo", *admin)
         assert doc["tenant"] == "bravo" and {s["id"] for s in doc["sequences"]} == theirs
-        assert ok_json(d, "status", "--tenant", "bravo", *admin)["admin"] is True
+        status = ok_json(d, "status", "--tenant", "bravo", *admin)
+        assert status["admin"] is True and status["tenants"] == ["alpha", "bravo"]
+        assert ok_json(d, "status", "--tenant", "alpha", "--token", TOKEN_A)["tenants"] == []
         assert ok_json(d, "reload", "--tenant", "bravo", *admin)["rules"] == 0
         victim = min(theirs)
         assert ok_json(d, "evict", str(victim), "--tenant", "bravo", *admin)["sequence_id"] == victim

@@ -279,6 +279,13 @@ public nonisolated struct Kvd_V1_HelloResponse: @unchecked Sendable {  // safe: 
     set {_uniqueStorage()._admin = newValue}
   }
 
+  /// Every configured tenant's name, for an admin connection (empty otherwise): the names an admin
+  /// may bind to with HelloRequest.tenant.
+  public var tenants: [String] {
+    get {_storage._tenants}
+    set {_uniqueStorage()._tenants = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -607,7 +614,7 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HelloResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0\u{1}tenant\0\u{3}events_endpoint\0\u{3}instance_id\0\u{1}durable\0\u{1}admin\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0\u{1}tenant\0\u{3}events_endpoint\0\u{3}instance_id\0\u{1}durable\0\u{1}admin\0\u{1}tenants\0")
 
   fileprivate class _StorageClass {
     var _protocolVersion: UInt32 = 0
@@ -623,6 +630,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
     var _instanceID: UInt64 = 0
     var _durable: Bool = false
     var _admin: Bool = false
+    var _tenants: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -646,6 +654,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       _instanceID = source._instanceID
       _durable = source._durable
       _admin = source._admin
+      _tenants = source._tenants
     }
   }
 
@@ -677,6 +686,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._instanceID) }()
         case 12: try { try decoder.decodeSingularBoolField(value: &_storage._durable) }()
         case 13: try { try decoder.decodeSingularBoolField(value: &_storage._admin) }()
+        case 14: try { try decoder.decodeRepeatedStringField(value: &_storage._tenants) }()
         default: break
         }
       }
@@ -728,6 +738,9 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       if _storage._admin != false {
         try visitor.visitSingularBoolField(value: _storage._admin, fieldNumber: 13)
       }
+      if !_storage._tenants.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._tenants, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -750,6 +763,7 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._instanceID != rhs_storage._instanceID {return false}
         if _storage._durable != rhs_storage._durable {return false}
         if _storage._admin != rhs_storage._admin {return false}
+        if _storage._tenants != rhs_storage._tenants {return false}
         return true
       }
       if !storagesAreEqual {return false}

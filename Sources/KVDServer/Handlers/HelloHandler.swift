@@ -55,6 +55,7 @@ enum HelloHandler {
         out.instanceID = store.shared.instanceID
         out.durable = store.space.journal?.isDurable ?? false
         out.admin = store.isAdmin
+        if store.isAdmin { out.tenants = store.shared.spaces.map(\.name) }
         return out
     }
 

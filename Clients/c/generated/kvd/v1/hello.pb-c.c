@@ -889,7 +889,7 @@ const ProtobufCMessageDescriptor kvd__v1__limits__descriptor =
   (ProtobufCMessageInit) kvd__v1__limits__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[13] =
+static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[14] =
 {
   {
     "protocol_version",
@@ -1047,6 +1047,18 @@ static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tenants",
+    14,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Kvd__V1__HelloResponse, n_tenants),
+    offsetof(Kvd__V1__HelloResponse, tenants),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
   12,   /* field[12] = admin */
@@ -1062,11 +1074,12 @@ static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
   3,   /* field[3] = shm */
   1,   /* field[1] = supported_protocol_versions */
   8,   /* field[8] = tenant */
+  13,   /* field[13] = tenants */
 };
 static const ProtobufCIntRange kvd__v1__hello_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
 {
@@ -1076,7 +1089,7 @@ const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
   "Kvd__V1__HelloResponse",
   "kvd.v1",
   sizeof(Kvd__V1__HelloResponse),
-  13,
+  14,
   kvd__v1__hello_response__field_descriptors,
   kvd__v1__hello_response__field_indices_by_name,
   1,  kvd__v1__hello_response__number_ranges,

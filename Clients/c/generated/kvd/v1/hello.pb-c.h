@@ -296,10 +296,16 @@ struct  Kvd__V1__HelloResponse
    * or the server has neither tenants nor an admin credential configured (docs/SECURITY.md).
    */
   protobuf_c_boolean admin;
+  /*
+   * Every configured tenant's name, for an admin connection (empty otherwise): the names an admin
+   * may bind to with HelloRequest.tenant.
+   */
+  size_t n_tenants;
+  char **tenants;
 };
 #define KVD__V1__HELLO_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__hello_response__descriptor) \
-    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL }
 
 
 /*
