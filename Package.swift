@@ -4,7 +4,7 @@
 // Dependencies, and why each is worth its build time:
 // - swift-protobuf: the wire format (generated code is committed; only the runtime library builds).
 // - Yams: YAML config files (`kvd --config Config/kvd.yaml`), with line numbers for errors.
-// - swift-argument-parser: `kvd --help`, `--version`, `--config`, with standard behaviour.
+// - swift-argument-parser: `kvd --help`, `--version`, `--config`, and kvctl's verbs, with standard behaviour.
 // - swift-log: the logging API the server-side Swift world shares; kvd adds its plain / JSON-lines
 //   handler (no dependencies of its own, seconds of build time).
 // System libraries: libzmq (transport) and hiredis (the Redis tier), linked; OpenBLAS (sgemm for window attention), opened at run time.
@@ -15,6 +15,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "kvd", targets: ["kvd"]),
+        .executable(name: "kvctl", targets: ["kvctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
@@ -45,6 +46,15 @@ let package = Package(
         // The Redis client layer (docs/REMOTE.md): one node or a Redis Cluster, synchronous and bounded
         // by timeouts; the only code that calls hiredis.
         .target(name: "KVDRemote", dependencies: ["CHiredis"], path: "Sources/KVDRemote"),
+        // CURVE keys in Z85 (generate, derive, read key files): the daemon's transport and both
+        // command lines use them.
+        .target(name: "KVDKeys", dependencies: ["CZMQ"], path: "Sources/KVDKeys"),
+        // `keygen`, one command shared by `kvd keygen` and `kvctl keygen`.
+        .target(
+            name: "KVDKeygen",
+            dependencies: ["KVDKeys", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/KVDKeygen"
+        ),
         // Pure model: layouts, ids, page allocator, head caches, plans, packing. No I/O.
         .target(name: "KVDCore", path: "Sources/KVDCore"),
         // Crash safety: the journal and snapshot files that let a restarted kvd adopt its segment
@@ -97,17 +107,27 @@ let package = Package(
             name: "KVDServer",
             dependencies: [
                 "KVDCore", "KVDShm", "KVDJournal", "KVDRemote", "KVDProtocol", "KVDConfig", "KVDPluginAPI", "KVDPluginHost", "KVSharer",
-                "CZMQ", .product(name: "Logging", package: "swift-log"),
+                "KVDKeys", "CZMQ", .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/KVDServer"
         ),
         .executableTarget(
             name: "kvd",
             dependencies: [
-                "KVDServer", "KVDConfig", "KVDPluginHost", "CKVDKernels",
+                "KVDServer", "KVDConfig", "KVDPluginHost", "CKVDKernels", "KVDKeygen",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/kvd"
+        ),
+        // The admin command line (docs/KVCTL.md): a protocol client like any other (ZeroMQ +
+        // the generated messages), never linked with the server.
+        .executableTarget(
+            name: "kvctl",
+            dependencies: [
+                "CZMQ", "KVDProtocol", "KVDConfig", "KVDKeys", "KVDKeygen",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/kvctl"
         ),
         // Compaction benchmark (swift run -c release kvd-bench): methods against their roofline.
         .executableTarget(
@@ -133,7 +153,7 @@ let package = Package(
         .testTarget(name: "KVDJournalTests", dependencies: ["KVDJournal", "KVDCore"], path: "Tests/KVDJournalTests"),
         .testTarget(name: "KVDRemoteTests", dependencies: ["KVDRemote"], path: "Tests/KVDRemoteTests"),
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
-        .testTarget(name: "KVDServerTests", dependencies: ["KVDServer", "KVDConfig", "KVDCore", "KVDShm", "KVDPluginAPI", "KVDPluginHost", "KVDProtocol"], path: "Tests/KVDServerTests"),
+        .testTarget(name: "KVDServerTests", dependencies: ["KVDServer", "KVDKeys", "KVDConfig", "KVDCore", "KVDShm", "KVDPluginAPI", "KVDPluginHost", "KVDProtocol"], path: "Tests/KVDServerTests"),
         .testTarget(
             name: "KVDProtocolTests",
             dependencies: ["KVDProtocol", .product(name: "SwiftProtobuf", package: "swift-protobuf")],

@@ -9,6 +9,7 @@ cd "$root"
 require_venv
 
 swift build --product kvd
+swift build --product kvctl   # Tests/e2e/test_kvctl.py runs it next to kvd
 # The benchmark suite's binaries, for its smoke run (Tests/e2e/test_benchmarks_smoke.py).
 swift build --product kvd-echo
 swift build --product kvd-bench

@@ -53,6 +53,11 @@ enum FuzzConfig {
         var config = try ConfigLoader.parse(yaml, file: "<fuzz config>")
         config.baseDirectory = FuzzFiles.directory
         let book = try PolicyBook(config: config, registry: MethodRegistry(Catalog.builtinMethods), file: "<fuzz config>")
-        return try InProcessCore(config: config, policies: book, logger: Logger(level: config.logLevel))
+        let core = try InProcessCore(config: config, policies: book, logger: Logger(level: config.logLevel))
+        // Reload recompiles the same config, as SIGHUP would with an unchanged file.
+        core.enableReload { [config] in
+            (try PolicyBook(config: config, registry: MethodRegistry(Catalog.builtinMethods), file: "<fuzz config>"), config.memory)
+        }
+        return core
     }
 }

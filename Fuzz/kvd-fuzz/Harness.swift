@@ -209,9 +209,10 @@ final class Harness {
         for id in Set(session.created.keys).union([Self.playground]).sorted() where id != Self.victim {
             var r = Kvd_V1_ReleaseRequest()
             r.sequenceID = id
-            // NOT_FOUND when the input released it already; anything else would leak the sequence
-            // into later inputs (and fail far from the cause, when max_sequences is reached).
-            if case .error(let e) = call(.release(r), allowError: true).body, e.code != .notFound {
+            // NOT_FOUND when the input released it already, EVICTED when it evicted it; anything
+            // else would leak the sequence into later inputs (and fail far from the cause, when
+            // max_sequences is reached).
+            if case .error(let e) = call(.release(r), allowError: true).body, e.code != .notFound, e.code != .evicted {
                 fatalError("harness cannot release sequence \(id) the input created: \(e.code) \(e.message)")
             }
         }

@@ -15,6 +15,8 @@ extension Harness {
         case hello, create, append, reserve, commit, query, compact, release, stats, stage, rankLayers
         /// Not a request: write K/V into the open reservation's slots, as a zero-copy client does.
         case writeReserved
+        // Operating kvd (kvctl's requests); after writeReserved so older corpora keep their ops.
+        case listSequences, listPolicies, reload, evict
     }
 
     /// The opcode byte: the op, and above the first rows a change to the envelope (request id 0, a
@@ -27,7 +29,9 @@ extension Harness {
             if op == .writeReserved {
                 writeReserved(&r)
             } else {
-                sendBuilt(body(op, &r), modifier: code / Op.allCases.count, &r)
+                // Counted from the top, so the envelope changes (18...23) stay reachable from one
+                // byte however many ops there are: the top row of codes is 23, the next 22, ...
+                sendBuilt(body(op, &r), modifier: 23 - (255 - code) / Op.allCases.count, &r)
             }
         }
     }
@@ -113,6 +117,16 @@ extension Harness {
             var k = Kvd_V1_RankLayersRequest()
             k.sequenceIds = (0...Int(r.u8() % 3)).map { _ in sequence(&r) }
             return .rankLayers(k)
+        case .listSequences:
+            return .listSequences(Kvd_V1_ListSequencesRequest())
+        case .listPolicies:
+            return .listPolicies(Kvd_V1_ListPoliciesRequest())
+        case .reload:
+            return .reload(Kvd_V1_ReloadRequest())
+        case .evict:
+            var e = Kvd_V1_EvictRequest()
+            e.sequenceID = sequence(&r)
+            return .evict(e)
         case .writeReserved:
             fatalError("writeReserved sends no request")
         }

@@ -71,6 +71,10 @@ enum Seeds {
             ("stats-sequence", raw(.stats(.with { $0.sequenceID = pg }))),
             ("stage", raw(.stage(.with { $0.sequenceID = pg; $0.bytes = 4096 }))),
             ("rank-layers", raw(.rankLayers(.with { $0.sequenceIds = [pg, Harness.victim] }))),
+            ("list-sequences", raw(.listSequences(Kvd_V1_ListSequencesRequest()))),
+            ("list-policies", raw(.listPolicies(Kvd_V1_ListPoliciesRequest()))),
+            ("reload", raw(.reload(Kvd_V1_ReloadRequest()))),
+            ("evict", raw(.evict(.with { $0.sequenceID = pg }))),
             ("frames-reserve-commit", frames([
                 .reserve(.with { $0.sequenceID = pg; $0.numTokens = 3 }),
                 .commit(.with { $0.sequenceID = pg; $0.reservationID = 1; $0.numTokens = 2 }),
@@ -110,8 +114,12 @@ enum Seeds {
         func record(_ op: Harness.Op, _ choices: [UInt8] = []) -> [UInt8] {
             [UInt8(op.rawValue)] + choices + [UInt8](repeating: 0, count: Harness.recordBytes - 1 - choices.count)
         }
-        let order: [Harness.Op] = [.hello, .create, .append, .reserve, .commit, .query, .stage, .compact, .stats, .rankLayers, .release]
-        seeds.append(("program-every-op", [2] + order.flatMap { record($0) }))
+        let order: [Harness.Op] = [
+            .hello, .create, .append, .reserve, .commit, .query, .stage, .compact, .stats, .rankLayers, .listSequences, .listPolicies,
+            .reload, .release, .create,
+        ]
+        // Evict the sequence just created (choice 5: the last one the input created).
+        seeds.append(("program-every-op", [2] + order.flatMap { record($0) } + record(.evict, [5])))
         // Zero-copy: Reserve 3, write K/V into the slots, Commit 2, read them back inline.
         seeds.append(("program-zero-copy", [2] + record(.reserve) + record(.writeReserved, [0, 9]) + record(.commit) + record(.query, [0, 2])))
         // Journal mode: a sequence's life as a restart reads it (every record applies).

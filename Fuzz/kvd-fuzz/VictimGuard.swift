@@ -21,6 +21,7 @@ enum VictimGuard {
         case .commit(let r): body = moved(r, \.sequenceID).map { .commit($0) }
         case .compact(let r): body = moved(r, \.sequenceID).map { .compact($0) }
         case .release(let r): body = moved(r, \.sequenceID).map { .release($0) }
+        case .evict(let r): body = moved(r, \.sequenceID).map { .evict($0) }
         case .stage(let r): body = moved(r, \.sequenceID).map { .stage($0) }
         // GATHER copies into the sequence's staging buffer (allocating it): a change of arena state.
         case .query(let r) where r.mode == .gather: body = moved(r, \.sequenceID).map { .query($0) }

@@ -31,6 +31,12 @@ public enum ConfigLoader {
                 config.tenants[i].token = try TenantLoader.readToken(absolute(file), tenant: config.tenants[i].name, file: path)
             }
         }
+        if let file = config.admin.tokenFile {
+            config.admin.token = try AdminLoader.readToken(absolute(file), file: path)
+        }
+        if let token = config.admin.token, config.effectiveTenants.contains(where: { $0.token == token }) {
+            throw ConfigError("\(path): admin token is also a tenant's token; give the admin its own")
+        }
         return config
     }
 
@@ -46,7 +52,7 @@ public enum ConfigLoader {
         }
         var config = Configuration()
         let top = try KeyedNode(node: root, path: "", file: file).mapping(
-            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory", "prefix", "durability", "remote"])
+            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory", "prefix", "durability", "remote", "admin"])
         if let s = top["server"] { try readServer(s, into: &config.server) }
         if let a = top["arena"] { try readArena(a, into: &config.arena) }
         guard let models = top["models"] else {
@@ -88,6 +94,7 @@ public enum ConfigLoader {
                 for item in try dirs.sequence() { config.fileDirectories.append(try item.string()) }
             }
         }
+        if let a = top["admin"] { config.admin = try AdminLoader.admin(a) }
         if let t = top["tenants"] { config.tenants = try TenantLoader.tenants(t, defaults: config.arena) }
         if let m = top["memory"] { config.memory = try MemoryLoader.memory(m) }
         if let p = top["prefix"] { config.prefix = try PrefixLoader.prefix(p) }

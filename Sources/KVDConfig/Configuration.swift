@@ -250,6 +250,8 @@ public struct Configuration: Sendable, Equatable {
     public var fileDirectories: [String] = []
     /// The tenants; without a `tenants:` section, one open tenant "default" using `arena`.
     public var tenants: [Tenant] = []
+    /// The admin credential (`admin:`), if any.
+    public var admin = Admin()
 
     /// The tenants as configured, or the implicit open "default" tenant on `arena`.
     public var effectiveTenants: [Tenant] {

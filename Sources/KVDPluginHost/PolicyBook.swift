@@ -111,6 +111,12 @@ public struct PolicyBook: Sendable {
     }
 
     /// (name, method summary, "param=value" list) of every policy, sorted by name, for Hello.
+    /// The rules in the order they are tried (`kvctl policies`).
+    public var ruleList: [Configuration.Rule] { rules }
+
+    /// Model name → its default policy ("" for none).
+    public var modelDefaultPolicies: [String: String] { modelDefaults }
+
     public var summaries: [(name: String, method: String, params: [String])] {
         policies.values.sorted { $0.name < $1.name }.map { p in
             (p.name, p.summary, p.params.map { "\($0.name)=\($0.value)" })

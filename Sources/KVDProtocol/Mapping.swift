@@ -78,6 +78,18 @@ extension Kvd_V1_Request.OneOf_Body {
         case .lookup: "lookup"
         case .fork: "fork"
         case .restore: "restore"
+        case .listSequences: "list_sequences"
+        case .listPolicies: "list_policies"
+        case .reload: "reload"
+        case .evict: "evict"
+        }
+    }
+
+    /// Admin requests: only a connection bound as admin may send them (docs/SECURITY.md).
+    public var needsAdmin: Bool {
+        switch self {
+        case .reload, .evict: true
+        default: false
         }
     }
 }

@@ -72,7 +72,7 @@ final class Dispatcher: Sendable {
             return reply(rid, .failure(.alreadyExists("request_id \(rid) was used recently by this connection; use a fresh id per request")))
         }
         guard let kind = request.body else {
-            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage, rank_layers, keep_alive, pin, lookup, fork, restore"
+            let known = "hello, create_sequence, append, reserve, commit, query, compact, release, stats, stage, rank_layers, keep_alive, pin, lookup, fork, restore, list_sequences, list_policies, reload, evict"
             // Unknown fields mean a body kind from a newer schema; nothing at all is a malformed request.
             if request.unknownFields.data.isEmpty {
                 return reply(rid, .failure(.invalidArgument("request has no body; set one of: \(known)")))
@@ -85,9 +85,13 @@ final class Dispatcher: Sendable {
         // Every request renews the lease of everything its connection owns.
         let connection = store.connections.touch(identity, now: now)
         if case .hello(let r) = kind {
-            return reply(rid, TenantAuth.hello(r, peer, &bindings, store, now: now).flatMap { space in
+            let bound = TenantAuth.hello(r, peer, &bindings, store, now: now)
+            let admin = TenantAuth.isAdmin(peer, bindings, store)
+            return reply(rid, bound.flatMap { space in
                 run { () throws(KVDError) in
-                    .hello(try HelloHandler.handle(r, TenantStore(shared: store, space: space, connection: identity)))
+                    var hello = TenantStore(shared: store, space: space, connection: identity)
+                    hello.isAdmin = admin
+                    return .hello(try HelloHandler.handle(r, hello))
                 }
             })
         }
@@ -99,6 +103,10 @@ final class Dispatcher: Sendable {
         var scoped = TenantStore(shared: store, space: space, connection: identity)
         scoped.connectionNumber = connection
         scoped.now = now
+        if kind.needsAdmin {
+            scoped.isAdmin = TenantAuth.isAdmin(peer, bindings, store)
+            do throws(KVDError) { try AdminCheck.require(kind.kindName, scoped) } catch { return reply(rid, .failure(error)) }
+        }
         switch kind {
         case .hello: preconditionFailure("answered above")
         case .createSequence(let r) where !r.adoptTokenIds.isEmpty && store.sharesPrefixes:
@@ -127,6 +135,15 @@ final class Dispatcher: Sendable {
         case .restore(let r):
             let restoring = scoped
             return onWorker(rid, route) { () throws(KVDError) in .restore(try RestoreHandler.handle(r, restoring)) }
+        // Operating kvd (kvctl): listing waits on each sequence's queue, reload reads the config file.
+        case .listSequences:
+            let listing = scoped
+            return onWorker(rid, route) { .listSequences(ListSequencesHandler.handle(listing)) }
+        case .listPolicies: return reply(rid, .success(.listPolicies(ListPoliciesHandler.handle(scoped))))
+        case .reload:
+            let reloading = scoped
+            return onWorker(rid, route) { () throws(KVDError) in .reload(try ReloadHandler.handle(reloading)) }
+        case .evict(let r): return onSequence(r.sequenceID, rid, route, scoped, resizes: true) { e, s throws(KVDError) in .body(.evict(try EvictHandler.handle(r, e, s))) }
         }
     }
 

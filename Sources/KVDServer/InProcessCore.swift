@@ -63,6 +63,11 @@ public final class InProcessCore {
         dispatcher = Dispatcher(store: store, outbox: outbox, logger: logger)
     }
 
+    /// Lets Reload requests reload with `load` (as `Server` does with the config file).
+    public func enableReload(_ load: @escaping @Sendable () throws -> (PolicyBook, Configuration.Memory)) {
+        store.reloader.withLock { $0 = load }
+    }
+
     private static let created = Atomic<Int>(0)
 
     /// "/kvd-inproc-<pid>-<n>": the pid keeps parallel fuzz jobs apart, n several cores of one process.

@@ -96,6 +96,8 @@ final class SequenceState {
         keptObservation = new > 0 ? o : nil
         space.keptQueryBytes.add(new - old, ordering: .relaxed)
     }
+    /// What its last compaction ran ("snapkv", "pressure (knorm)"), for Stats and listings.
+    var lastMethod = ""
     private var lastReservation: UInt64 = 0
     /// Block hashes of its tokens so far, while every append carried token ids and it was never
     /// compacted (nil otherwise, for good): what indexes its pages for prefix reuse.

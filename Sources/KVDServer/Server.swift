@@ -86,6 +86,7 @@ public final class Server: Sendable {
         }
         ComputeThreads.set(config.server.computeThreads)
         let store = Store(config: config, spaces: spaces, policies: policies, logger: logger, remote: RemoteConnector.tier(config.remote))
+        store.reloader.withLock { $0 = reloadPolicies }
         for (space, r) in recovered {
             store.restore(space, r.state, holders: r.holders)
             logger.info(
@@ -139,16 +140,10 @@ public final class Server: Sendable {
                 service.reloading()
                 // Serving again either way: a refused reload keeps the policies that were running.
                 defer { service.ready(status: "serving on \(config.server.endpoints.joined(separator: ", "))") }
-                do {
-                    let (book, memory) = try reloadPolicies()
-                    store.replacePolicies(book)
-                    if memory.eventsEndpoint != config.memory.eventsEndpoint {
-                        logger.warning("memory.events_endpoint changed; restart kvd to move the events endpoint (keeping \(config.memory.eventsEndpoint.isEmpty ? "it off" : config.memory.eventsEndpoint))")
-                    }
-                    store.replaceMemorySettings(memory)
-                    logger.info("reloaded policies (\(book.summaries.map(\.name).joined(separator: ", "))) and memory settings (high \(memory.high), low \(memory.low), lease \(memory.leaseSeconds) s)")
+                do throws(KVDError) {
+                    _ = try store.reloadPolicies()
                 } catch {
-                    logger.error("reload refused, keeping the current policies: \(error)")
+                    logger.error(error.message)
                 }
             }
             if !shuttingDown, stopRequested.load(ordering: .sequentiallyConsistent) {

@@ -38,6 +38,11 @@ final class Store: Sendable {
     private let managerNudged = Atomic<Bool>(false)
     private let managerPass = Mutex<(@Sendable () -> Void)?>(nil)
 
+    /// Loads new policies and memory settings from the config file (SIGHUP and the Reload request;
+    /// nil where there is no file, as in the fuzz harness). The lock also keeps two reloads from
+    /// interleaving.
+    let reloader = Mutex<(@Sendable () throws -> (PolicyBook, Configuration.Memory))?>(nil)
+
     /// For the memory manager's messages (nil in the fuzz harness).
     let logger: Logger?
 
@@ -56,6 +61,10 @@ final class Store: Sendable {
         models = Dictionary(uniqueKeysWithValues: config.models.map { ($0.name, $0) })
         memorySettings = Mutex(config.memory)
     }
+
+    /// One open tenant and no admin token: nobody authenticates, so everyone who reaches the
+    /// socket may also operate the daemon (docs/SECURITY.md, "Admin credential").
+    var hasNoCredentials: Bool { spaces.count == 1 && openSpace != nil && !config.admin.isConfigured }
 
     var policies: PolicyBook { book.withLock { $0 } }
     var memory: Configuration.Memory { memorySettings.withLock { $0 } }
@@ -128,6 +137,8 @@ struct TenantStore: Sendable {
     let space: TenantSpace
     /// Routing identity of the calling connection (reservations belong to it).
     let connection: [UInt8]
+    /// The connection may send admin requests (set by the dispatcher for Hello and admin kinds).
+    var isAdmin = false
     /// Its number in `ConnectionLeases` (owners are recorded by number); 0 for the manager itself.
     var connectionNumber: UInt64 = 0
     /// When the request arrived (uptime ns).

@@ -25,6 +25,7 @@ enum TenantAuth {
     static func hello(_ r: Kvd_V1_HelloRequest, _ peer: PeerIdentity, _ bindings: inout TenantBindings, _ store: Store, now: UInt64) -> Result<TenantSpace, KVDError> {
         // Same words for an unknown tenant and a wrong token: tenant names are not to be probed.
         let refused = KVDError.permissionDenied("tenant or token not accepted; check the tenant name and its token")
+        if !r.adminToken.isEmpty { return adminHello(r, peer, &bindings, store, now: now) }
         let space: TenantSpace
         if let user = peer.userID, !user.isEmpty {
             guard let s = store.space(named: user) else { return .failure(refused) }
@@ -51,6 +52,36 @@ enum TenantAuth {
         }
         bindings.bind(peer.routingID, to: space, peerAddress: peer.peerAddress, now: now)
         return .success(space)
+    }
+
+    /// Hello with the admin token: binds the connection, as admin, to the tenant it names (empty:
+    /// the open tenant) without that tenant's own credential. A CURVE connection stays with its
+    /// key's tenant. unix_uids still apply: they say who may touch the tenant's segment.
+    private static func adminHello(_ r: Kvd_V1_HelloRequest, _ peer: PeerIdentity, _ bindings: inout TenantBindings, _ store: Store, now: UInt64) -> Result<TenantSpace, KVDError> {
+        guard let expected = store.config.admin.token, constantTimeEqual(expected, r.adminToken) else {
+            return .failure(.permissionDenied("admin token not accepted; check admin.token (or admin.token_file) in the daemon's config"))
+        }
+        let name = peer.userID.flatMap { $0.isEmpty ? nil : $0 } ?? r.tenant
+        let found = name.isEmpty ? store.openSpace : store.space(named: name)
+        guard let space = found else {
+            return .failure(.notFound(name.isEmpty
+                ? "this server has no open tenant; name the tenant to act on (kvctl --tenant NAME)"
+                : "no tenant named '\(name)'; configured: \(store.spaces.map(\.name).joined(separator: ", "))"))
+        }
+        guard uidAllowed(space, peer) else {
+            return .failure(.permissionDenied(
+                "tenant '\(space.name)' does not accept this local user (uid \(peer.unixUID.map(String.init) ?? "unknown")); see tenants.unix_uids"))
+        }
+        bindings.bind(peer.routingID, to: space, peerAddress: peer.peerAddress, now: now, admin: true)
+        return .success(space)
+    }
+
+    /// Whether this connection may send admin requests (Reload, Evict): it is bound as admin, or
+    /// the daemon has no credential at all (its only tenant is open and there is no `admin:`: one
+    /// local user's daemon, where whoever reaches the socket already holds every sequence).
+    static func isAdmin(_ peer: PeerIdentity, _ bindings: borrowing TenantBindings, _ store: Store) -> Bool {
+        if bindings.isAdmin(peer.routingID, peerAddress: peer.peerAddress) { return true }
+        return store.hasNoCredentials
     }
 
     /// A tenant that lists unix_uids accepts ipc:// peers with one of them; tcp:// peers (no

@@ -8,6 +8,8 @@ struct TenantBindings: ~Copyable {
     struct Binding {
         let space: TenantSpace
         let peerAddress: String?
+        /// Bound with the admin token (Reload, Evict allowed).
+        let admin: Bool
         var lastUse: UInt64
     }
 
@@ -18,13 +20,13 @@ struct TenantBindings: ~Copyable {
 
     var count: Int { bindings.count }
 
-    mutating func bind(_ identity: [UInt8], to space: TenantSpace, peerAddress: String?, now: UInt64) {
+    mutating func bind(_ identity: [UInt8], to space: TenantSpace, peerAddress: String?, now: UInt64, admin: Bool = false) {
         if bindings[identity] == nil, bindings.count >= capacity,
             let oldest = bindings.min(by: { $0.value.lastUse < $1.value.lastUse })?.key
         {
             bindings.removeValue(forKey: oldest)
         }
-        bindings[identity] = Binding(space: space, peerAddress: peerAddress, lastUse: now)
+        bindings[identity] = Binding(space: space, peerAddress: peerAddress, admin: admin, lastUse: now)
     }
 
     /// The tenant `identity` bound to, if the message comes from the same peer that bound it.
@@ -33,6 +35,12 @@ struct TenantBindings: ~Copyable {
         b.lastUse = now
         bindings[identity] = b
         return b.space
+    }
+
+    /// Whether `identity` said Hello with the admin token, from the same peer.
+    func isAdmin(_ identity: [UInt8], peerAddress: String?) -> Bool {
+        guard let b = bindings[identity], b.peerAddress == peerAddress else { return false }
+        return b.admin
     }
 }
 

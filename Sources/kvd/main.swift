@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import KVDConfig
 import KVDCore
+import KVDKeygen
 import KVDPluginAPI
 import KVDPluginHost
 import KVDServer

@@ -46,8 +46,9 @@ import Testing
 @Suite struct TenantBindingTests {
     final class Spaces {
         let store: Store
-        init(_ tenants: [Configuration.Tenant]) throws {
+        init(_ tenants: [Configuration.Tenant], adminToken: String? = nil) throws {
             var config = Configuration()
+            config.admin.token = adminToken
             config.models = [ModelLayout(name: "m", layers: 1, kvHeads: 1, qHeads: 1, headDim: 8, dtype: .f16, pageTokens: 4, defaultMethod: "streamingllm")]
             config.tenants = tenants
             let spaces = try tenants.map { t in
@@ -147,5 +148,47 @@ import Testing
         #expect(!TenantAuth.constantTimeEqual("abc", "abcd"))
         #expect(!TenantAuth.constantTimeEqual("", "a"))
         #expect(TenantAuth.constantTimeEqual("", ""))
+    }
+
+    static let adminToken = "admin-token-0123456789abc"
+
+    @Test func adminTokenBindsAsAdminToTheNamedTenantOnly() throws {
+        let s = try Spaces([Self.tenant("alpha", token: Self.tokenA), Self.tenant("bravo", token: "token-of-bravo-0123456789")], adminToken: Self.adminToken)
+        var bindings = TenantBindings()
+        let me = PeerIdentity(routingID: [9], userID: nil, peerAddress: "localhost:1000:1000:42")
+        var r = hello("bravo", "")
+        r.adminToken = Self.adminToken
+        #expect(try TenantAuth.hello(r, me, &bindings, s.store, now: 1).get().name == "bravo")
+        do { let admin = TenantAuth.isAdmin(me, bindings, s.store); #expect(admin) }
+        // The same routing id from another process is neither bound nor admin.
+        let impostor = PeerIdentity(routingID: [9], userID: nil, peerAddress: "localhost:1000:1000:43")
+        do { let admin = TenantAuth.isAdmin(impostor, bindings, s.store); #expect(!admin) }
+        // A tenant token binds, but not as admin; a wrong admin token binds nothing.
+        let plain = PeerIdentity(routingID: [10], userID: nil, peerAddress: nil)
+        _ = try TenantAuth.hello(hello("alpha", Self.tokenA), plain, &bindings, s.store, now: 2).get()
+        do { let admin = TenantAuth.isAdmin(plain, bindings, s.store); #expect(!admin) }
+        var wrong = hello("alpha", "")
+        wrong.adminToken = "admin-token-0123456789abd"
+        let other = PeerIdentity(routingID: [11], userID: nil, peerAddress: nil)
+        guard case .failure(let e) = TenantAuth.hello(wrong, other, &bindings, s.store, now: 3) else {
+            Issue.record("a wrong admin token was accepted")
+            return
+        }
+        #expect(e.code == .permissionDenied && !e.message.contains("abd"))
+        #expect((try? TenantAuth.resolve(other, &bindings, s.store, now: 4).get()) == nil)
+        // Re-binding with the tenant's own token drops the admin flag.
+        _ = try TenantAuth.hello(hello("alpha", Self.tokenA), me, &bindings, s.store, now: 5).get()
+        do { let admin = TenantAuth.isAdmin(me, bindings, s.store); #expect(!admin) }
+    }
+
+    @Test func withoutAnyCredentialEveryoneIsAdmin() throws {
+        let open = try Spaces([Self.tenant("default", token: nil)])
+        let anyone = PeerIdentity(routingID: [1], userID: nil, peerAddress: nil)
+        do { let admin = TenantAuth.isAdmin(anyone, TenantBindings(), open.store); #expect(admin) }
+        // An admin token, or a second tenant with a credential, ends that.
+        let guarded = try Spaces([Self.tenant("default", token: nil)], adminToken: Self.adminToken)
+        do { let admin = TenantAuth.isAdmin(anyone, TenantBindings(), guarded.store); #expect(!admin) }
+        let two = try Spaces([Self.tenant("default", token: nil), Self.tenant("alpha", token: Self.tokenA)])
+        do { let admin = TenantAuth.isAdmin(anyone, TenantBindings(), two.store); #expect(!admin) }
     }
 }

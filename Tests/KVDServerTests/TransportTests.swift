@@ -1,5 +1,6 @@
 import Foundation
 import KVDConfig
+import KVDKeys
 import Testing
 
 @testable import KVDServer

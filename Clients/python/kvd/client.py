@@ -22,7 +22,7 @@ from kvd.errors import ErrorCode, KvdError, error_for
 from kvd.events import Events
 from kvd.keepalive import CANCEL_POLL_MS, KeepAliveResult, KeepAliveThread
 from kvd.shm import Arena
-from kvd.v1 import (append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, memory_pb2,
+from kvd.v1 import (admin_pb2, append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, memory_pb2,
                     prefix_pb2, query_pb2, remote_pb2, sequence_pb2, stats_pb2)
 from kvd import wire
 from kvd.views import PagedHead, HeadData, QueryResult
@@ -84,7 +84,8 @@ class Client:
     endpoint secured with CURVE, give ``curve_server_key`` (the daemon's public key) and this
     client's ``curve_public_key`` / ``curve_secret_key`` (Z85 text, e.g. from
     :func:`kvd.load_curve_keypair`); a daemon that does not accept the key never answers, so calls
-    time out.
+    time out. ``admin_token`` (the daemon's ``admin.token``) binds this connection as admin for
+    ``tenant`` instead of its token, for :meth:`reload` and :meth:`evict` (docs/SECURITY.md).
 
     ``keepalive`` (default on): when the daemon runs with leases (Hello's ``limits.lease_ms``), a
     daemon thread sends a KeepAlive whenever this client has sent nothing for a third of the lease,
@@ -99,7 +100,7 @@ class Client:
                  curve_server_key: Union[str, bytes, None] = None,
                  curve_public_key: Union[str, bytes, None] = None,
                  curve_secret_key: Union[str, bytes, None] = None,
-                 keepalive: bool = True):
+                 keepalive: bool = True, admin_token: str = ""):
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_ms)
         self.client_name = client_name
@@ -107,6 +108,7 @@ class Client:
         # timeout) uses the CURVE keys, every Hello (also after a daemon restart) the tenant/token.
         self.tenant = tenant
         self._token = token
+        self._admin_token = admin_token
         self._curve = curve.client_keys(curve_server_key, curve_public_key, curve_secret_key)
         self._ctx = context or zmq.Context.instance()
         self._sock: Optional[zmq.Socket] = None
@@ -284,7 +286,8 @@ class Client:
         thread when the daemon has leases."""
         resp = self.call("hello", hello_pb2.HelloRequest(protocol_versions=[PROTOCOL_VERSION],
                                                          client_name=self.client_name,
-                                                         tenant=self.tenant, token=self._token))
+                                                         tenant=self.tenant, token=self._token,
+                                                         admin_token=self._admin_token))
         self._hello = resp
         self._models = {m.name: m for m in resp.models}
         self._lease_ms = resp.limits.lease_ms
@@ -405,6 +408,25 @@ class Client:
     def unpin(self, seq: int) -> memory_pb2.PinResponse:
         """``pin(seq, False)``."""
         return self.pin(seq, False)
+
+    # ----------------------------------------------------------------------------------------
+    # operating kvd (admin.proto; what kvctl sends)
+    def list_sequences(self) -> admin_pb2.ListSequencesResponse:
+        """Every live sequence of this client's tenant (``.sequences``: SequenceStats, by id)."""
+        return self.call("list_sequences", admin_pb2.ListSequencesRequest())
+
+    def list_policies(self) -> admin_pb2.ListPoliciesResponse:
+        """The policies, rules and per-model default policies in force."""
+        return self.call("list_policies", admin_pb2.ListPoliciesRequest())
+
+    def reload(self) -> admin_pb2.ReloadResponse:
+        """Reload policies, rules and memory settings from the daemon's config (as SIGHUP).
+        Needs an admin connection (``admin_token=``, docs/SECURITY.md)."""
+        return self.call("reload", admin_pb2.ReloadRequest())
+
+    def evict(self, seq: int) -> admin_pb2.EvictResponse:
+        """Evict ``seq`` now, as the memory manager would (admin)."""
+        return self.call("evict", admin_pb2.EvictRequest(sequence_id=seq))
 
     def events(self) -> Events:
         """A subscriber to this tenant's memory-manager events on the endpoint Hello names (with

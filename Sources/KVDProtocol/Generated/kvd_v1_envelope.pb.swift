@@ -165,6 +165,39 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     set {body = .restore(newValue)}
   }
 
+  /// Operating kvd (admin.proto, docs/KVCTL.md).
+  public var listSequences: Kvd_V1_ListSequencesRequest {
+    get {
+      if case .listSequences(let v)? = body {return v}
+      return Kvd_V1_ListSequencesRequest()
+    }
+    set {body = .listSequences(newValue)}
+  }
+
+  public var listPolicies: Kvd_V1_ListPoliciesRequest {
+    get {
+      if case .listPolicies(let v)? = body {return v}
+      return Kvd_V1_ListPoliciesRequest()
+    }
+    set {body = .listPolicies(newValue)}
+  }
+
+  public var reload: Kvd_V1_ReloadRequest {
+    get {
+      if case .reload(let v)? = body {return v}
+      return Kvd_V1_ReloadRequest()
+    }
+    set {body = .reload(newValue)}
+  }
+
+  public var evict: Kvd_V1_EvictRequest {
+    get {
+      if case .evict(let v)? = body {return v}
+      return Kvd_V1_EvictRequest()
+    }
+    set {body = .evict(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one body.
@@ -185,6 +218,11 @@ public nonisolated struct Kvd_V1_Request: Sendable {
     case lookup(Kvd_V1_LookupRequest)
     case fork(Kvd_V1_ForkRequest)
     case restore(Kvd_V1_RestoreRequest)
+    /// Operating kvd (admin.proto, docs/KVCTL.md).
+    case listSequences(Kvd_V1_ListSequencesRequest)
+    case listPolicies(Kvd_V1_ListPoliciesRequest)
+    case reload(Kvd_V1_ReloadRequest)
+    case evict(Kvd_V1_EvictRequest)
 
   }
 
@@ -386,6 +424,38 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     set {body = .restore(newValue)}
   }
 
+  public var listSequences: Kvd_V1_ListSequencesResponse {
+    get {
+      if case .listSequences(let v)? = body {return v}
+      return Kvd_V1_ListSequencesResponse()
+    }
+    set {body = .listSequences(newValue)}
+  }
+
+  public var listPolicies: Kvd_V1_ListPoliciesResponse {
+    get {
+      if case .listPolicies(let v)? = body {return v}
+      return Kvd_V1_ListPoliciesResponse()
+    }
+    set {body = .listPolicies(newValue)}
+  }
+
+  public var reload: Kvd_V1_ReloadResponse {
+    get {
+      if case .reload(let v)? = body {return v}
+      return Kvd_V1_ReloadResponse()
+    }
+    set {body = .reload(newValue)}
+  }
+
+  public var evict: Kvd_V1_EvictResponse {
+    get {
+      if case .evict(let v)? = body {return v}
+      return Kvd_V1_EvictResponse()
+    }
+    set {body = .evict(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// Exactly one: an error or the body matching the request's.
@@ -407,6 +477,10 @@ public nonisolated struct Kvd_V1_Response: Sendable {
     case lookup(Kvd_V1_LookupResponse)
     case fork(Kvd_V1_ForkResponse)
     case restore(Kvd_V1_RestoreResponse)
+    case listSequences(Kvd_V1_ListSequencesResponse)
+    case listPolicies(Kvd_V1_ListPoliciesResponse)
+    case reload(Kvd_V1_ReloadResponse)
+    case evict(Kvd_V1_EvictResponse)
 
   }
 
@@ -421,7 +495,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0\u{1}restore\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}protocol_version\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0\u{1}restore\0\u{3}list_sequences\0\u{3}list_policies\0\u{1}reload\0\u{1}evict\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -639,6 +713,58 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
           self.body = .restore(v)
         }
       }()
+      case 26: try {
+        var v: Kvd_V1_ListSequencesRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .listSequences(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .listSequences(v)
+        }
+      }()
+      case 27: try {
+        var v: Kvd_V1_ListPoliciesRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .listPolicies(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .listPolicies(v)
+        }
+      }()
+      case 28: try {
+        var v: Kvd_V1_ReloadRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .reload(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .reload(v)
+        }
+      }()
+      case 29: try {
+        var v: Kvd_V1_EvictRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .evict(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .evict(v)
+        }
+      }()
       default: break
       }
     }
@@ -719,6 +845,22 @@ nonisolated extension Kvd_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._Mess
     case .restore?: try {
       guard case .restore(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+    }()
+    case .listSequences?: try {
+      guard case .listSequences(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
+    }()
+    case .listPolicies?: try {
+      guard case .listPolicies(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
+    }()
+    case .reload?: try {
+      guard case .reload(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 28)
+    }()
+    case .evict?: try {
+      guard case .evict(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 29)
     }()
     case nil: break
     }
@@ -816,7 +958,7 @@ nonisolated extension Kvd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0\u{1}restore\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}error\0\u{2}\u{8}hello\0\u{3}create_sequence\0\u{1}append\0\u{1}reserve\0\u{1}commit\0\u{1}query\0\u{1}compact\0\u{1}release\0\u{1}stats\0\u{1}stage\0\u{3}rank_layers\0\u{3}keep_alive\0\u{1}pin\0\u{1}lookup\0\u{1}fork\0\u{1}restore\0\u{3}list_sequences\0\u{3}list_policies\0\u{1}reload\0\u{1}evict\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1046,6 +1188,58 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.body = .restore(v)
         }
       }()
+      case 26: try {
+        var v: Kvd_V1_ListSequencesResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .listSequences(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .listSequences(v)
+        }
+      }()
+      case 27: try {
+        var v: Kvd_V1_ListPoliciesResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .listPolicies(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .listPolicies(v)
+        }
+      }()
+      case 28: try {
+        var v: Kvd_V1_ReloadResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .reload(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .reload(v)
+        }
+      }()
+      case 29: try {
+        var v: Kvd_V1_EvictResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .evict(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .evict(v)
+        }
+      }()
       default: break
       }
     }
@@ -1127,6 +1321,22 @@ nonisolated extension Kvd_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._Mes
     case .restore?: try {
       guard case .restore(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+    }()
+    case .listSequences?: try {
+      guard case .listSequences(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
+    }()
+    case .listPolicies?: try {
+      guard case .listPolicies(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
+    }()
+    case .reload?: try {
+      guard case .reload(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 28)
+    }()
+    case .evict?: try {
+      guard case .evict(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 29)
     }()
     case nil: break
     }

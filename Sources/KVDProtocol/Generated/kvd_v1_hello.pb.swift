@@ -42,6 +42,11 @@ public nonisolated struct Kvd_V1_HelloRequest: Sendable {
   /// already authenticated with a CURVE key of that tenant. Never logged or echoed.
   public var token: String = String()
 
+  /// The admin token (config admin.token / admin.token_file). When it matches, the connection is
+  /// bound to `tenant` (empty: the open tenant) without that tenant's token, and as admin: it may
+  /// send Reload and Evict (docs/SECURITY.md). A wrong admin token is PERMISSION_DENIED.
+  public var adminToken: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -267,6 +272,20 @@ public nonisolated struct Kvd_V1_HelloResponse: @unchecked Sendable {  // safe: 
     set {_uniqueStorage()._durable = newValue}
   }
 
+  /// This connection may send admin requests (Reload, Evict): it said Hello with the admin token,
+  /// or the server has neither tenants nor an admin credential configured (docs/SECURITY.md).
+  public var admin: Bool {
+    get {_storage._admin}
+    set {_uniqueStorage()._admin = newValue}
+  }
+
+  /// Every configured tenant's name, for an admin connection (empty otherwise): the names an admin
+  /// may bind to with HelloRequest.tenant.
+  public var tenants: [String] {
+    get {_storage._tenants}
+    set {_uniqueStorage()._tenants = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -300,7 +319,7 @@ fileprivate nonisolated let _protobuf_package = "kvd.v1"
 
 nonisolated extension Kvd_V1_HelloRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HelloRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_versions\0\u{3}client_name\0\u{1}tenant\0\u{1}token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_versions\0\u{3}client_name\0\u{1}tenant\0\u{1}token\0\u{3}admin_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -312,6 +331,7 @@ nonisolated extension Kvd_V1_HelloRequest: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeSingularStringField(value: &self.clientName) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.token) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.adminToken) }()
       default: break
       }
     }
@@ -330,6 +350,9 @@ nonisolated extension Kvd_V1_HelloRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.token.isEmpty {
       try visitor.visitSingularStringField(value: self.token, fieldNumber: 4)
     }
+    if !self.adminToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.adminToken, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -338,6 +361,7 @@ nonisolated extension Kvd_V1_HelloRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.clientName != rhs.clientName {return false}
     if lhs.tenant != rhs.tenant {return false}
     if lhs.token != rhs.token {return false}
+    if lhs.adminToken != rhs.adminToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -590,7 +614,7 @@ nonisolated extension Kvd_V1_Limits: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HelloResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0\u{1}tenant\0\u{3}events_endpoint\0\u{3}instance_id\0\u{1}durable\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}supported_protocol_versions\0\u{3}server_version\0\u{1}shm\0\u{1}models\0\u{1}methods\0\u{1}limits\0\u{1}policies\0\u{1}tenant\0\u{3}events_endpoint\0\u{3}instance_id\0\u{1}durable\0\u{1}admin\0\u{1}tenants\0")
 
   fileprivate class _StorageClass {
     var _protocolVersion: UInt32 = 0
@@ -605,6 +629,8 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
     var _eventsEndpoint: String = String()
     var _instanceID: UInt64 = 0
     var _durable: Bool = false
+    var _admin: Bool = false
+    var _tenants: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -627,6 +653,8 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       _eventsEndpoint = source._eventsEndpoint
       _instanceID = source._instanceID
       _durable = source._durable
+      _admin = source._admin
+      _tenants = source._tenants
     }
   }
 
@@ -657,6 +685,8 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         case 10: try { try decoder.decodeSingularStringField(value: &_storage._eventsEndpoint) }()
         case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._instanceID) }()
         case 12: try { try decoder.decodeSingularBoolField(value: &_storage._durable) }()
+        case 13: try { try decoder.decodeSingularBoolField(value: &_storage._admin) }()
+        case 14: try { try decoder.decodeRepeatedStringField(value: &_storage._tenants) }()
         default: break
         }
       }
@@ -705,6 +735,12 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
       if _storage._durable != false {
         try visitor.visitSingularBoolField(value: _storage._durable, fieldNumber: 12)
       }
+      if _storage._admin != false {
+        try visitor.visitSingularBoolField(value: _storage._admin, fieldNumber: 13)
+      }
+      if !_storage._tenants.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._tenants, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -726,6 +762,8 @@ nonisolated extension Kvd_V1_HelloResponse: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._eventsEndpoint != rhs_storage._eventsEndpoint {return false}
         if _storage._instanceID != rhs_storage._instanceID {return false}
         if _storage._durable != rhs_storage._durable {return false}
+        if _storage._admin != rhs_storage._admin {return false}
+        if _storage._tenants != rhs_storage._tenants {return false}
         return true
       }
       if !storagesAreEqual {return false}

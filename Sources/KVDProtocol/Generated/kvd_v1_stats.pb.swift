@@ -36,63 +36,119 @@ public nonisolated struct Kvd_V1_StatsRequest: Sendable {
 }
 
 /// Detail of one sequence.
-public nonisolated struct Kvd_V1_SequenceStats: Sendable {
+public nonisolated struct Kvd_V1_SequenceStats: @unchecked Sendable {  // safe: generated; swift-protobuf copies its storage on write, never shares it mutably
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Sequence id.
-  public var sequenceID: UInt64 = 0
+  public var sequenceID: UInt64 {
+    get {_storage._sequenceID}
+    set {_uniqueStorage()._sequenceID = newValue}
+  }
 
   /// Model name.
-  public var model: String = String()
+  public var model: String {
+    get {_storage._model}
+    set {_uniqueStorage()._model = newValue}
+  }
 
   /// Tenant label given at creation.
-  public var tenant: String = String()
+  public var tenant: String {
+    get {_storage._tenant}
+    set {_uniqueStorage()._tenant = newValue}
+  }
 
   /// Logical length.
-  public var length: UInt64 = 0
+  public var length: UInt64 {
+    get {_storage._length}
+    set {_uniqueStorage()._length = newValue}
+  }
 
   /// Layout generation.
-  public var generation: UInt64 = 0
+  public var generation: UInt64 {
+    get {_storage._generation}
+    set {_uniqueStorage()._generation = newValue}
+  }
 
   /// Pages the sequence holds (including an open reservation's).
-  public var pages: UInt32 = 0
+  public var pages: UInt32 {
+    get {_storage._pages}
+    set {_uniqueStorage()._pages = newValue}
+  }
 
   /// Tokens held, summed over all (layer, head).
-  public var tokensHeld: UInt64 = 0
+  public var tokensHeld: UInt64 {
+    get {_storage._tokensHeld}
+    set {_uniqueStorage()._tokensHeld = newValue}
+  }
 
   /// Tokens reserved and not yet committed.
-  public var reservedTokens: UInt32 = 0
+  public var reservedTokens: UInt32 {
+    get {_storage._reservedTokens}
+    set {_uniqueStorage()._reservedTokens = newValue}
+  }
 
   /// Bytes held in the staging area.
-  public var stagingBytes: UInt64 = 0
+  public var stagingBytes: UInt64 {
+    get {_storage._stagingBytes}
+    set {_uniqueStorage()._stagingBytes = newValue}
+  }
 
   /// Layers that alias another layer's cache and hold no pages (KVSharer).
-  public var aliasedLayers: UInt32 = 0
+  public var aliasedLayers: UInt32 {
+    get {_storage._aliasedLayers}
+    set {_uniqueStorage()._aliasedLayers = newValue}
+  }
 
   /// Milliseconds since a request last touched the sequence.
-  public var idleMs: UInt64 = 0
+  public var idleMs: UInt64 {
+    get {_storage._idleMs}
+    set {_uniqueStorage()._idleMs = newValue}
+  }
 
   /// Milliseconds until its lease expires; negative once expired (the sequence is an orphan).
   /// 0 when leases are off.
-  public var leaseRemainingMs: Int64 = 0
+  public var leaseRemainingMs: Int64 {
+    get {_storage._leaseRemainingMs}
+    set {_uniqueStorage()._leaseRemainingMs = newValue}
+  }
 
   /// Lease expired: no request or KeepAlive from its owning connection within the lease.
-  public var orphan: Bool = false
+  public var orphan: Bool {
+    get {_storage._orphan}
+    set {_uniqueStorage()._orphan = newValue}
+  }
 
   /// Never compressed or evicted by the memory manager.
-  public var pinned: Bool = false
+  public var pinned: Bool {
+    get {_storage._pinned}
+    set {_uniqueStorage()._pinned = newValue}
+  }
 
   /// Bytes of the pages it holds (pages * page_bytes).
-  public var bytes: UInt64 = 0
+  public var bytes: UInt64 {
+    get {_storage._bytes}
+    set {_uniqueStorage()._bytes = newValue}
+  }
 
   /// Times the memory manager compacted it.
-  public var managerCompactions: UInt32 = 0
+  public var managerCompactions: UInt32 {
+    get {_storage._managerCompactions}
+    set {_uniqueStorage()._managerCompactions = newValue}
+  }
+
+  /// What its last compaction ran ("streamingllm", "pressure (knorm)"); empty if never compacted.
+  public var lastMethod: String {
+    get {_storage._lastMethod}
+    set {_uniqueStorage()._lastMethod = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// What the memory manager did since start (this tenant's segment). Each action counts the pages
@@ -343,104 +399,177 @@ nonisolated extension Kvd_V1_StatsRequest: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SequenceStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}model\0\u{1}tenant\0\u{1}length\0\u{1}generation\0\u{1}pages\0\u{3}tokens_held\0\u{3}reserved_tokens\0\u{3}staging_bytes\0\u{3}aliased_layers\0\u{3}idle_ms\0\u{3}lease_remaining_ms\0\u{1}orphan\0\u{1}pinned\0\u{1}bytes\0\u{3}manager_compactions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}model\0\u{1}tenant\0\u{1}length\0\u{1}generation\0\u{1}pages\0\u{3}tokens_held\0\u{3}reserved_tokens\0\u{3}staging_bytes\0\u{3}aliased_layers\0\u{3}idle_ms\0\u{3}lease_remaining_ms\0\u{1}orphan\0\u{1}pinned\0\u{1}bytes\0\u{3}manager_compactions\0\u{3}last_method\0")
+
+  fileprivate class _StorageClass {
+    var _sequenceID: UInt64 = 0
+    var _model: String = String()
+    var _tenant: String = String()
+    var _length: UInt64 = 0
+    var _generation: UInt64 = 0
+    var _pages: UInt32 = 0
+    var _tokensHeld: UInt64 = 0
+    var _reservedTokens: UInt32 = 0
+    var _stagingBytes: UInt64 = 0
+    var _aliasedLayers: UInt32 = 0
+    var _idleMs: UInt64 = 0
+    var _leaseRemainingMs: Int64 = 0
+    var _orphan: Bool = false
+    var _pinned: Bool = false
+    var _bytes: UInt64 = 0
+    var _managerCompactions: UInt32 = 0
+    var _lastMethod: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _sequenceID = source._sequenceID
+      _model = source._model
+      _tenant = source._tenant
+      _length = source._length
+      _generation = source._generation
+      _pages = source._pages
+      _tokensHeld = source._tokensHeld
+      _reservedTokens = source._reservedTokens
+      _stagingBytes = source._stagingBytes
+      _aliasedLayers = source._aliasedLayers
+      _idleMs = source._idleMs
+      _leaseRemainingMs = source._leaseRemainingMs
+      _orphan = source._orphan
+      _pinned = source._pinned
+      _bytes = source._bytes
+      _managerCompactions = source._managerCompactions
+      _lastMethod = source._lastMethod
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequenceID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.model) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.length) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
-      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.pages) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.tokensHeld) }()
-      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.reservedTokens) }()
-      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.stagingBytes) }()
-      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.aliasedLayers) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.idleMs) }()
-      case 12: try { try decoder.decodeSingularSInt64Field(value: &self.leaseRemainingMs) }()
-      case 13: try { try decoder.decodeSingularBoolField(value: &self.orphan) }()
-      case 14: try { try decoder.decodeSingularBoolField(value: &self.pinned) }()
-      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
-      case 16: try { try decoder.decodeSingularUInt32Field(value: &self.managerCompactions) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._sequenceID) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._model) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._tenant) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._length) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._generation) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._pages) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._tokensHeld) }()
+        case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._reservedTokens) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._stagingBytes) }()
+        case 10: try { try decoder.decodeSingularUInt32Field(value: &_storage._aliasedLayers) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._idleMs) }()
+        case 12: try { try decoder.decodeSingularSInt64Field(value: &_storage._leaseRemainingMs) }()
+        case 13: try { try decoder.decodeSingularBoolField(value: &_storage._orphan) }()
+        case 14: try { try decoder.decodeSingularBoolField(value: &_storage._pinned) }()
+        case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._bytes) }()
+        case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._managerCompactions) }()
+        case 17: try { try decoder.decodeSingularStringField(value: &_storage._lastMethod) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.sequenceID != 0 {
-      try visitor.visitSingularUInt64Field(value: self.sequenceID, fieldNumber: 1)
-    }
-    if !self.model.isEmpty {
-      try visitor.visitSingularStringField(value: self.model, fieldNumber: 2)
-    }
-    if !self.tenant.isEmpty {
-      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 3)
-    }
-    if self.length != 0 {
-      try visitor.visitSingularUInt64Field(value: self.length, fieldNumber: 4)
-    }
-    if self.generation != 0 {
-      try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 5)
-    }
-    if self.pages != 0 {
-      try visitor.visitSingularUInt32Field(value: self.pages, fieldNumber: 6)
-    }
-    if self.tokensHeld != 0 {
-      try visitor.visitSingularUInt64Field(value: self.tokensHeld, fieldNumber: 7)
-    }
-    if self.reservedTokens != 0 {
-      try visitor.visitSingularUInt32Field(value: self.reservedTokens, fieldNumber: 8)
-    }
-    if self.stagingBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.stagingBytes, fieldNumber: 9)
-    }
-    if self.aliasedLayers != 0 {
-      try visitor.visitSingularUInt32Field(value: self.aliasedLayers, fieldNumber: 10)
-    }
-    if self.idleMs != 0 {
-      try visitor.visitSingularUInt64Field(value: self.idleMs, fieldNumber: 11)
-    }
-    if self.leaseRemainingMs != 0 {
-      try visitor.visitSingularSInt64Field(value: self.leaseRemainingMs, fieldNumber: 12)
-    }
-    if self.orphan != false {
-      try visitor.visitSingularBoolField(value: self.orphan, fieldNumber: 13)
-    }
-    if self.pinned != false {
-      try visitor.visitSingularBoolField(value: self.pinned, fieldNumber: 14)
-    }
-    if self.bytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 15)
-    }
-    if self.managerCompactions != 0 {
-      try visitor.visitSingularUInt32Field(value: self.managerCompactions, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._sequenceID != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._sequenceID, fieldNumber: 1)
+      }
+      if !_storage._model.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._model, fieldNumber: 2)
+      }
+      if !_storage._tenant.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tenant, fieldNumber: 3)
+      }
+      if _storage._length != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._length, fieldNumber: 4)
+      }
+      if _storage._generation != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._generation, fieldNumber: 5)
+      }
+      if _storage._pages != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._pages, fieldNumber: 6)
+      }
+      if _storage._tokensHeld != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._tokensHeld, fieldNumber: 7)
+      }
+      if _storage._reservedTokens != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._reservedTokens, fieldNumber: 8)
+      }
+      if _storage._stagingBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._stagingBytes, fieldNumber: 9)
+      }
+      if _storage._aliasedLayers != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._aliasedLayers, fieldNumber: 10)
+      }
+      if _storage._idleMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._idleMs, fieldNumber: 11)
+      }
+      if _storage._leaseRemainingMs != 0 {
+        try visitor.visitSingularSInt64Field(value: _storage._leaseRemainingMs, fieldNumber: 12)
+      }
+      if _storage._orphan != false {
+        try visitor.visitSingularBoolField(value: _storage._orphan, fieldNumber: 13)
+      }
+      if _storage._pinned != false {
+        try visitor.visitSingularBoolField(value: _storage._pinned, fieldNumber: 14)
+      }
+      if _storage._bytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._bytes, fieldNumber: 15)
+      }
+      if _storage._managerCompactions != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._managerCompactions, fieldNumber: 16)
+      }
+      if !_storage._lastMethod.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._lastMethod, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Kvd_V1_SequenceStats, rhs: Kvd_V1_SequenceStats) -> Bool {
-    if lhs.sequenceID != rhs.sequenceID {return false}
-    if lhs.model != rhs.model {return false}
-    if lhs.tenant != rhs.tenant {return false}
-    if lhs.length != rhs.length {return false}
-    if lhs.generation != rhs.generation {return false}
-    if lhs.pages != rhs.pages {return false}
-    if lhs.tokensHeld != rhs.tokensHeld {return false}
-    if lhs.reservedTokens != rhs.reservedTokens {return false}
-    if lhs.stagingBytes != rhs.stagingBytes {return false}
-    if lhs.aliasedLayers != rhs.aliasedLayers {return false}
-    if lhs.idleMs != rhs.idleMs {return false}
-    if lhs.leaseRemainingMs != rhs.leaseRemainingMs {return false}
-    if lhs.orphan != rhs.orphan {return false}
-    if lhs.pinned != rhs.pinned {return false}
-    if lhs.bytes != rhs.bytes {return false}
-    if lhs.managerCompactions != rhs.managerCompactions {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._sequenceID != rhs_storage._sequenceID {return false}
+        if _storage._model != rhs_storage._model {return false}
+        if _storage._tenant != rhs_storage._tenant {return false}
+        if _storage._length != rhs_storage._length {return false}
+        if _storage._generation != rhs_storage._generation {return false}
+        if _storage._pages != rhs_storage._pages {return false}
+        if _storage._tokensHeld != rhs_storage._tokensHeld {return false}
+        if _storage._reservedTokens != rhs_storage._reservedTokens {return false}
+        if _storage._stagingBytes != rhs_storage._stagingBytes {return false}
+        if _storage._aliasedLayers != rhs_storage._aliasedLayers {return false}
+        if _storage._idleMs != rhs_storage._idleMs {return false}
+        if _storage._leaseRemainingMs != rhs_storage._leaseRemainingMs {return false}
+        if _storage._orphan != rhs_storage._orphan {return false}
+        if _storage._pinned != rhs_storage._pinned {return false}
+        if _storage._bytes != rhs_storage._bytes {return false}
+        if _storage._managerCompactions != rhs_storage._managerCompactions {return false}
+        if _storage._lastMethod != rhs_storage._lastMethod {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -33,9 +33,11 @@ enum CompactionJob {
         let (planned, outcome) = try CompactionRunner.run(
             choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor,
             accept: accept, record: record)
+        let name = choice.method.descriptor.name
+        state.lastMethod = choice.policy.isEmpty ? name : "\(choice.policy) (\(name))"
         let result = Result(planned: planned, outcome: outcome, elapsedNs: DispatchTime.now().uptimeNanoseconds - start)
-        store.shared.logger?.info("compacted \(seq.id) with \(choice.method.descriptor.name)", [
-            "tenant": store.space.name, "sequence": seq.id.raw, "method": choice.method.descriptor.name, "policy": choice.policy,
+        store.shared.logger?.info("compacted \(seq.id) with \(name)", [
+            "tenant": store.space.name, "sequence": seq.id.raw, "method": name, "policy": choice.policy,
             "tokens_before": outcome.before.reduce(0, +), "tokens_after": outcome.kept.reduce(0, +),
             "pages_freed": outcome.pagesFreed - outcome.pagesAllocated, "ms": Double(result.elapsedNs) / 1e6,
         ])

@@ -54,6 +54,8 @@ enum HelloHandler {
         out.eventsEndpoint = store.shared.events?.endpoint ?? ""
         out.instanceID = store.shared.instanceID
         out.durable = store.space.journal?.isDurable ?? false
+        out.admin = store.isAdmin
+        if store.isAdmin { out.tenants = store.shared.spaces.map(\.name) }
         return out
     }
 

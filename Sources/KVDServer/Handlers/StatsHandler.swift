@@ -78,6 +78,13 @@ enum StatsHandler {
 
     static func handle(_ r: Kvd_V1_StatsRequest, _ entry: SequenceState, _ store: TenantStore) -> Kvd_V1_StatsResponse {
         var out = arena(store)
+        // The dispatcher touched the sequence for this very request: idle_ms is the time before it.
+        out.sequence = sequence(entry, store, lastTouch: entry.lease.previousAccess.load(ordering: .relaxed))
+        return out
+    }
+
+    /// One sequence's figures; `lastTouch` is when a request last named it (uptime ns). On its queue.
+    static func sequence(_ entry: SequenceState, _ store: TenantStore, lastTouch: UInt64) -> Kvd_V1_SequenceStats {
         let seq = entry.sequence
         var s = Kvd_V1_SequenceStats()
         s.sequenceID = seq.id.raw
@@ -92,8 +99,7 @@ enum StatsHandler {
         s.aliasedLayers = UInt32(seq.aliases.compactMap { $0 }.count)
         let lease = entry.lease
         let now = DispatchTime.now().uptimeNanoseconds
-        // The dispatcher touched the sequence for this very request: idle_ms is the time before it.
-        s.idleMs = (now &- min(now, lease.previousAccess.load(ordering: .relaxed))) / 1_000_000
+        s.idleMs = (now &- min(now, lastTouch)) / 1_000_000
         let leaseNs = UInt64(store.memory.leaseSeconds * 1e9)
         if leaseNs > 0 {
             let expiry = lease.expiry(lease: leaseNs, lastSeen: store.shared.connections.snapshot())
@@ -103,7 +109,7 @@ enum StatsHandler {
         s.pinned = lease.pinned.load(ordering: .relaxed)
         s.bytes = UInt64(seq.pageCount) &* UInt64(store.arena.sizing.pageBytes)
         s.managerCompactions = lease.managerCompactions.load(ordering: .relaxed)
-        out.sequence = s
-        return out
+        s.lastMethod = entry.lastMethod
+        return s
     }
 }

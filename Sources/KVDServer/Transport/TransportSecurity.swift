@@ -1,4 +1,5 @@
 import KVDConfig
+import KVDKeys
 
 /// The endpoints' security settings, checked: which tcp endpoints may be bound, the server's CURVE
 /// key pair, and which tenant each client key belongs to. Built once by `kvd` right after loading

@@ -1,3 +1,5 @@
+import KVDKeys
+
 /// What the ZAP handler answers to one request (RFC 27), apart from the socket that carries it.
 ///
 /// - CURVE: 200 with User-Id = the tenant whose `curve_public_keys` lists the key the client proved

@@ -7,19 +7,22 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class HelloRequest(_message.Message):
-    __slots__ = ["client_name", "protocol_versions", "tenant", "token"]
+    __slots__ = ["admin_token", "client_name", "protocol_versions", "tenant", "token"]
+    ADMIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    admin_token: str
     client_name: str
     protocol_versions: _containers.RepeatedScalarFieldContainer[int]
     tenant: str
     token: str
-    def __init__(self, protocol_versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ..., tenant: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+    def __init__(self, protocol_versions: _Optional[_Iterable[int]] = ..., client_name: _Optional[str] = ..., tenant: _Optional[str] = ..., token: _Optional[str] = ..., admin_token: _Optional[str] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
-    __slots__ = ["durable", "events_endpoint", "instance_id", "limits", "methods", "models", "policies", "protocol_version", "server_version", "shm", "supported_protocol_versions", "tenant"]
+    __slots__ = ["admin", "durable", "events_endpoint", "instance_id", "limits", "methods", "models", "policies", "protocol_version", "server_version", "shm", "supported_protocol_versions", "tenant", "tenants"]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
     DURABLE_FIELD_NUMBER: _ClassVar[int]
     EVENTS_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,7 +34,9 @@ class HelloResponse(_message.Message):
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHM_FIELD_NUMBER: _ClassVar[int]
     SUPPORTED_PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    admin: bool
     durable: bool
     events_endpoint: str
     instance_id: int
@@ -44,7 +49,8 @@ class HelloResponse(_message.Message):
     shm: SharedMemoryInfo
     supported_protocol_versions: _containers.RepeatedScalarFieldContainer[int]
     tenant: str
-    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ..., tenant: _Optional[str] = ..., events_endpoint: _Optional[str] = ..., instance_id: _Optional[int] = ..., durable: bool = ...) -> None: ...
+    tenants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, protocol_version: _Optional[int] = ..., supported_protocol_versions: _Optional[_Iterable[int]] = ..., server_version: _Optional[str] = ..., shm: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelLayout, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ..., tenant: _Optional[str] = ..., events_endpoint: _Optional[str] = ..., instance_id: _Optional[int] = ..., durable: bool = ..., admin: bool = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ["lease_ms", "max_message_bytes", "max_sequence_tokens", "max_sequences", "max_tokens_per_append", "orphan_grace_ms", "quota_pages", "quota_pinned_pages", "quota_sequences"]

@@ -47,11 +47,12 @@ class MemoryStats(_message.Message):
     def __init__(self, high: _Optional[float] = ..., low: _Optional[float] = ..., reservations_aborted: _Optional[int] = ..., reservations_aborted_pages: _Optional[int] = ..., orphans_released: _Optional[int] = ..., orphans_released_pages: _Optional[int] = ..., compactions: _Optional[int] = ..., compactions_pages: _Optional[int] = ..., evictions: _Optional[int] = ..., evictions_pages: _Optional[int] = ..., reclaim_passes: _Optional[int] = ..., synchronous_reclaims: _Optional[int] = ..., last_reclaim_us: _Optional[int] = ..., last_reclaim_reached_low: bool = ..., orphans: _Optional[int] = ..., pinned_sequences: _Optional[int] = ..., pinned_pages: _Optional[int] = ..., events_published: _Optional[int] = ...) -> None: ...
 
 class SequenceStats(_message.Message):
-    __slots__ = ["aliased_layers", "bytes", "generation", "idle_ms", "lease_remaining_ms", "length", "manager_compactions", "model", "orphan", "pages", "pinned", "reserved_tokens", "sequence_id", "staging_bytes", "tenant", "tokens_held"]
+    __slots__ = ["aliased_layers", "bytes", "generation", "idle_ms", "last_method", "lease_remaining_ms", "length", "manager_compactions", "model", "orphan", "pages", "pinned", "reserved_tokens", "sequence_id", "staging_bytes", "tenant", "tokens_held"]
     ALIASED_LAYERS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     IDLE_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_METHOD_FIELD_NUMBER: _ClassVar[int]
     LEASE_REMAINING_MS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     MANAGER_COMPACTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +69,7 @@ class SequenceStats(_message.Message):
     bytes: int
     generation: int
     idle_ms: int
+    last_method: str
     lease_remaining_ms: int
     length: int
     manager_compactions: int
@@ -80,7 +82,7 @@ class SequenceStats(_message.Message):
     staging_bytes: int
     tenant: str
     tokens_held: int
-    def __init__(self, sequence_id: _Optional[int] = ..., model: _Optional[str] = ..., tenant: _Optional[str] = ..., length: _Optional[int] = ..., generation: _Optional[int] = ..., pages: _Optional[int] = ..., tokens_held: _Optional[int] = ..., reserved_tokens: _Optional[int] = ..., staging_bytes: _Optional[int] = ..., aliased_layers: _Optional[int] = ..., idle_ms: _Optional[int] = ..., lease_remaining_ms: _Optional[int] = ..., orphan: bool = ..., pinned: bool = ..., bytes: _Optional[int] = ..., manager_compactions: _Optional[int] = ...) -> None: ...
+    def __init__(self, sequence_id: _Optional[int] = ..., model: _Optional[str] = ..., tenant: _Optional[str] = ..., length: _Optional[int] = ..., generation: _Optional[int] = ..., pages: _Optional[int] = ..., tokens_held: _Optional[int] = ..., reserved_tokens: _Optional[int] = ..., staging_bytes: _Optional[int] = ..., aliased_layers: _Optional[int] = ..., idle_ms: _Optional[int] = ..., lease_remaining_ms: _Optional[int] = ..., orphan: bool = ..., pinned: bool = ..., bytes: _Optional[int] = ..., manager_compactions: _Optional[int] = ..., last_method: _Optional[str] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ["sequence_id"]

@@ -187,7 +187,7 @@ void   kvd__v1__response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[18] =
+static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[22] =
 {
   {
     "request_id",
@@ -405,21 +405,73 @@ static const ProtobufCFieldDescriptor kvd__v1__request__field_descriptors[18] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "list_sequences",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, list_sequences),
+    &kvd__v1__list_sequences_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_policies",
+    27,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, list_policies),
+    &kvd__v1__list_policies_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reload",
+    28,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, reload),
+    &kvd__v1__reload_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "evict",
+    29,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Request, body_case),
+    offsetof(Kvd__V1__Request, evict),
+    &kvd__v1__evict_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__request__field_indices_by_name[] = {
   4,   /* field[4] = append */
   6,   /* field[6] = commit */
   8,   /* field[8] = compact */
   3,   /* field[3] = create_sequence */
+  21,   /* field[21] = evict */
   16,   /* field[16] = fork */
   2,   /* field[2] = hello */
   13,   /* field[13] = keep_alive */
+  19,   /* field[19] = list_policies */
+  18,   /* field[18] = list_sequences */
   15,   /* field[15] = lookup */
   14,   /* field[14] = pin */
   1,   /* field[1] = protocol_version */
   7,   /* field[7] = query */
   12,   /* field[12] = rank_layers */
   9,   /* field[9] = release */
+  20,   /* field[20] = reload */
   0,   /* field[0] = request_id */
   5,   /* field[5] = reserve */
   17,   /* field[17] = restore */
@@ -430,7 +482,7 @@ static const ProtobufCIntRange kvd__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 18 }
+  { 0, 22 }
 };
 const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
 {
@@ -440,7 +492,7 @@ const ProtobufCMessageDescriptor kvd__v1__request__descriptor =
   "Kvd__V1__Request",
   "kvd.v1",
   sizeof(Kvd__V1__Request),
-  18,
+  22,
   kvd__v1__request__field_descriptors,
   kvd__v1__request__field_indices_by_name,
   2,  kvd__v1__request__number_ranges,
@@ -575,7 +627,7 @@ const ProtobufCMessageDescriptor kvd__v1__error__descriptor =
   (ProtobufCMessageInit) kvd__v1__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[18] =
+static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[22] =
 {
   {
     "header",
@@ -793,6 +845,54 @@ static const ProtobufCFieldDescriptor kvd__v1__response__field_descriptors[18] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "list_sequences",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, list_sequences),
+    &kvd__v1__list_sequences_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_policies",
+    27,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, list_policies),
+    &kvd__v1__list_policies_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reload",
+    28,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, reload),
+    &kvd__v1__reload_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "evict",
+    29,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Kvd__V1__Response, body_case),
+    offsetof(Kvd__V1__Response, evict),
+    &kvd__v1__evict_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__response__field_indices_by_name[] = {
   4,   /* field[4] = append */
@@ -800,15 +900,19 @@ static const unsigned kvd__v1__response__field_indices_by_name[] = {
   8,   /* field[8] = compact */
   3,   /* field[3] = create_sequence */
   1,   /* field[1] = error */
+  21,   /* field[21] = evict */
   16,   /* field[16] = fork */
   0,   /* field[0] = header */
   2,   /* field[2] = hello */
   13,   /* field[13] = keep_alive */
+  19,   /* field[19] = list_policies */
+  18,   /* field[18] = list_sequences */
   15,   /* field[15] = lookup */
   14,   /* field[14] = pin */
   7,   /* field[7] = query */
   12,   /* field[12] = rank_layers */
   9,   /* field[9] = release */
+  20,   /* field[20] = reload */
   5,   /* field[5] = reserve */
   17,   /* field[17] = restore */
   11,   /* field[11] = stage */
@@ -818,7 +922,7 @@ static const ProtobufCIntRange kvd__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 2 },
-  { 0, 18 }
+  { 0, 22 }
 };
 const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
 {
@@ -828,7 +932,7 @@ const ProtobufCMessageDescriptor kvd__v1__response__descriptor =
   "Kvd__V1__Response",
   "kvd.v1",
   sizeof(Kvd__V1__Response),
-  18,
+  22,
   kvd__v1__response__field_descriptors,
   kvd__v1__response__field_indices_by_name,
   2,  kvd__v1__response__number_ranges,

@@ -24,6 +24,7 @@ PROTOBUF_C__BEGIN_DECLS
 #include "kvd/v1/memory.pb-c.h"
 #include "kvd/v1/prefix.pb-c.h"
 #include "kvd/v1/remote.pb-c.h"
+#include "kvd/v1/admin.pb-c.h"
 
 typedef struct Kvd__V1__Request Kvd__V1__Request;
 typedef struct Kvd__V1__ResponseHeader Kvd__V1__ResponseHeader;
@@ -53,7 +54,11 @@ typedef enum {
   KVD__V1__REQUEST__BODY_PIN = 22,
   KVD__V1__REQUEST__BODY_LOOKUP = 23,
   KVD__V1__REQUEST__BODY_FORK = 24,
-  KVD__V1__REQUEST__BODY_RESTORE = 25
+  KVD__V1__REQUEST__BODY_RESTORE = 25,
+  KVD__V1__REQUEST__BODY_LIST_SEQUENCES = 26,
+  KVD__V1__REQUEST__BODY_LIST_POLICIES = 27,
+  KVD__V1__REQUEST__BODY_RELOAD = 28,
+  KVD__V1__REQUEST__BODY_EVICT = 29
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__REQUEST__BODY__CASE)
 } Kvd__V1__Request__BodyCase;
 
@@ -89,6 +94,13 @@ struct  Kvd__V1__Request
     Kvd__V1__LookupRequest *lookup;
     Kvd__V1__ForkRequest *fork;
     Kvd__V1__RestoreRequest *restore;
+    /*
+     * Operating kvd (admin.proto, docs/KVCTL.md).
+     */
+    Kvd__V1__ListSequencesRequest *list_sequences;
+    Kvd__V1__ListPoliciesRequest *list_policies;
+    Kvd__V1__ReloadRequest *reload;
+    Kvd__V1__EvictRequest *evict;
   };
 };
 #define KVD__V1__REQUEST__INIT \
@@ -163,7 +175,11 @@ typedef enum {
   KVD__V1__RESPONSE__BODY_PIN = 22,
   KVD__V1__RESPONSE__BODY_LOOKUP = 23,
   KVD__V1__RESPONSE__BODY_FORK = 24,
-  KVD__V1__RESPONSE__BODY_RESTORE = 25
+  KVD__V1__RESPONSE__BODY_RESTORE = 25,
+  KVD__V1__RESPONSE__BODY_LIST_SEQUENCES = 26,
+  KVD__V1__RESPONSE__BODY_LIST_POLICIES = 27,
+  KVD__V1__RESPONSE__BODY_RELOAD = 28,
+  KVD__V1__RESPONSE__BODY_EVICT = 29
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(KVD__V1__RESPONSE__BODY__CASE)
 } Kvd__V1__Response__BodyCase;
 
@@ -193,6 +209,10 @@ struct  Kvd__V1__Response
     Kvd__V1__LookupResponse *lookup;
     Kvd__V1__ForkResponse *fork;
     Kvd__V1__RestoreResponse *restore;
+    Kvd__V1__ListSequencesResponse *list_sequences;
+    Kvd__V1__ListPoliciesResponse *list_policies;
+    Kvd__V1__ReloadResponse *reload;
+    Kvd__V1__EvictResponse *evict;
   };
 };
 #define KVD__V1__RESPONSE__INIT \

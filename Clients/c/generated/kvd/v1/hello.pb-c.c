@@ -322,7 +322,7 @@ void   kvd__v1__policy_info__free_unpacked
   assert(message->base.descriptor == &kvd__v1__policy_info__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__hello_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor kvd__v1__hello_request__field_descriptors[5] =
 {
   {
     "protocol_versions",
@@ -372,8 +372,21 @@ static const ProtobufCFieldDescriptor kvd__v1__hello_request__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "admin_token",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HelloRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__hello_request__field_indices_by_name[] = {
+  4,   /* field[4] = admin_token */
   1,   /* field[1] = client_name */
   0,   /* field[0] = protocol_versions */
   2,   /* field[2] = tenant */
@@ -382,7 +395,7 @@ static const unsigned kvd__v1__hello_request__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__hello_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor kvd__v1__hello_request__descriptor =
 {
@@ -392,7 +405,7 @@ const ProtobufCMessageDescriptor kvd__v1__hello_request__descriptor =
   "Kvd__V1__HelloRequest",
   "kvd.v1",
   sizeof(Kvd__V1__HelloRequest),
-  4,
+  5,
   kvd__v1__hello_request__field_descriptors,
   kvd__v1__hello_request__field_indices_by_name,
   1,  kvd__v1__hello_request__number_ranges,
@@ -876,7 +889,7 @@ const ProtobufCMessageDescriptor kvd__v1__limits__descriptor =
   (ProtobufCMessageInit) kvd__v1__limits__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[12] =
+static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors[14] =
 {
   {
     "protocol_version",
@@ -1022,8 +1035,33 @@ static const ProtobufCFieldDescriptor kvd__v1__hello_response__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "admin",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HelloResponse, admin),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenants",
+    14,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Kvd__V1__HelloResponse, n_tenants),
+    offsetof(Kvd__V1__HelloResponse, tenants),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
+  12,   /* field[12] = admin */
   11,   /* field[11] = durable */
   9,   /* field[9] = events_endpoint */
   10,   /* field[10] = instance_id */
@@ -1036,11 +1074,12 @@ static const unsigned kvd__v1__hello_response__field_indices_by_name[] = {
   3,   /* field[3] = shm */
   1,   /* field[1] = supported_protocol_versions */
   8,   /* field[8] = tenant */
+  13,   /* field[13] = tenants */
 };
 static const ProtobufCIntRange kvd__v1__hello_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
 {
@@ -1050,7 +1089,7 @@ const ProtobufCMessageDescriptor kvd__v1__hello_response__descriptor =
   "Kvd__V1__HelloResponse",
   "kvd.v1",
   sizeof(Kvd__V1__HelloResponse),
-  12,
+  14,
   kvd__v1__hello_response__field_descriptors,
   kvd__v1__hello_response__field_indices_by_name,
   1,  kvd__v1__hello_response__number_ranges,

@@ -55,10 +55,16 @@ struct  Kvd__V1__HelloRequest
    * already authenticated with a CURVE key of that tenant. Never logged or echoed.
    */
   char *token;
+  /*
+   * The admin token (config admin.token / admin.token_file). When it matches, the connection is
+   * bound to `tenant` (empty: the open tenant) without that tenant's token, and as admin: it may
+   * send Reload and Evict (docs/SECURITY.md). A wrong admin token is PERMISSION_DENIED.
+   */
+  char *admin_token;
 };
 #define KVD__V1__HELLO_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__hello_request__descriptor) \
-    , 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -285,10 +291,21 @@ struct  Kvd__V1__HelloResponse
    * Whether this tenant's segment is journaled: committed sequences survive the daemon's death.
    */
   protobuf_c_boolean durable;
+  /*
+   * This connection may send admin requests (Reload, Evict): it said Hello with the admin token,
+   * or the server has neither tenants nor an admin credential configured (docs/SECURITY.md).
+   */
+  protobuf_c_boolean admin;
+  /*
+   * Every configured tenant's name, for an admin connection (empty otherwise): the names an admin
+   * may bind to with HelloRequest.tenant.
+   */
+  size_t n_tenants;
+  char **tenants;
 };
 #define KVD__V1__HELLO_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__hello_response__descriptor) \
-    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+    , 0, 0,NULL, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0,NULL }
 
 
 /*

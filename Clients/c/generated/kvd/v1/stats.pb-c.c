@@ -225,7 +225,7 @@ const ProtobufCMessageDescriptor kvd__v1__stats_request__descriptor =
   (ProtobufCMessageInit) kvd__v1__stats_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__sequence_stats__field_descriptors[16] =
+static const ProtobufCFieldDescriptor kvd__v1__sequence_stats__field_descriptors[17] =
 {
   {
     "sequence_id",
@@ -419,12 +419,25 @@ static const ProtobufCFieldDescriptor kvd__v1__sequence_stats__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "last_method",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__SequenceStats, last_method),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__sequence_stats__field_indices_by_name[] = {
   9,   /* field[9] = aliased_layers */
   14,   /* field[14] = bytes */
   4,   /* field[4] = generation */
   10,   /* field[10] = idle_ms */
+  16,   /* field[16] = last_method */
   11,   /* field[11] = lease_remaining_ms */
   3,   /* field[3] = length */
   15,   /* field[15] = manager_compactions */
@@ -441,7 +454,7 @@ static const unsigned kvd__v1__sequence_stats__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__sequence_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor kvd__v1__sequence_stats__descriptor =
 {
@@ -451,7 +464,7 @@ const ProtobufCMessageDescriptor kvd__v1__sequence_stats__descriptor =
   "Kvd__V1__SequenceStats",
   "kvd.v1",
   sizeof(Kvd__V1__SequenceStats),
-  16,
+  17,
   kvd__v1__sequence_stats__field_descriptors,
   kvd__v1__sequence_stats__field_indices_by_name,
   1,  kvd__v1__sequence_stats__number_ranges,

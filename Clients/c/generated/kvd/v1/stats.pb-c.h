@@ -112,10 +112,14 @@ struct  Kvd__V1__SequenceStats
    * Times the memory manager compacted it.
    */
   uint32_t manager_compactions;
+  /*
+   * What its last compaction ran ("streamingllm", "pressure (knorm)"); empty if never compacted.
+   */
+  char *last_method;
 };
 #define KVD__V1__SEQUENCE_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__sequence_stats__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 /*

@@ -18,6 +18,10 @@ public enum CurveKeys {
     public struct KeyPair: Sendable, Equatable {
         public let publicKey: String
         public let secretKey: String
+        public init(publicKey: String, secretKey: String) {
+            self.publicKey = publicKey
+            self.secretKey = secretKey
+        }
     }
 
     /// Whether this libzmq was built with CURVE support.
@@ -51,7 +55,7 @@ public enum CurveKeys {
         return bytes
     }
 
-    static func encode(_ bytes: [UInt8]) -> String {
+    public static func encode(_ bytes: [UInt8]) -> String {
         precondition(bytes.count % 4 == 0)
         var text = [CChar](repeating: 0, count: bytes.count * 5 / 4 + 1)
         _ = zmq_z85_encode(&text, bytes, bytes.count)

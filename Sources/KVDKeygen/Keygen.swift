@@ -1,21 +1,23 @@
 import ArgumentParser
 import Foundation
-import KVDServer
+import KVDKeys
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `kvd keygen`: CURVE key pairs for tcp endpoints — one for the daemon (server.curve.secret_key_file)
+/// `kvd keygen` and `kvctl keygen` (one command, two homes): CURVE key pairs for tcp endpoints — one for the daemon (server.curve.secret_key_file)
 /// and one per client (its public key goes into its tenant's curve_public_keys).
-struct Keygen: ParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct Keygen: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         abstract: "Write a CURVE key pair (Z85): NAME.key (secret, mode 0600) and NAME.pub (public).",
         discussion: """
             Prints the public key. The daemon's secret key file goes into server.curve.secret_key_file; \
             a client's public key goes into its tenant's curve_public_keys, and the client needs the \
             daemon's public key. An existing file is never overwritten.
             """)
+
+    public init() {}
 
     @Option(name: .long, help: "Directory to write the key files in.")
     var out: String = "."
@@ -26,11 +28,11 @@ struct Keygen: ParsableCommand {
     @Option(name: .customLong("public-of"), help: ArgumentHelp("Print the public key of a secret key file and exit.", valueName: "FILE"))
     var publicOf: String?
 
-    func validate() throws {
+    public func validate() throws {
         guard !name.isEmpty, !name.contains("/") else { throw ValidationError("--name must be a file name without '/'") }
     }
 
-    func run() throws {
+    public func run() throws {
         do throws(CurveKeyError) {
             if let file = publicOf {
                 print(try CurveKeys.publicKey(ofSecret: CurveKeys.readKeyFile(file).key))
@@ -47,7 +49,9 @@ struct Keygen: ParsableCommand {
             }
             print(pair.publicKey)
         } catch {
-            FileHandle.standardError.write(Data("kvd keygen: \(error.message)\n".utf8))
+            // "kvd keygen: ..." or "kvctl keygen: ...": whichever program the user ran.
+            let program = URL(fileURLWithPath: CommandLine.arguments.first ?? "kvd").lastPathComponent
+            FileHandle.standardError.write(Data("\(program) keygen: \(error.message)\n".utf8))
             throw ExitCode(1)
         }
     }

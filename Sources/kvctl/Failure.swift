@@ -1,0 +1,46 @@
+import KVDProtocol
+
+/// Why a kvctl command failed, and the exit status that says so (docs/KVCTL.md, "Exit codes").
+enum Failure: Error {
+    /// The daemon answered with an error (exit 1).
+    case reply(code: Kvd_V1_ErrorCode, message: String)
+    /// The command line or a file it names is wrong (exit 2).
+    case usage(String)
+    /// No answer: the daemon is not running, the endpoint is wrong, or it timed out (exit 3).
+    case unreachable(String)
+
+    var exitCode: Int32 {
+        switch self {
+        case .reply: 1
+        case .usage: 2
+        case .unreachable: 3
+        }
+    }
+
+    var message: String {
+        switch self {
+        case .reply(let code, let message): "\(code.stableName): \(message)"
+        case .usage(let m), .unreachable(let m): m
+        }
+    }
+}
+
+extension Kvd_V1_ErrorCode {
+    /// The name the protocol documents ("NOT_FOUND"), stable for scripts.
+    var stableName: String {
+        switch self {
+        case .invalidArgument: "INVALID_ARGUMENT"
+        case .notFound: "NOT_FOUND"
+        case .alreadyExists: "ALREADY_EXISTS"
+        case .resourceExhausted: "RESOURCE_EXHAUSTED"
+        case .failedPrecondition: "FAILED_PRECONDITION"
+        case .permissionDenied: "PERMISSION_DENIED"
+        case .unimplemented: "UNIMPLEMENTED"
+        case .internal: "INTERNAL"
+        case .unavailable: "UNAVAILABLE"
+        case .evicted: "EVICTED"
+        case .unspecified: "UNSPECIFIED"
+        case .UNRECOGNIZED(let n): "UNKNOWN_\(n)"
+        }
+    }
+}
