@@ -35,14 +35,14 @@ final class Dispatcher: Sendable {
         _ frames: Frames, ids: inout RecentRequestIDs, bindings: inout TenantBindings, shuttingDown: Bool
     ) -> OutgoingReply? {
         guard let identity = frames.envelope.first else { return nil }
-        var route: [[UInt8]] = [identity]
+        var route = ReplyRoute(frames: [identity], trace: store.metrics == nil ? nil : RequestTrace())
         let middle = frames.envelope.dropFirst()
         // A REQ peer puts an empty delimiter before its message and expects it back.
-        if middle.count == 1, middle.first!.isEmpty { route.append([]) }
+        if middle.count == 1, middle.first!.isEmpty { route.frames.append([]) }
         func reply(_ requestID: UInt64, _ result: Result<Kvd_V1_Response.OneOf_Body, KVDError>) -> OutgoingReply {
-            OutgoingReply(route: route, payload: encode(requestID, result.map(Reply.body)))
+            answer(route, requestID, result.map(Reply.body))
         }
-        guard middle.count == route.count - 1 else {
+        guard middle.count == route.frames.count - 1 else {
             return reply(0, .failure(.invalidArgument("send one frame per request (got \(middle.count + 1)); the frame is a serialized kvd.v1.Request")))
         }
         let payload = frames.payload
@@ -81,6 +81,7 @@ final class Dispatcher: Sendable {
                 "request kind not known to this server (protocol \(ProtocolVersion.current)); known kinds: \(known)")))
         }
         logger.debug("request \(rid): \(kind.kindName)")
+        route.trace?.kind = kind.kindName
         let peer = PeerIdentity(routingID: identity, userID: frames.userID, peerAddress: frames.peerAddress)
         // Every request renews the lease of everything its connection owns.
         let connection = store.connections.touch(identity, now: now)
@@ -130,6 +131,11 @@ final class Dispatcher: Sendable {
         }
     }
 
+    /// The encoded reply to request `rid`, carrying its trace (with the outcome) to the socket.
+    private func answer(_ route: ReplyRoute, _ rid: UInt64, _ result: Result<Reply, KVDError>) -> OutgoingReply {
+        OutgoingReply(route: route.frames, payload: encode(rid, result), trace: route.trace?.finished(result))
+    }
+
     private func run(_ body: () throws(KVDError) -> Kvd_V1_Response.OneOf_Body) -> Result<Kvd_V1_Response.OneOf_Body, KVDError> {
         do throws(KVDError) { return .success(try body()) } catch { return .failure(error) }
     }
@@ -142,11 +148,11 @@ final class Dispatcher: Sendable {
     /// (Reserve) is re-run on a worker, where it may wait for the memory manager to make room: the
     /// socket thread never waits for a reclaim.
     private func onSequence(
-        _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]], _ scoped: TenantStore, cheap: Bool = false, resizes: Bool = false,
+        _ id: UInt64, _ rid: UInt64, _ route: ReplyRoute, _ scoped: TenantStore, cheap: Bool = false, resizes: Bool = false,
         _ work: @escaping @Sendable (SequenceState, TenantStore) throws(KVDError) -> Reply
     ) -> OutgoingReply? {
         let entry: SequenceEntry
-        do { entry = try scoped.entry(id) } catch { return OutgoingReply(route: route, payload: encode(rid, .failure(error))) }
+        do { entry = try scoped.entry(id) } catch { return answer(route, rid, .failure(error)) }
         entry.lease.touch(by: scoped.connectionNumber, now: scoped.now)
         // Runs on the sequence's queue (onQueue checks it).
         @Sendable func result(_ store: TenantStore) -> Result<Reply, KVDError> {
@@ -169,13 +175,13 @@ final class Dispatcher: Sendable {
             if case .failure(let e) = outcome, e.code == .resourceExhausted, scoped.memory.reclaimWaitMilliseconds > 0 {
                 // Nothing changed (allocations are all or nothing): run it again where waiting is fine.
             } else {
-                return OutgoingReply(route: route, payload: encode(rid, outcome))
+                return answer(route, rid, outcome)
             }
         }
         inFlight.add(1, ordering: .relaxed)
         entry.pending.add(1, ordering: .relaxed)
         entry.queue.async { [self] in
-            let reply = OutgoingReply(route: route, payload: encode(rid, result(scoped)))
+            let reply = answer(route, rid, result(scoped))
             // Idle before the post, so the client's next cheap request can already run inline.
             entry.pending.subtract(1, ordering: .releasing)
             outbox.post(reply)
@@ -185,12 +191,12 @@ final class Dispatcher: Sendable {
     }
 
     /// Runs `work` on a worker and replies through the outbox (work that may wait, e.g. for Redis).
-    private func onWorker(_ rid: UInt64, _ route: [[UInt8]], _ work: @escaping @Sendable () throws(KVDError) -> Kvd_V1_Response.OneOf_Body) -> OutgoingReply? {
+    private func onWorker(_ rid: UInt64, _ route: ReplyRoute, _ work: @escaping @Sendable () throws(KVDError) -> Kvd_V1_Response.OneOf_Body) -> OutgoingReply? {
         inFlight.add(1, ordering: .relaxed)
         store.workers.async { [self] in
             let result: Result<Reply, KVDError>
             do throws(KVDError) { result = .success(.body(try work())) } catch { result = .failure(error) }
-            outbox.post(OutgoingReply(route: route, payload: encode(rid, result)))
+            outbox.post(answer(route, rid, result))
             inFlight.subtract(1, ordering: .relaxed)
         }
         return nil
@@ -198,7 +204,7 @@ final class Dispatcher: Sendable {
 
     /// RankLayers reads several sequences: it runs on a worker, visiting each sequence on its own
     /// queue (so no request changes it meanwhile), and replies through the outbox.
-    private func rankLayers(_ r: Kvd_V1_RankLayersRequest, _ rid: UInt64, _ route: [[UInt8]], _ scoped: TenantStore) -> OutgoingReply? {
+    private func rankLayers(_ r: Kvd_V1_RankLayersRequest, _ rid: UInt64, _ route: ReplyRoute, _ scoped: TenantStore) -> OutgoingReply? {
         let entries: [SequenceEntry]
         do {
             guard !r.sequenceIds.isEmpty else { throw KVDError.invalidArgument("rank_layers: give at least one sequence_id") }
@@ -208,15 +214,15 @@ final class Dispatcher: Sendable {
                 return try scoped.entry(id)
             }
         } catch let error as KVDError {
-            return OutgoingReply(route: route, payload: encode(rid, .failure(error)))
+            return answer(route, rid, .failure(error))
         } catch {
-            return OutgoingReply(route: route, payload: encode(rid, .failure(.internalError("\(error)"))))
+            return answer(route, rid, .failure(.internalError("\(error)")))
         }
         inFlight.add(1, ordering: .relaxed)
         store.workers.async { [self] in
             let result: Result<Reply, KVDError>
             do throws(KVDError) { result = .success(.body(.rankLayers(try RankLayersHandler.handle(entries, scoped)))) } catch { result = .failure(error) }
-            outbox.post(OutgoingReply(route: route, payload: encode(rid, result)))
+            outbox.post(answer(route, rid, result))
             inFlight.subtract(1, ordering: .relaxed)
         }
         return nil

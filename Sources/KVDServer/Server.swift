@@ -85,7 +85,9 @@ public final class Server: Sendable {
             if let found { recovered.append((space, found)) }
         }
         ComputeThreads.set(config.server.computeThreads)
-        let store = Store(config: config, spaces: spaces, policies: policies, logger: logger, remote: RemoteConnector.tier(config.remote))
+        let metrics = config.metrics.enabled ? ServerMetrics() : nil
+        let store = Store(
+            config: config, spaces: spaces, policies: policies, logger: logger, remote: RemoteConnector.tier(config.remote), metrics: metrics)
         for (space, r) in recovered {
             store.restore(space, r.state, holders: r.holders)
             logger.info(
@@ -116,6 +118,18 @@ public final class Server: Sendable {
             store.events?.close()
             store.setEvents(nil)
         }
+        // Last of the start-up steps that can fail: a taken port is refused before anything is served.
+        var endpoint: MetricsEndpoint?
+        if let metrics {
+            endpoint = try MetricsEndpoint(config.metrics, metrics: metrics)
+            metrics.watch(store)
+            logger.info("metrics: serving http://\(endpoint!.listening)/metrics")
+        }
+        // Before the segments are unmapped (defers run in reverse order): no scrape runs after this.
+        defer {
+            endpoint?.stop()
+            metrics?.unwatch()
+        }
         manager.start()
         logger.info("kvd \(KVDVersion.string) serving on \(config.server.endpoints.joined(separator: ", "))")
         for space in spaces {
@@ -132,7 +146,10 @@ public final class Server: Sendable {
         while true {
             let (readable, woken) = socket.poll(watchSocket: true, fd: wake.fd, timeoutMs: shuttingDown ? 50 : -1)
             if woken { wake.drain() }
-            for reply in outbox.takeAll() { try? socket.send(reply) }
+            for reply in outbox.takeAll() {
+                try? socket.send(reply)
+                metrics?.replied(reply.trace)
+            }
             if reloadRequested.exchange(false, ordering: .sequentiallyConsistent) {
                 do {
                     let (book, memory) = try reloadPolicies()
@@ -158,7 +175,10 @@ public final class Server: Sendable {
                 for _ in 0..<256 {
                     do {
                         let got = try socket.receive { frames in
-                            if let reply = dispatcher.dispatch(frames, ids: &ids, bindings: &bindings, shuttingDown: shuttingDown) { try? socket.send(reply) }
+                            if let reply = dispatcher.dispatch(frames, ids: &ids, bindings: &bindings, shuttingDown: shuttingDown) {
+                                try? socket.send(reply)
+                                metrics?.replied(reply.trace)
+                            }
                         }
                         if !got { break }
                     } catch {

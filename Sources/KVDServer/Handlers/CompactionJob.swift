@@ -30,9 +30,20 @@ enum CompactionJob {
         let record: ((KVSequence) -> Void)? = !journaled ? nil : store.space.journal.map { journal in
             { seq in journal.put(seq, pinned: state.lease.pinned.load(ordering: .relaxed)) }
         }
-        let (planned, outcome) = try CompactionRunner.run(
-            choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor,
-            accept: accept, record: record)
-        return Result(planned: planned, outcome: outcome, elapsedNs: DispatchTime.now().uptimeNanoseconds - start)
+        let metrics = store.shared.metrics?.compactions
+        // Connection 0 is the memory manager's own (pressure compression, shrinking before an offload).
+        let origin = store.connectionNumber == 0 ? "manager" : "request"
+        let (planned, outcome): (MethodPlan, KVSequence.CompactionOutcome)
+        do throws(KVDError) {
+            (planned, outcome) = try CompactionRunner.run(
+                choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor,
+                accept: accept, record: record)
+        } catch {
+            metrics?.failed(method: context.method, origin: origin)
+            throw error
+        }
+        let elapsed = DispatchTime.now().uptimeNanoseconds - start
+        metrics?.succeeded(method: context.method, origin: origin, outcome: outcome, pageBytes: store.arena.sizing.pageBytes, elapsedNs: elapsed)
+        return Result(planned: planned, outcome: outcome, elapsedNs: elapsed)
     }
 }
