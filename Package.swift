@@ -138,7 +138,7 @@ let package = Package(
         .testTarget(name: "KVDJournalTests", dependencies: ["KVDJournal", "KVDCore"], path: "Tests/KVDJournalTests"),
         .testTarget(name: "KVDRemoteTests", dependencies: ["KVDRemote"], path: "Tests/KVDRemoteTests"),
         .testTarget(name: "KVDConfigTests", dependencies: ["KVDConfig"], path: "Tests/KVDConfigTests"),
-        .testTarget(name: "KVDServerTests", dependencies: ["KVDServer", "KVDConfig", "KVDCore", "KVDShm", "KVDPluginAPI", "KVDPluginHost", "KVDProtocol"], path: "Tests/KVDServerTests"),
+        .testTarget(name: "KVDServerTests", dependencies: ["KVDServer", "KVDConfig", "KVDCore", "KVDShm", "KVDPluginAPI", "KVDPluginHost", "KVDProtocol", .product(name: "Prometheus", package: "swift-prometheus")], path: "Tests/KVDServerTests"),
         .testTarget(
             name: "KVDProtocolTests",
             dependencies: ["KVDProtocol", .product(name: "SwiftProtobuf", package: "swift-protobuf")],

@@ -61,6 +61,7 @@ final class Dispatcher: Sendable {
             return reply(0, .failure(.invalidArgument("undecodable request (\(payload.count) bytes): \(error); send a serialized kvd.v1.Request")))
         }
         let rid = request.requestID
+        route.trace?.kind = request.body?.kindName ?? "invalid"
         if shuttingDown { return reply(rid, .failure(.unavailable("shutting down; no new requests are accepted"))) }
         guard request.protocolVersion == 0 || ProtocolVersion.supported.contains(request.protocolVersion) else {
             return reply(rid, .failure(.unimplemented(
@@ -81,7 +82,6 @@ final class Dispatcher: Sendable {
                 "request kind not known to this server (protocol \(ProtocolVersion.current)); known kinds: \(known)")))
         }
         logger.debug("request \(rid): \(kind.kindName)")
-        route.trace?.kind = kind.kindName
         let peer = PeerIdentity(routingID: identity, userID: frames.userID, peerAddress: frames.peerAddress)
         // Every request renews the lease of everything its connection owns.
         let connection = store.connections.touch(identity, now: now)

@@ -33,7 +33,7 @@ final class ServerMetrics: Sendable {
 
     /// Adds the per-tenant series of `store`'s segments (once, when the server starts).
     func watch(_ store: Store) {
-        let made = store.spaces.map { TenantGauges(space: $0, registry: registry, remoteEnabled: store.remote != nil) }
+        let made = store.spaces.map { TenantGauges(space: $0, registry: registry) }
         tenants.withLock { $0 = made }
         watched.withLock { $0 = store }
     }

@@ -17,7 +17,7 @@ final class TenantGauges: Sendable {
     let space: TenantSpace
     private let series: Mutex<Series>
 
-    init(space: TenantSpace, registry r: PrometheusCollectorRegistry, remoteEnabled: Bool) {
+    init(space: TenantSpace, registry r: PrometheusCollectorRegistry) {
         self.space = space
         let t = ("tenant", space.name)
         func gauge(_ name: String, _ help: String, _ extra: [(String, String)] = []) -> Gauge {
@@ -32,20 +32,18 @@ final class TenantGauges: Sendable {
         let stagingHelp = "Bytes of the tenant's staging area (inline appends in flight), in use or free."
         let actionHelp = "Memory-manager actions on the tenant's sequences (compress, evict, reservation_abort, orphan_release)."
         let freedHelp = "Pages the memory manager's actions gave back to the tenant's segment, by action."
-        var remote: [Followed<RemoteCounters>] = []
-        if remoteEnabled {
-            let offloadHelp = "Sequences the memory manager offloaded to the remote tier, by outcome (ok, failed, dropped)."
-            let restoreHelp = "Restore requests served from the remote tier, by outcome (ok, failed, corrupted)."
-            remote = [
-                counter("kvd_remote_offloads_total", offloadHelp, [("outcome", "ok")]) { $0.offloaded.load(ordering: .relaxed) },
-                counter("kvd_remote_offloads_total", offloadHelp, [("outcome", "failed")]) { $0.offloadFailures.load(ordering: .relaxed) },
-                counter("kvd_remote_offloads_total", offloadHelp, [("outcome", "dropped")]) { $0.offloadDropped.load(ordering: .relaxed) },
-                counter("kvd_remote_offloaded_bytes_total", "Bytes of sequences shipped to the remote tier.") { $0.offloadedBytes.load(ordering: .relaxed) },
-                counter("kvd_remote_restores_total", restoreHelp, [("outcome", "ok")]) { $0.restored.load(ordering: .relaxed) },
-                counter("kvd_remote_restores_total", restoreHelp, [("outcome", "failed")]) { $0.restoreFailures.load(ordering: .relaxed) },
-                counter("kvd_remote_restores_total", restoreHelp, [("outcome", "corrupted")]) { $0.restoreCorrupted.load(ordering: .relaxed) },
-            ]
-        }
+        // Exported with the remote tier off too (all 0), so dashboards and alerts need no special case.
+        let offloadHelp = "Sequences the memory manager offloaded to the remote tier, by outcome (ok, failed, dropped)."
+        let restoreHelp = "Restore requests served from the remote tier, by outcome (ok, failed, corrupted)."
+        let remote: [Followed<RemoteCounters>] = [
+            counter("kvd_remote_offloads_total", offloadHelp, [("outcome", "ok")]) { $0.offloaded.load(ordering: .relaxed) },
+            counter("kvd_remote_offloads_total", offloadHelp, [("outcome", "failed")]) { $0.offloadFailures.load(ordering: .relaxed) },
+            counter("kvd_remote_offloads_total", offloadHelp, [("outcome", "dropped")]) { $0.offloadDropped.load(ordering: .relaxed) },
+            counter("kvd_remote_offloaded_bytes_total", "Bytes of sequences shipped to the remote tier.") { $0.offloadedBytes.load(ordering: .relaxed) },
+            counter("kvd_remote_restores_total", restoreHelp, [("outcome", "ok")]) { $0.restored.load(ordering: .relaxed) },
+            counter("kvd_remote_restores_total", restoreHelp, [("outcome", "failed")]) { $0.restoreFailures.load(ordering: .relaxed) },
+            counter("kvd_remote_restores_total", restoreHelp, [("outcome", "corrupted")]) { $0.restoreCorrupted.load(ordering: .relaxed) },
+        ]
         series = Mutex(Series(
             pagesUsed: gauge("kvd_arena_pages", pagesHelp, [("state", "used")]),
             pagesFree: gauge("kvd_arena_pages", pagesHelp, [("state", "free")]),
