@@ -114,3 +114,10 @@ def test_a_stalled_http_client_holds_up_neither_requests_nor_scrapes(make_daemon
         _, samples = parse_exposition(scrape(address))
         assert value(samples, "kvd_requests_total", kind="append", code="OK") == 1
         assert time.monotonic() - t < 3.0
+
+
+def test_a_listen_address_that_is_not_an_address_is_a_config_error(make_daemon):
+    d = make_daemon(metrics_on("localhost:9464"), start=False)
+    d.start(wait=False)
+    assert d.proc.wait(20) == 2
+    assert "metrics.listen: must be an IP address and a port" in d.stderr() and "'localhost:9464'" in d.stderr()
