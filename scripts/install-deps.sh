@@ -6,7 +6,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/env.sh"
 
-apt_packages=(libzmq3-dev libprotobuf-c-dev protobuf-compiler protobuf-c-compiler pkg-config libopenblas-dev build-essential valgrind libhiredis-dev redis-server redis-tools)
+# libmicrohttpd-dev: kvd's /metrics endpoint; prometheus: the real scraper its e2e test runs.
+apt_packages=(libzmq3-dev libprotobuf-c-dev protobuf-compiler protobuf-c-compiler pkg-config libopenblas-dev build-essential valgrind libhiredis-dev redis-server redis-tools libmicrohttpd-dev prometheus)
 # systemd-analyze checks the bundled unit (Config/systemd/kvd.service) in the tests.
 apt_packages+=(systemd)
 python3 -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
@@ -19,6 +20,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
+  # Services (prometheus, redis-server) are not started by the install: the tests start their own
+  # on free ports, and a service left running would only hold ports and memory. policy-rc.d 101
+  # is Debian's way to say so; one already there (containers have it) is left as it is.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 

@@ -1,6 +1,6 @@
 """The benchmark suite's one command (see Benchmarks/README.md):
 
-    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote,remote_prefix]
+    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote,remote_prefix,metrics]
 
 Every section runs `--runs` times; each table cell is the median (min–max) over those runs of one
 figure measured against a baseline in the same run. Prints Markdown and writes it, with the raw
@@ -15,12 +15,12 @@ import json
 import platform
 from pathlib import Path
 
-from . import cbench, compaction, durability, memory, memory_manager, prefix, remote, remote_prefix, rtt_python
+from . import cbench, compaction, durability, memory, memory_manager, metrics_cost, prefix, remote, remote_prefix, rtt_python
 from .processes import ROOT, Daemon, Echo
 from .summary import fmt, goal_mark, spread
 
 SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix", "durability", "remote",
-            "remote_prefix")
+            "remote_prefix", "metrics")
 
 
 class Sizes:
@@ -50,6 +50,8 @@ class Sizes:
         self.durability_counts = (100,) if smoke else (1000, 10000)
         # Section 9: sequences offloaded and restored, tokens each.
         self.remote = (4, 64) if smoke else (16, 256)
+        # Section 11: round trips per request and daemon in a round; rounds (on/off pairs) per run.
+        self.metrics = (400, 2) if smoke else (10000, 6)
 
 
 def collect(sections, runs: int, sizes: Sizes) -> dict:
@@ -90,6 +92,8 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
         if "remote_prefix" in sections:
             raw["remote_prefix"].append([remote_prefix.measure(sizes.prefix_doc_tokens, sizes.prefix_new_tokens,
                                                                sizes.remote_prefix_repeats)])
+        if "metrics" in sections:
+            raw["metrics"].append(metrics_cost.measure(*sizes.metrics))
     return raw
 
 
@@ -204,7 +208,7 @@ def memory_table(runs: list) -> list:
 
 TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table,
           "manager": memory_manager.table, "prefix": prefix.table, "durability": durability.table, "remote": remote.table,
-          "remote_prefix": remote_prefix.table}
+          "remote_prefix": remote_prefix.table, "metrics": metrics_cost.table}
 
 
 def machine() -> str:

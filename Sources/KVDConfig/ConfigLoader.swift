@@ -52,7 +52,7 @@ public enum ConfigLoader {
         }
         var config = Configuration()
         let top = try KeyedNode(node: root, path: "", file: file).mapping(
-            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory", "prefix", "durability", "remote", "admin"])
+            known: ["server", "arena", "models", "policies", "rules", "plugins", "log", "files", "tenants", "memory", "prefix", "durability", "remote", "admin", "metrics"])
         if let s = top["server"] { try readServer(s, into: &config.server) }
         if let a = top["arena"] { try readArena(a, into: &config.arena) }
         guard let models = top["models"] else {
@@ -100,6 +100,7 @@ public enum ConfigLoader {
         if let p = top["prefix"] { config.prefix = try PrefixLoader.prefix(p) }
         if let d = top["durability"] { config.durability = try DurabilityLoader.durability(d) }
         if let r = top["remote"] { config.remote = try RemoteLoader.remote(r) }
+        if let m = top["metrics"] { config.metrics = try MetricsLoader.metrics(m) }
         try PolicyLoader.checkReferences(config, file: file)
         try MemoryLoader.checkPolicies(config, file: file)
         for tenant in config.effectiveTenants {

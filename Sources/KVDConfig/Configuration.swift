@@ -230,7 +230,22 @@ public struct Configuration: Sendable, Equatable {
         public init() {}
     }
 
+    /// The Prometheus endpoint (docs/METRICS.md): GET /metrics over HTTP, off unless configured.
+    public struct Metrics: Sendable, Equatable {
+        /// Off by default: a daemon opens no HTTP port it was not asked for (and tests running many
+        /// daemons at once never collide on one). Config/kvd.yaml turns it on.
+        public var enabled: Bool = false
+        /// An IPv4 or IPv6 literal; loopback unless the scraper runs on another machine.
+        public var host: String = "127.0.0.1"
+        /// 0 = any free port (the bound one is logged at info level).
+        public var port: Int = 9464
+        public init() {}
+        /// "127.0.0.1:9464", "[::1]:9464".
+        public var listen: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
     public var server = Server()
+    public var metrics = Metrics()
     public var arena = Arena()
     public var memory = Memory()
     public var prefix = Prefix()

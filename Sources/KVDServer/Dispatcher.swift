@@ -35,14 +35,15 @@ final class Dispatcher: Sendable {
         _ frames: Frames, ids: inout RecentRequestIDs, bindings: inout TenantBindings, shuttingDown: Bool
     ) -> OutgoingReply? {
         guard let identity = frames.envelope.first else { return nil }
-        var route: [[UInt8]] = [identity]
+        let traced = store.metrics != nil || logger.level >= .debug
+        var route = ReplyRoute(frames: [identity], trace: traced ? RequestTrace() : nil)
         let middle = frames.envelope.dropFirst()
         // A REQ peer puts an empty delimiter before its message and expects it back.
-        if middle.count == 1, middle.first!.isEmpty { route.append([]) }
+        if middle.count == 1, middle.first!.isEmpty { route.frames.append([]) }
         func reply(_ requestID: UInt64, _ result: Result<Kvd_V1_Response.OneOf_Body, KVDError>) -> OutgoingReply {
-            OutgoingReply(route: route, payload: encode(requestID, result.map(Reply.body)))
+            answer(route, requestID, result.map(Reply.body))
         }
-        guard middle.count == route.count - 1 else {
+        guard middle.count == route.frames.count - 1 else {
             return reply(0, .failure(.invalidArgument("send one frame per request (got \(middle.count + 1)); the frame is a serialized kvd.v1.Request")))
         }
         let payload = frames.payload
@@ -61,6 +62,8 @@ final class Dispatcher: Sendable {
             return reply(0, .failure(.invalidArgument("undecodable request (\(payload.count) bytes): \(error); send a serialized kvd.v1.Request")))
         }
         let rid = request.requestID
+        route.trace?.kind = request.body?.kindName ?? "invalid"
+        route.trace?.requestID = request.requestID
         if shuttingDown { return reply(rid, .failure(.unavailable("shutting down; no new requests are accepted"))) }
         guard request.protocolVersion == 0 || ProtocolVersion.supported.contains(request.protocolVersion) else {
             return reply(rid, .failure(.unimplemented(
@@ -80,7 +83,6 @@ final class Dispatcher: Sendable {
             return reply(rid, .failure(.unimplemented(
                 "request kind not known to this server (protocol \(ProtocolVersion.current)); known kinds: \(known)")))
         }
-        logger.debug("request \(rid): \(kind.kindName)")
         let peer = PeerIdentity(routingID: identity, userID: frames.userID, peerAddress: frames.peerAddress)
         // Every request renews the lease of everything its connection owns.
         let connection = store.connections.touch(identity, now: now)
@@ -147,6 +149,11 @@ final class Dispatcher: Sendable {
         }
     }
 
+    /// The encoded reply to request `rid`, carrying its trace (with the outcome) to the socket.
+    private func answer(_ route: ReplyRoute, _ rid: UInt64, _ result: Result<Reply, KVDError>) -> OutgoingReply {
+        OutgoingReply(route: route.frames, payload: encode(rid, result), trace: route.trace?.finished(result))
+    }
+
     private func run(_ body: () throws(KVDError) -> Kvd_V1_Response.OneOf_Body) -> Result<Kvd_V1_Response.OneOf_Body, KVDError> {
         do throws(KVDError) { return .success(try body()) } catch { return .failure(error) }
     }
@@ -159,11 +166,11 @@ final class Dispatcher: Sendable {
     /// (Reserve) is re-run on a worker, where it may wait for the memory manager to make room: the
     /// socket thread never waits for a reclaim.
     private func onSequence(
-        _ id: UInt64, _ rid: UInt64, _ route: [[UInt8]], _ scoped: TenantStore, cheap: Bool = false, resizes: Bool = false,
+        _ id: UInt64, _ rid: UInt64, _ route: ReplyRoute, _ scoped: TenantStore, cheap: Bool = false, resizes: Bool = false,
         _ work: @escaping @Sendable (SequenceState, TenantStore) throws(KVDError) -> Reply
     ) -> OutgoingReply? {
         let entry: SequenceEntry
-        do { entry = try scoped.entry(id) } catch { return OutgoingReply(route: route, payload: encode(rid, .failure(error))) }
+        do { entry = try scoped.entry(id) } catch { return answer(route, rid, .failure(error)) }
         entry.lease.touch(by: scoped.connectionNumber, now: scoped.now)
         // Runs on the sequence's queue (onQueue checks it).
         @Sendable func result(_ store: TenantStore) -> Result<Reply, KVDError> {
@@ -186,13 +193,13 @@ final class Dispatcher: Sendable {
             if case .failure(let e) = outcome, e.code == .resourceExhausted, scoped.memory.reclaimWaitMilliseconds > 0 {
                 // Nothing changed (allocations are all or nothing): run it again where waiting is fine.
             } else {
-                return OutgoingReply(route: route, payload: encode(rid, outcome))
+                return answer(route, rid, outcome)
             }
         }
         inFlight.add(1, ordering: .relaxed)
         entry.pending.add(1, ordering: .relaxed)
         entry.queue.async { [self] in
-            let reply = OutgoingReply(route: route, payload: encode(rid, result(scoped)))
+            let reply = answer(route, rid, result(scoped))
             // Idle before the post, so the client's next cheap request can already run inline.
             entry.pending.subtract(1, ordering: .releasing)
             outbox.post(reply)
@@ -202,12 +209,12 @@ final class Dispatcher: Sendable {
     }
 
     /// Runs `work` on a worker and replies through the outbox (work that may wait, e.g. for Redis).
-    private func onWorker(_ rid: UInt64, _ route: [[UInt8]], _ work: @escaping @Sendable () throws(KVDError) -> Kvd_V1_Response.OneOf_Body) -> OutgoingReply? {
+    private func onWorker(_ rid: UInt64, _ route: ReplyRoute, _ work: @escaping @Sendable () throws(KVDError) -> Kvd_V1_Response.OneOf_Body) -> OutgoingReply? {
         inFlight.add(1, ordering: .relaxed)
         store.workers.async { [self] in
             let result: Result<Reply, KVDError>
             do throws(KVDError) { result = .success(.body(try work())) } catch { result = .failure(error) }
-            outbox.post(OutgoingReply(route: route, payload: encode(rid, result)))
+            outbox.post(answer(route, rid, result))
             inFlight.subtract(1, ordering: .relaxed)
         }
         return nil
@@ -215,7 +222,7 @@ final class Dispatcher: Sendable {
 
     /// RankLayers reads several sequences: it runs on a worker, visiting each sequence on its own
     /// queue (so no request changes it meanwhile), and replies through the outbox.
-    private func rankLayers(_ r: Kvd_V1_RankLayersRequest, _ rid: UInt64, _ route: [[UInt8]], _ scoped: TenantStore) -> OutgoingReply? {
+    private func rankLayers(_ r: Kvd_V1_RankLayersRequest, _ rid: UInt64, _ route: ReplyRoute, _ scoped: TenantStore) -> OutgoingReply? {
         let entries: [SequenceEntry]
         do {
             guard !r.sequenceIds.isEmpty else { throw KVDError.invalidArgument("rank_layers: give at least one sequence_id") }
@@ -225,15 +232,15 @@ final class Dispatcher: Sendable {
                 return try scoped.entry(id)
             }
         } catch let error as KVDError {
-            return OutgoingReply(route: route, payload: encode(rid, .failure(error)))
+            return answer(route, rid, .failure(error))
         } catch {
-            return OutgoingReply(route: route, payload: encode(rid, .failure(.internalError("\(error)"))))
+            return answer(route, rid, .failure(.internalError("\(error)")))
         }
         inFlight.add(1, ordering: .relaxed)
         store.workers.async { [self] in
             let result: Result<Reply, KVDError>
             do throws(KVDError) { result = .success(.body(.rankLayers(try RankLayersHandler.handle(entries, scoped)))) } catch { result = .failure(error) }
-            outbox.post(OutgoingReply(route: route, payload: encode(rid, result)))
+            outbox.post(answer(route, rid, result))
             inFlight.subtract(1, ordering: .relaxed)
         }
         return nil

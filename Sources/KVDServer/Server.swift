@@ -85,7 +85,9 @@ public final class Server: Sendable {
             if let found { recovered.append((space, found)) }
         }
         ComputeThreads.set(config.server.computeThreads)
-        let store = Store(config: config, spaces: spaces, policies: policies, logger: logger, remote: RemoteConnector.tier(config.remote))
+        let metrics = config.metrics.enabled ? ServerMetrics() : nil
+        let store = Store(
+            config: config, spaces: spaces, policies: policies, logger: logger, remote: RemoteConnector.tier(config.remote), metrics: metrics)
         store.reloader.withLock { $0 = reloadPolicies }
         for (space, r) in recovered {
             store.restore(space, r.state, holders: r.holders)
@@ -117,6 +119,18 @@ public final class Server: Sendable {
             store.events?.close()
             store.setEvents(nil)
         }
+        // Last of the start-up steps that can fail: a taken port is refused before anything is served.
+        var endpoint: MetricsEndpoint?
+        if let metrics {
+            endpoint = try MetricsEndpoint(config.metrics, metrics: metrics)
+            metrics.watch(store)
+            logger.info("metrics: serving http://\(endpoint!.listening)/metrics")
+        }
+        // Before the segments are unmapped (defers run in reverse order): no scrape runs after this.
+        defer {
+            endpoint?.stop()
+            metrics?.unwatch()
+        }
         manager.start()
         logger.info("kvd \(KVDVersion.string) serving on \(config.server.endpoints.joined(separator: ", "))")
         let service = ServiceNotifier()
@@ -128,6 +142,16 @@ public final class Server: Sendable {
                     + "\(z.pageCount) pages of \(z.pageBytes) bytes, \(z.stagingBytes) staging bytes")
         }
 
+        // After a reply went out: its metrics and, at debug, the request's one log line.
+        func replied(_ trace: RequestTrace?) {
+            guard let trace else { return }
+            let sentNs = DispatchTime.now().uptimeNanoseconds
+            metrics?.replied(trace, sentNs: sentNs)
+            logger.debug("request \(trace.requestID) \(trace.kind): \(trace.code)", [
+                "request_id": trace.requestID, "kind": trace.kind, "code": trace.code,
+                "ms": Double(sentNs &- min(sentNs, trace.receivedNs)) / 1e6,
+            ])
+        }
         var ids = RecentRequestIDs(window: config.server.requestIDWindow, idleSeconds: config.server.requestIDIdleSeconds)
         var bindings = TenantBindings()
         var shuttingDown = false
@@ -135,7 +159,10 @@ public final class Server: Sendable {
         while true {
             let (readable, woken) = socket.poll(watchSocket: true, fd: wake.fd, timeoutMs: shuttingDown ? 50 : -1)
             if woken { wake.drain() }
-            for reply in outbox.takeAll() { try? socket.send(reply) }
+            for reply in outbox.takeAll() {
+                try? socket.send(reply)
+                replied(reply.trace)
+            }
             if reloadRequested.exchange(false, ordering: .sequentiallyConsistent) {
                 service.reloading()
                 // Serving again either way: a refused reload keeps the policies that were running.
@@ -159,7 +186,10 @@ public final class Server: Sendable {
                 for _ in 0..<256 {
                     do {
                         let got = try socket.receive { frames in
-                            if let reply = dispatcher.dispatch(frames, ids: &ids, bindings: &bindings, shuttingDown: shuttingDown) { try? socket.send(reply) }
+                            if let reply = dispatcher.dispatch(frames, ids: &ids, bindings: &bindings, shuttingDown: shuttingDown) {
+                                try? socket.send(reply)
+                                replied(reply.trace)
+                            }
                         }
                         if !got { break }
                     } catch {

@@ -48,11 +48,17 @@ final class Store: Sendable {
 
     /// The remote tier (remote.enabled), or nil.
     let remote: RemoteTier?
+    /// What /metrics exports (metrics.enabled), or nil: then nothing is counted or timed for it.
+    let metrics: ServerMetrics?
     /// Prompt blocks are shared with other daemons through the remote tier.
     var sharesPrefixes: Bool { remote?.settings.sharePrefixes ?? false }
 
-    init(config: Configuration, spaces: [TenantSpace], policies: PolicyBook, logger: Logger? = nil, remote: RemoteTier? = nil) {
+    init(
+        config: Configuration, spaces: [TenantSpace], policies: PolicyBook, logger: Logger? = nil, remote: RemoteTier? = nil,
+        metrics: ServerMetrics? = nil
+    ) {
         self.config = config
+        self.metrics = metrics
         self.logger = logger
         self.remote = remote
         self.spaces = spaces

@@ -15,19 +15,20 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Tenant to act for (default: the open tenant, or the tenant of the CURVE key).")
     var tenant: String = ""
 
-    @Option(name: .long, help: "The tenant's token (prefer --token-file: arguments are visible to other users).")
+    // Values may start with '-' (tokens, Z85 keys): `.unconditional` takes the next word as the value.
+    @Option(name: .long, parsing: .unconditional, help: "The tenant's token (prefer --token-file: arguments are visible to other users).")
     var token: String?
 
     @Option(name: .customLong("token-file"), help: ArgumentHelp("File whose first line is the tenant's token.", valueName: "FILE"))
     var tokenFile: String?
 
-    @Option(name: .customLong("admin-token"), help: "The admin token (config admin.token); binds as admin for --tenant.")
+    @Option(name: .customLong("admin-token"), parsing: .unconditional, help: "The admin token (config admin.token); binds as admin for --tenant.")
     var adminToken: String?
 
     @Option(name: .customLong("admin-token-file"), help: ArgumentHelp("File whose first line is the admin token.", valueName: "FILE"))
     var adminTokenFile: String?
 
-    @Option(name: .customLong("curve-server-key"), help: ArgumentHelp("kvd's CURVE public key (Z85) or a file holding it, for a CURVE tcp endpoint.", valueName: "KEY|FILE"))
+    @Option(name: .customLong("curve-server-key"), parsing: .unconditional, help: ArgumentHelp("kvd's CURVE public key (Z85) or a file holding it, for a CURVE tcp endpoint.", valueName: "KEY|FILE"))
     var curveServerKey: String?
 
     @Option(name: .customLong("curve-key"), help: ArgumentHelp("This client's CURVE secret key file (kvctl keygen); its public key must be listed under a tenant.", valueName: "FILE"))

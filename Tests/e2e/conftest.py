@@ -72,6 +72,9 @@ def default_config(shm_name: str, endpoint: str) -> dict:
         # may not compress or evict here; its own tests (test_memory_*.py) turn both on.
         "memory": {"compress_policy": "", "evict": False},
         "log": {"level": "info"},
+        # Many daemons run at once: none listens for scrapes unless its test asks (test_metrics_*.py
+        # turns it on with port 0, and reads the bound port from the log).
+        "metrics": {"enabled": False, "listen": "127.0.0.1:0"},
     }
 
 

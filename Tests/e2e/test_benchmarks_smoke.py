@@ -45,5 +45,10 @@ def test_suite_smoke_run_reports_every_section(tmp_path):
     if "skipped" not in cross:
         assert cross["imported"] > 0 and cross["all_from_remote"] and cross["rejected"] == 0
         assert cross["identical"] and cross["local_identical"]
+    # Section 11: the same round trips with metrics on (scraped meanwhile) and off, paired per round.
+    assert "### 11. Metrics cost" in text
+    cost = raw["metrics"][0]
+    assert {r["request"] for r in cost} == {"stats", "stats_raw", "query_metadata", "query_metadata_raw"}
+    assert all(r["on_p50"] > 0 and r["off_p50"] > 0 and r["ratio_p50"] > 0 for r in cost)
     # Every goal column says yes or no; a table row never lost its cells.
     assert not re.search(r"\|\s*\|\s*$", text.split("### 3.")[0], re.M)

@@ -482,3 +482,11 @@ def test_curve_tcp_endpoint(curve_daemon, keys):
     assert r.returncode == 3 and "cannot reach kvd" in r.stderr and time.monotonic() - start < 5
     r = kvctl(d, "status", "--curve-server-key", server_pub, endpoint=d.tcp)
     assert r.returncode == 2 and "--curve-key" in r.stderr
+
+
+def test_values_starting_with_a_dash_are_values(kvd, tmp_path):
+    # Z85 keys and tokens may start with '-': the word after the flag is its value, not a flag.
+    r = kvctl(kvd, "status", "--curve-server-key", "-not-a-key", "--curve-key", str(tmp_path / "none.key"))
+    assert "Missing value" not in r.stderr and "-not-a-key" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = kvctl(kvd, "status", "--token", "-dash-token")
+    assert "Missing value" not in r.stderr, r.stderr

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
+import pytest
+
+from kvd import ErrorCode, KvdError
 
 from conftest import MODEL_F32, make_kv
 
@@ -34,6 +36,9 @@ def test_json_lines_carry_the_compaction_numbers(make_daemon):
         k, v = make_kv(MODEL_F32, 48, seed=3)
         c.append(seq, k, v)
         r = c.compact(seq, "streamingllm", sinks=4, recent=12)
+        with pytest.raises(KvdError) as missing:
+            c.release(seq + 1)
+    assert missing.value.code == ErrorCode.NOT_FOUND
     assert d.stop() == 0
     objects = json_lines(d.stderr())
     assert all(o["pid"] == objects[0]["pid"] for o in objects)
@@ -46,8 +51,16 @@ def test_json_lines_carry_the_compaction_numbers(make_daemon):
     assert done["tokens_after"] < done["tokens_before"]
     assert isinstance(done["ms"], float) and done["ms"] >= 0
     assert done["pages_freed"] == r.pages_freed
-    # Debug level: the requests themselves are logged too.
-    assert any(o["level"] == "debug" and "compact" in o["msg"] for o in objects)
+    # Debug level: one line per request, written when its reply went out.
+    requests = [o for o in objects if o["level"] == "debug" and "request_id" in o]
+    kinds = [o["kind"] for o in requests]
+    assert kinds.count("create_sequence") == 1 and kinds.count("compact") == 1 and kinds.count("release") == 1
+    [compact] = [o for o in requests if o["kind"] == "compact"]
+    assert compact["code"] == "OK" and compact["ms"] >= done["ms"] * 0.5
+    [release] = [o for o in requests if o["kind"] == "release"]
+    assert release["code"] == "NOT_FOUND"
+    mine = [o["request_id"] for o in requests if o["kind"] != "hello"]  # the start-up probe is another client
+    assert len(set(mine)) == len(mine) == 4, "each request once (create, append, compact, release)"
     assert any(o["msg"].startswith("stopped") for o in objects)
 
 

@@ -30,17 +30,27 @@ enum CompactionJob {
         let record: ((KVSequence) -> Void)? = !journaled ? nil : store.space.journal.map { journal in
             { seq in journal.put(seq, pinned: state.lease.pinned.load(ordering: .relaxed)) }
         }
-        let (planned, outcome) = try CompactionRunner.run(
-            choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor,
-            accept: accept, record: record)
+        let metrics = store.shared.metrics?.compactions
+        // Connection 0 is the memory manager's own (pressure compression, shrinking before an offload).
+        let origin = store.connectionNumber == 0 ? "manager" : "request"
+        let (planned, outcome): (MethodPlan, KVSequence.CompactionOutcome)
+        do throws(KVDError) {
+            (planned, outcome) = try CompactionRunner.run(
+                choice.method, context, sequence: seq, allocator: store.pages, memory: store.arena.pageMemory, floor: floor,
+                accept: accept, record: record)
+        } catch {
+            metrics?.failed(method: context.method, origin: origin)
+            throw error
+        }
+        let elapsed = DispatchTime.now().uptimeNanoseconds - start
+        metrics?.succeeded(method: context.method, origin: origin, outcome: outcome, pageBytes: store.arena.sizing.pageBytes, elapsedNs: elapsed)
         let name = choice.method.descriptor.name
         state.lastMethod = choice.policy.isEmpty ? name : "\(choice.policy) (\(name))"
-        let result = Result(planned: planned, outcome: outcome, elapsedNs: DispatchTime.now().uptimeNanoseconds - start)
         store.shared.logger?.info("compacted \(seq.id) with \(name)", [
-            "tenant": store.space.name, "sequence": seq.id.raw, "method": name, "policy": choice.policy,
+            "tenant": store.space.name, "sequence": seq.id.raw, "method": name, "policy": choice.policy, "origin": origin,
             "tokens_before": outcome.before.reduce(0, +), "tokens_after": outcome.kept.reduce(0, +),
-            "pages_freed": outcome.pagesFreed - outcome.pagesAllocated, "ms": Double(result.elapsedNs) / 1e6,
+            "pages_freed": outcome.pagesFreed - outcome.pagesAllocated, "ms": Double(elapsed) / 1e6,
         ])
-        return result
+        return Result(planned: planned, outcome: outcome, elapsedNs: elapsed)
     }
 }

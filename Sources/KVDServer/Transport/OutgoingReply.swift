@@ -16,4 +16,6 @@ struct OutgoingReply: @unchecked Sendable {  // safe: the block has exactly one 
 
     var route: [[UInt8]]
     var payload: Payload
+    /// With metrics on: the request's kind, receipt time and outcome, recorded once this is sent.
+    var trace: RequestTrace? = nil
 }
