@@ -81,6 +81,7 @@ def test_summary_pairs_by_text_and_seed():
     assert (pe["kl_mean"]["lower"], pe["kl_mean"]["higher"]) == (3, 1)
     by_text = [np.mean([0.10, 0.11]) - np.mean([0.20, 0.15]), np.mean([0.30, 0.31]) - np.mean([0.25, 0.35])]
     assert pe["kl_by_text"]["mean_diff"] == pytest.approx(np.mean(by_text))
+    assert pe["kl_by_text"]["sd_diff"] == pytest.approx(np.std(by_text, ddof=1))
     assert (pe["kl_by_text"]["lower"], pe["kl_by_text"]["higher"]) == (1, 1)
     sd = {e["variant"]: e["kl_sd_within_text"] for e in s["seed_sd"]}
     assert sd["uniform"] == pytest.approx(np.mean([np.std([0.20, 0.15], ddof=1), np.std([0.25, 0.35], ddof=1)]))

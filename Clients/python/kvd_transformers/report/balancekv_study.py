@@ -180,6 +180,7 @@ def summarize(cells: dict) -> dict:
         lo, hi, p_sign = sign_test(dt)
         t, p_t = paired_t(dt)
         pe["kl_by_text"] = {"texts": len(dt), "mean_diff": float(np.mean(dt)) if dt else float("nan"),
+                            "sd_diff": float(np.std(dt, ddof=1)) if len(dt) > 1 else 0.0,
                             "lower": lo, "higher": hi, "p_sign": p_sign, "t": t, "p_t": p_t}
         paired.append(pe)
     return {"table": table, "paired": paired, "seed_sd": seed_sd(cells)}
@@ -213,13 +214,13 @@ def markdown(summary: dict) -> str:
               "log-weights, or none).", "",
               f"Paired against `{BASELINE}` (same text, seed, rounds and kept size): variant − {BASELINE}.", "",
               "| variant | prompt | rounds | pairs | ΔKL mean ± sd | KL lower | sign p | t-test p | "
-              "texts: KL lower | texts: sign p | texts: t-test p | Δ attention error (rel.) | lower | sign p |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "texts: ΔKL mean ± sd | texts: KL lower | texts: sign p | texts: t-test p | Δ attention error (rel.) | lower | sign p |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in summary["paired"]:
         k, a, bt = p["kl_mean"], p["attn_err"], p["kl_by_text"]
         lines.append(f"| {p['variant']} | {p['length']} | {p['rounds']} | {p['pairs']} | "
                      f"{k['mean_diff']:+.4f} ± {k['sd_diff']:.4f} | {k['lower']}/{p['pairs']} | {k['p_sign']:.3g} | "
-                     f"{k['p_t']:.3g} | {bt['lower']}/{bt['texts']} | {bt['p_sign']:.3g} | {bt['p_t']:.3g} | "
+                     f"{k['p_t']:.3g} | {bt['mean_diff']:+.4f} ± {bt['sd_diff']:.4f} | {bt['lower']}/{bt['texts']} | {bt['p_sign']:.3g} | {bt['p_t']:.3g} | "
                      f"{100 * a['mean_rel']:+.1f} % | {a['lower']}/{p['pairs']} | {a['p_sign']:.3g} |")
     lines += ["", "pairs = (text, seed); \"texts\" = the per-text mean over seeds compared (texts as the unit). "
               "Sign p: exact two-sided binomial over the non-tied pairs; t-test p: paired, two-sided.", "",
