@@ -7,19 +7,24 @@ cached f32 SmolLM2, one prefill per prompt replayed into a fresh kvd sequence pe
 (:mod:`.prefill`), the teacher-forced KL over the 32 continuation tokens and the attention-output
 error (:mod:`.metrics`), the report's temporary daemon.
 
-Texts: the four held-out spans of :mod:`.dbudget` (license corpus token offsets 8000, 28000,
-36000, 44000; none is a report or calibration prompt). A cell is (variant, length, text, halving
-rounds, seed); BalanceKV runs with sinks 32 and recent 32 (the plugin's defaults), so balanced and
-uniform keep exactly the same number of tokens per head (``64 + (n − 64) >> rounds``).
+Texts: ``TEXTS`` (license corpus token offsets): the four held-out spans of :mod:`.dbudget` and
+four more, none a report or calibration prompt. A cell is (variant, length, text, halving rounds,
+seed); BalanceKV runs with sinks 32 and recent 32 (the plugin's defaults), so balanced and uniform
+keep exactly the same number of tokens per head (``64 + (n − 64) >> rounds``). The default run is
+``MAIN`` (balanced, uniform); ``--walk-stats`` also records, per text, the share of the walk's
+forced steps (:func:`walk_stats`).
 
 Variants: ``VARIANTS`` below. Some change only what the *client* does with the kept tokens'
-log-weights (``lw``): ``"kvd"`` uses kvd's log-weights as the attention bias (what a runtime must
-do), ``"zero"`` drops them (plain eviction of the same tokens). The attention-output error of a
-cell is computed with the same bias as its KL.
+log-weights and values (:func:`transform`): ``"kvd"`` uses kvd's log-weights as the attention bias
+(what a runtime must do), ``"zero"`` drops them (plain eviction of the same tokens), ``"count"``
+gives every kept middle token ``rounds·log 2`` (the released code's decode bias), ``"released"``
+is the released code's decode for its weighted walk (values × w/2^rounds, bias ``rounds·log 2``).
+The attention-output error of a cell is computed with the same keys, values and bias as its KL.
 
 Outputs: per (variant, rounds) the mean ± sd over seeds of the per-seed mean over texts, and a
 paired comparison against ``uniform`` over every (text, seed): mean difference, how many pairs are
-lower, an exact two-sided sign test and a paired t-test.
+lower, an exact two-sided sign test and a paired t-test; the same per text (the mean over seeds),
+since the balanced walk hardly depends on the seed; the KL's sd over seeds within a text.
 """
 
 from __future__ import annotations
