@@ -9,15 +9,20 @@ owner's — what kvd's KvdCache does with an aliased layer (it reads the owner's
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 ATTN_NAME = "kvd_calib_share"
 
 
 class ShareState:
-    def __init__(self, aliases: dict[int, int]):
+    """The alias map in force and the K/V each layer computed in the current pass; ``kv`` may be
+    seeded with earlier layers' K/V when a pass starts above them (:mod:`kl`)."""
+
+    def __init__(self, aliases: dict[int, int], kv=None):
         self.aliases = dict(aliases)
-        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = dict(kv or {})
 
 
 _active: ShareState | None = None
@@ -64,17 +69,25 @@ def resolve(aliases: dict[int, int]) -> dict[int, int]:
     return out
 
 
+@contextmanager
+def active(aliases: dict[int, int], kv=None):
+    """Forwards inside the block run with ``aliases`` in force (one forward pass at a time: the
+    recorded K/V are those of the latest pass). Yields the :class:`ShareState`."""
+    global _active
+    _active = ShareState(aliases, kv)
+    try:
+        yield _active
+    finally:
+        _active = None
+
+
 def last_hidden(model, ids: torch.Tensor, aliases: dict[int, int], batch: int = 8) -> torch.Tensor:
     """Last hidden states ``[texts, tokens, hidden]`` with ``aliases`` in force (none = full)."""
-    global _active
     outs = []
     with torch.no_grad():
         for s in range(0, ids.shape[0], batch):
-            _active = ShareState(aliases)
-            try:
+            with active(aliases):
                 out = model(ids[s:s + batch], use_cache=False, output_hidden_states=True)
-            finally:
-                _active = None
             outs.append(out.hidden_states[-1].float())
     return torch.cat(outs)
 
