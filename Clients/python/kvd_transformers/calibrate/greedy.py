@@ -12,8 +12,10 @@ and ``measure`` runs the model with it. Acceptance:
 For every accepted alias the record also holds its KL alone ({i: j} by itself) and its marginal KL
 (the candidate map's KL minus the accepted map's before it); both are what docs/QUALITY.md tables.
 
-The walk is pure (no model, no files): ``measure(map) -> obj with .kl, .cosine`` and
-``save(state)`` are passed in, so tests drive it with synthetic numbers.
+The walk is pure (no model, no files): ``measure(map, give_up_above) -> obj with .kl, .cosine,
+.partial`` and ``save(state)`` are passed in, so tests drive it with synthetic numbers. In ``kl``
+mode the budget is passed as ``give_up_above``: a measurement may stop as soon as its KL is known
+to exceed it (``partial``, a lower bound) — the decision is the same, the check cheaper.
 """
 
 from __future__ import annotations
@@ -66,13 +68,15 @@ def walk(ranking, state: dict, measure, *, mode: str, kl_budget: float, threshol
             if stop_after and checked >= stop_after:
                 return STOPPED
             cand = resolve({**aliases, i: j})
-            m = measure(cand)
-            ok = accepts(mode, m.kl, m.cosine, kl_budget, threshold)
+            m = measure(cand, kl_budget if mode == "kl" else None)
+            ok = accepts(mode, m.kl, m.cosine, kl_budget, threshold) and not m.partial
             rec = {"layer": i, "owner": j, "distance": round(float(d), 6), "kl": float(m.kl),
                    "cosine": float(m.cosine), "accepted": ok}
+            if m.partial:
+                rec["partial"] = True       # kl is a lower bound already over the budget
             if ok:
                 rec["marginal_kl"] = float(m.kl) - accepted_kl(state)
-                rec["alone_kl"] = float(m.kl) if not aliases else float(measure({i: j}).kl)
+                rec["alone_kl"] = float(m.kl) if not aliases else float(measure({i: j}, None).kl)
                 state["aliases"] = {str(k): v for k, v in cand.items()}
             state["tried"].append(rec)
             checked += 1

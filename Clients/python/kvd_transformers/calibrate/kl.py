@@ -17,7 +17,7 @@ cost (checked against a whole forward when the reference is built; models withou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,10 +34,14 @@ def kl_per_position(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Ten
 
 @dataclass
 class Measurement:
-    """One candidate map on a text set: mean next-token KL (nats) and the paper's cosine of the
-    last hidden states (per token, averaged)."""
+    """One candidate map on a text set: mean next-token KL (nats), the paper's cosine of the last
+    hidden states (per token, averaged) and the mean KL of each text."""
     kl: float
     cosine: float
+    kl_per_text: list[float] = field(default_factory=list)
+    # True when :meth:`Reference.measure` gave up early: ``kl`` is then a lower bound already above
+    # the limit it was given, ``cosine`` and ``kl_per_text`` cover the texts seen.
+    partial: bool = False
 
 
 def whole_forward(model, ids: torch.Tensor, aliases: dict[int, int]):
@@ -84,7 +88,7 @@ class Reference:
         self.layers = int(model.config.num_hidden_layers)
         self.batches = [_FullBatch(model, ids[s:s + batch])
                         for s in range(0, ids.shape[0], max(1, int(batch)))]
-        self.tokens = int(ids.shape[0] * ids.shape[1])
+        self.texts, self.tokens = int(ids.shape[0]), int(ids.shape[0] * ids.shape[1])
         self.skip = _skippable(model) and self._skip_matches_whole()
 
     def _forward_from(self, fb: _FullBatch, start: int, aliases: dict[int, int]):
@@ -117,20 +121,26 @@ class Reference:
         want = whole_forward(self.model, fb.ids, probe)
         return all(torch.allclose(g, w, rtol=1e-4, atol=1e-4) for g, w in zip(got, want))
 
-    def logits(self, aliases: dict[int, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per batch ``(logits, last hidden)`` with ``aliases`` in force."""
-        start = min(aliases) if aliases else self.layers
-        out = []
-        for fb in self.batches:
-            if self.skip and aliases:
-                out.append(self._forward_from(fb, start, aliases))
-            else:
-                out.append(whole_forward(self.model, fb.ids, aliases))
-        return out
+    def forward(self, fb: _FullBatch, aliases: dict[int, int]):
+        """``(logits, last hidden)`` of one batch with ``aliases`` in force."""
+        if self.skip and aliases:
+            return self._forward_from(fb, min(aliases), aliases)
+        return whole_forward(self.model, fb.ids, aliases)
 
-    def measure(self, aliases: dict[int, int]) -> Measurement:
-        kl_sum, cos_sum = 0.0, 0.0
-        for fb, (logits, hidden) in zip(self.batches, self.logits(aliases)):
-            kl_sum += float(fb.kl(logits).sum())
+    def measure(self, aliases: dict[int, int], give_up_above: float | None = None) -> Measurement:
+        """Mean KL and cosine of ``aliases`` over every text. With ``give_up_above``, stops after
+        the first batch at which the texts seen so far already put the mean over it (KL ≥ 0, so
+        the unseen texts can only add): the answer to "≤ budget?" is then known to be no, at a
+        fraction of the cost, and ``kl`` is that lower bound (``partial``)."""
+        per_text, cos_sum, seen = [], 0.0, 0
+        for fb in self.batches:
+            logits, hidden = self.forward(fb, aliases)
+            per_text += fb.kl(logits).mean(-1).tolist()          # [batch] means over positions
             cos_sum += float(torch.nn.functional.cosine_similarity(fb.hidden, hidden, dim=-1).sum())
-        return Measurement(kl=kl_sum / self.tokens, cosine=cos_sum / self.tokens)
+            seen += fb.ids.numel()
+            if (give_up_above is not None and seen < self.tokens
+                    and sum(per_text) / self.texts > give_up_above):
+                return Measurement(kl=sum(per_text) / self.texts, cosine=cos_sum / seen,
+                                   kl_per_text=per_text, partial=True)
+        return Measurement(kl=sum(per_text) / len(per_text), cosine=cos_sum / self.tokens,
+                           kl_per_text=per_text)

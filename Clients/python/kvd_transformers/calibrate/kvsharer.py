@@ -228,7 +228,8 @@ def run(args, loaded=None) -> int:
             print(f"kvsharer: ranked {len(state['ranking'])} layer pairs; most dissimilar "
                   + ", ".join(f"{i}-{j} {d:.3f}" for i, j, d in state["ranking"][:5]),
                   file=sys.stderr)
-        reference = kl.Reference(model, ids)
+        # Batches of 4 texts: a check that is over the KL budget stops after fewer texts.
+        reference = kl.Reference(model, ids, batch=4)
         return walk_and_write(args, reference, state, settings, cpath, out)
     finally:
         if previous is not None:
