@@ -178,13 +178,30 @@ def run_settings(args) -> dict:
             "max_checks": args.max_checks}
 
 
+# Settings that only say when to stop: the walk is deterministic, so a checkpoint that has not yet
+# passed a new cap continues to exactly what a fresh run with that cap writes.
+STOP_RULES = ("shares", "max_checks")
+
+
+def check_stop_rules(args, state) -> None:
+    """CheckpointError if the checkpoint already went past this run's --max-checks / --shares."""
+    checks, shared = len(state["tried"]), len(state["aliases"])
+    if args.max_checks and checks > args.max_checks:
+        raise ckpt.CheckpointError(f"--resume: the checkpoint has {checks} checks, more than "
+                                   f"--max-checks {args.max_checks}")
+    if args.shares and shared > args.shares:
+        raise ckpt.CheckpointError(f"--resume: the checkpoint has {shared} shared layers, more "
+                                   f"than --shares {args.shares}")
+
+
 def run(args, loaded=None) -> int:
     out = Path(args.out)
     cpath = ckpt.checkpoint_path(out)
     settings = run_settings(args)
     if args.resume:
         try:
-            state = ckpt.load(cpath, settings)
+            state = ckpt.load(cpath, settings, may_differ=STOP_RULES)
+            check_stop_rules(args, state)
         except ckpt.CheckpointError as e:
             print(f"kvsharer: {e}", file=sys.stderr)
             return EXIT_USAGE
