@@ -169,6 +169,24 @@ def test_greedy_never_accepts_a_partial_measurement():
     assert state["aliases"] == {} and all(t["partial"] for t in state["tried"])
 
 
+def test_committed_maps_replay_in_order():
+    """The curve tool's prefixes of the committed maps: in accepted order, chains resolved, the last
+    one the file's map line; labelled by the acceptance test that made them."""
+    from conftest import REPO
+    from kvd_transformers.calibrate.kvsharer_curve import label_of, prefixes
+
+    cosine = REPO / "Config" / "kvsharer" / "smollm2-135m.map"
+    steps = prefixes(cosine)
+    assert [a for a, _ in steps] == ["27:11", "28:27", "19:11", "11:9"]
+    assert steps[1][1] == {27: 11, 28: 11}                    # 28 -> 27 follows 27 to 11
+    assert steps[-1][1] == {28: 9, 27: 9, 19: 9, 11: 9}       # 11 -> 9 takes 27, 28, 19 along
+    assert kvsharer.read_map(cosine) == "28:9,27:9,19:9,11:9"
+    assert label_of(cosine) == "cosine >= 0.5 (paper)"
+    kl_map = REPO / "Config" / "kvsharer" / "smollm2-135m-kl05.map"
+    assert prefixes(kl_map) == [("25:13", {25: 13})] and kvsharer.read_map(kl_map) == "25:13"
+    assert label_of(kl_map) == "KL budget 0.05 (kvd)"
+
+
 # ---------------------------------------------------------------------------------------------
 # The real model
 
@@ -196,7 +214,9 @@ def test_reference_kl_matches_numpy(smollm2):
     ref = kl.Reference(model, ids, batch=2)
     assert ref.skip  # SmolLM2 is Llama-shaped: candidates start at their lowest aliased layer
     full = whole_logits(model, ids, {})
-    for amap in ({27: 11}, {20: 3, 25: 20}, {1: 0}):
+    # one alias high up; a chain whose owner (3) lies below the start layer (20), so the owner's
+    # K/V come from the full pass
+    for amap in ({27: 11}, {20: 3, 25: 20}):
         amap = sharing.resolve(amap)
         per_pos = numpy_kl(full, whole_logits(model, ids, amap))     # [texts, tokens]
         m = ref.measure(amap)

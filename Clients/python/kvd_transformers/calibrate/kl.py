@@ -25,8 +25,8 @@ from kvd_transformers.calibrate import sharing
 
 
 def kl_per_position(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(ref) ‖ softmax(other)) over the last axis, nats, in float64: ``[..., V] -> [...]``.
-    Clamped at 0: rounding can make an identical pair a hair negative."""
+    """KL(softmax(ref) ‖ softmax(other)) over the last axis, nats, in float64 (``[..., V]`` to
+    ``[...]``). Clamped at 0: rounding can make an identical pair a hair negative."""
     ref = torch.log_softmax(ref_logits.double(), dim=-1)
     other = torch.log_softmax(logits.double(), dim=-1)
     return (ref.exp() * (ref - other)).sum(-1).clamp_min(0.0)

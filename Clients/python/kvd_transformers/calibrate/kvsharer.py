@@ -1,7 +1,7 @@
 """KVSharer layer alias map for kvd's ``kvsharer`` method / sharer.
 
     python -m kvd_transformers.calibrate.kvsharer --endpoint ipc:///tmp/kvd-default.sock \\
-        --out Config/kvsharer/smollm2-135m.map
+        --out Config/kvsharer/smollm2-135m-kl05.map
 
 1. The model computes the K/V of the calibration texts (default 30 texts x 64 tokens from
    ``pydoc_data.topics``); each text goes to a new sequence of a kvd model with the same layout

@@ -70,7 +70,8 @@ def prefixes(path: Path) -> list[tuple[str, dict[int, int]]]:
         return [("(whole map)", whole)]
     out = [(f"{i}:{j}", resolve(dict(order[:k]))) for k, (i, j) in enumerate(order, 1)]
     if out[-1][1] != whole:
-        raise ValueError(f"{path}: its accepted order resolves to {out[-1][1]}, not its map {whole}")
+        raise ValueError(f"{path}: its accepted order resolves to {out[-1][1]}, not its map "
+                         f"{whole}")
     return out
 
 
@@ -95,8 +96,8 @@ def curve_rows(reference, maps: list[Path]) -> list[dict]:
 
 
 def markdown(rows: list[dict], budget: float, tokens: int, offsets) -> str:
-    head = ("| map | layers shared | alias added | its KL alone | KL of the map | per text (min–max) "
-            f"| ≤ {budget} |\n|---|---|---|---|---|---|---|\n")
+    head = ("| map | layers shared | alias added | its KL alone | KL of the map "
+            f"| per text (min–max) | ≤ {budget} |\n|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         alone = "—" if r["alone_kl"] is None else f"{r['alone_kl']:.4f}"

@@ -1,6 +1,6 @@
 """KVSharer's model-side check: a forward pass in which aliased layers attend with an earlier
-layer's keys and values computed in the same pass, compared with the full model by the cosine
-similarity of the last hidden states.
+layer's keys and values computed in the same pass (compared with the full model in :mod:`kl`: by
+next-token KL, or the paper's cosine of the last hidden states).
 
 The attention function (registered through transformers' AttentionInterface) records every
 layer's K/V of the current forward and, for a layer in the active alias map, substitutes the
@@ -79,22 +79,6 @@ def active(aliases: dict[int, int], kv=None):
         yield _active
     finally:
         _active = None
-
-
-def last_hidden(model, ids: torch.Tensor, aliases: dict[int, int], batch: int = 8) -> torch.Tensor:
-    """Last hidden states ``[texts, tokens, hidden]`` with ``aliases`` in force (none = full)."""
-    outs = []
-    with torch.no_grad():
-        for s in range(0, ids.shape[0], batch):
-            with active(aliases):
-                out = model(ids[s:s + batch], use_cache=False, output_hidden_states=True)
-            outs.append(out.hidden_states[-1].float())
-    return torch.cat(outs)
-
-
-def similarity(full: torch.Tensor, shared: torch.Tensor) -> float:
-    """Cosine similarity of the hidden states per token, averaged over tokens and texts."""
-    return float(torch.nn.functional.cosine_similarity(full, shared, dim=-1).mean())
 
 
 def kv_of(model, ids: torch.Tensor, batch: int = 8):
