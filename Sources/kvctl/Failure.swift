@@ -24,23 +24,3 @@ enum Failure: Error {
         }
     }
 }
-
-extension Kvd_V1_ErrorCode {
-    /// The name the protocol documents ("NOT_FOUND"), stable for scripts.
-    var stableName: String {
-        switch self {
-        case .invalidArgument: "INVALID_ARGUMENT"
-        case .notFound: "NOT_FOUND"
-        case .alreadyExists: "ALREADY_EXISTS"
-        case .resourceExhausted: "RESOURCE_EXHAUSTED"
-        case .failedPrecondition: "FAILED_PRECONDITION"
-        case .permissionDenied: "PERMISSION_DENIED"
-        case .unimplemented: "UNIMPLEMENTED"
-        case .internal: "INTERNAL"
-        case .unavailable: "UNAVAILABLE"
-        case .evicted: "EVICTED"
-        case .unspecified: "UNSPECIFIED"
-        case .UNRECOGNIZED(let n): "UNKNOWN_\(n)"
-        }
-    }
-}

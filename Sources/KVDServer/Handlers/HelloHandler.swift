@@ -33,13 +33,7 @@ enum HelloHandler {
             info.origin = book.registry.origins[d.name] ?? "builtin"
             return info
         }
-        out.policies = book.summaries.map { s in
-            var p = Kvd_V1_PolicyInfo()
-            p.name = s.name
-            p.method = s.method
-            p.params = s.params
-            return p
-        }
+        out.policies = ListPoliciesHandler.policyInfos(book)
         out.limits.maxMessageBytes = UInt64(store.config.server.maxMessageBytes)
         out.limits.maxTokensPerAppend = UInt32(store.config.server.maxTokensPerAppend)
         out.limits.maxSequences = UInt32(store.config.server.maxSequences)

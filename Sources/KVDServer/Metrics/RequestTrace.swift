@@ -1,5 +1,6 @@
 import Dispatch
 import KVDCore
+import KVDProtocol
 
 /// What the metrics and the debug log need to know about one request on its way to the socket: its
 /// kind and id, when it was received and how it ended. Travels inside the `OutgoingReply`, so a reply a worker posts
@@ -23,21 +24,8 @@ struct RequestTrace: Sendable {
         return t
     }
 
-    /// The code's name as the wire spells it (kvd.v1.ErrorCode without its prefix).
-    static func codeLabel(_ code: KVDError.Code) -> String {
-        switch code {
-        case .invalidArgument: "INVALID_ARGUMENT"
-        case .notFound: "NOT_FOUND"
-        case .alreadyExists: "ALREADY_EXISTS"
-        case .resourceExhausted: "RESOURCE_EXHAUSTED"
-        case .failedPrecondition: "FAILED_PRECONDITION"
-        case .permissionDenied: "PERMISSION_DENIED"
-        case .unimplemented: "UNIMPLEMENTED"
-        case .internal: "INTERNAL"
-        case .unavailable: "UNAVAILABLE"
-        case .evicted: "EVICTED"
-        }
-    }
+    /// The code's name as the wire spells it (kvd.v1.ErrorCode without its prefix), as kvctl prints it.
+    static func codeLabel(_ code: KVDError.Code) -> String { Kvd_V1_ErrorCode(code).stableName }
 }
 
 /// Where a reply goes (the ROUTER envelope) and, with metrics on or the log at debug, the trace of

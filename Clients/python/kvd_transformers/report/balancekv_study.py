@@ -34,7 +34,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -386,10 +385,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from kvd import Client
     from kvd_transformers.report import metrics, prompts
     from kvd_transformers.report.cell import _kept_fraction
-    from kvd_transformers.report.daemon import TempDaemon, find_kvd
+    from kvd_transformers.report.daemon import stage_logger, study_client
     from kvd_transformers.report.model import load as load_model
     from kvd_transformers.report.prefill import restore, run_prefill
 
@@ -402,20 +400,8 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
     variants = [v for v in VARIANTS if v in want]
-    t0 = time.monotonic()
-
-    def log(msg):
-        print(f"[balancekv-study {time.monotonic() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
-
-    daemon = None
-    if args.start_daemon:
-        daemon = TempDaemon(find_kvd(REPO, args.kvd_bin), max(lengths) + 64, {}).start()
-        endpoint = daemon.endpoint
-        log(f"started {daemon.binary}")
-    else:
-        endpoint = args.endpoint
-    client = Client(endpoint, timeout_ms=600000)
-    try:
+    log = stage_logger("balancekv-study")
+    with study_client(args, REPO, max(lengths) + 64, log) as client:
         model, tok = load_model()
         ids = prompts.corpus_ids(tok)
         for L in lengths:
@@ -469,10 +455,6 @@ def main(argv=None) -> int:
                 del pre
         print(write_outputs(out, args.name, cells))
         return 0
-    finally:
-        client.close()
-        if daemon is not None:
-            daemon.stop()
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from kvd import Client, ErrorCode, KvdError
@@ -118,3 +120,30 @@ class TempDaemon:
         if shm.exists():
             shm.unlink()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextmanager
+def study_client(args, repo: Path, max_tokens: int, log):
+    """The client a study script talks through: to a temporary daemon sized for `max_tokens`
+    (`--start-daemon`, binary from `--kvd-bin` or the repo's build) or to `--endpoint`. The client is
+    closed and the daemon stopped on the way out."""
+    daemon = None
+    if args.start_daemon:
+        daemon = TempDaemon(find_kvd(repo, args.kvd_bin), max_tokens, {}).start()
+        log(f"started {daemon.binary}")
+    client = Client(daemon.endpoint if daemon else args.endpoint, timeout_ms=600000)
+    try:
+        yield client
+    finally:
+        client.close()
+        if daemon is not None:
+            daemon.stop()
+
+
+def stage_logger(name: str):
+    """log(msg) to stderr, prefixed with `name` and the seconds since this call."""
+    t0 = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{name} {time.monotonic() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+    return log

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -155,10 +154,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from kvd import Client
     from kvd_transformers.report import metrics, prompts
     from kvd_transformers.report.cell import _kept_fraction
-    from kvd_transformers.report.daemon import TempDaemon, find_kvd
+    from kvd_transformers.report.daemon import stage_logger, study_client
     from kvd_transformers.report.model import load as load_model
     from kvd_transformers.report.prefill import restore, run_prefill
 
@@ -166,20 +164,8 @@ def main(argv=None) -> int:
     texts = TEXTS[:args.texts]
     want = {v.strip() for v in args.variants.split(",") if v.strip()}
     variants = [(label, p) for label, p in VARIANTS if not want or label in want]
-    t0 = time.monotonic()
-
-    def log(msg):
-        print(f"[dbudget {time.monotonic() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
-
-    daemon = None
-    if args.start_daemon:
-        daemon = TempDaemon(find_kvd(REPO, args.kvd_bin), max(lengths) + 64, {}).start()
-        endpoint = daemon.endpoint
-        log(f"started {daemon.binary}")
-    else:
-        endpoint = args.endpoint
-    client = Client(endpoint, timeout_ms=600000)
-    try:
+    log = stage_logger("dbudget")
+    with study_client(args, REPO, max(lengths) + 64, log) as client:
         model, tok = load_model()
         ids = prompts.corpus_ids(tok)
         need = max(texts) + max(lengths) + prompts.CONTINUATION
@@ -215,10 +201,6 @@ def main(argv=None) -> int:
                 del pre
         print(write_outputs(out, cells))
         return 0
-    finally:
-        client.close()
-        if daemon is not None:
-            daemon.stop()
 
 
 if __name__ == "__main__":
