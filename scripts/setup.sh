@@ -6,5 +6,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/install-deps.sh
 swift build -c release --product kvd
-echo "kvd built; Python client installed in $(. scripts/env.sh; echo "$KVD_VENV")" >&2
+swift build -c release --product kvctl   # the admin command line (docs/KVCTL.md)
+echo "kvd and kvctl built in .build/release; Python client installed in $(. scripts/env.sh; echo "$KVD_VENV")" >&2
 exec .build/release/kvd --config "${1:-Config/kvd.yaml}"
