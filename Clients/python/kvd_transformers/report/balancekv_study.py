@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kvd_transformers.report.checkpoint import read_rows as load_cells
+
 REPO = Path(__file__).resolve().parents[4]
 MODEL_NAME = "smollm2-135m-f32"
 WINDOW = 32
@@ -92,18 +94,6 @@ def parse_args(argv=None):
 
 def cell_key(label: str, length: int, text: int, rounds: int, seed: int) -> str:
     return f"{label}|{length}|{text}|{rounds}|{seed}"
-
-
-def load_cells(path: Path) -> dict:
-    cells = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill: recomputed
-            cells[row["key"]] = row
-    return cells
 
 
 # ---------------------------------------------------------------------------------------------

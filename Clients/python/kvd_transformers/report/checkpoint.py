@@ -12,23 +12,29 @@ def row_key(label: str, budget, length: int, depths) -> str:
     return f"{label}|{budget}|{length}|{','.join(f'{d:g}' for d in depths)}"
 
 
+def read_rows(path: Path) -> dict:
+    """The finished rows of a JSON-lines file by their "key" ({} when there is no file)."""
+    rows = {}
+    if Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: recomputed
+            rows[row["key"]] = row
+    return rows
+
+
 class Checkpoint:
     def __init__(self, path: Path, resume: bool):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not resume and self.path.exists():
             self.path.unlink()
-        self.rows = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill: recomputed
-                self.rows[row["key"]] = row
+        self.rows = read_rows(self.path)
 
     def done(self, key: str) -> bool:
         return key in self.rows
