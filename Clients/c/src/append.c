@@ -1,5 +1,6 @@
-/* libkvdclient appending: inline Append and zero-copy Reserve / write / Commit / Abort, with or
- * without the tokens' ids (prefix reuse). */
+/* libkvdclient appending: inline Append and zero-copy Reserve / write / Commit (all, or some with
+ * the rest kept reserved) / Abort, with or without the tokens' ids (prefix reuse). The pipelined
+ * API is pipeline.c. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -102,14 +103,15 @@ void kvd_reservation_free(kvd_reservation *r) {
     free(b);
 }
 
-/* `ids` (may be NULL: none) are the committed tokens' ids; never with abort_. */
-static kvd_result commit_rpc(kvd_client *c, uint64_t seq, uint64_t rid, uint32_t n, int abort_,
-                             const ProtobufCBinaryData *ids, kvd_append_result *out) {
+kvd_result kvd__commit_rpc(kvd_client *c, uint64_t seq, uint64_t rid, uint32_t n, int abort_,
+                           int keep, const ProtobufCBinaryData *ids, kvd_append_result *out,
+                           uint32_t *remaining) {
     Kvd__V1__CommitRequest cr = KVD__V1__COMMIT_REQUEST__INIT;
     cr.sequence_id = seq;
     cr.reservation_id = rid;
     cr.num_tokens = n;
     cr.abort = abort_ ? 1 : 0;
+    cr.keep_reserved = keep ? 1 : 0;
     if (ids) cr.token_ids = *ids;
     Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
     req.body_case = KVD__V1__REQUEST__BODY_COMMIT;
@@ -122,25 +124,17 @@ static kvd_result commit_rpc(kvd_client *c, uint64_t seq, uint64_t rid, uint32_t
         out->first_position = resp->commit->first_position;
         out->generation = resp->commit->generation;
     }
+    if (remaining) *remaining = resp->commit->reserved_remaining;
     kvd__v1__response__free_unpacked(resp, NULL);
     return KVD_OK;
 }
 
-/* Reserve with the session established; on a malformed reply the reservation is aborted. */
-static kvd_result reserve_locked(kvd_client *c, uint64_t seq, uint32_t n, kvd_reservation **out) {
-    seq_layout L;
-    kvd_result rc = kvd__layout_of(c, seq, &L);
-    if (rc) return rc;
-    Kvd__V1__ReserveRequest rr = KVD__V1__RESERVE_REQUEST__INIT;
-    rr.sequence_id = seq;
-    rr.num_tokens = n;
-    Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
-    req.body_case = KVD__V1__REQUEST__BODY_RESERVE;
-    req.reserve = &rr;
-    Kvd__V1__Response *resp;
-    rc = kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_RESERVE, &resp);
-    if (rc) return rc;
+kvd_result kvd__reservation_from(kvd_client *c, uint64_t seq, const seq_layout *Lp, uint32_t n,
+                                 Kvd__V1__Response *resp, kvd_reservation **out, uint64_t *rid) {
+    kvd_result rc = KVD_OK;
+    seq_layout L = *Lp;
     Kvd__V1__ReserveResponse *r = resp->reserve;
+    *rid = r->reservation_id;
     arena *a = c->arena;
     size_t heads = (size_t)L.layers * L.kv_heads;
     size_t es = kvd_dtype_size(L.dtype);
@@ -200,22 +194,41 @@ static kvd_result reserve_locked(kvd_client *c, uint64_t seq, uint32_t n, kvd_re
     kvd__v1__response__free_unpacked(resp, NULL);
     *out = &b->pub;
     return KVD_OK;
-abort_it: {
-        uint64_t rid = r->reservation_id;
-        kvd__v1__response__free_unpacked(resp, NULL);
-        if (b) {
-            free(b->heads);
-            free(b->ids);
-            free(b);
-        }
+abort_it:
+    kvd__v1__response__free_unpacked(resp, NULL);
+    if (b) {
+        free(b->heads);
+        free(b->ids);
+        free(b);
+    }
+    return rc;
+}
+
+/* Reserve with the session established; on a malformed reply the reservation is aborted. */
+static kvd_result reserve_locked(kvd_client *c, uint64_t seq, uint32_t n, kvd_reservation **out) {
+    seq_layout L;
+    kvd_result rc = kvd__layout_of(c, seq, &L);
+    if (rc) return rc;
+    Kvd__V1__ReserveRequest rr = KVD__V1__RESERVE_REQUEST__INIT;
+    rr.sequence_id = seq;
+    rr.num_tokens = n;
+    Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
+    req.body_case = KVD__V1__REQUEST__BODY_RESERVE;
+    req.reserve = &rr;
+    Kvd__V1__Response *resp;
+    rc = kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_RESERVE, &resp);
+    if (rc) return rc;
+    uint64_t rid;
+    rc = kvd__reservation_from(c, seq, &L, n, resp, out, &rid);
+    if (rc) {
         char *keep = strdup(c->err);
-        commit_rpc(c, seq, rid, 0, 1, NULL, NULL);
+        kvd__commit_rpc(c, seq, rid, 0, 1, 0, NULL, NULL, NULL);
         if (keep) {
             kvd__set_err(c, rc, "%s", keep);
             free(keep);
         }
-        return rc;
     }
+    return rc;
 }
 
 kvd_result kvd_client_reserve(kvd_client *c, uint64_t seq, uint32_t n, kvd_reservation **out) {
@@ -290,7 +303,27 @@ kvd_result kvd_client_commit_ex(kvd_client *c, const kvd_reservation *r, uint32_
     if (rc) return kvd__leave(c, rc);
     rc = kvd__ensure_session(c);
     if (rc) return kvd__leave(c, rc);
-    return kvd__leave(c, commit_rpc(c, r->sequence_id, r->reservation_id, count, 0, &ids, out));
+    return kvd__leave(c, kvd__commit_rpc(c, r->sequence_id, r->reservation_id, count, 0, 0, &ids, out, NULL));
+}
+
+kvd_result kvd_client_commit_keep(kvd_client *c, const kvd_reservation *r, uint32_t n,
+                                  const uint32_t *token_ids, size_t num_token_ids,
+                                  kvd_append_result *out, uint32_t *remaining) {
+    kvd_result rc = kvd__enter(c, 0);
+    if (rc) return rc;
+    if (!r)
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
+                                          "kvd: commit_keep: reservation is NULL"));
+    if (!n)
+        return kvd__leave(c, kvd__set_err(c, KVD_ERR_ARGUMENT,
+                                          "kvd: commit_keep: zero tokens; commit at least 1"));
+    ProtobufCBinaryData ids;
+    rc = append_ids(c, "commit_keep", n, token_ids, num_token_ids, &ids);
+    if (rc) return kvd__leave(c, rc);
+    rc = kvd__ensure_session(c);
+    if (rc) return kvd__leave(c, rc);
+    return kvd__leave(c, kvd__commit_rpc(c, r->sequence_id, r->reservation_id, n, 0, 1, &ids, out,
+                                         remaining));
 }
 
 kvd_result kvd_client_abort(kvd_client *c, const kvd_reservation *r) {
@@ -301,7 +334,7 @@ kvd_result kvd_client_abort(kvd_client *c, const kvd_reservation *r) {
                                           "kvd: abort: reservation is NULL"));
     rc = kvd__ensure_session(c);
     if (rc) return kvd__leave(c, rc);
-    return kvd__leave(c, commit_rpc(c, r->sequence_id, r->reservation_id, 0, 1, NULL, NULL));
+    return kvd__leave(c, kvd__commit_rpc(c, r->sequence_id, r->reservation_id, 0, 1, 0, NULL, NULL, NULL));
 }
 
 /* Reserve / write / Commit with the session established and the arguments checked; the shape is
@@ -327,13 +360,13 @@ static kvd_result append_zero_copy(kvd_client *c, const char *what, uint64_t seq
     if (rc)
         kvd__set_err(c, rc, "kvd: %s: writing the reservation failed", what);
     else
-        rc = commit_rpc(c, seq, r->reservation_id, tokens, 0, &ids, out);
+        rc = kvd__commit_rpc(c, seq, r->reservation_id, tokens, 0, 0, &ids, out, NULL);
     if (rc) {
         /* Whatever failed after the Reserve, the reservation must not stay open (it would block
          * the sequence's next append until its lease ran out): abort it, keeping the first error.
          * After a timed-out Commit that did land, the abort is refused and changes nothing. */
         char *keep = strdup(c->err);
-        commit_rpc(c, seq, r->reservation_id, 0, 1, NULL, NULL);
+        kvd__commit_rpc(c, seq, r->reservation_id, 0, 1, 0, NULL, NULL, NULL);
         if (keep) { kvd__set_err(c, rc, "%s", keep); free(keep); }
     }
     kvd_reservation_free(r);
