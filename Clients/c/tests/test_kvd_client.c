@@ -525,6 +525,50 @@ static void test_commit_keep(void) {
     kvd_client_free(c);
 }
 
+/* A zero-copy append of >= 1 MiB goes through streaming stores (kvd_reservation_write), starting
+ * mid-page; it reads back bit-exact. Needs the "stream-f32" model (16 heads x 256 dims, 16 tokens
+ * per page) that Tests/e2e/test_c_pipeline.py configures. */
+static void test_zero_copy_streaming(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    const uint32_t SL = 4, SH = 4, SD = 256, T = 43, first = 3;
+    size_t tb = SD * 4, heads = SL * SH, bytes = heads * T * tb;
+    uint8_t *k = random_bits(bytes), *v = random_bits(bytes);
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "stream-f32", 0, NULL, &s), KVD_OK);
+    /* [L, H, T, D] -> the [L, H, n, D] slice from token `at` */
+    uint8_t *ks = malloc(bytes), *vs = malloc(bytes);
+    uint32_t cuts[3] = {0, first, T};
+    for (int i = 0; i < 2; i++) {
+        uint32_t n = cuts[i + 1] - cuts[i];
+        for (size_t h = 0; h < heads; h++) {
+            memcpy(ks + h * n * tb, k + (h * T + cuts[i]) * tb, n * tb);
+            memcpy(vs + h * n * tb, v + (h * T + cuts[i]) * tb, n * tb);
+        }
+        CHECK_RC(c, kvd_client_append_zero_copy(c, s, KVD_DTYPE_F32, SL, SH, n, SD, ks, vs, NULL),
+                 KVD_OK);
+    }
+    CHECK(2 * (size_t)(T - first) * tb * heads >= ((size_t)1 << 20), "the second append streams");
+    kvd_query_result *q = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, NULL, 0, &q), KVD_OK);
+    if (q) {
+        for (size_t h = 0; h < q->num_heads; h++) {
+            size_t need = 0;
+            CHECK(kvd_query_copy_head(q, h, ks, vs, bytes, &need) == KVD_OK && need == T * tb,
+                  "copy head %zu", h);
+            CHECK(memcmp(ks, k + h * T * tb, T * tb) == 0, "K of head %zu differs", h);
+            CHECK(memcmp(vs, v + h * T * tb, T * tb) == 0, "V of head %zu differs", h);
+        }
+        kvd_query_result_free(q);
+    }
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(ks);
+    free(vs);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
 /* Decode steps of test_pipeline_decode: 200 against a daemon with small pages ("pipeline"); "all"
  * runs on 4 KiB pages, where a 1 MiB arena holds ~190 pages, so fewer. */
 static uint32_t g_pipeline_steps = 120;
@@ -2144,6 +2188,7 @@ int main(int argc, char **argv) {
         TEST(test_commit_keep);
         TEST(test_pipeline_decode);
         TEST(test_pipeline_failures);
+        TEST(test_zero_copy_streaming);
     } else if (strcmp(cmd, "prefix") == 0) {
         TEST(test_prefix_lookup);
         TEST(test_prefix_adopt);

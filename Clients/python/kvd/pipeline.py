@@ -288,9 +288,13 @@ class AppendPipeline:
 
     def _send_commit(self, res: _Reservation, m: int, ids: bytes, step: int) -> None:
         req = self.client._new_request()
-        req.commit.CopyFrom(append_pb2.CommitRequest(
-            sequence_id=self.seq, reservation_id=res.rid, num_tokens=m, keep_reserved=True,
-            token_ids=ids))
+        cr = req.commit  # set in place: a per-step CopyFrom cost more than the rest of the message
+        cr.sequence_id = self.seq
+        cr.reservation_id = res.rid
+        cr.num_tokens = m
+        cr.keep_reserved = True
+        if ids:
+            cr.token_ids = ids
         rid = req.request_id
         first = self.sent_length
 
