@@ -53,7 +53,7 @@ class Sizes:
         # Section 11: round trips per request and daemon in a round; rounds (on/off pairs) per run.
         self.metrics = (400, 2) if smoke else (10000, 6)
         # Section 12: decode steps per mode (after a warm-up), steps per block.
-        self.append = (400, 100, 100) if smoke else (4000, 200, 400)
+        self.append = (200, 50, 50) if smoke else (4000, 200, 400)
 
 
 def collect(sections, runs: int, sizes: Sizes) -> dict:
