@@ -288,3 +288,48 @@ def test_lease_expiry_aborts_an_open_pipelined_reservation(make_daemon):
         assert_bits_equal(h.keys, k[h.layer, h.head, :6])
     owner.close()
     watcher.close()
+
+
+def test_commit_every_batches_commits_and_any_call_sends_them_first(pc):
+    k, v = make_kv(MODEL_F16, STEPS, seed=21)
+    inline, piped = pc.create_sequence(MODEL_F16), pc.create_sequence(MODEL_F16)
+    other = Client(pc.endpoint)
+    with AppendPipeline(pc, piped, reserve_ahead=16, commit_every=5) as p:
+        for t in range(3):
+            p.append(k[:, :, t:t + 1], v[:, :, t:t + 1], token_ids=[t])
+        # Not committed yet: another connection sees nothing; this client's next call sends first.
+        assert other.stats(piped).sequence.length == 0
+        assert pc.stats(piped).sequence.length == 3
+        for t in range(3, STEPS):
+            pc.append(inline, k[:, :, t:t + 1], v[:, :, t:t + 1], token_ids=[t])
+            p.append(k[:, :, t:t + 1], v[:, :, t:t + 1], token_ids=[t])
+        p.flush()
+        assert other.stats(piped).sequence.length == STEPS
+    pc.release(inline)
+    inline = pc.create_sequence(MODEL_F16)
+    pc.append(inline, k[:, :, :64], v[:, :, :64])
+    for t in range(64, STEPS):
+        pc.append(inline, k[:, :, t:t + 1], v[:, :, t:t + 1])
+    assert_same_sequence(pc, inline, piped)
+    other.close()
+
+
+def test_commit_every_failure_names_the_steps_of_the_refused_commit(pc):
+    seq = pc.create_sequence(MODEL_F16)
+    k, v = make_kv(MODEL_F16, 12, seed=9)
+    p = AppendPipeline(pc, seq, reserve_ahead=32, commit_every=4)
+    for t in range(4):
+        p.append(k[:, :, t:t + 1], v[:, :, t:t + 1])
+    p.flush()
+    pc.release(seq)
+    for t in range(4, 7):
+        p.append(k[:, :, t:t + 1], v[:, :, t:t + 1])  # written, not even sent yet
+    with pytest.raises(PipelineError) as e:
+        p.flush()
+    err = e.value
+    assert (err.step, err.last_step, err.first_position, err.tokens) == (4, 6, 4, 3)
+    assert "steps 4-6" in err.message and err.code == ErrorCode.NOT_FOUND
+    p.close()
+    with pytest.raises(KvdError) as e:
+        AppendPipeline(pc, pc.create_sequence(MODEL_F16), commit_every=0)
+    assert e.value.code == ErrorCode.INVALID_ARGUMENT

@@ -11,6 +11,7 @@ by request id, never by position.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Callable, Dict, List, Optional
 
 import zmq
@@ -32,6 +33,9 @@ class Inflight:
         self.client = client
         self.handlers: Dict[int, Handler] = {}
         self.unreported: List[BaseException] = []
+        # Pipelines that may hold written tokens whose Commit is not sent yet (commit_every):
+        # sent before anything else, so every request of the client sees them committed.
+        self.pipelines = weakref.WeakSet()
 
     @staticmethod
     def of(client) -> "Inflight":
@@ -45,7 +49,8 @@ class Inflight:
     @property
     def pending(self) -> bool:
         """Replies are due or a failure waits to be raised: the next request must collect first."""
-        return bool(self.handlers) or bool(self.unreported)
+        return (bool(self.handlers) or bool(self.unreported)
+                or any(p._unsent for p in self.pipelines))
 
     def send_locked(self, req: envelope_pb2.Request, handler: Handler) -> None:
         """Send ``req`` without waiting; ``handler`` gets its reply when someone collects it."""
@@ -63,6 +68,8 @@ class Inflight:
         """
         c = self.client
         try:
+            for p in list(self.pipelines):
+                p.send_pending_locked()
             while self.handlers and (until is None or until in self.handlers):
                 self._take_one(c)
         finally:

@@ -28,23 +28,27 @@ from kvd.v1 import append_pb2
 
 
 class PipelineError(KvdError):
-    """A pipelined step failed on the daemon. ``step`` (0-based ``append`` call), ``kind``
+    """A pipelined step failed on the daemon. ``step`` (0-based ``append`` call; ``last_step``
+    the last one when the Commit carried several, commit_every), ``kind``
     ("commit" or "reserve"), ``first_position`` (where its tokens would have started),
     ``tokens``, ``confirmed_length`` (the sequence's length in the last commit reply that
     succeeded) and ``cause`` (the daemon's KvdError). A commit is all or nothing: nothing of the
     failed step is visible. After a failed commit the pipeline refuses more appends."""
 
     def __init__(self, cause: KvdError, kind: str, step: int, seq: int, first_position: int,
-                 tokens: int, confirmed_length: int):
+                 tokens: int, confirmed_length: int, last_step: Optional[int] = None):
         what = (f"commit of {tokens} token(s) at position {first_position}" if kind == "commit"
                 else f"reserve of {tokens} token(s)")
+        last_step = step if last_step is None else last_step
+        steps = f"step {step}" if last_step == step else f"steps {step}-{last_step}"
         super().__init__(cause.raw_code,
-                         f"kvd: pipelined append step {step} of sequence {seq} failed: {what}: "
+                         f"kvd: pipelined append {steps} of sequence {seq} failed: {what}: "
                          f"{cause.message.removeprefix('kvd: ')} (nothing of that step was published; the last "
                          f"confirmed length is {confirmed_length})", cause.request_id)
         self.cause = cause
         self.kind = kind
         self.step = step
+        self.last_step = last_step
         self.first_position = first_position
         self.tokens = tokens
         self.confirmed_length = confirmed_length
@@ -89,17 +93,24 @@ class AppendPipeline:
     at once (1: each step's reply is collected before the next step's commit goes out). Use as a
     context manager, or call :meth:`close`: it collects every reply and aborts what is still
     reserved. ``model`` names the sequence's model when this client did not create it.
+    ``commit_every`` N > 1 sends one Commit per N tokens instead of one per append: tokens become
+    visible to other clients in batches of N — and before any other request of this client, at
+    :meth:`flush` and when the reservation is used up — for 1/N of the messages.
     Not thread-safe (like the Client); one pipeline per sequence.
     """
 
     def __init__(self, client, seq: int, reserve_ahead: int = 64, max_in_flight: int = 4,
-                 model: Optional[str] = None):
+                 model: Optional[str] = None, commit_every: int = 1):
         if not isinstance(reserve_ahead, int) or reserve_ahead < 1:
             raise KvdError(ErrorCode.INVALID_ARGUMENT,
                            f"kvd: reserve_ahead must be an int of at least 1, got {reserve_ahead!r}")
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise KvdError(ErrorCode.INVALID_ARGUMENT,
                            f"kvd: max_in_flight must be an int of at least 1, got {max_in_flight!r}")
+        if not isinstance(commit_every, int) or commit_every < 1:
+            raise KvdError(ErrorCode.INVALID_ARGUMENT,
+                           f"kvd: commit_every must be an int of at least 1, got {commit_every!r}")
+        self.commit_every = commit_every
         self.client = client
         self.seq = seq
         self.reserve_ahead = reserve_ahead
@@ -125,6 +136,12 @@ class AppendPipeline:
                                                     strides=(es, es), writeable=True)
         self._value_rows = layout.page_tokens * d  # V block follows the page's K block
         self._io = Inflight.of(client)
+        self._io.pipelines.add(self)
+        # Tokens written into the open reservation whose Commit has not been sent (commit_every):
+        # how many, their ids (None: sent without ids), and the steps they came from.
+        self._unsent = 0
+        self._unsent_ids: Optional[list] = None
+        self._unsent_steps = (0, 0)
         self._res: Optional[_Reservation] = None
         self._reserve_rid: Optional[int] = None  # a Reserve sent, reply not yet taken
         self._reserve_step = 0
@@ -183,7 +200,7 @@ class AppendPipeline:
                     ks, vs = ks[self._stored], vs[self._stored]
                 self._win[rows] = ks.reshape(-1, L.head_dim)
                 self._win[rows + self._value_rows] = vs.reshape(-1, L.head_dim)
-                self._send_commit(res, m, ids[4 * done:4 * (done + m)], step)
+                self._wrote(res, m, ids[4 * done:4 * (done + m)] if token_ids is not None else None, step)
                 done += m
             self.steps += 1
 
@@ -206,6 +223,7 @@ class AppendPipeline:
         except KvdError as e:
             pending = e
         self._closed = True
+        self._io.pipelines.discard(self)
         res, self._res = self._res, None
         if res is not None:
             try:
@@ -286,7 +304,32 @@ class AppendPipeline:
             rows[i] = (page * info.page_bytes) // es + (at % P) * d
         self._res = _Reservation(r.reservation_id, r.num_tokens, rows)
 
-    def _send_commit(self, res: _Reservation, m: int, ids: bytes, step: int) -> None:
+    def _wrote(self, res: _Reservation, m: int, ids: Optional[bytes], step: int) -> None:
+        """`m` tokens were written at the reservation's next slots: commit them now, or with the
+        next ones (commit_every)."""
+        if self._unsent and (ids is None) != (self._unsent_ids is None):
+            self.send_pending_locked()  # one Commit carries ids for all its tokens or none
+        if not self._unsent:
+            self._unsent_ids = None if ids is None else []
+            self._unsent_steps = (step, step)
+        self._unsent += m
+        self._unsent_steps = (self._unsent_steps[0], step)
+        if ids is not None:
+            self._unsent_ids.append(ids)
+        res.used += m
+        res.remaining -= m
+        if self._unsent >= self.commit_every or res.remaining == 0:
+            self.send_pending_locked()
+
+    def send_pending_locked(self) -> None:
+        """Send the Commit of the tokens written and not committed yet, if any (client._io held):
+        Inflight calls it before any other request goes out."""
+        if not self._unsent or self._res is None:
+            return
+        res, m = self._res, self._unsent
+        ids = b"".join(self._unsent_ids) if self._unsent_ids is not None else b""
+        steps = self._unsent_steps
+        self._unsent, self._unsent_ids = 0, None
         req = self.client._new_request()
         cr = req.commit  # set in place: a per-step CopyFrom cost more than the rest of the message
         cr.sequence_id = self.seq
@@ -307,22 +350,20 @@ class AppendPipeline:
             if err is not None:
                 if self.failed is not None:
                     return None  # a consequence of the first failure, already on its way
-                self.failed = PipelineError(err, "commit", step, self.seq, first, m,
-                                            self.confirmed_length)
+                self.failed = PipelineError(err, "commit", steps[0], self.seq, first, m,
+                                            self.confirmed_length, last_step=steps[1])
                 return self.failed
             self.confirmed_length = resp.commit.length
             return None
 
         self._io.send_locked(req, on_reply)
         self._commits.append(rid)
-        res.used += m
-        res.remaining -= m
         self.sent_length += m
         if res.remaining == 0:
             # The daemon closes a reservation with its last commit: ask for the next one now, so
             # its reply is (usually) here before the step that needs it.
             self._res = None
-            self._send_reserve(self.reserve_ahead, step + 1)
+            self._send_reserve(self.reserve_ahead, steps[1] + 1)
 
     @staticmethod
     def _error_of(resp, kind: str) -> Optional[KvdError]:
