@@ -32,7 +32,7 @@ def c_build():
 def test_c_pipeline(c_build, make_daemon):
     d = make_daemon(_small_pages)
     p = run_c(["pipeline", d.endpoint])
-    assert p.returncode == 0 and _summary(p.stdout) == (4, 0), p.stdout[-6000:] + p.stderr[-2000:]
+    assert p.returncode == 0 and _summary(p.stdout) == (5, 0), p.stdout[-6000:] + p.stderr[-2000:]
 
 
 def test_c_pipeline_under_valgrind(c_build, make_daemon, tmp_path):
@@ -44,5 +44,5 @@ def test_c_pipeline_under_valgrind(c_build, make_daemon, tmp_path):
         "valgrind", "--tool=memcheck", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
         "--error-exitcode=99", f"--log-file={log}"))
     text = log.read_text(errors="replace")
-    assert p.returncode == 0 and _summary(p.stdout) == (4, 0), p.stdout[-4000:] + text[-6000:]
+    assert p.returncode == 0 and _summary(p.stdout) == (5, 0), p.stdout[-4000:] + text[-6000:]
     assert re.search(r"ERROR SUMMARY: 0 errors", text), text[-8000:]

@@ -744,7 +744,8 @@ typedef struct kvd_pipeline_status {
     uint32_t in_flight;         /* commits sent and not answered yet */
     uint32_t reserved;          /* tokens reserved and not committed yet */
     int failed;                 /* 1: a commit was refused (failed_step says which) */
-    uint64_t failed_step;
+    uint64_t failed_step;       /* its first step (a Commit may carry several: commit_every) */
+    uint32_t unsent;            /* tokens written whose Commit waits for more (commit_every) */
 } kvd_pipeline_status;
 
 /** Open a pipeline on `sequence_id` (one Stats round trip: model and length). reserve_ahead >= 1
@@ -760,6 +761,10 @@ KVD_API kvd_result kvd_pipeline_append(kvd_pipeline *p, const void *keys, const 
                                        size_t num_token_ids);
 /** Wait for every reply; the first failure not reported yet (or the refused commit again). */
 KVD_API kvd_result kvd_pipeline_flush(kvd_pipeline *p);
+/** One Commit per `n` tokens (default 1: one per append): tokens become visible to other clients
+ *  in batches of n — and before any other request of this client, at flush and when the
+ *  reservation is used up — for 1/n of the messages. */
+KVD_API kvd_result kvd_pipeline_set_commit_every(kvd_pipeline *p, uint32_t n);
 KVD_API void kvd_pipeline_status_get(const kvd_pipeline *p, kvd_pipeline_status *out);
 /** Flush, abort what is still reserved (its pages go back to the arena) and free `p` (also on an
  *  error, which is the first failure not reported before). NULL is a no-op. */

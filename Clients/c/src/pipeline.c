@@ -16,7 +16,7 @@
 #include <zmq.h>
 
 typedef struct pending_commit {
-    uint64_t rid, step, first;
+    uint64_t rid, step, last_step, first;
     uint32_t tokens;
 } pending_commit;
 
@@ -32,8 +32,15 @@ struct kvd_pipeline {
     uint64_t reserve_rid;   /* a Reserve sent and not answered (0: none) */
     uint64_t reserve_step;
     uint32_t reserve_tokens;
-    pending_commit *commits; /* unanswered commits, oldest first; `window` slots */
+    pending_commit *commits; /* unanswered commits, oldest first; `window` + 2 slots (an append
+                              * may add one past the window, the next request's flush one more) */
     uint32_t n_commits;
+    uint32_t every;          /* commit_every: tokens per Commit (1: one per append) */
+    uint32_t unsent;         /* tokens written into `res` whose Commit is not sent yet */
+    int unsent_has_ids;
+    uint64_t unsent_first_step, unsent_last_step;
+    uint32_t *ids_buf;       /* their token ids */
+    size_t ids_cap;
     uint64_t steps, sent_length, confirmed_length;
     kvd_result failed;       /* a refused commit: sticky */
     uint64_t failed_step;
@@ -100,13 +107,18 @@ static void commit_failed(kvd_pipeline *p, const pending_commit *pc, kvd_result 
     if (p->failed) return; /* a consequence of the first refusal, already on its way */
     p->failed = rc;
     p->failed_step = pc->step;
+    char steps[64];
+    if (pc->last_step == pc->step)
+        snprintf(steps, sizeof steps, "step %llu", (unsigned long long)pc->step);
+    else
+        snprintf(steps, sizeof steps, "steps %llu-%llu", (unsigned long long)pc->step,
+                 (unsigned long long)pc->last_step);
     set_msg(&p->failed_msg,
-            "kvd: pipelined append step %llu of sequence %llu failed: commit of %u token(s) at "
+            "kvd: pipelined append %s of sequence %llu failed: commit of %u token(s) at "
             "position %llu: %s (nothing of that step was published; the last confirmed length "
             "is %llu)",
-            (unsigned long long)pc->step, (unsigned long long)p->seq, pc->tokens,
-            (unsigned long long)pc->first, strip_kvd(why),
-            (unsigned long long)p->confirmed_length);
+            steps, (unsigned long long)p->seq, pc->tokens, (unsigned long long)pc->first,
+            strip_kvd(why), (unsigned long long)p->confirmed_length);
     if (!p->deferred) {
         p->deferred = rc;
         set_msg(&p->deferred_msg, "%s", p->failed_msg ? p->failed_msg : "kvd: pipelined commit failed");
@@ -185,6 +197,8 @@ static int due(const kvd_client *c) {
     return 0;
 }
 
+static kvd_result send_pending(kvd_pipeline *p);
+
 /* Nothing came within the timeout: whether those requests applied is unknown. A fresh socket
  * keeps their late replies away from later requests. */
 static void lost_all(kvd_client *c) {
@@ -250,6 +264,12 @@ static kvd_result take_one(kvd_client *c) {
 /* Collect until `p`'s request `rid` is answered (rid 0: until nothing is due), then report (once)
  * the first failure nobody was told about, unless this is the keep-alive thread. */
 static kvd_result collect(kvd_client *c, kvd_pipeline *p, uint64_t rid) {
+    /* Before another request (rid 0), written tokens whose Commit waits for more (commit_every)
+     * go out first: that request then sees them committed. */
+    for (kvd_pipeline *q = c->pipes; rid == 0 && q; q = q->next) {
+        kvd_result rc = send_pending(q);
+        if (rc) return rc;
+    }
     for (;;) {
         int waiting;
         if (rid == 0) {
@@ -298,30 +318,60 @@ static kvd_result send_reserve(kvd_pipeline *p, uint32_t tokens, uint64_t step) 
     return KVD_OK;
 }
 
-static kvd_result send_commit(kvd_pipeline *p, uint32_t m, const uint32_t *ids, uint64_t step) {
+/* Send the Commit of the tokens written and not committed yet, if any. */
+static kvd_result send_pending(kvd_pipeline *p) {
+    if (!p->unsent || !p->res) return KVD_OK;
     Kvd__V1__CommitRequest cr = KVD__V1__COMMIT_REQUEST__INIT;
     cr.sequence_id = p->seq;
     cr.reservation_id = p->res->reservation_id;
-    cr.num_tokens = m;
+    cr.num_tokens = p->unsent;
     cr.keep_reserved = 1;
-    if (ids) {
-        cr.token_ids.data = (uint8_t *)ids;
-        cr.token_ids.len = (size_t)m * 4;
+    if (p->unsent_has_ids) {
+        cr.token_ids.data = (uint8_t *)p->ids_buf;
+        cr.token_ids.len = (size_t)p->unsent * 4;
     }
     Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
     req.body_case = KVD__V1__REQUEST__BODY_COMMIT;
     req.commit = &cr;
     kvd_result rc = send_req(p->c, &req);
     if (rc) return rc;
-    p->commits[p->n_commits++] = (pending_commit){req.request_id, step, p->sent_length, m};
-    p->sent_length += m;
-    p->used += m;
+    p->commits[p->n_commits++] = (pending_commit){req.request_id, p->unsent_first_step,
+                                                  p->unsent_last_step, p->sent_length, p->unsent};
+    p->sent_length += p->unsent;
+    p->unsent = 0;
     if (p->used == p->res->num_tokens) {
         /* kvd closed the reservation with this commit: ask for the next one right behind it. */
         kvd_reservation_free(p->res);
         p->res = NULL;
-        return send_reserve(p, p->ahead, step + 1);
+        return send_reserve(p, p->ahead, p->unsent_last_step + 1);
     }
+    return KVD_OK;
+}
+
+/* `m` tokens were written at the reservation's next slots: commit them now, or with the next
+ * ones (commit_every). */
+static kvd_result wrote(kvd_pipeline *p, uint32_t m, const uint32_t *ids, uint64_t step) {
+    kvd_result rc;
+    if (p->unsent && (ids != NULL) != p->unsent_has_ids && (rc = send_pending(p)))
+        return rc; /* one Commit carries ids for all its tokens or none */
+    if (!p->unsent) {
+        p->unsent_has_ids = ids != NULL;
+        p->unsent_first_step = step;
+    }
+    if (ids) {
+        size_t need = (size_t)p->unsent + m;
+        if (need > p->ids_cap) {
+            uint32_t *b = realloc(p->ids_buf, need * sizeof *b);
+            if (!b) return kvd__oom(p->c);
+            p->ids_buf = b;
+            p->ids_cap = need;
+        }
+        memcpy(p->ids_buf + p->unsent, ids, (size_t)m * sizeof *ids);
+    }
+    p->unsent += m;
+    p->unsent_last_step = step;
+    p->used += m;
+    if (p->unsent >= p->every || p->used == p->res->num_tokens) return send_pending(p);
     return KVD_OK;
 }
 
@@ -339,7 +389,7 @@ kvd_result kvd_pipeline_open(kvd_client *c, uint64_t seq, uint32_t ahead, uint32
                                           "kvd: pipeline_open: reserve_ahead (%u) and "
                                           "max_in_flight (%u) must be at least 1", ahead, window));
     kvd_pipeline *p = calloc(1, sizeof *p);
-    if (!p || !(p->commits = calloc(window, sizeof *p->commits))) {
+    if (!p || !(p->commits = calloc((size_t)window + 2, sizeof *p->commits))) {
         free(p);
         return kvd__leave(c, kvd__oom(c));
     }
@@ -353,6 +403,7 @@ kvd_result kvd_pipeline_open(kvd_client *c, uint64_t seq, uint32_t ahead, uint32
     p->seq = seq;
     p->ahead = ahead;
     p->window = window;
+    p->every = 1;
     p->heads = (size_t)p->L.layers * p->L.kv_heads;
     p->token_bytes = (size_t)p->L.head_dim * kvd_dtype_size(p->L.dtype);
     p->sent_length = p->confirmed_length = st.sequence.length;
@@ -410,7 +461,7 @@ kvd_result kvd_pipeline_append(kvd_pipeline *p, const void *keys, const void *va
                 memcpy(kvd_reservation_value(p->res, h, p->used + t), vs + src, p->token_bytes);
             }
         }
-        rc = send_commit(p, m, n_ids ? ids + done : NULL, step);
+        rc = wrote(p, m, n_ids ? ids + done : NULL, step);
         if (rc) return kvd__leave(c, rc);
         done += m;
     }
@@ -427,11 +478,23 @@ kvd_result kvd_pipeline_flush(kvd_pipeline *p) {
     return kvd__leave(p->c, rc);
 }
 
+kvd_result kvd_pipeline_set_commit_every(kvd_pipeline *p, uint32_t n) {
+    if (!p) return KVD_ERR_ARGUMENT;
+    kvd_result rc = kvd__enter(p->c, 0);
+    if (rc) return rc;
+    if (!n)
+        return kvd__leave(p->c, kvd__set_err(p->c, KVD_ERR_ARGUMENT,
+                                             "kvd: pipeline_set_commit_every: 0; give at least 1"));
+    rc = send_pending(p); /* what was written so far goes under the old setting */
+    if (!rc) p->every = n;
+    return kvd__leave(p->c, rc);
+}
+
 void kvd_pipeline_status_get(const kvd_pipeline *p, kvd_pipeline_status *out) {
     if (!p || !out) return;
     *out = (kvd_pipeline_status){p->steps, p->sent_length, p->confirmed_length, p->n_commits,
                                  p->res ? p->res->num_tokens - p->used : 0, p->failed != 0,
-                                 p->failed_step};
+                                 p->failed_step, p->unsent};
 }
 
 kvd_result kvd_pipeline_close(kvd_pipeline *p) {
@@ -459,6 +522,7 @@ kvd_result kvd_pipeline_close(kvd_pipeline *p) {
         }
     if (p->res) kvd_reservation_free(p->res);
     free(p->commits);
+    free(p->ids_buf);
     free(p->failed_msg);
     free(p->deferred_msg);
     free(p);

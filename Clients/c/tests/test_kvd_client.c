@@ -525,6 +525,55 @@ static void test_commit_keep(void) {
     kvd_client_free(c);
 }
 
+/* kvd_pipeline_set_commit_every: one Commit per n tokens; other connections see tokens only once
+ * committed, this client's next request sends them first; a refusal names the steps. */
+static void test_pipeline_commit_every(void) {
+    kvd_client *c = connect_ok(5000), *other = connect_ok(5000);
+    REQUIRE(c && other, "connect");
+    const uint32_t T = 100;
+    size_t es = 2;
+    uint8_t *k = random_bits((size_t)L * H * T * D * es), *v = random_bits((size_t)L * H * T * D * es);
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    kvd_pipeline *p = NULL;
+    CHECK_RC(c, kvd_pipeline_open(c, s, 16, 2, &p), KVD_OK);
+    REQUIRE(p, "no pipeline");
+    CHECK_RC(c, kvd_pipeline_set_commit_every(p, 0), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_pipeline_set_commit_every(p, 6), KVD_OK);
+    kvd_stats st;
+    for (uint32_t t = 0; t < T; t++) {
+        void *ks = token_slice(k, T, t, 1, es), *vs = token_slice(v, T, t, 1, es);
+        CHECK_RC(c, kvd_pipeline_append(p, ks, vs, 1, &t, 1), KVD_OK);
+        free(ks);
+        free(vs);
+        if (t == 2) {
+            kvd_pipeline_status ps;
+            kvd_pipeline_status_get(p, &ps);
+            CHECK(ps.unsent == 3, "3 tokens wait for their commit, not %u", ps.unsent);
+            CHECK_RC(other, kvd_client_stats(other, s, &st), KVD_OK);
+            CHECK(st.sequence.length == 0, "another connection sees %llu tokens before the commit",
+                  (unsigned long long)st.sequence.length);
+            CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK); /* sends the 3 first */
+            CHECK(st.sequence.length == 3, "this client sees %llu", (unsigned long long)st.sequence.length);
+        }
+    }
+    CHECK_RC(c, kvd_pipeline_flush(p), KVD_OK);
+    CHECK_RC(other, kvd_client_stats(other, s, &st), KVD_OK);
+    CHECK(st.sequence.length == T, "flushed: %llu", (unsigned long long)st.sequence.length);
+    check_sequence(c, s, KVD_DTYPE_F16, T, k, v, "commit_every");
+    /* a refused batched commit names its steps */
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    for (int t = 0; t < 3; t++) CHECK_RC(c, kvd_pipeline_append(p, k, v, 1, NULL, 0), KVD_OK);
+    CHECK_RC(c, kvd_pipeline_flush(p), KVD_ERR_NOT_FOUND);
+    CHECK(strstr(kvd_client_last_error(c), "steps 100-102") != NULL, "message: %s",
+          kvd_client_last_error(c));
+    CHECK_RC(c, kvd_pipeline_close(p), KVD_OK);
+    free(k);
+    free(v);
+    kvd_client_free(other);
+    kvd_client_free(c);
+}
+
 /* A zero-copy append of >= 1 MiB goes through streaming stores (kvd_reservation_write), starting
  * mid-page; it reads back bit-exact. Needs the "stream-f32" model (16 heads x 256 dims, 16 tokens
  * per page) that Tests/e2e/test_c_pipeline.py configures. */
@@ -2188,6 +2237,7 @@ int main(int argc, char **argv) {
         TEST(test_commit_keep);
         TEST(test_pipeline_decode);
         TEST(test_pipeline_failures);
+        TEST(test_pipeline_commit_every);
         TEST(test_zero_copy_streaming);
     } else if (strcmp(cmd, "prefix") == 0) {
         TEST(test_prefix_lookup);

@@ -68,8 +68,8 @@ class Inflight:
         """
         c = self.client
         try:
-            for p in list(self.pipelines):
-                p.send_pending_locked()
+            for p in list(self.pipelines) if until is None else ():
+                p.send_pending_locked()  # before another request: it then sees them committed
             while self.handlers and (until is None or until in self.handlers):
                 self._take_one(c)
         finally:
