@@ -8,9 +8,9 @@
 /* append: the per-decode-step cost of appending one token to every (layer, head), four ways,   */
 /* against one raw ZeroMQ round trip through kvd-echo measured in the same run                 */
 
-enum { M_ECHO, M_INLINE, M_RESERVE_COMMIT, M_KEEP, M_PIPELINED, M_COUNT };
+enum { M_ECHO, M_INLINE, M_RESERVE_COMMIT, M_KEEP, M_PIPELINED, M_PIPELINED8, M_COUNT };
 static const char *const MODE_NAMES[M_COUNT] = {"echo", "inline", "reserve_commit", "keep_reserved",
-                                                "pipelined"};
+                                                "pipelined", "pipelined_every8"};
 
 typedef struct mode_state {
     uint64_t seq;
@@ -34,7 +34,9 @@ static void renew(kvd_client *c, const char *model, mode_state *m, int mode, uin
     if (m->seq) CHECK(c, "release", kvd_client_release(c, m->seq, NULL, NULL));
     CHECK(c, "create_sequence", kvd_client_create_sequence(c, model, 0, "bench-append", &m->seq));
     m->length = 0;
-    if (mode == M_PIPELINED) CHECK(c, "pipeline open", kvd_pipeline_open(c, m->seq, ahead, window, &m->pipe));
+    if (mode == M_PIPELINED || mode == M_PIPELINED8)
+        CHECK(c, "pipeline open", kvd_pipeline_open(c, m->seq, ahead, window, &m->pipe));
+    if (mode == M_PIPELINED8) CHECK(c, "commit_every", kvd_pipeline_set_commit_every(m->pipe, 8));
 }
 
 int cmd_append(opts *o) {
@@ -105,11 +107,12 @@ int cmd_append(opts *o) {
                     }
                     break;
                 case M_PIPELINED:
+                case M_PIPELINED8:
                     CHECK(c, "pipeline append", kvd_pipeline_append(s->pipe, k, v, 1, NULL, 0));
                     break;
                 }
             }
-            if (m == M_PIPELINED) CHECK(c, "pipeline flush", kvd_pipeline_flush(s->pipe));
+            if (s->pipe) CHECK(c, "pipeline flush", kvd_pipeline_flush(s->pipe));
             double dt = now_s() - t0;
             s->length += (uint64_t)block;
             if (timed) push(&per_step[m], dt / (double)block);
