@@ -4,8 +4,6 @@ calls interleave with commits in flight, close() gives the unused tail back, ran
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -256,8 +254,8 @@ def test_torch_tensors_are_taken_without_copies(pc):
         with AppendPipeline(pc, seq, reserve_ahead=4) as p:
             for t in range(6):
                 p.append(kt[:, :, t:t + 1], vt[:, :, t:t + 1])
-        as_np = {torch.bfloat16: "bfloat16", torch.float16: np.float16}[tdt]
-        import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
+        import ml_dtypes
+        as_np = {torch.bfloat16: ml_dtypes.bfloat16, torch.float16: np.float16}[tdt]
         pc.append(ref, kt.view(torch.int16).numpy().view(as_np), vt.view(torch.int16).numpy().view(as_np))
         assert_same_sequence(pc, seq, ref)
 
