@@ -80,9 +80,10 @@ void echo_close(echo_conn *e);
 void echo_rt(echo_conn *e, const void *buf, size_t n);
 size_t raw_kvd_rt(echo_conn *e, Kvd__V1__Request *r, uint64_t *next_id, int check);
 
-/* The subcommands (rtt.c, data.c, scale.c) */
+/* The subcommands (rtt.c, data.c, scale.c, append.c) */
 int cmd_rtt(opts *o);
 int cmd_data(opts *o);
 int cmd_scale(opts *o);
+int cmd_append(opts *o);
 
 #endif

@@ -8,6 +8,8 @@
  *   kvd-bench-client scale --kvd EP [--model M] --clients C [--sequences 1000]
  *                          (--seconds T | --ops N) [--kvd-pid PID] [--append-tokens 16]
  *                          [--max-tokens 64] [--keep 32] [--initial-tokens 32] [--samples]
+ *   kvd-bench-client append --kvd EP --echo EP [--model M] [--steps 4000] [--block 200]
+ *                          [--warmup 400] [--window 4] [--ahead 64] [--max-len 2048]
  *   Common: --timeout-ms MS (per request; default 30000).
  *
  * Every measured row is one JSON object on its own line on stdout, with at least "section",
@@ -33,6 +35,8 @@ void usage(void) {
           "(--seconds T | --ops N) [--kvd-pid PID]\n"
           "                         [--append-tokens 16] [--max-tokens 64] [--keep 32] "
           "[--initial-tokens 32] [--samples]\n"
+          "  kvd-bench-client append --kvd EP --echo EP [--model M] [--steps 4000] [--block 200] "
+          "[--warmup 400] [--window 4] [--ahead 64] [--max-len 2048]\n"
           "  common: --timeout-ms MS (per request, default 30000)\n",
           stderr);
     exit(2);
@@ -44,6 +48,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "rtt") == 0) return cmd_rtt(&o);
     if (strcmp(argv[1], "data") == 0) return cmd_data(&o);
     if (strcmp(argv[1], "scale") == 0) return cmd_scale(&o);
+    if (strcmp(argv[1], "append") == 0) return cmd_append(&o);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage();
     }

@@ -1,6 +1,6 @@
 """The benchmark suite's one command (see Benchmarks/README.md):
 
-    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote,remote_prefix,metrics]
+    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote,remote_prefix,metrics,append]
 
 Every section runs `--runs` times; each table cell is the median (min–max) over those runs of one
 figure measured against a baseline in the same run. Prints Markdown and writes it, with the raw
@@ -15,12 +15,12 @@ import json
 import platform
 from pathlib import Path
 
-from . import cbench, compaction, durability, memory, memory_manager, metrics_cost, prefix, remote, remote_prefix, rtt_python
+from . import append_path, cbench, compaction, durability, memory, memory_manager, metrics_cost, prefix, remote, remote_prefix, rtt_python
 from .processes import ROOT, Daemon, Echo
 from .summary import fmt, goal_mark, spread
 
 SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix", "durability", "remote",
-            "remote_prefix", "metrics")
+            "remote_prefix", "metrics", "append")
 
 
 class Sizes:
@@ -52,6 +52,8 @@ class Sizes:
         self.remote = (4, 64) if smoke else (16, 256)
         # Section 11: round trips per request and daemon in a round; rounds (on/off pairs) per run.
         self.metrics = (400, 2) if smoke else (10000, 6)
+        # Section 12: decode steps per mode (after a warm-up), steps per block.
+        self.append = (200, 50, 50) if smoke else (4000, 200, 400)
 
 
 def collect(sections, runs: int, sizes: Sizes) -> dict:
@@ -94,6 +96,8 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
                                                                sizes.remote_prefix_repeats)])
         if "metrics" in sections:
             raw["metrics"].append(metrics_cost.measure(*sizes.metrics))
+        if "append" in sections:
+            raw["append"].append(append_path.measure(*sizes.append))
     return raw
 
 
@@ -208,7 +212,7 @@ def memory_table(runs: list) -> list:
 
 TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table,
           "manager": memory_manager.table, "prefix": prefix.table, "durability": durability.table, "remote": remote.table,
-          "remote_prefix": remote_prefix.table, "metrics": metrics_cost.table}
+          "remote_prefix": remote_prefix.table, "metrics": metrics_cost.table, "append": append_path.table}
 
 
 def machine() -> str:

@@ -152,7 +152,7 @@ final class Harness {
         case .reserve(let r):
             session.reservation = r.reservationID
             if case .reserve(let q)? = request?.body { session.reserved = (q.sequenceID, r) }
-        case .commit: session.reserved = nil
+        case .commit(let c): if c.reservedRemaining == 0 { session.reserved = nil }  // keep_reserved leaves it open
         case .stage(let s): session.stage = (s.offset, s.bytes)
         case .compact(let c): Invariants.compaction(c)
         default: break

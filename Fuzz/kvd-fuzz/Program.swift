@@ -90,6 +90,7 @@ extension Harness {
             c.reservationID = r.choose([session.reservation, 0, session.reservation &+ 1]) { $0.number() }
             c.numTokens = r.choose([2, 1, 3, 0, 4]) { $0.number32() }
             c.abort = r.u8() % 4 == 3
+            c.keepReserved = r.u8() % 3 == 1  // with abort too: that pair is refused
             return .commit(c)
         case .query:
             var q = Kvd_V1_QueryRequest()

@@ -79,6 +79,13 @@ enum Seeds {
                 .reserve(.with { $0.sequenceID = pg; $0.numTokens = 3 }),
                 .commit(.with { $0.sequenceID = pg; $0.reservationID = 1; $0.numTokens = 2 }),
             ])),
+            // A reservation committed in pieces (keep_reserved), the last piece closing it.
+            ("frames-reserve-commit-keep-reserved", frames([
+                .reserve(.with { $0.sequenceID = pg; $0.numTokens = 4 }),
+                .commit(.with { $0.sequenceID = pg; $0.reservationID = 1; $0.numTokens = 1; $0.keepReserved = true }),
+                .commit(.with { $0.sequenceID = pg; $0.reservationID = 1; $0.numTokens = 2; $0.keepReserved = true }),
+                .commit(.with { $0.sequenceID = pg; $0.reservationID = 1; $0.numTokens = 1; $0.keepReserved = true }),
+            ])),
         ]
         // The second model: create, append, compact by its default policy (layer 1 shares layer
         // 0's cache), query the aliased layers.

@@ -33,7 +33,9 @@ public final class KVSequence {
     /// no longer hold tokens 0, 1, 2, ... in order, so they are no prefix to index or fork.
     public private(set) var everCompacted = false
 
-    /// An open zero-copy reservation: new pages per head and where the reserved tokens start.
+    /// An open zero-copy reservation: the tokens still reserved (they start at each head's count)
+    /// and, per head, the pages taken for them that the head does not hold yet. A commit with
+    /// `keepReserved` moves the pages its tokens reach into the heads and leaves the rest here.
     public struct Reservation: Sendable {
         public let id: ReservationID
         public let tokens: Int
@@ -196,28 +198,43 @@ public final class KVSequence {
         return r
     }
 
-    /// Makes the first `tokens` reserved tokens part of the sequence and frees the unused pages.
+    /// Makes the first `tokens` reserved tokens not yet committed part of the sequence, in every
+    /// head at once. Without `keepReserved` the rest of the reservation is freed and it closes;
+    /// with it the rest stays reserved under the same id in the same slots (the reservation closes
+    /// once its last token is committed). All or nothing: a refused commit changes nothing.
     /// Returns the first committed token's position.
     @discardableResult
-    public func commit(_ rid: ReservationID, tokens: Int, allocator: PageAllocator) throws(KVDError) -> Int {
+    public func commit(_ rid: ReservationID, tokens: Int, keepReserved: Bool = false, allocator: PageAllocator) throws(KVDError) -> Int {
         let r = try openReservation(rid)
         guard tokens >= 1, tokens <= r.tokens else {
             if tokens < 1 { throw .invalidArgument("commit: num_tokens must be at least 1 (use abort to drop the reservation)") }
-            throw .failedPrecondition("commit: num_tokens \(tokens) is more than the \(r.tokens) reserved in \(rid)")
+            throw .failedPrecondition("commit: num_tokens \(tokens) is more than the \(r.tokens) still reserved in \(rid)")
         }
         try requireRoom(for: tokens, "commit")
-        for h in heads.indices where !isAliased(head: h) {
+        // Checks are done: from here on nothing can fail, so every head takes its tokens.
+        var rest: [[PageID]] = []
+        rest.reserveCapacity(keepReserved ? heads.count : 0)
+        for h in heads.indices {
+            guard !isAliased(head: h) else {
+                if keepReserved { rest.append([]) }
+                continue
+            }
             let keep = HeadCache.pagesNeeded(heads[h].count + tokens, pageTokens: layout.pageTokens) - heads[h].pages.count
             heads[h].pages.append(contentsOf: r.newPages[h].prefix(keep))
-            allocator.release(r.newPages[h].dropFirst(keep))
+            if keepReserved {
+                rest.append(Array(r.newPages[h].dropFirst(keep)))
+            } else {
+                allocator.release(r.newPages[h].dropFirst(keep))
+            }
         }
-        reservation = nil
+        let remaining = r.tokens - tokens
+        reservation = keepReserved && remaining > 0 ? Reservation(id: rid, tokens: remaining, newPages: rest) : nil
         let first = length
         extend(tokens: tokens)
         return first
     }
 
-    /// Drops an open reservation; the sequence is as before `reserve`.
+    /// Drops what is still reserved of an open reservation; tokens committed from it earlier stay.
     public func abort(_ rid: ReservationID, allocator: PageAllocator) throws(KVDError) {
         let r = try openReservation(rid)
         for pages in r.newPages { allocator.release(pages) }

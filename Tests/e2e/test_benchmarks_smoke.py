@@ -50,5 +50,12 @@ def test_suite_smoke_run_reports_every_section(tmp_path):
     cost = raw["metrics"][0]
     assert {r["request"] for r in cost} == {"stats", "stats_raw", "query_metadata", "query_metadata_raw"}
     assert all(r["on_p50"] > 0 and r["off_p50"] > 0 and r["ratio_p50"] > 0 for r in cost)
+    # Section 12: every append mode, from C and Python, for both SmolLM2 dtypes, against the echo.
+    assert "### 12. Append per decode step" in text
+    append = raw["append"][0]
+    assert {(r["client"], r["model"], r["name"]) for r in append} == {
+        (c, m, n) for c in ("C", "python") for m in ("smollm2-135m", "smollm2-135m-f32")
+        for n in ("echo", "inline", "reserve_commit", "keep_reserved", "pipelined", "pipelined_every8")}
+    assert all(r["median"] > 0 and r["baseline_median"] > 0 for r in append)
     # Every goal column says yes or no; a table row never lost its cells.
     assert not re.search(r"\|\s*\|\s*$", text.split("### 3.")[0], re.M)

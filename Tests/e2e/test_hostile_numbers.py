@@ -527,6 +527,11 @@ SWEEP = [
      E.INVALID_ARGUMENT, ["num_tokens"]),
     ("commit-unknown-2^64-1", lambda s, st: ("commit", append_pb2.CommitRequest(
         sequence_id=s, reservation_id=U64_MAX, num_tokens=1)), E.NOT_FOUND, ["reservation"]),
+    ("commit-keep-unknown-2^64-1", lambda s, st: ("commit", append_pb2.CommitRequest(
+        sequence_id=s, reservation_id=U64_MAX, num_tokens=U32_MAX, keep_reserved=True)), E.NOT_FOUND, ["reservation"]),
+    ("commit-keep-with-abort", lambda s, st: ("commit", append_pb2.CommitRequest(
+        sequence_id=s, reservation_id=U64_MAX, abort=True, keep_reserved=True)), E.INVALID_ARGUMENT,
+     ["abort", "keep_reserved"]),
     ("stage-2^64-1", lambda s, st: ("stage", compact_pb2.StageRequest(sequence_id=s, bytes=U64_MAX)),
      E.RESOURCE_EXHAUSTED, ["bytes", "staging"]),
     ("stage-0", lambda s, st: ("stage", compact_pb2.StageRequest(sequence_id=s, bytes=0)),
@@ -610,5 +615,8 @@ def test_commit_more_than_2_32_minus_1_reserved(kvd, client, witness):
                                                        num_tokens=U32_MAX))
     assert e.value.code == E.FAILED_PRECONDITION, e.value
     assert "num_tokens" in str(e.value) and str(U32_MAX) in str(e.value), e.value
+    with pytest.raises(KvdError) as e:  # the same with keep_reserved: refused, nothing committed
+        client.commit(seq, r.reservation_id, U32_MAX, keep_reserved=True)
+    assert e.value.code == E.FAILED_PRECONDITION and str(U32_MAX) in str(e.value), e.value
     client.commit(seq, r.reservation_id, abort=True)
     assert_alive_and_unchanged(client, seq, before, witness)

@@ -708,8 +708,67 @@ KVD_API kvd_result kvd_client_commit_ex(kvd_client *client, const kvd_reservatio
                                         uint32_t num_tokens, const uint32_t *token_ids,
                                         size_t num_token_ids, kvd_append_result *out);
 
-/** Drop the whole reservation; the sequence is unchanged. */
+/** Commit the next `num_tokens` (>= 1) tokens of `r` that are not committed yet and keep the rest
+ *  reserved (Commit.keep_reserved): a decoder reserves once and commits one token per step. Token
+ *  t of the reservation stays where kvd_reservation_key/value(r, h, t) say; the caller counts
+ *  what it committed. `*remaining` (may be NULL): tokens still reserved, 0 when this commit closed
+ *  the reservation. More than remain is KVD_ERR_FAILED_PRECONDITION, and nothing changes. */
+KVD_API kvd_result kvd_client_commit_keep(kvd_client *client, const kvd_reservation *r,
+                                          uint32_t num_tokens, const uint32_t *token_ids,
+                                          size_t num_token_ids, kvd_append_result *out,
+                                          uint32_t *remaining);
+
+/** Drop what is still reserved (tokens committed with kvd_client_commit_keep stay). */
 KVD_API kvd_result kvd_client_abort(kvd_client *client, const kvd_reservation *r);
+
+/*
+ * Pipelined appends: no round trip per decode step. A pipeline reserves `reserve_ahead` tokens,
+ * copies each step's K/V straight into the reserved slots and sends Commit{keep_reserved} without
+ * waiting; up to `max_in_flight` commits may be unanswered. Their replies are collected when the
+ * window is full, by kvd_pipeline_flush / kvd_pipeline_close, and before any other request of the
+ * same client goes out; a step the daemon refused is returned by whichever call collected it (its
+ * message names the step and the position), and after a refused commit every later
+ * kvd_pipeline_append returns the same error. A refused Reserve (arena full) is reported once; the
+ * next append asks again. When a reservation is used up, the next Reserve goes out right behind
+ * the commit that used it up. kvd applies one sequence's requests in the order they arrive, so
+ * commits apply in the order sent. Several pipelines (one per sequence) may share a client; the
+ * client's threading rules apply. Close every pipeline before kvd_client_free.
+ */
+typedef struct kvd_pipeline kvd_pipeline;
+
+/** Where a pipeline stands (kvd_pipeline_status). */
+typedef struct kvd_pipeline_status {
+    uint64_t steps;             /* kvd_pipeline_append calls that sent their commits */
+    uint64_t sent_length;       /* the sequence's length once every commit sent applies */
+    uint64_t confirmed_length;  /* length in the last successful commit reply */
+    uint32_t in_flight;         /* commits sent and not answered yet */
+    uint32_t reserved;          /* tokens reserved and not committed yet */
+    int failed;                 /* 1: a commit was refused (failed_step says which) */
+    uint64_t failed_step;       /* its first step (a Commit may carry several: commit_every) */
+    uint32_t unsent;            /* tokens written whose Commit waits for more (commit_every) */
+} kvd_pipeline_status;
+
+/** Open a pipeline on `sequence_id` (one Stats round trip: model and length). reserve_ahead >= 1
+ *  (at most the daemon's max_tokens_per_append), max_in_flight >= 1. */
+KVD_API kvd_result kvd_pipeline_open(kvd_client *client, uint64_t sequence_id,
+                                     uint32_t reserve_ahead, uint32_t max_in_flight,
+                                     kvd_pipeline **out);
+/** Copy `keys`/`values` [layers, kv_heads, tokens, head_dim] in the model's dtype into reserved
+ *  slots and send their Commit without waiting. `token_ids`: NULL/0 or one per token. More tokens
+ *  than are left reserved go in two commits (each all or nothing). */
+KVD_API kvd_result kvd_pipeline_append(kvd_pipeline *p, const void *keys, const void *values,
+                                       uint32_t tokens, const uint32_t *token_ids,
+                                       size_t num_token_ids);
+/** Wait for every reply; the first failure not reported yet (or the refused commit again). */
+KVD_API kvd_result kvd_pipeline_flush(kvd_pipeline *p);
+/** One Commit per `n` tokens (default 1: one per append): tokens become visible to other clients
+ *  in batches of n — and before any other request of this client, at flush and when the
+ *  reservation is used up — for 1/n of the messages. */
+KVD_API kvd_result kvd_pipeline_set_commit_every(kvd_pipeline *p, uint32_t n);
+KVD_API void kvd_pipeline_status_get(const kvd_pipeline *p, kvd_pipeline_status *out);
+/** Flush, abort what is still reserved (its pages go back to the arena) and free `p` (also on an
+ *  error, which is the first failure not reported before). NULL is a no-op. */
+KVD_API kvd_result kvd_pipeline_close(kvd_pipeline *p);
 
 KVD_API void kvd_reservation_free(kvd_reservation *r);
 

@@ -149,6 +149,8 @@ struct kvd_client {
      * (Hello, then KeepAlive-adopt of the created sequences) has finished. Under `io`. */
     uint64_t instance;
     int restarted;
+    /* Open pipelines (pipeline.c), whose replies every other request collects first. Under `io`. */
+    struct kvd_pipeline *pipes;
 };
 
 /* errors.c */
@@ -195,6 +197,22 @@ int kvd__layout_inherit(kvd_client *c, uint64_t from, uint64_t to);
 /* A restored sequence is this client's again: when its layout is known, mark it created (taken
  * back after a restart); an unknown one is left to kvd__layout_of. */
 void kvd__layout_claim(kvd_client *c, uint64_t seq);
+
+/* append.c. Commit (keep: keep_reserved; abort_: drop what is still reserved) of reservation
+ * `rid`; `ids`, `out` and `remaining` may be NULL. */
+kvd_result kvd__commit_rpc(kvd_client *c, uint64_t seq, uint64_t rid, uint32_t n, int abort_,
+                           int keep, const ProtobufCBinaryData *ids, kvd_append_result *out,
+                           uint32_t *remaining);
+/* A reservation from a Reserve reply of `n` tokens for layout L (frees `resp`). On a malformed
+ * reply: KVD_ERR_PROTOCOL, and *rid names the reservation for the caller to abort. */
+kvd_result kvd__reservation_from(kvd_client *c, uint64_t seq, const seq_layout *L, uint32_t n,
+                                 Kvd__V1__Response *resp, kvd_reservation **out, uint64_t *rid);
+
+/* pipeline.c: take every pipelined reply still due (kvd__rpc_once calls it before sending), then
+ * report (once) a pipelined failure not yet reported. In the keep-alive thread failures wait. */
+kvd_result kvd__pipelines_collect(kvd_client *c);
+/* Map a daemon Error to a kvd_result (transport.c), setting the message. */
+kvd_result kvd__server_error(kvd_client *c, const Kvd__V1__Error *e);
 
 /* prefix.c: `n` token ids as the wire's bytes field (uint32 little-endian, 4 bytes each). The
  * bytes are the caller's array itself (no copy; see the byte-order check above), so `out` is

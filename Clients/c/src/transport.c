@@ -58,7 +58,7 @@ static void free_packed(void *data, void *hint) {
     free(data);
 }
 
-static kvd_result map_server_error(kvd_client *c, const Kvd__V1__Error *e) {
+kvd_result kvd__server_error(kvd_client *c, const Kvd__V1__Error *e) {
     int code = (int)e->code;
     kvd_result rc = (code >= 1 && code <= KVD_ERR_EVICTED) ? (kvd_result)code : KVD_ERR_SERVER_OTHER;
     const char *msg = e->message && e->message[0] ? e->message : "kvd: (no message)";
@@ -111,6 +111,11 @@ kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response
                          Kvd__V1__Response **out, int *not_bound) {
     *out = NULL;
     if (not_bound) *not_bound = 0;
+    if (c->pipes) {
+        /* Pipelined replies first: this loop would drop them as late (pipeline.c). */
+        kvd_result rc = kvd__pipelines_collect(c);
+        if (rc) return rc;
+    }
     if (!c->sock) {
         kvd_result rc = kvd__open_socket(c);
         if (rc) return rc;
@@ -250,7 +255,7 @@ kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response
                 e->message && strstr(e->message, NOT_BOUND_TEXT))
                 *not_bound = 1;
             kvd_result rc = resp->error
-                                ? map_server_error(c, resp->error)
+                                ? kvd__server_error(c, resp->error)
                                 : kvd__set_err(c, KVD_ERR_PROTOCOL, "kvd: empty error reply");
             kvd__v1__response__free_unpacked(resp, NULL);
             return rc;

@@ -472,6 +472,243 @@ static void test_reserve_commit(void) {
     kvd_client_free(c);
 }
 
+/* Commit.keep_reserved: one Reserve, then one commit per token; the rest stays reserved. */
+static void test_commit_keep(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    const uint32_t T = 7;
+    size_t es = 2, bytes = (size_t)L * H * T * D * es;
+    uint8_t *k = random_bits(bytes), *v = random_bits(bytes);
+    kvd_reservation *r = NULL;
+    CHECK_RC(c, kvd_client_reserve(c, s, T, &r), KVD_OK);
+    REQUIRE(r, "no reservation");
+    CHECK(kvd_reservation_write(r, k, v, bytes) == KVD_OK, "write");
+    uint32_t ids[T];
+    for (uint32_t t = 0; t < T; t++) ids[t] = 100 + t;
+    for (uint32_t t = 0; t < T; t++) {
+        kvd_append_result ar;
+        uint32_t left = 99;
+        CHECK_RC(c, kvd_client_commit_keep(c, r, 1, ids + t, 1, &ar, &left), KVD_OK);
+        CHECK(ar.first_position == t && ar.length == t + 1 && left == T - 1 - t,
+              "step %u: first %llu length %llu left %u", t, (unsigned long long)ar.first_position,
+              (unsigned long long)ar.length, left);
+        if (t == 2) {
+            /* range errors change nothing */
+            CHECK_RC(c, kvd_client_commit_keep(c, r, 0, NULL, 0, NULL, NULL), KVD_ERR_ARGUMENT);
+            CHECK_RC(c, kvd_client_commit_keep(c, r, T, NULL, 0, NULL, NULL),
+                     KVD_ERR_FAILED_PRECONDITION);
+            CHECK_RC(c, kvd_client_commit_keep(c, r, 1, ids, 2, NULL, NULL), KVD_ERR_ARGUMENT);
+            kvd_stats st;
+            CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK);
+            CHECK(st.sequence.length == 3 && st.sequence.reserved_tokens == T - 3, "unchanged");
+        }
+    }
+    CHECK_RC(c, kvd_client_commit_keep(c, r, 1, NULL, 0, NULL, NULL), KVD_ERR_NOT_FOUND); /* closed */
+    kvd_reservation_free(r);
+    check_sequence(c, s, KVD_DTYPE_F16, T, k, v, "commit_keep");
+    /* abort after partial commits keeps the committed tokens */
+    CHECK_RC(c, kvd_client_reserve(c, s, 5, &r), KVD_OK);
+    if (r) {
+        CHECK_RC(c, kvd_client_commit_keep(c, r, 2, NULL, 0, NULL, NULL), KVD_OK);
+        CHECK_RC(c, kvd_client_abort(c, r), KVD_OK);
+        kvd_reservation_free(r);
+    }
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK);
+    CHECK(st.sequence.length == T + 2 && st.sequence.reserved_tokens == 0, "abort kept 2");
+    CHECK_RC(c, kvd_client_commit_keep(c, NULL, 1, NULL, 0, NULL, NULL), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+/* kvd_pipeline_set_commit_every: one Commit per n tokens; other connections see tokens only once
+ * committed, this client's next request sends them first; a refusal names the steps. */
+static void test_pipeline_commit_every(void) {
+    kvd_client *c = connect_ok(5000), *other = connect_ok(5000);
+    REQUIRE(c && other, "connect");
+    const uint32_t T = 100;
+    size_t es = 2;
+    uint8_t *k = random_bits((size_t)L * H * T * D * es), *v = random_bits((size_t)L * H * T * D * es);
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f16", 0, NULL, &s), KVD_OK);
+    kvd_pipeline *p = NULL;
+    CHECK_RC(c, kvd_pipeline_open(c, s, 16, 2, &p), KVD_OK);
+    REQUIRE(p, "no pipeline");
+    CHECK_RC(c, kvd_pipeline_set_commit_every(p, 0), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_pipeline_set_commit_every(p, 6), KVD_OK);
+    kvd_stats st;
+    for (uint32_t t = 0; t < T; t++) {
+        void *ks = token_slice(k, T, t, 1, es), *vs = token_slice(v, T, t, 1, es);
+        CHECK_RC(c, kvd_pipeline_append(p, ks, vs, 1, &t, 1), KVD_OK);
+        free(ks);
+        free(vs);
+        if (t == 2) {
+            kvd_pipeline_status ps;
+            kvd_pipeline_status_get(p, &ps);
+            CHECK(ps.unsent == 3, "3 tokens wait for their commit, not %u", ps.unsent);
+            CHECK_RC(other, kvd_client_stats(other, s, &st), KVD_OK);
+            CHECK(st.sequence.length == 0, "another connection sees %llu tokens before the commit",
+                  (unsigned long long)st.sequence.length);
+            CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK); /* sends the 3 first */
+            CHECK(st.sequence.length == 3, "this client sees %llu", (unsigned long long)st.sequence.length);
+        }
+    }
+    CHECK_RC(c, kvd_pipeline_flush(p), KVD_OK);
+    CHECK_RC(other, kvd_client_stats(other, s, &st), KVD_OK);
+    CHECK(st.sequence.length == T, "flushed: %llu", (unsigned long long)st.sequence.length);
+    check_sequence(c, s, KVD_DTYPE_F16, T, k, v, "commit_every");
+    /* a refused batched commit names its steps */
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    for (int t = 0; t < 3; t++) CHECK_RC(c, kvd_pipeline_append(p, k, v, 1, NULL, 0), KVD_OK);
+    CHECK_RC(c, kvd_pipeline_flush(p), KVD_ERR_NOT_FOUND);
+    CHECK(strstr(kvd_client_last_error(c), "steps 100-102") != NULL, "message: %s",
+          kvd_client_last_error(c));
+    CHECK_RC(c, kvd_pipeline_close(p), KVD_OK);
+    free(k);
+    free(v);
+    kvd_client_free(other);
+    kvd_client_free(c);
+}
+
+/* A zero-copy append of >= 1 MiB goes through streaming stores (kvd_reservation_write), starting
+ * mid-page; it reads back bit-exact. Needs the "stream-f32" model (16 heads x 256 dims, 16 tokens
+ * per page) that Tests/e2e/test_c_pipeline.py configures. */
+static void test_zero_copy_streaming(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    const uint32_t SL = 4, SH = 4, SD = 256, T = 43, first = 3;
+    size_t tb = SD * 4, heads = SL * SH, bytes = heads * T * tb;
+    uint8_t *k = random_bits(bytes), *v = random_bits(bytes);
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "stream-f32", 0, NULL, &s), KVD_OK);
+    /* [L, H, T, D] -> the [L, H, n, D] slice from token `at` */
+    uint8_t *ks = malloc(bytes), *vs = malloc(bytes);
+    uint32_t cuts[3] = {0, first, T};
+    for (int i = 0; i < 2; i++) {
+        uint32_t n = cuts[i + 1] - cuts[i];
+        for (size_t h = 0; h < heads; h++) {
+            memcpy(ks + h * n * tb, k + (h * T + cuts[i]) * tb, n * tb);
+            memcpy(vs + h * n * tb, v + (h * T + cuts[i]) * tb, n * tb);
+        }
+        CHECK_RC(c, kvd_client_append_zero_copy(c, s, KVD_DTYPE_F32, SL, SH, n, SD, ks, vs, NULL),
+                 KVD_OK);
+    }
+    CHECK(2 * (size_t)(T - first) * tb * heads >= ((size_t)1 << 20), "the second append streams");
+    kvd_query_result *q = NULL;
+    CHECK_RC(c, kvd_client_query(c, s, KVD_QUERY_PAGES, NULL, 0, &q), KVD_OK);
+    if (q) {
+        for (size_t h = 0; h < q->num_heads; h++) {
+            size_t need = 0;
+            CHECK(kvd_query_copy_head(q, h, ks, vs, bytes, &need) == KVD_OK && need == T * tb,
+                  "copy head %zu", h);
+            CHECK(memcmp(ks, k + h * T * tb, T * tb) == 0, "K of head %zu differs", h);
+            CHECK(memcmp(vs, v + h * T * tb, T * tb) == 0, "V of head %zu differs", h);
+        }
+        kvd_query_result_free(q);
+    }
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    free(ks);
+    free(vs);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
+/* Decode steps of test_pipeline_decode: 200 against a daemon with small pages ("pipeline"); "all"
+ * runs on 4 KiB pages, where a 1 MiB arena holds ~190 pages, so fewer. */
+static uint32_t g_pipeline_steps = 120;
+
+/* kvd_pipeline_*: a decode loop of single-token steps stores what inline appends store; other calls
+ * interleave with commits in flight; close gives the unused tail back. */
+static void test_pipeline_decode(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    const char *models[2] = {"tiny-f16", "tiny-f32"};
+    kvd_dtype dts[2] = {KVD_DTYPE_F16, KVD_DTYPE_F32};
+    for (int m = 0; m < 2; m++) {
+        const uint32_t T = g_pipeline_steps;
+        size_t es = kvd_dtype_size(dts[m]);
+        uint8_t *k = random_bits((size_t)L * H * T * D * es), *v = random_bits((size_t)L * H * T * D * es);
+        uint64_t s = 0;
+        CHECK_RC(c, kvd_client_create_sequence(c, models[m], 0, NULL, &s), KVD_OK);
+        kvd_pipeline *p = NULL;
+        CHECK_RC(c, kvd_pipeline_open(c, s, m ? 64 : 7, m ? 1 : 4, &p), KVD_OK);
+        REQUIRE(p, "no pipeline");
+        for (uint32_t t = 0; t < T; t++) {
+            void *ks = token_slice(k, T, t, 1, es), *vs = token_slice(v, T, t, 1, es);
+            CHECK_RC(c, kvd_pipeline_append(p, ks, vs, 1, &t, 1), KVD_OK);
+            free(ks);
+            free(vs);
+            if (t % 37 == 5) { /* commits in flight: Stats collects them first, then sees them */
+                kvd_stats st;
+                CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK);
+                CHECK(st.sequence.length == t + 1, "step %u: stats length %llu", t,
+                      (unsigned long long)st.sequence.length);
+            }
+        }
+        CHECK_RC(c, kvd_pipeline_flush(p), KVD_OK);
+        kvd_pipeline_status ps;
+        kvd_pipeline_status_get(p, &ps);
+        CHECK(ps.steps == T && ps.confirmed_length == T && ps.sent_length == T && ps.in_flight == 0 &&
+              !ps.failed, "status: %llu steps, %llu confirmed", (unsigned long long)ps.steps,
+              (unsigned long long)ps.confirmed_length);
+        CHECK_RC(c, kvd_pipeline_close(p), KVD_OK);
+        check_sequence(c, s, dts[m], T, k, v, models[m]);
+        kvd_stats st;
+        CHECK_RC(c, kvd_client_stats(c, s, &st), KVD_OK);
+        CHECK(st.sequence.reserved_tokens == 0 && st.sequence.pages == L * H * ((T + P - 1) / P),
+              "close aborted the tail: %u pages", st.sequence.pages);
+        CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+        free(k);
+        free(v);
+    }
+    kvd_client_free(c);
+}
+
+/* A refused commit is returned by the next call, names its step, and sticks; bad arguments. */
+static void test_pipeline_failures(void) {
+    kvd_client *c = connect_ok(5000);
+    REQUIRE(c, "connect");
+    uint64_t s = 0;
+    CHECK_RC(c, kvd_client_create_sequence(c, "tiny-f32", 0, NULL, &s), KVD_OK);
+    size_t tok = (size_t)L * H * D * 4;
+    uint8_t *k = random_bits(tok * 2), *v = random_bits(tok * 2);
+    kvd_pipeline *p = NULL;
+    CHECK_RC(c, kvd_pipeline_open(c, s, 0, 1, &p), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_pipeline_open(c, s, 8, 0, &p), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_pipeline_open(c, 424242, 8, 1, &p), KVD_ERR_NOT_FOUND);
+    CHECK_RC(c, kvd_pipeline_open(c, s, 8, 4, &p), KVD_OK);
+    REQUIRE(p, "no pipeline");
+    CHECK_RC(c, kvd_pipeline_append(p, NULL, v, 1, NULL, 0), KVD_ERR_ARGUMENT);
+    CHECK_RC(c, kvd_pipeline_append(p, k, v, 0, NULL, 0), KVD_ERR_ARGUMENT);
+    uint32_t one = 1;
+    CHECK_RC(c, kvd_pipeline_append(p, k, v, 1, &one, 2), KVD_ERR_ARGUMENT);
+    for (int t = 0; t < 10; t++) CHECK_RC(c, kvd_pipeline_append(p, k, v, 1, NULL, 0), KVD_OK);
+    CHECK_RC(c, kvd_pipeline_flush(p), KVD_OK);
+    CHECK_RC(c, kvd_client_release(c, s, NULL, NULL), KVD_OK);
+    CHECK_RC(c, kvd_pipeline_append(p, k, v, 1, NULL, 0), KVD_OK); /* sent, refused later */
+    kvd_stats st;
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_ERR_NOT_FOUND); /* collects the refusal first */
+    CHECK(strstr(kvd_client_last_error(c), "step 10 of sequence") &&
+              strstr(kvd_client_last_error(c), "at position 10") &&
+              strstr(kvd_client_last_error(c), "nothing of that step was published"),
+          "message: %s", kvd_client_last_error(c));
+    CHECK_RC(c, kvd_client_stats(c, 0, &st), KVD_OK); /* reported once to other calls */
+    CHECK_RC(c, kvd_pipeline_append(p, k, v, 1, NULL, 0), KVD_ERR_NOT_FOUND); /* sticky */
+    kvd_pipeline_status ps;
+    kvd_pipeline_status_get(p, &ps);
+    CHECK(ps.failed && ps.failed_step == 10 && ps.confirmed_length == 10, "status after refusal");
+    CHECK_RC(c, kvd_pipeline_close(p), KVD_OK); /* already reported */
+    CHECK_RC(c, kvd_pipeline_close(NULL), KVD_OK);
+    free(k);
+    free(v);
+    kvd_client_free(c);
+}
+
 /* A sequence created by another client: the layout is learnt with Stats for zero-copy. */
 static void test_zero_copy_foreign_sequence(void) {
     kvd_client *a = connect_ok(5000), *b = connect_ok(5000);
@@ -1945,7 +2182,7 @@ static void test_restart(void) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s all|prefix|write-cross|read-cross|prefix-write|prefix-read|restart "
+        fprintf(stderr, "usage: %s all|pipeline|prefix|write-cross|read-cross|prefix-write|prefix-read|restart "
                         "ENDPOINT [DIR]\n"
                         "       %s curve ENDPOINT SERVER_PUB CLIENT_BASE OTHER_BASE\n", argv[0], argv[0]);
         return 2;
@@ -1962,6 +2199,9 @@ int main(int argc, char **argv) {
         TEST(test_sequences_and_stats);
         TEST(test_inline_vs_zero_copy);
         TEST(test_reserve_commit);
+        TEST(test_commit_keep);
+        TEST(test_pipeline_decode);
+        TEST(test_pipeline_failures);
         TEST(test_zero_copy_foreign_sequence);
         TEST(test_append_bad_input);
         TEST(test_arena_full);
@@ -1992,6 +2232,13 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "read-cross") == 0 && argc == 4) {
         g_dir = argv[3];
         TEST(test_cross_read);
+    } else if (strcmp(cmd, "pipeline") == 0) {
+        g_pipeline_steps = 200;
+        TEST(test_commit_keep);
+        TEST(test_pipeline_decode);
+        TEST(test_pipeline_failures);
+        TEST(test_pipeline_commit_every);
+        TEST(test_zero_copy_streaming);
     } else if (strcmp(cmd, "prefix") == 0) {
         TEST(test_prefix_lookup);
         TEST(test_prefix_adopt);

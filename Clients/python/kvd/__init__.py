@@ -14,9 +14,10 @@ from kvd.curve import CurveKeyPair, load_curve_key, load_curve_keypair
 from kvd.errors import ErrorCode, EvictedError, KvdError
 from kvd.events import Events
 from kvd.keepalive import KeepAliveResult
+from kvd.pipeline import AppendPipeline, PipelineError
 from kvd.views import HeadData, QueryResult
 
 __all__ = ["Client", "ErrorCode", "KvdError", "EvictedError", "Events", "KeepAliveResult", "HeadData",
-           "QueryResult", "attention", "attention_arrays", "CurveKeyPair", "load_curve_key",
+           "QueryResult", "AppendPipeline", "PipelineError", "attention", "attention_arrays", "CurveKeyPair", "load_curve_key",
            "load_curve_keypair"]
 __version__ = "0.1.0"

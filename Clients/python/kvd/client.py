@@ -223,6 +223,11 @@ class Client:
                           cancel: Optional[threading.Event]) -> envelope_pb2.Response:
         # ``cancel`` (the keep-alive thread's stop request) is looked at while waiting, so close()
         # does not wait a whole timeout for a KeepAlive the daemon does not answer.
+        inflight = getattr(self, "_inflight", None)
+        if inflight is not None and inflight.pending:
+            # Pipelined replies are due (kvd.pipeline): take them first, so none is dropped as late
+            # and none is taken for this request's; a failed pipelined step raises here.
+            inflight.collect_locked(cancel)
         self._last_send = time.monotonic()
         if payload is None:
             self._sock.send(req.SerializeToString())
@@ -555,11 +560,14 @@ class Client:
                                                               num_tokens=num_tokens, slots=slots))
 
     def commit(self, seq: int, reservation_id: int, num_tokens: int = 0,
-               abort: bool = False, token_ids=None) -> append_pb2.CommitResponse:
+               abort: bool = False, token_ids=None,
+               keep_reserved: bool = False) -> append_pb2.CommitResponse:
         """Make the first ``num_tokens`` reserved tokens visible (or drop all with ``abort``).
-        ``token_ids``: one per committed token, as in :meth:`append`."""
+        ``token_ids``: one per committed token, as in :meth:`append`. ``keep_reserved``: keep the
+        rest reserved for later commits (``.reserved_remaining`` in the reply; kvd.pipeline)."""
         req = append_pb2.CommitRequest(sequence_id=seq, reservation_id=reservation_id,
-                                       num_tokens=num_tokens, abort=abort)
+                                       num_tokens=num_tokens, abort=abort,
+                                       keep_reserved=keep_reserved)
         if token_ids is not None:
             req.token_ids = wire.token_ids(token_ids)
         return self.call("commit", req)

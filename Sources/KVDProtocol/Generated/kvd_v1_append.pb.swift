@@ -188,7 +188,8 @@ public nonisolated struct Kvd_V1_ReserveResponse: Sendable {
   public init() {}
 }
 
-/// Make the first num_tokens reserved tokens part of the sequence and free the rest of the reservation.
+/// Make the first num_tokens reserved tokens part of the sequence and free the rest of the reservation
+/// (or, with keep_reserved, keep the rest reserved for later commits).
 public nonisolated struct Kvd_V1_CommitRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -200,15 +201,20 @@ public nonisolated struct Kvd_V1_CommitRequest: Sendable {
   /// Reservation to commit.
   public var reservationID: UInt64 = 0
 
-  /// Tokens to commit: 1 .. reserved. Ignored when abort is set.
+  /// Tokens to commit: 1 .. the tokens still reserved. Ignored when abort is set.
   public var numTokens: UInt32 = 0
 
-  /// Drop the whole reservation instead; the sequence is unchanged.
+  /// Drop what is still reserved instead (tokens committed earlier with keep_reserved stay).
   public var abort: Bool = false
 
   /// Optional: the committed tokens' ids, uint32 little-endian, num_tokens of them (as
   /// AppendRequest.token_ids). Must be empty with abort.
   public var tokenIds: Data = Data()
+
+  /// Commit the first num_tokens tokens not yet committed and keep the rest reserved under the same
+  /// reservation_id, in the same slots, for later commits (a decoder reserves 64 tokens once and
+  /// commits one per step). Committing the last reserved token closes the reservation. Not with abort.
+  public var keepReserved: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -228,6 +234,9 @@ public nonisolated struct Kvd_V1_CommitResponse: Sendable {
 
   /// Layout generation after the commit.
   public var generation: UInt64 = 0
+
+  /// Tokens still reserved under the reservation after this commit (0: it is closed).
+  public var reservedRemaining: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -514,7 +523,7 @@ nonisolated extension Kvd_V1_ReserveResponse: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Kvd_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CommitRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{3}reservation_id\0\u{3}num_tokens\0\u{1}abort\0\u{3}token_ids\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{3}reservation_id\0\u{3}num_tokens\0\u{1}abort\0\u{3}token_ids\0\u{3}keep_reserved\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -527,6 +536,7 @@ nonisolated extension Kvd_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.numTokens) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.abort) }()
       case 5: try { try decoder.decodeSingularBytesField(value: &self.tokenIds) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.keepReserved) }()
       default: break
       }
     }
@@ -548,6 +558,9 @@ nonisolated extension Kvd_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf
     if !self.tokenIds.isEmpty {
       try visitor.visitSingularBytesField(value: self.tokenIds, fieldNumber: 5)
     }
+    if self.keepReserved != false {
+      try visitor.visitSingularBoolField(value: self.keepReserved, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -557,6 +570,7 @@ nonisolated extension Kvd_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.numTokens != rhs.numTokens {return false}
     if lhs.abort != rhs.abort {return false}
     if lhs.tokenIds != rhs.tokenIds {return false}
+    if lhs.keepReserved != rhs.keepReserved {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -564,7 +578,7 @@ nonisolated extension Kvd_V1_CommitRequest: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Kvd_V1_CommitResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CommitResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}length\0\u{3}first_position\0\u{1}generation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}length\0\u{3}first_position\0\u{1}generation\0\u{3}reserved_remaining\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -575,6 +589,7 @@ nonisolated extension Kvd_V1_CommitResponse: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.length) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.firstPosition) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.reservedRemaining) }()
       default: break
       }
     }
@@ -590,6 +605,9 @@ nonisolated extension Kvd_V1_CommitResponse: SwiftProtobuf.Message, SwiftProtobu
     if self.generation != 0 {
       try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 3)
     }
+    if self.reservedRemaining != 0 {
+      try visitor.visitSingularUInt32Field(value: self.reservedRemaining, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -597,6 +615,7 @@ nonisolated extension Kvd_V1_CommitResponse: SwiftProtobuf.Message, SwiftProtobu
     if lhs.length != rhs.length {return false}
     if lhs.firstPosition != rhs.firstPosition {return false}
     if lhs.generation != rhs.generation {return false}
+    if lhs.reservedRemaining != rhs.reservedRemaining {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

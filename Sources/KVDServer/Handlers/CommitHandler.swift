@@ -1,7 +1,8 @@
 import KVDCore
 import KVDProtocol
 
-/// Commit: makes reserved tokens visible (or aborts the reservation).
+/// Commit: makes reserved tokens visible, all of them or (keep_reserved) the next few, or aborts what is
+/// still reserved.
 enum CommitHandler {
     static func handle(_ r: Kvd_V1_CommitRequest, _ entry: SequenceState, _ store: TenantStore) throws(KVDError) -> Kvd_V1_CommitResponse {
         let seq = entry.sequence
@@ -15,16 +16,20 @@ enum CommitHandler {
         if r.abort, !r.tokenIds.isEmpty {
             throw .invalidArgument("commit.token_ids: an abort commits no tokens; send token_ids only with the tokens committed")
         }
+        if r.abort, r.keepReserved {
+            throw .invalidArgument("commit: abort drops what is still reserved and keep_reserved keeps it; send one of them")
+        }
         let ids = r.abort || r.tokenIds.isEmpty ? nil : try TokenIDs.parse(r.tokenIds, field: "commit.token_ids", expected: Int(r.numTokens))
         if r.abort {
             try seq.abort(rid, allocator: store.pages)
             out.firstPosition = UInt64(seq.length)
         } else {
             let pagesBefore = store.space.journal == nil ? [] : seq.heads.map(\.pages.count)
-            out.firstPosition = UInt64(try seq.commit(rid, tokens: Int(r.numTokens), allocator: store.pages))
+            out.firstPosition = UInt64(try seq.commit(rid, tokens: Int(r.numTokens), keepReserved: r.keepReserved, allocator: store.pages))
             store.space.journal?.appended(seq, tokens: Int(r.numTokens), pagesBefore: pagesBefore)
             PrefixRecorder.added(ids, entry, store)
         }
+        out.reservedRemaining = UInt32(seq.reservation?.tokens ?? 0)
         out.length = UInt64(seq.length)
         out.generation = seq.generation
         return out

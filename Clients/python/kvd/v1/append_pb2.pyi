@@ -29,28 +29,32 @@ class AppendResponse(_message.Message):
     def __init__(self, length: _Optional[int] = ..., first_position: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ["abort", "num_tokens", "reservation_id", "sequence_id", "token_ids"]
+    __slots__ = ["abort", "keep_reserved", "num_tokens", "reservation_id", "sequence_id", "token_ids"]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_RESERVED_FIELD_NUMBER: _ClassVar[int]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     abort: bool
+    keep_reserved: bool
     num_tokens: int
     reservation_id: int
     sequence_id: int
     token_ids: bytes
-    def __init__(self, sequence_id: _Optional[int] = ..., reservation_id: _Optional[int] = ..., num_tokens: _Optional[int] = ..., abort: bool = ..., token_ids: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, sequence_id: _Optional[int] = ..., reservation_id: _Optional[int] = ..., num_tokens: _Optional[int] = ..., abort: bool = ..., token_ids: _Optional[bytes] = ..., keep_reserved: bool = ...) -> None: ...
 
 class CommitResponse(_message.Message):
-    __slots__ = ["first_position", "generation", "length"]
+    __slots__ = ["first_position", "generation", "length", "reserved_remaining"]
     FIRST_POSITION_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_REMAINING_FIELD_NUMBER: _ClassVar[int]
     first_position: int
     generation: int
     length: int
-    def __init__(self, length: _Optional[int] = ..., first_position: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+    reserved_remaining: int
+    def __init__(self, length: _Optional[int] = ..., first_position: _Optional[int] = ..., generation: _Optional[int] = ..., reserved_remaining: _Optional[int] = ...) -> None: ...
 
 class HeadSlots(_message.Message):
     __slots__ = ["aliased", "first_slot", "head", "layer", "page_ids", "slots"]

@@ -829,7 +829,7 @@ const ProtobufCMessageDescriptor kvd__v1__reserve_response__descriptor =
   (ProtobufCMessageInit) kvd__v1__reserve_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__commit_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor kvd__v1__commit_request__field_descriptors[6] =
 {
   {
     "sequence_id",
@@ -891,9 +891,22 @@ static const ProtobufCFieldDescriptor kvd__v1__commit_request__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "keep_reserved",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__CommitRequest, keep_reserved),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__commit_request__field_indices_by_name[] = {
   3,   /* field[3] = abort */
+  5,   /* field[5] = keep_reserved */
   2,   /* field[2] = num_tokens */
   1,   /* field[1] = reservation_id */
   0,   /* field[0] = sequence_id */
@@ -902,7 +915,7 @@ static const unsigned kvd__v1__commit_request__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__commit_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor kvd__v1__commit_request__descriptor =
 {
@@ -912,14 +925,14 @@ const ProtobufCMessageDescriptor kvd__v1__commit_request__descriptor =
   "Kvd__V1__CommitRequest",
   "kvd.v1",
   sizeof(Kvd__V1__CommitRequest),
-  5,
+  6,
   kvd__v1__commit_request__field_descriptors,
   kvd__v1__commit_request__field_indices_by_name,
   1,  kvd__v1__commit_request__number_ranges,
   (ProtobufCMessageInit) kvd__v1__commit_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__commit_response__field_descriptors[3] =
+static const ProtobufCFieldDescriptor kvd__v1__commit_response__field_descriptors[4] =
 {
   {
     "length",
@@ -957,16 +970,29 @@ static const ProtobufCFieldDescriptor kvd__v1__commit_response__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reserved_remaining",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__CommitResponse, reserved_remaining),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__commit_response__field_indices_by_name[] = {
   1,   /* field[1] = first_position */
   2,   /* field[2] = generation */
   0,   /* field[0] = length */
+  3,   /* field[3] = reserved_remaining */
 };
 static const ProtobufCIntRange kvd__v1__commit_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor kvd__v1__commit_response__descriptor =
 {
@@ -976,7 +1002,7 @@ const ProtobufCMessageDescriptor kvd__v1__commit_response__descriptor =
   "Kvd__V1__CommitResponse",
   "kvd.v1",
   sizeof(Kvd__V1__CommitResponse),
-  3,
+  4,
   kvd__v1__commit_response__field_descriptors,
   kvd__v1__commit_response__field_indices_by_name,
   1,  kvd__v1__commit_response__number_ranges,

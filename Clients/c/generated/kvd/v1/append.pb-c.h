@@ -204,7 +204,8 @@ struct  Kvd__V1__ReserveResponse
 
 
 /*
- * Make the first num_tokens reserved tokens part of the sequence and free the rest of the reservation.
+ * Make the first num_tokens reserved tokens part of the sequence and free the rest of the reservation
+ * (or, with keep_reserved, keep the rest reserved for later commits).
  */
 struct  Kvd__V1__CommitRequest
 {
@@ -218,11 +219,11 @@ struct  Kvd__V1__CommitRequest
    */
   uint64_t reservation_id;
   /*
-   * Tokens to commit: 1 .. reserved. Ignored when abort is set.
+   * Tokens to commit: 1 .. the tokens still reserved. Ignored when abort is set.
    */
   uint32_t num_tokens;
   /*
-   * Drop the whole reservation instead; the sequence is unchanged.
+   * Drop what is still reserved instead (tokens committed earlier with keep_reserved stay).
    */
   protobuf_c_boolean abort;
   /*
@@ -230,10 +231,16 @@ struct  Kvd__V1__CommitRequest
    * AppendRequest.token_ids). Must be empty with abort.
    */
   ProtobufCBinaryData token_ids;
+  /*
+   * Commit the first num_tokens tokens not yet committed and keep the rest reserved under the same
+   * reservation_id, in the same slots, for later commits (a decoder reserves 64 tokens once and
+   * commits one per step). Committing the last reserved token closes the reservation. Not with abort.
+   */
+  protobuf_c_boolean keep_reserved;
 };
 #define KVD__V1__COMMIT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__commit_request__descriptor) \
-    , 0, 0, 0, 0, {0,NULL} }
+    , 0, 0, 0, 0, {0,NULL}, 0 }
 
 
 struct  Kvd__V1__CommitResponse
@@ -251,10 +258,14 @@ struct  Kvd__V1__CommitResponse
    * Layout generation after the commit.
    */
   uint64_t generation;
+  /*
+   * Tokens still reserved under the reservation after this commit (0: it is closed).
+   */
+  uint32_t reserved_remaining;
 };
 #define KVD__V1__COMMIT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__commit_response__descriptor) \
-    , 0, 0, 0 }
+    , 0, 0, 0, 0 }
 
 
 /* Kvd__V1__AppendRequest methods */
