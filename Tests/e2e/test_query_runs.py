@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import MODEL_F16, TINY, make_kv, parse_response, raw_roundtrip
+from conftest import MODEL_F16, TINY, assert_bits_equal, make_kv, parse_response, raw_roundtrip
 from kvd import ErrorCode, KvdError
 from kvd import wire
 from kvd.v1 import envelope_pb2, query_pb2
@@ -107,7 +107,7 @@ def test_knorm_leaves_many_runs_and_inline_matches(kvd, client):
     # Through the client: positions from runs, K/V from the inline reply, all consistent.
     res = client.query(seq, mode="inline")
     for hd in res:
-        assert np.array_equal(hd.keys, k[hd.layer, hd.head, hd.positions])
+        assert_bits_equal(hd.keys, k[hd.layer, hd.head, hd.positions])
 
 
 def test_aliased_layer_runs(kvd, client):
@@ -140,15 +140,17 @@ def test_lazy_result_builds_only_touched_heads(client):
     hd = res[1, 0]
     assert sum(h is not None for h in res._built) == 1
     assert res[1, 0] is hd, "a head is built once"
-    assert np.array_equal(hd.keys, k[1, 0]) and res.layers == [0, 1]
+    assert_bits_equal(hd.keys, k[1, 0])
+    assert res.layers == [0, 1]
     K, V = res.stacked()
-    assert np.array_equal(K, k) and np.array_equal(V, v)
+    assert_bits_equal(K, k)
+    assert_bits_equal(V, v)
 
 
 # --- the client's decoder on hostile bytes (no daemon) ------------------------------------------
 
 def _runs(*pairs) -> bytes:
-    return np.array(pairs, dtype=wire.RUN_DTYPE).tobytes()
+    return np.array(list(pairs), dtype=wire.RUN_DTYPE).tobytes()
 
 
 @pytest.mark.parametrize("runs, n, why", [

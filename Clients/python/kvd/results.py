@@ -9,7 +9,7 @@ the protobuf replies (``resp.heads``, ``st.HasField("sequence")``, ...) keeps wo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -30,6 +30,31 @@ def _u32(values: Any) -> np.ndarray:
     return np.fromiter(values, dtype=np.uint32)
 
 
+class HeadCount(NamedTuple):
+    """One head of a compaction: tokens before and kept."""
+
+    layer: int
+    head: int
+    before: int
+    kept: int
+
+
+class LayerAlias(NamedTuple):
+    """A KVSharer alias: ``layer`` reads ``owner``'s cache."""
+
+    layer: int
+    owner: int
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """A configured rule (ListPolicies), 1-based ``index`` as ``CompactResult.chosen_by`` names it."""
+
+    index: int
+    condition: str
+    policy: str
+
+
 @dataclass(frozen=True, repr=False, eq=False)
 class CompactResult(_Reply):
     """What a Compact did: the method that ran (and the policy and rule that chose it), each head's
@@ -48,7 +73,8 @@ class CompactResult(_Reply):
     pages_freed: int
     bytes_freed: int
     elapsed_ns: int
-    aliases: Dict[int, int]  # layer -> owner layer (KVSharer), the map in force
+    heads: List[HeadCount]   # the same per head, as (layer, head, before, kept)
+    aliases: List[LayerAlias]  # the KVSharer map in force (alias_map: as a dict)
     raw: Any = field(compare=False)
 
     @classmethod
@@ -58,12 +84,13 @@ class CompactResult(_Reply):
                    _u32(h.layer for h in heads), _u32(h.head for h in heads),
                    _u32(h.before for h in heads), _u32(h.kept for h in heads), _u32(r.budgets),
                    r.pages_freed, r.bytes_freed, r.elapsed_ns,
-                   {a.layer: a.owner for a in r.aliases}, r)
+                   [HeadCount(h.layer, h.head, h.before, h.kept) for h in heads],
+                   [LayerAlias(a.layer, a.owner) for a in r.aliases], r)
 
     @property
-    def heads(self) -> Any:
-        """Per-head ``HeadCount`` {layer, head, before, kept} messages, as the reply has them."""
-        return self.raw.heads
+    def alias_map(self) -> Dict[int, int]:
+        """``aliases`` as layer -> owner layer."""
+        return {a.layer: a.owner for a in self.aliases}
 
     def __repr__(self) -> str:
         return (f"CompactResult(method={self.method!r}, policy={self.policy!r}, "
@@ -307,17 +334,17 @@ class EvictResult(_Reply):
 
 @dataclass(frozen=True, repr=False)
 class PolicyList(_Reply):
-    """ListPolicies: the policies (PolicyInfo messages), rules in the order tried as
-    ``(index, condition, policy)``, and each model's default policy."""
+    """ListPolicies: the policies (PolicyInfo messages), rules in the order tried, and each
+    model's default policy."""
 
     policies: List[Any]
-    rules: List[tuple]
+    rules: List[RuleInfo]
     default_policies: Dict[str, str]
     raw: Any = field(compare=False)
 
     @classmethod
     def from_pb(cls, r: Any) -> "PolicyList":
-        return cls(list(r.policies), [(x.index, x.condition, x.policy) for x in r.rules],
+        return cls(list(r.policies), [RuleInfo(x.index, x.condition, x.policy) for x in r.rules],
                    {m.model: m.default_policy for m in r.models}, r)
 
     @property
