@@ -113,6 +113,7 @@ class Client:
         self._curve = curve.client_keys(curve_server_key, curve_public_key, curve_secret_key)
         self._ctx = context or zmq.Context.instance()
         self._sock: Optional[zmq.Socket] = None
+        self._poller = zmq.Poller()
         self._ids = itertools.count(1)  # request ids: non-zero, never reused by this client
         self._arena: Optional[Arena] = None
         self._hello: Optional[hello_pb2.HelloResponse] = None
@@ -142,6 +143,10 @@ class Client:
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
         sock.connect(self.endpoint)
         self._sock = sock
+        # One poller per socket: Socket.poll builds and registers a new Poller on every call,
+        # a fixed cost in each round trip.
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
 
     def _reset_socket(self) -> None:
         # After a timeout the old socket may still receive the late reply; a fresh socket (new
@@ -240,9 +245,9 @@ class Client:
                     raise KvdError(ErrorCode.FAILED_PRECONDITION, "kvd: client is closing",
                                    req.request_id)
                 remaining = min(remaining, CANCEL_POLL_MS)
-                if not sock.poll(remaining, zmq.POLLIN):
+                if not self._poller.poll(remaining):
                     continue
-            elif remaining <= 0 or not sock.poll(remaining, zmq.POLLIN):
+            elif remaining <= 0 or not self._poller.poll(remaining):
                 self._reset_socket()
                 hint = ("is the daemon running, is curve_server_key its public key, and does a "
                         "tenant list this client's curve_public_key? (a refused CURVE client gets "
