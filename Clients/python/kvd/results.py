@@ -1,7 +1,8 @@
 """Typed results of :class:`kvd.Client` calls.
 
-Each is a small frozen dataclass with typed fields (per-head numbers as numpy arrays) built from
-the daemon's reply, which stays reachable as ``.raw`` (the ``kvd.v1`` protobuf message). Any field
+Each is a small dataclass with typed fields (per-head numbers as numpy arrays) built from the
+daemon's reply, which stays reachable as ``.raw`` (the ``kvd.v1`` protobuf message). Not frozen: a
+frozen dataclass takes about twice as long to build, and one is built on every call. Any field
 of the reply that a class does not list is still read through to ``.raw``, so code written against
 the protobuf replies (``resp.heads``, ``st.HasField("sequence")``, ...) keeps working.
 """
@@ -46,7 +47,7 @@ class LayerAlias(NamedTuple):
     owner: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class RuleInfo:
     """A configured rule (ListPolicies), 1-based ``index`` as ``CompactResult.chosen_by`` names it."""
 
@@ -55,7 +56,7 @@ class RuleInfo:
     policy: str
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class CompactResult(_Reply):
     """What a Compact did: the method that ran (and the policy and rule that chose it), each head's
     token count before and kept, the per-head budgets, what was freed, and the layer aliases."""
@@ -99,7 +100,7 @@ class CompactResult(_Reply):
                 f"pages_freed={self.pages_freed})")
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(repr=False)
 class SequenceStats(_Reply):
     """One sequence as Stats or ListSequences describe it."""
 
@@ -134,7 +135,7 @@ class SequenceStats(_Reply):
                 f"length={self.length}, tokens_held={self.tokens_held}, pages={self.pages})")
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(repr=False)
 class Stats(_Reply):
     """The tenant's arena figures, and ``sequence`` (None unless asked for one). ``memory``,
     ``prefix`` and ``remote`` are the reply's MemoryStats / PrefixStats / RemoteStats messages."""
@@ -168,7 +169,7 @@ class Stats(_Reply):
                 f"sequences={self.sequences}, sequence={self.sequence!r})")
 
 
-@dataclass(frozen=True)
+@dataclass
 class CreateResult(_Reply):
     """A created sequence: its id, generation, and the tokens adopted from the prefix cache."""
 
@@ -182,7 +183,7 @@ class CreateResult(_Reply):
         return cls(r.sequence_id, r.generation, r.adopted_tokens, r)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReleaseResult(_Reply):
     pages_freed: int
     bytes_freed: int
@@ -193,7 +194,7 @@ class ReleaseResult(_Reply):
         return cls(r.pages_freed, r.bytes_freed, r)
 
 
-@dataclass(frozen=True)
+@dataclass
 class AppendResult(_Reply):
     """An Append or Commit: the new length, the first appended token's position, generation."""
 
@@ -207,7 +208,7 @@ class AppendResult(_Reply):
         return cls(r.length, r.first_position, r.generation, r)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class ReserveResult(_Reply):
     """A reservation: its id, tokens, page size, and per head (layer-major) the first slot, page
     ids (uint32 arrays; None for an aliased layer's head) and whether it is aliased. ``heads`` is
@@ -242,7 +243,7 @@ class ReserveResult(_Reply):
                 f"num_tokens={self.num_tokens}, heads={len(self.first_slots)})")
 
 
-@dataclass(frozen=True)
+@dataclass
 class LookupResult(_Reply):
     tokens: int
     pages_per_head: int
@@ -254,7 +255,7 @@ class LookupResult(_Reply):
         return cls(r.tokens, r.pages_per_head, r.page_tokens, r)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ForkResult(_Reply):
     sequence_id: int
     length: int
@@ -266,7 +267,7 @@ class ForkResult(_Reply):
         return cls(r.sequence_id, r.length, r.generation, r)
 
 
-@dataclass(frozen=True)
+@dataclass
 class RestoreResult(_Reply):
     sequence_id: int
     length: int
@@ -280,7 +281,7 @@ class RestoreResult(_Reply):
         return cls(r.sequence_id, r.length, r.generation, r.from_remote, r.restore_us, r)
 
 
-@dataclass(frozen=True)
+@dataclass
 class PinResult(_Reply):
     pinned: bool
     pinned_pages: int
@@ -291,7 +292,7 @@ class PinResult(_Reply):
         return cls(r.pinned, r.pinned_pages, r)
 
 
-@dataclass(frozen=True)
+@dataclass
 class StageResult(_Reply):
     offset: int
     bytes: int
@@ -302,7 +303,7 @@ class StageResult(_Reply):
         return cls(r.offset, r.bytes, r)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(repr=False)
 class SequenceList(_Reply):
     """ListSequences: the tenant and its live sequences, by increasing id."""
 
@@ -318,7 +319,7 @@ class SequenceList(_Reply):
         return f"SequenceList(tenant={self.tenant!r}, sequences={len(self.sequences)})"
 
 
-@dataclass(frozen=True)
+@dataclass
 class EvictResult(_Reply):
     sequence_id: int
     pages_freed: int
@@ -332,7 +333,7 @@ class EvictResult(_Reply):
         return cls(r.sequence_id, r.pages_freed, r.bytes_freed, r.offloaded, r.tokens_held, r)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(repr=False)
 class PolicyList(_Reply):
     """ListPolicies: the policies (PolicyInfo messages), rules in the order tried, and each
     model's default policy."""
@@ -356,7 +357,7 @@ class PolicyList(_Reply):
         return f"PolicyList(policies={[p.name for p in self.policies]}, rules={len(self.rules)})"
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReloadResult(_Reply):
     policies: List[str]
     rules: int
