@@ -105,7 +105,12 @@ int cmd_rtt(opts *o) {
     raw_query.protocol_version = KVD_PROTOCOL_VERSION;
     raw_query.body_case = KVD__V1__REQUEST__BODY_QUERY;
     raw_query.query = &raw_qr;
-    size_t stats_reply = 0, query_reply = 0;
+    /* The same query asking for position runs (what libkvdclient sends since they exist). */
+    Kvd__V1__QueryRequest raw_qr_runs = raw_qr;
+    raw_qr_runs.position_runs = 1;
+    Kvd__V1__Request raw_query_runs = raw_query;
+    raw_query_runs.query = &raw_qr_runs;
+    size_t stats_reply = 0, query_reply = 0, runs_reply = 0;
     kvd_stats st;
     kvd_query_result *q = NULL;
     /* Warm up both sides (connections, allocator, caches). */
@@ -120,13 +125,15 @@ int cmd_rtt(opts *o) {
         echo_rt(&e, payload, query_bytes);
         stats_reply = raw_kvd_rt(&raw, &raw_stats, &raw_id, 1);
         query_reply = raw_kvd_rt(&raw, &raw_query, &raw_id, 1);
+        runs_reply = raw_kvd_rt(&raw, &raw_query_runs, &raw_id, 1);
     }
     if (!warmup) {
         stats_reply = raw_kvd_rt(&raw, &raw_stats, &raw_id, 1);
         query_reply = raw_kvd_rt(&raw, &raw_query, &raw_id, 1);
+        runs_reply = raw_kvd_rt(&raw, &raw_query_runs, &raw_id, 1);
     }
     samples s_stats = {0}, s_query = {0}, e_stats = {0}, e_query = {0}, r_stats = {0},
-            r_query = {0};
+            r_query = {0}, r_runs = {0};
     while ((long long)s_stats.n < n) {
         long long b = n - (long long)s_stats.n < block ? n - (long long)s_stats.n : block;
         for (long long i = 0; i < b; i++) {
@@ -164,6 +171,11 @@ int cmd_rtt(opts *o) {
             raw_kvd_rt(&raw, &raw_query, &raw_id, 0);
             push(&r_query, now_s() - t);
         }
+        for (long long i = 0; i < b; i++) {
+            double t = now_s();
+            raw_kvd_rt(&raw, &raw_query_runs, &raw_id, 0);
+            push(&r_runs, now_s() - t);
+        }
     }
     /* The raw rows were not checked in the loop; check the connection still answers. */
     raw_kvd_rt(&raw, &raw_stats, &raw_id, 1);
@@ -179,6 +191,9 @@ int cmd_rtt(opts *o) {
                   "echo_query_metadata_size", with_samples, (uint32_t)tokens, query_reply);
     print_latency("query_metadata_raw", tk, query_bytes, &r_query, &e_query,
                   "echo_query_metadata_size", with_samples, (uint32_t)tokens, query_reply);
+    /* Its request is 2 bytes longer than the echo's message (the flag); the reply is shorter. */
+    print_latency("query_metadata_runs_raw", tk, query_bytes + 2, &r_runs, &e_query,
+                  "echo_query_metadata_size", with_samples, (uint32_t)tokens, runs_reply);
     if (strcmp(tk, te) != 0)
         fprintf(stderr, "kvd-bench-client: warning: kvd over %s, echo over %s\n", tk, te);
 
@@ -187,6 +202,6 @@ int cmd_rtt(opts *o) {
     echo_close(&raw);
     kvd_client_free(c);
     free(s_stats.v); free(s_query.v); free(e_stats.v); free(e_query.v);
-    free(r_stats.v); free(r_query.v);
+    free(r_stats.v); free(r_query.v); free(r_runs.v);
     return 0;
 }

@@ -123,7 +123,8 @@ def rtt_table(runs: list) -> list:
             echo = spread([r["baseline_p50"] for r in rs])
             r50 = spread([r["ratio_p50"] for r in rs])
             r99 = spread([r["ratio_p99"] for r in rs])
-            label = name.replace("_raw", " (raw DEALER, no client library)")
+            label = name.replace("_runs_raw", " (raw DEALER, position runs)").replace(
+                "_raw", " (raw DEALER, no client library)")
         else:
             if path == "echo":
                 continue

@@ -163,12 +163,24 @@ kvd_result kvd__leave(kvd_client *c, kvd_result rc);
 /* curve.c: 1 if `key` is a canonical 40-character Z85 key. */
 int kvd__z85_key_ok(const char *key);
 
+/* bump.c: an allocator whose memory is released all at once (kvd__bump_release); its `pc` is
+ * handed to protobuf-c, whose frees of it are no-ops. Embedded in the object it serves (the
+ * allocator's data points at it, so it must not move after kvd__bump_init). */
+typedef struct kvd_bump {
+    ProtobufCAllocator pc;
+    struct bump_chunk *chunks;
+} kvd_bump;
+void kvd__bump_init(kvd_bump *b);
+void *kvd__bump_alloc(kvd_bump *b, size_t size); /* 16-byte aligned; NULL when out of memory */
+void kvd__bump_release(kvd_bump *b);
+
 /* transport.c */
 kvd_result kvd__open_socket(kvd_client *c);
 /* One round trip, nothing else: kvd__rpc without the rejoin. *not_bound (may be NULL) is set to 1
- * when the daemon refused the request because this connection is bound to no tenant. */
+ * when the daemon refused the request because this connection is bound to no tenant. The reply is
+ * unpacked with `alloc` (NULL: malloc), and must be freed with it. */
 kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
-                         Kvd__V1__Response **out, int *not_bound);
+                         Kvd__V1__Response **out, int *not_bound, ProtobufCAllocator *alloc);
 kvd_result kvd__reattach_after_loss(kvd_client *c, const char *why);
 kvd_result kvd__ensure_session(kvd_client *c);
 
@@ -178,6 +190,9 @@ kvd_result kvd__ensure_session(kvd_client *c);
  * kvd__v1__response__free_unpacked). */
 kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
                     Kvd__V1__Response **out);
+/* kvd__rpc unpacking the reply with `alloc` (see kvd__rpc_once). */
+kvd_result kvd__rpc_with(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
+                         Kvd__V1__Response **out, ProtobufCAllocator *alloc);
 /* After a restart that kept the segment, say Hello again and take back the created sequences
  * (forgetting those the daemon no longer has). If that Hello shows a new segment, it is mapped
  * (may_map) and *replaced set (may be NULL): the sequences are gone, nothing is taken back;

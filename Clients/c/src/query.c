@@ -4,28 +4,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Everything a result owns lives in `mem`: the unpacked reply (protobuf-c allocates from it) and
+ * the head, position, log-weight and page-pointer arrays. Freeing the result releases it whole:
+ * no malloc or free per head. */
 typedef struct query_box {
     kvd_query_result pub;
-    Kvd__V1__Response *resp;
+    kvd_bump mem;
     arena *a;
-    kvd_head_view *heads;
-    int32_t *positions;
-    float *log_weights;
-    uint32_t *ids;
-    const void **ptrs;
 } query_box;
 
 void kvd_query_result_free(kvd_query_result *r) {
     if (!r) return;
     query_box *b = (query_box *)r->internal_;
-    kvd__v1__response__free_unpacked(b->resp, NULL);
     kvd__arena_unref(b->a);
-    free(b->heads);
-    free(b->positions);
-    free(b->log_weights);
-    free(b->ids);
-    free(b->ptrs);
+    kvd__bump_release(&b->mem);
     free(b);
+}
+
+/* Expands HeadView.position_runs ((start int32, count uint32) little-endian) into `out`, n int32.
+ * Returns NULL when they are well formed, else what is wrong: the bytes come from the daemon, but
+ * a malformed reply must not make the client write past `out` or invent positions. */
+static const char *expand_runs(const uint8_t *runs, size_t len, uint32_t n, int32_t *out) {
+    if (len % 8) return "position runs are not 8-byte entries";
+    uint64_t total = 0;
+    int64_t next = 0; /* the smallest start the next run may have (ascending, no overlap) */
+    for (size_t i = 0; i < len / 8; i++) {
+        uint32_t s, cnt;
+        memcpy(&s, runs + 8 * i, 4); /* little-endian on every platform kvd runs on */
+        memcpy(&cnt, runs + 8 * i + 4, 4);
+        int64_t start = (int32_t)s;
+        if (cnt == 0 || start < next) return "position runs empty or not ascending";
+        if (start + (int64_t)cnt - 1 > INT32_MAX) return "a position run passes 2^31 - 1";
+        if (total + cnt > n) return "position runs hold more tokens than num_tokens";
+        for (uint32_t k = 0; k < cnt; k++) out[total + k] = (int32_t)(start + k);
+        total += cnt;
+        next = start + cnt;
+    }
+    return total == n ? NULL : "position runs hold fewer tokens than num_tokens";
 }
 
 kvd_result kvd_client_query(kvd_client *c, uint64_t seq, kvd_query_mode mode,
@@ -47,26 +62,29 @@ kvd_result kvd_client_query(kvd_client *c, uint64_t seq, kvd_query_mode mode,
     qr.mode = (Kvd__V1__QueryMode)mode;
     qr.n_layers = n_layers;
     qr.layers = (uint32_t *)layers;
+    /* Positions as runs: 8 bytes per run instead of 4 per token. A daemon that predates the field
+     * ignores it and sends `positions`, which is read below as before. */
+    qr.position_runs = 1;
     Kvd__V1__Request req = KVD__V1__REQUEST__INIT;
     req.body_case = KVD__V1__REQUEST__BODY_QUERY;
     req.query = &qr;
+    query_box *b = calloc(1, sizeof *b);
+    if (!b) return kvd__leave(c, kvd__oom(c));
+    kvd__bump_init(&b->mem);
+    b->pub.internal_ = b;
     Kvd__V1__Response *resp;
-    rc = kvd__rpc(c, &req, KVD__V1__RESPONSE__BODY_QUERY, &resp);
-    if (rc) return kvd__leave(c, rc);
+    rc = kvd__rpc_with(c, &req, KVD__V1__RESPONSE__BODY_QUERY, &resp, &b->mem.pc);
+    if (rc) {
+        kvd_query_result_free(&b->pub);
+        return kvd__leave(c, rc);
+    }
     Kvd__V1__QueryResponse *q = resp->query;
     arena *a = c->arena;
-    query_box *b = calloc(1, sizeof *b);
-    if (!b) {
-        kvd__v1__response__free_unpacked(resp, NULL);
-        return kvd__leave(c, kvd__oom(c));
-    }
-    b->resp = resp;
-    b->pub.internal_ = b;
     size_t es = kvd_dtype_size((kvd_dtype)q->dtype);
     uint32_t P = q->page_tokens;
     uint64_t tb = (uint64_t)q->head_dim * es;
     const char *bad = NULL;
-    size_t total_tokens = 0, total_pages = 0;
+    size_t total_tokens = 0, total_pages = 0, max_zero = 0;
     if (!es) bad = "unknown dtype";
     else if (!q->head_dim) bad = "head_dim 0";
     else if (mode == KVD_QUERY_PAGES && (P == 0 || 2 * (uint64_t)P * tb > a->page_bytes))
@@ -74,10 +92,15 @@ kvd_result kvd_client_query(kvd_client *c, uint64_t seq, kvd_query_mode mode,
     for (size_t h = 0; !bad && h < q->n_heads; h++) {
         Kvd__V1__HeadView *hv = q->heads[h];
         uint64_t n = hv->num_tokens;
-        /* An empty log_weights field means every log-weight is 0. */
-        if (hv->positions.len != 4 * n || (hv->log_weights.len != 4 * n && hv->log_weights.len != 0))
+        /* Positions come as runs or as one int32 per token; an empty log_weights field means
+         * every log-weight is 0. */
+        int runs = hv->position_runs.len > 0 || (n > 0 && hv->positions.len == 0);
+        if ((!runs && hv->positions.len != 4 * n) ||
+            (hv->log_weights.len != 4 * n && hv->log_weights.len != 0))
             bad = "positions / log-weights do not match num_tokens";
+        if (runs && hv->position_runs.len / 8 > n) bad = "more position runs than tokens";
         total_tokens += n;
+        if (!hv->log_weights.len && n > max_zero) max_zero = n;
         if (mode == KVD_QUERY_PAGES) {
             if (hv->page_ids.len != 4 * kvd__pages_needed(0, n, P))
                 bad = "page_ids do not match num_tokens";
@@ -90,41 +113,49 @@ kvd_result kvd_client_query(kvd_client *c, uint64_t seq, kvd_query_mode mode,
                 bad = "gathered K/V outside the arena";
         }
     }
+    kvd_head_view *heads = NULL;
+    int32_t *positions = NULL;
+    float *zeros = NULL;
+    const void **ptrs = NULL;
     if (!bad) {
-        b->heads = calloc(q->n_heads + 1, sizeof *b->heads);
-        b->positions = malloc((total_tokens + 1) * sizeof(int32_t));
-        b->log_weights = malloc((total_tokens + 1) * sizeof(float));
-        b->ids = malloc((total_pages + 1) * sizeof(uint32_t));
-        b->ptrs = malloc((2 * total_pages + 1) * sizeof(void *));
-        if (!b->heads || !b->positions || !b->log_weights || !b->ids || !b->ptrs) {
+        /* The per-head arrays, from the same memory as the reply: positions are copied (the
+         * reply's bytes need not be 4-byte aligned) or expanded from runs; every head without
+         * log-weights points at one shared run of zeros. */
+        heads = kvd__bump_alloc(&b->mem, (q->n_heads + 1) * sizeof *heads);
+        positions = kvd__bump_alloc(&b->mem, (total_tokens + 1) * sizeof(int32_t));
+        zeros = kvd__bump_alloc(&b->mem, (max_zero + 1) * sizeof(float));
+        ptrs = kvd__bump_alloc(&b->mem, (2 * total_pages + 1) * sizeof(void *));
+        if (!heads || !positions || !zeros || !ptrs) {
             kvd_query_result_free(&b->pub);
             return kvd__leave(c, kvd__oom(c));
         }
+        memset(heads, 0, (q->n_heads + 1) * sizeof *heads);
+        memset(zeros, 0, (max_zero + 1) * sizeof(float));
     }
     size_t tok = 0, pg = 0;
     for (size_t h = 0; !bad && h < q->n_heads; h++) {
         Kvd__V1__HeadView *hv = q->heads[h];
-        kvd_head_view *v = &b->heads[h];
+        kvd_head_view *v = &heads[h];
         uint32_t n = hv->num_tokens;
         v->layer = hv->layer;
         v->head = hv->head;
         v->num_tokens = n;
-        memcpy(b->positions + tok, hv->positions.data, (size_t)n * 4);
-        if (hv->log_weights.len)
-            memcpy(b->log_weights + tok, hv->log_weights.data, (size_t)n * 4);
+        if (hv->position_runs.len > 0 || (n > 0 && hv->positions.len == 0))
+            bad = expand_runs(hv->position_runs.data, hv->position_runs.len, n, positions + tok);
         else
-            memset(b->log_weights + tok, 0, (size_t)n * 4);
-        v->positions = b->positions + tok;
-        v->log_weights = b->log_weights + tok;
+            memcpy(positions + tok, hv->positions.data, (size_t)n * 4);
+        v->positions = positions + tok;
+        /* Unaligned bytes in the reply are fine for memcpy, not for a float pointer: protobuf-c
+         * copies bytes fields into allocations of their own, which are aligned. */
+        v->log_weights = hv->log_weights.len ? (const float *)hv->log_weights.data : zeros;
         tok += n;
         if (mode == KVD_QUERY_PAGES) {
             uint32_t np = (uint32_t)(hv->page_ids.len / 4);
-            memcpy(b->ids + pg, hv->page_ids.data, (size_t)np * 4);
             v->num_pages = np;
-            v->page_ids = b->ids + pg;
-            const void **kp = b->ptrs + 2 * pg, **vp = b->ptrs + 2 * pg + np;
+            v->page_ids = (const uint32_t *)hv->page_ids.data;
+            const void **kp = ptrs + 2 * pg, **vp = ptrs + 2 * pg + np;
             for (uint32_t i = 0; i < np; i++) {
-                uint32_t p = b->ids[pg + i];
+                uint32_t p = v->page_ids[i];
                 if (p >= a->page_count) {
                     bad = "page id outside the arena";
                     break;
@@ -159,7 +190,7 @@ kvd_result kvd_client_query(kvd_client *c, uint64_t seq, kvd_query_mode mode,
     b->pub.head_dim = q->head_dim;
     b->pub.page_tokens = P;
     b->pub.num_heads = q->n_heads;
-    b->pub.heads = b->heads;
+    b->pub.heads = heads;
     *out = &b->pub;
     return kvd__leave(c, KVD_OK);
 }

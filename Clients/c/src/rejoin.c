@@ -40,7 +40,7 @@ static kvd_result adopt_created(kvd_client *c) {
         Kvd__V1__Response *resp = NULL;
         /* kvd__rpc_once, not kvd__rpc: a restart seen here stays pending for the next call
          * instead of starting a rejoin inside this one. */
-        rc = kvd__rpc_once(c, &req, KVD__V1__RESPONSE__BODY_KEEP_ALIVE, &resp, NULL);
+        rc = kvd__rpc_once(c, &req, KVD__V1__RESPONSE__BODY_KEEP_ALIVE, &resp, NULL, NULL);
         if (rc) break;
         const Kvd__V1__KeepAliveResponse *k = resp->keep_alive;
         for (size_t i = 0; i < k->n_missing; i++) kvd__layout_forget(c, k->missing[i]);
@@ -83,8 +83,13 @@ kvd_result kvd__rejoin_pending(kvd_client *c) {
 
 kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
                     Kvd__V1__Response **out) {
+    return kvd__rpc_with(c, req, want, out, NULL);
+}
+
+kvd_result kvd__rpc_with(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
+                         Kvd__V1__Response **out, ProtobufCAllocator *alloc) {
     int not_bound = 0;
-    kvd_result rc = kvd__rpc_once(c, req, want, out, &not_bound);
+    kvd_result rc = kvd__rpc_once(c, req, want, out, &not_bound, alloc);
     /* Hello is the rejoin's first step and binds by itself (kvd_client_hello finishes the rejoin).
      * Codes from KVD_ERR_TIMEOUT on are the client's: no reply (why wait for a Hello too?), a
      * closing client, or KVD_ERR_RESTARTED, a new segment, which the re-attach path handles. */
@@ -98,13 +103,13 @@ kvd_result kvd__rpc(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__Bod
     /* The keep-alive thread never maps: the caller may be using views of the arena right now. */
     kvd_result joined = kvd__rejoin(c, !c->ka_active, &replaced);
     if (joined == KVD_OK && replaced) {
-        if (*out) kvd__v1__response__free_unpacked(*out, NULL);
+        if (*out) kvd__v1__response__free_unpacked(*out, alloc);
         *out = NULL;
         rc = sequences_gone(c);
     } else if (joined == KVD_OK && not_bound) {
         /* Refused before doing anything; once more with a new request id (kvd__rpc_once gives
          * one). A second refusal is the answer. */
-        rc = kvd__rpc_once(c, req, want, out, NULL);
+        rc = kvd__rpc_once(c, req, want, out, NULL, alloc);
     } else if (joined != KVD_OK && (rc == KVD_OK || !not_bound)) {
         /* The request's own result stands (it took effect, or failed for its own reason); the
          * next call tries the rejoin again. */

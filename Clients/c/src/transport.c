@@ -108,7 +108,7 @@ static void note_instance(kvd_client *c, uint64_t instance) {
  * (c->restarted) but does not rejoin: kvd__rpc does.
  */
 kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response__BodyCase want,
-                         Kvd__V1__Response **out, int *not_bound) {
+                         Kvd__V1__Response **out, int *not_bound, ProtobufCAllocator *alloc) {
     *out = NULL;
     if (not_bound) *not_bound = 0;
     if (c->pipes) {
@@ -212,7 +212,7 @@ kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response
             continue;
         }
         Kvd__V1__Response *resp =
-            kvd__v1__response__unpack(NULL, zmq_msg_size(&part), zmq_msg_data(&part));
+            kvd__v1__response__unpack(alloc, zmq_msg_size(&part), zmq_msg_data(&part));
         size_t got_size = zmq_msg_size(&part);
         zmq_msg_close(&part);
         if (!resp)
@@ -222,11 +222,11 @@ kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response
         int ours = rid == req->request_id ||
                    (rid == 0 && resp->body_case == KVD__V1__RESPONSE__BODY_ERROR);
         if (!ours) { /* a late reply to a request that timed out earlier */
-            kvd__v1__response__free_unpacked(resp, NULL);
+            kvd__v1__response__free_unpacked(resp, alloc);
             continue;
         }
         if (!resp->header) {
-            kvd__v1__response__free_unpacked(resp, NULL);
+            kvd__v1__response__free_unpacked(resp, alloc);
             return kvd__set_err(c, KVD_ERR_PROTOCOL, "kvd: reply from %s has no header",
                                 c->endpoint);
         }
@@ -234,7 +234,7 @@ kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response
         /* A reply sent by a daemon that replaced the arena we mapped: do not trust it. */
         const char *why = NULL;
         if (want != KVD__V1__RESPONSE__BODY_HELLO && c->attached && !kvd__arena_current(c, &why)) {
-            kvd__v1__response__free_unpacked(resp, NULL);
+            kvd__v1__response__free_unpacked(resp, alloc);
             /* The keep-alive thread leaves the re-attach to the caller's next call, which then
              * reports KVD_ERR_RESTARTED as documented. */
             if (c->ka_active)
@@ -244,7 +244,7 @@ kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response
         uint32_t pv = resp->header->protocol_version;
         if (pv != 0 && pv != KVD_PROTOCOL_VERSION &&
             resp->body_case != KVD__V1__RESPONSE__BODY_ERROR) {
-            kvd__v1__response__free_unpacked(resp, NULL);
+            kvd__v1__response__free_unpacked(resp, alloc);
             return kvd__set_err(c, KVD_ERR_PROTOCOL,
                                 "kvd: the daemon answered in protocol version %u; this client "
                                 "speaks %u", pv, KVD_PROTOCOL_VERSION);
@@ -257,12 +257,12 @@ kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response
             kvd_result rc = resp->error
                                 ? kvd__server_error(c, resp->error)
                                 : kvd__set_err(c, KVD_ERR_PROTOCOL, "kvd: empty error reply");
-            kvd__v1__response__free_unpacked(resp, NULL);
+            kvd__v1__response__free_unpacked(resp, alloc);
             return rc;
         }
         if (resp->body_case != want) {
             Kvd__V1__Response__BodyCase b = resp->body_case;
-            kvd__v1__response__free_unpacked(resp, NULL);
+            kvd__v1__response__free_unpacked(resp, alloc);
             return kvd__set_err(c, KVD_ERR_PROTOCOL,
                                 "kvd: asked for %s, the daemon replied with %s", body_name(want),
                                 body_name(b));

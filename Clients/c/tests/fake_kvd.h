@@ -2,7 +2,9 @@
  * fake arena in /dev/shm), Stats (with fixed memory, prefix and remote figures, and fixed details
  * of a named sequence: fake_memory_stats / fake_prefix_stats / fake_remote_stats /
  * fake_sequence_stats), CreateSequence (adopting whole 4-token pages of the ids sent), Append,
- * Lookup, Fork, Restore (fake_restore_response; sequence 13 answers for 14), KeepAlive and Pin,
+ * Lookup, Fork, Restore (fake_restore_response; sequence 13 answers for 14), KeepAlive, Pin and
+ * METADATA Query (one head of `query_tokens` tokens whose positions are `query_runs` as sent, or
+ * 0, 1, ... as `positions` when the request did not ask for runs),
  * and recording what it got. fake_start / fake_stop; read the recorded fields under f->mu.
  * A restart that keeps the segment is faked by changing instance_id (and clearing `bound`) under
  * f->mu; fake_replace_arena makes a new segment as a restart without durability does. */
@@ -43,6 +45,11 @@ typedef struct fake_kvd {
                                       connection bound to no (token) tenant */
     uint64_t ka_missing;           /* KeepAlive reports this id missing when it was sent (0: the
                                       last id sent, reported as 2^63) */
+    /* Query (under mu): the one head's token count and position_runs bytes, sent as they are. */
+    uint32_t query_tokens;
+    uint8_t query_runs[64];
+    size_t query_runs_len;
+    int query_asked_runs;          /* recorded: the last Query asked for position runs */
     /* Under mu (a test changes them while the fake runs). */
     uint64_t instance_id;          /* ResponseHeader / HelloResponse instance_id (0: none) */
     uint64_t generation;           /* Hello's arena generation (0: 1) */
@@ -215,6 +222,11 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
     Kvd__V1__ForkResponse forked = KVD__V1__FORK_RESPONSE__INIT;
     Kvd__V1__RestoreResponse restored = KVD__V1__RESTORE_RESPONSE__INIT;
     Kvd__V1__RemoteStats remote = KVD__V1__REMOTE_STATS__INIT;
+    Kvd__V1__QueryResponse queried = KVD__V1__QUERY_RESPONSE__INIT;
+    Kvd__V1__HeadView head = KVD__V1__HEAD_VIEW__INIT;
+    Kvd__V1__HeadView *heads[1] = {&head};
+    uint8_t runs[64];
+    int32_t positions[16];
     Kvd__V1__ModelLayout model = KVD__V1__MODEL_LAYOUT__INIT;
     Kvd__V1__ModelLayout *models[1] = {&model};
     uint64_t whole; /* tokens of whole 4-token pages among the ids sent */
@@ -335,6 +347,31 @@ static void fake_answer(fake_kvd *f, zmq_msg_t *id, const Kvd__V1__Request *req)
         forked.generation = 1;
         resp.body_case = KVD__V1__RESPONSE__BODY_FORK;
         resp.fork = &forked;
+        break;
+    case KVD__V1__REQUEST__BODY_QUERY:
+        pthread_mutex_lock(&f->mu);
+        f->query_asked_runs = req->query->position_runs;
+        head.num_tokens = f->query_tokens;
+        memcpy(runs, f->query_runs, f->query_runs_len);
+        head.position_runs.len = f->query_runs_len;
+        pthread_mutex_unlock(&f->mu);
+        if (!req->query->position_runs) { /* an old daemon, or a client that did not ask */
+            head.position_runs.len = 0;
+            if (head.num_tokens > 16) head.num_tokens = 16;
+            for (uint32_t i = 0; i < head.num_tokens; i++) positions[i] = (int32_t)i;
+            head.positions.data = (uint8_t *)positions;
+            head.positions.len = 4 * head.num_tokens;
+        }
+        head.position_runs.data = runs;
+        queried.sequence_id = req->query->sequence_id;
+        queried.generation = 1;
+        queried.dtype = KVD__V1__DTYPE__DTYPE_F16;
+        queried.head_dim = 4;
+        queried.page_tokens = 4;
+        queried.n_heads = 1;
+        queried.heads = heads;
+        resp.body_case = KVD__V1__RESPONSE__BODY_QUERY;
+        resp.query = &queried;
         break;
     case KVD__V1__REQUEST__BODY_RESTORE:
         fake_restore_response(req->restore->sequence_id, &restored);

@@ -888,6 +888,78 @@ static void test_remote_restore_wire(void) {
     fake_stop(&f);
 }
 
+/* Query position runs (QueryRequest.position_runs): the client asks for them, expands them into
+ * `positions`, and refuses malformed ones with KVD_ERR_PROTOCOL instead of reading or writing past
+ * what the reply holds. */
+static void set_runs(fake_kvd *f, uint32_t tokens, const int64_t *pairs, size_t n_pairs) {
+    pthread_mutex_lock(&f->mu);
+    f->query_tokens = tokens;
+    for (size_t i = 0; i < n_pairs; i++) {
+        uint32_t start = (uint32_t)pairs[2 * i], count = (uint32_t)pairs[2 * i + 1];
+        memcpy(f->query_runs + 8 * i, &start, 4);
+        memcpy(f->query_runs + 8 * i + 4, &count, 4);
+    }
+    f->query_runs_len = 8 * n_pairs;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void test_query_position_runs(void) {
+    fake_kvd f = {0};
+    REQUIRE(fake_start(&f, "runs"), "fake");
+    kvd_client *c = connect_fake(&f, 0, 2000);
+    REQUIRE(c, "client");
+    kvd_query_result *q = NULL;
+
+    const int64_t two[] = {0, 3, 10, 2}; /* StreamingLLM's shape: sinks, then the recent window */
+    set_runs(&f, 5, two, 2);
+    CHECK_RC(c, kvd_client_query(c, 7, KVD_QUERY_METADATA, NULL, 0, &q), KVD_OK);
+    CHECK(fake_count(&f, &f.query_asked_runs) == 1, "the client asks for runs");
+    if (q) {
+        const int32_t want[] = {0, 1, 2, 10, 11};
+        CHECK(q->num_heads == 1 && q->heads[0].num_tokens == 5 &&
+              memcmp(q->heads[0].positions, want, sizeof want) == 0, "expanded runs");
+        CHECK(q->heads[0].log_weights[0] == 0.0f && q->heads[0].log_weights[4] == 0.0f,
+              "no log-weights: zeros");
+    }
+    kvd_query_result_free(q);
+    q = NULL;
+
+    const int64_t top[] = {2147483645, 3}; /* ends at 2^31 - 1 */
+    set_runs(&f, 3, top, 1);
+    CHECK_RC(c, kvd_client_query(c, 7, KVD_QUERY_METADATA, NULL, 0, &q), KVD_OK);
+    if (q) CHECK(q->heads[0].positions[2] == 2147483647, "last position %d", q->heads[0].positions[2]);
+    kvd_query_result_free(q);
+    q = NULL;
+
+    /* Malformed: (tokens, runs, what the error says). */
+    struct { uint32_t tokens; int64_t pairs[4]; size_t n; const char *why; } bad[] = {
+        {4, {0, 5}, 1, "more tokens"},              /* counts past num_tokens */
+        {6, {0, 5}, 1, "fewer tokens"},             /* counts short of num_tokens */
+        {3, {2147483646, 3}, 1, "2^31"},            /* runs past int32 */
+        {2, {-1, 2}, 1, "not ascending"},           /* negative start */
+        {4, {10, 2, 11, 2}, 2, "not ascending"},    /* overlapping */
+        {4, {5, 0, 6, 4}, 2, "empty"},              /* an empty run */
+        {3, {0, 0}, 0, "fewer tokens"},             /* no runs, no positions */
+        {1, {0, 0xffffffffLL, 0, 0xffffffffLL}, 2, "more position runs"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        set_runs(&f, bad[i].tokens, bad[i].pairs, bad[i].n);
+        q = (kvd_query_result *)&f; /* must come back NULL */
+        CHECK_RC(c, kvd_client_query(c, 7, KVD_QUERY_METADATA, NULL, 0, &q), KVD_ERR_PROTOCOL);
+        CHECK(q == NULL && strstr(kvd_client_last_error(c), bad[i].why) != NULL, "case %zu: %s", i,
+              kvd_client_last_error(c));
+    }
+    /* A length that is not whole 8-byte runs. */
+    set_runs(&f, 1, two, 1);
+    pthread_mutex_lock(&f.mu);
+    f.query_runs_len = 7;
+    pthread_mutex_unlock(&f.mu);
+    CHECK_RC(c, kvd_client_query(c, 7, KVD_QUERY_METADATA, NULL, 0, &q), KVD_ERR_PROTOCOL);
+    CHECK(strstr(kvd_client_last_error(c), "8-byte") != NULL, "%s", kvd_client_last_error(c));
+    kvd_client_free(c);
+    fake_stop(&f);
+}
+
 static void test_remote_stats(void) {
     fake_kvd f = {0};
     REQUIRE(fake_start(&f, "rstats"), "fake");
@@ -1114,6 +1186,7 @@ int main(void) {
     TEST(test_prefix_stats);
     TEST(test_remote_restore_wire);
     TEST(test_remote_stats);
+    TEST(test_query_position_runs);
     TEST(test_rejoin_after_restart);
     TEST(test_rejoin_from_keepalive_thread);
     return harness_summary();

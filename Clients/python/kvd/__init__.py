@@ -15,9 +15,12 @@ from kvd.errors import ErrorCode, EvictedError, KvdError
 from kvd.events import Events
 from kvd.keepalive import KeepAliveResult
 from kvd.pipeline import AppendPipeline, PipelineError
+from kvd.results import (AppendResult, CompactResult, CreateResult, ReserveResult, SequenceStats,
+                         Stats)
 from kvd.views import HeadData, QueryResult
 
 __all__ = ["Client", "ErrorCode", "KvdError", "EvictedError", "Events", "KeepAliveResult", "HeadData",
-           "QueryResult", "AppendPipeline", "PipelineError", "attention", "attention_arrays", "CurveKeyPair", "load_curve_key",
-           "load_curve_keypair"]
+           "QueryResult", "AppendPipeline", "PipelineError", "attention", "attention_arrays",
+           "CurveKeyPair", "load_curve_key", "load_curve_keypair", "AppendResult", "CompactResult",
+           "CreateResult", "ReserveResult", "SequenceStats", "Stats"]
 __version__ = "0.1.0"

@@ -12,12 +12,20 @@ number of query vectors, e.g. the query heads sharing this KV head), ``K``/``V``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    from kvd.views import HeadData
 
-def attention(q: np.ndarray, head) -> np.ndarray:
+
+def attention(q: np.ndarray, head: "HeadData") -> np.ndarray:
     """Attention of ``q`` over one head of a ``Client.query`` result (a ``HeadData``)."""
-    return attention_arrays(q, head.keys, head.values, head.log_weights)
+    keys, values = head.keys, head.values
+    if keys is None or values is None:
+        raise ValueError("attention needs K/V; this head came from a METADATA query")
+    return attention_arrays(q, keys, values, head.log_weights)
 
 
 def attention_arrays(q: np.ndarray, keys: np.ndarray, values: np.ndarray,

@@ -11,7 +11,7 @@ import numbers
 import sys
 import threading
 import time
-from typing import Iterable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 import numpy as np
 import zmq
@@ -25,6 +25,7 @@ from kvd.shm import Arena
 from kvd.v1 import (admin_pb2, append_pb2, common_pb2, compact_pb2, envelope_pb2, hello_pb2, memory_pb2,
                     prefix_pb2, query_pb2, remote_pb2, sequence_pb2, stats_pb2)
 from kvd import wire
+from kvd import results
 from kvd.views import PagedHead, HeadData, QueryResult
 
 PROTOCOL_VERSION = 1
@@ -32,17 +33,17 @@ PROTOCOL_VERSION = 1
 # (docs/PROTOCOL.md): after a restart, the client says Hello again and resends.
 NOT_BOUND = "not bound to a tenant"
 
-_MODES = {
+_MODES: Dict[str, int] = {
     "pages": query_pb2.QUERY_MODE_PAGES,
     "inline": query_pb2.QUERY_MODE_INLINE,
     "gather": query_pb2.QUERY_MODE_GATHER,
     "metadata": query_pb2.QUERY_MODE_METADATA,
 }
-_MODE_NAMES = {v: k for k, v in _MODES.items()}
+_MODE_NAMES: Dict[int, str] = {v: k for k, v in _MODES.items()}
 _MODE_NAMES[query_pb2.QUERY_MODE_UNSPECIFIED] = "pages"  # the server's default
 
 
-def _param(name: str, value) -> common_pb2.Param:
+def _param(name: str, value: Union[bool, int, float, str]) -> common_pb2.Param:
     """A compaction Param from a Python value; bool is checked before int (bool is an int)."""
     p = common_pb2.Param(name=name)
     if isinstance(value, (bool, np.bool_)):
@@ -112,11 +113,12 @@ class Client:
         self._curve = curve.client_keys(curve_server_key, curve_public_key, curve_secret_key)
         self._ctx = context or zmq.Context.instance()
         self._sock: Optional[zmq.Socket] = None
+        self._poller = zmq.Poller()
         self._ids = itertools.count(1)  # request ids: non-zero, never reused by this client
         self._arena: Optional[Arena] = None
         self._hello: Optional[hello_pb2.HelloResponse] = None
-        self._models = {}      # model name -> ModelLayout, from Hello
-        self._seq_models = {}  # sequence id -> model name, for sequences this client created
+        self._models: Dict[str, Any] = {}    # model name -> ModelLayout, from Hello
+        self._seq_models: Dict[int, str] = {}  # sequence id -> model name, for sequences this client created
         # Every use of the socket holds _io: the keep-alive thread shares it with the caller's.
         self._io = threading.Lock()
         self._last_send = 0.0  # time.monotonic() of the last request sent (keep-alive idleness)
@@ -141,6 +143,10 @@ class Client:
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
         sock.connect(self.endpoint)
         self._sock = sock
+        # One poller per socket: Socket.poll builds and registers a new Poller on every call,
+        # a fixed cost in each round trip.
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
 
     def _reset_socket(self) -> None:
         # After a timeout the old socket may still receive the late reply; a fresh socket (new
@@ -149,7 +155,7 @@ class Client:
             self._sock.close(linger=0)
         self._open_socket()
 
-    def call(self, kind: str, body) -> object:
+    def call(self, kind: str, body: Any) -> Any:
         """Send ``Request{<kind>: body}`` and return the matching response body.
 
         ``kind`` is the oneof field name (``"hello"``, ``"append"``, ...). Raises KvdError with the
@@ -164,7 +170,8 @@ class Client:
             raise KvdError(ErrorCode.FAILED_PRECONDITION, "kvd: client is closed")
         return envelope_pb2.Request(request_id=next(self._ids), protocol_version=PROTOCOL_VERSION)
 
-    def _send(self, kind: str, req: envelope_pb2.Request, payload_for=None) -> object:
+    def _send(self, kind: str, req: envelope_pb2.Request,
+              payload_for: Optional[Callable[[envelope_pb2.Request], bytes]] = None) -> Any:
         """Round trip of a request whose body ``kind`` is already set, or whose serialized form
         ``payload_for(req)`` builds (inline appends, assembled by ``kvd.wire`` without extra copies).
 
@@ -204,7 +211,7 @@ class Client:
                 self._seq_models.pop(seq, None)
 
     @staticmethod
-    def _body(kind: str, resp: envelope_pb2.Response, rid: int) -> object:
+    def _body(kind: str, resp: envelope_pb2.Response, rid: int) -> Any:
         which = resp.WhichOneof("body")
         if which == "error":
             raise error_for(resp.error.code, resp.error.message, rid)
@@ -228,11 +235,13 @@ class Client:
             # Pipelined replies are due (kvd.pipeline): take them first, so none is dropped as late
             # and none is taken for this request's; a failed pipelined step raises here.
             inflight.collect_locked(cancel)
+        sock = self._sock
+        assert sock is not None  # callers hold _io and checked
         self._last_send = time.monotonic()
         if payload is None:
-            self._sock.send(req.SerializeToString())
+            sock.send(req.SerializeToString())
         else:
-            self._sock.send(payload, copy=False)  # ZeroMQ references the bytes instead of copying
+            sock.send(payload, copy=False)  # ZeroMQ references the bytes instead of copying
         deadline = self._last_send + self.timeout_ms / 1000.0
         while True:
             remaining = int((deadline - time.monotonic()) * 1000)
@@ -241,9 +250,9 @@ class Client:
                     raise KvdError(ErrorCode.FAILED_PRECONDITION, "kvd: client is closing",
                                    req.request_id)
                 remaining = min(remaining, CANCEL_POLL_MS)
-                if not self._sock.poll(remaining, zmq.POLLIN):
+                if not self._poller.poll(remaining):
                     continue
-            elif remaining <= 0 or not self._sock.poll(remaining, zmq.POLLIN):
+            elif remaining <= 0 or not self._poller.poll(remaining):
                 self._reset_socket()
                 hint = ("is the daemon running, is curve_server_key its public key, and does a "
                         "tenant list this client's curve_public_key? (a refused CURVE client gets "
@@ -251,7 +260,7 @@ class Client:
                 raise KvdError(ErrorCode.UNAVAILABLE,
                                f"kvd: no reply from {self.endpoint} within {self.timeout_ms} ms; "
                                f"{hint}", req.request_id)
-            frames = self._sock.recv_multipart()
+            frames = sock.recv_multipart()
             resp = envelope_pb2.Response()
             try:
                 resp.ParseFromString(frames[-1])
@@ -312,6 +321,7 @@ class Client:
         """The mapped arena (calls :meth:`hello` first if needed)."""
         if self._arena is None:
             self.hello()
+        assert self._arena is not None  # hello() maps it
         return self._arena
 
     @property
@@ -325,7 +335,7 @@ class Client:
     # sequences
 
     def create_sequence(self, model: str, sequence_id: int = 0, tenant: str = "",
-                        pinned: bool = False, adopt_token_ids=None) -> int:
+                        pinned: bool = False, adopt_token_ids: Optional[Iterable[int]] = None) -> int:
         """Create an empty sequence of ``model``; returns its id (``sequence_id`` or the server's).
         ``pinned``: create it pinned (see :meth:`pin`). ``adopt_token_ids`` (the prompt's token
         ids): start with the longest cached prefix of them; :meth:`create_sequence_ex` also tells
@@ -335,7 +345,7 @@ class Client:
 
     def create_sequence_ex(self, model: str, sequence_id: int = 0, tenant: str = "",
                            pinned: bool = False,
-                           adopt_token_ids=None) -> sequence_pb2.CreateSequenceResponse:
+                           adopt_token_ids: Optional[Iterable[int]] = None) -> results.CreateResult:
         """:meth:`create_sequence`, returning the whole response: ``.sequence_id`` and
         ``.adopted_tokens`` (tokens taken from the prefix cache, a multiple of the model's
         page_tokens, 0 on a miss or without ``adopt_token_ids``: the sequence's length; append the
@@ -347,39 +357,47 @@ class Client:
             req.adopt_token_ids = wire.token_ids(adopt_token_ids)
         resp = self.call("create_sequence", req)
         self._seq_models[resp.sequence_id] = model
-        return resp
+        return results.CreateResult.from_pb(resp)
 
-    def release(self, seq: int) -> sequence_pb2.ReleaseResponse:
+    def release(self, seq: int) -> results.ReleaseResult:
         """Free every page, reservation and staging buffer of ``seq``; the id becomes unknown."""
         resp = self.call("release", sequence_pb2.ReleaseRequest(sequence_id=seq))
         self._seq_models.pop(seq, None)
-        return resp
+        return results.ReleaseResult.from_pb(resp)
 
-    def stats(self, seq: int = 0) -> stats_pb2.StatsResponse:
+    def stats(self, seq: int = 0) -> results.Stats:
         """Arena-wide statistics, plus ``.sequence`` detail when ``seq`` is non-zero
         (``.prefix``: this tenant's prefix cache)."""
-        return self.call("stats", stats_pb2.StatsRequest(sequence_id=seq))
+        return results.Stats.from_pb(self.call("stats", stats_pb2.StatsRequest(sequence_id=seq)))
 
     # ----------------------------------------------------------------------------------------
     # prefix reuse (docs/PREFIX.md)
 
-    def lookup(self, model: str, token_ids) -> int:
+    def lookup(self, model: str, token_ids: Iterable[int]) -> int:
         """Tokens of the longest prefix of ``token_ids`` whose K/V this tenant's prefix cache holds
         for ``model`` (whole pages; 0 on a miss). Changes nothing but the blocks' recency."""
-        return self.call("lookup", prefix_pb2.LookupRequest(
-            model=model, token_ids=wire.token_ids(token_ids))).tokens
+        return self.lookup_ex(model, token_ids).tokens
+
+    def lookup_ex(self, model: str, token_ids: Iterable[int]) -> results.LookupResult:
+        """:meth:`lookup`, returning ``tokens``, ``pages_per_head`` and ``page_tokens``."""
+        return results.LookupResult.from_pb(self.call("lookup", prefix_pb2.LookupRequest(
+            model=model, token_ids=wire.token_ids(token_ids))))
 
     def fork(self, seq: int, length: int, new_sequence_id: int = 0) -> int:
         """A new sequence holding the first ``length`` tokens of ``seq`` (whole pages shared
         copy-on-write, a partly filled last page copied); returns its id (``new_sequence_id`` or
         the server's). ``seq`` must never have been compacted or aliased."""
+        return self.fork_ex(seq, length, new_sequence_id).sequence_id
+
+    def fork_ex(self, seq: int, length: int, new_sequence_id: int = 0) -> results.ForkResult:
+        """:meth:`fork`, returning the new ``sequence_id``, its ``length`` and ``generation``."""
         resp = self.call("fork", prefix_pb2.ForkRequest(sequence_id=seq, length=length,
                                                         new_sequence_id=new_sequence_id))
         if seq in self._seq_models:
             self._seq_models[resp.sequence_id] = self._seq_models[seq]
-        return resp.sequence_id
+        return results.ForkResult.from_pb(resp)
 
-    def restore(self, seq: int, model: Optional[str] = None) -> remote_pb2.RestoreResponse:
+    def restore(self, seq: int, model: Optional[str] = None) -> results.RestoreResult:
         """Bring back ``seq`` after the memory manager evicted it to the remote tier (its id then
         answers EVICTED saying so): same id, length, generation and K/V, in fresh pages. Returns
         ``.length``, ``.generation``, ``.from_remote`` (False: it had not left this daemon's queue
@@ -389,7 +407,7 @@ class Client:
         resp = self.call("restore", remote_pb2.RestoreRequest(sequence_id=seq))
         if model is not None:
             self._seq_models[seq] = model
-        return resp
+        return results.RestoreResult.from_pb(resp)
 
     # ----------------------------------------------------------------------------------------
     # leases, pins, events
@@ -403,35 +421,37 @@ class Client:
         resp = self.call("keep_alive", memory_pb2.KeepAliveRequest(sequence_ids=list(adopt)))
         return KeepAliveResult(resp.lease_ms, resp.adopted, list(resp.missing))
 
-    def pin(self, seq: int, pinned: bool = True) -> memory_pb2.PinResponse:
+    def pin(self, seq: int, pinned: bool = True) -> results.PinResult:
         """Pin ``seq`` (or unpin with ``pinned=False``): the memory manager never compacts or
         evicts a pinned sequence. Its pages count against the tenant's ``quota_pinned_pages``;
         an orphan past its grace period is released even when pinned. Returns ``.pinned`` and
         ``.pinned_pages`` (the tenant's pages in pinned sequences now)."""
-        return self.call("pin", memory_pb2.PinRequest(sequence_id=seq, pinned=pinned))
+        return results.PinResult.from_pb(
+            self.call("pin", memory_pb2.PinRequest(sequence_id=seq, pinned=pinned)))
 
-    def unpin(self, seq: int) -> memory_pb2.PinResponse:
+    def unpin(self, seq: int) -> results.PinResult:
         """``pin(seq, False)``."""
         return self.pin(seq, False)
 
     # ----------------------------------------------------------------------------------------
     # operating kvd (admin.proto; what kvctl sends)
-    def list_sequences(self) -> admin_pb2.ListSequencesResponse:
+    def list_sequences(self) -> results.SequenceList:
         """Every live sequence of this client's tenant (``.sequences``: SequenceStats, by id)."""
-        return self.call("list_sequences", admin_pb2.ListSequencesRequest())
+        return results.SequenceList.from_pb(
+            self.call("list_sequences", admin_pb2.ListSequencesRequest()))
 
-    def list_policies(self) -> admin_pb2.ListPoliciesResponse:
+    def list_policies(self) -> results.PolicyList:
         """The policies, rules and per-model default policies in force."""
-        return self.call("list_policies", admin_pb2.ListPoliciesRequest())
+        return results.PolicyList.from_pb(self.call("list_policies", admin_pb2.ListPoliciesRequest()))
 
-    def reload(self) -> admin_pb2.ReloadResponse:
+    def reload(self) -> results.ReloadResult:
         """Reload policies, rules and memory settings from the daemon's config (as SIGHUP).
         Needs an admin connection (``admin_token=``, docs/SECURITY.md)."""
-        return self.call("reload", admin_pb2.ReloadRequest())
+        return results.ReloadResult.from_pb(self.call("reload", admin_pb2.ReloadRequest()))
 
-    def evict(self, seq: int) -> admin_pb2.EvictResponse:
+    def evict(self, seq: int) -> results.EvictResult:
         """Evict ``seq`` now, as the memory manager would (admin)."""
-        return self.call("evict", admin_pb2.EvictRequest(sequence_id=seq))
+        return results.EvictResult.from_pb(self.call("evict", admin_pb2.EvictRequest(sequence_id=seq)))
 
     def events(self) -> Events:
         """A subscriber to this tenant's memory-manager events on the endpoint Hello names (with
@@ -492,7 +512,7 @@ class Client:
     # appending
 
     def append(self, seq: int, keys: np.ndarray, values: np.ndarray, zero_copy: bool = False,
-               token_ids=None):
+               token_ids: Optional[Iterable[int]] = None) -> results.AppendResult:
         """Append tokens; ``keys``/``values`` are ``[layers, kv_heads, tokens, head_dim]``.
 
         dtype float16, ml_dtypes.bfloat16 or float32 (the model's). Inline (default): the bytes
@@ -501,7 +521,7 @@ class Client:
         ``token_ids`` (ints, one per token appended): index the pages that fill in the prefix
         cache (sent on the Append, or on the Commit with ``zero_copy``); an append without them
         stops the indexing of ``seq`` for good.
-        Returns the AppendResponse / CommitResponse (``length``, ``first_position``, ``generation``).
+        Returns an :class:`~kvd.results.AppendResult` (``length``, ``first_position``, ``generation``).
         """
         ids = b""
         if token_ids is not None:
@@ -512,8 +532,8 @@ class Client:
                                f"kvd: {len(ids) // 4} token ids for {tokens} tokens")
         if not zero_copy:
             req = self._new_request()
-            return self._send("append", req, lambda r: wire.inline_append(
-                r.request_id, r.protocol_version, seq, keys, values, ids))
+            return results.AppendResult.from_pb(self._send("append", req, lambda r: wire.inline_append(
+                r.request_id, r.protocol_version, seq, keys, values, ids)))
 
         k, v = dtypes.wire_array(keys), dtypes.wire_array(values)
         if k.ndim != 4 or k.shape != v.shape or k.dtype != v.dtype:
@@ -553,15 +573,15 @@ class Client:
         if k.shape[2] == 0:
             raise KvdError(ErrorCode.INVALID_ARGUMENT, "kvd: zero tokens to append")
 
-    def reserve(self, seq: int, num_tokens: int, slots: bool = False) -> append_pb2.ReserveResponse:
+    def reserve(self, seq: int, num_tokens: int, slots: bool = False) -> results.ReserveResult:
         """Reserve ``num_tokens`` slots in every (layer, head); returns each head's page ids and
         first slot (and the verbose Slot runs too with ``slots=True``)."""
-        return self.call("reserve", append_pb2.ReserveRequest(sequence_id=seq,
-                                                              num_tokens=num_tokens, slots=slots))
+        return results.ReserveResult.from_pb(self.call("reserve", append_pb2.ReserveRequest(
+            sequence_id=seq, num_tokens=num_tokens, slots=slots)))
 
     def commit(self, seq: int, reservation_id: int, num_tokens: int = 0,
-               abort: bool = False, token_ids=None,
-               keep_reserved: bool = False) -> append_pb2.CommitResponse:
+               abort: bool = False, token_ids: Optional[Iterable[int]] = None,
+               keep_reserved: bool = False) -> results.AppendResult:
         """Make the first ``num_tokens`` reserved tokens visible (or drop all with ``abort``).
         ``token_ids``: one per committed token, as in :meth:`append`. ``keep_reserved``: keep the
         rest reserved for later commits (``.reserved_remaining`` in the reply; kvd.pipeline)."""
@@ -570,7 +590,7 @@ class Client:
                                        keep_reserved=keep_reserved)
         if token_ids is not None:
             req.token_ids = wire.token_ids(token_ids)
-        return self.call("commit", req)
+        return results.AppendResult.from_pb(self.call("commit", req))
 
     # ----------------------------------------------------------------------------------------
     # reading
@@ -583,6 +603,7 @@ class Client:
         "gather" (contiguous copy in the staging area, viewed in place) or "metadata" (no K/V).
         ``copy=True`` detaches every array from shared memory and the reply.
         """
+        mode_value: int
         if isinstance(mode, str):
             try:
                 mode_value = _MODES[mode]
@@ -594,17 +615,32 @@ class Client:
                                      query_pb2.QUERY_MODE_UNSPECIFIED)
         if needs_arena and self._arena is None:
             self.hello()
-        resp = self.call("query", query_pb2.QueryRequest(
-            sequence_id=seq, mode=mode_value, layers=list(layers or [])))
+        req = self._new_request()
+        q = req.query
+        q.sequence_id = seq
+        q.mode = mode_value  # type: ignore[assignment]  # a QueryMode is an int at run time
+        if layers is not None:
+            q.layers.extend(layers)
+        # Positions as runs: a few bytes per head instead of 4 per token. A daemon that predates
+        # the field ignores it and sends `positions`; _make_head reads either.
+        q.position_runs = True
+        resp = self._send("query", req)
         return self._result(resp, mode_value, copy)
 
     def _result(self, resp: query_pb2.QueryResponse, mode: int, copy: bool) -> QueryResult:
         dt = dtypes.to_numpy(resp.dtype)
         d = resp.head_dim
-        heads = []
-        for hv in resp.heads:
+        page_tokens = resp.page_tokens
+        arena = self._arena
+
+        def make(hv: query_pb2.HeadView) -> HeadData:
+            # Called once per head, the first time the caller touches it (QueryResult is lazy).
             n = hv.num_tokens
-            positions = np.frombuffer(hv.positions, dtype="<i4")
+            runs = hv.position_runs
+            if runs or not hv.positions:
+                positions = wire.positions_from_runs(runs, n)
+            else:
+                positions = np.frombuffer(hv.positions, dtype="<i4")
             # An empty log_weights field means every log-weight is 0.
             log_weights = (np.frombuffer(hv.log_weights, dtype="<f4") if hv.log_weights
                            else np.zeros(n, dtype="<f4"))
@@ -612,30 +648,34 @@ class Client:
                 raise KvdError(ErrorCode.INTERNAL,
                                f"kvd: head ({hv.layer}, {hv.head}) has {n} tokens but "
                                f"{len(positions)} positions / {len(log_weights)} log-weights")
-            kp = vp = None
+            kp: Union[None, List[np.ndarray], PagedHead] = None
+            vp: Union[None, List[np.ndarray], PagedHead] = None
             if mode == query_pb2.QUERY_MODE_INLINE:
                 kp = [np.frombuffer(hv.keys, dtype=dt).reshape(n, d)]
                 vp = [np.frombuffer(hv.values, dtype=dt).reshape(n, d)]
             elif mode == query_pb2.QUERY_MODE_GATHER:
-                kp = [self._arena.array(hv.gather_key_offset, n * d, dt, (n, d))]
-                vp = [self._arena.array(hv.gather_value_offset, n * d, dt, (n, d))]
+                assert arena is not None  # query() mapped it
+                kp = [arena.array(hv.gather_key_offset, n * d, dt, (n, d))]
+                vp = [arena.array(hv.gather_value_offset, n * d, dt, (n, d))]
             elif mode in (query_pb2.QUERY_MODE_PAGES, query_pb2.QUERY_MODE_UNSPECIFIED):
                 # Views are built lazily from the page ids: most callers want whole heads, which
                 # one batched copy gives far faster than thousands of small views.
-                kp = vp = PagedHead(self._arena, np.frombuffer(hv.page_ids, "<u4").astype(np.int64),
-                                    n, d, dt, resp.page_tokens)
-            h = HeadData(hv.layer, hv.head, n, d, dt, positions, log_weights, kp, vp,
-                         aliased=hv.aliased, owner_layer=hv.owner_layer)
-            heads.append(h.copy() if copy else h)
-        return QueryResult(resp.sequence_id, resp.generation, resp.length, dt, d,
-                           _MODE_NAMES.get(mode, str(mode)), heads)
+                kp = vp = PagedHead(arena, np.frombuffer(hv.page_ids, "<u4").astype(np.int64),
+                                    n, d, dt, page_tokens)
+            return HeadData(hv.layer, hv.head, n, d, dt, positions, log_weights, kp, vp,
+                            aliased=hv.aliased, owner_layer=hv.owner_layer)
+
+        result = QueryResult(resp.sequence_id, resp.generation, resp.length, dt, d,
+                             _MODE_NAMES.get(mode, str(mode)), raw=resp, source=resp.heads,
+                             make=make)
+        return result.copy() if copy else result
 
     # ----------------------------------------------------------------------------------------
     # compaction
 
     def compact(self, seq: int, method: str = "", *, policy: str = "",
                 queries: Optional[np.ndarray] = None, queries_in_shm: bool = False,
-                **params) -> compact_pb2.CompactResponse:
+                **params: Any) -> results.CompactResult:
         """Compact ``seq``, e.g. ``compact(seq, "snapkv", queries=q, budget=64)``.
 
         ``method`` names a method (Hello lists them); else ``policy`` names a configured policy;
@@ -663,18 +703,19 @@ class Client:
                 c.queries_shm.offset = staged.offset
             else:
                 _fill_tensor(c.queries, q)
-        return self._send("compact", req)
+        return results.CompactResult.from_pb(self._send("compact", req))
 
-    def rank_layers(self, seqs) -> list:
+    def rank_layers(self, seqs: Iterable[int]) -> List[Tuple[int, int, float]]:
         """Layer pairs ``(layer, other, distance)`` by the distance of their caches averaged over
         ``seqs`` (a calibration set: same model, same length), most dissimilar first (KVSharer)."""
         resp = self.call("rank_layers", compact_pb2.RankLayersRequest(sequence_ids=list(seqs)))
         return [(p.layer, p.other, p.distance) for p in resp.pairs]
 
-    def stage(self, seq: int, nbytes: int) -> compact_pb2.StageResponse:
+    def stage(self, seq: int, nbytes: int) -> results.StageResult:
         """The sequence's staging buffer, at least ``nbytes`` (``.offset`` in the arena, ``.bytes``).
         Query GATHER reuses the same buffer, so a gather overwrites what was staged."""
-        return self.call("stage", compact_pb2.StageRequest(sequence_id=seq, bytes=nbytes))
+        return results.StageResult.from_pb(
+            self.call("stage", compact_pb2.StageRequest(sequence_id=seq, bytes=nbytes)))
 
     # ----------------------------------------------------------------------------------------
     # lifetime
@@ -694,19 +735,19 @@ class Client:
                 self._sock.close(linger=0)
                 self._sock = None
         finally:
-            if got:
+            if got and io is not None:
                 io.release()
-        if self._arena is not None:
-            self._arena.close()
-            self._arena = None
+        arena, self._arena = self._arena, None
+        if arena is not None:
+            arena.close()
 
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:

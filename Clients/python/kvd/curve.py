@@ -46,6 +46,7 @@ def client_keys(server: Optional[Key], public: Optional[Key],
         raise ValueError("CURVE needs curve_server_key, curve_public_key and curve_secret_key together")
     if not zmq.has("curve"):
         raise ValueError("this pyzmq/libzmq has no CURVE support")
+    assert server is not None and public is not None and secret is not None  # all given, above
     return (_z85(server, "curve_server_key"), _z85(public, "curve_public_key"),
             _z85(secret, "curve_secret_key"))
 

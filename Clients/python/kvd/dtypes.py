@@ -6,8 +6,11 @@ little-endian; arrays in another byte order are converted before they are sent.
 
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import ml_dtypes
 import numpy as np
+import numpy.typing  # noqa: F401  (np.typing.DTypeLike)
 
 from kvd.errors import ErrorCode, KvdError
 from kvd.v1 import common_pb2
@@ -24,19 +27,19 @@ _TO_NUMPY = {
 }
 
 # Unsigned integers of the same width, for bit-exact comparisons (NaN != NaN otherwise).
-_BITS = {2: np.dtype("<u2"), 4: np.dtype("<u4")}
+_BITS: Dict[int, np.dtype] = {2: np.dtype("<u2"), 4: np.dtype("<u4")}
 
 
-def to_numpy(dtype: int) -> np.dtype:
+def to_numpy(dtype: int) -> np.dtype:  # dtype: a kvd.v1.DType value
     """NumPy dtype for a ``kvd.v1.DType`` value; raises KvdError for UNSPECIFIED or unknown."""
     try:
-        return _TO_NUMPY[dtype]
+        return _TO_NUMPY[dtype]  # type: ignore[index]  # a DType is an int at run time
     except KeyError:
         raise KvdError(ErrorCode.INVALID_ARGUMENT,
                        f"kvd: unsupported DType {dtype}; expected F16, BF16 or F32") from None
 
 
-def from_numpy(dtype) -> int:
+def from_numpy(dtype: "np.typing.DTypeLike") -> Any:  # a kvd.v1.DType (an int)
     """``kvd.v1.DType`` value for a NumPy dtype (either byte order); raises KvdError otherwise."""
     dt = np.dtype(dtype)
     if dt == np.dtype(ml_dtypes.bfloat16):

@@ -16,7 +16,7 @@ events too).
 from __future__ import annotations
 
 import time
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import zmq
 from google.protobuf.message import DecodeError
@@ -72,9 +72,11 @@ class Events:
         deadline = time.monotonic() + timeout_ms / 1000.0
         while True:
             remaining = int((deadline - time.monotonic()) * 1000)
-            if remaining <= 0 or not self._monitor.poll(remaining, zmq.POLLIN):
+            monitor = self._monitor
+            assert monitor is not None  # made with the socket, closed with it
+            if remaining <= 0 or not monitor.poll(remaining, zmq.POLLIN):
                 return False
-            frames = self._monitor.recv_multipart()
+            frames = monitor.recv_multipart()
             event = int.from_bytes(frames[0][:2], "little")  # ZeroMQ's monitor frame: u16 event
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._ready = True
@@ -134,10 +136,10 @@ class Events:
     def __enter__(self) -> "Events":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from typing import List, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional
 
 # How long close() waits for the thread; it notices the stop request within CANCEL_POLL_MS.
 _JOIN_TIMEOUT_S = 5.0
@@ -38,7 +38,7 @@ class KeepAliveThread:
     daemon thread, it never keeps the interpreter running either.
     """
 
-    def __init__(self, client) -> None:
+    def __init__(self, client: Any) -> None:
         self._client = weakref.ref(client)
         self.stopping = threading.Event()
         # The last exception a KeepAlive raised (None after a success), for diagnostics only: a

@@ -12,7 +12,7 @@ page.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from kvd.errors import ErrorCode, KvdError
 class PageSpace:
     """The page area of a buffer: ``page_count`` pages of ``page_bytes`` from ``pages_offset``."""
 
-    def __init__(self, buf, pages_offset: int, page_bytes: int, page_count: int):
+    def __init__(self, buf: Any, pages_offset: int, page_bytes: int, page_count: int):
         self.buf = buf
         self.pages_offset = pages_offset
         self.page_bytes = page_bytes
@@ -68,7 +68,7 @@ def _as_blocks(src: np.ndarray, per_head: int, width: int) -> np.ndarray:
     return rows.view(np.dtype((np.void, width))).reshape(heads, per_head)
 
 
-def write_tokens(space: PageSpace, page_ids: Sequence[np.ndarray], first_slots: Sequence[int],
+def write_tokens(space: PageSpace, page_ids: Sequence[Optional[np.ndarray]], first_slots: Sequence[int],
                  keys: np.ndarray, values: np.ndarray, page_tokens: int) -> None:
     """Write ``keys``/``values`` ``[layers, kv_heads, n, head_dim]`` into the pages of every head.
 
@@ -100,7 +100,7 @@ def write_tokens(space: PageSpace, page_ids: Sequence[np.ndarray], first_slots: 
     v_all = values.reshape(heads, n, dim)
     value_block = page_tokens * token_bytes
     for slot, hs in groups.items():
-        ids = np.stack([page_ids[h] for h in hs]).astype(np.int64, copy=False)
+        ids = np.stack([cast(np.ndarray, page_ids[h]) for h in hs]).astype(np.int64, copy=False)
         pick = slice(None) if len(hs) == heads else np.asarray(hs)
         k, v = k_all[pick], v_all[pick]
         g = len(hs)
@@ -135,7 +135,8 @@ def read_tokens(space: PageSpace, page_ids: np.ndarray, n: int, dim: int, dtype:
     return raw.view(dtype).reshape(heads, m * page_tokens, dim)[:, :n]
 
 
-def reservation_pages(heads, layers: int, kv_heads: int) -> Tuple[List[np.ndarray], List[int]]:
+def reservation_pages(heads: Any, layers: int,
+                      kv_heads: int) -> Tuple[List[Optional[np.ndarray]], List[int]]:
     """Page ids and first slots of every head of a ``ReserveResponse``, layer-major.
 
     Checks each (layer, head) of the ``[layers, kv_heads]`` grid appears exactly once.

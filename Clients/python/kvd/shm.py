@@ -11,6 +11,7 @@ import dataclasses
 import mmap
 import os
 import struct
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class ArenaHeader:
     staging_bytes: int
 
 
-def parse_header(buf) -> ArenaHeader:
+def parse_header(buf: Any) -> ArenaHeader:
     """Decode the arena header from the first bytes of ``buf`` (any buffer of >= 72 bytes)."""
     if len(buf) < _HEADER.size:
         raise KvdError(ErrorCode.INTERNAL, f"kvd: arena segment is only {len(buf)} bytes")
@@ -59,7 +60,7 @@ class Arena:
     because NumPy keeps the mapping alive.
     """
 
-    def __init__(self, info):
+    def __init__(self, info: Any) -> None:
         self.info = info
         self.path = shm_path(info.name)
         try:
@@ -94,7 +95,7 @@ class Arena:
         """Arena generation as written in the header now (re-read on every access)."""
         return parse_header(self._mm).arena_generation
 
-    def page_bounds(self, page: int):
+    def page_bounds(self, page: int) -> Tuple[int, int]:
         """``(start, end)`` byte offsets of page ``page``."""
         if not 0 <= page < self.info.page_count:
             raise KvdError(ErrorCode.INTERNAL,
@@ -102,7 +103,8 @@ class Arena:
         start = self.info.pages_offset + page * self.info.page_bytes
         return start, start + self.info.page_bytes
 
-    def array(self, offset: int, count: int, dtype, shape=None, writable: bool = False) -> np.ndarray:
+    def array(self, offset: int, count: int, dtype: Any, shape: Optional[Tuple[int, ...]] = None,
+              writable: bool = False) -> np.ndarray:
         """``count`` elements of ``dtype`` at byte ``offset``, as a view into the mapping.
 
         Read-only unless ``writable``: a query's views must not modify the cache by accident.
@@ -125,7 +127,7 @@ class Arena:
         i = self.info
         return PageSpace(self._mm, i.pages_offset, i.page_bytes, i.page_count)
 
-    def write_reservation(self, reservation, keys: np.ndarray, values: np.ndarray) -> None:
+    def write_reservation(self, reservation: Any, keys: np.ndarray, values: np.ndarray) -> None:
         """Write ``keys``/``values`` ``[layers, kv_heads, tokens, head_dim]`` into the pages of a
         ``ReserveResponse`` (checked against the tensors before anything is written)."""
         ids, slots = reservation_pages(reservation.heads, keys.shape[0], keys.shape[1])
@@ -136,8 +138,8 @@ class Arena:
 
     def close(self) -> None:
         """Unmap. If views are still alive the mapping is left to the garbage collector instead."""
-        self._bytes = None
-        mm, self._mm = getattr(self, "_mm", None), None
+        self._bytes = None  # type: ignore[assignment]  # closed: no buffer any more
+        mm, self._mm = getattr(self, "_mm", None), None  # type: ignore[assignment]
         if mm is not None:
             try:
                 mm.close()

@@ -7,10 +7,17 @@ concatenation of its fields, so the small parts are serialized by protobuf and t
 without another copy. Byte-for-byte equal to ``Request.SerializeToString()`` (a unit test checks).
 
 Token ids (prefix reuse) travel as ``bytes``, uint32 little-endian; :func:`token_ids` encodes them.
+A Query's positions may come as runs (``HeadView.position_runs``); :func:`positions_from_runs`
+expands and checks them.
 """
+from __future__ import annotations
+
+from typing import Iterable, Union
+
 import numpy as np
 
 from kvd import dtypes
+from kvd.errors import ErrorCode, KvdError
 from kvd.v1 import append_pb2, common_pb2, envelope_pb2
 
 _REQUEST_APPEND = 12        # Request.append
@@ -31,16 +38,58 @@ def _len_field(field: int, length: int) -> bytes:
     return _varint(field << 3 | 2) + _varint(length)
 
 
-def _tensor_parts(arr: np.ndarray) -> list:
+def _tensor_parts(arr: np.ndarray) -> list:  # [bytes, memoryview]
     """Tensor {dtype, shape, data} as [header bytes, data view]."""
     head = common_pb2.Tensor(dtype=dtypes.from_numpy(arr.dtype), shape=arr.shape).SerializeToString()
-    data = memoryview(arr.reshape(-1).view(np.uint8))  # bytes of any dtype (bfloat16 too)
+    data = memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # ndarray is a buffer  # bytes of any dtype (bfloat16 too)
     if len(data):
         head += _len_field(_TENSOR_DATA, len(data))
     return [head, data]
 
 
-def token_ids(ids) -> bytes:
+# (start int32, count uint32), little-endian: one entry of HeadView.position_runs.
+RUN_DTYPE = np.dtype([("start", "<i4"), ("count", "<u4")])
+_MAX_POSITION = 2**31 - 1
+
+
+def positions_from_runs(runs: bytes, num_tokens: int) -> np.ndarray:
+    """``HeadView.position_runs`` expanded to ``num_tokens`` int32 positions (a new array).
+
+    The bytes come from the daemon, but a client must never trust them blindly: a length that is
+    not a multiple of 8, counts that do not add up to ``num_tokens``, a negative start, a run past
+    int32, or runs out of ascending order raise :class:`KvdError` (``INTERNAL``: a malformed reply)
+    before anything of their size is allocated."""
+    def bad(why: str) -> KvdError:
+        return KvdError(ErrorCode.INTERNAL, f"kvd: malformed position runs ({len(runs)} bytes for "
+                                            f"{num_tokens} tokens): {why}")
+    if len(runs) % RUN_DTYPE.itemsize:
+        raise bad("length is not a multiple of 8")
+    r = np.frombuffer(runs, dtype=RUN_DTYPE)
+    if len(r) == 1:  # the usual case (never compacted): no temporaries
+        start, count = int(r["start"][0]), int(r["count"][0])
+        if count != num_tokens:
+            raise bad(f"counts add up to {count}")
+        if start < 0 or start + count - 1 > _MAX_POSITION:
+            raise bad("a run leaves 0 .. 2**31-1")
+        return np.arange(start, start + count, dtype="<i4")
+    starts = r["start"].astype(np.int64)
+    counts = r["count"].astype(np.int64)
+    total = int(counts.sum())  # < 2**32 * len(runs): no overflow in int64
+    if total != num_tokens:
+        raise bad(f"counts add up to {total}")
+    if len(r) == 0:
+        return np.empty(0, dtype="<i4")
+    ends = starts + counts  # one past each run's last position
+    if int(starts.min()) < 0 or int(ends.max()) - 1 > _MAX_POSITION:
+        raise bad("a run leaves 0 .. 2**31-1")
+    if np.any(counts == 0) or np.any(starts[1:] < ends[:-1]):
+        raise bad("runs are empty or not ascending")
+    # Position of token t in run i is starts[i] + (t - first token of run i).
+    firsts = np.cumsum(counts) - counts
+    return (np.repeat(starts - firsts, counts) + np.arange(num_tokens, dtype=np.int64)).astype("<i4")
+
+
+def token_ids(ids: Union[Iterable[int], np.ndarray]) -> bytes:
     """Token ids (any sequence of ints or integer array) as uint32 little-endian bytes.
     Raises TypeError for non-integers (and for bytes: pass ints), ValueError outside 0 .. 2**32-1."""
     if isinstance(ids, (bytes, bytearray, memoryview, str)):

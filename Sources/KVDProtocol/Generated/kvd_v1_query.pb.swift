@@ -100,6 +100,12 @@ public nonisolated struct Kvd_V1_QueryRequest: Sendable {
   /// costs far less to build and parse (a 64 MiB sequence has thousands of pages), so it is opt-in.
   public var pageRefs: Bool = false
 
+  /// Send each head's positions as runs (`HeadView.position_runs`) instead of one int32 per token
+  /// (`HeadView.positions`, then empty). Heads hold ascending positions in a few contiguous runs
+  /// (one before any compaction, two after StreamingLLM), so the reply shrinks from 4 bytes per
+  /// token to 8 bytes per run. Off by default: a client that does not ask gets `positions`.
+  public var positionRuns: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -175,6 +181,11 @@ public nonisolated struct Kvd_V1_HeadView: Sendable {
   /// The layer whose cache this is (the layer itself unless aliased).
   public var ownerLayer: UInt32 = 0
 
+  /// With `QueryRequest.position_runs`: the positions as runs, each (start int32, count uint32)
+  /// little-endian, in token order; the counts add up to num_tokens, and run i covers positions
+  /// start, start + 1, ..., start + count - 1. Empty when num_tokens is 0.
+  public var positionRuns: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -221,7 +232,7 @@ nonisolated extension Kvd_V1_QueryMode: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Kvd_V1_QueryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueryRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}mode\0\u{1}layers\0\u{3}page_refs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sequence_id\0\u{1}mode\0\u{1}layers\0\u{3}page_refs\0\u{3}position_runs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -233,6 +244,7 @@ nonisolated extension Kvd_V1_QueryRequest: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeSingularEnumField(value: &self.mode) }()
       case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.layers) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.pageRefs) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.positionRuns) }()
       default: break
       }
     }
@@ -251,6 +263,9 @@ nonisolated extension Kvd_V1_QueryRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if self.pageRefs != false {
       try visitor.visitSingularBoolField(value: self.pageRefs, fieldNumber: 4)
     }
+    if self.positionRuns != false {
+      try visitor.visitSingularBoolField(value: self.positionRuns, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -259,6 +274,7 @@ nonisolated extension Kvd_V1_QueryRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.mode != rhs.mode {return false}
     if lhs.layers != rhs.layers {return false}
     if lhs.pageRefs != rhs.pageRefs {return false}
+    if lhs.positionRuns != rhs.positionRuns {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -311,7 +327,7 @@ nonisolated extension Kvd_V1_PageRef: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeadView"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{3}num_tokens\0\u{1}positions\0\u{3}log_weights\0\u{1}pages\0\u{1}keys\0\u{1}values\0\u{3}gather_key_offset\0\u{3}gather_value_offset\0\u{3}page_ids\0\u{1}aliased\0\u{3}owner_layer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}head\0\u{3}num_tokens\0\u{1}positions\0\u{3}log_weights\0\u{1}pages\0\u{1}keys\0\u{1}values\0\u{3}gather_key_offset\0\u{3}gather_value_offset\0\u{3}page_ids\0\u{1}aliased\0\u{3}owner_layer\0\u{3}position_runs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -332,6 +348,7 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 11: try { try decoder.decodeSingularBytesField(value: &self.pageIds) }()
       case 12: try { try decoder.decodeSingularBoolField(value: &self.aliased) }()
       case 13: try { try decoder.decodeSingularUInt32Field(value: &self.ownerLayer) }()
+      case 14: try { try decoder.decodeSingularBytesField(value: &self.positionRuns) }()
       default: break
       }
     }
@@ -377,6 +394,9 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.ownerLayer != 0 {
       try visitor.visitSingularUInt32Field(value: self.ownerLayer, fieldNumber: 13)
     }
+    if !self.positionRuns.isEmpty {
+      try visitor.visitSingularBytesField(value: self.positionRuns, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -394,6 +414,7 @@ nonisolated extension Kvd_V1_HeadView: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.pageIds != rhs.pageIds {return false}
     if lhs.aliased != rhs.aliased {return false}
     if lhs.ownerLayer != rhs.ownerLayer {return false}
+    if lhs.positionRuns != rhs.positionRuns {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

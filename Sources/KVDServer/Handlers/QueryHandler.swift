@@ -2,9 +2,10 @@ import Foundation
 import KVDCore
 import KVDProtocol
 
-/// Query: per (layer, head) counts, positions, log-weights, and K/V as page ids, inline bytes or a
-/// contiguous copy in the staging area. The reply is written straight in wire form (`WireWriter`):
-/// one pass, K/V bytes copied once from the pages into the reply, no per-head message objects.
+/// Query: per (layer, head) counts, positions (or position runs), log-weights, and K/V as page ids,
+/// inline bytes or a contiguous copy in the staging area. The reply is written straight in wire form
+/// (`WireWriter`): one pass, K/V bytes copied once from the pages into the reply, no per-head message
+/// objects; METADATA skips even the per-head reply structs (`QueryMetadata`).
 enum QueryHandler {
     /// PAGES and METADATA replies describe pages; they copy no K/V bytes.
     static func copiesNoKV(_ r: Kvd_V1_QueryRequest) -> Bool { [.unspecified, .pages, .metadata].contains(r.mode) }
@@ -21,6 +22,14 @@ enum QueryHandler {
         guard [.pages, .inline, .gather, .metadata].contains(mode) else {
             throw .invalidArgument("query: unknown mode \(r.mode.rawValue); use PAGES, INLINE, GATHER or METADATA")
         }
+        if mode == .metadata {
+            let w = WireWriter(capacity: Self.headroom + 64 + QueryMetadata.size(seq, layers: layers, runs: r.positionRuns),
+                               headroom: Self.headroom)
+            writeHeader(w, seq)
+            QueryMetadata.write(w, seq, layers: layers, runs: r.positionRuns)
+            w.uint(7, UInt64(m.pageTokens))
+            return w
+        }
         // An aliased layer answers with its owner's heads (KVSharer): same pages, positions, weights.
         let asked = layers.flatMap { l in (0..<m.kvHeads).map { (layer: l, head: $0, index: m.headIndex(layer: seq.owner(of: l), head: $0)) } }
         var gatherAt = 0
@@ -35,21 +44,26 @@ enum QueryHandler {
             defer { gatherAt += 2 * cache.count * m.tokenBytes }
             return HeadReply(
                 layer: want.layer, head: want.head, owner: want.index / m.kvHeads, cache: cache, mode: mode,
-                pageRefs: r.pageRefs, layout: m, geometry: g, gatherAt: gatherAt, stagingOffset: store.arena.sizing.stagingOffset)
+                pageRefs: r.pageRefs, positionRuns: r.positionRuns, layout: m, geometry: g, gatherAt: gatherAt, stagingOffset: store.arena.sizing.stagingOffset)
         }
         let total = heads.reduce(64) { $0 + WireWriter.Size.bytes(6, count: $1.size) }
         let w = WireWriter(capacity: Self.headroom + total, headroom: Self.headroom)
-        w.uint(1, seq.id.raw)
-        w.uint(2, seq.generation)
-        w.uint(3, UInt64(seq.length))
-        w.uint(4, UInt64(Kvd_V1_DType(m.dtype).rawValue))
-        w.uint(5, UInt64(m.headDim))
+        writeHeader(w, seq)
         for h in heads {
             w.lengthDelimited(6, length: h.size)
             h.write(w, memory: store.arena.pageMemory, staging: store.arena.staging)
         }
         w.uint(7, UInt64(m.pageTokens))
         return w
+    }
+
+    /// Fields 1–5 of the QueryResponse (64 bytes are budgeted for them and field 7).
+    private static func writeHeader(_ w: WireWriter, _ seq: KVSequence) {
+        w.uint(1, seq.id.raw)
+        w.uint(2, seq.generation)
+        w.uint(3, UInt64(seq.length))
+        w.uint(4, UInt64(Kvd_V1_DType(seq.layout.dtype).rawValue))
+        w.uint(5, UInt64(seq.layout.headDim))
     }
 
     private static func selectedLayers(_ asked: [UInt32], _ m: ModelLayout) throws(KVDError) -> [Int] {
@@ -69,6 +83,8 @@ private struct HeadReply {
     let cache: HeadCache
     let mode: Kvd_V1_QueryMode
     let pageRefs: Bool
+    /// Positions as runs (field 14) instead of one int32 per token (field 4).
+    let positionRuns: Bool
     let layout: ModelLayout
     let geometry: PageGeometry
     /// GATHER: where this head's K goes inside the staging area, and the staging area's offset in
@@ -77,16 +93,16 @@ private struct HeadReply {
     let runs: [TokenRun]
     let size: Int
 
-    init(layer: Int, head: Int, owner: Int, cache: HeadCache, mode: Kvd_V1_QueryMode, pageRefs: Bool, layout m: ModelLayout,
-         geometry: PageGeometry, gatherAt: Int, stagingOffset: Int) {
+    init(layer: Int, head: Int, owner: Int, cache: HeadCache, mode: Kvd_V1_QueryMode, pageRefs: Bool, positionRuns: Bool,
+         layout m: ModelLayout, geometry: PageGeometry, gatherAt: Int, stagingOffset: Int) {
         (self.layer, self.head, self.owner, self.cache, self.mode, self.pageRefs) = (layer, head, owner, cache, mode, pageRefs)
+        self.positionRuns = positionRuns
         (layout, self.geometry, self.gatherAt, self.stagingOffset) = (m, geometry, gatherAt, stagingOffset)
-        runs = mode == .metadata ? [] : HeadCache.runs(pages: cache.pages, start: 0, count: cache.count, pageTokens: m.pageTokens)
+        runs = HeadCache.runs(pages: cache.pages, start: 0, count: cache.count, pageTokens: m.pageTokens)
         typealias S = WireWriter.Size
         let n = cache.count
-        var size = S.uint(1, UInt64(layer)) + S.uint(2, UInt64(head)) + S.uint(3, UInt64(n))
-            + S.bytes(4, count: 4 * n) + S.bytes(5, count: cache.hasLogWeights ? 4 * n : 0)
-            + S.uint(12, layer != owner ? 1 : 0) + S.uint(13, UInt64(owner))
+        // The fields METADATA has too (counts, positions, log-weights, alias), sized alike.
+        var size = QueryMetadata.headSize(cache, layer, head, owner, positionRuns)
         switch mode {
         case .pages:
             if pageRefs {
@@ -118,13 +134,8 @@ private struct HeadReply {
         w.uint(1, UInt64(layer))
         w.uint(2, UInt64(head))
         w.uint(3, UInt64(n))
-        w.bytes(4, count: 4 * n) { cache.writePositions(to: $0) }
-        if cache.hasLogWeights {
-            let weights = cache.logWeights
-            w.bytes(5, count: 4 * n) { dest in
-                for (i, x) in weights.enumerated() { dest.storeBytes(of: x.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
-            }
-        }
+        if !positionRuns { w.bytes(4, count: 4 * n) { cache.writePositions(to: $0) } }
+        QueryMetadata.writeLogWeights(w, cache)
         switch mode {
         case .pages:
             if pageRefs {
@@ -151,6 +162,7 @@ private struct HeadReply {
         }
         w.uint(12, layer != owner ? 1 : 0)
         w.uint(13, UInt64(owner))
+        if positionRuns && n > 0 { QueryMetadata.writeRuns(w, cache) }
     }
 
     /// Copies this head's K (or V) runs, in token order, to `dest`.

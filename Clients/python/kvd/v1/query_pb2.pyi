@@ -13,7 +13,7 @@ QUERY_MODE_PAGES: QueryMode
 QUERY_MODE_UNSPECIFIED: QueryMode
 
 class HeadView(_message.Message):
-    __slots__ = ["aliased", "gather_key_offset", "gather_value_offset", "head", "keys", "layer", "log_weights", "num_tokens", "owner_layer", "page_ids", "pages", "positions", "values"]
+    __slots__ = ["aliased", "gather_key_offset", "gather_value_offset", "head", "keys", "layer", "log_weights", "num_tokens", "owner_layer", "page_ids", "pages", "position_runs", "positions", "values"]
     ALIASED_FIELD_NUMBER: _ClassVar[int]
     GATHER_KEY_OFFSET_FIELD_NUMBER: _ClassVar[int]
     GATHER_VALUE_OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class HeadView(_message.Message):
     PAGES_FIELD_NUMBER: _ClassVar[int]
     PAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_RUNS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     aliased: bool
     gather_key_offset: int
@@ -38,9 +39,10 @@ class HeadView(_message.Message):
     owner_layer: int
     page_ids: bytes
     pages: _containers.RepeatedCompositeFieldContainer[PageRef]
+    position_runs: bytes
     positions: bytes
     values: bytes
-    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., num_tokens: _Optional[int] = ..., positions: _Optional[bytes] = ..., log_weights: _Optional[bytes] = ..., pages: _Optional[_Iterable[_Union[PageRef, _Mapping]]] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., gather_key_offset: _Optional[int] = ..., gather_value_offset: _Optional[int] = ..., page_ids: _Optional[bytes] = ..., aliased: bool = ..., owner_layer: _Optional[int] = ...) -> None: ...
+    def __init__(self, layer: _Optional[int] = ..., head: _Optional[int] = ..., num_tokens: _Optional[int] = ..., positions: _Optional[bytes] = ..., log_weights: _Optional[bytes] = ..., pages: _Optional[_Iterable[_Union[PageRef, _Mapping]]] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., gather_key_offset: _Optional[int] = ..., gather_value_offset: _Optional[int] = ..., page_ids: _Optional[bytes] = ..., aliased: bool = ..., owner_layer: _Optional[int] = ..., position_runs: _Optional[bytes] = ...) -> None: ...
 
 class PageRef(_message.Message):
     __slots__ = ["count", "key_offset", "page", "value_offset"]
@@ -55,16 +57,18 @@ class PageRef(_message.Message):
     def __init__(self, page: _Optional[int] = ..., key_offset: _Optional[int] = ..., value_offset: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ["layers", "mode", "page_refs", "sequence_id"]
+    __slots__ = ["layers", "mode", "page_refs", "position_runs", "sequence_id"]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     PAGE_REFS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_RUNS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedScalarFieldContainer[int]
     mode: QueryMode
     page_refs: bool
+    position_runs: bool
     sequence_id: int
-    def __init__(self, sequence_id: _Optional[int] = ..., mode: _Optional[_Union[QueryMode, str]] = ..., layers: _Optional[_Iterable[int]] = ..., page_refs: bool = ...) -> None: ...
+    def __init__(self, sequence_id: _Optional[int] = ..., mode: _Optional[_Union[QueryMode, str]] = ..., layers: _Optional[_Iterable[int]] = ..., page_refs: bool = ..., position_runs: bool = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ["dtype", "generation", "head_dim", "heads", "length", "page_tokens", "sequence_id"]

@@ -187,7 +187,7 @@ void   kvd__v1__query_response__free_unpacked
   assert(message->base.descriptor == &kvd__v1__query_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor kvd__v1__query_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor kvd__v1__query_request__field_descriptors[5] =
 {
   {
     "sequence_id",
@@ -237,17 +237,30 @@ static const ProtobufCFieldDescriptor kvd__v1__query_request__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "position_runs",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__QueryRequest, position_runs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__query_request__field_indices_by_name[] = {
   2,   /* field[2] = layers */
   1,   /* field[1] = mode */
   3,   /* field[3] = page_refs */
+  4,   /* field[4] = position_runs */
   0,   /* field[0] = sequence_id */
 };
 static const ProtobufCIntRange kvd__v1__query_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor kvd__v1__query_request__descriptor =
 {
@@ -257,7 +270,7 @@ const ProtobufCMessageDescriptor kvd__v1__query_request__descriptor =
   "Kvd__V1__QueryRequest",
   "kvd.v1",
   sizeof(Kvd__V1__QueryRequest),
-  4,
+  5,
   kvd__v1__query_request__field_descriptors,
   kvd__v1__query_request__field_indices_by_name,
   1,  kvd__v1__query_request__number_ranges,
@@ -341,7 +354,7 @@ const ProtobufCMessageDescriptor kvd__v1__page_ref__descriptor =
   (ProtobufCMessageInit) kvd__v1__page_ref__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__head_view__field_descriptors[13] =
+static const ProtobufCFieldDescriptor kvd__v1__head_view__field_descriptors[14] =
 {
   {
     "layer",
@@ -499,6 +512,18 @@ static const ProtobufCFieldDescriptor kvd__v1__head_view__field_descriptors[13] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "position_runs",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__HeadView, position_runs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__head_view__field_indices_by_name[] = {
   11,   /* field[11] = aliased */
@@ -512,13 +537,14 @@ static const unsigned kvd__v1__head_view__field_indices_by_name[] = {
   12,   /* field[12] = owner_layer */
   10,   /* field[10] = page_ids */
   5,   /* field[5] = pages */
+  13,   /* field[13] = position_runs */
   3,   /* field[3] = positions */
   7,   /* field[7] = values */
 };
 static const ProtobufCIntRange kvd__v1__head_view__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor kvd__v1__head_view__descriptor =
 {
@@ -528,7 +554,7 @@ const ProtobufCMessageDescriptor kvd__v1__head_view__descriptor =
   "Kvd__V1__HeadView",
   "kvd.v1",
   sizeof(Kvd__V1__HeadView),
-  13,
+  14,
   kvd__v1__head_view__field_descriptors,
   kvd__v1__head_view__field_indices_by_name,
   1,  kvd__v1__head_view__number_ranges,

@@ -71,10 +71,17 @@ struct  Kvd__V1__QueryRequest
    * costs far less to build and parse (a 64 MiB sequence has thousands of pages), so it is opt-in.
    */
   protobuf_c_boolean page_refs;
+  /*
+   * Send each head's positions as runs (`HeadView.position_runs`) instead of one int32 per token
+   * (`HeadView.positions`, then empty). Heads hold ascending positions in a few contiguous runs
+   * (one before any compaction, two after StreamingLLM), so the reply shrinks from 4 bytes per
+   * token to 8 bytes per run. Off by default: a client that does not ask gets `positions`.
+   */
+  protobuf_c_boolean position_runs;
 };
 #define KVD__V1__QUERY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__query_request__descriptor) \
-    , 0, KVD__V1__QUERY_MODE__QUERY_MODE_UNSPECIFIED, 0,NULL, 0 }
+    , 0, KVD__V1__QUERY_MODE__QUERY_MODE_UNSPECIFIED, 0,NULL, 0, 0 }
 
 
 /*
@@ -166,10 +173,16 @@ struct  Kvd__V1__HeadView
    * The layer whose cache this is (the layer itself unless aliased).
    */
   uint32_t owner_layer;
+  /*
+   * With `QueryRequest.position_runs`: the positions as runs, each (start int32, count uint32)
+   * little-endian, in token order; the counts add up to num_tokens, and run i covers positions
+   * start, start + 1, ..., start + count - 1. Empty when num_tokens is 0.
+   */
+  ProtobufCBinaryData position_runs;
 };
 #define KVD__V1__HEAD_VIEW__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__head_view__descriptor) \
-    , 0, 0, 0, {0,NULL}, {0,NULL}, 0,NULL, {0,NULL}, {0,NULL}, 0, 0, {0,NULL}, 0, 0 }
+    , 0, 0, 0, {0,NULL}, {0,NULL}, 0,NULL, {0,NULL}, {0,NULL}, 0, 0, {0,NULL}, 0, 0, {0,NULL} }
 
 
 struct  Kvd__V1__QueryResponse
