@@ -39,6 +39,10 @@ class KvdError(Exception):
     the failed request, or 0 when the failure happened before sending.
     """
 
+    # Set once a pipelined failure (kvd.pipeline) has been raised to the caller, so it is raised
+    # once from the next call and not again from close().
+    reported: bool = False
+
     def __init__(self, code: int, message: str, request_id: int = 0):
         self.raw_code = int(code)
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import zmq
 from google.protobuf.message import DecodeError
@@ -22,23 +22,23 @@ from kvd.v1 import envelope_pb2
 
 # Handler of one reply: gets the Response (or the KvdError that stands for a reply that never
 # came) and returns the exception to raise for it, or None.
-Handler = Callable[[object], Optional[BaseException]]
+Handler = Callable[[Any], Optional[KvdError]]
 
 
 class Inflight:
     """Reply handlers by request id, plus failures not yet raised to the caller. All methods run
     with the client's ``_io`` lock held (the caller's or the keep-alive thread's)."""
 
-    def __init__(self, client):
+    def __init__(self, client: Any):
         self.client = client
         self.handlers: Dict[int, Handler] = {}
-        self.unreported: List[BaseException] = []
+        self.unreported: List[KvdError] = []
         # Pipelines that may hold written tokens whose Commit is not sent yet (commit_every):
         # sent before anything else, so every request of the client sees them committed.
-        self.pipelines = weakref.WeakSet()
+        self.pipelines: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
     @staticmethod
-    def of(client) -> "Inflight":
+    def of(client: Any) -> "Inflight":
         """The client's table, made on first use."""
         got = getattr(client, "_inflight", None)
         if got is None:
@@ -61,7 +61,7 @@ class Inflight:
         c._last_send = time.monotonic()
         self.handlers[req.request_id] = handler
 
-    def collect_locked(self, cancel=None, until: Optional[int] = None) -> None:
+    def collect_locked(self, cancel: Any = None, until: Optional[int] = None) -> None:
         """Take replies off the socket until request ``until`` is answered (None: until none is
         due), then raise the first failure collected, if any. ``cancel`` set (the keep-alive
         thread): failures are kept for the caller's next request instead of raised in that thread.
@@ -78,7 +78,7 @@ class Inflight:
                 first.reported = True
                 raise first
 
-    def _take_one(self, c) -> None:
+    def _take_one(self, c: Any) -> None:
         if not c._sock.poll(c.timeout_ms, zmq.POLLIN):
             # No reply at all: whether the daemon applied these requests is unknown. A fresh socket
             # keeps their late replies from being taken for later requests' (as Client does).
@@ -94,9 +94,10 @@ class Inflight:
         resp = envelope_pb2.Response()
         try:
             resp.ParseFromString(frames[-1])
+            parsed = True
         except DecodeError:
-            resp = None
-        if resp is None:
+            parsed = False
+        if not parsed:
             rid = next(iter(self.handlers))
             h = self.handlers.pop(rid)
             self._note(h(KvdError(ErrorCode.INTERNAL,
@@ -107,12 +108,12 @@ class Inflight:
         if rid == 0 and resp.WhichOneof("body") == "error":
             # The daemon could not read a request and so could not echo its id: the oldest one due.
             rid = next(iter(self.handlers))
-        h = self.handlers.pop(rid, None)
-        if h is None:
+        handler = self.handlers.pop(rid, None)
+        if handler is None:
             return  # the late reply of a call that timed out earlier
         c._note_instance(resp)
-        self._note(h(resp))
+        self._note(handler(resp))
 
-    def _note(self, failure: Optional[BaseException]) -> None:
+    def _note(self, failure: Optional[KvdError]) -> None:
         if failure is not None:
             self.unreported.append(failure)

@@ -15,7 +15,7 @@ sequence's serial queue; docs/ARCHITECTURE.md), so pipelined commits apply in th
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 import ml_dtypes
 import numpy as np
@@ -55,7 +55,7 @@ class PipelineError(KvdError):
         self.reported = False  # raised to the caller at least once
 
 
-def as_array(x) -> np.ndarray:
+def as_array(x: Any) -> np.ndarray:
     """``x`` as a NumPy array without a copy: NumPy arrays as they are, CPU torch tensors through
     ``.numpy()`` (bfloat16 through an int16 view); anything else through ``np.asarray``."""
     if isinstance(x, np.ndarray):
@@ -99,7 +99,7 @@ class AppendPipeline:
     Not thread-safe (like the Client); one pipeline per sequence.
     """
 
-    def __init__(self, client, seq: int, reserve_ahead: int = 64, max_in_flight: int = 4,
+    def __init__(self, client: Any, seq: int, reserve_ahead: int = 64, max_in_flight: int = 4,
                  model: Optional[str] = None, commit_every: int = 1):
         if not isinstance(reserve_ahead, int) or reserve_ahead < 1:
             raise KvdError(ErrorCode.INVALID_ARGUMENT,
@@ -146,7 +146,7 @@ class AppendPipeline:
         self._reserve_rid: Optional[int] = None  # a Reserve sent, reply not yet taken
         self._reserve_step = 0
         self._commits: deque = deque()  # request ids of unanswered commits, oldest first
-        self._stored = None  # indices of heads that store something (None: all of them)
+        self._stored: Optional[np.ndarray] = None  # indices of heads that store something (None: all of them)
         self.steps = 0
         self.sent_length = now.length  # the length once every commit sent applies
         self.confirmed_length = now.length  # the length in the last successful commit reply
@@ -155,7 +155,7 @@ class AppendPipeline:
 
     # ----------------------------------------------------------------------------------------
 
-    def append(self, keys, values, token_ids=None) -> None:
+    def append(self, keys: Any, values: Any, token_ids: Optional[Iterable[int]] = None) -> None:
         """Write ``keys``/``values`` ``[layers, kv_heads, tokens, head_dim]`` (the model's dtype;
         NumPy or CPU torch) into reserved slots and send their Commit without waiting.
         Raises the :class:`PipelineError` of an earlier step the daemon refused. An append of more
@@ -216,7 +216,7 @@ class AppendPipeline:
         failure that was never raised before; idempotent."""
         if self._closed:
             return
-        pending: Optional[BaseException] = None
+        pending: Optional[KvdError] = None
         try:
             with self.client._io:
                 self._io.collect_locked()
@@ -240,7 +240,7 @@ class AppendPipeline:
     def __enter__(self) -> "AppendPipeline":
         return self
 
-    def __exit__(self, exc_type, *rest) -> None:
+    def __exit__(self, exc_type: Optional[type], *rest: object) -> None:
         try:
             self.close()
         except KvdError:
@@ -271,7 +271,7 @@ class AppendPipeline:
         self._reserve_rid = rid
         self._reserve_step = step
 
-        def on_reply(resp) -> Optional[BaseException]:
+        def on_reply(resp: Any) -> Optional[KvdError]:
             if self._reserve_rid == rid:
                 self._reserve_rid = None
             err = self._error_of(resp, "reserve")
@@ -298,7 +298,9 @@ class AppendPipeline:
         rows = np.empty((len(stored), r.num_tokens), dtype=np.int64)
         for i, h in enumerate(stored):
             at = slots[h] + t
-            page = ids[h][at // P]
+            head_pages = ids[h]
+            assert head_pages is not None  # `stored` lists only heads with pages
+            page = head_pages[at // P]
             if page.size and int(page.max()) >= info.page_count:
                 raise KvdError(ErrorCode.INTERNAL, "kvd: reserve names a page outside the arena")
             rows[i] = (page * info.page_bytes) // es + (at % P) * d
@@ -315,6 +317,7 @@ class AppendPipeline:
         self._unsent += m
         self._unsent_steps = (self._unsent_steps[0], step)
         if ids is not None:
+            assert self._unsent_ids is not None  # set with the first unsent token above
             self._unsent_ids.append(ids)
         res.used += m
         res.remaining -= m
@@ -341,7 +344,7 @@ class AppendPipeline:
         rid = req.request_id
         first = self.sent_length
 
-        def on_reply(resp) -> Optional[BaseException]:
+        def on_reply(resp: Any) -> Optional[KvdError]:
             try:
                 self._commits.remove(rid)
             except ValueError:
@@ -366,7 +369,7 @@ class AppendPipeline:
             self._send_reserve(self.reserve_ahead, steps[1] + 1)
 
     @staticmethod
-    def _error_of(resp, kind: str) -> Optional[KvdError]:
+    def _error_of(resp: Any, kind: str) -> Optional[KvdError]:
         if isinstance(resp, KvdError):
             return resp
         which = resp.WhichOneof("body")
