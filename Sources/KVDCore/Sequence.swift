@@ -388,10 +388,10 @@ public final class KVSequence {
         }
         @Sendable func copy(_ c: HeadCopy) {
             // The sources are pieces of 256 B to 4 KiB in pages far apart, which hardware prefetchers
-            // do not follow: each memmove waited on memory. Ask for the next ~16 KiB ahead.
+            // do not follow: each memmove waited on memory. Ask for the next ~8 KiB ahead.
             var ahead = 0, aheadBytes = 0
             for m in c.moves {
-                while ahead < c.moves.count, aheadBytes < 16384 {
+                while ahead < c.moves.count, aheadBytes < 8192 {
                     prefetch(c, c.moves[ahead])
                     aheadBytes += c.moves[ahead].count * bytes
                     ahead += 1
@@ -402,7 +402,10 @@ public final class KVSequence {
                 aheadBytes -= m.count * bytes
             }
         }
-        let n = min(max(threads, 1), copies.count)
+        // Threads only pay when there is much to move: waking them costs more than a StreamingLLM
+        // packing (~2 MB) takes.
+        let moved = copies.reduce(0) { sum, c in c.moves.reduce(sum) { $0 + $1.count } } * bytes
+        let n = moved < 8 << 20 ? 1 : min(max(threads, 1), copies.count)
         if n <= 1 {
             for c in copies { copy(c) }
             return
