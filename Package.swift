@@ -63,7 +63,7 @@ let package = Package(
             path: "Sources/KVDKeygen"
         ),
         // Pure model: layouts, ids, page allocator, head caches, plans, packing. No I/O.
-        .target(name: "KVDCore", path: "Sources/KVDCore"),
+        .target(name: "KVDCore", dependencies: ["CKVDKernels"], path: "Sources/KVDCore"),
         // Crash safety: the journal and snapshot files that let a restarted kvd adopt its segment
         // (docs/DURABILITY.md); the only code that calls libc for regular files.
         .target(name: "KVDJournal", dependencies: ["KVDCore"], path: "Sources/KVDJournal"),

@@ -82,8 +82,20 @@ private struct Pointers: @unchecked Sendable {  // safe: each thread writes its 
     let dst: UnsafeMutableRawPointer
 }
 
+/// Wall-clock seconds of `body`, or with `--clock cpu` the calling thread's CPU seconds: on a
+/// shared machine other jobs' load stretches wall time but not the CPU time a one-thread run
+/// spends (every one-thread step runs on the calling thread: the methods' workers, a one-iteration
+/// concurrentPerform, the packing).
 func seconds(_ body: () throws -> Void) rethrows -> Double {
-    let t = DispatchTime.now().uptimeNanoseconds
+    let t = now()
     try body()
-    return Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9
+    return now() - t
+}
+
+nonisolated(unsafe) var threadCPUClock = false  // safe: set once from the arguments before any timing
+
+private func now() -> Double {
+    var ts = timespec()
+    clock_gettime(threadCPUClock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

@@ -9,6 +9,7 @@
 #   KVD_VENV        kvd's venv (default ~/.cache/kvd/venv, as scripts/env.sh)
 #   KVD_PEERS_PORT  base tcp port (default 5730): kvd on it, LMCache on +10 (+11 HTTP, +12 metrics)
 #   PEERS_REPEATS   repeats per row (default 10; each kvpress repeat is a full 2000-token prefill)
+#   PEERS_ONLY      compaction: only kvpress vs kvd compaction (no LMCache, no data path)
 # plus setup.sh's KVD_PEERS_DIR / KVPRESS_VENV / LMCACHE_VENV.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -74,6 +75,11 @@ if "$kvpress_py" "$here/kvpress_peer.py" --out "$tmp/peer" --repeats "$repeats" 
         --out "$out/kvd_compact.json" --repeats "$repeats" || status=1
 else
     echo "run.sh: kvpress_peer.py failed, see $out/kvpress.log" >&2; status=1
+fi
+
+if [[ ${PEERS_ONLY:-} == compaction ]]; then
+    "$KVD_PYTHON" "$here/summarize.py" "$out"
+    exit $status
 fi
 
 echo "== LMCache peer" >&2

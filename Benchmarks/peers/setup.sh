@@ -7,6 +7,7 @@
 #   KVPRESS_VENV    (default $KVD_PEERS_DIR/kvpress)
 #   LMCACHE_VENV    (default $KVD_PEERS_DIR/lmcache)
 #   PEERS_PYTHON    interpreter for the venvs (default python3; 3.10-3.13)
+#   PEERS_ONLY      compaction: install kvpress only
 set -euo pipefail
 
 peers_dir=${KVD_PEERS_DIR:-$HOME/.cache/kvd/peers}
@@ -49,4 +50,5 @@ install "$kvpress_venv" \
     "${KVPRESS_PINS[@]}"
 # LMCache prints a banner on import unless told not to; its CUDA extension fails to import on a
 # machine without CUDA and it falls back to CPU by itself.
+[[ ${PEERS_ONLY:-} == compaction ]] && exit 0
 LMCACHE_DISABLE_BANNER=1 install "$lmcache_venv" "import lmcache, torch, zmq" "" "${LMCACHE_PINS[@]}"

@@ -64,13 +64,24 @@ public struct BalanceKV: CompactionMethod {
         let seed = UInt64(p.int("seed"))
         var kept = [[Int32]](repeating: [], count: m.headCount)
         var logWeights = [[Float]](repeating: [], count: m.headCount)
+        // One key and one value buffer per worker, reused across its heads: fresh multi-megabyte
+        // arrays per head cost a page fault per 4 KiB every time.
+        let longest = view.headCounts.max() ?? 0
         kept.withUnsafeMutableBufferPointer { keptOut in
             logWeights.withUnsafeMutableBufferPointer { weightsOut in
                 let keptOut = SendableBuffer(keptOut), weightsOut = SendableBuffer(weightsOut)
-                ComputeThreads.forEach(m.headCount) { h in
-                    let (k, w) = Self.head(view, h, sinks: sinks, recent: recent, walk: walk, seed: seed)
-                    keptOut.buffer[h] = k
-                    weightsOut.buffer[h] = w
+                ComputeThreads.workers(for: m.headCount) { worker, workers in
+                    let keys = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest * m.headDim))
+                    let values = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest * m.headDim))
+                    defer {
+                        keys.deallocate()
+                        values.deallocate()
+                    }
+                    for h in stride(from: worker, to: m.headCount, by: workers) {
+                        let (k, w) = Self.head(view, h, sinks: sinks, recent: recent, walk: walk, seed: seed, keys: keys, values: values)
+                        keptOut.buffer[h] = k
+                        weightsOut.buffer[h] = w
+                    }
                 }
             }
         }
@@ -84,18 +95,22 @@ public struct BalanceKV: CompactionMethod {
         SplitMix64(seed: seed &+ UInt64(h) &* 0xD1B5_4A32_D192_ED03)
     }
 
-    static func head(_ view: SequenceView, _ h: Int, sinks: Int, recent: Int, walk: BalancedWalk, seed: UInt64) -> ([Int32], [Float]) {
+    /// Head h's kept tokens and log-weights; `keys` and `values` are scratch for the longest head.
+    static func head(
+        _ view: SequenceView, _ h: Int, sinks: Int, recent: Int, walk: BalancedWalk, seed: UInt64,
+        keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>
+    ) -> ([Int32], [Float]) {
         let n = view.headCounts[h]
         guard n > 0 else { return ([], []) }
         let d = view.layout.headDim
-        let keys = view.keys(h), values = view.values(h)
+        view.read(h, values: false, into: keys)
+        view.read(h, values: true, into: values)
         let old = view.logWeights[h]
         let lo = sinks, hi = n - recent
-        let middleKeys = Array(keys[(lo * d)..<(hi * d)])
-        let middleValues = Array(values[(lo * d)..<(hi * d)])
         let middleWeights = (lo..<hi).map { Foundation.exp(old[$0]) }
         var rng = generator(seed: seed, head: h)
-        let (order, weights) = walk.run(keys: middleKeys, values: middleValues, weights: middleWeights, dim: d, rng: &rng)
+        let (order, weights) = walk.run(
+            keys: keys + lo * d, values: values + lo * d, count: hi - lo, weights: middleWeights, dim: d, rng: &rng)
         // Plan indices must be sorted: sort the kept middle by position, weights alongside.
         let middle = zip(order, weights).sorted { $0.0 < $1.0 }
         let kept = (0..<lo).map(Int32.init) + middle.map { Int32(lo + $0.0) } + (hi..<n).map(Int32.init)

@@ -45,55 +45,79 @@ public struct BalancedWalk: Sendable {
     @inline(__always) static func unit(_ rng: inout SplitMix64) -> Float { Float(rng.next() >> 40) / Float(1 << 24) }
 
     func run(keys: [Float], values: [Float], weights: [Float], dim d: Int, rng: inout SplitMix64) -> (kept: [Int], weights: [Float]) {
-        var order = Array(0..<(keys.count / d))
+        keys.withUnsafeBufferPointer { k in
+            values.withUnsafeBufferPointer { v in
+                run(keys: k.baseAddress!, values: v.baseAddress!, count: keys.count / d, weights: weights, dim: d, rng: &rng)
+            }
+        }
+    }
+
+    /// The walk over `count` middle tokens whose keys and values are `[count, d]` at `keys` and
+    /// `values` (a head's scratch buffers, read in place: copying the middle out cost more than
+    /// the walk's own arithmetic). Every float operation is the one the array version did, in the
+    /// same order, so results are bit for bit those of the NumPy port.
+    func run(
+        keys: UnsafePointer<Float>, values: UnsafePointer<Float>, count: Int, weights: [Float], dim d: Int, rng: inout SplitMix64
+    ) -> (kept: [Int], weights: [Float]) {
+        var order = Array(0..<count)
         var runWeight = [Float](repeating: 1, count: order.count)
         let scale = tau / Float(d).squareRoot()
+        let k = UnsafeMutablePointer<Float>.allocate(capacity: block * d)
+        let v = UnsafeMutablePointer<Float>.allocate(capacity: block * d)
+        let gramK = UnsafeMutablePointer<Float>.allocate(capacity: block * block)
+        let gramV = UnsafeMutablePointer<Float>.allocate(capacity: block * block)
+        let mean = UnsafeMutablePointer<Float>.allocate(capacity: d)
+        let blockSigns = UnsafeMutablePointer<Float>.allocate(capacity: block)
+        gramK.initialize(repeating: 0, count: block * block)
+        gramV.initialize(repeating: 0, count: block * block)
+        defer { for p in [k, v, gramK, gramV, mean, blockSigns] { p.deallocate() } }
         for _ in 0..<rounds {
             let n = order.count
             let padded = (n + block - 1) / block * block
             let draws = (0..<padded).map { _ in Self.unit(&rng) }
             var signs = [Int8](repeating: 0, count: padded)
-            var k = [Float](repeating: 0, count: block * d)
-            var v = [Float](repeating: 0, count: block * d)
-            var gramK = [Float](repeating: 0, count: block * block)
-            var gramV = [Float](repeating: 0, count: block * block)
-            var blockSigns = [Float](repeating: 0, count: block)
             for start in stride(from: 0, to: padded, by: block) {
-                // Gather the block (zeros past the end), weight the values, centre the keys.
-                for r in 0..<block {
-                    let i = start + r
-                    for c in 0..<d {
-                        if i < n {
-                            let t = order[i]
-                            k[r * d + c] = keys[t * d + c]
-                            v[r * d + c] = values[t * d + c] * weights[t] * runWeight[i]
-                        } else {
-                            k[r * d + c] = 0
-                            v[r * d + c] = 0
+                // Gather the block (zeros past the end), weight the values ((v·w)·ρ, as before),
+                // centre the keys: the mean of column c sums rows 0, 1, ... in order, as before.
+                order.withUnsafeBufferPointer { order in
+                    weights.withUnsafeBufferPointer { weights in
+                        runWeight.withUnsafeBufferPointer { runWeight in
+                            for r in 0..<block {
+                                let i = start + r
+                                let (kr, vr) = (k + r * d, v + r * d)
+                                if i < n {
+                                    let t = order[i]
+                                    kr.update(from: keys + t * d, count: d)
+                                    let (src, w, rw) = (values + t * d, weights[t], runWeight[i])
+                                    for c in 0..<d { vr[c] = src[c] * w * rw }
+                                } else {
+                                    kr.update(repeating: 0, count: d)
+                                    vr.update(repeating: 0, count: d)
+                                }
+                            }
                         }
                     }
                 }
-                for c in 0..<d {
-                    var mean: Float = 0
-                    for r in 0..<block { mean += k[r * d + c] }
-                    mean /= Float(block)
-                    for r in 0..<block { k[r * d + c] -= mean }
+                mean.update(repeating: 0, count: d)
+                for r in 0..<block {
+                    let kr = k + r * d
+                    for c in 0..<d { mean[c] += kr[c] }
+                }
+                for c in 0..<d { mean[c] /= Float(block) }
+                for r in 0..<block {
+                    let kr = k + r * d
+                    for c in 0..<d { kr[c] -= mean[c] }
                 }
                 if !uniform {
-                    kvd_sgemm_abt(Int32(block), Int32(block), Int32(d), 1, k, k, &gramK)
-                    kvd_sgemm_abt(Int32(block), Int32(block), Int32(d), 1, v, v, &gramV)
+                    kvd_sgemm_abt(Int32(block), Int32(block), Int32(d), 1, k, k, gramK)
+                    kvd_sgemm_abt(Int32(block), Int32(block), Int32(d), 1, v, v, gramV)
                 }
                 signs[start] = 1
                 blockSigns[0] = 1
                 for r in 1..<block {
                     var p: Float = 0.5
                     if !uniform {
-                        let partial = gramK.withUnsafeBufferPointer { gk in
-                            gramV.withUnsafeBufferPointer { gv in
-                                kvd_balance_partial(gk.baseAddress! + r * block, gv.baseAddress! + r * block, blockSigns, r, scale, beta)
-                            }
-                        }
-                        p = 0.5 - gamma * partial
+                        p = 0.5 - gamma * kvd_balance_partial(gramK + r * block, gramV + r * block, blockSigns, r, scale, beta)
                     }
                     signs[start + r] = draws[start + r] < p ? 1 : -1
                     blockSigns[r] = Float(signs[start + r])
@@ -112,9 +136,15 @@ public struct BalancedWalk: Sendable {
             let c = max(cNeg, cPos)
             let flip: Float = signs[c] == 1 ? -1 : 1
             let weight = (0..<n).map { i in i > c ? Float(1) : 2 * Float(signs[i]) * flip }
-            let ranked = (0..<n).sorted { a, b in weight[a] != weight[b] ? weight[a] > weight[b] : a < b }.prefix(half)
-            order = ranked.map { order[$0] }
-            runWeight = ranked.map { runWeight[$0] * weight[$0] }
+            // Ranked by descending weight, ties by index: the weights are only 2, 1 and −2, so the
+            // order is the 2s, then the 1s, then the −2s, each in index order (what the stable sort
+            // by (weight desc, index asc) gave, in O(n)).
+            var ranked: [Int] = []
+            ranked.reserveCapacity(n)
+            for w: Float in [2, 1, -2] { for i in 0..<n where weight[i] == w { ranked.append(i) } }
+            let kept = ranked.prefix(half)
+            order = kept.map { order[$0] }
+            runWeight = kept.map { runWeight[$0] * weight[$0] }
         }
         return (order, runWeight)
     }

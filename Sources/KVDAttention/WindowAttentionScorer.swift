@@ -25,9 +25,7 @@ public struct WindowAttentionScorer: TokenScorer {
     }
 
     public func scores(_ context: CompactionContext, window: Int) throws(KVDError) -> [[Float]] {
-        let raw = try WindowAttention.scores(context, window: window)
         let kind = PoolingKind(rawValue: context.params.string("pooling")) ?? .none
-        let kernel = context.params.int("kernel")
-        return raw.map { pool($0, kind: kind, kernel: kernel) }
+        return try WindowAttention.scores(context, window: window, pooling: kind, kernel: context.params.int("kernel"))
     }
 }

@@ -1,3 +1,5 @@
+import CKVDKernels
+import Dispatch
 import Foundation
 
 /// One sequence's bookkeeping: per (layer, head) page lists, counts, positions and log-weights, plus
@@ -307,8 +309,12 @@ public final class KVSequence {
     /// drops tokens is copied to fresh pages — and the dropped pages are returned in
     /// `CompactionOutcome.held` instead of released, for the caller to release once it has
     /// recorded the new state.
+    ///
+    /// `threads` > 1 packs heads in parallel (heads touch disjoint pages); the bookkeeping stays
+    /// on the calling thread.
     public func compact(
-        plan: CompactionPlan, method: String, allocator: PageAllocator, memory: PageMemory, holdReleased: Bool = false
+        plan: CompactionPlan, method: String, allocator: PageAllocator, memory: PageMemory, holdReleased: Bool = false,
+        threads: Int = 1
     ) throws(KVDError) -> CompactionOutcome {
         try requireNoReservation("compacting")
         let before = heads.map(\.count)
@@ -325,33 +331,41 @@ public final class KVSequence {
         func drop(_ pages: ArraySlice<PageID>) {
             if holdReleased { held += pages } else { freed += allocator.release(pages) }
         }
+        // First every head's copies (which pages, which moves), then the bytes, then the bookkeeping.
+        var copies: [HeadCopy] = []
+        var newPageLists = [[PageID]](repeating: [], count: heads.count)
+        for h in heads.indices {
+            let kept = plan.kept[h]
+            let pages = heads[h].pages
+            let keepPages = HeadCache.pagesNeeded(kept.count, pageTokens: pageTokens)
+            switch work[h] {
+            case .unchanged:
+                continue
+            case .inPlace(let moves):
+                if !moves.isEmpty { copies.append(HeadCopy(from: pages, to: pages, moves: moves)) }
+                newPageLists[h] = Array(pages.prefix(keepPages))
+            case .copy:
+                let newPages = Array(fresh.prefix(keepPages))
+                fresh = fresh.dropFirst(keepPages)
+                copies.append(HeadCopy(from: pages, to: newPages, moves: CompactionPlan.copyMoves(kept: kept, pageTokens: pageTokens)))
+                newPageLists[h] = newPages
+            }
+        }
+        Self.run(copies, memory: memory, layout: layout, threads: threads)
         var changed = false
         for h in heads.indices {
             let kept = plan.kept[h]
             let pages = heads[h].pages
             let keepPages = HeadCache.pagesNeeded(kept.count, pageTokens: pageTokens)
-            var newPages: [PageID]
             switch work[h] {
             case .unchanged:
                 continue
-            case .inPlace(let moves):
-                for m in moves {
-                    memory.copyTokens(
-                        from: pages[m.source / pageTokens], slot: m.source % pageTokens,
-                        to: pages[m.destination / pageTokens], slot: m.destination % pageTokens, count: m.count, layout)
-                }
+            case .inPlace:
                 if keepPages < pages.count { drop(pages[keepPages...]) }
-                newPages = Array(pages.prefix(keepPages))
             case .copy:
-                newPages = Array(fresh.prefix(keepPages))
-                fresh = fresh.dropFirst(keepPages)
-                for m in CompactionPlan.copyMoves(kept: kept, pageTokens: pageTokens) {
-                    memory.copyTokens(
-                        from: pages[m.source / pageTokens], slot: m.source % pageTokens,
-                        to: newPages[m.destination / pageTokens], slot: m.destination % pageTokens, count: m.count, layout)
-                }
                 drop(pages[...])
             }
+            let newPages = newPageLists[h]
             let head = heads[h]
             var next = HeadCache()
             next.pages = newPages
@@ -368,6 +382,54 @@ public final class KVSequence {
             everCompacted = true
         }
         return CompactionOutcome(before: before, kept: heads.map(\.count), pagesFreed: freed, pagesAllocated: copyPages, held: held)
+    }
+
+    /// The memmoves of one head's packing: `moves` from `from`'s pages to `to`'s (the same list
+    /// when packing in place, where moves must run in order).
+    private struct HeadCopy: Sendable {
+        let from: [PageID]
+        let to: [PageID]
+        let moves: [PackMove]
+    }
+
+    /// Runs the heads' copies, on `threads` threads when there are several heads: each head's moves
+    /// stay in order on one thread, and no two heads share a page they write (a page shared with
+    /// another holder is only read: heads that would write one are copied to fresh pages).
+    private static func run(_ copies: [HeadCopy], memory: PageMemory, layout: ModelLayout, threads: Int) {
+        let pageTokens = layout.pageTokens
+        let bytes = 2 * layout.tokenBytes  // K and V of one token
+        @Sendable func prefetch(_ c: HeadCopy, _ m: PackMove) {
+            let (page, slot) = (c.from[m.source / pageTokens], m.source % pageTokens)
+            kvd_prefetch(memory.key(page, slot: slot, layout), m.count * layout.tokenBytes)
+            kvd_prefetch(memory.value(page, slot: slot, layout), m.count * layout.tokenBytes)
+        }
+        @Sendable func copy(_ c: HeadCopy) {
+            // The sources are pieces of 256 B to 4 KiB in pages far apart, which hardware prefetchers
+            // do not follow: each memmove waited on memory. Ask for the next ~8 KiB ahead.
+            var ahead = 0, aheadBytes = 0
+            for m in c.moves {
+                while ahead < c.moves.count, aheadBytes < 8192 {
+                    prefetch(c, c.moves[ahead])
+                    aheadBytes += c.moves[ahead].count * bytes
+                    ahead += 1
+                }
+                memory.copyTokens(
+                    from: c.from[m.source / pageTokens], slot: m.source % pageTokens,
+                    to: c.to[m.destination / pageTokens], slot: m.destination % pageTokens, count: m.count, layout)
+                aheadBytes -= m.count * bytes
+            }
+        }
+        // Threads only pay when there is much to move: waking them costs more than a StreamingLLM
+        // packing (~2 MB) takes.
+        let moved = copies.reduce(0) { sum, c in c.moves.reduce(sum) { $0 + $1.count } } * bytes
+        let n = moved < 8 << 20 ? 1 : min(max(threads, 1), copies.count)
+        if n <= 1 {
+            for c in copies { copy(c) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: n) { t in
+            for i in stride(from: t, to: copies.count, by: n) { copy(copies[i]) }
+        }
     }
 
     /// What applying `plan` (already validated) would do to the pages: the pages heads would

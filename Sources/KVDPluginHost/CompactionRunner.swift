@@ -20,7 +20,7 @@ public enum CompactionRunner {
         // The caller's last word on a checked plan (the memory manager refuses one that frees nothing).
         try accept?(planned)
         guard let record else {
-            var outcome = try seq.compact(plan: planned.plan, method: name, allocator: allocator, memory: memory)
+            var outcome = try seq.compact(plan: planned.plan, method: name, allocator: allocator, memory: memory, threads: ComputeThreads.count)
             if !planned.aliases.isEmpty {
                 let freed = try seq.applyAliases(planned.aliases, allocator: allocator)
                 outcome = KVSequence.CompactionOutcome(
@@ -31,7 +31,8 @@ public enum CompactionRunner {
         }
         // Crash safety: the old pages stay untouched and held until the new state is recorded, so
         // a crash at any point leaves either the old state or the new one whole.
-        let outcome = try seq.compact(plan: planned.plan, method: name, allocator: allocator, memory: memory, holdReleased: true)
+        let outcome = try seq.compact(
+            plan: planned.plan, method: name, allocator: allocator, memory: memory, holdReleased: true, threads: ComputeThreads.count)
         var held = outcome.held
         if !planned.aliases.isEmpty { held += try seq.applyAliasesHolding(planned.aliases) }
         record(seq)
