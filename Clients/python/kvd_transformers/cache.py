@@ -52,6 +52,7 @@ from kvd_transformers.queries import needs_queries
 NEEDS_KVD_ATTENTION = (
     "load the model with attn_implementation='kvd' after kvd_transformers.register_attention() "
     "(or call model.set_attn_implementation('kvd'))")
+INLINE_SLACK = 64 * 1024  # room for the Append's envelope next to the K/V bytes
 _TORCH_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
 
 
@@ -390,8 +391,12 @@ class KvdCache(Cache):
         """Append ``keys``/``values`` ``[layers, kv_heads, tokens, head_dim]`` (torch, the model's
         dtype) and ``ids`` to kvd in one request; returns the Append (or Commit) reply. The one
         place a forward pass's K/V leave for kvd."""
-        return self.client.append(self.sequence_id, self._wire(keys), self._wire(values),
-                                  zero_copy=self.zero_copy, token_ids=ids)
+        k, v = self._wire(keys), self._wire(values)
+        # An inline Append larger than the daemon takes (a long prefill) goes through
+        # Reserve/Commit instead, which has no message-size limit.
+        limit = int(self._hello().limits.max_message_bytes) or (1 << 62)
+        zero_copy = self.zero_copy or k.nbytes + v.nbytes + 4 * len(ids or ()) + INLINE_SLACK > limit
+        return self.client.append(self.sequence_id, k, v, zero_copy=zero_copy, token_ids=ids)
 
     def _wire(self, t: torch.Tensor) -> np.ndarray:
         """``t`` as a numpy array in kvd's dtype: one conversion at most, none when the dtypes
