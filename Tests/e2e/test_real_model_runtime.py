@@ -8,7 +8,7 @@ against a real daemon with an f32 and an f16 SmolLM2 layout:
   every layer and query head at the next decode step equals softmax(q·kᵀ/√d + log-weight)·v over the
   tokens kvd kept, computed in NumPy (kvd.attention_arrays);
 * a compaction sent straight to the daemon between steps is picked up from the next Append reply's
-  generation and the buffers are refilled (then they match kvd again);
+  generation and the buffers are refilled (then they match kvd again), whichever Query mode refills;
 * friction items: a model on sdpa attention gets the "load with attn_implementation='kvd'" hint
   before any request for every method; window queries go only to methods that need them;
   ``compact_after_prefill="auto"`` lets the daemon's rules pick the policy; a dropped cache releases
@@ -203,10 +203,11 @@ def test_compacted_attention_matches_reference(smollm2, client, prompt, kw):
             assert cache.aliases == {29: 28, 27: 26}
 
 
-def test_daemon_compaction_between_steps_is_picked_up(smollm2, client, prompt):
+@pytest.mark.parametrize("query_mode", ["pages", "gather", "auto"])
+def test_daemon_compaction_between_steps_is_picked_up(smollm2, client, prompt, query_mode):
     model, _ = smollm2
     model.set_attn_implementation("kvd")
-    with KvdCache(client, F32, config=model.config) as cache:
+    with KvdCache(client, F32, config=model.config, query_mode=query_mode) as cache:
         with torch.no_grad():
             tok = int(model(input_ids=prompt, cache=cache, use_cache=True).logits[0, -1].argmax())
         tok = int(step(model, cache, tok).argmax())

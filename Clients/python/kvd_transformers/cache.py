@@ -112,8 +112,8 @@ class KvdCache(Cache):
     last prefill queries of every query head are sent as observation queries (only to methods that
     need them). ``config``: the model (or its config) — checked against kvd's layout at once (the
     shapes are also checked at the first update). ``zero_copy``: append through Reserve/Commit
-    instead of inline bytes. ``query_mode``: how the buffers are (re)filled from kvd ("pages" or
-    "gather"). Use with a model whose ``attn_implementation`` is ``"kvd"``
+    instead of inline bytes. ``query_mode``: how the buffers are (re)filled from kvd ("pages",
+    "gather", or "auto": gather when the sequence fits in half the staging area, else pages). Use with a model whose ``attn_implementation`` is ``"kvd"``
     (:func:`kvd_transformers.register_attention`); a cache that will be compacted refuses any other
     before sending anything.
 
@@ -136,7 +136,7 @@ class KvdCache(Cache):
                  params: Optional[dict] = None, window: int = 32,
                  compact_after_prefill: Union[bool, str] = True, *, config=None, tenant: str = "",
                  zero_copy: bool = False, queries_in_shm: bool = False, model=None,
-                 reuse_prefix: bool = False, prompt_ids=None, query_mode: str = "pages"):
+                 reuse_prefix: bool = False, prompt_ids=None, query_mode: str = "auto"):
         models = client.models  # Hello on first use
         if model_name not in models:
             raise ValueError(f"kvd_transformers: kvd serves no model {model_name!r} "
@@ -156,8 +156,9 @@ class KvdCache(Cache):
         if compact_after_prefill not in (True, False, "auto"):
             raise ValueError("kvd_transformers: compact_after_prefill must be True, False or "
                              f"'auto' (the daemon's rules pick the policy); got {compact_after_prefill!r}")
-        if query_mode not in ("pages", "gather"):
-            raise ValueError(f"kvd_transformers: query_mode must be 'pages' or 'gather', got {query_mode!r}")
+        if query_mode not in ("auto", "pages", "gather"):
+            raise ValueError("kvd_transformers: query_mode must be 'auto', 'pages' or 'gather', "
+                             f"got {query_mode!r}")
         self.client = client
         self.model_name = model_name
         self.policy = policy
@@ -295,7 +296,7 @@ class KvdCache(Cache):
     def _refresh(self, dtype, device) -> None:
         """Refill every buffer from one Query of the sequence (its generation changed, or tokens
         were adopted or appended behind the cache's back)."""
-        self._query = self.client.query(self.sequence_id, mode=self.query_mode)
+        self._query = self.client.query(self.sequence_id, mode=self._refresh_mode())
         try:
             aliases = {}
             for layer in range(self.num_layers):
@@ -312,6 +313,16 @@ class KvdCache(Cache):
             self.refreshes += 1
         finally:
             self._query = None  # views into shared memory: do not keep them
+
+    def _refresh_mode(self) -> str:
+        """``query_mode``, or for "auto": GATHER (one contiguous run per head, measured ~6x faster
+        to read than page lists when heads differ in length) when the whole sequence's K/V fit in
+        half the daemon's staging area (a gather that does not fit is refused), else PAGES."""
+        if self.query_mode != "auto":
+            return self.query_mode
+        kv_bytes = 2 * self.num_layers * self.kv_heads * self._length * self.head_dim * self.kvd_dtype.itemsize
+        staging = int(self._hello().shm.staging_bytes)
+        return "gather" if kv_bytes <= staging // 2 else "pages"
 
     def _prefix(self, layer_idx: int, dtype, device):
         """From the Query being read: the layer's retained tokens ``[1, H, P, D]`` K and V (heads
