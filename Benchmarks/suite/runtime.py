@@ -1,4 +1,4 @@
-"""Section 12: KvdCache at transformers speed. SmolLM2-135M-Instruct (f32, torch on CPU, 2 threads)
+"""Section 13: KvdCache at transformers speed. SmolLM2-135M-Instruct (f32, torch on CPU, 2 threads)
 generates greedily from a prompt of Apache-2.0 license text (repeated when the prompt is longer
 than the text), on a fresh daemon (Config/bench.yaml), in one run:
 
@@ -114,7 +114,7 @@ def measure(prompt_tokens: int, long_tokens: int, new_tokens: int) -> list:
 
 def table(runs: list) -> list:
     rows = [r for rs in runs for r in rs]
-    title = "### 12. KvdCache at transformers speed (SmolLM2-135M-Instruct f32, torch CPU, 2 threads)"
+    title = "### 13. KvdCache at transformers speed (SmolLM2-135M-Instruct f32, torch CPU, 2 threads)"
     if not rows or any("skipped" in r for r in rows):
         why = next((r["skipped"] for r in rows if "skipped" in r), "no runs")
         return [title, "", f"Skipped: {why}."]
