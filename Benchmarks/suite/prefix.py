@@ -74,7 +74,7 @@ def generate(model, ids, make_cache, new_tokens):
         t0 = time.perf_counter()
         cache = make_cache()
         with torch.no_grad():
-            out = model.generate(x, attention_mask=torch.ones_like(x), past_key_values=cache,
+            out = model.generate(x, attention_mask=torch.ones_like(x), cache=cache,
                                  max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                  pad_token_id=model.config.eos_token_id)
     finally:

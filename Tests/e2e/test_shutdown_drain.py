@@ -13,14 +13,14 @@ import zmq
 from conftest import parse_response
 from kvd.v1 import envelope_pb2
 
-SLOW = dict(name="slow", layers=2, kv_heads=4, q_heads=4, head_dim=128, dtype="f32", page_tokens=64,
+SLOW = dict(name="slow", layers=4, kv_heads=4, q_heads=4, head_dim=128, dtype="f32", page_tokens=64,
             default_method="streamingllm")
-TOKENS = 16384  # BalanceKV takes seconds on this in a debug build, far past the 0 s drain
+TOKENS = 32768  # BalanceKV takes 1-2 s on 16 heads of this in a debug build, far past the 0 s drain
 
 
 def slow_config(cfg: dict) -> None:
     cfg["server"].update(max_tokens_per_append=TOKENS, max_message_bytes="1MiB", drain_seconds=0)
-    cfg["arena"].update(size_bytes="160MiB", staging_bytes="1MiB")
+    cfg["arena"].update(size_bytes="640MiB", staging_bytes="1MiB")
     cfg["models"] = [SLOW]
 
 
@@ -29,7 +29,7 @@ def test_sigterm_during_a_compaction_exits_cleanly(make_daemon):
     with d.client() as c:
         seq = c.create_sequence("slow")
         rng = np.random.default_rng(0)
-        k = rng.standard_normal((2, 4, TOKENS, 128), dtype=np.float32)
+        k = rng.standard_normal((SLOW["layers"], 4, TOKENS, 128), dtype=np.float32)
         c.append(seq, k, k, zero_copy=True)
     s = zmq.Context.instance().socket(zmq.DEALER)
     s.linger = 0
@@ -39,7 +39,7 @@ def test_sigterm_during_a_compaction_exits_cleanly(make_daemon):
         req.compact.sequence_id = seq
         req.compact.method = "balancekv"
         s.send(req.SerializeToString())
-        time.sleep(0.5)  # the compaction is running on a worker now
+        time.sleep(0.2)  # the compaction is running on a worker now
         started = time.monotonic()
         rc = d.stop(signal.SIGTERM)
         assert rc == 0, f"kvd exited with {rc}:\n{d.stderr()[-3000:]}"

@@ -72,13 +72,8 @@ static kvd_result map_code(const Kvd__V1__Error *e) {
 
 /* Send without waiting for the reply; never blocks past the client's timeout. */
 static kvd_result send_req(kvd_client *c, Kvd__V1__Request *req) {
-    if (!c->sock) {
-        kvd_result rc = kvd__open_socket(c);
-        if (rc) return rc;
-    }
-    req->request_id = c->next_id++;
-    if (c->next_id == 0) c->next_id = 1;
-    req->protocol_version = c->proto;
+    kvd_result stamped = kvd__stamp_request(c, req);
+    if (stamped) return stamped;
     size_t size = kvd__v1__request__get_packed_size(req);
     uint8_t *buf = malloc(size ? size : 1);
     if (!buf) return kvd__oom(c);

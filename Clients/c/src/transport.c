@@ -102,6 +102,19 @@ static void note_instance(kvd_client *c, uint64_t instance) {
     c->instance = instance;
 }
 
+/* Opens the socket if it is closed, then gives `req` the next request id (never 0) and the
+ * protocol version: what every request needs before it is packed, answered or pipelined. */
+kvd_result kvd__stamp_request(kvd_client *c, Kvd__V1__Request *req) {
+    if (!c->sock) {
+        kvd_result rc = kvd__open_socket(c);
+        if (rc) return rc;
+    }
+    req->request_id = c->next_id++;
+    if (c->next_id == 0) c->next_id = 1;
+    req->protocol_version = c->proto;
+    return KVD_OK;
+}
+
 /*
  * Send `req` and wait for the matching reply. On success *out is the unpacked response whose body
  * is `want` (free with kvd__v1__response__free_unpacked). Notes the replying daemon's instance
@@ -116,13 +129,8 @@ kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response
         kvd_result rc = kvd__pipelines_collect(c);
         if (rc) return rc;
     }
-    if (!c->sock) {
-        kvd_result rc = kvd__open_socket(c);
-        if (rc) return rc;
-    }
-    req->request_id = c->next_id++;
-    if (c->next_id == 0) c->next_id = 1;
-    req->protocol_version = c->proto;
+    kvd_result stamped = kvd__stamp_request(c, req);
+    if (stamped) return stamped;
 
     size_t size = kvd__v1__request__get_packed_size(req);
     if (c->hello && want != KVD__V1__RESPONSE__BODY_HELLO && c->hello->pub.max_message_bytes &&

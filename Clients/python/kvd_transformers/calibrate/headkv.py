@@ -116,12 +116,12 @@ def answer_question(model, tokenizer, needle, length, depth, hay_seed, max_new: 
     cache = DynamicCache(config=cfg)
     new = []
     with torch.no_grad():
-        model(ids[:, :-1], past_key_values=cache, use_cache=True)
+        model(ids[:, :-1], cache=cache, use_cache=True)
         nxt = ids[:, -1:]
         capture.set_recorder(rec)
         try:
             for _ in range(max_new):
-                out = model(nxt, past_key_values=cache, use_cache=True)
+                out = model(nxt, cache=cache, use_cache=True)
                 rec.end_step()
                 tok = int(out.logits[0, -1].argmax())
                 if tok in eos:

@@ -90,7 +90,7 @@ def kv_of(model, ids: torch.Tensor, batch: int = 8):
     with torch.no_grad():
         for s in range(0, ids.shape[0], batch):
             cache = DynamicCache(config=model.config)
-            model(ids[s:s + batch], past_key_values=cache, use_cache=True)
+            model(ids[s:s + batch], cache=cache, use_cache=True)
             k = torch.stack([layer.keys for layer in cache.layers], dim=1)    # [B, L, H, T, D]
             v = torch.stack([layer.values for layer in cache.layers], dim=1)
             for b in range(k.shape[0]):

@@ -17,7 +17,7 @@ def greedy(model, cache, first_logits: torch.Tensor, max_new: int = NEW_TOKENS) 
     out = [tok]
     with torch.no_grad():
         while len(out) < max_new and tok not in eos:
-            logits = model(input_ids=torch.tensor([[tok]]), past_key_values=cache,
+            logits = model(input_ids=torch.tensor([[tok]]), cache=cache,
                            use_cache=True).logits
             tok = int(logits[0, -1].argmax())
             out.append(tok)
@@ -27,7 +27,7 @@ def greedy(model, cache, first_logits: torch.Tensor, max_new: int = NEW_TOKENS) 
 def teacher_forced_logprobs(model, cache, continuation: torch.Tensor) -> torch.Tensor:
     """log-softmax of the logits over ``continuation`` [1, T] fed in one forward: ``[T, vocab]``."""
     with torch.no_grad():
-        logits = model(input_ids=continuation, past_key_values=cache, use_cache=True).logits
+        logits = model(input_ids=continuation, cache=cache, use_cache=True).logits
     return torch.log_softmax(logits[0].double(), dim=-1)
 
 

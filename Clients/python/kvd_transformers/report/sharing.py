@@ -56,7 +56,7 @@ def build_map(model, tok, client, model_name: str) -> str:
             c = KvdCache(client, model_name, config=model.config, zero_copy=True)
             caches.append(c)
             with torch.no_grad():
-                model(input_ids=torch.tensor([ids]), past_key_values=c, use_cache=True)
+                model(input_ids=torch.tensor([ids]), cache=c, use_cache=True)
             seqs.append(c.sequence_id)
         amap = greedy_map(client.rank_layers(seqs))
     finally:
