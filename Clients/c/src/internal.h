@@ -177,6 +177,8 @@ void kvd__bump_release(kvd_bump *b);
 /* transport.c */
 kvd_result kvd__open_socket(kvd_client *c);
 kvd_result kvd__stamp_request(kvd_client *c, Kvd__V1__Request *req);
+struct zmq_msg_t; /* <zmq.h>; only the transport files need its definition */
+int kvd__recv_last_frame(kvd_client *c, struct zmq_msg_t *part);
 /* One round trip, nothing else: kvd__rpc without the rejoin. *not_bound (may be NULL) is set to 1
  * when the daemon refused the request because this connection is bound to no tenant. The reply is
  * unpacked with `alloc` (NULL: malloc), and must be freed with it. */

@@ -235,19 +235,7 @@ static kvd_result take_one(kvd_client *c) {
         break;
     }
     zmq_msg_t part;
-    zmq_msg_init(&part);
-    int more = 1, got = 0;
-    while (more) {
-        zmq_msg_close(&part);
-        zmq_msg_init(&part);
-        if (zmq_msg_recv(&part, c->sock, ZMQ_DONTWAIT) < 0) {
-            if (zmq_errno() == EINTR) continue;
-            break;
-        }
-        got = 1;
-        more = zmq_msg_more(&part);
-    }
-    if (got) {
+    if (kvd__recv_last_frame(c, &part)) {
         Kvd__V1__Response *resp =
             kvd__v1__response__unpack(NULL, zmq_msg_size(&part), zmq_msg_data(&part));
         if (resp) on_reply(c, resp);

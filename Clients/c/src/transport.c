@@ -115,6 +115,24 @@ kvd_result kvd__stamp_request(kvd_client *c, Kvd__V1__Request *req) {
     return KVD_OK;
 }
 
+/* Reads every frame of the waiting message into `part` (initialised here; the caller closes it)
+ * and returns whether one came: the Response is the last frame (a ROUTER may prefix others). */
+int kvd__recv_last_frame(kvd_client *c, struct zmq_msg_t *part) {
+    zmq_msg_init(part);
+    int more = 1, got = 0;
+    while (more) {
+        zmq_msg_close(part);
+        zmq_msg_init(part);
+        if (zmq_msg_recv(part, c->sock, ZMQ_DONTWAIT) < 0) {
+            if (zmq_errno() == EINTR) continue;
+            break;
+        }
+        got = 1;
+        more = zmq_msg_more(part);
+    }
+    return got;
+}
+
 /*
  * Send `req` and wait for the matching reply. On success *out is the unpacked response whose body
  * is `want` (free with kvd__v1__response__free_unpacked). Notes the replying daemon's instance
@@ -200,22 +218,8 @@ kvd_result kvd__rpc_once(kvd_client *c, Kvd__V1__Request *req, Kvd__V1__Response
                                            "tenant list this client's curve_public_key? (a "
                                            "refused CURVE client gets no reply)" : "");
         }
-        /* Read every frame of the message; the Response is the last one. */
         zmq_msg_t part;
-        zmq_msg_init(&part);
-        int more = 1, got = 0;
-        while (more) {
-            zmq_msg_close(&part);
-            zmq_msg_init(&part);
-            if (zmq_msg_recv(&part, c->sock, ZMQ_DONTWAIT) < 0) {
-                int e = zmq_errno();
-                if (e == EINTR) continue;
-                break;
-            }
-            got = 1;
-            more = zmq_msg_more(&part);
-        }
-        if (!got) {
+        if (!kvd__recv_last_frame(c, &part)) {
             zmq_msg_close(&part);
             continue;
         }
