@@ -22,6 +22,8 @@ import gc
 import shutil
 import tempfile
 import textwrap
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -309,6 +311,31 @@ def test_dropped_cache_releases_its_sequence(smollm2, daemon, client, prompt):
     finally:
         sys.unraisablehook = old
     assert unraisable == []
+
+
+def test_dropped_cache_collected_inside_a_request_does_not_deadlock(smollm2, client):
+    """The cyclic garbage collector may finalize a dropped cache while this thread is inside one of
+    the same client's requests (holding its lock): the release then happens on another thread."""
+    model, _ = smollm2
+    before = client.stats().sequences
+    cache = KvdCache(client, F32, config=model.config)
+    assert client.stats().sequences == before + 1
+    finalizer = cache._finalizer
+    del cache
+    done = threading.Event()
+
+    def collect_while_holding_the_lock():
+        with client._io:  # as inside a round trip
+            finalizer()   # what gc would run here
+        done.set()
+
+    t = threading.Thread(target=collect_while_holding_the_lock, daemon=True)
+    t.start()
+    assert done.wait(10), "the finalizer blocked on the lock its own thread holds"
+    deadline = time.monotonic() + 10
+    while client.stats().sequences != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.stats().sequences == before, "the deferred release never happened"
 
 
 def test_docstring_example_runs_on_the_bundled_config(kvd_bin):

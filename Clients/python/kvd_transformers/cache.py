@@ -35,6 +35,7 @@ whole prompt prefills only the rest (generate slices ``input_ids`` by the cache'
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
 import weakref
 from typing import Optional, Union
@@ -545,6 +546,20 @@ def _release_dropped(client_ref, sequence_id: int, hook) -> None:
     client = client_ref()
     if client is None or sys.is_finalizing() or getattr(client, "_sock", None) is None:
         return  # the client is gone or closed: kvd frees the sequence with its lease
+    io = getattr(client, "_io", None)
+    if io is not None and not io.acquire(blocking=False):
+        # The garbage collector can run this while this very thread is inside one of the client's
+        # requests (holding its non-reentrant lock): releasing here would deadlock. Another thread
+        # waits for the lock instead.
+        threading.Thread(target=_release_quietly, args=(client, sequence_id), daemon=True,
+                         name="kvd-release-dropped-cache").start()
+        return
+    if io is not None:
+        io.release()
+    _release_quietly(client, sequence_id)
+
+
+def _release_quietly(client, sequence_id: int) -> None:
     try:
         client.release(sequence_id)
     except Exception:  # noqa: BLE001 - a finalizer must not raise; the lease frees it anyway
