@@ -9,7 +9,7 @@ the protobuf replies (``resp.heads``, ``st.HasField("sequence")``, ...) keeps wo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, NamedTuple, Optional
 
 import numpy as np
@@ -19,6 +19,13 @@ class _Reply:
     """Reads any attribute a subclass does not define from the raw reply (compatibility)."""
 
     raw: Any
+
+    @classmethod
+    def from_pb(cls, r: Any) -> Any:
+        """A reply whose fields (all but ``raw``) are the message's fields of the same names;
+        subclasses that convert anything define their own."""
+        names = [f.name for f in fields(cls) if f.name != "raw"]  # type: ignore[arg-type]
+        return cls(*(getattr(r, n) for n in names), r)  # type: ignore[call-arg]
 
     def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails; guard `raw` itself (copy/pickle probe before init).
@@ -189,10 +196,6 @@ class ReleaseResult(_Reply):
     bytes_freed: int
     raw: Any = field(compare=False, repr=False)
 
-    @classmethod
-    def from_pb(cls, r: Any) -> "ReleaseResult":
-        return cls(r.pages_freed, r.bytes_freed, r)
-
 
 @dataclass
 class AppendResult(_Reply):
@@ -250,10 +253,6 @@ class LookupResult(_Reply):
     page_tokens: int
     raw: Any = field(compare=False, repr=False)
 
-    @classmethod
-    def from_pb(cls, r: Any) -> "LookupResult":
-        return cls(r.tokens, r.pages_per_head, r.page_tokens, r)
-
 
 @dataclass
 class ForkResult(_Reply):
@@ -261,10 +260,6 @@ class ForkResult(_Reply):
     length: int
     generation: int
     raw: Any = field(compare=False, repr=False)
-
-    @classmethod
-    def from_pb(cls, r: Any) -> "ForkResult":
-        return cls(r.sequence_id, r.length, r.generation, r)
 
 
 @dataclass
@@ -276,10 +271,6 @@ class RestoreResult(_Reply):
     restore_us: int
     raw: Any = field(compare=False, repr=False)
 
-    @classmethod
-    def from_pb(cls, r: Any) -> "RestoreResult":
-        return cls(r.sequence_id, r.length, r.generation, r.from_remote, r.restore_us, r)
-
 
 @dataclass
 class PinResult(_Reply):
@@ -287,20 +278,12 @@ class PinResult(_Reply):
     pinned_pages: int
     raw: Any = field(compare=False, repr=False)
 
-    @classmethod
-    def from_pb(cls, r: Any) -> "PinResult":
-        return cls(r.pinned, r.pinned_pages, r)
-
 
 @dataclass
 class StageResult(_Reply):
     offset: int
     bytes: int
     raw: Any = field(compare=False, repr=False)
-
-    @classmethod
-    def from_pb(cls, r: Any) -> "StageResult":
-        return cls(r.offset, r.bytes, r)
 
 
 @dataclass(repr=False)
@@ -327,10 +310,6 @@ class EvictResult(_Reply):
     offloaded: bool
     tokens_held: int
     raw: Any = field(compare=False, repr=False)
-
-    @classmethod
-    def from_pb(cls, r: Any) -> "EvictResult":
-        return cls(r.sequence_id, r.pages_freed, r.bytes_freed, r.offloaded, r.tokens_held, r)
 
 
 @dataclass(repr=False)
