@@ -85,6 +85,34 @@ def test_hello_lists_layer_windows(make_daemon):
         assert list(c.models["tiny-f16"].layer_windows) == []  # all full attention
 
 
+def test_c_client_reads_the_windows(make_daemon):
+    import ctypes
+
+    from c_build import build_c_client
+    lib_path = build_c_client() / "libkvdclient.so"
+    lib = ctypes.CDLL(str(lib_path))
+    lib.kvd_client_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
+                                       ctypes.c_char_p, ctypes.c_size_t]
+    lib.kvd_client_hello.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+    lib.kvd_hello_layer_window.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32]
+    lib.kvd_hello_layer_window.restype = ctypes.c_uint32
+    lib.kvd_hello_info_free.argtypes = [ctypes.c_void_p]
+    lib.kvd_client_free.argtypes = [ctypes.c_void_p]
+    d = make_daemon(sliding_config)
+    client, info = ctypes.c_void_p(), ctypes.c_void_p()
+    err = ctypes.create_string_buffer(256)
+    assert lib.kvd_client_connect(d.endpoint.encode(), None, ctypes.byref(client), err, 256) == 0, err.value
+    try:
+        assert lib.kvd_client_hello(client, ctypes.byref(info)) == 0
+        got = [lib.kvd_hello_layer_window(info, SW.encode(), layer) for layer in range(5)]
+        assert got == SW_WINDOWS + [0]  # layer 4 is out of range: 0
+        assert lib.kvd_hello_layer_window(info, b"tiny-f16", 0) == 0
+        assert lib.kvd_hello_layer_window(info, b"no-such-model", 0) == 0
+        lib.kvd_hello_info_free(info)
+    finally:
+        lib.kvd_client_free(client)
+
+
 @pytest.mark.parametrize("step", [1, 3, 4, 5, 37])
 def test_appends_keep_exactly_the_window(make_daemon, step):
     d = make_daemon(sliding_config)
