@@ -330,3 +330,93 @@ def test_gemma_layout_pages_for_4096_tokens(make_daemon):
         print(f"\ngemma3-270m, 4096 tokens: {held[GEMMA]} pages with windows, {held[GEMMA + '-full']} without, "
               f"ratio {held[GEMMA] / held[GEMMA + '-full']:.3f}")
 
+
+
+def test_rank_layers_pairs_only_equal_windows(make_daemon):
+    d = make_daemon(sliding_config)
+    with d.client() as c:
+        k, v = random_kv(81, 6)  # no longer than the smallest window: every head holds all 6
+        seqs = []
+        for i in range(2):
+            s = c.create_sequence(SW)
+            c.append(s, k + i, v - i)
+            seqs.append(s)
+        pairs = c.rank_layers(seqs)
+        # Windows 8, 0, 6, 0: the only pair with equal windows is the two full layers (of the six
+        # pairs the distance ranks, the five others would alias across windows).
+        assert {(a, b) for a, b, _ in pairs} == {(3, 1)}
+        long = c.create_sequence(SW)
+        k2, v2 = random_kv(82, 12)
+        c.append(long, k2, v2)
+        e = error_code(lambda: c.rank_layers([long]))
+        assert e.code == ErrorCode.FAILED_PRECONDITION and "smallest sliding window (6 tokens)" in str(e)
+
+
+# A C plugin that reads the windows through kvd_layer_window(): it fails (INTERNAL, message with
+# the windows it saw) when called for a head of a sliding layer, and with report=1 on any call.
+WINDOW_PROBE = r"""
+#include <stdio.h>
+#include "kvd_plugin.h"
+
+static const kvd_param_spec specs[] = {
+    {.name = "report", .type = KVD_PARAM_INT, .default_number = 0, .min_value = 0, .max_value = 1,
+     .description = "fail with the windows seen"},
+};
+
+static int32_t score(void *s, const kvd_head_call *c, float *out, char *e, size_t n) {
+    (void)s;
+    const kvd_model_info *m = c->model;
+    int report = 0;
+    for (uint32_t i = 0; i < c->num_params; i++)
+        if (kvd_param_at(c, i)->type == KVD_PARAM_INT) report = (int)kvd_param_at(c, i)->int_value;
+    if (report || kvd_layer_window(m, c->head->layer) != 0) {
+        int at = snprintf(e, n, "%s layer %u windows", report ? "report" : "sliding head", c->head->layer);
+        for (uint32_t l = 0; l < m->layers && at > 0 && (size_t)at < n; l++)
+            at += snprintf(e + at, n - (size_t)at, " %u", kvd_layer_window(m, l));
+        return 1;
+    }
+    for (uint32_t t = 0; t < c->head->num_tokens - c->window; t++) out[t] = (float)t;
+    return 0;
+}
+
+static const kvd_plugin_v1 table = {
+    .struct_size = sizeof(kvd_plugin_v1), .abi_major = KVD_PLUGIN_ABI_MAJOR,
+    .abi_minor = KVD_PLUGIN_ABI_MINOR, .name = "window_probe", .version = "0.1.0",
+    .description = "test: reads kvd_layer_window", .params = specs, .num_params = 1,
+    .param_spec_size = sizeof(kvd_param_spec), .score_head = score,
+};
+
+const kvd_plugin_v1 *kvd_plugin_entry(const kvd_host_v1 *host) { (void)host; return &table; }
+"""
+
+
+def test_c_plugins_see_the_windows_and_never_a_sliding_head(make_daemon, tmp_path):
+    import shutil
+    import subprocess
+
+    from conftest import REPO
+    if shutil.which("cc") is None:
+        pytest.fail("cc is needed to build the probe plugin")
+    src = tmp_path / "window_probe.c"
+    src.write_text(WINDOW_PROBE)
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    subprocess.run(["cc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+                    f"-I{REPO / 'Sources' / 'CKVDPluginABI' / 'include'}", "-o", str(plugins / "window_probe.so"),
+                    str(src)], check=True)
+    d = make_daemon(lambda cfg: (sliding_config(cfg), cfg.__setitem__("plugins", {"directories": [str(plugins)]})))
+    with d.client() as c:
+        k, v = random_kv(91, 40)
+        seq = c.create_sequence(SW)
+        c.append(seq, k, v)
+        e = error_code(lambda: c.compact(seq, "window_probe", report=1, budget=4, window=2))
+        assert e.code == ErrorCode.INTERNAL and "windows 8 0 6 0" in str(e)
+        before = c.query(seq, mode="inline", copy=True)
+        r = c.compact(seq, "window_probe", budget=4, window=2)  # never called for layers 0 and 2
+        after = c.query(seq, mode="inline", copy=True)
+        for i, layer in enumerate(r.layers):
+            if SW_WINDOWS[layer]:
+                assert r.kept[i] == r.before[i]
+                assert after[int(layer), 0].keys.tobytes() == before[int(layer), 0].keys.tobytes()
+            else:
+                assert r.kept[i] == 6  # budget 4 + window 2
