@@ -420,3 +420,40 @@ def test_c_plugins_see_the_windows_and_never_a_sliding_head(make_daemon, tmp_pat
                 assert after[int(layer), 0].keys.tobytes() == before[int(layer), 0].keys.tobytes()
             else:
                 assert r.kept[i] == 6  # budget 4 + window 2
+
+
+def test_offload_to_redis_and_restore_keep_the_window(make_daemon, tmp_path):
+    from memory_helpers import wait_until
+    from redis_helpers import RedisNode
+    redis = RedisNode(tmp_path).start()
+    try:
+        def remote(cfg):
+            sliding_config(cfg)
+            cfg["server"]["max_sequences"] = 256
+            cfg["memory"] = {"high": 0.9, "low": 0.8, "interval_ms": 50, "busy_ms": 0, "evict": True,
+                             "compress_policy": ""}
+            cfg["remote"] = {"enabled": True, "nodes": [redis.address], "key_prefix": "kvdsw:",
+                             "connect_timeout_ms": 200, "command_timeout_ms": 500}
+        d = make_daemon(remote)
+        with d.client() as c:
+            k, v = random_kv(101, 64)
+            seqs = []
+            for i in range(40):
+                s = c.create_sequence(SW)
+                c.append(s, k + i, v + i)
+                seqs.append(s)
+                if c.stats().memory.evictions > 0:
+                    break
+            assert c.stats().memory.evictions > 0
+            wait_until(lambda: c.stats().remote.queued == 0 and c.stats().remote.offloaded > 0, 10.0, "the offloads to ship")
+            gone = next(s for s in seqs if error_code_or_none(lambda: c.stats(s)) == ErrorCode.EVICTED)
+            i = seqs.index(gone)
+            out = c.restore(gone)
+            assert out.from_remote and out.length == 64 and out.generation == 1
+            check_state(c, gone, k + i, v + i)
+            # It goes on sliding after the restore.
+            k2, v2 = random_kv(102, 13)
+            c.append(gone, k2, v2)
+            check_state(c, gone, np.concatenate([k + i, k2], 2), np.concatenate([v + i, v2], 2))
+    finally:
+        redis.stop()
