@@ -61,7 +61,6 @@ extension KVSequence {
             self.freed = freed
         }
     }
-
 }
 
 extension SequenceImage {
