@@ -230,7 +230,8 @@ def _run(args, out: Path, ckpt) -> None:
                 row = {"key": key(kind, L, idx, m), "model": args.model, "kind": kind,
                        "length": L, "index": idx, "method": m.label, "seed": m.seed,
                        "budget": m.budget, "prompt_tokens": pre.length, "kv_fraction": float(frac),
-                       "request": req, "compact_ms": (resp.elapsed_ns / 1e6) if resp is not None else 0.0}
+                       "request": req, "scores_hash": ctx["scores_hash"] if m.label == "headkv" else None,
+                       "compact_ms": (resp.elapsed_ns / 1e6) if resp is not None else 0.0}
                 if needle is None:
                     if m.label == "full":
                         ref = logp
