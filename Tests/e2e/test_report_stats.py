@@ -109,3 +109,51 @@ def test_mean_ci_matches_scipy_t(n):
     assert (lo, hi) == pytest.approx((res.low, res.high), rel=tol)
     assert m == pytest.approx(sum(x) / n)
     assert math.isnan(stats.mean_ci([1.0])[1])
+
+
+def test_grid_summary_on_synthetic_rows():
+    from kvd_transformers.report import grid_doc
+
+    rows = []
+    for i in range(20):
+        for m, hit in (("full", True), ("headkv", True), ("snapkv", i < 10), ("streamingllm", False)):
+            rows.append({"kind": "numbers", "length": 512, "index": i, "method": m, "hit": hit})
+    for L in (512, 1024, 2048, 4096):
+        for t in range(4):
+            for m, kl in (("full", 0.0), ("headkv", 0.01 + 0.001 * t), ("snapkv", 0.02 + 0.002 * t),
+                          ("streamingllm", 0.05), ("dbudgetkv default", 0.004 + 0.001 * t),
+                          ("kvsharer shipped", 0.06)):
+                rows.append({"kind": "kl", "length": L, "index": t, "method": m, "seed": None,
+                             "kl_mean": kl, "kv_fraction": 0.6 if m == "dbudgetkv default" else 0.1,
+                             "attn_err": kl})
+    s = grid_doc.summarize(rows)
+    acc = {e["method"]: e for e in s["needles"]}
+    assert (acc["snapkv"]["k"], acc["snapkv"]["n"]) == (10, 20)
+    assert (acc["snapkv"]["lo"], acc["snapkv"]["hi"]) == pytest.approx(stats.wilson(10, 20))
+    t = {(x["a"], x["b"], x["length"]): x for x in s["needle_tests"]}
+    hs = t[("headkv", "snapkv", "all")]
+    assert (hs["a_only"], hs["b_only"]) == (10, 0)
+    assert hs["p"] == pytest.approx(stats_mod.binomtest(10, 10).pvalue)
+    kt = {(x["a"], x["b"]): x for x in s["kl_tests"]}
+    assert kt[("headkv", "snapkv")]["n"] == 16 and kt[("headkv", "snapkv")]["a_lower"] == 16
+    assert kt[("headkv", "snapkv")]["p"] == pytest.approx(2 / 2 ** 16)
+    assert all(e["meets"] and e["meets_ci"] for e in s["dbudget"])  # KL ≤ 0.02, 40 % dropped
+    assert not any(e["meets"] for e in s["sharer"])
+    md = grid_doc.markdown("m", s, {"alias_map": "25:13"}, 128)
+    assert "| headkv vs snapkv | numbers | all | 10 | 0 | 0.002 | **yes** |" in md
+
+
+def test_docs_block_replaced_and_note_kept(tmp_path):
+    from kvd_transformers.report import grid_doc
+
+    doc = tmp_path / "Q.md"
+    doc.write_text("# Title\n\nbody\n")
+    grid_doc.insert_docs(doc, "first")
+    text = doc.read_text()
+    assert text.startswith("# Title\n\n" + grid_doc.BEGIN) and text.rstrip().endswith("body")
+    text = text.replace(f"{grid_doc.NOTE_BEGIN}\n", f"{grid_doc.NOTE_BEGIN}\nhand-written\n")
+    doc.write_text(text)
+    grid_doc.insert_docs(doc, "second")
+    text = doc.read_text()
+    assert "first" not in text and "second" in text and "hand-written" in text
+    assert text.count(grid_doc.BEGIN) == 1 and text.count("body") == 1

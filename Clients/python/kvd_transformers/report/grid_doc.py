@@ -24,6 +24,8 @@ KL_ORDER = ["full", "headkv", "snapkv", "streamingllm", "dbudgetkv default", "kv
 CLAIM_PAIRS = [("headkv", "snapkv"), ("snapkv", "streamingllm"), ("headkv", "streamingllm")]
 KL_LIMIT, DROP_MIN, SHARER_BUDGET = 0.02, 0.25, 0.05
 BEGIN, END = "<!-- stats:begin -->", "<!-- stats:end -->"
+# Hand-written discussion inside the stats block: kept when the block is regenerated.
+NOTE_BEGIN, NOTE_END = "<!-- stats-discussion:begin -->", "<!-- stats-discussion:end -->"
 
 
 def load(out: Path, model: str) -> list:
@@ -323,8 +325,13 @@ def plots(model: str, s: dict, folder: Path, budget) -> list:
 def insert_docs(docs: Path, section: str) -> None:
     """Put ``section`` between the stats markers (created after the title when absent)."""
     text = docs.read_text() if docs.exists() else "# Compaction quality on a real model\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
     a, b = text.find(BEGIN), text.find(END)
+    note = f"{NOTE_BEGIN}\n{NOTE_END}"
+    if a >= 0 and b > a:
+        na, nb = text.find(NOTE_BEGIN, a, b), text.find(NOTE_END, a, b)
+        if na >= 0 and nb > na:
+            note = text[na:nb + len(NOTE_END)]
+    block = f"{BEGIN}\n{section.rstrip()}\n\n{note}\n{END}"
     if a >= 0 and b > a:
         text = text[:a] + block + text[b + len(END):]
     else:
