@@ -58,6 +58,9 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if not a.report_only and not a.endpoint and not a.start_daemon:
         p.error("give --endpoint or --start-daemon")
+    if a.start_daemon and a.model != "smollm2-135m" and not a.report_only:
+        p.error("--start-daemon serves SmolLM2's layout only; for other models give --endpoint "
+                "of a kvd that serves the model (e.g. the bundled Config/kvd.yaml)")
     if a.prompts < 1 or a.texts < 1 or a.texts > len(KL_STARTS) or a.budget < 1:
         p.error(f"--prompts ≥ 1, 1 ≤ --texts ≤ {len(KL_STARTS)}, --budget ≥ 1")
     return a
@@ -72,10 +75,13 @@ def load_model(name: str):
         model, tok = load()
         return model, tok, MODEL, dict(LAYOUT)
     try:
-        from kvd_transformers import models  # the model registry (branch gemma)
+        from kvd_transformers import models  # the model registry (helper branch gemma)
     except ImportError:
         raise SystemExit(f"model {name!r} needs kvd_transformers.models (not in this tree)")
-    return models.load_for_report(name)
+    from kvd_transformers.layout import model_layout_of
+
+    model, tok = models.load(name)
+    return model.eval(), tok, models.get(name).kvd_model, model_layout_of(model)
 
 
 def kl_ids(corpus: list, length: int, text: int, cont: int):
