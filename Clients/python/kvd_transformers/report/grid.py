@@ -50,6 +50,11 @@ def parse_args(argv=None):
     p.add_argument("--methods", default="", help="comma list (default: all; full always runs)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", choices=["kl", "needles"], help="run only the KL texts or only the needles")
+    p.add_argument("--reverse", action="store_true",
+                   help="needle prompts of a length from the last index down (a second part "
+                        "walking the same cells from the other end)")
+    p.add_argument("--start-index", type=int, default=0,
+                   help="needle prompts of a length from this index on (wrapping), for a third part")
     p.add_argument("--part", default="", help="checkpoint name suffix, for runs split over processes "
                    "(the tables read every grid-<model>*.jsonl)")
     p.add_argument("--docs", default=str(REPO / "docs" / "QUALITY.md"))
@@ -170,18 +175,24 @@ def _run(args, out: Path, ckpt) -> None:
     def key(kind, L, idx, m):
         return f"{args.model}|{kind}|{L}|{idx}|{args.seed if kind != 'kl' else '-'}|{m.name}|{m.budget}|{gm.tag(m, ctx)}"
 
-    # Rows any part has finished count as done (parts split one grid over processes).
+    # Rows any part has finished count as done (parts split one grid over processes); re-read
+    # before every prompt, so parts walking the same cells from both ends skip each other's.
     from kvd_transformers.report.checkpoint import read_rows
-    for other in sorted(out.glob(f"grid-{args.model}*.jsonl")):
-        if other != ckpt.path:
-            ckpt.rows.update(read_rows(other))
+
+    def refresh():
+        for other in sorted(out.glob(f"grid-{args.model}*.jsonl")):
+            if other != ckpt.path:
+                ckpt.rows.update(read_rows(other))
+    refresh()
     jobs = []  # (kind, L, idx, [methods pending])
     for L in args.lengths:
         for t in range(args.texts if args.only != "needles" else 0):
             todo = [m for m in km if not ckpt.done(key("kl", L, t, m))]
             if todo:
                 jobs.append(("kl", L, t, todo))
-        for i in range(args.prompts if args.only != "kl" else 0):  # kinds interleaved
+        n = args.prompts if args.only != "kl" else 0
+        order = [(args.start_index + j) % n for j in range(n)] if n else []
+        for i in (reversed(order) if args.reverse else order):  # kinds interleaved
             for kind in kinds:
                 todo = [m for m in nm if not ckpt.done(key(kind, L, i, m))]
                 if todo:
@@ -205,6 +216,10 @@ def _run(args, out: Path, ckpt) -> None:
     (out / f"grid-{args.model}.meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     try:
         for kind, L, idx, todo in jobs:
+            refresh()
+            todo = [m for m in todo if not ckpt.done(key(kind, L, idx, m))]
+            if not todo:
+                continue
             t0 = time.monotonic()
             if kind == "kl":
                 ids, cont = kl_ids(corp["numbers"], L, idx, CONTINUATION)

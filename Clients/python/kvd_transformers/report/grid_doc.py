@@ -117,6 +117,7 @@ def summarize(rows: list) -> dict:
             kls = [texts[t]["kl_mean"] for t in sorted(texts)]
             kv = [texts[t]["kv_fraction"] for t in sorted(texts)]
             mean, lo, hi = stats.mean_ci(kls)
+            lo = max(lo, 0.0) if lo == lo else lo  # KL ≥ 0: the t interval's lower end is clipped
             s["kl"].append({"method": m, "length": L, "n": len(kls), "kl": mean, "lo": lo, "hi": hi,
                             "max": max(kls), "kv": sum(kv) / len(kv), "per_text": kls,
                             "attn_err": sum(texts[t]["attn_err"] for t in texts) / len(texts)})
@@ -141,6 +142,7 @@ def summarize(rows: list) -> dict:
     all_sh = [x for e in s["kl"] if e["method"] == "kvsharer shipped" for x in e["per_text"]]
     if all_sh:
         mean, lo, hi = stats.mean_ci(all_sh)
+        lo = max(lo, 0.0)
         s["sharer_pooled"] = {"n": len(all_sh), "kl": mean, "lo": lo, "hi": hi}
     seeds = sorted({int(n.split("|")[1]) for _, n in kc if "|" in n})
     for L in lengths:
@@ -203,7 +205,8 @@ def markdown(model: str, s: dict, meta: dict, budget) -> str:
                        f"{t['b_only']} | {_fmt_p(t['p'])} | {_sig(t['p'])} |")
     out.append(f"\n#### KL over held-out texts ({model})\n")
     out.append("Mean KL(full ‖ compressed) over the 32 continuation tokens, then mean over the "
-               "texts of a length [95 % t interval], nats; kept = KV fraction held.\n")
+               "texts of a length [95 % t interval, lower end clipped at 0], nats; kept = KV fraction "
+               "held; n = texts.\n")
     out += ["| method | " + " | ".join(f"{L}: kept | {L}: KL [95 % CI]" for L in lengths) + " |",
             "|---" * (1 + 2 * len(lengths)) + "|"]
     kb = {(e["method"], e["length"]): e for e in s["kl"]}
