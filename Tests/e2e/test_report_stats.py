@@ -140,7 +140,7 @@ def test_grid_summary_on_synthetic_rows():
     assert all(e["meets"] and e["meets_ci"] for e in s["dbudget"])  # KL ≤ 0.02, 40 % dropped
     assert not any(e["meets"] for e in s["sharer"])
     md = grid_doc.markdown("m", s, {"alias_map": "25:13"}, 128)
-    assert "| headkv vs snapkv | numbers | all | 10 | 0 | 0.002 | **yes** |" in md
+    assert "| headkv vs snapkv | numbers | all | 10 | 0 | 0.002 | **yes** | holds (significant) |" in md
 
 
 def test_docs_block_replaced_and_note_kept(tmp_path):

@@ -174,6 +174,14 @@ def summarize(rows: list) -> dict:
     return s
 
 
+def _direction(lead: float, p: float) -> str:
+    """Whether the claim "A ≥ B" holds: the sign of A's lead and whether it is significant."""
+    if lead == 0:
+        return "tie"
+    word = "holds" if lead > 0 else "reversed"
+    return f"{word} (significant)" if p < ALPHA else f"{word} (n.s.)"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
@@ -198,11 +206,13 @@ def markdown(model: str, s: dict, meta: dict, budget) -> str:
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     out.append("\n**Paired needle comparisons** (exact McNemar on the prompts both answered; "
                "\"A only\"/\"B only\" = discordant prompts; significant = p < 0.05):\n")
-    out += ["| A vs B | kind | length | A only | B only | p | significant |", "|---|---|---|---|---|---|---|"]
+    out += ["| A vs B | kind | length | A only | B only | p | significant | A ≥ B |",
+            "|---|---|---|---|---|---|---|---|"]
     for t in s["needle_tests"]:
         if t["length"] == "all" or (t["a"], t["b"]) in CLAIM_PAIRS[:2]:
             out.append(f"| {t['a']} vs {t['b']} | {t['kind']} | {t['length']} | {t['a_only']} | "
-                       f"{t['b_only']} | {_fmt_p(t['p'])} | {_sig(t['p'])} |")
+                       f"{t['b_only']} | {_fmt_p(t['p'])} | {_sig(t['p'])} | "
+                       f"{_direction(t['a_only'] - t['b_only'], t['p'])} |")
     out.append(f"\n#### KL over held-out texts ({model})\n")
     out.append("Mean KL(full ‖ compressed) over the 32 continuation tokens, then mean over the "
                "texts of a length [95 % t interval, lower end clipped at 0], nats; kept = KV fraction "
@@ -221,10 +231,12 @@ def markdown(model: str, s: dict, meta: dict, budget) -> str:
     if s["kl_tests"]:
         out.append("\n**Paired KL comparisons** (exact Wilcoxon signed-rank over every (text, length) "
                    "pair; \"A lower\" = pairs where A's KL is below B's):\n")
-        out += ["| A vs B | pairs | A lower | mean KL(B) − KL(A) | p | significant |", "|---|---|---|---|---|---|"]
+        out += ["| A vs B | pairs | A lower | mean KL(B) − KL(A) | p | significant | A ≥ B |",
+                "|---|---|---|---|---|---|---|"]
         for t in s["kl_tests"]:
             out.append(f"| {t['a']} vs {t['b']} | {t['n']} | {t['a_lower']} | {t['mean_diff']:+.4f} | "
-                       f"{_fmt_p(t['p'])} | {_sig(t['p'])} |")
+                       f"{_fmt_p(t['p'])} | {_sig(t['p'])} | "
+                       f"{_direction(t['w_plus'] - t['w_minus'], t['p'])} |")
     if s["dbudget"]:
         out.append(f"\n#### DBudgetKV default vs near-lossless ({model})\n")
         out.append("Bundled default (`norm l1, sinks 4, threshold 0.005`). Criterion: mean KL ≤ 0.02 "
