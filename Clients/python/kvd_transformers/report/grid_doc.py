@@ -300,6 +300,7 @@ def plots(model: str, s: dict, folder: Path, budget) -> list:
                 ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3,
                             label=m if m == "full" else f"{m} B={budget}")
             ax.set_xscale("log", base=2)
+            ax.set_xticks(s["lengths"], [str(L) for L in s["lengths"]])
             ax.set_ylim(-0.03, 1.03)
             ax.set_xlabel("prompt tokens")
             ax.set_ylabel("needle accuracy (95 % Wilson)")
@@ -325,6 +326,7 @@ def plots(model: str, s: dict, folder: Path, budget) -> list:
         ax.axhline(SHARER_BUDGET, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_ylim(1e-3, 3)  # intervals clipped at KL 0 run off the bottom
         ax.set_xlabel("KV fraction kept (points: 512–4096 tokens)")
         ax.set_ylabel("mean KL, nats (95 % t interval)")
         ax.set_title(f"{model}: KL vs KV kept (dashed 0.02, dotted 0.05)")
