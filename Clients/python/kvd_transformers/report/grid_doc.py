@@ -230,7 +230,8 @@ def markdown(model: str, s: dict, meta: dict, budget) -> str:
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     if s["kl_tests"]:
         out.append("\n**Paired KL comparisons** (exact Wilcoxon signed-rank over every (text, length) "
-                   "pair; \"A lower\" = pairs where A's KL is below B's):\n")
+                   "pair; \"A lower\" = pairs where A's KL is below B's; \"A ≥ B\" follows the signed-rank sums, "
+                   "which, unlike the mean, one large pair cannot dominate):\n")
         out += ["| A vs B | pairs | A lower | mean KL(B) − KL(A) | p | significant | A ≥ B |",
                 "|---|---|---|---|---|---|---|"]
         for t in s["kl_tests"]:
@@ -296,7 +297,8 @@ def plots(model: str, s: dict, folder: Path, budget) -> list:
                     continue
                 xs = [e["length"] * (1 + 0.04 * (j - 1.5)) for e in es]  # dodge the bars
                 ys = [e["acc"] for e in es]
-                err = [[e["acc"] - e["lo"] for e in es], [e["hi"] - e["acc"] for e in es]]
+                # max(0, ·): at k = n the Wilson bound can round a hair below the estimate
+                err = [[max(0.0, e["acc"] - e["lo"]) for e in es], [max(0.0, e["hi"] - e["acc"]) for e in es]]
                 ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3,
                             label=m if m == "full" else f"{m} B={budget}")
             ax.set_xscale("log", base=2)
@@ -319,7 +321,7 @@ def plots(model: str, s: dict, folder: Path, budget) -> list:
                 continue
             lo = [max(e["kl"] - e["lo"], 0) if e["lo"] == e["lo"] else 0 for e in es]
             lo = [min(l, e["kl"] * 0.999) for l, e in zip(lo, es)]  # log axis: stay above 0
-            hi = [e["hi"] - e["kl"] if e["hi"] == e["hi"] else 0 for e in es]
+            hi = [max(0.0, e["hi"] - e["kl"]) if e["hi"] == e["hi"] else 0 for e in es]
             ax.errorbar([e["kv"] for e in es], [e["kl"] for e in es], yerr=[lo, hi], marker="o",
                         ms=4, capsize=3, linestyle="none", label=m)
         ax.axhline(KL_LIMIT, color="grey", lw=0.8, ls="--")
