@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,3 +91,61 @@ def test_report_subset_and_resume(kvd_bin, tmp_path):
     for png in ("accuracy_vs_kv.png", "kl_vs_kv.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, png
+
+
+def grid_command(out, plots):
+    return [sys.executable, "-m", "kvd_transformers.report.grid", "--start-daemon", "--kvd-bin",
+            str(KVD_BIN), "--out", str(out), "--plots", str(plots), "--no-docs", "--resume",
+            "--lengths", "256", "--prompts", "2", "--texts", "2", "--seeds", "1,2", "--budget", "32",
+            "--methods", "streamingllm,snapkv,dbudgetkv default,kvsharer shipped,balancekv"]
+
+
+def test_statistics_grid_tiny(kvd_bin, tmp_path):
+    """The statistics grid (``python -m kvd_transformers.report.grid``) on 2 prompts per needle kind
+    and 2 KL texts at 256 tokens: one checkpoint line per (prompt, method), the Wilson/McNemar/KL-CI/
+    Wilcoxon columns, the DBudgetKV and KVSharer criteria, BalanceKV over 2 seeds, the plots, and a
+    --resume that finds nothing left to do."""
+    out, plots = tmp_path / "stats", tmp_path / "plots"
+    r = subprocess.run(grid_command(out, plots), capture_output=True, text=True, timeout=900,
+                       env=environment())
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(l) for l in (out / "grid-smollm2-135m.jsonl").read_text().splitlines()]
+    needle = [x for x in rows if x["kind"] != "kl"]
+    kl = [x for x in rows if x["kind"] == "kl"]
+    # needles: 2 kinds × 2 prompts × (full, streamingllm, snapkv)
+    assert len(needle) == 12 and {x["method"] for x in needle} == {"full", "streamingllm", "snapkv"}
+    # KL: 2 texts × (full, streamingllm, snapkv, dbudgetkv, kvsharer, 2 × 2 balancekv)
+    assert len(kl) == 2 * 9, sorted((x["method"], x["seed"]) for x in kl)
+    assert all(x["kl_mean"] == 0.0 for x in kl if x["method"] == "full")
+    assert all(x["kl_mean"] > 0 for x in kl if x["method"] != "full")
+    assert all(len(x["kl"]) == 32 for x in kl)
+    for x in needle:
+        assert x["answer"] and isinstance(x["hit"], bool) and 0.05 <= x["depth"] <= 0.95
+        assert 200 <= x["prompt_tokens"] <= 300
+
+    s = json.loads((out / "stats-smollm2-135m.json").read_text())
+    assert {(e["kind"], e["method"]) for e in s["needles"]} == {
+        (k, m) for k in ("numbers", "places") for m in ("full", "streamingllm", "snapkv")}
+    for e in s["needles"]:
+        assert e["n"] == 2 and e["lo"] <= e["acc"] <= e["hi"] and 0 <= e["lo"] and e["hi"] <= 1
+    for t in s["needle_tests"]:
+        assert 0 <= t["p"] <= 1 and t["a_only"] + t["b_only"] <= t["n"]
+    for e in s["kl"]:
+        assert e["n"] == 2 and (e["method"] == "full" or e["lo"] <= e["kl"] <= e["hi"])
+    assert [e["length"] for e in s["dbudget"]] == [256] and [e["length"] for e in s["sharer"]] == [256]
+    (b,) = s["balance"]
+    assert b["seeds"] == 2 and b["test|kl_mean"]["n"] == 4
+
+    md = (out / "stats-smollm2-135m.md").read_text()
+    assert re.search(r"\| full \| \d/2 \d+ % \[\d+ %, \d+ %\]", md), md[:2000]
+    for needle_text in ("exact McNemar", "Wilson", "exact Wilcoxon", "near-lossless",
+                        "0.05-nat budget", "over seeds"):
+        assert needle_text in md, needle_text
+    for png in ("smollm2-135m-needles.png", "smollm2-135m-kl.png"):
+        data = (plots / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, png
+
+    r2 = subprocess.run(grid_command(out, plots), capture_output=True, text=True, timeout=300,
+                        env=environment())
+    assert r2.returncode == 0 and "0 prompts with work pending" in r2.stderr, r2.stderr[-2000:]
+    assert len((out / "grid-smollm2-135m.jsonl").read_text().splitlines()) == len(rows)

@@ -17,7 +17,20 @@ def write(path: Path, md: str, rows: list, meta: dict) -> None:
             keep = old[a:b + len("<!-- discussion:end -->")]
     if not keep:
         keep = "<!-- discussion:begin -->\n<!-- discussion:end -->"
+    # The statistics grid's section (python -m kvd_transformers.report.grid) stays on top.
+    from kvd_transformers.report.grid_doc import BEGIN, END
+    stats_block = ""
+    if path.exists():
+        old = path.read_text()
+        a, b = old.find(BEGIN), old.find(END)
+        if a >= 0 and b > a:
+            stats_block = old[a:b + len(END)] + "\n\n"
     text = f"""# Compaction quality on a real model
+
+{stats_block}## Exploratory grid (one KL text and 3 needle prompts per cell)
+
+Every method at four budgets; one needle answer moves a cell by 33 points, so read these tables
+for trends and the statistics grid above for claims.
 
 SmolLM2-135M-Instruct (f32, 30 layers × 3 KV heads × head_dim 64, 9 query heads) through
 `kvd_transformers.KvdCache` against a real kvd, every method of `Plugins/README.md` on the same

@@ -50,7 +50,9 @@ def run_prefill(model, client, model_name: str, ids: torch.Tensor, window: int) 
     cache = KvdCache(client, model_name, config=model.config, window=window, zero_copy=True)
     try:
         with torch.no_grad():
-            out = model(input_ids=ids, cache=cache, use_cache=True)
+            # Only the last position's logits: all of them are [n, vocab] floats (0.8 GB for
+            # SmolLM2 at 4096 tokens), which is what pushed 4096-token runs out of memory.
+            out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
         q = client.query(cache.sequence_id, copy=True)
         L, H = cache.num_layers, cache.kv_heads
         keys = np.stack([q[l, h].keys for l in range(L) for h in range(H)]).reshape(L, H, ids.shape[1], -1)
