@@ -96,16 +96,24 @@ class Reference:
         layer ``start``; owners below ``start`` read the full pass's K/V (nothing below changes)."""
         inner = self.model.model
         all_layers = inner.layers
+        config = inner.config
+        types = getattr(config, "layer_types", None)
         seed = {l: kv for l, kv in fb.kv.items() if l < start}
         try:
             # Sliced ModuleList: each layer keeps its layer_idx, so the alias map still applies.
             inner.layers = torch.nn.ModuleList(list(all_layers)[start:])
+            if types is not None:
+                # Models with per-layer types (Gemma 3: sliding / full, each with its own mask and
+                # RoPE) look the type up by the index in `layers`: slice the list alike.
+                config.layer_types = list(types)[start:]
             with sharing.active(aliases, seed), torch.no_grad():
                 out = inner(inputs_embeds=fb.inputs[start], use_cache=False,
                             output_hidden_states=True)
                 logits = self.model.lm_head(out.last_hidden_state)
         finally:
             inner.layers = all_layers
+            if types is not None:
+                config.layer_types = types
         return logits.float(), out.hidden_states[-1].float()
 
     def _skip_matches_whole(self) -> bool:
