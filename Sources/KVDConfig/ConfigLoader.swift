@@ -166,6 +166,7 @@ public enum ConfigLoader {
 
     private static let modelKeys = [
         "name", "layers", "kv_heads", "q_heads", "head_dim", "dtype", "page_tokens", "default_method", "default_policy",
+        "layer_windows",
     ]
 
     private static func readModels(_ node: KeyedNode) throws(ConfigError) -> [ModelLayout] {
@@ -192,7 +193,8 @@ public enum ConfigLoader {
                 dtype: dtype,
                 pageTokens: try required("page_tokens").int(min: 1, max: 65536),
                 defaultMethod: try m["default_method"]?.string() ?? "streamingllm",
-                defaultPolicy: try m["default_policy"]?.string() ?? "")
+                defaultPolicy: try m["default_policy"]?.string() ?? "",
+                layerWindows: try m["layer_windows"].map { n throws(ConfigError) in try readWindows(n) } ?? [])
             if let problem = layout.validationProblem() { throw item.fail(problem) }
             guard !models.contains(where: { $0.name == layout.name }) else {
                 throw item.fail("name '\(layout.name)' is used by two models")
@@ -200,6 +202,15 @@ public enum ConfigLoader {
             models.append(layout)
         }
         return models
+    }
+
+    /// `layer_windows`: one integer per layer, each 0 (full attention) or a window of 1...2^24
+    /// tokens; the count against `layers` is checked by `ModelLayout.validationProblem`.
+    private static func readWindows(_ node: KeyedNode) throws(ConfigError) -> [Int] {
+        var out: [Int] = []
+        for entry in try node.sequence() { out.append(try entry.int(min: 0, max: ModelLayout.maxWindow)) }
+        guard !out.isEmpty else { throw node.fail("must list one window per layer (0 = full attention), or be left out") }
+        return out
     }
 
     /// The arena must hold its header, the staging area and at least one page of the largest model.

@@ -95,6 +95,28 @@ public struct HeadCache: Sendable, Equatable {
         storedLogWeights?.append(contentsOf: repeatElement(0, count: tokens))
     }
 
+    /// Forgets the first `n` tokens' positions and log-weights and lowers `count` by `n` (a sliding
+    /// window dropping its leading pages; the caller drops the pages). O(runs).
+    public mutating func dropFirstTokens(_ n: Int) {
+        precondition(n >= 0 && n <= count, "dropping \(n) of \(count) tokens")
+        var left = n
+        var cut = 0
+        while left > 0 {
+            let c = Int(positionRuns[cut].count)
+            if c <= left {
+                left -= c
+                cut += 1
+            } else {
+                positionRuns[cut].first &+= Int32(left)
+                positionRuns[cut].count -= Int32(left)
+                left = 0
+            }
+        }
+        positionRuns.removeFirst(cut)
+        count -= n
+        if storedLogWeights != nil { storedLogWeights!.removeFirst(n) }
+    }
+
     /// Replaces positions (one per token; `count` must already be set) and log-weights (nil or all
     /// zero drops them).
     public mutating func set(positions: [Int32], logWeights: [Float]?) {

@@ -12,10 +12,17 @@ public struct ModelLayout: Sendable, Equatable {
     public let defaultMethod: String
     /// Policy `Compact` runs when the request names none and no rule matches ("" = none).
     public let defaultPolicy: String
+    /// Per layer: its sliding attention window W in tokens (a query at position p attends to keys at
+    /// p - W < k <= p), 0 for full attention. Empty = every layer full. See docs/MEMORY.md.
+    public let layerWindows: [Int]
+
+    /// Largest window a layer may declare: 2^24 tokens (positions are int32, and a window past that
+    /// would free nothing in any sequence a client can build in reasonable time).
+    public static let maxWindow = 1 << 24
 
     public init(
         name: String, layers: Int, kvHeads: Int, qHeads: Int, headDim: Int, dtype: DType,
-        pageTokens: Int, defaultMethod: String, defaultPolicy: String = ""
+        pageTokens: Int, defaultMethod: String, defaultPolicy: String = "", layerWindows: [Int] = []
     ) {
         self.name = name
         self.layers = layers
@@ -26,7 +33,13 @@ public struct ModelLayout: Sendable, Equatable {
         self.pageTokens = pageTokens
         self.defaultMethod = defaultMethod
         self.defaultPolicy = defaultPolicy
+        self.layerWindows = layerWindows
     }
+
+    /// Sliding window of `layer` in tokens, 0 for full attention.
+    @inline(__always) public func window(layer: Int) -> Int { layerWindows.isEmpty ? 0 : layerWindows[layer] }
+    /// Whether any layer slides (only then do appends free anything).
+    public var hasSlidingLayers: Bool { layerWindows.contains { $0 > 0 } }
 
     /// Number of (layer, KV head) pairs; each has its own page list.
     public var headCount: Int { layers * kvHeads }
@@ -45,6 +58,14 @@ public struct ModelLayout: Sendable, Equatable {
         if qHeads < kvHeads || qHeads % kvHeads != 0 { return "q_heads: must be a multiple of kv_heads (\(kvHeads))" }
         if headDim < 1 || headDim > 16384 { return "head_dim: must be in 1...16384" }
         if pageTokens < 1 || pageTokens > 65536 { return "page_tokens: must be in 1...65536" }
+        if !layerWindows.isEmpty {
+            if layerWindows.count != layers {
+                return "layer_windows: has \(layerWindows.count) entries for \(layers) layers; give one per layer (0 = full attention)"
+            }
+            if let l = layerWindows.firstIndex(where: { $0 < 0 || $0 > Self.maxWindow }) {
+                return "layer_windows: entry \(l) is \(layerWindows[l]); each must be 0 (full attention) or a window of 1...\(Self.maxWindow) tokens"
+            }
+        }
         return nil
     }
 }

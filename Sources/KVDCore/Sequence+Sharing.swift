@@ -26,20 +26,34 @@ extension KVSequence {
         }
         let pageTokens = layout.pageTokens
         let (full, partial) = n.quotientAndRemainder(dividingBy: pageTokens)
+        // Per head, the first page (block index) the fork needs and the first one the head still
+        // holds: a sliding layer (window W) needs blocks from the one holding n - W, and has
+        // dropped the blocks below its own cutoff (all of them whole pages at the front).
+        let need = heads.indices.map { h in SlidingWindow.cutoff(length: n, window: layout.window(layer: h / layout.kvHeads)) / pageTokens }
+        let held = heads.map { (length - $0.count) / pageTokens }
+        if let h = heads.indices.first(where: { need[$0] < held[$0] }) {
+            let l = h / layout.kvHeads
+            throw .failedPrecondition(
+                "fork: layer \(l) (sliding window \(layout.window(layer: l))) of \(id) no longer holds positions "
+                    + "\(need[h] * pageTokens)..<\(held[h] * pageTokens), which a fork of length \(n) needs; fork at length "
+                    + "\(held[h] * pageTokens + layout.window(layer: l)) or more, or fork earlier")
+        }
         let fresh = partial > 0 ? try allocator.allocate(heads.count) : []
-        allocator.retain(heads.lazy.flatMap { $0.pages.prefix(full) })
+        allocator.retain(heads.indices.lazy.flatMap { h in self.heads[h].pages[(need[h] - held[h])..<(full - held[h])] })
         var forked: [HeadCache] = []
         forked.reserveCapacity(heads.count)
         for (h, head) in heads.enumerated() {
-            // Never compacted: every head holds `length` tokens at positions 0..<length, log-weight 0.
-            precondition(head.count == length && !head.hasLogWeights, "\(id) head \(h) is not a plain prefix")
+            // Never compacted: every head holds the tokens from its first held page to `length` in
+            // order, log-weight 0.
+            precondition(head.count == length - held[h] * pageTokens && !head.hasLogWeights, "\(id) head \(h) is not a plain prefix")
             var copy = HeadCache()
-            copy.pages = Array(head.pages.prefix(full))
+            copy.pages = Array(head.pages[(need[h] - held[h])..<(full - held[h])])
             if partial > 0 {
-                memory.copyTokens(from: head.pages[full], slot: 0, to: fresh[h], slot: 0, count: partial, layout)
+                memory.copyTokens(from: head.pages[full - held[h]], slot: 0, to: fresh[h], slot: 0, count: partial, layout)
                 copy.pages.append(fresh[h])
             }
-            copy.extend(first: 0, tokens: n)
+            let first = need[h] * pageTokens
+            copy.extend(first: Int32(first), tokens: n - first)
             forked.append(copy)
         }
         return KVSequence(id: newID, layout: layout, tenant: tenant, heads: forked, length: n)
@@ -61,11 +75,17 @@ extension KVSequence {
             throw .invalidArgument(
                 "adopt: expected \(layout.headCount) heads of \(perHead) pages each for \(tokens) tokens of model '\(layout.name)'")
         }
-        allocator.retain(pages.joined())
-        let heads = pages.map { p in
+        // A sliding layer takes only the pages its window still needs at this length (the ones
+        // a sequence that appended these tokens would still hold).
+        let skip = (0..<layout.headCount).map { h in
+            SlidingWindow.cutoff(length: tokens, window: layout.window(layer: h / layout.kvHeads)) / layout.pageTokens
+        }
+        allocator.retain(pages.indices.lazy.flatMap { pages[$0].dropFirst(skip[$0]) })
+        let heads = pages.indices.map { h in
             var head = HeadCache()
-            head.pages = p
-            head.extend(first: 0, tokens: tokens)
+            head.pages = Array(pages[h].dropFirst(skip[h]))
+            let first = skip[h] * layout.pageTokens
+            head.extend(first: Int32(first), tokens: tokens - first)
             return head
         }
         return KVSequence(id: id, layout: layout, tenant: tenant, heads: heads, length: tokens)

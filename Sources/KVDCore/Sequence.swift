@@ -500,6 +500,14 @@ public final class KVSequence {
             guard owner < layer else {
                 throw .invalidArgument("alias \(layer) → \(owner): a layer may only alias an earlier layer (layers are computed in order)")
             }
+            // A layer reads its owner's tokens as they are: a full layer cannot read a sliding
+            // layer's (it dropped what the full layer attends to), and a sliding layer aliasing a
+            // full one would keep tokens its window never needs, or another window's set.
+            guard layout.window(layer: layer) == layout.window(layer: owner) else {
+                throw .invalidArgument(
+                    "alias \(layer) → \(owner): layer \(layer) has attention window \(layout.window(layer: layer)) and layer \(owner) "
+                        + "\(layout.window(layer: owner)) (0 = full); only layers with the same window may share a cache")
+            }
             guard resolved[layer] == nil || resolved[layer] == (resolved[owner] ?? owner) else {
                 throw .invalidArgument("alias \(layer) → \(owner): layer \(layer) already aliases \(resolved[layer]!)")
             }
@@ -508,6 +516,29 @@ public final class KVSequence {
         // Layers aliased to a layer that became aliased itself follow it to its owner.
         for l in resolved.indices { if let o = resolved[l], let oo = resolved[o] { resolved[l] = oo } }
         return resolved
+    }
+
+    // MARK: sliding windows
+
+    /// Drops, in every head of a sliding layer, the pages whose tokens all fell out of the layer's
+    /// window at the current length (SlidingWindow.swift says why `length - W` is the cutoff),
+    /// releasing them: a page shared with a fork or the prefix index loses one holder and stays
+    /// with them. Whole pages only, nothing copied. Does not bump the generation: which positions
+    /// a sliding layer holds follows from the length, so clients can compute it. An open
+    /// reservation is untouched (its tokens start at the heads' counts, above the cutoff).
+    @discardableResult
+    public func freeOutOfWindow(allocator: PageAllocator) -> WindowFree {
+        var out = WindowFree()
+        guard layout.hasSlidingLayers, !isReleased else { return out }
+        for h in heads.indices where !isAliased(head: h) {
+            let w = layout.window(layer: h / layout.kvHeads)
+            guard w > 0 else { continue }
+            let dropped = heads[h].dropPages(below: SlidingWindow.cutoff(length: length, window: w), pageTokens: layout.pageTokens)
+            guard !dropped.isEmpty else { continue }
+            out.released += dropped.count
+            out.freed += allocator.release(dropped)
+        }
+        return out
     }
 
     // MARK: release

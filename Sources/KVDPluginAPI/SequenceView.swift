@@ -18,6 +18,15 @@ public struct SequenceView: Sendable {
     /// Per layer: the owner layer it reads when KVSharer aliased it, nil when it holds its own cache.
     /// An aliased layer's heads are empty and stay so; budgets are spread over the other layers.
     public let aliases: [Int?]
+    /// Per layer: its sliding attention window in tokens, 0 for full attention
+    /// (`ModelLayout.layerWindows`). A sliding layer already holds only what its window needs, so
+    /// compaction leaves it as it is: in a view made for compaction (`hidingSlidingLayers`) its
+    /// heads show no tokens, budgets are spread over the full-attention layers only
+    /// (`BudgetParams.budgetedHeads`), and the host keeps every token a sliding head holds
+    /// whatever the plan says for it (`CompactionRunner`).
+    public let windows: [Int]
+    /// Whether sliding layers' heads are shown empty (views made for compaction).
+    public let hidesSlidingLayers: Bool
 
     private enum Storage: Sendable {
         case pages(PageMemory, [[PageID]])
@@ -26,8 +35,15 @@ public struct SequenceView: Sendable {
     private let storage: Storage
 
     /// A view over a sequence's pages; `aliases` is the sequence's layer map (`KVSequence.aliases`).
-    public init(layout: ModelLayout, heads: [HeadCache], memory: PageMemory, aliases: [Int?]) {
+    /// `hidingSlidingLayers` (what compaction uses): heads of sliding-window layers appear empty,
+    /// so no method scores, budgets or plans them.
+    public init(layout: ModelLayout, heads: [HeadCache], memory: PageMemory, aliases: [Int?], hidingSlidingLayers: Bool = false) {
         self.layout = layout
+        let windows = (0..<layout.layers).map { layout.window(layer: $0) }
+        let hidden = heads.indices.map { hidingSlidingLayers && windows[$0 / layout.kvHeads] > 0 }
+        let heads = heads.indices.map { hidden[$0] ? HeadCache() : heads[$0] }
+        self.windows = windows
+        hidesSlidingLayers = hidingSlidingLayers && windows.contains { $0 > 0 }
         headCounts = heads.map(\.count)
         positions = PerHead(count: heads.count) { heads[$0].positions }
         logWeights = PerHead(count: heads.count) { heads[$0].logWeights }
@@ -44,6 +60,8 @@ public struct SequenceView: Sendable {
         let aliases = aliases ?? Array(repeating: nil, count: layout.layers)
         precondition(aliases.count == layout.layers, "one alias entry per layer")
         self.aliases = aliases
+        windows = (0..<layout.layers).map { layout.window(layer: $0) }
+        hidesSlidingLayers = false
         headCounts = keys.map { $0.count / layout.headDim }
         let counts = headCounts
         self.positions = PerHead(count: counts.count) { positions?[$0] ?? Array(0..<Int32(counts[$0])) }
@@ -56,6 +74,14 @@ public struct SequenceView: Sendable {
     @inline(__always) public func isAliased(layer: Int) -> Bool { aliases[layer] != nil }
     /// Whether head `h` (layer-major) belongs to an aliased layer.
     @inline(__always) public func isAliased(head h: Int) -> Bool { aliases[h / layout.kvHeads] != nil }
+
+    /// Whether `layer` has a sliding attention window.
+    @inline(__always) public func isSliding(layer: Int) -> Bool { windows[layer] > 0 }
+    /// Whether head `h` (layer-major) belongs to a sliding-window layer.
+    @inline(__always) public func isSliding(head h: Int) -> Bool { windows[h / layout.kvHeads] > 0 }
+    /// Whether a budget given to head `h` can be spent: its layer holds its own cache (not
+    /// aliased) and compaction applies to it (full attention).
+    @inline(__always) public func isBudgeted(head h: Int) -> Bool { !isAliased(head: h) && !isSliding(head: h) }
 
     /// Keys of head `h` (layer-major index) as f32, `[count, head_dim]` row-major.
     public func keys(_ h: Int) -> [Float] { read(h, values: false) }

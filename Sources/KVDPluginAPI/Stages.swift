@@ -59,13 +59,14 @@ public enum BudgetParams {
     /// An aliased layer (KVSharer) reads its owner's tokens and can keep none, so a budget given to
     /// it would be lost and Σ b_h would overstate what is kept. Allocators hand out B per head of
     /// these (Σ b_h = B · their count) and give aliased heads 0.
+    /// Sliding-window layers are left out the same way: compaction keeps what their window holds.
     public static func budgetedHeads(_ context: CompactionContext) -> [Int] {
-        (0..<context.layout.headCount).filter { !context.view.isAliased(head: $0) }
+        (0..<context.layout.headCount).filter { context.view.isBudgeted(head: $0) }
     }
 
     /// The layers holding their own cache, in depth order (what `budgetedHeads` keeps, by layer).
     public static func budgetedLayers(_ context: CompactionContext) -> [Int] {
-        (0..<context.layout.layers).filter { !context.view.isAliased(layer: $0) }
+        (0..<context.layout.layers).filter { !context.view.isAliased(layer: $0) && !context.view.isSliding(layer: $0) }
     }
 }
 
@@ -76,7 +77,7 @@ public struct UniformAllocator: BudgetAllocator {
     public var params: [ParamSpec] { BudgetParams.specs }
     public func budgets(_ context: CompactionContext, prefix: [Int], scores: [[Float]]?) throws(KVDError) -> [Int] {
         let b = BudgetParams.average(context, prefix: prefix)
-        return prefix.indices.map { context.view.isAliased(head: $0) ? 0 : b }
+        return prefix.indices.map { context.view.isBudgeted(head: $0) ? b : 0 }
     }
 }
 

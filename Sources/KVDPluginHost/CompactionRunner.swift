@@ -12,8 +12,10 @@ public enum CompactionRunner {
         record: ((KVSequence) -> Void)? = nil
     ) throws(KVDError) -> (planned: MethodPlan, outcome: KVSequence.CompactionOutcome) {
         let name = method.descriptor.name
-        let planned = try method.plan(context)
+        var planned = try method.plan(context)
         try PlanChecker.check(planned, counts: context.view.headCounts, layout: seq.layout, method: name)
+        // Sliding layers were shown empty and planned as such: they keep what they hold.
+        if context.view.hidesSlidingLayers { keepSlidingLayers(&planned, seq) }
         if floor > 0 { try checkFloor(planned, counts: context.view.headCounts, seq: seq, floor: floor, method: name) }
         // Check the aliases before anything moves, so a bad map leaves the sequence untouched.
         if !planned.aliases.isEmpty { _ = try seq.resolveAliases(planned.aliases) }
@@ -39,6 +41,19 @@ public enum CompactionRunner {
         let freed = allocator.release(held)
         return (planned, KVSequence.CompactionOutcome(
             before: outcome.before, kept: seq.heads.map(\.count), pagesFreed: freed, pagesAllocated: outcome.pagesAllocated))
+    }
+
+    /// Makes every head of a sliding-window layer keep all its tokens (and log-weights) in `planned`,
+    /// and drops budgets for them: compaction leaves a window's tokens as they are, and
+    /// CompactResponse reports kept = before for those heads.
+    static func keepSlidingLayers(_ planned: inout MethodPlan, _ seq: KVSequence) {
+        let layout = seq.layout
+        for h in seq.heads.indices where layout.window(layer: h / layout.kvHeads) > 0 && h < planned.plan.kept.count {
+            let n = seq.heads[h].count
+            planned.plan.kept[h] = Array(0..<Int32(n))
+            if planned.plan.logWeights != nil { planned.plan.logWeights![h] = seq.heads[h].logWeights }
+            if planned.budgets != nil { planned.budgets![h] = 0 }
+        }
     }
 
     /// The memory manager's floor: no head may be left with fewer than `floor` tokens (or than it

@@ -75,6 +75,8 @@ extension Kvd_V1_ModelLayout {
         dtype = Kvd_V1_DType(m.dtype)
         pageTokens = UInt32(m.pageTokens)
         defaultMethod = m.defaultMethod
+        // Config loading bounds each window to 0...2^24, so every one is a UInt32.
+        layerWindows = m.layerWindows.map { UInt32($0) }
     }
 }
 

@@ -244,6 +244,13 @@ typedef struct kvd_hello_info {
 /** The model called `name` in `info`, or NULL. The pointer lives as long as `info`. */
 KVD_API const kvd_model_layout *kvd_hello_find_model(const kvd_hello_info *info, const char *name);
 
+/** The sliding attention window of `layer` of model `name` in tokens (Hello's
+ *  ModelLayout.layer_windows): 0 for a full-attention layer, and also for an unknown model or a
+ *  layer out of range. kvd keeps only positions >= length - window (whole pages) in a sliding layer
+ *  (docs/MEMORY.md, "Sliding windows"). A function rather than a kvd_model_layout member, so the
+ *  layout array's element size stays what programs built against older headers expect. */
+KVD_API uint32_t kvd_hello_layer_window(const kvd_hello_info *info, const char *name, uint32_t layer);
+
 /** Result of an Append or Commit. */
 typedef struct kvd_append_result {
     uint64_t length;          /* logical length after the call */

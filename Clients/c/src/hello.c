@@ -27,6 +27,14 @@ const kvd_model_layout *kvd_hello_find_model(const kvd_hello_info *info, const c
     return NULL;
 }
 
+uint32_t kvd_hello_layer_window(const kvd_hello_info *info, const char *name, uint32_t layer) {
+    const kvd_model_layout *m = kvd_hello_find_model(info, name);
+    if (!m) return 0;
+    /* models[k] was built from the reply's models[k] (build_hello), which keeps the windows. */
+    const Kvd__V1__ModelLayout *pm = ((const hello_box *)info->internal_)->resp->hello->models[m - info->models];
+    return layer < pm->n_layer_windows ? pm->layer_windows[layer] : 0;
+}
+
 static kvd_result build_hello(kvd_client *c, Kvd__V1__Response *resp, hello_box **out) {
     Kvd__V1__HelloResponse *h = resp->hello;
     hello_box *b = calloc(1, sizeof *b);

@@ -36,7 +36,9 @@
  *     kvd keeps the top `budget` before the window, plus the window. There are no sink tokens for
  *     scoring plugins; a select_head plugin may keep the first tokens itself.
  *   - select_head: call->budget is already min(budget, num_tokens - window).
- *   - Neither callback is called for a head with no tokens before the window (nothing to decide).
+ *   - Neither callback is called for a head with no tokens before the window (nothing to decide),
+ *     nor for a head of a sliding-window layer (kvd_layer_window() > 0): compaction keeps what a
+ *     window holds, and budgets are spread over the full-attention layers only.
  *   - destroy runs once, when kvd exits; never for a table kvd refused.
  */
 #ifndef KVD_PLUGIN_H
@@ -50,7 +52,7 @@ extern "C" {
 #endif
 
 #define KVD_PLUGIN_ABI_MAJOR 1
-#define KVD_PLUGIN_ABI_MINOR 0
+#define KVD_PLUGIN_ABI_MINOR 1
 #define KVD_PLUGIN_ENTRY_SYMBOL "kvd_plugin_entry"
 
 /* Parameter kinds. */
@@ -95,7 +97,18 @@ typedef struct kvd_model_info {
     uint32_t head_dim;
     uint32_t page_tokens;
     const char *name;           /* BORROWED */
+    /* Since ABI minor 1. Per layer: its sliding attention window in tokens, 0 = full attention.
+     * BORROWED; [layers], or NULL when every layer is full. Read it with kvd_layer_window(). */
+    const uint32_t *layer_windows;
 } kvd_model_info;
+
+/* The sliding window of `layer` (0 = full attention), 0 also from a host older than ABI minor 1
+ * (which had no windows). */
+static inline uint32_t kvd_layer_window(const kvd_model_info *model, uint32_t layer) {
+    if (model->struct_size < offsetof(kvd_model_info, layer_windows) + sizeof(model->layer_windows)) return 0;
+    if (model->layer_windows == NULL || layer >= model->layers) return 0;
+    return model->layer_windows[layer];
+}
 
 /* One (layer, KV head) of the sequence, converted to f32. */
 typedef struct kvd_head_view {

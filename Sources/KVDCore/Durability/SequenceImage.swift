@@ -59,6 +59,9 @@ public struct SequenceImage: Sendable, Equatable {
             heads[h].extend(first: first, tokens: tokens)
         }
         length += tokens
+        // The live sequence drops its sliding layers' out-of-window pages right after recording
+        // the append; replaying it drops the same ones.
+        freeOutOfWindow(layout)
     }
 
     /// Checks the image against `layout` and a segment of `pageCount` pages: every head holds

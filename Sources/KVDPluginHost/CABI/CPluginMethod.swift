@@ -56,19 +56,23 @@ struct CPluginMethod: CompactionMethod {
             results.deinitialize()
             results.deallocate()
         }
+        // Config loading bounds each window to 0...2^24.
+        let windows = layout.layerWindows.map { UInt32($0) }
         layout.name.withCString { modelName in
-            var model = kvd_model_info(
-                struct_size: UInt32(MemoryLayout<kvd_model_info>.size), layers: UInt32(layout.layers),
-                kv_heads: UInt32(layout.kvHeads), q_heads: UInt32(layout.qHeads), head_dim: UInt32(layout.headDim),
-                page_tokens: UInt32(layout.pageTokens), name: modelName)
-            withUnsafePointer(to: &model) { model in
-                withQueries(context.observation) { queries in
-                    let shared = SharedInputs(model: model, queries: queries, params: params, results: results)
-                    ComputeThreads.forEach(heads) { h in
-                        let call = HeadCall(
-                            plugin: plugin, view: context.view, head: h, window: window, budget: budgets[h],
-                            model: shared.model, observation: context.observation, queries: shared.queries, params: shared.params)
-                        shared.results[h] = call.run()
+            windows.withUnsafeBufferPointer { windows in
+                var model = kvd_model_info(
+                    struct_size: UInt32(MemoryLayout<kvd_model_info>.size), layers: UInt32(layout.layers),
+                    kv_heads: UInt32(layout.kvHeads), q_heads: UInt32(layout.qHeads), head_dim: UInt32(layout.headDim),
+                    page_tokens: UInt32(layout.pageTokens), name: modelName, layer_windows: windows.isEmpty ? nil : windows.baseAddress)
+                withUnsafePointer(to: &model) { model in
+                    withQueries(context.observation) { queries in
+                        let shared = SharedInputs(model: model, queries: queries, params: params, results: results)
+                        ComputeThreads.forEach(heads) { h in
+                            let call = HeadCall(
+                                plugin: plugin, view: context.view, head: h, window: window, budget: budgets[h],
+                                model: shared.model, observation: context.observation, queries: shared.queries, params: shared.params)
+                            shared.results[h] = call.run()
+                        }
                     }
                 }
             }

@@ -219,6 +219,11 @@ public nonisolated struct Kvd_V1_ModelLayout: Sendable {
   /// Compaction method used when a Compact request names none.
   public var defaultMethod: String = String()
 
+  /// Per layer: its sliding attention window W in tokens (a query at position p attends to keys at
+  /// p - W < k <= p), 0 for full attention. Empty = every layer full attention. A sliding layer
+  /// holds only what its window still needs (docs/MEMORY.md, "Sliding windows").
+  public var layerWindows: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -336,7 +341,7 @@ nonisolated extension Kvd_V1_Tensor: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Kvd_V1_ModelLayout: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelLayout"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}layers\0\u{3}kv_heads\0\u{3}q_heads\0\u{3}head_dim\0\u{1}dtype\0\u{3}page_tokens\0\u{3}default_method\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}layers\0\u{3}kv_heads\0\u{3}q_heads\0\u{3}head_dim\0\u{1}dtype\0\u{3}page_tokens\0\u{3}default_method\0\u{3}layer_windows\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -352,6 +357,7 @@ nonisolated extension Kvd_V1_ModelLayout: SwiftProtobuf.Message, SwiftProtobuf._
       case 6: try { try decoder.decodeSingularEnumField(value: &self.dtype) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.pageTokens) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.defaultMethod) }()
+      case 9: try { try decoder.decodeRepeatedUInt32Field(value: &self.layerWindows) }()
       default: break
       }
     }
@@ -382,6 +388,9 @@ nonisolated extension Kvd_V1_ModelLayout: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.defaultMethod.isEmpty {
       try visitor.visitSingularStringField(value: self.defaultMethod, fieldNumber: 8)
     }
+    if !self.layerWindows.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.layerWindows, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -394,6 +403,7 @@ nonisolated extension Kvd_V1_ModelLayout: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.dtype != rhs.dtype {return false}
     if lhs.pageTokens != rhs.pageTokens {return false}
     if lhs.defaultMethod != rhs.defaultMethod {return false}
+    if lhs.layerWindows != rhs.layerWindows {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

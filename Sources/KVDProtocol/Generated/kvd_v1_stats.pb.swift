@@ -258,6 +258,20 @@ public nonisolated struct Kvd_V1_MemoryStats: @unchecked Sendable {  // safe: ge
     set {_uniqueStorage()._eventsPublished = newValue}
   }
 
+  /// Pages sliding-window layers let go of because their tokens fell out of the window
+  /// (ModelLayout.layer_windows; docs/MEMORY.md). Each counts once per head that dropped it; a page
+  /// a fork or the prefix index also holds stays in use until they drop it too.
+  public var windowFreedPages: UInt64 {
+    get {_storage._windowFreedPages}
+    set {_uniqueStorage()._windowFreedPages = newValue}
+  }
+
+  /// Of those, pages that went back to the free list at once (no other holder).
+  public var windowReturnedPages: UInt64 {
+    get {_storage._windowReturnedPages}
+    set {_uniqueStorage()._windowReturnedPages = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -577,7 +591,7 @@ nonisolated extension Kvd_V1_SequenceStats: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Kvd_V1_MemoryStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MemoryStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}high\0\u{1}low\0\u{3}reservations_aborted\0\u{3}reservations_aborted_pages\0\u{3}orphans_released\0\u{3}orphans_released_pages\0\u{1}compactions\0\u{3}compactions_pages\0\u{1}evictions\0\u{3}evictions_pages\0\u{3}reclaim_passes\0\u{3}synchronous_reclaims\0\u{3}last_reclaim_us\0\u{3}last_reclaim_reached_low\0\u{1}orphans\0\u{3}pinned_sequences\0\u{3}pinned_pages\0\u{3}events_published\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}high\0\u{1}low\0\u{3}reservations_aborted\0\u{3}reservations_aborted_pages\0\u{3}orphans_released\0\u{3}orphans_released_pages\0\u{1}compactions\0\u{3}compactions_pages\0\u{1}evictions\0\u{3}evictions_pages\0\u{3}reclaim_passes\0\u{3}synchronous_reclaims\0\u{3}last_reclaim_us\0\u{3}last_reclaim_reached_low\0\u{1}orphans\0\u{3}pinned_sequences\0\u{3}pinned_pages\0\u{3}events_published\0\u{3}window_freed_pages\0\u{3}window_returned_pages\0")
 
   fileprivate class _StorageClass {
     var _high: Double = 0
@@ -598,6 +612,8 @@ nonisolated extension Kvd_V1_MemoryStats: SwiftProtobuf.Message, SwiftProtobuf._
     var _pinnedSequences: UInt32 = 0
     var _pinnedPages: UInt32 = 0
     var _eventsPublished: UInt64 = 0
+    var _windowFreedPages: UInt64 = 0
+    var _windowReturnedPages: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -626,6 +642,8 @@ nonisolated extension Kvd_V1_MemoryStats: SwiftProtobuf.Message, SwiftProtobuf._
       _pinnedSequences = source._pinnedSequences
       _pinnedPages = source._pinnedPages
       _eventsPublished = source._eventsPublished
+      _windowFreedPages = source._windowFreedPages
+      _windowReturnedPages = source._windowReturnedPages
     }
   }
 
@@ -662,6 +680,8 @@ nonisolated extension Kvd_V1_MemoryStats: SwiftProtobuf.Message, SwiftProtobuf._
         case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._pinnedSequences) }()
         case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._pinnedPages) }()
         case 18: try { try decoder.decodeSingularUInt64Field(value: &_storage._eventsPublished) }()
+        case 19: try { try decoder.decodeSingularUInt64Field(value: &_storage._windowFreedPages) }()
+        case 20: try { try decoder.decodeSingularUInt64Field(value: &_storage._windowReturnedPages) }()
         default: break
         }
       }
@@ -724,6 +744,12 @@ nonisolated extension Kvd_V1_MemoryStats: SwiftProtobuf.Message, SwiftProtobuf._
       if _storage._eventsPublished != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._eventsPublished, fieldNumber: 18)
       }
+      if _storage._windowFreedPages != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._windowFreedPages, fieldNumber: 19)
+      }
+      if _storage._windowReturnedPages != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._windowReturnedPages, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -751,6 +777,8 @@ nonisolated extension Kvd_V1_MemoryStats: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._pinnedSequences != rhs_storage._pinnedSequences {return false}
         if _storage._pinnedPages != rhs_storage._pinnedPages {return false}
         if _storage._eventsPublished != rhs_storage._eventsPublished {return false}
+        if _storage._windowFreedPages != rhs_storage._windowFreedPages {return false}
+        if _storage._windowReturnedPages != rhs_storage._windowReturnedPages {return false}
         return true
       }
       if !storagesAreEqual {return false}

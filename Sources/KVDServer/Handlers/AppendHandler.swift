@@ -24,6 +24,7 @@ enum AppendHandler {
         }
         store.space.journal?.appended(seq, tokens: tokens, pagesBefore: pagesBefore)
         PrefixRecorder.added(ids, entry, store)
+        WindowFrees.apply(seq, store)
         var out = Kvd_V1_AppendResponse()
         out.length = UInt64(seq.length)
         out.firstPosition = UInt64(first)

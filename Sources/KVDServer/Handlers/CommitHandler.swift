@@ -28,6 +28,7 @@ enum CommitHandler {
             out.firstPosition = UInt64(try seq.commit(rid, tokens: Int(r.numTokens), keepReserved: r.keepReserved, allocator: store.pages))
             store.space.journal?.appended(seq, tokens: Int(r.numTokens), pagesBefore: pagesBefore)
             PrefixRecorder.added(ids, entry, store)
+            WindowFrees.apply(seq, store)
         }
         out.reservedRemaining = UInt32(seq.reservation?.tokens ?? 0)
         out.length = UInt64(seq.length)

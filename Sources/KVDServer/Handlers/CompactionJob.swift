@@ -21,7 +21,7 @@ enum CompactionJob {
         let seq = state.sequence
         let book = store.policies
         let start = DispatchTime.now().uptimeNanoseconds
-        let view = SequenceView(layout: seq.layout, heads: seq.heads, memory: store.arena.pageMemory, aliases: seq.aliases)
+        let view = SequenceView(layout: seq.layout, heads: seq.heads, memory: store.arena.pageMemory, aliases: seq.aliases, hidingSlidingLayers: true)
         let context = CompactionContext(
             view: view, observation: observation, params: choice.params, method: choice.method.descriptor.name,
             baseDirectory: book.baseDirectory, files: book.files(requestParams: requestParams))

@@ -23,6 +23,11 @@ enum RankLayersHandler {
                     return .failure(.failedPrecondition("rank_layers: sequence \(seq.id.raw) already aliases layers; rank on unshared caches"))
                 }
                 let counts = Set(seq.heads.map(\.count))
+                if counts.count > 1, let w = seq.layout.layerWindows.filter({ $0 > 0 }).min(), seq.length > w {
+                    return .failure(.failedPrecondition(
+                        "rank_layers: sequence \(seq.id.raw) (\(seq.length) tokens) is longer than model '\(layout.name)'s smallest "
+                            + "sliding window (\(w) tokens), so its sliding layers hold fewer tokens than its full ones; rank on sequences of at most \(w) tokens"))
+                }
                 guard counts.count == 1, let n = counts.first, n > 0 else {
                     return .failure(.failedPrecondition(
                         "rank_layers: sequence \(seq.id.raw) must hold the same number of tokens (> 0) in every head; rank before compacting"))
@@ -56,7 +61,9 @@ enum RankLayersHandler {
         let keys = keySums.map { $0.map { $0 * scale } }
         let values = valueSums.map { $0.map { $0 * scale } }
         var out = Kvd_V1_RankLayersResponse()
-        out.pairs = LayerDistance.rank(keys: keys, values: values, heads: layout.kvHeads, tokens: tokens, dim: layout.headDim).map { p in
+        // Only layers with the same attention window may share a cache (KVSequence.resolveAliases).
+        let ranked = LayerDistance.rank(keys: keys, values: values, heads: layout.kvHeads, tokens: tokens, dim: layout.headDim)
+        out.pairs = ranked.filter { layout.window(layer: $0.layer) == layout.window(layer: $0.other) }.map { p in
             var pair = Kvd_V1_LayerPair()
             pair.layer = UInt32(p.layer)
             pair.other = UInt32(p.other)

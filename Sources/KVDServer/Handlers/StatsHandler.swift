@@ -73,6 +73,8 @@ enum StatsHandler {
             }
         }
         m.eventsPublished = c.eventsPublished.load(ordering: .relaxed)
+        m.windowFreedPages = c.windowFreedPages.load(ordering: .relaxed)
+        m.windowReturnedPages = c.windowReturnedPages.load(ordering: .relaxed)
         return m
     }
 

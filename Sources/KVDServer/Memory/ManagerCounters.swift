@@ -16,6 +16,10 @@ final class ManagerCounters: Sendable {
     let lastReclaimReachedLow = Atomic<Bool>(true)
     /// Events about this tenant's sequences handed to the events endpoint.
     let eventsPublished = Atomic<UInt64>(0)
+    /// Pages sliding-window layers dropped after appends (not a manager action, but memory the
+    /// tenant got back without one), and how many of them went back to the free list at once.
+    let windowFreedPages = Atomic<UInt64>(0)
+    let windowReturnedPages = Atomic<UInt64>(0)
 
     static func add(_ counter: borrowing Atomic<UInt64>, _ pages: borrowing Atomic<UInt64>, freed: Int) {
         counter.add(1, ordering: .relaxed)

@@ -73,6 +73,9 @@ final class TenantGauges: Sendable {
                 counter("kvd_memory_synchronous_reclaims_total", "Reclaim passes an Append or Reserve that did not fit waited for.") {
                     $0.synchronousReclaims.load(ordering: .relaxed)
                 },
+                counter("kvd_window_freed_pages_total", "Pages sliding-window layers dropped because their tokens fell out of the window.") {
+                    $0.windowFreedPages.load(ordering: .relaxed)
+                },
                 counter("kvd_memory_events_published_total", "Memory events about the tenant's sequences handed to the events endpoint.") {
                     $0.eventsPublished.load(ordering: .relaxed)
                 },

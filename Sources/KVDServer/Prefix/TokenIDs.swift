@@ -44,8 +44,13 @@ enum PrefixRecorder {
         let full = t.add(ids, hasher: hasher)
         state.prefix = t
         guard !full.isEmpty else { return }
-        // Never compacted: head h's page b holds tokens b*P ..< (b+1)*P, now all written.
-        let added = prefix.insert(full, pages: full.map { b in seq.heads.map { $0.pages[b.block] } })
+        // Never compacted: head h's page b holds tokens b*P ..< (b+1)*P, now all written — less
+        // the leading pages a sliding layer dropped, (length - count) / P of them. The blocks this
+        // request filled are all still held: window frees run after this (WindowFrees).
+        let pageTokens = seq.layout.pageTokens
+        let added = prefix.insert(full, pages: full.map { b in
+            seq.heads.map { head in head.pages[b.block - (seq.length - head.count) / pageTokens] }
+        })
         // Shared with other daemons through the remote tier: full pages are never written again,
         // so copying them here (on the sequence's queue) reads settled bytes.
         if let remote = store.shared.remote, remote.settings.sharePrefixes {

@@ -22,12 +22,13 @@ ERROR_CODE_UNIMPLEMENTED: ErrorCode
 ERROR_CODE_UNSPECIFIED: ErrorCode
 
 class ModelLayout(_message.Message):
-    __slots__ = ["default_method", "dtype", "head_dim", "kv_heads", "layers", "name", "page_tokens", "q_heads"]
+    __slots__ = ["default_method", "dtype", "head_dim", "kv_heads", "layer_windows", "layers", "name", "page_tokens", "q_heads"]
     DEFAULT_METHOD_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     HEAD_DIM_FIELD_NUMBER: _ClassVar[int]
     KV_HEADS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     Q_HEADS_FIELD_NUMBER: _ClassVar[int]
@@ -35,11 +36,12 @@ class ModelLayout(_message.Message):
     dtype: DType
     head_dim: int
     kv_heads: int
+    layer_windows: _containers.RepeatedScalarFieldContainer[int]
     layers: int
     name: str
     page_tokens: int
     q_heads: int
-    def __init__(self, name: _Optional[str] = ..., layers: _Optional[int] = ..., kv_heads: _Optional[int] = ..., q_heads: _Optional[int] = ..., head_dim: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., page_tokens: _Optional[int] = ..., default_method: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., layers: _Optional[int] = ..., kv_heads: _Optional[int] = ..., q_heads: _Optional[int] = ..., head_dim: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., page_tokens: _Optional[int] = ..., default_method: _Optional[str] = ..., layer_windows: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Param(_message.Message):
     __slots__ = ["bool_value", "float_value", "int_value", "name", "string_value"]

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Opti
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MemoryStats(_message.Message):
-    __slots__ = ["compactions", "compactions_pages", "events_published", "evictions", "evictions_pages", "high", "last_reclaim_reached_low", "last_reclaim_us", "low", "orphans", "orphans_released", "orphans_released_pages", "pinned_pages", "pinned_sequences", "reclaim_passes", "reservations_aborted", "reservations_aborted_pages", "synchronous_reclaims"]
+    __slots__ = ["compactions", "compactions_pages", "events_published", "evictions", "evictions_pages", "high", "last_reclaim_reached_low", "last_reclaim_us", "low", "orphans", "orphans_released", "orphans_released_pages", "pinned_pages", "pinned_sequences", "reclaim_passes", "reservations_aborted", "reservations_aborted_pages", "synchronous_reclaims", "window_freed_pages", "window_returned_pages"]
     COMPACTIONS_FIELD_NUMBER: _ClassVar[int]
     COMPACTIONS_PAGES_FIELD_NUMBER: _ClassVar[int]
     EVENTS_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,8 @@ class MemoryStats(_message.Message):
     RESERVATIONS_ABORTED_FIELD_NUMBER: _ClassVar[int]
     RESERVATIONS_ABORTED_PAGES_FIELD_NUMBER: _ClassVar[int]
     SYNCHRONOUS_RECLAIMS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FREED_PAGES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_RETURNED_PAGES_FIELD_NUMBER: _ClassVar[int]
     compactions: int
     compactions_pages: int
     events_published: int
@@ -44,7 +46,9 @@ class MemoryStats(_message.Message):
     reservations_aborted: int
     reservations_aborted_pages: int
     synchronous_reclaims: int
-    def __init__(self, high: _Optional[float] = ..., low: _Optional[float] = ..., reservations_aborted: _Optional[int] = ..., reservations_aborted_pages: _Optional[int] = ..., orphans_released: _Optional[int] = ..., orphans_released_pages: _Optional[int] = ..., compactions: _Optional[int] = ..., compactions_pages: _Optional[int] = ..., evictions: _Optional[int] = ..., evictions_pages: _Optional[int] = ..., reclaim_passes: _Optional[int] = ..., synchronous_reclaims: _Optional[int] = ..., last_reclaim_us: _Optional[int] = ..., last_reclaim_reached_low: bool = ..., orphans: _Optional[int] = ..., pinned_sequences: _Optional[int] = ..., pinned_pages: _Optional[int] = ..., events_published: _Optional[int] = ...) -> None: ...
+    window_freed_pages: int
+    window_returned_pages: int
+    def __init__(self, high: _Optional[float] = ..., low: _Optional[float] = ..., reservations_aborted: _Optional[int] = ..., reservations_aborted_pages: _Optional[int] = ..., orphans_released: _Optional[int] = ..., orphans_released_pages: _Optional[int] = ..., compactions: _Optional[int] = ..., compactions_pages: _Optional[int] = ..., evictions: _Optional[int] = ..., evictions_pages: _Optional[int] = ..., reclaim_passes: _Optional[int] = ..., synchronous_reclaims: _Optional[int] = ..., last_reclaim_us: _Optional[int] = ..., last_reclaim_reached_low: bool = ..., orphans: _Optional[int] = ..., pinned_sequences: _Optional[int] = ..., pinned_pages: _Optional[int] = ..., events_published: _Optional[int] = ..., window_freed_pages: _Optional[int] = ..., window_returned_pages: _Optional[int] = ...) -> None: ...
 
 class SequenceStats(_message.Message):
     __slots__ = ["aliased_layers", "bytes", "generation", "idle_ms", "last_method", "lease_remaining_ms", "length", "manager_compactions", "model", "orphan", "pages", "pinned", "reserved_tokens", "sequence_id", "staging_bytes", "tenant", "tokens_held"]

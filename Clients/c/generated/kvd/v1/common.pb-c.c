@@ -206,7 +206,7 @@ const ProtobufCMessageDescriptor kvd__v1__tensor__descriptor =
   (ProtobufCMessageInit) kvd__v1__tensor__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__model_layout__field_descriptors[8] =
+static const ProtobufCFieldDescriptor kvd__v1__model_layout__field_descriptors[9] =
 {
   {
     "name",
@@ -304,12 +304,25 @@ static const ProtobufCFieldDescriptor kvd__v1__model_layout__field_descriptors[8
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "layer_windows",
+    9,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Kvd__V1__ModelLayout, n_layer_windows),
+    offsetof(Kvd__V1__ModelLayout, layer_windows),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__model_layout__field_indices_by_name[] = {
   7,   /* field[7] = default_method */
   5,   /* field[5] = dtype */
   4,   /* field[4] = head_dim */
   2,   /* field[2] = kv_heads */
+  8,   /* field[8] = layer_windows */
   1,   /* field[1] = layers */
   0,   /* field[0] = name */
   6,   /* field[6] = page_tokens */
@@ -318,7 +331,7 @@ static const unsigned kvd__v1__model_layout__field_indices_by_name[] = {
 static const ProtobufCIntRange kvd__v1__model_layout__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor kvd__v1__model_layout__descriptor =
 {
@@ -328,7 +341,7 @@ const ProtobufCMessageDescriptor kvd__v1__model_layout__descriptor =
   "Kvd__V1__ModelLayout",
   "kvd.v1",
   sizeof(Kvd__V1__ModelLayout),
-  8,
+  9,
   kvd__v1__model_layout__field_descriptors,
   kvd__v1__model_layout__field_indices_by_name,
   1,  kvd__v1__model_layout__number_ranges,

@@ -156,10 +156,17 @@ struct  Kvd__V1__ModelLayout
    * Compaction method used when a Compact request names none.
    */
   char *default_method;
+  /*
+   * Per layer: its sliding attention window W in tokens (a query at position p attends to keys at
+   * p - W < k <= p), 0 for full attention. Empty = every layer full attention. A sliding layer
+   * holds only what its window still needs (docs/MEMORY.md, "Sliding windows").
+   */
+  size_t n_layer_windows;
+  uint32_t *layer_windows;
 };
 #define KVD__V1__MODEL_LAYOUT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__model_layout__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, KVD__V1__DTYPE__DTYPE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, KVD__V1__DTYPE__DTYPE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 typedef enum {

@@ -471,7 +471,7 @@ const ProtobufCMessageDescriptor kvd__v1__sequence_stats__descriptor =
   (ProtobufCMessageInit) kvd__v1__sequence_stats__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kvd__v1__memory_stats__field_descriptors[18] =
+static const ProtobufCFieldDescriptor kvd__v1__memory_stats__field_descriptors[20] =
 {
   {
     "high",
@@ -689,6 +689,30 @@ static const ProtobufCFieldDescriptor kvd__v1__memory_stats__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "window_freed_pages",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, window_freed_pages),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "window_returned_pages",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Kvd__V1__MemoryStats, window_returned_pages),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned kvd__v1__memory_stats__field_indices_by_name[] = {
   6,   /* field[6] = compactions */
@@ -709,11 +733,13 @@ static const unsigned kvd__v1__memory_stats__field_indices_by_name[] = {
   2,   /* field[2] = reservations_aborted */
   3,   /* field[3] = reservations_aborted_pages */
   11,   /* field[11] = synchronous_reclaims */
+  18,   /* field[18] = window_freed_pages */
+  19,   /* field[19] = window_returned_pages */
 };
 static const ProtobufCIntRange kvd__v1__memory_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 18 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor kvd__v1__memory_stats__descriptor =
 {
@@ -723,7 +749,7 @@ const ProtobufCMessageDescriptor kvd__v1__memory_stats__descriptor =
   "Kvd__V1__MemoryStats",
   "kvd.v1",
   sizeof(Kvd__V1__MemoryStats),
-  18,
+  20,
   kvd__v1__memory_stats__field_descriptors,
   kvd__v1__memory_stats__field_indices_by_name,
   1,  kvd__v1__memory_stats__number_ranges,

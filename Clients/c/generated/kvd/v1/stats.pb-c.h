@@ -175,10 +175,20 @@ struct  Kvd__V1__MemoryStats
    * Events published on the events endpoint.
    */
   uint64_t events_published;
+  /*
+   * Pages sliding-window layers let go of because their tokens fell out of the window
+   * (ModelLayout.layer_windows; docs/MEMORY.md). Each counts once per head that dropped it; a page
+   * a fork or the prefix index also holds stays in use until they drop it too.
+   */
+  uint64_t window_freed_pages;
+  /*
+   * Of those, pages that went back to the free list at once (no other holder).
+   */
+  uint64_t window_returned_pages;
 };
 #define KVD__V1__MEMORY_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&kvd__v1__memory_stats__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Kvd__V1__StatsResponse
