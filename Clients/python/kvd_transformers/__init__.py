@@ -25,13 +25,17 @@ Against a daemon on the bundled ``Config/kvd.yaml`` (model ``smollm2-135m``, f16
                   prompt_ids=input_ids) as cache:
         out = model.generate(input_ids, cache=cache, max_new_tokens=16, do_sample=False)
 
+Gemma-3-270M (``load_gemma3``, the ``gemma`` extra; kvd model ``gemma3-270m``) works the same way:
+its sliding-window layers are masked by token position, and :mod:`kvd_transformers.models` names
+both models for the tools (``--model gemma3-270m``).
+
 Needs the ``model`` extra: torch, transformers, gguf, accelerate.
 """
 
 from kvd_transformers.attention import ATTN_NAME, kvd_attention, register_attention
 from kvd_transformers.cache import KvdCache, KvdLayer
 from kvd_transformers.layout import check_layout, model_layout_of
-from kvd_transformers.model import load_smollm2, smollm2_gguf
+from kvd_transformers.model import gemma3_gguf, load_gemma3, load_smollm2, smollm2_gguf
 
-__all__ = ["ATTN_NAME", "KvdCache", "KvdLayer", "check_layout", "kvd_attention", "load_smollm2",
-           "model_layout_of", "register_attention", "smollm2_gguf"]
+__all__ = ["ATTN_NAME", "KvdCache", "KvdLayer", "check_layout", "gemma3_gguf", "kvd_attention",
+           "load_gemma3", "load_smollm2", "model_layout_of", "register_attention", "smollm2_gguf"]

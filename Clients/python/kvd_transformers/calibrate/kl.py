@@ -61,16 +61,25 @@ class _FullBatch:
         self.kv = dict(state.kv)                          # layer -> (K, V) of the full pass
         self.inputs = out.hidden_states                   # [l] = input of layer l (0 = embeddings)
         self.hidden = out.hidden_states[-1].float()
-        logp = torch.log_softmax(out.logits.double(), dim=-1)
-        self.p = logp.exp().float()                       # full next-token distributions
-        # Σ p log p with the same (float32-rounded) p as the cross term, so that KL = Σ p (log p −
-        # log q) exactly for that p and an unchanged map gives 0.
-        self.neg_entropy = (self.p.double() * logp).sum(-1)
+        # One text at a time (row-wise, so the same numbers): a float64 [tokens, vocab] temporary
+        # per text instead of per batch (Gemma's vocabulary is 262144 tokens).
+        ps, negs = [], []
+        for logits in out.logits:
+            logp = torch.log_softmax(logits.double(), dim=-1)
+            p = logp.exp().float()                        # full next-token distributions
+            # Σ p log p with the same (float32-rounded) p as the cross term, so that KL = Σ p
+            # (log p − log q) exactly for that p and an unchanged map gives 0.
+            negs.append((p.double() * logp).sum(-1))
+            ps.append(p)
+            del logp
+        self.p = torch.stack(ps)
+        self.neg_entropy = torch.stack(negs)
 
     def kl(self, logits: torch.Tensor) -> torch.Tensor:
         """KL(p_full ‖ softmax(logits)) per position = Σ p log p − Σ p log q (float64 sums)."""
-        logq = torch.log_softmax(logits.float(), dim=-1)
-        cross = (self.p.double() * logq.double()).sum(-1)
+        cross = torch.stack([
+            (p.double() * torch.log_softmax(l.float(), dim=-1).double()).sum(-1)
+            for p, l in zip(self.p, logits)])
         return (self.neg_entropy - cross).clamp_min(0.0)
 
 
@@ -96,16 +105,24 @@ class Reference:
         layer ``start``; owners below ``start`` read the full pass's K/V (nothing below changes)."""
         inner = self.model.model
         all_layers = inner.layers
+        config = inner.config
+        types = getattr(config, "layer_types", None)
         seed = {l: kv for l, kv in fb.kv.items() if l < start}
         try:
             # Sliced ModuleList: each layer keeps its layer_idx, so the alias map still applies.
             inner.layers = torch.nn.ModuleList(list(all_layers)[start:])
+            if types is not None:
+                # Models with per-layer types (Gemma 3: sliding / full, each with its own mask and
+                # RoPE) look the type up by the index in `layers`: slice the list alike.
+                config.layer_types = list(types)[start:]
             with sharing.active(aliases, seed), torch.no_grad():
                 out = inner(inputs_embeds=fb.inputs[start], use_cache=False,
                             output_hidden_states=True)
                 logits = self.model.lm_head(out.last_hidden_state)
         finally:
             inner.layers = all_layers
+            if types is not None:
+                config.layer_types = types
         return logits.float(), out.hidden_states[-1].float()
 
     def _skip_matches_whole(self) -> bool:

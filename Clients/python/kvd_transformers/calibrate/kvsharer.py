@@ -9,7 +9,9 @@
 2. kvd's RankLayers ranks the layer pairs (i > j) by the distance of their averaged caches, most
    dissimilar first; the sequences are then released.
 3. Greedy, in that order (:mod:`greedy`): skip i if it is already shared; tentatively map i -> j
-   (chains resolved); accept by ``--accept``:
+   (chains resolved); accept by ``--accept``. Only layers with the same attention window pair up
+   (a sliding-window layer never reads a full layer's cache or the other way round: Gemma 3), so
+   pairs of different windows are dropped from the ranking first; accept by ``--accept``:
    ``kl`` (default, kvd's extension): the mean next-token KL(full || shared) of the whole candidate
    map on the calibration texts <= ``--kl-budget`` nats (:mod:`kl`);
    ``cosine`` (the paper's): the cosine similarity of the last hidden states >= ``--threshold``.
@@ -44,8 +46,9 @@ def parse_args(argv):
                         "(default ipc:///tmp/kvd-default.sock)")
     p.add_argument("--kvd-model", default="", help="kvd model name (default: the first with the "
                    "model's layout)")
-    p.add_argument("--model", default="", help="a transformers model directory, a .gguf file or "
-                   "DIR:FILE.gguf (default: the bundled SmolLM2-135M-Instruct GGUF)")
+    p.add_argument("--model", default="", help="smollm2-135m or gemma3-270m (kvd_transformers."
+                   "models), a transformers model directory, a .gguf file or DIR:FILE.gguf "
+                   "(default: SmolLM2-135M-Instruct)")
     p.add_argument("--out", required=True, help="output map file (\"i:j,...\" after # comments)")
     p.add_argument("--texts", type=int, default=30, help="calibration texts (default 30)")
     p.add_argument("--tokens", type=int, default=64, help="tokens per text (default 64)")
@@ -170,6 +173,13 @@ def rank_with_kvd(args, model, ids, kv, bar_label="kvsharer append"):
     return [[int(i), int(j), float(d)] for i, j, d in pairs], name
 
 
+def same_window_pairs(ranking, windows: list[int]) -> list:
+    """The ranked pairs ``[i, j, d]`` whose layers have the same attention window (``windows[l]``,
+    0 = full): KVSharer may only alias those — a sliding layer's cache lacks what a full layer
+    reads, and a full layer's would give a sliding layer tokens outside its window."""
+    return [p for p in ranking if windows[int(p[0])] == windows[int(p[1])]]
+
+
 def run_settings(args) -> dict:
     """What a checkpoint must match to be resumed (every option that changes the result)."""
     return {"tool": "kvsharer", "model": args.model or "smollm2", "texts": args.texts,
@@ -245,6 +255,12 @@ def run(args, loaded=None) -> int:
             print(f"kvsharer: ranked {len(state['ranking'])} layer pairs; most dissimilar "
                   + ", ".join(f"{i}-{j} {d:.3f}" for i, j, d in state["ranking"][:5]),
                   file=sys.stderr)
+        from kvd_transformers.layout import layer_windows_of
+        windows = layer_windows_of(model.config)
+        state["ranking"] = same_window_pairs(state["ranking"], windows)
+        if len(set(windows)) > 1:
+            print(f"kvsharer: {len(state['ranking'])} pairs of layers with the same window "
+                  f"(windows {sorted(set(windows))})", file=sys.stderr)
         # Batches of 4 texts: a check that is over the KL budget stops after fewer texts.
         reference = kl.Reference(model, ids, batch=4)
         return walk_and_write(args, reference, state, settings, cpath, out)

@@ -29,8 +29,8 @@ def parse_args(argv):
                                             "of shared layers.")
     p.add_argument("--map", action="append", required=True,
                    help="a map file of calibrate.kvsharer (repeat for several)")
-    p.add_argument("--model", default="", help="as calibrate.kvsharer --model (default: the "
-                   "bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--model", default="", help="as calibrate.kvsharer --model: smollm2-135m "
+                   "(default), gemma3-270m, a directory or a .gguf file")
     p.add_argument("--tokens", type=int, default=512, help="tokens per held-out text (default 512)")
     p.add_argument("--offsets", default=",".join(map(str, OFFSETS)),
                    help="license-corpus token offsets of the held-out texts (default "
@@ -110,6 +110,17 @@ def markdown(rows: list[dict], budget: float, tokens: int, offsets) -> str:
     return head + "\n".join(lines) + "\n" + note
 
 
+# Most bytes of float64 next-token distributions one batch may hold at once (the KL's temporaries):
+# Gemma's 262144-token vocabulary makes one 1024-token text 2 GiB.
+BATCH_BYTES = 1 << 30
+
+
+def text_batch(tokens: int, vocab: int, texts: int) -> int:
+    """Texts per forward: all of them when their float64 distributions fit ``BATCH_BYTES``, else
+    as many as fit (at least 1)."""
+    return max(1, min(texts, BATCH_BYTES // max(1, tokens * vocab * 8)))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -125,7 +136,8 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     model, tokenizer = load_model(args.model, sharing.register())
     ids = torch.tensor(heldout_ids(tokenizer, args.tokens, args.offsets))
-    reference = kl.Reference(model, ids, batch=len(args.offsets))
+    reference = kl.Reference(model, ids, batch=text_batch(args.tokens, model.config.vocab_size,
+                                                          len(args.offsets)))
     rows = curve_rows(reference, maps)
     table = markdown(rows, args.budget, args.tokens, args.offsets)
     print(table)

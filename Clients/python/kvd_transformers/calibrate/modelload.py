@@ -10,18 +10,20 @@ from pathlib import Path
 def load_model(spec: str | None, attn_implementation: str):
     """``(model, tokenizer)`` in eval mode, float32, with ``attn_implementation``.
 
-    ``spec``: None/"" or "smollm2" (the bundled SmolLM2-135M-Instruct GGUF), a directory holding a
-    transformers model, a ``*.gguf`` file, or ``DIR:FILE.gguf``.
+    ``spec``: None/"" (SmolLM2-135M-Instruct), a name of :mod:`kvd_transformers.models`
+    ("smollm2-135m", "gemma3-270m"; "smollm2", "gemma3"), a directory holding a transformers model,
+    a ``*.gguf`` file, or ``DIR:FILE.gguf``.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not spec or spec == "smollm2":
-        from kvd_transformers.model import smollm2_gguf
-        path = smollm2_gguf()
-        directory, gguf = str(path.parent), path.name
-    elif spec.endswith(".gguf") and ":" in spec and not Path(spec).exists():
+    from kvd_transformers import models
+
+    name = models.ALIASES.get(spec or "smollm2", spec or "smollm2")
+    if name in models.MODELS:
+        return models.load(name, attn_implementation, torch.float32)
+    if spec.endswith(".gguf") and ":" in spec and not Path(spec).exists():
         directory, gguf = spec.rsplit(":", 1)
     elif spec.endswith(".gguf"):
         directory, gguf = str(Path(spec).parent), Path(spec).name
