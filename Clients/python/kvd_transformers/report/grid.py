@@ -164,9 +164,13 @@ def _run(args, out: Path, ckpt) -> None:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     scores_path = REPO / "Config" / "head_scores" / f"{args.model}.json"
     ctx = {"scores": scores_path.name, "scores_hash": gm.file_hash(scores_path),
-           "alias_map": gm.shipped_alias_map(REPO / "Config" / "kvd.yaml")}
+           "alias_map": gm.model_alias_map(REPO / "Config" / "kvd.yaml", args.model)}
     nm = gm.needle_methods(args.budget, wanted)
     km = gm.kl_methods(args.budget, args.seeds, wanted)
+    if not ctx["alias_map"]:
+        log(f"{args.model}: the shipped sharing policy has no alias map: KVSharer skipped")
+        nm = [m for m in nm if m.label != "kvsharer shipped"]
+        km = [m for m in km if m.label != "kvsharer shipped"]
     if not scores_path.is_file():
         log(f"{scores_path} absent: HeadKV skipped")
         nm = [m for m in nm if m.label != "headkv"]

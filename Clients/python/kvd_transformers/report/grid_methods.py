@@ -50,6 +50,22 @@ def shipped_alias_map(config: Path, policy: str = "calibrated_shared") -> str:
     raise ValueError(f"{config}: policy {policy!r} has no alias_map")
 
 
+# The policy that ships each model's calibrated KVSharer map in Config/kvd.yaml.
+SHARED_POLICY = {"smollm2-135m": "calibrated_shared", "gemma3-270m": "gemma3-calibrated-shared"}
+
+
+def model_alias_map(config: Path, model: str) -> str:
+    """The alias map the bundled config ships for ``model``; "" when it ships none (a calibration
+    that found no layer within its KL budget ships no map)."""
+    policy = SHARED_POLICY.get(model)
+    if policy is None:
+        return ""
+    try:
+        return shipped_alias_map(config, policy)
+    except ValueError:
+        return ""
+
+
 def file_hash(path: Path | None) -> str:
     if path is None or not Path(path).is_file():
         return "none"
