@@ -234,3 +234,22 @@ def test_plain_prompt_for_a_base_model():
         chat_template = None
 
     assert wrap(NoTemplate(), "text", "Where?") == "text\n\nQuestion: Where?\nAnswer:"
+
+
+def test_resume_with_fewer_questions_than_answered_is_refused(tmp_path, capsys):
+    from kvd_transformers.calibrate import checkpoint
+
+    out = tmp_path / "s.json"
+    argv = ["--out", str(out), "--tasks", "retrieval,reasoning", "--questions", "3", "--resume"]
+    args = headkv.parse_args(argv)
+    settings = {"tool": "headkv", "model": "smollm2", "questions": 160,
+                "tasks": args.tasks, "corpora": args.corpora, "lengths": args.lengths,
+                "depths": args.depths, "seed": 0, "max_new_tokens": 16, "scoring": "answer-steps"}
+    checkpoint.save(checkpoint.checkpoint_path(out), settings,
+                    {"next": 5, "kept": [], "answers": []})
+    assert headkv.main(argv) == headkv.EXIT_USAGE           # refused before any model load
+    assert "answered 5 questions" in capsys.readouterr().err
+    # other settings still have to match
+    assert headkv.main(argv[:-3] + ["--questions", "9", "--resume", "--seed", "2"]) == \
+        headkv.EXIT_USAGE
+    assert "seed" in capsys.readouterr().err

@@ -223,9 +223,16 @@ def run(args, loaded=None) -> int:
                 "scoring": "answer-steps"}
     if args.resume:
         try:
-            state = ckpt.load(cpath, settings)
+            # --questions may change: the plan does not depend on it, so a checkpoint that has not
+            # gone past the new count is what a fresh run with that count would have made.
+            state = ckpt.load(cpath, settings, may_differ=("questions",))
         except ckpt.CheckpointError as e:
             print(f"headkv: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        if state["next"] > args.questions:
+            print(f"headkv: --resume: the checkpoint has answered {state['next']} questions, more "
+                  f"than --questions {args.questions}; ask for at least {state['next']}",
+                  file=sys.stderr)
             return EXIT_USAGE
         print(f"headkv: resuming at question {state['next']}/{args.questions} "
               f"({len(state['kept'])} correct so far) from {cpath}", file=sys.stderr)

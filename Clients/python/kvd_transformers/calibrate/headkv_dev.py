@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -38,6 +39,9 @@ def parse_args(argv):
                    help="rows besides HeadKV (default full,streamingllm,snapkv; '' = none)")
     p.add_argument("--kvd-bin", default="", help="kvd binary (default: the repo's newest build)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="only the prompts with index mod N = K (parallel runs appending to one "
+                        "--out; default 0/1 = all)")
     p.add_argument("--table", action="store_true", help="only print the table of --out")
     args = p.parse_args(argv)
     try:
@@ -51,6 +55,13 @@ def parse_args(argv):
             any(not 1 <= b <= 8192 for b in args.budgets):
         p.error("--count 1..1000, --length 64..8192, --budgets 1..8192")
     args.baselines = [x for x in args.baselines.split(",") if x]
+    try:
+        k, n = (int(x) for x in args.shard.split("/"))
+    except ValueError:
+        p.error("--shard takes K/N, e.g. 1/3")
+    if not 0 <= k < n <= 64:
+        p.error("--shard K/N needs 0 <= K < N <= 64")
+    args.shard = (k, n)
     return args
 
 
@@ -91,7 +102,12 @@ def table(path: Path) -> str:
     done = read_done(path)
     labels = sorted({r for _, r in done}, key=lambda r: (r.split("@")[-1].zfill(6)
                                                          if "@" in r else "", r))
-    lines = ["| row | correct | rate | 95% Wilson | retrieval | reasoning |",
+    # Only prompts that have every row, so all rows are counted over the same prompts.
+    prompts = {p for p, _ in done}
+    complete = {p for p in prompts if all((p, lab) in done for lab in labels)}
+    done = {key: r for key, r in done.items() if key[0] in complete}
+    lines = [f"{len(complete)} dev prompts with every row (of {len(prompts)} started)", "",
+             "| row | correct | rate | 95% Wilson | retrieval | reasoning |",
              "|---|---|---|---|---|---|"]
     for lab in labels:
         rs = [r for (_, l), r in done.items() if l == lab]
@@ -122,6 +138,10 @@ def run(args) -> int:
     from kvd_transformers.report.model import load
     from kvd_transformers.report.prefill import restore, run_prefill
 
+    def stop(signum, frame):  # SIGTERM: leave through the finally below (stops the daemon)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     set_threads(args.threads)
     repo = Path(__file__).resolve().parents[4]
     files = Path(tempfile.mkdtemp(prefix="kvd-headkv-dev-"))
@@ -129,7 +149,8 @@ def run(args) -> int:
         shutil.copyfile(path, files / f"{label}.json")
     todo = rows(args)
     done = read_done(out)
-    items = devset.dev_items(args.count, args.length)
+    items = [it for it in devset.dev_items(args.count, args.length)
+             if it.index % args.shard[1] == args.shard[0]]
     model, tok = load()
     daemon = TempDaemon(find_kvd(repo, args.kvd_bin), args.length + 256, {},
                         file_dirs=[files]).start()
@@ -157,7 +178,7 @@ def run(args) -> int:
                     sink.write(json.dumps(r) + "\n")
                     sink.flush()
                     done[(it.index, lab)] = r
-                print(f"[headkv_dev] prompt {it.index + 1}/{len(items)}: "
+                print(f"[headkv_dev] prompt {it.index + 1}/{args.count}: "
                       + ", ".join(f"{lab} {'+' if done[(it.index, lab)]['correct'] else '-'}"
                                   for lab, _ in todo), file=sys.stderr, flush=True)
     finally:
