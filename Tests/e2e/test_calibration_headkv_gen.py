@@ -253,3 +253,42 @@ def test_resume_with_fewer_questions_than_answered_is_refused(tmp_path, capsys):
     assert headkv.main(argv[:-3] + ["--questions", "9", "--resume", "--seed", "2"]) == \
         headkv.EXIT_USAGE
     assert "seed" in capsys.readouterr().err
+
+
+def test_capture_decoding_equals_sdpa_on_a_tiny_gemma3():
+    """A random 3-layer Gemma-3 (sliding window 8, 4 query heads on 1 KV head, scaling from
+    query_pre_attn_scalar): prefill + one-token steps through the scoring attention (as the
+    calibration decodes) give the logits of a plain SDPA forward over the whole sequence, and the
+    sliding layers score nothing in a needle that left their window."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    name = capture.register()
+    assert name in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
+                           head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+                           layer_types=["sliding_attention", "sliding_attention",
+                                        "full_attention"], max_position_embeddings=128)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32,
+                                             attn_implementation="sdpa").eval()
+    ids = torch.randint(0, 64, (1, 30))
+    with torch.no_grad():
+        want = model(ids).logits[0, 19:]                 # logits at positions 19..29
+        model.set_attn_implementation(name)
+        cache = headkv.decode_cache(model.config)
+        got = [model(ids[:, :20], cache=cache, use_cache=True).logits[0, -1]]
+        rec = capture.NeedleRecorder(3, 4, 2, 6)        # needle at positions 2..5
+        capture.set_recorder(rec)
+        try:
+            for t in range(20, 30):
+                got.append(model(ids[:, t:t + 1], cache=cache, use_cache=True).logits[0, -1])
+                rec.end_step()
+        finally:
+            capture.set_recorder(None)
+            model.set_attn_implementation("sdpa")
+    np.testing.assert_allclose(torch.stack(got).numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+    steps = torch.stack(rec.steps)                      # [10, layers, q_heads]
+    assert not steps[:, :2].any()                       # sliding layers: needle out of window
+    assert steps[:, 2].sum() > 0                        # the full layer sees it

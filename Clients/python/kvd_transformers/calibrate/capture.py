@@ -101,6 +101,10 @@ def scoring_attention(module, query, key, value, attention_mask=None, scaling=No
 def register() -> str:
     """Register the scoring attention function (idempotent); returns its name."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(ATTN_NAME, scoring_attention)
+    # transformers builds no mask at all for an attention name it has no mask function for; the
+    # prefill (plain SDPA) then lets sliding-window layers (Gemma-3) see every earlier token.
+    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
     return ATTN_NAME
