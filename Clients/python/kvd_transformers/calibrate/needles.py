@@ -3,7 +3,7 @@ inserted fact, HeadKV-R2 style), retrieval needles (a plain fact: a number, a pl
 name), and the answer checks (number match; token F1 > 50 for text answers).
 
 Entity rule: every name, place and object added for the retrieval needles (and the held-apart dev
-set, ``devset.py``) starts with a letter M–Z. The quality report's generalisation check uses
+set, ``devset.py``) has an initial in M–Z. The quality report's generalisation check uses
 entities starting with A–L that appear nowhere in this file, so calibration never sees them.
 """
 
