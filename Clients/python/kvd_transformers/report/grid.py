@@ -262,7 +262,7 @@ def _run(args, out: Path, ckpt) -> None:
                         ref = logp
                     kl = metrics.kl_per_position(ref, logp)
                     last_q = [q[:, -1:, :].numpy() for q in pre.queries]
-                    err = metrics.attention_errors(last_q, pre.keys, pre.values, kept)
+                    err = metrics.attention_errors(last_q, pre.keys, pre.values, kept, pre.full_layers)
                     row.update(kl_mean=float(kl.mean()), kl=[float(x) for x in kl],
                                attn_err=float(err.mean()))
                     msg = f"KL {row['kl_mean']:.4f} err {row['attn_err']:.3f}"

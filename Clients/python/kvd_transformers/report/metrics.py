@@ -45,15 +45,18 @@ def _attn(q: np.ndarray, k: np.ndarray, v: np.ndarray, lw: np.ndarray) -> np.nda
     return p @ v
 
 
-def attention_errors(queries: list, full_k: np.ndarray, full_v: np.ndarray, kept) -> np.ndarray:
+def attention_errors(queries: list, full_k: np.ndarray, full_v: np.ndarray, kept,
+                     layers: list | None = None) -> np.ndarray:
     """Relative attention-output error ‖o_kept − o_full‖ / ‖o_full‖ per (layer, query head, query).
 
     ``queries``: per layer ``[q_heads, m, D]``; ``full_k``/``full_v``: ``[L, H, n, D]`` (the
     uncompressed prefix); ``kept``: a kvd ``QueryResult`` of the compacted sequence (its kept K/V
-    and log-weights; aliased layers return their owner's heads). Returns ``[L, q_heads, m]``."""
+    and log-weights; aliased layers return their owner's heads); ``layers``: which layers (default
+    all; the grid passes the full-attention ones, since a sliding-window layer's reference would
+    need the window and kvd never compacts it). Returns ``[len(layers), q_heads, m]``."""
     L, H = full_k.shape[:2]
     out = []
-    for l in range(L):
+    for l in (range(L) if layers is None else layers):
         q = np.asarray(queries[l], dtype=np.float64)
         g = q.shape[0] // H
         per = []

@@ -40,6 +40,8 @@ class Prefill:
     values: np.ndarray
     queries: list              # per layer [q_heads, w, D] float32 tensors (last w prompt queries)
     last_logits: torch.Tensor  # [vocab] at the last prompt position
+    full_layers: list          # layers kvd holds whole; a sliding-window layer (Gemma 3) has freed
+                               # its out-of-window pages, and those positions are zeros in keys/values
 
     @property
     def length(self) -> int:
@@ -54,14 +56,27 @@ def run_prefill(model, client, model_name: str, ids: torch.Tensor, window: int) 
             # SmolLM2 at 4096 tokens), which is what pushed 4096-token runs out of memory.
             out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
         q = client.query(cache.sequence_id, copy=True)
-        L, H = cache.num_layers, cache.kv_heads
-        keys = np.stack([q[l, h].keys for l in range(L) for h in range(H)]).reshape(L, H, ids.shape[1], -1)
-        values = np.stack([q[l, h].values for l in range(L) for h in range(H)]).reshape(keys.shape)
+        L, H, n = cache.num_layers, cache.kv_heads, int(ids.shape[1])
+        D = int(np.asarray(q[0, 0].keys).shape[-1])
+        keys = np.zeros((L, H, n, D), np.float32)
+        values = np.zeros_like(keys)
+        full_layers = []
+        for l in range(L):
+            whole = True
+            for h in range(H):
+                # By position: a sliding layer's head holds only its window's pages. Replaying
+                # zeros there is harmless: kvd frees them again on append, and a kept page's
+                # out-of-window tokens are masked by position in every later attention.
+                pos = np.asarray(q[l, h].positions, np.int64)
+                keys[l, h, pos] = q[l, h].keys
+                values[l, h, pos] = q[l, h].values
+                whole = whole and len(pos) == n
+            if whole:
+                full_layers.append(l)
         queries = list(cache._queries)
         if any(x is None for x in queries):
             raise RuntimeError("prefill captured no window queries: is attn_implementation 'kvd'?")
-        return Prefill(ids, keys.astype(np.float32), values.astype(np.float32), queries,
-                       out.logits[0, -1].detach().float())
+        return Prefill(ids, keys, values, queries, out.logits[0, -1].detach().float(), full_layers)
     finally:
         cache.release()
 
