@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import ml_dtypes
@@ -191,6 +192,22 @@ class Daemon:
         c = Client(self.endpoint, timeout_ms=timeout_ms)
         c.hello()
         return c
+
+
+@contextmanager
+def serving(workdir: Path, cfg: dict):
+    """kvd on ``cfg`` in ``workdir`` for a module fixture: started, yielded, then stopped with
+    SIGTERM, its segment and workdir removed; fails the test if kvd did not exit 0."""
+    d = Daemon(workdir, cfg)
+    d.start()
+    try:
+        yield d
+    finally:
+        rc = d.stop()
+        if d.shm_path.exists():
+            d.shm_path.unlink()
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert rc == 0, f"kvd exited with {rc} on SIGTERM:\n{d.stderr()[-4000:]}"
 
 
 def _short_workdir(tmp_path: Path) -> Path:
@@ -404,14 +421,8 @@ def gqa_daemon(kvd_bin, tmp_path_factory):
     workdir = Path(tempfile.mkdtemp(prefix="kvd-gqa-", dir="/tmp"))
     cfg = default_config(f"/kvd-test-{uuid.uuid4().hex}", f"ipc://{workdir}/kvd.sock")
     add_gqa_models(cfg)
-    d = Daemon(workdir, cfg)
-    d.start()
-    yield d
-    rc = d.stop()
-    if d.shm_path.exists():
-        d.shm_path.unlink()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert rc == 0, f"kvd exited with {rc} on SIGTERM:\n{d.stderr()[-4000:]}"
+    with serving(workdir, cfg) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -38,7 +37,7 @@ if _MISSING:
 
 import torch  # noqa: E402
 
-from conftest import Daemon, default_config, model_entry  # noqa: E402
+from conftest import default_config, model_entry, serving  # noqa: E402
 from kvd.v1 import common_pb2  # noqa: E402
 from kvd_transformers import KvdCache, load_gemma3, register_attention  # noqa: E402
 from kvd_transformers import attention as kvd_attn  # noqa: E402
@@ -65,14 +64,8 @@ def daemon(kvd_bin):
                       model_entry(OTHER, "f32", **{**LAYOUT, "kv_heads": 2})]
     cfg["arena"].update(size_bytes="160MiB", staging_bytes="32MiB")
     cfg["server"].update(max_message_bytes="64MiB", max_tokens_per_append=4096)
-    d = Daemon(workdir, cfg)
-    d.start()
-    yield d
-    rc = d.stop()
-    if d.shm_path.exists():
-        d.shm_path.unlink()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert rc == 0, f"kvd exited with {rc}:\n{d.stderr()[-4000:]}"
+    with serving(workdir, cfg) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ require("real-model runtime test")
 
 import torch  # noqa: E402
 
-from conftest import (SMOLLM2_F32, SMOLLM2_LAYOUT, Daemon, default_config,  # noqa: E402
+from conftest import (SMOLLM2_F32, SMOLLM2_LAYOUT, Daemon, default_config, serving,  # noqa: E402
                       model_entry)
 from kvd import attention_arrays  # noqa: E402
 from kvd_transformers import KvdCache, load_smollm2, register_attention  # noqa: E402
@@ -63,14 +63,8 @@ def daemon(kvd_bin):
                                     "params": {"budget": 48, "window": 8}}}
     # Compact requests naming no policy on a long f32 sequence: the rule picks rt-snap.
     cfg["rules"] = [{"when": {"length_above": 100, "model": F32}, "policy": "rt-snap"}]
-    d = Daemon(workdir, cfg)
-    d.start()
-    yield d
-    rc = d.stop()
-    if d.shm_path.exists():
-        d.shm_path.unlink()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert rc == 0, f"kvd exited with {rc}:\n{d.stderr()[-4000:]}"
+    with serving(workdir, cfg) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

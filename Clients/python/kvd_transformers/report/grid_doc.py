@@ -40,7 +40,23 @@ def load(out: Path, model: str) -> list:
         if r["method"] == "headkv" and current and r.get("scores_hash", current) != current:
             continue
         keep.append(r)
-    return keep
+    return relative_to_full(keep)
+
+
+def relative_to_full(rows: list) -> list:
+    """KV fractions relative to the full cache *as kvd holds it* on the same prompt. On a model
+    with sliding-window layers (Gemma 3) kvd frees out-of-window pages without any compaction, so
+    the full cache holds < 100 % of prompt × layers; a method's saving is what it drops beyond
+    that (e.g. DBudgetKV's "drops ≥ 25 %"). A model without windows is unchanged (full = 1)."""
+    full = {(r["kind"], r["length"], r["index"]): r["kv_fraction"] for r in rows
+            if r["method"] == "full" and r.get("kv_fraction")}
+    out = []
+    for r in rows:
+        base = full.get((r["kind"], r["length"], r["index"]))
+        if base:
+            r = dict(r, kv_fraction_of_prompt=r["kv_fraction"], kv_fraction=r["kv_fraction"] / base)
+        out.append(r)
+    return out
 
 
 def models_in(out: Path) -> list:
