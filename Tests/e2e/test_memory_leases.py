@@ -77,7 +77,11 @@ def test_two_hundred_vanished_clients_give_every_page_back(make_daemon):
     held = live.stats()
     # On a slow build (sanitizers) the first vanished clients may already be past lease + grace.
     assert held.sequences + held.memory.orphans_released == 201
-    assert total - held.free_pages > total / 3, "the vanished clients held pages"
+    # Pages the vanished clients hold now, plus those of the ones already released (each held
+    # per_client): under load or a sanitizer build the first ones outlive lease + grace before
+    # the last ones are ready, so counting only what is still held made this check flaky.
+    taken = total - held.free_pages + held.memory.orphans_released * per_client
+    assert taken > total / 3, "the vanished clients held pages"
     for p in procs:
         p.send_signal(signal.SIGKILL)
         p.wait()
