@@ -37,10 +37,10 @@ if _MISSING:
 
 import torch  # noqa: E402
 
+from attention_recorder import Recorder  # noqa: E402
 from conftest import default_config, model_entry, serving  # noqa: E402
 from kvd.v1 import common_pb2  # noqa: E402
 from kvd_transformers import KvdCache, load_gemma3, register_attention  # noqa: E402
-from kvd_transformers import attention as kvd_attn  # noqa: E402
 from kvd_transformers.layout import check_windows, layer_windows_of  # noqa: E402
 
 F32, F16, OTHER = "gemma-f32", "gemma-f16", "not-gemma"
@@ -213,27 +213,6 @@ def numpy_attention(q: np.ndarray, keys, values, log_w, positions, q_pos: int, w
         s = np.where(positions.astype(np.int64) > q_pos - window, s, -np.inf)
     s = np.exp(s - s.max())
     return (s / s.sum()) @ v
-
-
-class Recorder:
-    """Wraps the registered "kvd" attention function to keep each layer's query and output."""
-
-    def __init__(self):
-        self.calls = {}
-
-    def __enter__(self):
-        from transformers import AttentionInterface
-
-        def recording(module, query, key, value, *a, **kw):
-            out, w = kvd_attn.kvd_attention(module, query, key, value, *a, **kw)
-            self.calls[module.layer_idx] = (query.detach().clone(), out.detach().clone())
-            return out, w
-
-        AttentionInterface.register(kvd_attn.ATTN_NAME, recording)
-        return self
-
-    def __exit__(self, *exc):
-        register_attention()
 
 
 @pytest.mark.parametrize("kw", [

@@ -36,11 +36,11 @@ require("real-model runtime test")
 
 import torch  # noqa: E402
 
+from attention_recorder import Recorder  # noqa: E402
 from conftest import (SMOLLM2_F32, SMOLLM2_LAYOUT, Daemon, default_config, serving,  # noqa: E402
                       model_entry)
 from kvd import attention_arrays  # noqa: E402
 from kvd_transformers import KvdCache, load_smollm2, register_attention  # noqa: E402
-from kvd_transformers import attention as kvd_attn  # noqa: E402
 
 F32, F16 = SMOLLM2_F32, "smollm2-135m-f16"
 L, H, D = SMOLLM2_LAYOUT["layers"], SMOLLM2_LAYOUT["kv_heads"], SMOLLM2_LAYOUT["head_dim"]
@@ -119,27 +119,6 @@ def assert_buffers_mirror_kvd(client, cache):
                     f"layer {layer} head {h} {name} differ from kvd"
             np.testing.assert_array_equal(buf.bias[h, :n].numpy(), hd.log_weights)
             assert torch.isneginf(buf.bias[h, n:buf.n]).all(), "padding must have bias -inf"
-
-
-class Recorder:
-    """Wraps the registered "kvd" attention function to keep each layer's query and output."""
-
-    def __init__(self):
-        self.calls = {}
-
-    def __enter__(self):
-        from transformers import AttentionInterface
-
-        def recording(module, query, key, value, *a, **kw):
-            out, w = kvd_attn.kvd_attention(module, query, key, value, *a, **kw)
-            self.calls[module.layer_idx] = (query.detach().clone(), out.detach().clone())
-            return out, w
-
-        AttentionInterface.register(kvd_attn.ATTN_NAME, recording)
-        return self
-
-    def __exit__(self, *exc):
-        register_attention()
 
 
 def assert_attention_matches_kvd(client, cache, rec: Recorder):
