@@ -11,6 +11,6 @@ lines checkpoint (``--resume`` skips them), and writes ``quality.md``, ``accurac
 * :mod:`.prompts` — license-text prompts and needles;  * :mod:`.methods` — the method grid;
 * :mod:`.prefill` — one uncompressed prefill per prompt, restored into a kvd sequence per method;
 * :mod:`.metrics` — needle, KL, attention error;       * :mod:`.cell` — one table row;
-* :mod:`.checkpoint` — JSON lines;  * :mod:`.progress` — ETA;  * :mod:`.table`, :mod:`.plots`,
+* :mod:`.checkpoint` — JSON lines; :mod:`.interrupt` — SIGTERM stops between rows;  * :mod:`.progress` — ETA;  * :mod:`.table`, :mod:`.plots`,
   :mod:`.claims`, :mod:`.docs` — the outputs.
 """

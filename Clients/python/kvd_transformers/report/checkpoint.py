@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from kvd_transformers.report import interrupt
+
 
 def row_key(label: str, budget, length: int, depths) -> str:
     return f"{label}|{budget}|{length}|{','.join(f'{d:g}' for d in depths)}"
@@ -40,6 +42,7 @@ class Checkpoint:
         return key in self.rows
 
     def add(self, row: dict) -> None:
+        interrupt.check()  # a row finished after a stop was asked for does not land
         self.rows[row["key"]] = row
         with open(self.path, "a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -64,6 +63,7 @@ def write_outputs(args, out: Path, ckpt, meta: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from kvd_transformers.report import interrupt
     from kvd_transformers.report.checkpoint import Checkpoint
 
     out = Path(args.out)
@@ -75,9 +75,7 @@ def main(argv=None) -> int:
         write_outputs(args, out, ckpt, meta)
         return 0
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_term)
+    interrupt.install()
 
     try:
         return _run(args, out, ckpt, meta, meta_path)

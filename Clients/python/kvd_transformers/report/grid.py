@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -126,16 +125,14 @@ def greedy_until(model, tok, cache, first_logits, needle, max_new: int = 16) -> 
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from kvd_transformers.report import grid_doc
+    from kvd_transformers.report import grid_doc, interrupt
     from kvd_transformers.report.checkpoint import Checkpoint
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoint(out / f"grid-{args.model}{args.part}.jsonl", resume=args.resume or args.report_only)
     if not args.report_only:
-        def on_term(signum, frame):
-            raise KeyboardInterrupt(f"signal {signum}")
-        signal.signal(signal.SIGTERM, on_term)
+        interrupt.install()
         try:
             _run(args, out, ckpt)
         except KeyboardInterrupt as e:
