@@ -149,14 +149,22 @@ def balancekv_reference(heads_k, heads_v, heads_lw, **params):
 # ---------------------------------------------------------------------------------------------
 # DBudgetKV
 
-def last_query_attention(Kh, Qg, log_weights=None) -> np.ndarray:
-    """Mean over the group's query heads of softmax(q_last·Kᵀ/√d + log-weights) over all n tokens.
-    ``Qg`` [G, w, d]; q_last is the window's last query (index w − 1)."""
+def stop_attention(Kh, Qg, last: int = 1, log_weights=None) -> np.ndarray:
+    """Mean over the group's query heads and the window's last ``last`` queries (0, or more than
+    the window: all) of softmax(q·Kᵀ/√d + log-weights), causal (the window's queries are its last
+    tokens, so the last query sees all n). ``Qg`` [G, w, d]."""
     Kh = np.asarray(Kh, np.float64)
-    q = np.asarray(Qg, np.float64)[:, -1, :]
+    Qg = np.asarray(Qg, np.float64)
+    w = Qg.shape[1]
+    r = w if last <= 0 or last > w else last
+    n = Kh.shape[0]
+    q = Qg[:, w - r:, :].reshape(-1, Kh.shape[1])
     logits = q @ Kh.T / math.sqrt(Kh.shape[1])
     if log_weights is not None:
         logits = logits + np.asarray(log_weights, np.float64)[None, :]
+    # causal: the i-th of the last r queries sits at token n − r + i and sees tokens ≤ it
+    seen = np.arange(n)[None, :] <= (n - r + np.arange(r))[:, None]
+    logits = np.where(np.tile(seen, (Qg.shape[0], 1)), logits, -np.inf)
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return (e / e.sum(axis=1, keepdims=True)).mean(axis=0)
@@ -180,14 +188,17 @@ def rank_window_scores(Kh, Qg, rank_window: int, window: int, log_weights=None) 
 
 
 def dbudget_floors(K, Q, threshold: float, *, scores=None, log_weights=None, norm: str = "l2",
-                   sinks: int = 0, rank_window: int = 0):
+                   sinks: int = 0, rank_window: int = 0, stop_window: int = 1, pooling: str = "none",
+                  kernel: int = 1):
     """DBudgetKV's floors per (layer, head). ``K`` [L, H, n, d] or a layer-major list of per-head
     arrays [n_h, d] (then L is taken from Q); ``scores``: the ranking per head (default: H2O window
     scores from the last ``rank_window`` queries, 0 = all). ``norm``: ``l2`` (‖·‖₂) or ``l1`` (sum)
-    of the last query's attention over the candidates; ``sinks``: the first tokens, kept and left
-    out of the norm and of the floors. Returns (floors, cuts per layer, scores, margin) where margin
-    is the smallest |ratio − T| over the ratios the scan compared (a float32 implementation can
-    only disagree when it is tiny)."""
+    of the stop's attention over the candidates, which is the mean attention of the last
+    ``stop_window`` queries (1: the last query alone, the paper's; 0: all); ``sinks``: the first
+    tokens, kept and left out of the norm and of the floors; ``pooling``/``kernel`` smooth the
+    ranking's scores (SnapKV's pooling, not the stop's attention). Returns (floors, cuts per layer,
+    scores, margin) where margin is the smallest |ratio − T| over the ratios the scan compared (a
+    float32 implementation can only disagree when it is tiny)."""
     heads = ref._head_list(K)
     Q = np.asarray(Q, np.float64)
     L, Hq, w, _ = Q.shape
@@ -195,8 +206,9 @@ def dbudget_floors(K, Q, threshold: float, *, scores=None, log_weights=None, nor
     G = Hq // H
     p = {"l2": 2, "l1": 1}[norm]
     if scores is None:
-        scores = [rank_window_scores(heads[i], Q[i // H, (i % H) * G:(i % H + 1) * G], rank_window, w,
-                                     None if log_weights is None else log_weights[i])
+        scores = [ref.pool(rank_window_scores(heads[i], Q[i // H, (i % H) * G:(i % H + 1) * G], rank_window, w,
+                                              None if log_weights is None else log_weights[i]),
+                           pooling, kernel)
                   for i in range(L * H)]
     floors, cuts = [], []
     margin = math.inf
@@ -210,8 +222,8 @@ def dbudget_floors(K, Q, threshold: float, *, scores=None, log_weights=None, nor
             if prefix - sinks <= 0:
                 suffixes.append(np.zeros(1))
                 continue
-            a = last_query_attention(heads[i], Q[l, hh * G:(hh + 1) * G],
-                                     None if log_weights is None else log_weights[i])
+            a = stop_attention(heads[i], Q[l, hh * G:(hh + 1) * G], stop_window,
+                               None if log_weights is None else log_weights[i])
             order = prune_order(np.asarray(scores[i])[:prefix], sinks)
             x = a[order] ** p
             suffixes.append(np.concatenate([np.cumsum(x[::-1])[::-1], [0.0]]))

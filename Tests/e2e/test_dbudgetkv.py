@@ -26,8 +26,11 @@ MARGIN = 1e-6
 
 # The bundled defaults (Plugins/dbudgetkv/DBudgetKV.swift, chosen in docs/QUALITY.md) and the
 # paper's stop (ℓ2 over every prefix token; the released code's ranking window of 8 = W here).
-DEFAULTS = {"threshold": 0.005, "norm": "l1", "sinks": 4, "rank_window": 8}
-PAPER = {"norm": "l2", "sinks": 0}
+DEFAULTS = {"threshold": 0.07, "norm": "l1", "sinks": 4, "rank_window": 0, "stop_window": 0, "pooling": "max",
+            "kernel": 31}
+PAPER_STOP = {"norm": "l2", "sinks": 0, "stop_window": 1}  # what a stopper on another method takes
+UNPOOLED = {"rank_window": 8, "pooling": "none", "kernel": 1}  # the released code's ranking (W = 8)
+PAPER = {**PAPER_STOP, **UNPOOLED}
 
 POLICIES = {
     "snap_stop": {"method": "snapkv", "stopper": "dbudgetkv", "params": {"budget": 5}},
@@ -107,7 +110,8 @@ def reference_floors(K, Q, T, params, **kw):
     """rs.dbudget_floors with a request's parameters (kvd's defaults for those not given)."""
     p = {**DEFAULTS, **params}
     return rs.dbudget_floors(K.astype(np.float64), Q.astype(np.float64), T, norm=p["norm"],
-                             sinks=p["sinks"], rank_window=p["rank_window"], **kw)
+                             sinks=p["sinks"], rank_window=p["rank_window"],
+                             stop_window=p["stop_window"], pooling=p["pooling"], kernel=p["kernel"], **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,10 +151,11 @@ def test_budgets_shrink_as_threshold_grows(c, kind, norm):
     K, V, Q = DATA[kind](2)
     seen = []
     for T in [0.001, 0.01, 0.03, 0.05, 0.1, 0.2, 0.4, 0.7, 0.95]:
-        floors, cuts, scores, margin = reference_floors(K, Q, T, {"norm": norm, "sinks": 0})
+        params = {**PAPER, "norm": norm}
+        floors, cuts, scores, margin = reference_floors(K, Q, T, params)
         assert margin > MARGIN, f"test data: T={T}: a ratio is within {margin:.2g} of T"
         seq = fill_sequence(c, MODEL_SEED_F32, K, V, chunk=32)
-        r = c.compact(seq, "dbudgetkv", queries=Q, threshold=T, norm=norm, sinks=0)
+        r = c.compact(seq, "dbudgetkv", queries=Q, threshold=T, **params)
         assert list(r.budgets) == floors, f"T={T}: budgets {list(r.budgets)} != reference {floors}"
         check_kept(c, seq, floors, scores, f"T={T}")
         seen.append(list(r.budgets))
@@ -198,6 +203,12 @@ VARIANTS = {
     "l1-sinks2-rank1": {"norm": "l1", "sinks": 2, "rank_window": 1},
     "l1-rank0": {"norm": "l1", "rank_window": 0},
     "l2-rank99": {"norm": "l2", "rank_window": 99},
+    "l1-sinks4-stop8": {"norm": "l1", "sinks": 4, "stop_window": 8},
+    "l2-stop3-rank3": {"norm": "l2", "stop_window": 3, "rank_window": 3},
+    "l1-stop0-rank0": {"norm": "l1", "stop_window": 0, "rank_window": 0},
+    "l1-stop99-max7": {"norm": "l1", "stop_window": 99, "rank_window": 0, "pooling": "max", "kernel": 7},
+    "l1-avg5": {"norm": "l1", "pooling": "avg", "kernel": 5},
+    "paper-stop": {"stop_window": 1, "pooling": "none", "kernel": 1, "rank_window": 8},
     "defaults": {},
 }
 
@@ -235,7 +246,9 @@ def _kept_sets(c, K, V, Q, T, params):
     ({"norm": "l2", "sinks": 0}, {"norm": "l2", "sinks": 1}),
     ({"norm": "l1", "sinks": 0}, {"norm": "l1", "sinks": 4}),
     ({"rank_window": 8}, {"rank_window": 2}),
-], ids=["norm", "l2-sinks", "l1-sinks", "rank_window"])
+    ({**UNPOOLED, "stop_window": 1}, {**UNPOOLED, "stop_window": 16}),
+    ({"pooling": "none", "kernel": 1}, {"pooling": "max", "kernel": 7}),
+], ids=["norm", "l2-sinks", "l1-sinks", "rank_window", "stop_window", "pooling"])
 def test_each_parameter_changes_the_plan(c, a, b):
     """On sink-dominated data each parameter changes what is kept, in the reference and in kvd
     alike: a daemon that ignored the parameter fails here even where both results look plausible."""
@@ -261,8 +274,8 @@ def test_l2_sink_lets_everything_go_l1_does_not(c):
     K, V, Q = sinky(12)
     T = 0.01
     kept = {}
-    for name, params in [("l2", {"norm": "l2", "sinks": 0}), ("l2-sink", {"norm": "l2", "sinks": 1}),
-                         ("l1", {"norm": "l1", "sinks": 0})]:
+    for name, params in [("l2", {**PAPER, "norm": "l2", "sinks": 0}), ("l2-sink", {**PAPER, "norm": "l2", "sinks": 1}),
+                         ("l1", {**PAPER, "norm": "l1", "sinks": 0})]:
         floors, *_ = reference_floors(K, Q, T, params)
         got, _ = _kept_sets(c, K, V, Q, T, params)
         assert got == floors
@@ -281,6 +294,9 @@ def test_defaults_and_hello(c):
     assert (params["rank_window"].type, params["rank_window"].default_value) == (
         "int", str(DEFAULTS["rank_window"]))
     assert float(params["threshold"].default_value) == DEFAULTS["threshold"]
+    assert (params["stop_window"].type, params["stop_window"].default_value) == ("int", str(DEFAULTS["stop_window"]))
+    assert (params["pooling"].default_value, params["kernel"].default_value) == (
+        DEFAULTS["pooling"], str(DEFAULTS["kernel"]))
     K, V, Q = sinky(13)
     floors, *_ = reference_floors(K, Q, DEFAULTS["threshold"], {})
     seq = fill_sequence(c, MODEL_SEED_F32, K, V, chunk=32)
@@ -292,8 +308,10 @@ def test_defaults_and_hello(c):
 @pytest.mark.parametrize("params,needle", [
     ({"norm": "l3"}, "norm"), ({"norm": ""}, "norm"), ({"norm": "L2"}, "norm"), ({"norm": 2}, "norm"),
     ({"sinks": -1}, "sinks"), ({"sinks": 1.5}, "sinks"), ({"rank_window": -1}, "rank_window"),
-    ({"rank_window": "8"}, "rank_window"),
-], ids=["l3", "empty", "upper", "int-norm", "neg-sinks", "float-sinks", "neg-rank", "str-rank"])
+    ({"rank_window": "8"}, "rank_window"), ({"stop_window": -1}, "stop_window"),
+    ({"stop_window": 2.5}, "stop_window"), ({"pooling": "median"}, "pooling"),
+], ids=["l3", "empty", "upper", "int-norm", "neg-sinks", "float-sinks", "neg-rank", "str-rank",
+        "neg-stop", "float-stop", "bad-pooling"])
 def test_bad_parameters(c, params, needle):
     K, V, Q = peaked(4)
     seq = fill_sequence(c, MODEL_SEED_F32, K, V, chunk=32)
@@ -386,7 +404,7 @@ def test_stopper_changes_something(c):
     for kind, expect_floor in [("flat", True), ("peaked", False)]:
         K, V, Q = DATA[kind](5)
         seq = fill_sequence(c, MODEL_SEED_F32, K, V, chunk=32)
-        r = c.compact(seq, policy="snap_stop", queries=Q, threshold=0.05, **PAPER)
+        r = c.compact(seq, policy="snap_stop", queries=Q, threshold=0.05, **PAPER_STOP)
         if expect_floor:
             assert all(b > 5 for b in r.budgets), list(r.budgets)
         else:

@@ -1,5 +1,6 @@
-"""A temporary kvd for the report (``--start-daemon``): the f32 SmolLM2 layout, an arena big enough
-for a few 2k-token sequences, and the report's composition policies. Stopped with SIGTERM."""
+"""A temporary kvd for the report (``--start-daemon``): an f32 model layout (SmolLM2's unless told
+another, e.g. Gemma 3's with its per-layer windows), an arena big enough for a few sequences of the
+longest prompt, and the report's composition policies. Stopped with SIGTERM."""
 
 from __future__ import annotations
 
@@ -58,24 +59,36 @@ def _scalar(v) -> str:
     return json.dumps(str(v))
 
 
-def arena_bytes(max_tokens: int) -> int:
-    page = 2 * LAYOUT["page_tokens"] * LAYOUT["head_dim"] * 4
-    per_seq = LAYOUT["layers"] * LAYOUT["kv_heads"] * (max_tokens // LAYOUT["page_tokens"] + 8) * page
+def arena_bytes(max_tokens: int, layout: dict = LAYOUT) -> int:
+    page = 2 * layout["page_tokens"] * layout["head_dim"] * 4
+    per_seq = layout["layers"] * layout["kv_heads"] * (max_tokens // layout["page_tokens"] + 8) * page
     return max(256 << 20, 4 * per_seq + (64 << 20))
 
 
+def staging_bytes(max_tokens: int, layout: dict = LAYOUT) -> int:
+    """Room for a whole-sequence inline Query of the longest prompt (keys and values, f32), which
+    the KL metrics read: 64 MiB is short for Gemma 3 at 4096 tokens (18 × 256-dim heads)."""
+    need = 2 * layout["layers"] * layout["kv_heads"] * max_tokens * layout["head_dim"] * 4
+    return max(64 << 20, (need + (need >> 2) + (1 << 20) - 1) >> 20 << 20)
+
+
 class TempDaemon:
-    def __init__(self, binary: Path, max_tokens: int, policies: dict, file_dirs: list | None = None):
+    def __init__(self, binary: Path, max_tokens: int, policies: dict, file_dirs: list | None = None,
+                 model: str = MODEL, layout: dict | None = None):
+        """``layout``: ``layers, kv_heads, q_heads, head_dim`` and optionally ``layer_windows``
+        (``page_tokens`` defaults to 16); SmolLM2's when None."""
+        layout = {"page_tokens": 16, **(layout or LAYOUT)}
         self.workdir = Path(tempfile.mkdtemp(prefix="kvd-report-", dir="/tmp"))
         self.endpoint = f"ipc://{self.workdir}/kvd.sock"
         self.shm_name = f"/kvd-report-{uuid.uuid4().hex[:16]}"
-        size = arena_bytes(max_tokens)
+        size = arena_bytes(max_tokens, layout)
+        staging = staging_bytes(max_tokens, layout)
         cfg = {
             "server": {"endpoints": [self.endpoint], "max_message_bytes": "256MiB",
                        "max_tokens_per_append": 65536, "max_sequences": 256},
             "arena": {"shm_name": self.shm_name, "size_bytes": f"{size >> 20}MiB",
-                      "staging_bytes": "64MiB"},
-            "models": [{"name": MODEL, **LAYOUT, "dtype": "f32",
+                      "staging_bytes": f"{staging >> 20}MiB"},
+            "models": [{"name": model, **layout, "dtype": "f32",
                         "default_method": "streamingllm"}],
             "log": {"level": "warning"},
         }
@@ -123,13 +136,14 @@ class TempDaemon:
 
 
 @contextmanager
-def study_client(args, repo: Path, max_tokens: int, log):
+def study_client(args, repo: Path, max_tokens: int, log, model: str = MODEL, layout: dict | None = None):
     """The client a study script talks through: to a temporary daemon sized for `max_tokens`
-    (`--start-daemon`, binary from `--kvd-bin` or the repo's build) or to `--endpoint`. The client is
-    closed and the daemon stopped on the way out."""
+    (`--start-daemon`, binary from `--kvd-bin` or the repo's build; serving `model` with `layout`,
+    SmolLM2's by default) or to `--endpoint`. The client is closed and the daemon stopped on the
+    way out."""
     daemon = None
     if args.start_daemon:
-        daemon = TempDaemon(find_kvd(repo, args.kvd_bin), max_tokens, {}).start()
+        daemon = TempDaemon(find_kvd(repo, args.kvd_bin), max_tokens, {}, model=model, layout=layout).start()
         log(f"started {daemon.binary}")
     client = Client(daemon.endpoint if daemon else args.endpoint, timeout_ms=600000)
     try:

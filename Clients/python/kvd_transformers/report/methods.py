@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 WINDOW = 32
-DBUDGET_PAPER = {"norm": "l2", "sinks": 0, "rank_window": 0}
+DBUDGET_PAPER = {"norm": "l2", "sinks": 0, "rank_window": 0, "stop_window": 1, "pooling": "none", "kernel": 1}
 POLICY_HEADKV_DBUDGET = "report-headkv-dbudgetkv"
 POLICY_SNAPKV_KVSHARER = "report-snapkv-kvsharer"
 
@@ -116,7 +116,7 @@ def policies(scores: str | None) -> dict:
     if scores:
         out[POLICY_HEADKV_DBUDGET] = {"method": "headkv", "stopper": "dbudgetkv",
                                       "params": {"budget": 64, "threshold": 0.05, "norm": "l2",
-                                                 "sinks": 0, "scores": scores}}
+                                                 "sinks": 0, "stop_window": 1, "scores": scores}}
     return out
 
 
