@@ -36,6 +36,8 @@ import os
 import sys
 from pathlib import Path
 
+from kvd_transformers.report.daemon import add_daemon_args
+
 import numpy as np
 
 from kvd_transformers.report.checkpoint import read_rows as load_cells
@@ -72,10 +74,7 @@ BASELINE = "uniform"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m kvd_transformers.report.balancekv_study",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--endpoint", help="a running kvd serving smollm2-135m-f32 (ipc://...)")
-    src.add_argument("--start-daemon", action="store_true", help="start the newest .build kvd on a temporary config")
-    p.add_argument("--kvd-bin", default=os.environ.get("KVD_BIN", ""), help="kvd binary to start")
+    add_daemon_args(p)
     p.add_argument("--out", default="results", help="output folder (default results/)")
     p.add_argument("--name", default="balancekv_study", help="output file stem (default balancekv_study)")
     p.add_argument("--resume", action="store_true", help="keep finished cells of the .jsonl")

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from kvd_transformers.report.daemon import add_daemon_args
+
 REPO = Path(__file__).resolve().parents[4]
 MODEL_NAME = "smollm2-135m-f32"
 SCORES = REPO / "Config" / "head_scores" / "smollm2-135m.json"
@@ -26,11 +28,7 @@ def _ints(s: str) -> list:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m kvd_transformers.report", description=__doc__)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--endpoint", help="a running kvd serving smollm2-135m-f32 (ipc://...)")
-    src.add_argument("--start-daemon", action="store_true",
-                     help="start .build/release/kvd (or debug) on a temporary config")
-    p.add_argument("--kvd-bin", default=os.environ.get("KVD_BIN", ""), help="kvd binary to start")
+    add_daemon_args(p)
     p.add_argument("--out", default="results", help="output folder (default results/)")
     p.add_argument("--resume", action="store_true", help="keep finished rows of the checkpoint")
     p.add_argument("--methods", default="", help="comma list of methods (default: all)")

@@ -5,6 +5,7 @@ longest prompt, and the report's composition policies. Stopped with SIGTERM."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,19 @@ from kvd import Client, ErrorCode, KvdError
 
 MODEL = "smollm2-135m-f32"
 LAYOUT = dict(layers=30, kv_heads=3, q_heads=9, head_dim=64, page_tokens=16)
+
+
+def add_daemon_args(p, model: bool = False) -> None:
+    """The arguments every report tool takes to reach a kvd: ``--endpoint`` or ``--start-daemon``
+    (with ``--kvd-bin``), and with ``model`` the ``--model`` to serve (a kvd_transformers.models
+    name)."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--endpoint", help="a running kvd serving the model's f32 layout (ipc://...)")
+    src.add_argument("--start-daemon", action="store_true",
+                     help="start the newest .build kvd (release or debug) on a temporary config")
+    p.add_argument("--kvd-bin", default=os.environ.get("KVD_BIN", ""), help="kvd binary to start")
+    if model:
+        p.add_argument("--model", default="smollm2-135m", help="smollm2-135m or gemma3-270m")
 
 
 def find_kvd(repo: Path, explicit: str = "") -> Path:

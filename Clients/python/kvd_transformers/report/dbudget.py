@@ -25,6 +25,8 @@ import os
 import sys
 from pathlib import Path
 
+from kvd_transformers.report.daemon import add_daemon_args
+
 import numpy as np
 
 from kvd_transformers.report.checkpoint import read_rows as load_cells
@@ -89,11 +91,7 @@ VARIANTS = [
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m kvd_transformers.report.dbudget", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--endpoint", help="a running kvd serving the model's f32 layout (ipc://...)")
-    src.add_argument("--start-daemon", action="store_true", help="start the newest .build kvd on a temporary config")
-    p.add_argument("--kvd-bin", default=os.environ.get("KVD_BIN", ""), help="kvd binary to start")
-    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m or gemma3-270m")
+    add_daemon_args(p, model=True)
     p.add_argument("--out", default="results", help="output folder (default results/)")
     p.add_argument("--resume", action="store_true", help="keep finished cells of dbudget.jsonl")
     p.add_argument("--report-only", action="store_true", help="only rebuild dbudget.md")

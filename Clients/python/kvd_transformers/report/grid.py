@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from kvd_transformers.report.daemon import add_daemon_args
+
 REPO = Path(__file__).resolve().parents[4]
 # KL texts: starts (corpus tokens) of spans of L + 32 tokens, disjoint from each other for every
 # length up to 4096 and clear of the DBudgetKV study's texts (8000, 28000, 36000, 44000 + 4128),
@@ -31,11 +33,7 @@ def _ints(s: str) -> list:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m kvd_transformers.report.grid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--endpoint", help="a running kvd serving the model's f32 layout (ipc://...)")
-    src.add_argument("--start-daemon", action="store_true", help="start the newest .build kvd on a temporary config")
-    p.add_argument("--kvd-bin", default=os.environ.get("KVD_BIN", ""))
-    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m (gemma3-270m needs kvd_transformers.models)")
+    add_daemon_args(p, model=True)
     p.add_argument("--out", default="results/stats")
     p.add_argument("--resume", action="store_true", help="keep finished lines of the checkpoint")
     p.add_argument("--report-only", action="store_true", help="only rebuild tables/plots/docs")

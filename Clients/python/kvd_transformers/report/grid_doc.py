@@ -348,11 +348,7 @@ def plots(model: str, s: dict, folder: Path, budget) -> list:
             ax.set_ylabel("needle accuracy (95 % Wilson)")
             ax.set_title(f"{model}: {k}")
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = folder / f"{model}-needles.png"
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, folder / f"{model}-needles.png"))
     if s["kl"]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for m in KL_ORDER[1:]:
@@ -373,12 +369,17 @@ def plots(model: str, s: dict, folder: Path, budget) -> list:
         ax.set_ylabel("mean KL, nats (95 % t interval)")
         ax.set_title(f"{model}: KL vs KV kept (dashed 0.02, dotted 0.05)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = folder / f"{model}-kl.png"
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, folder / f"{model}-kl.png"))
     return written
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def insert_docs(docs: Path, section: str) -> None:
